@@ -1,0 +1,357 @@
+"""Typed phenotypes: what a derivation of the grammar means as a network.
+
+A phenotype is the sequence of layers and the learning rule that a genotype
+decodes to. It has three equivalent forms:
+
+* the text form of the original SPENSER code, one ``key:value`` token after
+  the other (``layer:conv num-filters:64 ... learning:adam lr:0.001 ...``),
+  used in logs;
+* typed, frozen, hashable dataclasses (:class:`Conv`, :class:`Pool`, ...),
+  used to build networks;
+* a JSON object (``to_json``/``from_json``), used in run files.
+
+``parse(text)`` and ``Phenotype.text`` convert between the first two exactly:
+floats are written with ``repr`` so they round-trip bit for bit.
+
+Shape inference (:func:`infer_shapes`) decides whether a phenotype is a
+buildable network for a given input shape. Conventions:
+
+* ``padding:valid``: ``out = floor((n - k) / s) + 1`` (0 when ``k > n``).
+* ``padding:same``: ``out = ceil(n / s)``, padding split as XLA/TensorFlow do
+  (``total = max((out - 1) * s + k - n, 0)``, ``total // 2`` before, the rest
+  after). With stride 1 this is PyTorch's ``padding='same'``. The original code
+  silently forces stride 1 when padding is ``same`` (a PyTorch limitation);
+  we honour the stride the genotype asks for.
+* pooling: stride = kernel, no padding, floor.
+* the first dense layer flattens its input (H, W, C order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, ClassVar, Union
+
+
+class InvalidPhenotype(ValueError):
+    """The phenotype cannot be built as a network (bad tokens or shapes)."""
+
+
+# --------------------------------------------------------------------------
+# Layers
+
+
+def _fmt(value: Any) -> str:
+    # repr() is the shortest string that round-trips a float exactly; str()
+    # of a bool gives the original's ``True``/``False``.
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Conv:
+    filters: int
+    kernel: int
+    stride: int
+    padding: str  # "same" | "valid"
+    bias: bool
+
+    tag: ClassVar[str] = "conv"
+    keys: ClassVar[tuple] = (
+        ("num-filters", "filters", int),
+        ("filter-shape", "kernel", int),
+        ("stride", "stride", int),
+        ("padding", "padding", str),
+        ("bias", "bias", bool),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pool:
+    kind: str  # "max" | "avg"
+    kernel: int
+
+    tag: ClassVar[str] = "pool"
+    keys: ClassVar[tuple] = (("kernel-size", "kernel", int),)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NoOp:
+    """``layer:no-op``: the grammar's "no pooling"; kept so text round-trips."""
+
+    tag: ClassVar[str] = "no-op"
+    keys: ClassVar[tuple] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dropout:
+    rate: float
+
+    tag: ClassVar[str] = "dropout"
+    keys: ClassVar[tuple] = (("rate", "rate", float),)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dense:
+    units: int
+    bias: bool
+
+    tag: ClassVar[str] = "fc"
+    keys: ClassVar[tuple] = (("num-units", "units", int), ("bias", "bias", bool))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LIF:
+    beta: float
+    beta_trainable: bool
+    threshold: float
+    threshold_trainable: bool
+    surrogate: str  # "atan" | "fast-sigmoid"
+    reset: str  # "subtract" | "zero"
+
+    tag: ClassVar[str] = "act"
+    keys: ClassVar[tuple] = (
+        ("beta", "beta", float),
+        ("beta-trainable", "beta_trainable", bool),
+        ("threshold", "threshold", float),
+        ("threshold-trainable", "threshold_trainable", bool),
+        ("surr-grad", "surrogate", str),
+        ("reset", "reset", str),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SGD:
+    lr: float
+    momentum: float
+    decay: float
+    nesterov: bool
+
+    tag: ClassVar[str] = "gradient-descent"
+    keys: ClassVar[tuple] = (
+        ("lr", "lr", float),
+        ("momentum", "momentum", float),
+        ("decay", "decay", float),
+        ("nesterov", "nesterov", bool),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Adam:
+    lr: float
+    beta1: float
+    beta2: float
+    decay: float
+    amsgrad: bool
+
+    tag: ClassVar[str] = "adam"
+    keys: ClassVar[tuple] = (
+        ("lr", "lr", float),
+        ("beta1", "beta1", float),
+        ("beta2", "beta2", float),
+        ("decay", "decay", float),
+        ("amsgrad", "amsgrad", bool),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RMSProp:
+    lr: float
+    rho: float
+    decay: float
+
+    tag: ClassVar[str] = "rmsprop"
+    keys: ClassVar[tuple] = (
+        ("lr", "lr", float),
+        ("rho", "rho", float),
+        ("decay", "decay", float),
+    )
+
+
+Layer = Union[Conv, Pool, NoOp, Dropout, Dense, LIF]
+Optimizer = Union[SGD, Adam, RMSProp]
+
+_LAYER_TAGS = {"conv": Conv, "pool-max": Pool, "pool-avg": Pool, "no-op": NoOp,
+               "dropout": Dropout, "fc": Dense, "act": LIF}
+_OPTIMIZER_TAGS = {cls.tag: cls for cls in (SGD, Adam, RMSProp)}
+_CHOICES = {"padding": ("same", "valid"), "surrogate": ("atan", "fast-sigmoid"),
+            "reset": ("subtract", "zero")}
+
+
+def _layer_tag(item: Layer | Optimizer) -> str:
+    return f"pool-{item.kind}" if isinstance(item, Pool) else item.tag
+
+
+def _item_text(head: str, item: Layer | Optimizer) -> str:
+    tokens = [f"{head}:{_layer_tag(item)}"]
+    tokens += [f"{key}:{_fmt(getattr(item, attr))}" for key, attr, _ in item.keys]
+    return " ".join(tokens)
+
+
+def _convert(key: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if raw not in ("True", "False"):
+                raise ValueError
+            return raw == "True"
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise InvalidPhenotype(f"{key}:{raw} is not a valid {kind.__name__}") from None
+
+
+def _build(cls: type, tag: str, fields: dict[str, str]) -> Layer | Optimizer:
+    expected = {key for key, _, _ in cls.keys}
+    if set(fields) != expected:
+        missing = sorted(expected - set(fields))
+        extra = sorted(set(fields) - expected)
+        raise InvalidPhenotype(
+            f"{tag}: missing keys {missing}, unexpected keys {extra}"
+            if missing or extra else f"{tag}: bad keys")
+    kwargs = {attr: _convert(key, fields[key], kind) for key, attr, kind in cls.keys}
+    for attr, allowed in _CHOICES.items():
+        if attr in kwargs and kwargs[attr] not in allowed:
+            raise InvalidPhenotype(f"{tag}: {attr} must be one of {allowed}, got {kwargs[attr]!r}")
+    if cls is Pool:
+        kwargs["kind"] = tag.split("-")[1]
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------
+# Phenotype
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Phenotype:
+    layers: tuple[Layer, ...]
+    learning: Optimizer
+
+    @property
+    def text(self) -> str:
+        """The original code's text form."""
+        parts = [_item_text("layer", layer) for layer in self.layers]
+        parts.append(_item_text("learning", self.learning))
+        return " ".join(parts)
+
+    def to_json(self) -> dict:
+        def item(x):
+            return {"type": _layer_tag(x), **dataclasses.asdict(x)}
+        return {"text": self.text, "layers": [item(x) for x in self.layers],
+                "learning": item(self.learning)}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Phenotype":
+        # The text is the canonical content; the typed fields are a
+        # convenience for readers of the JSON, and must agree with it.
+        pheno = parse(obj["text"])
+        if pheno.to_json() != obj:
+            raise InvalidPhenotype("phenotype JSON fields disagree with its text")
+        return pheno
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json())
+
+    @property
+    def network_layers(self) -> tuple[Layer, ...]:
+        """Layers that do something (``no-op`` removed)."""
+        return tuple(x for x in self.layers if not isinstance(x, NoOp))
+
+
+def parse(text: str) -> Phenotype:
+    """Parse the text form into a typed :class:`Phenotype`.
+
+    Raises:
+      InvalidPhenotype: unknown layer or optimizer, missing or malformed keys,
+        not exactly one learning rule.
+    """
+    groups: list[tuple[str, str, dict[str, str]]] = []
+    for token in text.split():
+        key, sep, value = token.partition(":")
+        if not sep or not key or not value:
+            raise InvalidPhenotype(f"token {token!r} is not key:value")
+        if key in ("layer", "learning"):
+            groups.append((key, value, {}))
+        elif not groups:
+            raise InvalidPhenotype(f"token {token!r} comes before any layer:/learning:")
+        elif key in groups[-1][2]:
+            raise InvalidPhenotype(f"key {key!r} repeated in {groups[-1][0]}:{groups[-1][1]}")
+        else:
+            groups[-1][2][key] = value
+    layers, learning = [], []
+    for head, tag, fields in groups:
+        table = _LAYER_TAGS if head == "layer" else _OPTIMIZER_TAGS
+        if tag not in table:
+            raise InvalidPhenotype(f"unknown {head} type {tag!r} (known: {sorted(table)})")
+        (layers if head == "layer" else learning).append(_build(table[tag], tag, fields))
+    if len(learning) != 1:
+        raise InvalidPhenotype(f"expected exactly one learning rule, found {len(learning)}")
+    return Phenotype(tuple(layers), learning[0])
+
+
+# --------------------------------------------------------------------------
+# Shapes
+
+
+def conv_output(n: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "same":
+        return -(-n // stride)
+    return (n - kernel) // stride + 1 if n >= kernel else 0
+
+
+def same_padding(n: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of ``padding:same`` along one axis."""
+    total = max((conv_output(n, kernel, stride, "same") - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2
+
+
+def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
+                 num_classes: int | None = None) -> list[tuple[int, ...]]:
+    """Output shape of every layer in ``phenotype.layers`` (per sample).
+
+    Args:
+      input_shape: (H, W, C) of one input image.
+      num_classes: when given, the last dense layer must have this many units.
+
+    Raises:
+      InvalidPhenotype: a spatial size reaches zero, a conv/pool after a dense
+        layer, no dense layer at the end, or the wrong number of outputs.
+    """
+    shape: tuple[int, ...] = tuple(input_shape)
+    shapes = []
+    for i, layer in enumerate(phenotype.layers):
+        if isinstance(layer, (Conv, Pool)) and len(shape) != 3:
+            raise InvalidPhenotype(f"layer {i} ({_layer_tag(layer)}) follows a dense layer")
+        if isinstance(layer, Conv):
+            h, w = (conv_output(n, layer.kernel, layer.stride, layer.padding) for n in shape[:2])
+            shape = (h, w, layer.filters)
+        elif isinstance(layer, Pool):
+            shape = (shape[0] // layer.kernel, shape[1] // layer.kernel, shape[2])
+        elif isinstance(layer, Dense):
+            shape = (layer.units,)
+        if min(shape) <= 0:
+            raise InvalidPhenotype(
+                f"layer {i} ({_layer_tag(layer)}) has output shape {shape}: spatial size reached zero")
+        shapes.append(shape)
+    if not shapes or len(shape) != 1:
+        raise InvalidPhenotype("the network must end in a dense (fc) layer")
+    if num_classes is not None and shape[0] != num_classes:
+        raise InvalidPhenotype(f"the output layer has {shape[0]} units, the data has {num_classes} classes")
+    return shapes
+
+
+def count_parameters(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> int:
+    """Trainable weights and biases (plus trainable β/θ), as PyTorch counts them."""
+    shape: tuple[int, ...] = tuple(input_shape)
+    total = 0
+    for layer, out in zip(phenotype.layers, infer_shapes(phenotype, input_shape)):
+        if isinstance(layer, Conv):
+            total += layer.kernel * layer.kernel * shape[2] * layer.filters + layer.filters * layer.bias
+        elif isinstance(layer, Dense):
+            total += math.prod(shape) * layer.units + layer.units * layer.bias
+        elif isinstance(layer, LIF):
+            total += layer.beta_trainable + layer.threshold_trainable
+        shape = out
+    return total
