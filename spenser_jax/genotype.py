@@ -1,0 +1,329 @@
+"""Two-level genotypes: a GA list of modules, a DSGE derivation per layer.
+
+A :class:`Genotype` is complete and immutable: every production choice and
+every numeric value its phenotype uses is stored in it, and nothing else.
+Decoding (:meth:`SearchSpace.phenotype`) is a pure function of the genotype;
+all randomness comes from a ``numpy.random.Generator`` passed in explicitly.
+
+DSGE bookkeeping: a layer stores, per nonterminal, the list of expansions in
+the order the derivation meets that nonterminal; the k-th occurrence of
+``<nt>`` uses ``expansions[nt][k]``. An expansion is the index of the chosen
+production and, for each numeric gene symbol in it, a tuple of values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from spenser_jax.grammar import Gene, Grammar, NonTerminal, Terminal
+from spenser_jax.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
+
+
+class SearchSpaceError(RuntimeError):
+    """No valid individual could be produced (or a genotype does not fit)."""
+
+
+# --------------------------------------------------------------------------
+# Data
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Expansion:
+    choice: int
+    genes: tuple[tuple[int | float, ...], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layer:
+    """One DSGE derivation of a module's nonterminal.
+
+    Attributes:
+      expansions: (nonterminal, expansions in derivation order) pairs, sorted
+        by nonterminal name so equal layers compare and hash equal.
+      link: layers of one module with the same link share their genotype,
+        reproducing the original's by-reference "reuse" when copies are not
+        independent (``MutationConfig.independent_copies=False``); None
+        otherwise.
+    """
+
+    expansions: tuple[tuple[str, tuple[Expansion, ...]], ...]
+    link: int | None = None
+
+    def get(self, nt: str) -> tuple[Expansion, ...]:
+        for name, exps in self.expansions:
+            if name == nt:
+                return exps
+        return ()
+
+    def replace(self, nt: str, index: int, expansion: Expansion) -> "Layer":
+        table = dict(self.expansions)
+        exps = list(table[nt])
+        exps[index] = expansion
+        table[nt] = tuple(exps)
+        return dataclasses.replace(self, expansions=tuple(sorted(table.items())))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Module:
+    name: str
+    layers: tuple[Layer, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Genotype:
+    modules: tuple[Module, ...]
+
+    def module(self, name: str) -> Module:
+        for m in self.modules:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def replace_module(self, name: str, layers: Sequence[Layer]) -> "Genotype":
+        return Genotype(tuple(Module(m.name, tuple(layers)) if m.name == name else m
+                              for m in self.modules))
+
+    # JSON: plain lists; ints stay ints and floats stay floats (json writes
+    # floats with repr, so values round-trip exactly).
+    def to_json(self) -> dict:
+        return {"modules": [
+            {"name": m.name, "layers": [
+                {"expansions": {nt: [[e.choice, [list(v) for v in e.genes]] for e in exps]
+                                for nt, exps in layer.expansions},
+                 **({"link": layer.link} if layer.link is not None else {})}
+                for layer in m.layers]}
+            for m in self.modules]}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Genotype":
+        try:
+            return cls(tuple(
+                Module(m["name"], tuple(
+                    Layer(tuple(sorted(
+                        (nt, tuple(Expansion(int(c), tuple(tuple(v) for v in genes))
+                                   for c, genes in exps))
+                        for nt, exps in layer["expansions"].items())),
+                        layer.get("link"))
+                    for layer in m["layers"]))
+                for m in obj["modules"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise SearchSpaceError(f"malformed genotype JSON: {err!r}") from None
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str) -> "Genotype":
+        return cls.from_json(json.loads(text))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MacroModule:
+    """GA-level module: a grammar nonterminal with layer-count bounds.
+
+    ``init`` lists the layer counts a random individual starts from (the
+    original code: features from {1, 3, 5}, classification {1}); empty means
+    ``min_layers``.
+    """
+
+    name: str
+    min_layers: int
+    max_layers: int
+    init: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not 0 <= self.min_layers <= self.max_layers:
+            raise ValueError(f"module {self.name}: need 0 <= min ({self.min_layers}) "
+                             f"<= max ({self.max_layers})")
+        bad = [n for n in self.init if not self.min_layers <= n <= self.max_layers]
+        if bad:
+            raise ValueError(f"module {self.name}: initial counts {bad} outside "
+                             f"[{self.min_layers}, {self.max_layers}]")
+
+    def initial_counts(self) -> tuple[int, ...]:
+        return self.init or (self.min_layers,)
+
+
+DEFAULT_MACRO = (
+    MacroModule("features", 1, 6, (1, 3, 5)),
+    MacroModule("classification", 1, 4, (1,)),
+    MacroModule("output", 1, 1),
+    MacroModule("learning", 1, 1),
+)
+
+
+def macro_from_config(entries: Iterable) -> tuple[MacroModule, ...]:
+    """``[[name, min, max, [init...]?], ...]`` or mappings -> MacroModules."""
+    out = []
+    for entry in entries:
+        if isinstance(entry, dict) or hasattr(entry, "keys"):
+            out.append(MacroModule(entry["name"], int(entry["min"]), int(entry["max"]),
+                                   tuple(int(x) for x in entry.get("init", ()) or ())))
+        else:
+            name, lo, hi, *rest = entry
+            out.append(MacroModule(name, int(lo), int(hi),
+                                   tuple(int(x) for x in rest[0]) if rest else ()))
+    if len({m.name for m in out}) != len(out):
+        raise ValueError("macro structure names a module twice")
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# Derivation
+
+
+def sample_gene(rng: np.random.Generator, gene: Gene) -> tuple[int | float, ...]:
+    if gene.is_int:
+        return tuple(int(v) for v in rng.integers(gene.low, gene.high, endpoint=True, size=gene.count))
+    return tuple(float(v) for v in rng.uniform(gene.low, gene.high, size=gene.count))
+
+
+def derive(grammar: Grammar, start: str, existing: Layer | None = None,
+           rng: np.random.Generator | None = None, max_depth: int = 32) -> tuple[Layer, str]:
+    """Derive ``start``, reusing ``existing`` expansions and sampling the rest.
+
+    With ``rng=None`` this is pure decoding: a missing expansion is an error.
+    With an ``rng``, missing expansions are drawn at random (how a new layer
+    is created, and how a layer is repaired after a production switch).
+    Unused expansions are dropped, so the returned layer is complete and
+    minimal.
+
+    Returns:
+      (layer, phenotype text of the layer)
+    """
+    old = {nt: exps for nt, exps in existing.expansions} if existing else {}
+    used: dict[str, list[Expansion]] = {}
+    tokens: list[str] = []
+
+    def expand(nt: str, depth: int):
+        k = len(used.get(nt, ()))
+        exps = old.get(nt, ())
+        productions = grammar.rules[nt]
+        if k < len(exps):
+            expansion = exps[k]
+            if not 0 <= expansion.choice < len(productions):
+                raise SearchSpaceError(f"<{nt}> has no production {expansion.choice}")
+        elif rng is None:
+            raise SearchSpaceError(f"incomplete genotype: no expansion #{k} for <{nt}>")
+        else:
+            choices = (grammar.terminating_choices(nt) if depth >= max_depth
+                       else range(len(productions)))
+            choice = int(rng.choice(list(choices)))
+            genes = tuple(sample_gene(rng, s) for s in productions[choice] if isinstance(s, Gene))
+            expansion = Expansion(choice, genes)
+        used.setdefault(nt, []).append(expansion)
+        gene_values = iter(expansion.genes)
+        for symbol in productions[expansion.choice]:
+            if isinstance(symbol, Terminal):
+                tokens.append(symbol.text)
+            elif isinstance(symbol, NonTerminal):
+                expand(symbol.name, depth + 1)
+            else:
+                values = next(gene_values, None)
+                if values is None or len(values) != symbol.count or \
+                        not all(symbol.contains(v) for v in values):
+                    raise SearchSpaceError(f"<{nt}>: gene {symbol.name} has values {values}, "
+                                           f"outside {symbol}")
+                tokens.extend(f"{symbol.name}:{v!r}" for v in values)
+        if next(gene_values, None) is not None:
+            raise SearchSpaceError(f"<{nt}>: more gene values stored than production "
+                                   f"{expansion.choice} has genes")
+
+    expand(start, 0)
+    layer = Layer(tuple(sorted((nt, tuple(e)) for nt, e in used.items())),
+                  existing.link if existing else None)
+    return layer, " ".join(tokens)
+
+
+# --------------------------------------------------------------------------
+# Search space: grammar + macro structure + the problem's shapes
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Everything needed to create, decode and validate individuals.
+
+    Attributes:
+      input_shape: (H, W, C) of one input; individuals whose shapes collapse
+        are invalid.
+      num_classes: the output layer must have this many units (None: any).
+      max_attempts: how many random draws creation and mutation try before
+        giving up with :class:`SearchSpaceError`.
+    """
+
+    grammar: Grammar
+    macro: tuple[MacroModule, ...] = DEFAULT_MACRO
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+    num_classes: int | None = 10
+    max_attempts: int = 1000
+
+    def __post_init__(self):
+        self.grammar.require(m.name for m in self.macro)
+
+    def bounds(self, name: str) -> MacroModule:
+        for m in self.macro:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def new_layer(self, rng: np.random.Generator, module: str) -> Layer:
+        return derive(self.grammar, module, rng=rng)[0]
+
+    def random_genotype(self, rng: np.random.Generator) -> Genotype:
+        """A random genotype; it may not be a valid network (see random_individual)."""
+        modules = []
+        for m in self.macro:
+            count = int(rng.choice(m.initial_counts()))
+            modules.append(Module(m.name, tuple(self.new_layer(rng, m.name) for _ in range(count))))
+        return Genotype(tuple(modules))
+
+    def text(self, genotype: Genotype) -> str:
+        self.check_structure(genotype)
+        parts = []
+        for m in genotype.modules:
+            parts.extend(derive(self.grammar, m.name, layer)[1] for layer in m.layers)
+        return " ".join(parts)
+
+    def phenotype(self, genotype: Genotype) -> Phenotype:
+        """Decode (pure). Raises SearchSpaceError / InvalidPhenotype if it can't."""
+        return parse(self.text(genotype))
+
+    def check_structure(self, genotype: Genotype) -> None:
+        names = tuple(m.name for m in genotype.modules)
+        if names != tuple(m.name for m in self.macro):
+            raise SearchSpaceError(f"genotype modules {names} do not match the macro structure "
+                                   f"{tuple(m.name for m in self.macro)}")
+        for module, bounds in zip(genotype.modules, self.macro):
+            if not bounds.min_layers <= len(module.layers) <= bounds.max_layers:
+                raise SearchSpaceError(f"module {module.name} has {len(module.layers)} layers, "
+                                       f"outside [{bounds.min_layers}, {bounds.max_layers}]")
+
+    def validate(self, genotype: Genotype) -> Phenotype:
+        """Decode and check shapes; raises if the individual is not a valid network."""
+        phenotype = self.phenotype(genotype)
+        infer_shapes(phenotype, self.input_shape, self.num_classes)
+        return phenotype
+
+    def is_valid(self, genotype: Genotype) -> bool:
+        try:
+            self.validate(genotype)
+            return True
+        except (SearchSpaceError, InvalidPhenotype):
+            return False
+
+    def random_individual(self, rng: np.random.Generator) -> Genotype:
+        """A random genotype that decodes to a valid network (bounded retries)."""
+        last = None
+        for _ in range(self.max_attempts):
+            genotype = self.random_genotype(rng)
+            try:
+                self.validate(genotype)
+                return genotype
+            except (SearchSpaceError, InvalidPhenotype) as err:
+                last = err
+        raise SearchSpaceError(f"no valid individual in {self.max_attempts} random draws "
+                               f"(last problem: {last})")

@@ -1,0 +1,363 @@
+"""BNF grammars with numeric genes: the search space of the DSGE level.
+
+Format (the SPENSER paper's Grammar 2 is ``grammars/csnn.grammar``)::
+
+    # a comment
+    <features> ::= <aux-convolution> | <aux-convolution> | <dropout>
+    <dropout>  ::= layer : dropout [rate, float, 1, 0, 0.5]
+
+* ``<nt> ::= alt | alt``; a line that does not start a rule continues the
+  previous one (a leading ``|`` adds alternatives).
+* Terminals are ``key:value`` text; spaces around the colon are allowed and
+  removed (``layer : conv`` is the terminal ``layer:conv``).
+* ``[name, int|float, count, min, max]`` is a numeric gene: ``count`` values
+  drawn uniformly from ``[min, max]``, written ``name:value`` in the phenotype.
+* Repeating an alternative weights it: choices are uniform over alternatives.
+
+Parsing errors name the file and line (:class:`GrammarError`).
+
+Run ``python -m spenser_jax.grammar GRAMMAR --sample N --seed S`` to print N
+random individuals' phenotypes, or ``--mutate K`` for a parent and K of its
+offspring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Union
+
+
+class GrammarError(ValueError):
+    """A grammar file that cannot be used; the message names file and line."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Terminal:
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NonTerminal:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Gene:
+    """A numeric gene: ``count`` values of ``type`` in ``[low, high]``."""
+
+    name: str
+    type: str  # "int" | "float"
+    count: int
+    low: float | int
+    high: float | int
+
+    @property
+    def is_int(self) -> bool:
+        return self.type == "int"
+
+    def contains(self, value) -> bool:
+        ok_type = (isinstance(value, int) and not isinstance(value, bool)) if self.is_int \
+            else isinstance(value, float)
+        return ok_type and self.low <= value <= self.high
+
+
+Symbol = Union[Terminal, NonTerminal, Gene]
+Production = tuple[Symbol, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grammar:
+    """A parsed grammar.
+
+    Attributes:
+      rules: nonterminal name -> its productions, in file order (repeats kept).
+      lines: nonterminal name -> line number of its definition.
+      path: where it was read from (for messages).
+      min_height: nonterminal -> fewest derivation levels needed to finish;
+        used to steer sampling of recursive grammars towards termination.
+    """
+
+    rules: dict[str, tuple[Production, ...]]
+    lines: dict[str, int]
+    path: str = "<string>"
+    min_height: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def production_height(self, production: Production) -> int:
+        return 1 + max((self.min_height[s.name] for s in production
+                        if isinstance(s, NonTerminal)), default=0)
+
+    def terminating_choices(self, nt: str) -> list[int]:
+        """Indices of ``nt``'s productions that finish in the fewest levels."""
+        heights = [self.production_height(p) for p in self.rules[nt]]
+        best = min(heights)
+        return [i for i, h in enumerate(heights) if h == best]
+
+    def require(self, names) -> None:
+        """Raise if any of ``names`` (e.g. the GA modules) is not defined."""
+        missing = [n for n in names if n not in self.rules]
+        if missing:
+            raise GrammarError(f"{self.path}: module nonterminal(s) {missing} not defined "
+                               f"(defined: {sorted(self.rules)})")
+
+
+_RULE = re.compile(r"^\s*<([^<>\s]+)>\s*::=(.*)$")
+_TOKEN = re.compile(r"<[^<>]*>|\[[^\]]*\]|[^\s<\[]+|[<\[]")
+
+
+def _parse_number(text: str, as_int: bool):
+    text = text.strip()
+    try:
+        return int(text) if as_int else float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {'an int' if as_int else 'a number'}") from None
+
+
+def _parse_gene(token: str) -> Gene:
+    fields = [f.strip() for f in token[1:-1].split(",")]
+    if len(fields) != 5:
+        raise ValueError(f"numeric gene {token} needs 5 fields [name, int|float, count, min, max]")
+    name, kind, count, low, high = fields
+    if not re.fullmatch(r"[A-Za-z_][\w\-]*", name):
+        raise ValueError(f"numeric gene {token} has a bad name {name!r}")
+    if kind not in ("int", "float"):
+        raise ValueError(f"numeric gene {token} has unknown type {kind!r} (int or float)")
+    count_value = _parse_number(count, True)
+    if count_value < 1:
+        raise ValueError(f"numeric gene {token} needs count >= 1")
+    lo, hi = _parse_number(low, kind == "int"), _parse_number(high, kind == "int")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"numeric gene {token} has a non-finite bound")
+    if lo > hi:
+        raise ValueError(f"numeric gene {token} has min > max")
+    return Gene(name, kind, count_value, lo, hi)
+
+
+def _parse_alternative(text: str) -> Production:
+    symbols: list[Symbol] = []
+    words: list[str] = []
+
+    def flush():
+        if words:
+            joined = re.sub(r"\s*:\s*", ":", " ".join(words))
+            symbols.extend(Terminal(t) for t in joined.split())
+            words.clear()
+
+    for token in _TOKEN.findall(text):
+        if token.startswith("<"):
+            if not token.endswith(">") or len(token) < 3 or re.search(r"\s", token):
+                raise ValueError(f"malformed nonterminal {token!r}")
+            flush()
+            symbols.append(NonTerminal(token[1:-1]))
+        elif token.startswith("["):
+            if not token.endswith("]"):
+                raise ValueError("unclosed '[' in numeric gene")
+            flush()
+            symbols.append(_parse_gene(token))
+        else:
+            words.append(token)
+    flush()
+    for s in symbols:
+        if isinstance(s, Terminal) and (s.text.startswith(":") or s.text.endswith(":")):
+            raise ValueError(f"terminal {s.text!r} is missing a key or a value")
+    return tuple(symbols)
+
+
+def _split_alternatives(body: str) -> list[str]:
+    # '|' separates alternatives except inside a numeric gene's brackets.
+    parts, depth, current = [], 0, []
+    for ch in body:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_grammar(text: str, path: str = "<string>") -> Grammar:
+    """Parse grammar text. Raises :class:`GrammarError` naming ``path`` and a line."""
+    # Collect each rule's body with the line each piece of text came from, so
+    # errors in continuation lines point at the right line.
+    raw: dict[str, list[tuple[int, str]]] = {}
+    lines: dict[str, int] = {}
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0]
+        if not line.strip():
+            continue
+        match = _RULE.match(line)
+        if match:
+            current = match.group(1)
+            if current in raw:
+                raise GrammarError(f"{path}:{number}: <{current}> is defined again "
+                                   f"(first at line {lines[current]})")
+            raw[current], lines[current] = [(number, match.group(2))], number
+        elif "::=" in line:
+            raise GrammarError(f"{path}:{number}: malformed rule head (expected '<name> ::= ...')")
+        elif current is None:
+            raise GrammarError(f"{path}:{number}: text outside any rule")
+        else:
+            raw[current].append((number, line))
+    if not raw:
+        raise GrammarError(f"{path}: no rules found")
+
+    rules: dict[str, tuple[Production, ...]] = {}
+    for nt, pieces in raw.items():
+        # Alternatives may span lines; join with a marker so we know where
+        # each alternative started for error messages.
+        productions = []
+        alt_text, alt_line = "", pieces[0][0]
+        for number, piece in pieces:
+            for k, part in enumerate(_split_alternatives(piece)):
+                if k > 0:
+                    productions.append((alt_line, alt_text))
+                    alt_text, alt_line = "", number
+                if not alt_text.strip():
+                    alt_line = number
+                alt_text += " " + part
+        productions.append((alt_line, alt_text))
+        if all(not t.strip() for _, t in productions) and len(productions) == 1:
+            raise GrammarError(f"{path}:{lines[nt]}: <{nt}> has no productions")
+        parsed = []
+        for number, alt in productions:
+            if not alt.strip():
+                raise GrammarError(f"{path}:{number}: <{nt}> has an empty alternative")
+            try:
+                parsed.append(_parse_alternative(alt))
+            except ValueError as err:
+                raise GrammarError(f"{path}:{number}: {err}") from None
+        rules[nt] = tuple(parsed)
+
+    for nt, productions in rules.items():
+        for production in productions:
+            for s in production:
+                if isinstance(s, NonTerminal) and s.name not in rules:
+                    line = _line_of(raw[nt], f"<{s.name}>")
+                    raise GrammarError(f"{path}:{line}: unknown nonterminal <{s.name}> in <{nt}>")
+
+    return Grammar(rules, lines, path, _min_heights(rules, lines, path))
+
+
+def _line_of(pieces: list[tuple[int, str]], needle: str) -> int:
+    return next((n for n, text in pieces if needle in text), pieces[0][0])
+
+
+def _min_heights(rules, lines, path) -> dict[str, int]:
+    # Fixpoint: a nonterminal finishes once one of its productions uses only
+    # nonterminals that finish. Whatever never finishes recurses forever.
+    height: dict[str, int] = {}
+    changed = True
+    while changed:
+        changed = False
+        for nt, productions in rules.items():
+            for production in productions:
+                subs = [s.name for s in production if isinstance(s, NonTerminal)]
+                if all(n in height for n in subs):
+                    h = 1 + max((height[n] for n in subs), default=0)
+                    if h < height.get(nt, math.inf):
+                        height[nt] = h
+                        changed = True
+    stuck = {nt for nt in rules if nt not in height}
+    if stuck:
+        # Blame a nonterminal on a cycle, not one that merely uses it.
+        def reaches_itself(start):
+            seen, todo = set(), [start]
+            while todo:
+                for p in rules[todo.pop()]:
+                    for s in p:
+                        if isinstance(s, NonTerminal) and s.name in stuck:
+                            if s.name == start:
+                                return True
+                            if s.name not in seen:
+                                seen.add(s.name)
+                                todo.append(s.name)
+            return False
+        line, nt = min((lines[nt], nt) for nt in stuck if reaches_itself(nt))
+        raise GrammarError(f"{path}:{line}: unbounded recursion: <{nt}> can never finish "
+                           f"deriving (every production recurses)")
+    return height
+
+
+def load_grammar(path: str | Path) -> Grammar:
+    """Read and parse a grammar file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise GrammarError(f"{path}: grammar file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise GrammarError(f"{path}: cannot read grammar file ({err})") from None
+    return parse_grammar(text, str(path))
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    import numpy as np
+
+    from spenser_jax import genotype as gt
+    from spenser_jax import mutation
+    from spenser_jax.phenotype import InvalidPhenotype
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one line, non-zero, as the CLI promises
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2)
+
+    parser = Parser(prog="python -m spenser_jax.grammar",
+                    description="Sample individuals from a grammar and print their phenotypes.")
+    parser.add_argument("grammar", help="grammar file, e.g. grammars/csnn.grammar")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="print N random individuals (default 1 without --mutate)")
+    parser.add_argument("--mutate", type=int, default=None, metavar="K",
+                        help="print a random parent and K of its offspring")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print genotype JSON instead of text")
+    args = parser.parse_args(argv)
+    if args.sample is not None and args.sample < 0 or args.mutate is not None and args.mutate < 0:
+        parser.error("--sample and --mutate take a non-negative count")
+    try:
+        grammar = load_grammar(args.grammar)
+        macro = gt.DEFAULT_MACRO
+        grammar.require(m.name for m in macro)
+        rng = np.random.default_rng(args.seed)
+        space = gt.SearchSpace(grammar, macro)
+
+        def show(genome):
+            if args.json:
+                return genome.dumps()
+            return space.phenotype(genome).text
+
+        if args.mutate is None:
+            for _ in range(1 if args.sample is None else args.sample):
+                print(show(space.random_individual(rng)))
+        else:
+            parent = space.random_individual(rng)
+            print(show(parent))
+            config = mutation.MutationConfig()
+            for _ in range(args.mutate):
+                child, _ = mutation.offspring(rng, parent, space, config)
+                print(show(child))
+    except (GrammarError, InvalidPhenotype, gt.SearchSpaceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the package's copy of this module, not __main__'s, so the grammar
+    # classes are the ones genotype.py imports.
+    from spenser_jax.grammar import main as _main
+
+    raise SystemExit(_main())

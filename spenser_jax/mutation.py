@@ -1,0 +1,225 @@
+"""Mutation operators of SPENSER (paper Table 2), and what we do better.
+
+Per offspring, for each GA module (in macro order):
+
+1. *add layer*: 1 or 2 tries (uniform); each, if the module is below its
+   maximum, inserts with probability ``add_layer`` a layer at a uniform
+   position: with probability ``reuse_layer`` a copy of an existing layer of
+   the module, otherwise a new random one;
+2. *remove layer*: 1 or 2 tries; each, if above the minimum, removes a
+   uniformly chosen layer with probability ``remove_layer``;
+3. *DSGE*: each layer mutates with probability ``layer_dsge``
+   (``learning_dsge`` for the learning module): pick a nonterminal that can
+   change, one of its expansions, then either switch its production
+   (re-deriving what hangs below it) or mutate one numeric value (int:
+   uniform resample; float: + N(0, σ) clipped to the range).
+
+Switches for the original's weak points (defaults in :class:`MutationConfig`,
+also stated in the README): independent copies on reuse, a mutable output
+unit, re-mutating offspring whose phenotype equals the parent's, and log-scale
+steps for genes whose range spans decades.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from spenser_jax.genotype import (Expansion, Genotype, Layer, SearchSpace, SearchSpaceError, derive,
+                                  sample_gene)
+from spenser_jax.grammar import Gene
+from spenser_jax.phenotype import InvalidPhenotype
+
+
+@dataclasses.dataclass(frozen=True)
+class MutationConfig:
+    """Rates and switches. Defaults: the paper's rates, our improvements on.
+
+    Attributes:
+      add_layer, reuse_layer, remove_layer, layer_dsge, learning_dsge,
+        gaussian_sigma: the paper's Table 2.
+      max_tries: add/remove tries per module are uniform in 1..max_tries.
+      independent_copies: a reused layer is an independent copy (True), or
+        stays linked to its source so that later DSGE mutations change every
+        copy, as the original's by-reference reuse did (False).
+      mutate_output: the output module's genes mutate (True, with the
+        ``layer_dsge`` rate) or stay as first drawn, as in the original (False).
+      remutate_neutral: an offspring whose phenotype equals its parent's is
+        mutated again (True) or kept (False, original).
+      log_scale: float genes with ``0 < min`` and ``max / min >= log_ratio``
+        (lr, decay) take Gaussian steps on the log of their range,
+        normalised to [0, 1], instead of absolute steps.
+      learning_modules: modules mutated with ``learning_dsge``.
+      output_modules: modules frozen when ``mutate_output`` is False.
+    """
+
+    add_layer: float = 0.25
+    reuse_layer: float = 0.15
+    remove_layer: float = 0.25
+    layer_dsge: float = 0.15
+    learning_dsge: float = 0.30
+    gaussian_sigma: float = 0.15
+    max_tries: int = 2
+    independent_copies: bool = True
+    mutate_output: bool = True
+    remutate_neutral: bool = True
+    log_scale: bool = False
+    log_ratio: float = 100.0
+    learning_modules: tuple[str, ...] = ("learning",)
+    output_modules: tuple[str, ...] = ("output",)
+
+    def __post_init__(self):
+        for name in ("add_layer", "reuse_layer", "remove_layer", "layer_dsge", "learning_dsge"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"mutation.{name} must be a probability in [0, 1], got {value}")
+        if self.gaussian_sigma < 0 or self.max_tries < 1 or self.log_ratio <= 1:
+            raise ValueError("mutation: need gaussian_sigma >= 0, max_tries >= 1, log_ratio > 1")
+
+
+class Event(NamedTuple):
+    """One applied mutation, for logs and rate tests."""
+
+    op: str  # "add" | "reuse" | "remove" | "dsge"
+    module: str
+    index: int
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------
+# DSGE level
+
+
+def _mutable_sites(space: SearchSpace, layer: Layer) -> list[tuple[str, int]]:
+    rules = space.grammar.rules
+    return [(nt, k) for nt, exps in layer.expansions for k, e in enumerate(exps)
+            if len(rules[nt]) > 1 or e.genes]
+
+
+def _float_step(rng: np.random.Generator, value: float, gene: Gene,
+                config: MutationConfig) -> float:
+    lo, hi = gene.low, gene.high
+    if config.log_scale and lo > 0 and hi / lo >= config.log_ratio:
+        span = math.log(hi) - math.log(lo)
+        u = (math.log(value) - math.log(lo)) / span + rng.normal(0.0, config.gaussian_sigma)
+        return float(np.clip(math.exp(math.log(lo) + float(np.clip(u, 0.0, 1.0)) * span), lo, hi))
+    return float(np.clip(value + rng.normal(0.0, config.gaussian_sigma), lo, hi))
+
+
+def dsge_mutation(rng: np.random.Generator, layer: Layer, space: SearchSpace, start: str,
+                  config: MutationConfig) -> tuple[Layer, str]:
+    """Mutate one site of a layer's derivation. Returns (layer, description)."""
+    sites = _mutable_sites(space, layer)
+    if not sites:
+        return layer, "nothing to mutate"
+    nt, k = sites[int(rng.integers(len(sites)))]
+    expansion = layer.get(nt)[k]
+    productions = space.grammar.rules[nt]
+    # As the original: a production switch and a value change are chosen
+    # 1 : 2 when both are possible.
+    kinds = (["switch"] if len(productions) > 1 else []) + (["value", "value"] if expansion.genes else [])
+    if kinds[int(rng.integers(len(kinds)))] == "switch":
+        others = [i for i in range(len(productions)) if i != expansion.choice]
+        choice = others[int(rng.integers(len(others)))]
+        genes_of = [s for s in productions[choice] if isinstance(s, Gene)]
+        switched = layer.replace(nt, k, Expansion(choice, tuple(sample_gene(rng, g) for g in genes_of)))
+        repaired, _ = derive(space.grammar, start, switched, rng=rng)
+        return repaired, f"<{nt}>#{k} production {expansion.choice}->{choice}"
+    genes_of = [s for s in productions[expansion.choice] if isinstance(s, Gene)]
+    g = int(rng.integers(len(genes_of)))
+    gene = genes_of[g]
+    values = list(expansion.genes[g])
+    v = int(rng.integers(len(values)))
+    old = values[v]
+    if gene.is_int:
+        values[v] = int(rng.integers(gene.low, gene.high, endpoint=True))
+    else:
+        values[v] = _float_step(rng, old, gene, config)
+    genes = list(expansion.genes)
+    genes[g] = tuple(values)
+    mutated = layer.replace(nt, k, Expansion(expansion.choice, tuple(genes)))
+    return mutated, f"<{nt}>#{k} {gene.name} {old!r}->{values[v]!r}"
+
+
+# --------------------------------------------------------------------------
+# GA level
+
+
+def _next_link(layers) -> int:
+    return 1 + max((x.link for x in layers if x.link is not None), default=-1)
+
+
+def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
+           config: MutationConfig) -> tuple[Genotype, list[Event]]:
+    """Apply the operators once. The result may be an invalid network."""
+    events: list[Event] = []
+    out = genotype
+    for bounds in space.macro:
+        name = bounds.name
+        layers = list(out.module(name).layers)
+        for _ in range(int(rng.integers(1, config.max_tries, endpoint=True))):
+            if len(layers) < bounds.max_layers and rng.random() < config.add_layer:
+                position = int(rng.integers(len(layers) + 1))
+                if layers and rng.random() < config.reuse_layer:
+                    source = int(rng.integers(len(layers)))
+                    new = layers[source]
+                    if not config.independent_copies:
+                        link = new.link if new.link is not None else _next_link(layers)
+                        new = dataclasses.replace(new, link=link)
+                        layers[source] = new
+                    layers.insert(position, new)
+                    events.append(Event("reuse", name, position, f"copy of layer {source}"))
+                else:
+                    layers.insert(position, space.new_layer(rng, name))
+                    events.append(Event("add", name, position))
+        for _ in range(int(rng.integers(1, config.max_tries, endpoint=True))):
+            if len(layers) > bounds.min_layers and rng.random() < config.remove_layer:
+                position = int(rng.integers(len(layers)))
+                del layers[position]
+                events.append(Event("remove", name, position))
+        if name in config.output_modules and not config.mutate_output:
+            rate = 0.0
+        elif name in config.learning_modules:
+            rate = config.learning_dsge
+        else:
+            rate = config.layer_dsge
+        for i in range(len(layers)):
+            if rng.random() < rate:
+                new, detail = dsge_mutation(rng, layers[i], space, name, config)
+                link = layers[i].link
+                if link is None:
+                    layers[i] = new
+                else:  # the original's shared reference: every copy changes
+                    layers = [new if x.link == link else x for x in layers]
+                events.append(Event("dsge", name, i, detail))
+        out = out.replace_module(name, layers)
+    return out, events
+
+
+def offspring(rng: np.random.Generator, parent: Genotype, space: SearchSpace,
+              config: MutationConfig) -> tuple[Genotype, list[Event]]:
+    """A valid child of ``parent``.
+
+    Invalid children (shapes collapse, output size wrong) are discarded and
+    the parent is mutated afresh. With ``remutate_neutral``, a child whose
+    phenotype equals the parent's is mutated again. Bounded by
+    ``space.max_attempts``; then :class:`SearchSpaceError`.
+    """
+    parent_text = space.text(parent)
+    child, events = parent, []
+    last = "no mutation applied"
+    for _ in range(space.max_attempts):
+        candidate, new_events = mutate(rng, child, space, config)
+        try:
+            space.validate(candidate)
+        except (SearchSpaceError, InvalidPhenotype) as err:
+            child, events, last = parent, [], str(err)
+            continue
+        child, events = candidate, events + new_events
+        if not config.remutate_neutral or space.text(child) != parent_text:
+            return child, events
+        last = "every mutation was neutral"
+    raise SearchSpaceError(f"no valid offspring in {space.max_attempts} attempts ({last})")
