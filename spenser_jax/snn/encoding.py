@@ -1,0 +1,51 @@
+"""Input encodings: from pixel intensities to spike trains."""
+
+from __future__ import annotations
+
+import operator
+
+import jax
+import jax.numpy as jnp
+
+
+def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
+    """Rate-codes intensities as independent Bernoulli spikes at every step.
+
+    Each element spikes at each step with probability ``p``, drawn anew at
+    every step (as snntorch's ``spikegen.rate``). ``p`` is ``images / 255``
+    for ``uint8`` images and ``images`` itself otherwise (floats are assumed
+    to lie in [0, 1]; they are not clipped). The draw is
+    ``uniform(key, (T,) + images.shape) < p``: ``p = 0`` never spikes and
+    ``p = 1`` always does, since the uniform samples lie in [0, 1).
+
+    Under ``jax.jit`` mark ``time_steps`` static
+    (``jax.jit(rate, static_argnames="time_steps")``).
+
+    Args:
+        key: PRNG key.
+        images: Intensities of any shape, e.g. ``[B, H, W, C]``.
+        time_steps: Number of time steps ``T`` (a Python int).
+
+    Returns:
+        Spikes, ``float32`` of shape ``[T, *images.shape]``.
+
+    Raises:
+        TypeError: If ``time_steps`` is not a static integer.
+        ValueError: If ``time_steps`` is negative.
+    """
+    try:
+        time_steps = operator.index(time_steps)
+    except TypeError:
+        raise TypeError(
+            "time_steps must be a static Python int (mark it static under "
+            f"jax.jit), got {type(time_steps).__name__}"
+        ) from None
+    if time_steps < 0:
+        raise ValueError(f"time_steps must be >= 0, got {time_steps}")
+    images = jnp.asarray(images)
+    if images.dtype == jnp.uint8:
+        p = images.astype(jnp.float32) / 255
+    else:
+        p = images
+    u = jax.random.uniform(key, (time_steps, *images.shape), jnp.float32)
+    return (u < p).astype(jnp.float32)
