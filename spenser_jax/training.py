@@ -1,0 +1,274 @@
+"""Training and evaluation of a spiking network: a train state and jitted loops.
+
+Flax-examples style: :class:`TrainState` holds what changes, and the jitted
+functions are pure. One epoch is one call, one ``lax.scan`` over batches, with
+the whole data set already on device and rate coding inside the step, so the
+host never loops over batches.
+
+The compiled programs depend on the network's :class:`~spenser_jax.network.
+Signature` and the static settings only; the float genes (β/θ initial values,
+dropout rates, optimizer hyperparameters) are traced arguments. Builders are
+cached (:func:`make_train_epoch`, :func:`make_evaluate`), so offspring that
+share a signature share one compiled program::
+
+    sig, genes = network.split(phenotype)
+    state = create_train_state(key_init, sig, genes, (28, 28, 1))
+    run_epoch = make_train_epoch(sig, time_steps=10, batch_size=64)
+    state, metrics = run_epoch(state, genes, images, labels, key_epoch)
+    score = make_evaluate(sig, time_steps=10, batch_size=256)
+    accuracy = score(state.params, genes, test_images, test_labels, key_eval)["accuracy"]
+
+The pure functions behind them (:func:`train_step`, :func:`train_epoch`,
+:func:`evaluate`) also ``vmap`` over the states, genes and keys of offspring
+that share a signature.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from spenser_jax import network, optim
+from spenser_jax.network import Signature
+from spenser_jax.snn import encoding, loss
+
+
+@flax.struct.dataclass
+class TrainState:
+    params: Any  # network parameters, {"conv_0": {...}, "lif_2": {...}, ...}
+    opt_state: Any  # optax state of the learning unit
+    step: jax.Array  # shape=(), int32: optimizer steps applied
+
+
+def _optimizer(sig: Signature, genes: Mapping[str, Any]) -> optax.GradientTransformation:
+    # Every float hyperparameter comes from the (possibly traced) genes: the
+    # signature's optimizer only carries the kind and the booleans.
+    return optim.make_optimizer(sig.optimizer, hparams=genes["optimizer"])
+
+
+def create_train_state(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
+                       input_shape: tuple[int, int, int], *,
+                       init_scheme: str = "torch") -> TrainState:
+    """Fresh parameters and optimizer state.
+
+    Args:
+      key: PRNG key for the weights and biases.
+      sig: the network's signature.
+      genes: its float genes (β/θ start at their values).
+      input_shape: ``(H, W, C)`` of one image.
+      init_scheme: ``"torch"`` or ``"lecun"`` (see
+        :class:`~spenser_jax.network.SpikingNetwork`).
+    """
+    params = network.init_params(key, sig, genes, input_shape, init_scheme=init_scheme)
+    opt_state = _optimizer(sig, genes).init(params)
+    return TrainState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32))
+
+
+def _batches(key: jax.Array | None, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """Sample indices ``[num_batches, batch_size]`` and their 0/1 mask.
+
+    The last batch is padded with sample 0 (mask 0) when ``batch_size`` does
+    not divide ``n``: the batch keeps its shape for ``lax.scan`` while the
+    masked loss equals that of the smaller batch, as PyTorch's DataLoader
+    (``drop_last=False``) trains on it.
+    """
+    num_batches = -(-n // batch_size)
+    order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
+    pad = num_batches * batch_size - n
+    order = jnp.concatenate([order, jnp.zeros(pad, order.dtype)])
+    mask = jnp.arange(num_batches * batch_size) < n
+    return order.reshape(num_batches, batch_size), mask.reshape(num_batches, batch_size)
+
+
+def _check_data(images: jax.Array, labels: jax.Array) -> None:
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be [N] = ({images.shape[0]},), got {labels.shape}")
+    if images.shape[0] == 0:
+        raise ValueError("no samples")
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def train_step(sig: Signature, state: TrainState, genes: Mapping[str, Any],
+               spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
+               dropout_key: jax.Array | None = None, *, correct_rate: float = 1.0,
+               incorrect_rate: float = 0.0, mode: str | None = None,
+               ) -> tuple[TrainState, jax.Array, jax.Array]:
+    """One BPTT optimizer step on given input spikes (pure; jit it yourself).
+
+    Args:
+      sig: the network's signature.
+      state: the current state.
+      genes: the float genes (dropout rates and optimizer hyperparameters are
+        read from them).
+      spikes: input spikes ``[T, B, H, W, C]``.
+      labels: ``int [B]``.
+      mask: optional ``[B]`` 0/1 sample weights (padding has 0).
+      dropout_key: key of the dropout masks (``None``: no dropout).
+      correct_rate, incorrect_rate: ``mse_count_loss`` targets.
+      mode: the network's execution order.
+
+    Returns:
+      ``(new_state, loss, finite)``: ``finite`` is False when the loss or an
+      update is not finite (``new_state`` is then unusable).
+    """
+    model = network.SpikingNetwork(sig, mode=mode)
+
+    def loss_fn(params):
+        out = model.apply({"params": params}, spikes, genes, dropout_key)
+        return loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
+
+    value, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = _optimizer(sig, genes).update(grads, state.opt_state, state.params)
+    # Fixed β/θ are buffers in PyTorch: no update at all, not even decay.
+    trainable = network.trainable_mask(sig, state.params)
+    updates = jax.tree.map(lambda u, t: u if t else jnp.zeros_like(u), updates, trainable)
+    new_state = TrainState(params=optax.apply_updates(state.params, updates),
+                           opt_state=opt_state, step=state.step + 1)
+    return new_state, value, jnp.isfinite(value) & _all_finite(updates)
+
+
+def train_epoch(sig: Signature, state: TrainState, genes: Mapping[str, Any],
+                images: jax.Array, labels: jax.Array, key: jax.Array, *,
+                time_steps: int, batch_size: int, correct_rate: float = 1.0,
+                incorrect_rate: float = 0.0, mode: str | None = None,
+                ) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One epoch of BPTT training, pure (see :func:`make_train_epoch`).
+
+    Traceable under ``jit`` and ``vmap`` (e.g. over ``state``, ``genes`` and
+    ``key`` of offspring that share ``sig``).
+
+    Args:
+      sig: the network's signature.
+      state: the state to train from.
+      genes: the float genes.
+      images: ``uint8 [N, H, W, C]`` (rate-coded inside, ``p = x / 255``).
+      labels: ``int [N]``.
+      key: PRNG key of the shuffle, the input spikes and the dropout masks.
+      time_steps: rate-coding steps ``T``.
+      batch_size: samples per optimizer step; the last batch has the
+        remaining ``N mod batch_size`` samples when that is not 0.
+      correct_rate, incorrect_rate: ``mse_count_loss`` targets.
+      mode: the network's execution order (``None``: backend default).
+
+    Returns:
+      ``(state, metrics)``; ``metrics``: ``loss`` (mean batch loss over the
+      applied steps), ``nonfinite`` (bool), ``steps`` (optimizer steps
+      applied).
+    """
+    _check_settings(time_steps, batch_size)
+    _check_data(images, labels)
+    key_order, key_steps = jax.random.split(key)
+    del key
+    order, masks = _batches(key_order, images.shape[0], batch_size)
+    step = functools.partial(train_step, sig, correct_rate=correct_rate,
+                             incorrect_rate=incorrect_rate, mode=mode)
+
+    def body(carry, batch):
+        state, failed = carry
+        idx, mask, i = batch
+        key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
+
+        def apply(state):
+            spikes = encoding.rate(key_encode, images[idx], time_steps)
+            new, value, finite = step(state, genes, spikes, labels[idx], mask, key_dropout)
+            # Keep the old state on failure, so NaN never reaches params.
+            state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+            return state, value, finite
+
+        def skip(state):
+            return state, jnp.float32(0), jnp.bool_(False)
+
+        # After a failure the remaining batches cost nothing (outside vmap,
+        # where cond becomes a select).
+        state, value, finite = jax.lax.cond(failed, skip, apply, state)
+        return (state, failed | ~finite), (jnp.where(finite, value, 0.0), finite)
+
+    (state, failed), (losses, applied) = jax.lax.scan(
+        body, (state, jnp.bool_(False)), (order, masks, jnp.arange(order.shape[0])))
+    steps = jnp.sum(applied, dtype=jnp.int32)
+    metrics = {"loss": jnp.sum(losses) / jnp.maximum(steps, 1),
+               "nonfinite": failed, "steps": steps}
+    return state, metrics
+
+
+def evaluate(sig: Signature, params: Any, genes: Mapping[str, Any], images: jax.Array,
+             labels: jax.Array, key: jax.Array, *, time_steps: int, batch_size: int,
+             mode: str | None = None) -> dict[str, jax.Array]:
+    """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_evaluate`).
+
+    Samples are taken in order, in batches of ``batch_size`` (the padded tail
+    of the last one masked out); ``key`` draws the input spikes; dropout is
+    off.
+
+    Returns:
+      ``{"correct": int32, "accuracy": float32}``.
+    """
+    _check_settings(time_steps, batch_size)
+    _check_data(images, labels)
+    model = network.SpikingNetwork(sig, mode=mode)
+    order, masks = _batches(None, images.shape[0], batch_size)
+
+    def body(total, batch):
+        idx, mask, i = batch
+        spikes = encoding.rate(jax.random.fold_in(key, i), images[idx], time_steps)
+        out = model.apply({"params": params}, spikes, genes, None)
+        return total + loss.correct_count(out, labels[idx], mask), None
+
+    correct, _ = jax.lax.scan(body, jnp.int32(0), (order, masks, jnp.arange(order.shape[0])))
+    return {"correct": correct, "accuracy": correct / images.shape[0]}
+
+
+@functools.lru_cache(maxsize=256)
+def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
+                     correct_rate: float = 1.0, incorrect_rate: float = 0.0,
+                     mode: str | None = None):
+    """The jitted :func:`train_epoch` for networks with signature ``sig``.
+
+    Returns ``train_epoch(state, genes, images, labels, key) -> (state,
+    metrics)``. One ``lax.scan`` over the batches of a shuffle drawn from
+    ``key``, data already on device, rate coding inside; a non-finite loss or
+    update freezes the state from that batch on (the remaining batches are
+    skipped) and sets ``metrics["nonfinite"]``.
+
+    ``state`` is donated: do not reuse the one passed in. Equal arguments
+    return the same function, so offspring that share a signature share its
+    compiled program (float genes are traced).
+    """
+    _check_settings(time_steps, batch_size)
+    fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
+                           correct_rate=correct_rate, incorrect_rate=incorrect_rate, mode=mode)
+    return jax.jit(fn, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=256)
+def make_evaluate(sig: Signature, *, time_steps: int, batch_size: int,
+                  mode: str | None = None):
+    """The jitted :func:`evaluate` for networks with signature ``sig``.
+
+    Returns ``evaluate(params, genes, images, labels, key) -> {"correct",
+    "accuracy"}``; cached like :func:`make_train_epoch`.
+    """
+    _check_settings(time_steps, batch_size)
+    fn = functools.partial(evaluate, sig, time_steps=time_steps, batch_size=batch_size,
+                           mode=mode)
+    return jax.jit(fn)
+
+
+def _check_settings(time_steps: int, batch_size: int) -> None:
+    if not (isinstance(time_steps, int) and isinstance(batch_size, int)):
+        raise TypeError(f"time_steps and batch_size must be Python ints, got "
+                        f"{time_steps!r}, {batch_size!r}")
+    if batch_size < 1 or time_steps < 1:
+        raise ValueError(f"time_steps and batch_size must be >= 1, got {time_steps}, {batch_size}")

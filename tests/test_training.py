@@ -1,0 +1,228 @@
+"""Training and evaluation: torch parity of optimizer steps, masking, compile reuse."""
+
+import gzip
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spenser_jax import network, phenotype, training
+from spenser_jax.snn import encoding
+
+FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_network.npz"
+
+# One fixed and one trainable LIF; SGD with weight decay.
+NET = (
+    "layer:conv num-filters:3 filter-shape:3 stride:2 padding:valid bias:True "
+    "layer:pool-avg kernel-size:2 "
+    "layer:act beta:0.7 beta-trainable:False threshold:0.6 threshold-trainable:False "
+    "surr-grad:fast-sigmoid reset:zero "
+    "layer:dropout rate:0.2 layer:fc num-units:10 bias:True "
+    "layer:act beta:0.9 beta-trainable:True threshold:0.8 threshold-trainable:True "
+    "surr-grad:atan reset:subtract "
+    "learning:gradient-descent lr:0.05 momentum:0.9 decay:0.001 nesterov:True"
+)
+SHAPE = (10, 10, 1)
+
+
+def toy_data(seed, n, binary=False):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8)
+    if binary:  # intensities 0 or 255 make rate coding deterministic
+        images = np.where(images > 127, 255, 0).astype(np.uint8)
+    return jnp.asarray(images), jnp.asarray(rng.integers(0, 10, n), jnp.int32)
+
+
+def tree_copy(tree):
+    # Train states are donated: keep host copies of what the tests compare.
+    return jax.tree.map(np.array, tree)
+
+
+def load_fixture():
+    data = np.load(FIXTURE)
+    out = {"params": {}, "after2": {}}
+    for name in data.files:
+        group, _, rest = name.partition("/")
+        if group in out:
+            layer, leaf = rest.split("/")
+            out[group].setdefault(layer, {})[leaf] = jnp.asarray(data[name])
+        else:
+            out[name] = data[name]
+    return out
+
+
+def test_two_adam_steps_match_torch():
+    ref = load_fixture()
+    sig, genes = network.split(phenotype.parse(str(ref["text"])))
+    state = training.create_train_state(jax.random.key(0), sig, genes, ref["spikes"].shape[2:])
+    state = state.replace(params=ref["params"])
+    step = jax.jit(lambda state: training.train_step(
+        sig, state, genes, jnp.asarray(ref["spikes"]), jnp.asarray(ref["labels"]),
+        dropout_key=jax.random.key(1)))
+    for _ in range(2):
+        state, loss, finite = step(state)
+        assert finite
+    assert int(state.step) == 2
+    for layer, leaves in ref["after2"].items():
+        for leaf, expected in leaves.items():
+            np.testing.assert_allclose(state.params[layer][leaf], expected, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{layer}/{leaf}")
+
+
+def test_padded_batch_equals_the_smaller_batch():
+    sig, genes = network.split(phenotype.parse(NET))
+    images, labels = toy_data(0, 8)
+    spikes = encoding.rate(jax.random.key(1), images, 3)
+    state = training.create_train_state(jax.random.key(2), sig, genes, SHAPE)
+    step = jax.jit(lambda state, spikes, labels, mask: training.train_step(
+        sig, state, genes, spikes, labels, mask))
+    small, small_loss, _ = step(state, spikes[:, :6], labels[:6], None)
+    mask = jnp.arange(8) < 6
+    padded, padded_loss, _ = step(state, spikes, labels, mask)
+    assert small_loss > 0
+    np.testing.assert_allclose(padded_loss, small_loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 padded.params, small.params)
+
+
+def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
+    traces = []
+    rate = encoding.rate
+    monkeypatch.setattr(encoding, "rate", lambda *a, **k: traces.append(1) or rate(*a, **k))
+    first = phenotype.parse(NET)
+    other = phenotype.parse(
+        NET.replace("beta:0.9", "beta:0.8").replace("rate:0.2", "rate:0.1")
+        .replace("lr:0.05", "lr:0.02").replace("threshold:0.6", "threshold:0.5"))
+    sig, genes = network.split(first)
+    assert network.signature(other) == sig
+    # time_steps=3 is used by no other test: a fresh cache entry.
+    epoch = training.make_train_epoch(sig, time_steps=3, batch_size=32)
+    assert training.make_train_epoch(network.signature(other), time_steps=3, batch_size=32) is epoch
+    images, labels = toy_data(0, 70)
+
+    results = []
+    for pheno in (first, other):
+        genes = network.genes(pheno)
+        state = training.create_train_state(jax.random.key(0), sig, genes, SHAPE)
+        initial = tree_copy(state.params)
+        state, metrics = epoch(state, genes, images, labels, jax.random.key(1))
+        assert not metrics["nonfinite"]
+        assert int(metrics["steps"]) == int(state.step) == 3  # 32 + 32 + 6 samples
+        assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0
+        # The fixed LIF (decay > 0) is untouched, the trainable one moved.
+        for leaf in ("beta", "threshold"):
+            np.testing.assert_array_equal(state.params["lif_2"][leaf], initial["lif_2"][leaf])
+            assert state.params["lif_5"][leaf] != initial["lif_5"][leaf]
+        results.append(tree_copy(state.params))
+    assert len(traces) == 1
+    assert epoch._cache_size() == 1
+    np.testing.assert_allclose(results[1]["lif_2"]["threshold"], 0.5)
+    assert not np.allclose(results[0]["conv_0"]["kernel"], results[1]["conv_0"]["kernel"])
+
+    # A NaN gene: reported, and the state stays at its last finite value.
+    genes = network.genes(first)
+    genes["optimizer"]["lr"] = jnp.float32(jnp.nan)
+    state = training.create_train_state(jax.random.key(0), sig, genes, SHAPE)
+    initial = tree_copy(state.params)
+    state, metrics = epoch(state, genes, images, labels, jax.random.key(1))
+    assert metrics["nonfinite"]
+    assert int(metrics["steps"]) == int(state.step) == 0
+    jax.tree.map(np.testing.assert_array_equal, tree_copy(state.params), initial)
+    assert len(traces) == 1
+
+
+def test_evaluate_masks_the_padded_tail():
+    sig, genes = network.split(phenotype.parse(NET))
+    params = network.init_params(jax.random.key(0), sig, genes, SHAPE)
+    params = jax.tree.map(lambda x: 4 * x if x.ndim else x, params)  # make it spike
+    images, labels = toy_data(3, 70, binary=True)
+    evaluate = training.make_evaluate(sig, time_steps=3, batch_size=32)
+    metrics = evaluate(params, genes, images, labels, jax.random.key(1))
+    spikes = encoding.rate(jax.random.key(2), images, 3)
+    out = network.SpikingNetwork(sig).apply({"params": params}, spikes, genes)
+    assert out.sum() > 0
+    expected = int(jnp.sum(jnp.argmax(out.sum(0), -1) == labels))
+    assert int(metrics["correct"]) == expected
+    np.testing.assert_allclose(metrics["accuracy"], expected / 70)
+
+
+def test_bad_data_is_rejected():
+    sig, genes = network.split(phenotype.parse(NET))
+    evaluate = training.make_evaluate(sig, time_steps=3, batch_size=32)
+    images, labels = toy_data(0, 10)
+    with pytest.raises(ValueError, match="labels"):
+        evaluate(None, genes, images, labels[:5], jax.random.key(0))
+    with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
+        evaluate(None, genes, images[..., 0], labels, jax.random.key(0))
+
+
+# --------------------------------------------------------------------------
+# Learning on real data
+
+
+def data_dir() -> Path:
+    env = os.environ.get("SPENSER_DATA_DIR")
+    root = Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    return root / "fashion_mnist"
+
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = gzip.decompress(path.read_bytes())
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def test_conv_snn_learns_fashion_mnist():
+    folder = data_dir()
+    if not (folder / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not found in {folder}")
+    train_x = read_idx(folder / "train-images-idx3-ubyte.gz")[:9600, :, :, None]
+    train_y = read_idx(folder / "train-labels-idx1-ubyte.gz")[:9600]
+    test_x = read_idx(folder / "t10k-images-idx3-ubyte.gz")[:1000, :, :, None]
+    test_y = read_idx(folder / "t10k-labels-idx1-ubyte.gz")[:1000]
+    pheno = phenotype.parse(
+        "layer:conv num-filters:8 filter-shape:4 stride:2 padding:valid bias:True "
+        "layer:pool-max kernel-size:2 "
+        "layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:True "
+        "surr-grad:atan reset:subtract "
+        "layer:fc num-units:10 bias:True "
+        "layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:True "
+        "surr-grad:fast-sigmoid reset:subtract "
+        "learning:adam lr:0.005 beta1:0.9 beta2:0.999 decay:0.000001 amsgrad:False")
+    sig, genes = network.split(pheno)
+    key_init, key_train, key_eval = jax.random.split(jax.random.key(0), 3)
+    state = training.create_train_state(key_init, sig, genes, (28, 28, 1))
+    epoch = training.make_train_epoch(sig, time_steps=4, batch_size=32)
+    state, metrics = epoch(state, genes, jnp.asarray(train_x), jnp.asarray(train_y, jnp.int32),
+                           key_train)
+    assert int(metrics["steps"]) == 300 and not metrics["nonfinite"]
+    evaluate = training.make_evaluate(sig, time_steps=4, batch_size=250)
+    accuracy = evaluate(state.params, genes, jnp.asarray(test_x), jnp.asarray(test_y, jnp.int32),
+                        key_eval)["accuracy"]
+    assert accuracy >= 0.6, accuracy
+
+
+def test_train_epoch_vmaps_over_offspring():
+    first = phenotype.parse(NET)
+    other = phenotype.parse(NET.replace("beta:0.9", "beta:0.7").replace("lr:0.05", "lr:0.01"))
+    sig = network.signature(first)
+    images, labels = toy_data(4, 40)
+    genes = [network.genes(first), network.genes(other)]
+    keys = jax.random.split(jax.random.key(5), 2)
+    states = [training.create_train_state(k, sig, g, SHAPE) for k, g in zip(keys, genes)]
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
+    batched = jax.jit(jax.vmap(
+        lambda state, genes, key: training.train_epoch(
+            sig, state, genes, images, labels, key, time_steps=3, batch_size=32),
+        in_axes=(0, 0, 0)))
+    together, metrics = batched(stack(states), stack(genes), keys)
+    epoch = training.make_train_epoch(sig, time_steps=3, batch_size=32)
+    for i in range(2):
+        alone, alone_metrics = epoch(states[i], genes[i], images, labels, keys[i])
+        np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),
+                     together.params, alone.params)
