@@ -1,0 +1,176 @@
+"""Plots and tables over finished (or running) evolutionary runs.
+
+``python -m spenser_jax.report RUN_DIR [RUN_DIR ...] [--out DIR]`` writes, per
+data set found among the runs:
+
+* ``fitness_<dataset>.png``: best and mean fitness per generation, averaged
+  over runs, with a ±1 standard deviation band (the paper's Figures 2–3 a, b);
+* ``best_fitness_<dataset>.png``: the distribution of the runs' best fitness
+  (Figures 2–3 c);
+* ``report.md``: the best individuals' characteristics in percent (Table 3):
+  layer types (share of all conv / pool / dropout / fc layers, the output fc
+  included), reset mechanism and surrogate (share of LIF layers), optimizer
+  (share of individuals); plus each run's best fitness and test accuracy when
+  ``test.json`` exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from spenser_jax.checkpoint import BEST, read_generations
+from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
+
+RUN_FILE = "run.json"
+
+
+class ReportError(RuntimeError):
+    pass
+
+
+def load_run(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise ReportError(f"{run_dir}: not a spenser_jax run directory (no {RUN_FILE})")
+    info = json.loads((run_dir / RUN_FILE).read_text())
+    records = read_generations(run_dir)
+    best = json.loads((run_dir / BEST).read_text()) if (run_dir / BEST).exists() else None
+    test = json.loads((run_dir / "test.json").read_text()) if (run_dir / "test.json").exists() else None
+    return {"dir": str(run_dir), "dataset": info.get("dataset", "?"), "records": records,
+            "best": best, "test": test}
+
+
+def characteristics(phenotype_texts: list[str]) -> dict[str, dict[str, float]]:
+    """Table 3: percentages over the given best individuals."""
+    layers, resets, surrogates, optimizers = Counter(), Counter(), Counter(), Counter()
+    for text in phenotype_texts:
+        p = parse(text)
+        for layer in p.layers:
+            if isinstance(layer, Conv):
+                layers["Convolutional"] += 1
+            elif isinstance(layer, Pool):
+                layers["Average Pooling" if layer.kind == "avg" else "Max Pooling"] += 1
+            elif isinstance(layer, Dropout):
+                layers["Dropout"] += 1
+            elif isinstance(layer, Dense):
+                layers["Fully-Connected"] += 1
+            elif isinstance(layer, LIF):
+                resets[layer.reset.capitalize()] += 1
+                surrogates["ATan" if layer.surrogate == "atan" else "Fast-Sigmoid"] += 1
+        optimizers[{"adam": "Adam", "gradient-descent": "SGD", "rmsprop": "RMSProp"}[p.learning.tag]] += 1
+
+    def pct(counter, names):
+        total = sum(counter.values()) or 1
+        return {n: 100.0 * counter[n] / total for n in names}
+
+    return {
+        "Layer types": pct(layers, ["Convolutional", "Average Pooling", "Max Pooling", "Dropout",
+                                    "Fully-Connected"]),
+        "Reset mechanism": pct(resets, ["Subtract", "Zero"]),
+        "Optimizers": pct(optimizers, ["Adam", "SGD", "RMSProp"]),
+        "Surrogate gradients": pct(surrogates, ["ATan", "Fast-Sigmoid"]),
+    }
+
+
+def _curves(runs, key):
+    length = min(len(r["records"]) for r in runs)
+    values = np.array([[rec[key] for rec in r["records"][:length]] for r in runs], dtype=float)
+    return values.mean(0), values.std(0)
+
+
+def plot(runs: list[dict], dataset: str, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    with_records = [r for r in runs if r["records"]]
+    if with_records:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for ax, key, title in zip(axes, ("best_fitness", "mean_fitness"), ("Best fitness", "Average fitness")):
+            mean, std = _curves(with_records, key)
+            x = np.arange(len(mean))
+            ax.plot(x, mean, color="C0")
+            ax.fill_between(x, mean - std, mean + std, color="C0", alpha=0.25, linewidth=0)
+            ax.set(title=f"{title} ({dataset}, {len(with_records)} runs)", xlabel="generation",
+                   ylabel="fitness (accuracy)")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / f"fitness_{dataset}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        made.append(path)
+    bests = [r["best"]["fitness"] for r in runs if r["best"]]
+    if bests:
+        fig, ax = plt.subplots(figsize=(4, 3.8))
+        if len(bests) > 1:
+            ax.violinplot(bests, showmedians=True)
+        ax.scatter(np.ones(len(bests)), bests, color="k", s=12, zorder=3)
+        ax.set(title=f"Fitness of best individuals ({dataset})", ylabel="fitness (accuracy)", xticks=[])
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / f"best_fitness_{dataset}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        made.append(path)
+    return made
+
+
+def markdown(groups: dict[str, list[dict]]) -> str:
+    lines = ["# spenser_jax report", ""]
+    for dataset, runs in groups.items():
+        lines += [f"## {dataset}", "", "| run | generations | best fitness | test accuracy |",
+                  "|---|---|---|---|"]
+        for r in runs:
+            best = f"{r['best']['fitness']:.4f}" if r["best"] else "-"
+            test = f"{r['test']['accuracy']:.4f}" if r["test"] else "-"
+            lines.append(f"| {r['dir']} | {len(r['records'])} | {best} | {test} |")
+        lines.append("")
+    texts = [r["best"]["phenotype"] for runs in groups.values() for r in runs if r["best"]]
+    lines += [f"## Characteristics of the {len(texts)} best individuals (percent)", ""]
+    if texts:
+        for section, values in characteristics(texts).items():
+            lines += [f"| {section} | % |", "|---|---|"]
+            lines += [f"| {name} | {value:.0f}% |" for name, value in values.items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spenser_jax.report", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
+    parser.add_argument("--out", default="report", help="output directory (default: ./report)")
+    args = parser.parse_args(argv)
+    try:
+        dirs = []
+        for d in map(Path, args.runs):
+            found = sorted(p.parent for p in d.rglob(RUN_FILE)) if d.is_dir() else []
+            if not found:
+                raise ReportError(f"{d}: no spenser_jax run found (no {RUN_FILE} in it or below)")
+            dirs.extend(found)
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for d in dirs:
+            run = load_run(d)
+            groups[run["dataset"]].append(run)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
+        (out / "report.md").write_text(markdown(groups))
+        made.append(out / "report.md")
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for p in made:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

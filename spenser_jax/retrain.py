@@ -1,0 +1,125 @@
+"""After the search: train the best individual further and test it.
+
+``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch]``
+
+As the paper: the run's best individual (the checkpoint's parent) trains
+``--epochs`` more epochs on the whole train split (EvoTrain + Fitness, or the
+run's stratified subset of it), then its accuracy on the official test split
+is written to ``RUN_DIR/test.json`` and printed. By default training continues
+from the weights it had after its evaluation during the search (with a fresh
+optimizer state: the search keeps no optimizer state); ``--from-scratch``
+starts from new weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from spenser_jax import checkpoint, data
+from spenser_jax.evaluation import Trainer, TrainingSettings, on_device
+from spenser_jax.genotype import SearchSpace, macro_from_config
+from spenser_jax.grammar import GrammarError, load_grammar
+from spenser_jax.report import RUN_FILE
+
+_RETRAIN_STREAM = 0x2E7A
+_TEST_STREAM = 0x7E57
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spenser_jax.retrain", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--epochs", type=int, default=50, help="training epochs (paper: 50)")
+    parser.add_argument("--from-scratch", action="store_true", help="start from fresh weights")
+    parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the run's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    args = parser.parse_args(argv)
+    if args.epochs < 0:
+        parser.error("--epochs must be >= 0")
+    run_dir = Path(args.run_dir)
+    try:
+        result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
+                         data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
+    except (checkpoint.CheckpointError, data.DataError, GrammarError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
+          f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}")
+    return 0
+
+
+def _run_config(run_dir: Path) -> dict:
+    # Hydra keeps the resolved config beside the run; it holds data_dir and
+    # the grammar path, which the run's identity (run.json) does not.
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data_dir=None,
+            seed: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict:
+    from spenser_jax.evolve import resolve_grammar
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise FileNotFoundError(f"{run_dir}: not a spenser_jax run directory (no {RUN_FILE})")
+    identity = json.loads((run_dir / RUN_FILE).read_text())
+    state = checkpoint.load(run_dir, identity)
+    if state is None or state.parent is None:
+        raise checkpoint.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
+    cfg = _run_config(run_dir)
+    grammar = load_grammar(resolve_grammar(cfg.get("grammar", "grammars/csnn.grammar")))
+    space = SearchSpace(grammar, macro_from_config(identity["macro"]))
+    phenotype = space.phenotype(state.parent)
+    ds_cfg = cfg.get("dataset", {})
+    dataset = data.load(identity["dataset"], data_dir if data_dir is not None else ds_cfg.get("data_dir"),
+                        source=identity["source"])
+    splits = data.split(dataset, seed=identity["seed"], subset=identity["subset"],
+                        fitness_fraction=identity["fitness_fraction"])
+    tr = identity["training"]
+    settings = TrainingSettings(time_steps=identity["time_steps"], epochs=epochs,
+                                batch_size=batch_size or tr["batch_size"], correct_rate=tr["correct_rate"],
+                                incorrect_rate=tr["incorrect_rate"], eval_batch_size=tr["eval_batch_size"],
+                                init=tr["init"])
+    trainer = Trainer(settings, tuple(splits.train.images.shape[1:]))
+    root = jax.random.key(identity["seed"] if seed is None else seed)
+    train, test = on_device(splits.train), on_device(splits.test)
+    params = None if from_scratch else state.parent_weights
+    bar = None
+    if progress and epochs:
+        from tqdm import tqdm
+        bar = tqdm(total=epochs, desc="retraining", unit="epoch")
+
+    def report(epoch, metrics):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+
+    t0 = time.perf_counter()
+    trained, info = trainer.train(phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs,
+                                  params=params, progress=report)
+    if bar is not None:
+        bar.close()
+    if info["nonfinite"]:
+        raise ValueError(f"training diverged (non-finite loss) after {info['steps']} steps; "
+                         f"nothing written")
+    accuracy, _ = trainer.score(phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM))
+    result = {"accuracy": accuracy, "dataset": identity["dataset"], "epochs": epochs,
+              "from_scratch": from_scratch, "search_fitness": state.parent_fitness,
+              "train_samples": int(len(splits.train.labels)), "test_samples": int(len(splits.test.labels)),
+              "losses": info["losses"], "phenotype": phenotype.text,
+              "seconds": time.perf_counter() - t0}
+    checkpoint.atomic_write(run_dir / "test.json", json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The command-line tools end to end, with real training on a small MNIST subset."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spenser_jax import checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
+SMALL = ["dataset.subset=200", "dataset.time_steps=2", "evolution.offspring=2",
+         "training.eval_batch_size=256", "runtime.progress=false"]
+
+
+def cli(module, *args, cache=None, check=True):
+    overrides = [f"runtime.compile_cache={cache}"] if cache and module == "evolve" else []
+    proc = subprocess.run([sys.executable, "-m", f"spenser_jax.{module}", *map(str, args), *overrides],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def strip(records):
+    if isinstance(records, dict):
+        return {k: strip(v) for k, v in records.items() if k not in TIMING}
+    if isinstance(records, list):
+        return [strip(v) for v in records]
+    return records
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    cache = base / "xla-cache"
+    whole, resumed = base / "whole", base / "resumed"
+    cli("evolve", *SMALL, "evolution.generations=2", f"hydra.run.dir={whole}", cache=cache)
+    cli("evolve", *SMALL, "evolution.generations=1", f"hydra.run.dir={resumed}", cache=cache)
+    log = cli("evolve", *SMALL, "evolution.generations=2", f"hydra.run.dir={resumed}", cache=cache)
+    return whole, resumed, log
+
+
+def test_evolve_outputs(runs):
+    whole, _, _ = runs
+    records = checkpoint.read_generations(whole)
+    assert [r["generation"] for r in records] == [0, 1]
+    for r in records:
+        assert len(r["individuals"]) == 2
+        for ind in r["individuals"]:
+            assert ind["status"] in ("ok", "nonfinite_loss", "error")
+            assert ind["parameters"] > 0 and ind["phenotype"].startswith("layer:")
+            if ind["status"] == "ok":
+                assert 0.0 <= ind["fitness"] <= 1.0
+    assert records[1]["best_fitness"] >= records[0]["best_fitness"]
+    best = json.loads((whole / "best.json").read_text())
+    assert best["fitness"] == records[-1]["best_fitness"] and best["phenotype"].startswith("layer:")
+    assert (whole / "checkpoint.msgpack").exists() and (whole / ".hydra" / "config.yaml").exists()
+
+
+def test_resumed_run_equals_uninterrupted(runs):
+    whole, resumed, log = runs
+    assert "resuming" in log.stderr + log.stdout
+    assert strip(checkpoint.read_generations(resumed)) == strip(checkpoint.read_generations(whole))
+
+
+def test_retrain_and_report(runs, tmp_path):
+    whole, resumed, _ = runs
+    proc = cli("retrain", whole, "--epochs", 1)
+    result = json.loads((whole / "test.json").read_text())
+    assert "test accuracy" in proc.stdout and 0.0 <= result["accuracy"] <= 1.0
+    assert result["test_samples"] == 10000 and result["epochs"] == 1
+    out = tmp_path / "report"
+    cli("report", whole, resumed, "--out", out)
+    assert (out / "fitness_mnist.png").stat().st_size > 1000
+    assert (out / "best_fitness_mnist.png").exists()
+    table = (out / "report.md").read_text()
+    assert "Convolutional" in table and "Adam" in table and "| 2 |" in table
+
+
+@pytest.mark.parametrize("args, message", [
+    (["dataset.data_dir=/nonexistent/data"], "/nonexistent/data"),
+    (["evolution.offspring=0"], "offspring"),
+    (["evolution.nope=3"], "nope"),
+    (["grammar=missing.grammar"], "missing.grammar"),
+])
+def test_bad_input_fails_clearly(tmp_path, args, message):
+    proc = cli("evolve", *SMALL, "evolution.generations=1", f"hydra.run.dir={tmp_path / 'r'}", *args,
+               check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "r" / "generations.jsonl").exists()
+
+
+def test_retrain_without_run(tmp_path):
+    proc = cli("retrain", tmp_path, "--epochs", 1, check=False)
+    assert proc.returncode == 1 and "not a spenser_jax run directory" in proc.stderr
