@@ -204,6 +204,9 @@ def _hydra_main():
     @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
     def main(cfg) -> None:
         from spenser_jax import evaluation
+        # Hydra logs INFO; JAX's backend probing ("Unable to initialize
+        # backend 'tpu'") is noise to a user.
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         try:
             evaluation.enable_compile_cache(to_plain(cfg).get("runtime", {}).get("compile_cache"))
             run(cfg, Path(HydraConfig.get().runtime.output_dir))

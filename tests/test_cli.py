@@ -97,3 +97,13 @@ def test_bad_input_fails_clearly(tmp_path, args, message):
 def test_retrain_without_run(tmp_path):
     proc = cli("retrain", tmp_path, "--epochs", 1, check=False)
     assert proc.returncode == 1 and "not a spenser_jax run directory" in proc.stderr
+
+
+def test_multirun_sweeps_datasets(tmp_path):
+    cli("evolve", "-m", "dataset=mnist,fmnist", "seed=0", "dataset.subset=100", "dataset.time_steps=1",
+        "evolution.generations=1", "evolution.offspring=1", "runtime.progress=false",
+        f"hydra.sweep.dir={tmp_path}")
+    for name in ("mnist", "fmnist"):
+        run = tmp_path / name / "seed0"
+        assert json.loads((run / "run.json").read_text())["dataset"] == name
+        assert len(checkpoint.read_generations(run)) == 1
