@@ -175,6 +175,9 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None) -> evolution.State:
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
         evaluations = evaluator.evaluate(phenotypes, generation=g)
         state, record = evolution.tell(state, s.space, candidates, evaluations)
+        for i, e in enumerate(evaluations):
+            if not e.ok:
+                log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0
