@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 
 from spenser_jax import optim
-from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, InvalidPhenotype, NoOp,
-                                   Optimizer, Phenotype, Pool, conv_output, same_padding)
+from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp,
+                                   Optimizer, Phenotype, Pool, next_shape, same_padding)
 from spenser_jax.snn.lif import lif_sequence, lif_step
 from spenser_jax.snn.surrogate import SURROGATES
 
@@ -174,17 +174,7 @@ def layer_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> list[tupl
     shape: tuple[int, ...] = tuple(input_shape)
     shapes = []
     for i, layer in enumerate(sig.layers):
-        if isinstance(layer, (Conv, Pool)) and len(shape) != 3:
-            raise InvalidPhenotype(f"layer {i} ({layer}) needs a feature map, got shape {shape}")
-        if isinstance(layer, Conv):
-            h, w = (conv_output(n, layer.kernel, layer.stride, layer.padding) for n in shape[:2])
-            shape = (h, w, layer.filters)
-        elif isinstance(layer, Pool):
-            shape = (shape[0] // layer.kernel, shape[1] // layer.kernel, shape[2])
-        elif isinstance(layer, Dense):
-            shape = (layer.units,)
-        if min(shape) <= 0:
-            raise InvalidPhenotype(f"layer {i} ({layer}) has output shape {shape}")
+        shape = next_shape(shape, layer, i)
         shapes.append(shape)
     return shapes
 

@@ -307,6 +307,30 @@ def same_padding(n: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def next_shape(shape: tuple[int, ...], layer: Any, index: int) -> tuple[int, ...]:
+    """Per-sample output shape of ``layer`` (the ``index``-th) for input ``shape``.
+
+    Layers other than conv, pool and dense keep the shape, so this also
+    serves the network's signature layers.
+
+    Raises:
+      InvalidPhenotype: a conv/pool after a dense layer, or a size reaching zero.
+    """
+    name = _layer_tag(layer) if hasattr(layer, "tag") else type(layer).__name__
+    if isinstance(layer, (Conv, Pool)) and len(shape) != 3:
+        raise InvalidPhenotype(f"layer {index} ({name}) follows a dense layer")
+    if isinstance(layer, Conv):
+        h, w = (conv_output(n, layer.kernel, layer.stride, layer.padding) for n in shape[:2])
+        shape = (h, w, layer.filters)
+    elif isinstance(layer, Pool):
+        shape = (shape[0] // layer.kernel, shape[1] // layer.kernel, shape[2])
+    elif isinstance(layer, Dense):
+        shape = (layer.units,)
+    if min(shape) <= 0:
+        raise InvalidPhenotype(f"layer {index} ({name}) has output shape {shape}: spatial size reached zero")
+    return shape
+
+
 def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
                  num_classes: int | None = None) -> list[tuple[int, ...]]:
     """Output shape of every layer in ``phenotype.layers`` (per sample).
@@ -322,18 +346,7 @@ def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
     shape: tuple[int, ...] = tuple(input_shape)
     shapes = []
     for i, layer in enumerate(phenotype.layers):
-        if isinstance(layer, (Conv, Pool)) and len(shape) != 3:
-            raise InvalidPhenotype(f"layer {i} ({_layer_tag(layer)}) follows a dense layer")
-        if isinstance(layer, Conv):
-            h, w = (conv_output(n, layer.kernel, layer.stride, layer.padding) for n in shape[:2])
-            shape = (h, w, layer.filters)
-        elif isinstance(layer, Pool):
-            shape = (shape[0] // layer.kernel, shape[1] // layer.kernel, shape[2])
-        elif isinstance(layer, Dense):
-            shape = (layer.units,)
-        if min(shape) <= 0:
-            raise InvalidPhenotype(
-                f"layer {i} ({_layer_tag(layer)}) has output shape {shape}: spatial size reached zero")
+        shape = next_shape(shape, layer, i)
         shapes.append(shape)
     if not shapes or len(shape) != 1:
         raise InvalidPhenotype("the network must end in a dense (fc) layer")
