@@ -24,10 +24,10 @@ Three execution orders over time give the same outputs (they draw the same
 dropout masks; see :func:`dropout_keep`), at different speeds:
 
 * ``"stepwise"``: the whole network per time step, the time loop unrolled in
-  Python. Fastest on XLA:CPU (see :data:`DEFAULT_MODES`), compile time grows
-  with ``T``.
-* ``"scan"``: the same step inside a rolled ``lax.scan`` (smallest program,
-  slowest on CPU).
+  Python; compile time grows with ``T``.
+* ``"scan"``: the same step inside a rolled ``lax.scan``: the smallest
+  program, and on CPU (with :func:`conv_nhwc`) the fastest; see
+  :data:`DEFAULT_MODES`.
 * ``"layerwise"``: every stateless layer (conv, pool, dropout, dense) applied
   once to all ``T * B`` inputs, only the LIF recurrences scanned over ``T``.
 """
@@ -52,15 +52,18 @@ from spenser_jax.snn.surrogate import SURROGATES
 
 MODES = ("stepwise", "scan", "layerwise")
 
-DEFAULT_MODES = {"cpu": "stepwise"}
+DEFAULT_MODES = {"cpu": "scan"}
 """Default execution order per backend (others get ``"layerwise"``).
 
-Measured on XLA:CPU (2 shared cores, jax 0.10.2), one jitted forward+backward
-of conv32-3 / max-pool 2 / LIF / conv64-3 / max-pool 2 / LIF / fc10 / LIF on
-28x28 inputs, T = 10, B = 64: stepwise ~100 samples/s, layerwise ~75, rolled
-scan ~14 (the brief's earlier measurement of the same net: 175 / 102 / 10).
-On GPU, ``"layerwise"`` (large batched convolutions, a short elementwise
-scan) is the default by reasoning only: it has not been measured.
+Measured on XLA:CPU (2 shared cores, jax 0.10.2), the reference CSNN of
+``benchmarks/train_throughput.py`` (conv32-5 / max-pool / LIF / conv64-5 /
+max-pool / LIF / fc128 / LIF / fc10 / LIF, B = 64) trained inside the epoch's
+``lax.scan``, with :func:`conv_nhwc`: ms per step stepwise 389 / scan 363 /
+layerwise 559 at T = 10, 1353 / 892 / 1861 at T = 25, and scan compiles
+2-4x faster (4.8 s vs 9.2 s at T = 10). Before :func:`conv_nhwc` every order
+ran 20-30x slower inside the epoch loop. On GPU, ``"layerwise"`` (large
+batched convolutions, a short elementwise scan) is the default by reasoning
+only: it has not been measured.
 """
 
 INIT_SCHEMES = ("torch", "lecun")
@@ -207,6 +210,55 @@ def _initializers(scheme: str, fan_in: int):
 # Layers
 
 
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+              padding: tuple[tuple[int, int], ...]) -> jax.Array:
+    """``lax.conv_general_dilated`` in NHWC/HWIO whose gradients stay NHWC/HWIO.
+
+    The forward pass is XLA's convolution. The backward pass computes dX and
+    dW as NHWC/HWIO convolutions too (explicit transposes) instead of the
+    layouts autodiff derives. Inside a loop body (the epoch's ``lax.scan``
+    over batches, a rolled time loop) XLA:CPU runs only that standard layout
+    on its fast path (jax-ml/jax#12868): measured 20-30x faster training
+    epochs on CPU (``benchmarks/conv_layout_experiment.py``). The results
+    equal autodiff's exactly (tested). Used on CPU only; other backends keep
+    autodiff's convolutions.
+    """
+    return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DN)
+
+
+def _conv_fwd(x, kernel, strides, padding):
+    return conv_nhwc(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+    in_size, out_size, k = x.shape[1:3], g.shape[1:3], kernel.shape[:2]
+    # dX: the cotangent, dilated by the stride, correlated with the flipped
+    # kernel whose in/out channels are swapped (HWIO again after the swap).
+    pads_x = []
+    for d in range(2):
+        before = k[d] - 1 - padding[d][0]
+        after = in_size[d] + k[d] - 1 - ((out_size[d] - 1) * strides[d] + 1) - before
+        pads_x.append((before, after))
+    kernel_t = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    dx = jax.lax.conv_general_dilated(g, kernel_t, (1, 1), pads_x, lhs_dilation=strides,
+                                      dimension_numbers=_DN)
+    # dW: channels as the batch, the batch as features, the cotangent as the
+    # (stride-dilated) kernel: [C_in, kh, kw, C_out].
+    pads_w = [(padding[d][0], k[d] + (out_size[d] - 1) * strides[d] - in_size[d] - padding[d][0])
+              for d in range(2)]
+    dw = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads_w,
+                                      rhs_dilation=strides, dimension_numbers=_DN)
+    return dx, dw.transpose(1, 2, 0, 3)
+
+
+conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
+
+
 class Conv2d(nn.Module):
     """2-D convolution, NHWC input, HWIO kernel, explicit padding pairs."""
 
@@ -226,9 +278,12 @@ class Conv2d(nn.Module):
             pads = [same_padding(n, self.kernel, self.stride) for n in x.shape[1:3]]
         else:
             pads = [(0, 0), (0, 0)]
-        y = jax.lax.conv_general_dilated(
-            x, kernel, (self.stride, self.stride), pads,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        strides = (self.stride, self.stride)
+        pads = tuple(tuple(p) for p in pads)
+        if jax.default_backend() == "cpu":
+            y = conv_nhwc(x, kernel, strides, pads)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN)
         if self.bias:
             y = y + self.param("bias", b_init, (self.filters,))
         return y

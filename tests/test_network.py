@@ -236,7 +236,7 @@ def test_trainable_mask_follows_flags(small_net):
 
 
 def test_default_mode_per_backend():
-    assert network.default_mode("cpu") == "stepwise"
+    assert network.default_mode("cpu") == "scan"
     assert network.default_mode("gpu") == "layerwise"
     assert network.default_mode() in network.MODES
 
@@ -253,3 +253,28 @@ def test_init_rejects_an_input_too_small():
     sig, genes = network.split(phenotype.parse(SMALL))
     with pytest.raises(phenotype.InvalidPhenotype, match="output shape"):
         network.init_params(jax.random.key(0), sig, genes, (4, 4, 1))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv_nhwc_gradients_equal_autodiff(padding):
+    from spenser_jax.network import _DN, conv_nhwc
+    from spenser_jax.phenotype import same_padding
+    key = jax.random.key(0)
+    for kernel in (2, 3, 4):
+        for stride in (1, 2, 3):
+            kx, kw, kg = jax.random.split(jax.random.fold_in(key, kernel * 10 + stride), 3)
+            x = jax.random.normal(kx, (2, 9, 8, 3))
+            w = jax.random.normal(kw, (kernel, kernel, 3, 4))
+            pads = tuple(same_padding(n, kernel, stride) if padding == "same" else (0, 0) for n in (9, 8))
+
+            def ours(x, w):
+                return conv_nhwc(x, w, (stride, stride), pads)
+
+            def ref(x, w):
+                return jax.lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=_DN)
+            y, vjp = jax.vjp(ours, x, w)
+            y_ref, vjp_ref = jax.vjp(ref, x, w)
+            g = jax.random.normal(kg, y.shape)
+            np.testing.assert_array_equal(y, y_ref)
+            for a, b in zip(vjp(g), vjp_ref(g)):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
