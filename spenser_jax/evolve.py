@@ -125,6 +125,12 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         "training": {k: tr[k] for k in ("epochs", "batch_size", "correct_rate", "incorrect_rate",
                                         "eval_batch_size", "init")},
     }
+    # Runtime settings that change the numbers (not only the speed) belong
+    # to the identity too: vmapped groups round differently, and so does
+    # another XLA optimisation level.
+    rt = cfg.get("runtime", {})
+    if rt.get("batching") == "vmap" or rt.get("xla_opt_level") is not None:
+        identity["runtime"] = {"batching": rt.get("batching"), "xla_opt_level": rt.get("xla_opt_level")}
     # JSON round trip so tuples and lists compare equal after a reload.
     identity = json.loads(json.dumps(identity))
     return Setup(seed=cfg["seed"], generations=evo["generations"], offspring=evo["offspring"], space=space,
@@ -162,9 +168,12 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None) -> evolution.State:
         log.info("nothing to do: %d of %d generations done", state.generation, s.generations)
         return state
     plain = to_plain(cfg)
+    rt = plain.get("runtime", {})
     evaluator = evaluator or evaluation.Evaluator(
         s.splits, time_steps=s.time_steps, seed=s.seed, input_shape=s.space.input_shape,
-        progress=bool(plain.get("runtime", {}).get("progress", True)), **{
+        progress=bool(rt.get("progress", True)), batching=rt.get("batching", "auto"),
+        compile_threads=rt.get("compile_threads"), devices=rt.get("devices"),
+        vmap_group=rt.get("vmap_group"), xla_opt_level=rt.get("xla_opt_level"), **{
             k: s.training[k] for k in ("epochs", "batch_size", "correct_rate", "incorrect_rate",
                                        "eval_batch_size", "mode", "init")})
     started, done_here = time.perf_counter(), 0

@@ -32,6 +32,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from spenser_jax import network, optim
@@ -228,6 +229,85 @@ def evaluate(sig: Signature, params: Any, genes: Mapping[str, Any], images: jax.
 
     correct, _ = jax.lax.scan(body, jnp.int32(0), (order, masks, jnp.arange(order.shape[0])))
     return {"correct": correct, "accuracy": correct / images.shape[0]}
+
+
+def init_train_state(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
+                     input_shape: tuple[int, int, int], *,
+                     init_scheme: str = "torch") -> TrainState:
+    """:func:`create_train_state`, traceable inside ``jit``/``vmap``/``shard_map``.
+
+    Same values as :func:`create_train_state` (the same module ``init`` on
+    the same key), but built inline instead of through a cached jitted
+    initialiser, so it can be part of a larger program.
+    """
+    network.layer_shapes(sig, input_shape)  # clear error for impossible shapes
+    model = network.SpikingNetwork(sig, init_scheme=init_scheme)
+    # A NumPy dummy: a jnp array created here would be a tracer under jit.
+    dummy = np.zeros((1, 1, *input_shape), np.float32)
+    params = model.init(key, dummy, genes)["params"]
+    opt_state = _optimizer(sig, genes).init(params)
+    return TrainState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32))
+
+
+def train_and_score(sig: Signature, key: jax.Array, genes: Mapping[str, Any],
+                    images: jax.Array, labels: jax.Array, score_images: jax.Array,
+                    score_labels: jax.Array, score_key: jax.Array, *, epochs: int,
+                    time_steps: int, batch_size: int, eval_batch_size: int,
+                    correct_rate: float = 1.0, incorrect_rate: float = 0.0,
+                    mode: str | None = None, init_scheme: str = "torch",
+                    ) -> tuple[Any, dict[str, jax.Array]]:
+    """A whole evaluation of one individual, pure: init, ``epochs`` epochs, score.
+
+    The same computation as the host loop ``key_init, key_epochs =
+    split(key)``; :func:`create_train_state` from ``key_init``; epoch ``e``
+    of :func:`train_epoch` with ``fold_in(key_epochs, e)``, stopping after an
+    epoch that went non-finite; then :func:`evaluate` of the final parameters
+    on ``score_images`` with ``score_key`` and batches of ``min(
+    eval_batch_size, N)``. One program instead of three, so one compile per
+    signature; traceable under ``vmap``/``lax.map``/``shard_map`` over
+    ``key`` and ``genes``.
+
+    Returns:
+      ``(params, metrics)``; ``metrics``: ``losses`` ``[epochs]`` (0 for
+      epochs skipped after a failure), ``steps`` (optimizer steps applied),
+      ``nonfinite`` (bool), ``correct`` and ``accuracy`` (0 when
+      ``nonfinite``: a failed individual is not scored).
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    key_init, key_epochs = jax.random.split(key)
+    del key
+    state = init_train_state(key_init, sig, genes, images.shape[1:], init_scheme=init_scheme)
+    epoch_fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
+                                 correct_rate=correct_rate, incorrect_rate=incorrect_rate,
+                                 mode=mode)
+
+    def body(carry, epoch):
+        state, failed = carry
+
+        def run(state):
+            state, metrics = epoch_fn(state, genes, images, labels,
+                                      jax.random.fold_in(key_epochs, epoch))
+            return state, (metrics["loss"], metrics["steps"], metrics["nonfinite"])
+
+        def skip(state):
+            return state, (jnp.float32(0), jnp.int32(0), jnp.bool_(True))
+
+        state, (value, steps, nonfinite) = jax.lax.cond(failed, skip, run, state)
+        return (state, failed | nonfinite), (value, steps)
+
+    (state, failed), (losses, steps) = jax.lax.scan(
+        body, (state, jnp.bool_(False)), jnp.arange(epochs))
+    n = score_images.shape[0]
+    score_fn = functools.partial(evaluate, sig, time_steps=time_steps,
+                                 batch_size=min(eval_batch_size, n), mode=mode)
+    correct = jax.lax.cond(
+        failed, lambda params: jnp.int32(0),
+        lambda params: score_fn(params, genes, score_images, score_labels, score_key)["correct"],
+        state.params)
+    metrics = {"losses": losses, "steps": jnp.sum(steps, dtype=jnp.int32), "nonfinite": failed,
+               "correct": correct, "accuracy": correct / n}
+    return state.params, metrics
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,0 +1,168 @@
+"""Batched evaluation equals one-by-one evaluation, bit for bit, on one and four devices.
+
+Tiny networks (10x10 inputs, T = 2, 48 samples, 2 epochs) written as
+phenotype texts: three share a signature (one of them with a NaN learning
+rate, which must fail alone), one does not.
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from spenser_jax import evaluation, network, phenotype, training
+from spenser_jax.data import Arrays, Splits
+from spenser_jax.evaluation import Evaluator
+
+SHAPE = (10, 10, 1)
+# Low thresholds so that the tiny networks spike and learn something.
+NET = ("layer:conv num-filters:{f} filter-shape:3 stride:1 padding:same bias:True "
+       "layer:pool-max kernel-size:2 "
+       "layer:act beta:{b} beta-trainable:True threshold:0.5 threshold-trainable:False "
+       "surr-grad:atan reset:subtract "
+       "layer:dropout rate:{d} layer:fc num-units:10 bias:True "
+       "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:True "
+       "surr-grad:fast-sigmoid reset:zero "
+       "learning:adam lr:{lr} beta1:0.9 beta2:0.999 decay:0.0001 amsgrad:False")
+
+
+def phenotypes():
+    """Four individuals: three share a signature (one with a NaN gene), one does not."""
+    same = [phenotype.parse(NET.format(f=4, b=b, d=d, lr=lr))
+            for b, d, lr in [(0.5, 0.1, 0.01), (0.8, 0.3, 0.003), (0.6, 0.0, 0.02)]]
+    nan = dataclasses.replace(same[2], learning=dataclasses.replace(same[2].learning, lr=float("nan")))
+    other = phenotype.parse(NET.format(f=6, b=0.7, d=0.2, lr=0.01).replace("pool-max", "pool-avg"))
+    return [same[0], other, nan, same[1]]
+
+
+def toy_splits(seed=0, n_train=48, n_fitness=24):
+    rng = np.random.default_rng(seed)
+
+    def arrays(n):
+        return Arrays(rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8),
+                      rng.integers(0, 10, n).astype(np.int32))
+
+    train, fitness = arrays(n_train), arrays(n_fitness)
+    return Splits(evo_train=train, fitness=fitness, train=train, test=fitness)
+
+
+def evaluator(**kwargs):
+    return Evaluator(toy_splits(), seed=3, input_shape=SHAPE, progress=False, time_steps=2,
+                     epochs=2, batch_size=16, eval_batch_size=16, **kwargs)
+
+
+def assert_same(expected, actual):
+    assert [e.status for e in actual] == [e.status for e in expected]
+    assert [e.fitness for e in actual] == [e.fitness for e in expected]
+    assert [e.parameters for e in actual] == [e.parameters for e in expected]
+    for e, a in zip(expected, actual):
+        assert (e.weights is None) == (a.weights is None)
+        if e.weights is not None:
+            jax.tree.map(np.testing.assert_array_equal, a.weights, e.weights)
+
+
+@pytest.fixture(scope="module")
+def one_by_one():
+    return evaluator(batching="none").evaluate(phenotypes(), generation=2)
+
+
+def test_one_by_one_reference_is_not_trivial(one_by_one):
+    statuses = [e.status for e in one_by_one]
+    assert statuses == ["ok", "ok", "nonfinite_loss", "ok"]
+    assert "after 0 steps" in one_by_one[2].reason
+    # Same signature, other genes and key: other weights (the comparison below
+    # is between differently trained networks, not copies).
+    assert not np.array_equal(one_by_one[0].weights["conv_0"]["kernel"],
+                              one_by_one[3].weights["conv_0"]["kernel"])
+
+
+def test_batched_equals_one_by_one(one_by_one):
+    batched = evaluator(batching="map", compile_threads=1)
+    results = batched.evaluate(phenotypes(), generation=2)
+    assert_same(one_by_one, results)
+    # One program per signature; the group's compile time is split evenly.
+    assert len(batched._programs) == 2
+    group = [results[i].compile_seconds for i in (0, 2, 3)]
+    assert group[0] > 0 and group == [group[0]] * 3
+    # Cached programs: the next generation compiles nothing.
+    again = batched.evaluate(phenotypes(), generation=3)
+    assert all(e.compile_seconds == 0 for e in again) and len(batched._programs) == 2
+    assert [e.fitness for e in again] != [e.fitness for e in results]  # other keys
+
+
+def test_failed_group_falls_back_to_one_by_one(one_by_one, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no program for you")
+
+    monkeypatch.setattr(training, "train_and_score", broken)
+    results = evaluator(batching="map", compile_threads=0).evaluate(phenotypes(), generation=2)
+    assert_same(one_by_one, results)
+
+
+def test_vmap_is_close_but_optional(one_by_one):
+    results = evaluator(batching="vmap", vmap_group=3).evaluate(phenotypes(), generation=2)
+    assert [e.status for e in results] == [e.status for e in one_by_one]
+    for e, a in zip(one_by_one, results):
+        if e.weights is not None:
+            jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-2), a.weights, e.weights)
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="batching"):
+        evaluator(batching="parallel")
+    with pytest.raises(ValueError, match="compile_threads"):
+        evaluator(compile_threads=-1)
+    with pytest.raises(ValueError, match="devices"):
+        evaluator(devices=len(jax.devices()) + 1)
+
+
+def test_plan_spreads_groups_over_devices():
+    ev = evaluator()
+    fake = [type("Device", (), {"id": i})() for i in range(4)]
+    ev.devices = tuple(fake)
+    members = []
+    for i, p in enumerate(phenotypes()):
+        sig, genes = network.split(p)
+        members.append(evaluation._Member(i, p, sig, genes, None, 0))
+    jobs = ev.plan(members)
+    assert sorted(len(j.members) for j in jobs) == [1, 3]
+    group = next(j for j in jobs if len(j.members) == 3)
+    assert len(group.devices) == 3  # one member per device
+    # The other signature goes where the group is not: every device works.
+    assert {d.id for j in jobs for d in j.devices} == {0, 1, 2, 3}
+
+
+MULTI_DEVICE = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import jax, numpy as np
+import test_evaluation as t
+assert len(jax.devices()) == 4, jax.devices()
+# Reference in this process: results depend on the host's device count
+# (XLA:CPU splits its threads between devices), not on the sharding.
+alone = t.evaluator(batching="none", devices=1).evaluate(t.phenotypes(), generation=2)
+ev = t.evaluator(batching="map", devices=4, compile_threads=2)
+together = ev.evaluate(t.phenotypes(), generation=2)
+t.assert_same(alone, together)
+print(json.dumps({{"programs": [[d for d in k[1]] for k in ev._programs]}}))
+"""
+
+
+def test_four_devices_equal_one_by_one():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    tests = str(Path(__file__).resolve().parent)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(tests).parent), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE.format(tests=tests)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    programs = json.loads(proc.stdout.strip().splitlines()[-1])["programs"]
+    # The three-member group ran sharded over three devices, the other alone
+    # on the fourth.
+    assert sorted(len(d) for d in programs) == [1, 3]
+    assert len({d for devices in programs for d in devices}) == 4
