@@ -14,9 +14,11 @@ scored on its Fitness split, by
   asynchronously; bit-identical results), with the backend's default number
   of compile threads; ``map:N`` sets N threads, ``vmap`` vmaps signature
   groups, a suffix ``@L`` sets ``xla_opt_level=L`` (e.g. ``none@1``) and
-  ``/tf0`` turns ``jax_threefry_partitionable`` off (``/tf1`` on). With
-  ``--repeats N`` the variants run N rounds in rotated order and the median
-  is reported.
+  ``/tf0`` turns ``jax_threefry_partitionable`` off (``/tf1`` on).
+
+The machine may be shared: the variants run ``--repeats`` rounds (default 2)
+in rotated order, so that a change of load hits them alike, and the (lower)
+median round is reported; every round's wall time is kept in the JSON.
 
 Each variant runs in a fresh subprocess with the persistent compilation cache
 off, so every variant pays its own compiles. Reported per variant: wall
@@ -52,7 +54,7 @@ Also reported:
 
 Usage (from the repository root)::
 
-    python benchmarks/generation_throughput.py            # ~6 min on 2 cores
+    python benchmarks/generation_throughput.py            # ~6-7 min on 2 cores
     python benchmarks/generation_throughput.py --quick    # ~1-2 min smoke run
     python benchmarks/generation_throughput.py --variants none,map:0,map:1,map:2
     python benchmarks/generation_throughput.py --time-steps 25 --subset 3000   # closer to the paper
@@ -76,14 +78,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's package, whatever is installed
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import common  # benchmarks/common.py: the script's folder is on sys.path
+import jax
+import numpy as np
 
-import common  # noqa: E402  benchmarks/common.py: the script's folder is on sys.path
-from spenser_jax import data, evolution, mutation, network  # noqa: E402
-from spenser_jax.genotype import SearchSpace  # noqa: E402
-from spenser_jax.grammar import load_grammar  # noqa: E402
-from spenser_jax.phenotype import Conv, Dense  # noqa: E402
+from spenser_jax import data, evolution, mutation, network
+from spenser_jax.genotype import SearchSpace
+from spenser_jax.grammar import load_grammar
+from spenser_jax.phenotype import Conv, Dense
 
 GRAMMAR = ROOT / "grammars" / "csnn.grammar"
 MARK = "RESULT-JSON:"
@@ -154,7 +156,7 @@ def worker(spec: dict) -> dict:
 def run_variant(spec: dict) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                          text=True, env=env, cwd=ROOT)
+                          text=True, env=env, cwd=ROOT, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
@@ -284,7 +286,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default="none,map",
                         help="comma list of BATCHING[:COMPILE_THREADS][@XLA_OPT_LEVEL][/tf0|/tf1], e.g. "
                              "none,map,map:2,map@1,none/tf0 (/tf0: jax_threefry_partitionable off)")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds over the variants (median reported)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds over the variants, rotated; the (lower) median is reported (default 2; quick 1)")
     parser.add_argument("--threefry-partitionable", choices=("default", "true", "false"), default="default",
                         help="set jax_threefry_partitionable in the workers")
     parser.add_argument("--share-generations", type=int, default=None,
@@ -302,6 +305,7 @@ def main(argv=None) -> int:
     args.offspring = args.offspring or (4 if quick else 10)
     args.share_generations = args.share_generations or (10 if quick else 50)
     args.share_seeds = args.share_seeds or (2 if quick else 5)
+    args.repeats = args.repeats or (1 if quick else 2)
     threefry = {"default": None, "true": True, "false": False}[args.threefry_partitionable]
 
     started = time.perf_counter()

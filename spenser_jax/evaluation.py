@@ -19,7 +19,7 @@ How a generation is evaluated (``batching``)
 programs per signature (initialisation, one epoch, scoring), the host waits
 for every epoch. Kept as the reference and as the fallback.
 
-``"map"`` (the default, ``"auto"``): the same numbers, faster.
+``"map"`` (the default, ``"auto"``): the same numbers, with less waiting.
 
 * One program per individual: initialisation, all epochs and the scoring
   fused (:func:`spenser_jax.training.train_and_score`), one dispatch per
@@ -30,10 +30,12 @@ for every epoch. Kept as the reference and as the fallback.
   recompiles. Programs also stay cached across generations (an LRU of
   :data:`PROGRAM_CACHE` entries) and, through the persistent XLA cache,
   across runs.
-* Nothing blocks between individuals: programs are compiled ahead of time
-  (``lower().compile()``), in a thread pool of ``compile_threads`` (0: on the
-  calling thread), and dispatched asynchronously as soon as they are ready,
-  so the device trains one individual while the host compiles the next.
+* Compile cost hidden where it can be: programs are compiled ahead of time
+  (``lower().compile()``) in a pool of ``compile_threads`` threads and
+  dispatched asynchronously as soon as they are ready, so the device trains
+  one group while the host compiles the next (``compile_threads=0``:
+  compile, then train, in turn). See :func:`default_compile_threads` for the
+  per-backend defaults and what was measured.
 * Several devices: the generation's signature groups are placed on the
   devices by estimated cost (longest first, least-loaded devices); a group
   with several members is spread over several devices as one ``shard_map``
@@ -58,12 +60,24 @@ breaks "same seed, same fitness"; hence not the default. On this project's
 CPU measurements it also brings no speed (see ``benchmarks/``).
 
 Why not more sharing: with the paper's mutation rates most offspring of a
-generation have a signature of their own (measured over sampled
-generations: ~89% of offspring are alone in their exact-signature group, see
-``benchmarks/generation_throughput.py``); rounding channel widths up (with
-masks) barely changes that, because widths rarely mutate alone. The win
-therefore comes mostly from fewer programs per individual, cached programs,
-and compiling while the device trains.
+generation have a signature of their own (measured over 250 sampled
+generations: ~88% of offspring are alone in their exact-signature group; see
+``benchmarks/generation_throughput.py``). Rounding channel widths up (with
+masks) barely changes that (88% -> 88%), because widths rarely mutate alone;
+tracing the boolean genes too (trainable flags, surrogate, reset, bias,
+optimizer flags) would bring it to ~73%. So the gains come from fewer
+programs per individual, programs cached across generations (~20-30% of a
+generation's signatures were compiled in an earlier one), compiling while
+the device trains, and spreading individuals over devices. On the 2-core
+CPU all of this measured within ~10% of one-by-one (compile, not training,
+is what a small subset costs there; at paper sizes training dominates).
+
+Reproducibility: "same seed, same fitness" holds for one machine
+configuration. On XLA:CPU the number of host devices
+(``--xla_force_host_platform_device_count``) changes how the intra-op threads
+split work and so the last bits of results, and ``xla_opt_level`` and
+``jax_threefry_partitionable`` change them too; within a configuration,
+``"map"`` on any number of devices equals ``"none"`` bit for bit.
 
 Timing fields per individual (``generations.jsonl``): ``compile_seconds`` is
 the wall time to lower and compile its group's program, split evenly over
@@ -85,8 +99,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -122,15 +137,17 @@ def enable_compile_cache(path: str | os.PathLike | None) -> None:
 def default_compile_threads(backend: str | None = None) -> int:
     """Compile threads for ``backend`` (default: JAX's default backend).
 
-    CPU: 0 (compile on the calling thread; asynchronous dispatch still
-    overlaps it with training). There the compiler and training share the
-    same cores, and on a 2-core host more threads measured no faster (2: ~10%
-    slower; ``benchmarks/generation_throughput.py``). Accelerators: the host
-    cores are idle while the device trains, so up to 4 compiles run at once.
+    CPU: 1, one program compiling ahead while the previous one trains
+    (measured on a shared 2-core host, ``benchmarks/generation_throughput.py``:
+    ~7% faster than compiling and training in turn at light load; 2 threads
+    were slower, and under heavy load from other processes any overlap can
+    lose, since the compiler then steals cores from training's multi-threaded
+    ops: set 0 there). Accelerators: the host cores are idle while the
+    device trains, so up to 4 programs compile at once.
     """
     backend = backend or jax.default_backend()
     if backend == "cpu":
-        return 0
+        return 1
     return min(4, os.cpu_count() or 1)
 
 
@@ -339,18 +356,18 @@ class Evaluator:
       input_shape: ``(H, W, C)`` of one image.
       progress: show a progress bar per generation.
       batching: ``"auto"`` (= ``"map"``), ``"none"``, ``"map"`` or ``"vmap"``.
-      compile_threads: threads compiling ahead; None: per backend
-        (:func:`default_compile_threads`); 0 compiles on the calling thread
-        (still overlapped with training by asynchronous dispatch).
+      compile_threads: threads compiling ahead of training; None: per
+        backend (:func:`default_compile_threads`); 0: compile, then train,
+        one group after the other (no overlap).
       devices: how many of ``jax.local_devices()`` to use (None: all), or a
         sequence of devices.
       vmap_group: ``"vmap"`` only: members per device per dispatch (None:
         from free memory).
       xla_opt_level: XLA's ``xla_backend_optimization_level`` for every
         program of both paths (None: XLA's default, 2). 1 halves XLA:CPU
-        compile time at equal run time, but rounds differently in the last
-        bits (FMA contraction), so fitness values change slightly: keep it
-        fixed within a run.
+        compile time at equal run time (measured), but the generated code
+        rounds differently in the last bits, so fitness values change
+        slightly: keep it fixed within a run.
       **settings: :class:`TrainingSettings` fields (``time_steps``,
         ``epochs``, ``batch_size``, ...).
     """
@@ -401,7 +418,7 @@ class Evaluator:
         """Evaluate one individual alone (three programs, blocking: the original's way)."""
         try:
             parameters = count_parameters(phenotype, self.input_shape)
-        except Exception as err:  # an impossible network fails alone
+        except Exception as err:  # noqa: BLE001 - an impossible network fails alone
             return Evaluation(FAILED_FITNESS, "error", _reason(err))
         try:
             state, info = self.trainer.train(phenotype, key, self.evo_train, self.settings.epochs)
@@ -414,7 +431,7 @@ class Evaluator:
             scoring = time.perf_counter() - t0 - compile_seconds
             return Evaluation(accuracy, "ok", "", parameters, info["train_seconds"] + scoring,
                               info["compile_seconds"] + compile_seconds, jax.device_get(state.params))
-        except Exception as err:  # one individual must never stop the run
+        except Exception as err:  # noqa: BLE001 - one individual must never stop the run
             reason = _reason(err)
             log.warning("individual failed: %s", reason)
             return Evaluation(FAILED_FITNESS, "error", reason, parameters)
@@ -567,7 +584,14 @@ class Evaluator:
         return job
 
     def _dispatch(self, jobs: list[_Job]) -> None:
-        """Compile ahead (pool) and launch every job without waiting for results."""
+        """Compile and launch every job.
+
+        With a compile pool, every program compiles ahead and each job is
+        dispatched asynchronously as soon as its program is ready (the device
+        trains while the host compiles). Without one, each job compiles and
+        then runs to its end before the next compiles: on a CPU backend the
+        compiler would otherwise steal cores from training's parallel ops.
+        """
         futures = [self._pool.submit(self._prepare, job) for job in jobs] if self._pool else None
         for i, job in enumerate(jobs):
             try:
@@ -579,6 +603,9 @@ class Evaluator:
                     d.dispatched = time.perf_counter()
                     d.output = job.program(*d.args)
                     d.done = _watch(d.output)
+                if futures is None:
+                    for d in job.dispatches:
+                        d.done.exception()  # wait; errors are collected below
             except Exception as err:  # noqa: BLE001 - the job falls back below
                 job.error = err
 
@@ -608,7 +635,7 @@ class Evaluator:
                                     f"loss or update became non-finite after {int(mine['steps'])} steps",
                                     m.parameters, seconds, compile_share)
                 else:
-                    weights = jax.tree.map(lambda x: np.array(x[slot]), params)
+                    weights = jax.tree.map(lambda x, i=slot: np.array(x[i]), params)
                     ev = Evaluation(float(mine["accuracy"]), "ok", "", m.parameters, seconds,
                                     compile_share, weights)
                 out.append((m, ev))

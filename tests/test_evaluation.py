@@ -159,7 +159,7 @@ def test_four_devices_equal_one_by_one():
     tests = str(Path(__file__).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(tests).parent), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE.format(tests=tests)], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     programs = json.loads(proc.stdout.strip().splitlines()[-1])["programs"]
     # The three-member group ran sharded over three devices, the other alone
