@@ -43,6 +43,7 @@ from typing import Any, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from spenser_jax import optim
 from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp,
@@ -511,7 +512,9 @@ def init_params(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
 def _init_fn(sig: Signature, input_shape: tuple[int, ...], init_scheme: str):
     # Jitted and cached: op-by-op initialisation costs seconds per network.
     model = SpikingNetwork(sig, init_scheme=init_scheme)
-    dummy = jnp.zeros((1, 1, *input_shape), jnp.float32)
+    # NumPy, not jnp: a jnp array made during a caller's trace would be a
+    # tracer, and this cached closure would leak it into later calls.
+    dummy = np.zeros((1, 1, *input_shape), np.float32)
     return jax.jit(lambda key, genes: model.init(key, dummy, genes)["params"])
 
 

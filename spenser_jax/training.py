@@ -32,7 +32,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from spenser_jax import network, optim
@@ -234,19 +233,13 @@ def evaluate(sig: Signature, params: Any, genes: Mapping[str, Any], images: jax.
 def init_train_state(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
                      input_shape: tuple[int, int, int], *,
                      init_scheme: str = "torch") -> TrainState:
-    """:func:`create_train_state`, traceable inside ``jit``/``vmap``/``shard_map``.
+    """:func:`create_train_state`; kept as the name the fused programs use.
 
-    Same values as :func:`create_train_state` (the same module ``init`` on
-    the same key), but built inline instead of through a cached jitted
-    initialiser, so it can be part of a larger program.
+    ``network.init_params``' cached jitted initialiser is traceable inside
+    ``jit``/``vmap``/``shard_map`` (a nested jit inlines), so no second
+    initialiser is needed.
     """
-    network.layer_shapes(sig, input_shape)  # clear error for impossible shapes
-    model = network.SpikingNetwork(sig, init_scheme=init_scheme)
-    # A NumPy dummy: a jnp array created here would be a tracer under jit.
-    dummy = np.zeros((1, 1, *input_shape), np.float32)
-    params = model.init(key, dummy, genes)["params"]
-    opt_state = _optimizer(sig, genes).init(params)
-    return TrainState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32))
+    return create_train_state(key, sig, genes, input_shape, init_scheme=init_scheme)
 
 
 def train_and_score(sig: Signature, key: jax.Array, genes: Mapping[str, Any],
