@@ -5,10 +5,11 @@ every numeric value its phenotype uses is stored in it, and nothing else.
 Decoding (:meth:`SearchSpace.phenotype`) is a pure function of the genotype;
 all randomness comes from a ``numpy.random.Generator`` passed in explicitly.
 
-DSGE bookkeeping: a layer stores, per nonterminal, the list of expansions in
-the order the derivation meets that nonterminal; the k-th occurrence of
-``<nt>`` uses ``expansions[nt][k]``. An expansion is the index of the chosen
-production and, for each numeric gene symbol in it, a tuple of values.
+DSGE bookkeeping: a layer's :class:`Derivation` stores, per nonterminal, the
+list of expansions in the order the derivation meets that nonterminal; the
+k-th occurrence of ``<nt>`` uses ``expansions[nt][k]``. An :class:`Expansion`
+is the index of the chosen production and, for each numeric gene symbol
+(:class:`~spenser_jax.grammar.Gene`) in it, a tuple of values.
 """
 
 from __future__ import annotations
@@ -33,13 +34,20 @@ class SearchSpaceError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Expansion:
+    """One expansion of a nonterminal: its production and its genes' values.
+
+    Attributes:
+      choice: index of the chosen production.
+      values: per numeric gene of that production (in order), its values.
+    """
+
     choice: int
-    genes: tuple[tuple[int | float, ...], ...] = ()
+    values: tuple[tuple[int | float, ...], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Layer:
-    """One DSGE derivation of a module's nonterminal.
+class Derivation:
+    """One layer of a module: a DSGE derivation of the module's nonterminal.
 
     Attributes:
       expansions: (nonterminal, expansions in derivation order) pairs, sorted
@@ -59,7 +67,7 @@ class Layer:
                 return exps
         return ()
 
-    def replace(self, nt: str, index: int, expansion: Expansion) -> "Layer":
+    def replace(self, nt: str, index: int, expansion: Expansion) -> "Derivation":
         table = dict(self.expansions)
         exps = list(table[nt])
         exps[index] = expansion
@@ -70,7 +78,7 @@ class Layer:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Module:
     name: str
-    layers: tuple[Layer, ...]
+    layers: tuple[Derivation, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,7 +91,7 @@ class Genotype:
                 return m
         raise KeyError(name)
 
-    def replace_module(self, name: str, layers: Sequence[Layer]) -> "Genotype":
+    def replace_module(self, name: str, layers: Sequence[Derivation]) -> "Genotype":
         return Genotype(tuple(Module(m.name, tuple(layers)) if m.name == name else m
                               for m in self.modules))
 
@@ -92,7 +100,7 @@ class Genotype:
     def to_json(self) -> dict:
         return {"modules": [
             {"name": m.name, "layers": [
-                {"expansions": {nt: [[e.choice, [list(v) for v in e.genes]] for e in exps]
+                {"expansions": {nt: [[e.choice, [list(v) for v in e.values]] for e in exps]
                                 for nt, exps in layer.expansions},
                  **({"link": layer.link} if layer.link is not None else {})}
                 for layer in m.layers]}
@@ -103,7 +111,7 @@ class Genotype:
         try:
             return cls(tuple(
                 Module(m["name"], tuple(
-                    Layer(tuple(sorted(
+                    Derivation(tuple(sorted(
                         (nt, tuple(Expansion(int(c), tuple(tuple(v) for v in genes))
                                    for c, genes in exps))
                         for nt, exps in layer["expansions"].items())),
@@ -182,8 +190,8 @@ def sample_gene(rng: np.random.Generator, gene: Gene) -> tuple[int | float, ...]
     return tuple(float(v) for v in rng.uniform(gene.low, gene.high, size=gene.count))
 
 
-def derive(grammar: Grammar, start: str, existing: Layer | None = None,
-           rng: np.random.Generator | None = None, max_depth: int = 32) -> tuple[Layer, str]:
+def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
+           rng: np.random.Generator | None = None, max_depth: int = 32) -> tuple[Derivation, str]:
     """Derive ``start``, reusing ``existing`` expansions and sampling the rest.
 
     With ``rng=None`` this is pure decoding: a missing expansion is an error.
@@ -213,10 +221,10 @@ def derive(grammar: Grammar, start: str, existing: Layer | None = None,
             choices = (grammar.terminating_choices(nt) if depth >= max_depth
                        else range(len(productions)))
             choice = int(rng.choice(list(choices)))
-            genes = tuple(sample_gene(rng, s) for s in productions[choice] if isinstance(s, Gene))
-            expansion = Expansion(choice, genes)
+            values = tuple(sample_gene(rng, s) for s in productions[choice] if isinstance(s, Gene))
+            expansion = Expansion(choice, values)
         used.setdefault(nt, []).append(expansion)
-        gene_values = iter(expansion.genes)
+        gene_values = iter(expansion.values)
         for symbol in productions[expansion.choice]:
             if isinstance(symbol, Terminal):
                 tokens.append(symbol.text)
@@ -234,7 +242,7 @@ def derive(grammar: Grammar, start: str, existing: Layer | None = None,
                                    f"{expansion.choice} has genes")
 
     expand(start, 0)
-    layer = Layer(tuple(sorted((nt, tuple(e)) for nt, e in used.items())),
+    layer = Derivation(tuple(sorted((nt, tuple(e)) for nt, e in used.items())),
                   existing.link if existing else None)
     return layer, " ".join(tokens)
 
@@ -270,15 +278,43 @@ class SearchSpace:
                 return m
         raise KeyError(name)
 
-    def new_layer(self, rng: np.random.Generator, module: str) -> Layer:
+    def new_layer(self, rng: np.random.Generator, module: str) -> Derivation:
         return derive(self.grammar, module, rng=rng)[0]
 
-    def random_genotype(self, rng: np.random.Generator) -> Genotype:
-        """A random genotype; it may not be a valid network (see random_individual)."""
+    def initial_counts(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """Layers per module of a new individual, each uniform over the module's ``init``."""
+        return tuple(int(rng.choice(m.initial_counts())) for m in self.macro)
+
+    def random_genotype(self, rng: np.random.Generator, counts: Sequence[int] | None = None, *,
+                        reuse: float = 0.0, linked: bool = False) -> Genotype:
+        """A random genotype; it may not be a valid network (see random_individual).
+
+        Args:
+          counts: layers per module (default: drawn by :meth:`initial_counts`).
+          reuse: each layer after a module's first is, with this probability,
+            a copy of an earlier layer of the module, as the original code
+            creates individuals (p = .15 there); otherwise a new derivation.
+          linked: reused copies share their genotype (the original's
+            by-reference reuse; see ``Derivation.link``) instead of being
+            independent copies.
+        """
+        if counts is None:
+            counts = self.initial_counts(rng)
         modules = []
-        for m in self.macro:
-            count = int(rng.choice(m.initial_counts()))
-            modules.append(Module(m.name, tuple(self.new_layer(rng, m.name) for _ in range(count))))
+        for m, count in zip(self.macro, counts):
+            layers: list[Derivation] = []
+            for k in range(count):
+                if k and reuse and rng.random() < reuse:
+                    source = int(rng.integers(k))
+                    copy = layers[source]
+                    if linked:
+                        link = copy.link if copy.link is not None else next_link(layers)
+                        copy = dataclasses.replace(copy, link=link)
+                        layers[source] = copy
+                    layers.append(copy)
+                else:
+                    layers.append(self.new_layer(rng, m.name))
+            modules.append(Module(m.name, tuple(layers)))
         return Genotype(tuple(modules))
 
     def text(self, genotype: Genotype) -> str:
@@ -315,15 +351,30 @@ class SearchSpace:
         except (SearchSpaceError, InvalidPhenotype):
             return False
 
-    def random_individual(self, rng: np.random.Generator) -> Genotype:
-        """A random genotype that decodes to a valid network (bounded retries)."""
+    def random_individual(self, rng: np.random.Generator, *, reuse: float = 0.0,
+                          linked: bool = False) -> Genotype:
+        """A random genotype that decodes to a valid network (bounded retries).
+
+        The layer counts are drawn once and kept; only the layers are drawn
+        again until the network is valid. Redrawing the counts too would
+        bias generation 0 towards shallow networks: with the paper's grammar
+        and 28x28 inputs only ~30% of random 5-layer feature stacks keep a
+        positive spatial size, so 1/3/5 layers came out 48/36/16% instead of
+        a third each. ``reuse`` and ``linked``: see :meth:`random_genotype`.
+        """
+        counts = self.initial_counts(rng)
         last = None
         for _ in range(self.max_attempts):
-            genotype = self.random_genotype(rng)
+            genotype = self.random_genotype(rng, counts, reuse=reuse, linked=linked)
             try:
                 self.validate(genotype)
                 return genotype
             except (SearchSpaceError, InvalidPhenotype) as err:
                 last = err
-        raise SearchSpaceError(f"no valid individual in {self.max_attempts} random draws "
-                               f"(last problem: {last})")
+        raise SearchSpaceError(f"no valid individual with {dict(zip((m.name for m in self.macro), counts))} "
+                               f"layers in {self.max_attempts} random draws (last problem: {last})")
+
+
+def next_link(layers: Sequence[Derivation]) -> int:
+    """A link id no layer of ``layers`` uses yet."""
+    return 1 + max((x.link for x in layers if x.link is not None), default=-1)

@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spenser_jax.genotype import (Expansion, Genotype, Layer, SearchSpace, SearchSpaceError, derive,
-                                  sample_gene)
+from spenser_jax.genotype import (Derivation, Expansion, Genotype, SearchSpace, SearchSpaceError, next_link,
+                                  derive, sample_gene)
 from spenser_jax.grammar import Gene
 from spenser_jax.phenotype import InvalidPhenotype
 
@@ -52,6 +52,10 @@ class MutationConfig:
       log_scale: float genes with ``0 < min`` and ``max / min >= log_ratio``
         (lr, decay) take Gaussian steps on the log of their range,
         normalised to [0, 1], instead of absolute steps.
+      reuse_at_creation: generation 0 is created as the original creates it:
+        each layer after a module's first is, with probability
+        ``reuse_layer``, a copy of an earlier layer (linked unless
+        ``independent_copies``); False draws every layer anew.
       learning_modules: modules mutated with ``learning_dsge``.
       output_modules: modules frozen when ``mutate_output`` is False.
     """
@@ -68,6 +72,7 @@ class MutationConfig:
     remutate_neutral: bool = True
     log_scale: bool = False
     log_ratio: float = 100.0
+    reuse_at_creation: bool = True
     learning_modules: tuple[str, ...] = ("learning",)
     output_modules: tuple[str, ...] = ("output",)
 
@@ -93,10 +98,10 @@ class Event(NamedTuple):
 # DSGE level
 
 
-def _mutable_sites(space: SearchSpace, layer: Layer) -> list[tuple[str, int]]:
+def _mutable_sites(space: SearchSpace, layer: Derivation) -> list[tuple[str, int]]:
     rules = space.grammar.rules
     return [(nt, k) for nt, exps in layer.expansions for k, e in enumerate(exps)
-            if len(rules[nt]) > 1 or e.genes]
+            if len(rules[nt]) > 1 or e.values]
 
 
 def _float_step(rng: np.random.Generator, value: float, gene: Gene,
@@ -109,8 +114,8 @@ def _float_step(rng: np.random.Generator, value: float, gene: Gene,
     return float(np.clip(value + rng.normal(0.0, config.gaussian_sigma), lo, hi))
 
 
-def dsge_mutation(rng: np.random.Generator, layer: Layer, space: SearchSpace, start: str,
-                  config: MutationConfig) -> tuple[Layer, str]:
+def dsge_mutation(rng: np.random.Generator, layer: Derivation, space: SearchSpace, start: str,
+                  config: MutationConfig) -> tuple[Derivation, str]:
     """Mutate one site of a layer's derivation. Returns (layer, description)."""
     sites = _mutable_sites(space, layer)
     if not sites:
@@ -120,7 +125,7 @@ def dsge_mutation(rng: np.random.Generator, layer: Layer, space: SearchSpace, st
     productions = space.grammar.rules[nt]
     # As the original: a production switch and a value change are chosen
     # 1 : 2 when both are possible.
-    kinds = (["switch"] if len(productions) > 1 else []) + (["value", "value"] if expansion.genes else [])
+    kinds = (["switch"] if len(productions) > 1 else []) + (["value", "value"] if expansion.values else [])
     if kinds[int(rng.integers(len(kinds)))] == "switch":
         others = [i for i in range(len(productions)) if i != expansion.choice]
         choice = others[int(rng.integers(len(others)))]
@@ -131,25 +136,21 @@ def dsge_mutation(rng: np.random.Generator, layer: Layer, space: SearchSpace, st
     genes_of = [s for s in productions[expansion.choice] if isinstance(s, Gene)]
     g = int(rng.integers(len(genes_of)))
     gene = genes_of[g]
-    values = list(expansion.genes[g])
+    values = list(expansion.values[g])
     v = int(rng.integers(len(values)))
     old = values[v]
     if gene.is_int:
         values[v] = int(rng.integers(gene.low, gene.high, endpoint=True))
     else:
         values[v] = _float_step(rng, old, gene, config)
-    genes = list(expansion.genes)
-    genes[g] = tuple(values)
-    mutated = layer.replace(nt, k, Expansion(expansion.choice, tuple(genes)))
+    all_values = list(expansion.values)
+    all_values[g] = tuple(values)
+    mutated = layer.replace(nt, k, Expansion(expansion.choice, tuple(all_values)))
     return mutated, f"<{nt}>#{k} {gene.name} {old!r}->{values[v]!r}"
 
 
 # --------------------------------------------------------------------------
 # GA level
-
-
-def _next_link(layers) -> int:
-    return 1 + max((x.link for x in layers if x.link is not None), default=-1)
 
 
 def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
@@ -167,7 +168,7 @@ def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
                     source = int(rng.integers(len(layers)))
                     new = layers[source]
                     if not config.independent_copies:
-                        link = new.link if new.link is not None else _next_link(layers)
+                        link = new.link if new.link is not None else next_link(layers)
                         new = dataclasses.replace(new, link=link)
                         layers[source] = new
                     layers.insert(position, new)
@@ -197,6 +198,12 @@ def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
                 events.append(Event("dsge", name, i, detail))
         out = out.replace_module(name, layers)
     return out, events
+
+
+def sample(rng: np.random.Generator, space: SearchSpace, config: MutationConfig) -> Genotype:
+    """A valid random individual of generation 0 (see ``reuse_at_creation``)."""
+    reuse = config.reuse_layer if config.reuse_at_creation else 0.0
+    return space.random_individual(rng, reuse=reuse, linked=not config.independent_copies)
 
 
 def offspring(rng: np.random.Generator, parent: Genotype, space: SearchSpace,

@@ -9,6 +9,7 @@ import pytest
 
 from spenser_jax import grammar as gm
 from spenser_jax.genotype import SearchSpace, derive
+from spenser_jax.grammar.__main__ import main as sampler_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CSNN = ROOT / "grammars" / "csnn.grammar"
@@ -120,7 +121,7 @@ def test_macro_module_missing_from_grammar():
 
 
 def run_cli(args, capsys):
-    code = gm.main([str(a) for a in args])
+    code = sampler_main([str(a) for a in args])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -145,7 +146,7 @@ def test_cli_mutate_prints_parent_and_children(capsys):
                                   [CSNN, "--sample", "-1"], [CSNN, "--bogus"]])
 def test_cli_errors_are_one_line(args, capsys):
     try:
-        code = gm.main([str(a) for a in args])
+        code = sampler_main([str(a) for a in args])
     except SystemExit as exit_:  # argparse's errors
         code = exit_.code
     out = capsys.readouterr()
@@ -160,3 +161,15 @@ def test_cli_bad_grammar_exits_nonzero(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "unknown nonterminal <nothing>" in proc.stderr
+
+
+def test_packaged_grammar_found_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert gm.locate("grammars/csnn.grammar").read_bytes() == CSNN.read_bytes()
+    assert gm.locate("csnn.grammar") == gm.locate("grammars/csnn.grammar")
+    mine = tmp_path / "grammars" / "csnn.grammar"
+    mine.parent.mkdir()
+    mine.write_text("<features> ::= layer:dropout rate:0.1\n")
+    assert gm.locate("grammars/csnn.grammar") == Path("grammars/csnn.grammar")  # the user's copy first
+    with pytest.raises(gm.GrammarError, match="not found"):
+        gm.locate("nope.grammar")

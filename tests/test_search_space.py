@@ -31,8 +31,8 @@ def check_individual(space: SearchSpace, genotype: Genotype):
                 for e in expansions:
                     production = grammar.rules[nt][e.choice]
                     genes = [s for s in production if isinstance(s, Gene)]
-                    assert len(genes) == len(e.genes)
-                    for gene, values in zip(genes, e.genes):
+                    assert len(genes) == len(e.values)
+                    for gene, values in zip(genes, e.values):
                         assert len(values) == gene.count
                         for v in values:
                             assert type(v) is (int if gene.is_int else float)
@@ -71,6 +71,55 @@ def test_mutation_chains(seed):
         assert SPACE.text(child) != SPACE.text(parent)
         assert events
         parent = child
+
+
+def test_generation_zero_layer_counts_are_uniform():
+    """Features start with 1, 3 or 5 layers, a third each, although deep stacks are often invalid.
+
+    The counts are kept while the layers are redrawn; redrawing the counts
+    too gave 48/36/16%. Tolerance: 4.5 binomial standard deviations.
+    """
+    rng = np.random.default_rng(31)
+    n = 600
+    counts = [len(mutation.sample(rng, SPACE, CONFIG).module("features").layers) for _ in range(n)]
+    for k in (1, 3, 5):
+        assert within(counts.count(k), n, 1 / 3), (k, counts.count(k))
+
+
+@pytest.mark.parametrize("linked", [False, True])
+def test_reuse_at_creation_rate_and_links(linked):
+    """Each layer after a module's first copies an earlier one with p = reuse (the original's creation)."""
+    rng = np.random.default_rng(17)
+    n, copies = 800, 0
+    for _ in range(n):
+        genotype = SPACE.random_genotype(rng, (5, 1, 1, 1), reuse=0.15, linked=linked)
+        layers = genotype.module("features").layers
+        for k in range(1, 5):
+            # A fresh derivation never equals an earlier one (float genes), a copy always does.
+            copied = any(_same_derivation(layers[k], layers[j]) for j in range(k))
+            copies += copied
+            if copied:
+                assert (layers[k].link is not None) == linked
+    assert within(copies, 4 * n, 0.15)
+    off = SPACE.random_genotype(rng, (5, 1, 1, 1), reuse=0.0)
+    layers = off.module("features").layers
+    assert not any(_same_derivation(layers[k], layers[j]) for k in range(5) for j in range(k))
+
+
+def _same_derivation(a, b) -> bool:
+    return a.expansions == b.expansions
+
+
+def test_reuse_at_creation_switch():
+    def features(reuse_at_creation):
+        config = mutation.MutationConfig(reuse_at_creation=reuse_at_creation)
+        rng = np.random.default_rng(5)
+        return [mutation.sample(rng, SPACE, config).module("features").layers for _ in range(200)]
+    dup = [sum(any(_same_derivation(ls[k], ls[j]) for j in range(k)) for k in range(1, len(ls)))
+           for ls in features(True)]
+    assert sum(dup) > 0
+    assert all(not any(_same_derivation(ls[k], ls[j]) for k in range(len(ls)) for j in range(k))
+               for ls in features(False))
 
 
 def test_decoding_does_not_depend_on_randomness():
@@ -134,7 +183,7 @@ def test_impossible_space_gives_clear_error():
         "<output> ::= layer:fc num-units:10 bias:True\n"
         "<learning> ::= learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False\n")
     space = SearchSpace(g, input_shape=(3, 3, 1), max_attempts=20)
-    with pytest.raises(SearchSpaceError, match="no valid individual in 20 random draws"):
+    with pytest.raises(SearchSpaceError, match=r"no valid individual with \{'features': [135], .* in 20 random draws"):
         space.random_individual(np.random.default_rng(0))
 
 

@@ -16,9 +16,10 @@ Format (the SPENSER paper's Grammar 2 is ``grammars/csnn.grammar``)::
 
 Parsing errors name the file and line (:class:`GrammarError`).
 
-Run ``python -m spenser_jax.grammar GRAMMAR --sample N --seed S`` to print N
-random individuals' phenotypes, or ``--mutate K`` for a parent and K of its
-offspring.
+This module is the parser alone and imports nothing else from spenser_jax;
+``python -m spenser_jax.grammar GRAMMAR --sample N --seed S`` (the sampler in
+``__main__.py``) prints N random individuals' phenotypes, or ``--mutate K`` a
+parent and K of its offspring.
 """
 
 from __future__ import annotations
@@ -284,6 +285,28 @@ def _min_heights(rules, lines, path) -> dict[str, int]:
     return height
 
 
+#: The grammars shipped with the package (``grammars/`` in a checkout links here).
+PACKAGE_GRAMMARS = Path(__file__).resolve().parents[1] / "grammars"
+
+
+def locate(path: str | Path) -> Path:
+    """Find a grammar file: as given (relative to the working directory), then shipped.
+
+    ``grammars/csnn.grammar`` and ``csnn.grammar`` both find the packaged
+    Grammar 2 from any directory, so a wheel install needs no checkout.
+
+    Raises:
+      GrammarError: found nowhere (the message lists where it looked).
+    """
+    given = Path(path).expanduser()
+    candidates = [given, PACKAGE_GRAMMARS.parent / given, PACKAGE_GRAMMARS / given.name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise GrammarError(f"grammar file {str(path)!r} not found (looked in {Path.cwd()} and "
+                       f"{PACKAGE_GRAMMARS})")
+
+
 def load_grammar(path: str | Path) -> Grammar:
     """Read and parse a grammar file."""
     path = Path(path)
@@ -294,70 +317,3 @@ def load_grammar(path: str | Path) -> Grammar:
     except (OSError, UnicodeDecodeError) as err:
         raise GrammarError(f"{path}: cannot read grammar file ({err})") from None
     return parse_grammar(text, str(path))
-
-
-# --------------------------------------------------------------------------
-# Command line
-
-
-def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    import numpy as np
-
-    from spenser_jax import genotype as gt
-    from spenser_jax import mutation
-    from spenser_jax.phenotype import InvalidPhenotype
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):  # one line, non-zero, as the CLI promises
-            print(f"error: {message}", file=sys.stderr)
-            raise SystemExit(2)
-
-    parser = Parser(prog="python -m spenser_jax.grammar",
-                    description="Sample individuals from a grammar and print their phenotypes.")
-    parser.add_argument("grammar", help="grammar file, e.g. grammars/csnn.grammar")
-    parser.add_argument("--sample", type=int, default=None, metavar="N",
-                        help="print N random individuals (default 1 without --mutate)")
-    parser.add_argument("--mutate", type=int, default=None, metavar="K",
-                        help="print a random parent and K of its offspring")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print genotype JSON instead of text")
-    args = parser.parse_args(argv)
-    if args.sample is not None and args.sample < 0 or args.mutate is not None and args.mutate < 0:
-        parser.error("--sample and --mutate take a non-negative count")
-    try:
-        grammar = load_grammar(args.grammar)
-        macro = gt.DEFAULT_MACRO
-        grammar.require(m.name for m in macro)
-        rng = np.random.default_rng(args.seed)
-        space = gt.SearchSpace(grammar, macro)
-
-        def show(genome):
-            if args.json:
-                return genome.dumps()
-            return space.phenotype(genome).text
-
-        if args.mutate is None:
-            for _ in range(1 if args.sample is None else args.sample):
-                print(show(space.random_individual(rng)))
-        else:
-            parent = space.random_individual(rng)
-            print(show(parent))
-            config = mutation.MutationConfig()
-            for _ in range(args.mutate):
-                child, _ = mutation.offspring(rng, parent, space, config)
-                print(show(child))
-    except (GrammarError, InvalidPhenotype, gt.SearchSpaceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the package's copy of this module, not __main__'s, so the grammar
-    # classes are the ones genotype.py imports.
-    from spenser_jax.grammar import main as _main
-
-    raise SystemExit(_main())

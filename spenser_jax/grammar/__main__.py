@@ -1,0 +1,69 @@
+"""``python -m spenser_jax.grammar GRAMMAR [--sample N | --mutate K] [--seed S] [--json]``.
+
+Prints random individuals of a grammar (their phenotype text, or the genotype
+as JSON), or a random parent and K of its offspring, drawn and mutated as the
+search does it with the default switches. Same seed, same output. Errors exit
+non-zero with a one-line reason; grammar errors name the file and line.
+
+This lives apart from the parser (``spenser_jax/grammar/__init__.py``), which
+imports nothing else from spenser_jax: the sampler needs genotypes and
+mutation, and they need the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from spenser_jax import genotype as gt
+from spenser_jax import mutation
+from spenser_jax.grammar import GrammarError, load_grammar, locate
+from spenser_jax.phenotype import InvalidPhenotype
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, non-zero, as the CLI promises
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv=None) -> int:
+    parser = _Parser(prog="python -m spenser_jax.grammar",
+                     description="Sample individuals from a grammar and print their phenotypes.")
+    parser.add_argument("grammar", help="grammar file, e.g. grammars/csnn.grammar")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="print N random individuals (default 1 without --mutate)")
+    parser.add_argument("--mutate", type=int, default=None, metavar="K",
+                        help="print a random parent and K of its offspring")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print genotype JSON instead of text")
+    args = parser.parse_args(argv)
+    if args.sample is not None and args.sample < 0 or args.mutate is not None and args.mutate < 0:
+        parser.error("--sample and --mutate take a non-negative count")
+    try:
+        space = gt.SearchSpace(load_grammar(locate(args.grammar)), gt.DEFAULT_MACRO)
+        rng = np.random.default_rng(args.seed)
+        config = mutation.MutationConfig()
+
+        def show(genome):
+            return genome.dumps() if args.json else space.phenotype(genome).text
+
+        if args.mutate is None:
+            for _ in range(1 if args.sample is None else args.sample):
+                print(show(mutation.sample(rng, space, config)))
+        else:
+            parent = mutation.sample(rng, space, config)
+            print(show(parent))
+            for _ in range(args.mutate):
+                child, _ = mutation.offspring(rng, parent, space, config)
+                print(show(child))
+    except (GrammarError, InvalidPhenotype, gt.SearchSpaceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
