@@ -1,24 +1,16 @@
-"""The spiking network a phenotype describes, as a Flax linen module.
+"""The spiking network a signature describes, as a Flax linen module.
 
-A phenotype is split in two (:func:`split`):
-
-* a static, hashable :class:`Signature`: layer types, integer genes, padding,
-  bias flags, surrogate, reset, which β/θ are trainable, and the optimizer's
-  kind and booleans; everything that shapes the compiled program;
-* a pytree of float32 **genes** (:func:`genes`): per-LIF β and θ (initial
-  values), per-dropout rates and the optimizer's float hyperparameters.
-
-Programs are compiled per signature only; β/θ enter the parameters (see
-:func:`trainable_mask` for which of them may change), dropout rates and
-optimizer hyperparameters are traced inputs. Offspring that differ only in
-float genes therefore share one compiled program and can be ``vmap``-ed.
+The network is built from an :class:`~spenser_jax.architecture.Signature`
+(static) and reads its float genes (:data:`~spenser_jax.architecture.Hyper`:
+β/θ initial values, dropout rates) as traced inputs, so offspring that differ
+only in float genes share one compiled program.
 
 Conventions: images and feature maps are NHWC; spike trains are time-major
 ``[T, B, ...]``; a network maps input spikes ``[T, B, H, W, C]`` to the spikes
 of its last layer ``[T, B, classes]``. Layers follow the phenotype module's
 shape rules (explicit ``same`` padding pairs, pooling with stride = kernel and
 floor, flatten in H, W, C order before the first dense layer); ``no-op`` layers
-are skipped.
+are not in the signature.
 
 Three execution orders over time give the same outputs (they draw the same
 dropout masks; see :func:`dropout_keep`), at different speeds:
@@ -34,20 +26,16 @@ dropout masks; see :func:`dropout_keep`), at different speeds:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from collections.abc import Mapping
-from typing import Any, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spenser_jax import optim
-from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp,
-                                   Optimizer, Phenotype, Pool, next_shape, same_padding)
+from spenser_jax.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
+from spenser_jax.phenotype import Conv, Dense, Pool, same_padding
 from spenser_jax.snn.lif import lif_sequence, lif_step
 from spenser_jax.snn.surrogate import SURROGATES
 
@@ -69,118 +57,10 @@ only: it has not been measured.
 
 INIT_SCHEMES = ("torch", "lecun")
 
-Genes = dict[str, Any]
-
-
-# --------------------------------------------------------------------------
-# Signature and genes
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DropoutSlot:
-    """A dropout layer in a signature; its rate is a gene."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LIFSlot:
-    """A LIF layer in a signature; its β and θ are genes."""
-
-    beta_trainable: bool
-    threshold_trainable: bool
-    surrogate: str
-    reset: str
-
-
-SignatureLayer = Union[Conv, Pool, Dense, DropoutSlot, LIFSlot]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Signature:
-    """Everything of a phenotype but its float genes; hashable, static.
-
-    Attributes:
-      layers: the network's layers, ``no-op`` removed; conv, pool and dense
-        layers as in the phenotype (they have no float genes), dropout and LIF
-        as slots.
-      optimizer: the learning unit with its float genes zeroed (placeholders:
-        the real values are always passed as traced hyperparameters).
-    """
-
-    layers: tuple[SignatureLayer, ...]
-    optimizer: Optimizer
-
-    @property
-    def num_lif(self) -> int:
-        return sum(isinstance(x, LIFSlot) for x in self.layers)
-
-    @property
-    def num_dropout(self) -> int:
-        return sum(isinstance(x, DropoutSlot) for x in self.layers)
-
-
-def signature(phenotype: Phenotype) -> Signature:
-    """The static part of a phenotype (see :class:`Signature`)."""
-    layers = []
-    for layer in phenotype.layers:
-        if isinstance(layer, NoOp):
-            continue
-        if isinstance(layer, Dropout):
-            layers.append(DropoutSlot())
-        elif isinstance(layer, LIF):
-            layers.append(LIFSlot(layer.beta_trainable, layer.threshold_trainable,
-                                  layer.surrogate, layer.reset))
-        elif isinstance(layer, (Conv, Pool, Dense)):
-            layers.append(layer)
-        else:
-            raise TypeError(f"unknown layer {layer!r}")
-    placeholders = {name: 0.0 for name in optim.float_hparams(phenotype.learning)}
-    return Signature(tuple(layers), dataclasses.replace(phenotype.learning, **placeholders))
-
-
-def genes(phenotype: Phenotype) -> Genes:
-    """The float genes of a phenotype, as a pytree of float32 arrays.
-
-    Returns:
-      ``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``
-      with ``L`` LIF and ``D`` dropout layers in network order. Equal
-      signatures give equal tree structures and shapes, so genes of several
-      offspring stack along a new leading axis for ``vmap``.
-    """
-    lifs = [x for x in phenotype.layers if isinstance(x, LIF)]
-    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    return {
-        "beta": f32([x.beta for x in lifs]).reshape(len(lifs)),
-        "threshold": f32([x.threshold for x in lifs]).reshape(len(lifs)),
-        "dropout": f32([x.rate for x in phenotype.layers if isinstance(x, Dropout)]).reshape(-1),
-        "optimizer": {k: f32(v) for k, v in optim.float_hparams(phenotype.learning).items()},
-    }
-
-
-def split(phenotype: Phenotype) -> tuple[Signature, Genes]:
-    """``(signature(phenotype), genes(phenotype))``."""
-    return signature(phenotype), genes(phenotype)
-
 
 def default_mode(backend: str | None = None) -> str:
     """The execution order for ``backend`` (default: JAX's default backend)."""
     return DEFAULT_MODES.get(backend or jax.default_backend(), "layerwise")
-
-
-def layer_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
-    """Per-sample output shape of every layer of ``sig`` for ``(H, W, C)`` input.
-
-    Mirrors :func:`spenser_jax.phenotype.infer_shapes`.
-
-    Raises:
-      InvalidPhenotype: a conv or pool layer after a dense one, or a size
-        that reaches zero.
-    """
-    shape: tuple[int, ...] = tuple(input_shape)
-    shapes = []
-    for i, layer in enumerate(sig.layers):
-        shape = next_shape(shape, layer, i)
-        shapes.append(shape)
-    return shapes
 
 
 # --------------------------------------------------------------------------
@@ -307,7 +187,7 @@ class Linear(nn.Module):
 
 
 class LIFParams(nn.Module):
-    """Holds one LIF layer's β and θ (scalars), initialised from its genes."""
+    """Holds one LIF layer's β and θ (scalars), initialised from its float genes."""
 
     @nn.compact
     def __call__(self, beta0: jax.Array, threshold0: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -362,7 +242,8 @@ class SpikingNetwork(nn.Module):
     """A phenotype's network: input spikes ``[T, B, H, W, C]`` -> ``[T, B, K]``.
 
     Attributes:
-      signature: the static architecture (see :func:`signature`).
+      signature: the static architecture
+        (:func:`spenser_jax.architecture.signature`).
       mode: ``"stepwise"``, ``"scan"`` or ``"layerwise"`` (see the module
         docstring); ``None`` picks :func:`default_mode`. All give the same
         result.
@@ -379,22 +260,22 @@ class SpikingNetwork(nn.Module):
         for i, spec in enumerate(self.signature.layers):
             if isinstance(spec, Conv):
                 layers.append(Conv2d(spec.filters, spec.kernel, spec.stride, spec.padding,
-                                     spec.bias, self.init_scheme, name=f"conv_{i}"))
+                                     spec.bias, self.init_scheme, name=param_name(i, spec)))
             elif isinstance(spec, Dense):
-                layers.append(Linear(spec.units, spec.bias, self.init_scheme, name=f"dense_{i}"))
+                layers.append(Linear(spec.units, spec.bias, self.init_scheme, name=param_name(i, spec)))
             elif isinstance(spec, LIFSlot):
-                layers.append(LIFParams(name=f"lif_{i}"))
+                layers.append(LIFParams(name=param_name(i, spec)))
             else:
                 layers.append(None)
         self.layers = layers
 
-    def __call__(self, spikes: jax.Array, genes: Mapping[str, Any],
+    def __call__(self, spikes: jax.Array, hyper: Hyper,
                  dropout_key: jax.Array | None = None) -> jax.Array:
         """Runs the network over time.
 
         Args:
           spikes: input spikes, ``[T, B, H, W, C]`` (float).
-          genes: the float genes (see :func:`genes`); only ``beta`` and
+          hyper: the float genes (:func:`spenser_jax.architecture.hyper`); only ``beta`` and
             ``threshold`` (read at initialisation) and ``dropout`` are used.
           dropout_key: PRNG key for the dropout masks; ``None`` disables
             dropout (evaluation).
@@ -410,22 +291,22 @@ class SpikingNetwork(nn.Module):
         if self.is_initializing():
             mode = "layerwise"  # parameters are created outside any transform
         run = {"stepwise": self._stepwise, "scan": self._scan, "layerwise": self._layerwise}[mode]
-        return run(spikes, genes, dropout_key)
+        return run(spikes, hyper, dropout_key)
 
     # Helpers shared by the orders ------------------------------------------
 
-    def _lif(self, i: int, genes) -> tuple[jax.Array, jax.Array, dict]:
+    def _lif(self, i: int, hyper) -> tuple[jax.Array, jax.Array, dict]:
         spec = self.signature.layers[i]
         j = sum(isinstance(x, LIFSlot) for x in self.signature.layers[:i])
-        beta, threshold = self.layers[i](genes["beta"][j], genes["threshold"][j])
+        beta, threshold = self.layers[i](hyper["beta"][j], hyper["threshold"][j])
         options = dict(reset=spec.reset, spike_fn=SURROGATES[spec.surrogate](),
                        trainable_beta=spec.beta_trainable,
                        trainable_threshold=spec.threshold_trainable)
         return beta, threshold, options
 
-    def _dropout_rate(self, i: int, genes) -> jax.Array:
+    def _dropout_rate(self, i: int, hyper) -> jax.Array:
         j = sum(isinstance(x, DropoutSlot) for x in self.signature.layers[:i])
-        return genes["dropout"][j]
+        return hyper["dropout"][j]
 
     def _stateless(self, i: int, x: jax.Array) -> jax.Array:
         """Conv, pool or dense layer ``i`` on a batch ``[N, ...]``."""
@@ -436,32 +317,32 @@ class SpikingNetwork(nn.Module):
             x = _flatten(x)
         return self.layers[i](x)
 
-    def _step(self, mems: tuple, x: jax.Array, t, genes, dropout_key) -> tuple[tuple, jax.Array]:
+    def _step(self, mems: tuple, x: jax.Array, t, hyper, dropout_key) -> tuple[tuple, jax.Array]:
         """One time step of the whole network; ``mems`` has one entry per layer."""
         mems = list(mems)
         for i, spec in enumerate(self.signature.layers):
             if isinstance(spec, LIFSlot):
-                beta, threshold, options = self._lif(i, genes)
+                beta, threshold, options = self._lif(i, hyper)
                 mem = jnp.zeros_like(x) if mems[i] is None else mems[i]
                 mems[i], x = lif_step(mem, x, beta, threshold, **options)
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
-                    x = x * dropout_keep(dropout_key, i, t, self._dropout_rate(i, genes), x.shape)
+                    x = x * dropout_keep(dropout_key, i, t, self._dropout_rate(i, hyper), x.shape)
             else:
                 x = self._stateless(i, x)
         return tuple(mems), x
 
     # Execution orders ------------------------------------------------------
 
-    def _stepwise(self, spikes, genes, dropout_key):
+    def _stepwise(self, spikes, hyper, dropout_key):
         mems = (None,) * len(self.signature.layers)
         outputs = []
         for t in range(spikes.shape[0]):
-            mems, y = self._step(mems, spikes[t], t, genes, dropout_key)
+            mems, y = self._step(mems, spikes[t], t, hyper, dropout_key)
             outputs.append(y)
         return jnp.stack(outputs)
 
-    def _scan(self, spikes, genes, dropout_key):
+    def _scan(self, spikes, hyper, dropout_key):
         shapes = layer_shapes(self.signature, spikes.shape[2:])
         mems = tuple(jnp.zeros((spikes.shape[1], *shapes[i]), jnp.float32)
                      if isinstance(spec, LIFSlot) else None
@@ -469,24 +350,24 @@ class SpikingNetwork(nn.Module):
 
         def body(module, carry, inputs):
             x, t = inputs
-            return module._step(carry, x, t, genes, dropout_key)
+            return module._step(carry, x, t, hyper, dropout_key)
 
         # The lifted scan shares the parameters between steps (broadcast).
         scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
         _, outputs = scan(self, mems, (spikes, jnp.arange(spikes.shape[0])))
         return outputs
 
-    def _layerwise(self, spikes, genes, dropout_key):
+    def _layerwise(self, spikes, hyper, dropout_key):
         x = spikes
         steps, batch = spikes.shape[:2]
         for i, spec in enumerate(self.signature.layers):
             if isinstance(spec, LIFSlot):
-                beta, threshold, options = self._lif(i, genes)
+                beta, threshold, options = self._lif(i, hyper)
                 if not self.is_initializing():  # init only needs the shapes
                     x, _ = lif_sequence(x, beta, threshold, **options)
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
-                    rate = self._dropout_rate(i, genes)
+                    rate = self._dropout_rate(i, hyper)
                     keep = jax.vmap(lambda t: dropout_keep(dropout_key, i, t, rate, x.shape[1:]))
                     x = x * keep(jnp.arange(steps))
             else:
@@ -495,17 +376,17 @@ class SpikingNetwork(nn.Module):
         return x
 
 
-def init_params(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
+def init_params(key: jax.Array, sig: Signature, hyper: Hyper,
                 input_shape: tuple[int, int, int], *, init_scheme: str = "torch") -> dict:
     """Initial parameters (``{"conv_0": {...}, "lif_2": {...}, ...}``).
 
-    Weights and biases are drawn from ``key``; β and θ are the genes' values.
+    Weights and biases are drawn from ``key``; β and θ are the float genes' values.
 
     Raises:
       InvalidPhenotype: the network cannot process ``input_shape`` images.
     """
     layer_shapes(sig, input_shape)
-    return _init_fn(sig, tuple(input_shape), init_scheme)(key, genes)
+    return _init_fn(sig, tuple(input_shape), init_scheme)(key, hyper)
 
 
 @functools.lru_cache(maxsize=256)
@@ -515,23 +396,4 @@ def _init_fn(sig: Signature, input_shape: tuple[int, ...], init_scheme: str):
     # NumPy, not jnp: a jnp array made during a caller's trace would be a
     # tracer, and this cached closure would leak it into later calls.
     dummy = np.zeros((1, 1, *input_shape), np.float32)
-    return jax.jit(lambda key, genes: model.init(key, dummy, genes)["params"])
-
-
-def trainable_mask(sig: Signature, params: Mapping[str, Any]) -> dict:
-    """Pytree of bools like ``params``: False for fixed β/θ, True elsewhere.
-
-    Fixed β/θ are buffers in PyTorch: no optimizer (not even weight decay)
-    touches them. Training zeroes their final updates.
-    """
-    flags = {}
-    for i, spec in enumerate(sig.layers):
-        if isinstance(spec, LIFSlot):
-            flags[f"lif_{i}"] = {"beta": spec.beta_trainable,
-                                 "threshold": spec.threshold_trainable}
-
-    def leaf(path, _):
-        names = [p.key for p in path]
-        return flags.get(names[0], {}).get(names[-1], True)
-
-    return jax.tree_util.tree_map_with_path(leaf, dict(params))
+    return jax.jit(lambda key, hyper: model.init(key, dummy, hyper)["params"])

@@ -15,7 +15,7 @@ The original SPENSER code hands the learning unit to ``torch.optim``:
 θ included).
 
 Only the optimizer kind and its booleans shape the program
-(:func:`static_key`); the float genes (:func:`float_hparams`) may be traced
+(:class:`OptimizerKey`, from :func:`static_key`); the float genes (:func:`float_hparams`) may be traced
 arrays, so offspring that differ only in float genes share one compiled,
 vmappable update.
 
@@ -25,6 +25,7 @@ Deliberate deviation: RMSProp's ρ is clamped to at most :data:`RHO_MAX`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,6 +44,30 @@ second moment never accumulates and every step is ``lr * g / eps``."""
 
 Hparams = Mapping[str, jax.typing.ArrayLike]
 
+_KINDS: dict[str, type] = {cls.tag: cls for cls in (SGD, Adam, RMSProp)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OptimizerKey:
+    """What fixes an optimizer's program: its kind and its boolean genes.
+
+    Hashable and static. Two learning units with equal keys build the same
+    computation; their float genes are passed as (possibly traced) ``hparams``.
+
+    Attributes:
+      kind: the learning unit's tag (``"gradient-descent"``, ``"adam"``,
+        ``"rmsprop"``).
+      flags: its boolean genes, ``(name, value)`` in the unit's key order.
+    """
+
+    kind: str
+    flags: tuple[tuple[str, bool], ...]
+
+    @property
+    def float_names(self) -> tuple[str, ...]:
+        """Names of the float genes ``make_optimizer`` needs with this key."""
+        return tuple(attr for _, attr, kind in _KINDS[self.kind].keys if kind is float)
+
 
 def float_hparams(spec: Optimizer) -> dict[str, float]:
     """The float genes of a learning unit, by field name (e.g. ``lr``, ``rho``)."""
@@ -50,28 +75,26 @@ def float_hparams(spec: Optimizer) -> dict[str, float]:
     return {attr: getattr(spec, attr) for _, attr, kind in spec.keys if kind is float}
 
 
-def static_key(spec: Optimizer) -> tuple:
-    """What fixes the optimizer's program: its kind and its boolean genes.
-
-    Two learning units with equal keys build the same computation; their float
-    genes can be passed as (traced) ``hparams`` to :func:`make_optimizer`.
-    """
+def static_key(spec: Optimizer) -> OptimizerKey:
+    """The :class:`OptimizerKey` of a learning unit."""
     _check_spec(spec)
     flags = tuple((attr, getattr(spec, attr)) for _, attr, kind in spec.keys if kind is bool)
-    return (spec.tag, flags)
+    return OptimizerKey(spec.tag, flags)
 
 
-def make_optimizer(spec: Optimizer, hparams: Hparams | None = None, *,
+def make_optimizer(spec: Optimizer | OptimizerKey, hparams: Hparams | None = None, *,
                    rho_max: float = RHO_MAX) -> optax.GradientTransformation:
     """Build the optax transformation for a learning unit.
 
     Args:
-      spec: an :class:`~spenser_jax.phenotype.SGD`, ``Adam`` or ``RMSProp``.
-        Its kind and booleans (``nesterov``, ``amsgrad``) are static.
+      spec: an :class:`~spenser_jax.phenotype.SGD`, ``Adam`` or ``RMSProp``,
+        or the :class:`OptimizerKey` of one. Its kind and booleans
+        (``nesterov``, ``amsgrad``) are static.
       hparams: float genes by name (see :func:`float_hparams`), each a scalar
-        that may be a traced array (inside ``jit``/``vmap``). Missing names
-        default to the spec's values, which are then compile-time constants:
-        to share one program across learning units, pass all of them.
+        that may be a traced array (inside ``jit``/``vmap``). With a learning
+        unit, missing names default to its values, which are then
+        compile-time constants: to share one program across learning units,
+        pass all of them. With a key, all of them are required.
       rho_max: RMSProp's ρ is clamped to ``min(rho, rho_max)``. At ρ = 1 torch
         never accumulates the second moment and steps are ``lr * g / eps``
         (about 1e6·lr·g); with the clamp every RMSProp step is bounded by
@@ -85,43 +108,50 @@ def make_optimizer(spec: Optimizer, hparams: Hparams | None = None, *,
       (weight decay reads them). Apply with ``optax.apply_updates``.
 
     Raises:
-      TypeError: ``spec`` is not a known learning unit.
-      ValueError: unknown or non-scalar ``hparams``; ``rho_max`` not in (0, 1).
+      TypeError: ``spec`` is not a known learning unit or key.
+      ValueError: unknown, missing or non-scalar ``hparams``; ``rho_max`` not
+        in (0, 1).
     """
-    _check_spec(spec)
+    if isinstance(spec, OptimizerKey):
+        key, hp = spec, {}
+    else:
+        key, hp = static_key(spec), dict(float_hparams(spec))
     if not isinstance(rho_max, float) or not 0.0 < rho_max < 1.0:
         raise ValueError(f"rho_max must be a Python float in (0, 1), got {rho_max!r}")
-    hp: dict[str, Any] = float_hparams(spec)
+    names = key.float_names
     for name, value in (hparams or {}).items():
-        if name not in hp:
-            raise ValueError(f"unknown hyperparameter {name!r} for {spec.tag} "
-                             f"(known: {sorted(hp)})")
+        if name not in names:
+            raise ValueError(f"unknown hyperparameter {name!r} for {key.kind} "
+                             f"(known: {sorted(names)})")
         if jnp.ndim(value) != 0:
             raise ValueError(f"hyperparameter {name!r} must be a scalar, got shape "
                              f"{jnp.shape(value)} (vmap over offspring instead of batching)")
         hp[name] = value
-    return _BUILDERS[type(spec)](spec, hp, rho_max)
+    missing = [n for n in names if n not in hp]
+    if missing:
+        raise ValueError(f"{key.kind}: hyperparameters {missing} missing")
+    return _BUILDERS[key.kind](dict(key.flags), hp, rho_max)
 
 
 # --------------------------------------------------------------------------
-# Builders, one per learning unit
+# Builders, one per learning unit: (boolean genes, float genes, rho_max)
 
 
-def _sgd(spec: SGD, hp: dict[str, Any], rho_max: float) -> optax.GradientTransformation:
+def _sgd(flags: dict[str, bool], hp: dict[str, Any], rho_max: float) -> optax.GradientTransformation:
     del rho_max
     # optax.trace matches torch exactly: its buffer starts at 0, so the first
     # step gives buf = g (torch's clone), then buf = m·buf + g; Nesterov uses
     # g + m·buf as torch does.
     return optax.chain(
         optax.add_decayed_weights(hp["decay"]),
-        optax.trace(decay=hp["momentum"], nesterov=spec.nesterov),
+        optax.trace(decay=hp["momentum"], nesterov=flags["nesterov"]),
         optax.scale_by_learning_rate(hp["lr"]),
     )
 
 
-def _adam(spec: Adam, hp: dict[str, Any], rho_max: float) -> optax.GradientTransformation:
+def _adam(flags: dict[str, bool], hp: dict[str, Any], rho_max: float) -> optax.GradientTransformation:
     del rho_max
-    if spec.amsgrad:
+    if flags["amsgrad"]:
         scaling = scale_by_torch_amsgrad(hp["beta1"], hp["beta2"], EPS)
     else:
         # m̂ / (sqrt(v̂) + eps), as torch's lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps).
@@ -133,8 +163,8 @@ def _adam(spec: Adam, hp: dict[str, Any], rho_max: float) -> optax.GradientTrans
     )
 
 
-def _rmsprop(spec: RMSProp, hp: dict[str, Any], rho_max: float) -> optax.GradientTransformation:
-    del spec
+def _rmsprop(flags: dict[str, bool], hp: dict[str, Any], rho_max: float) -> optax.GradientTransformation:
+    del flags
     rho = jnp.minimum(hp["rho"], rho_max)
     # torch: square_avg starts at 0 (optax's old default was 1), eps is added
     # after the square root, no bias correction.
@@ -146,14 +176,14 @@ def _rmsprop(spec: RMSProp, hp: dict[str, Any], rho_max: float) -> optax.Gradien
     )
 
 
-_BUILDERS: dict[type, Callable[..., optax.GradientTransformation]] = {
-    SGD: _sgd, Adam: _adam, RMSProp: _rmsprop,
+_BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    SGD.tag: _sgd, Adam.tag: _adam, RMSProp.tag: _rmsprop,
 }
 
 
 def _check_spec(spec: Any) -> None:
-    if type(spec) not in _BUILDERS:
-        known = ", ".join(cls.__name__ for cls in _BUILDERS)
+    if type(spec) not in _KINDS.values():
+        known = ", ".join(cls.__name__ for cls in _KINDS.values())
         raise TypeError(f"not a learning unit: {spec!r} (expected one of {known} "
                         f"from spenser_jax.phenotype)")
 

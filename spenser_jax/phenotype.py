@@ -331,6 +331,19 @@ def next_shape(shape: tuple[int, ...], layer: Any, index: int) -> tuple[int, ...
     return shape
 
 
+def walk_shapes(layers, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Per-sample output shape of each of ``layers`` for one ``input_shape`` input.
+
+    The one shape walk: phenotypes and network signatures both use it.
+    """
+    shape: tuple[int, ...] = tuple(input_shape)
+    shapes = []
+    for i, layer in enumerate(layers):
+        shape = next_shape(shape, layer, i)
+        shapes.append(shape)
+    return shapes
+
+
 def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
                  num_classes: int | None = None) -> list[tuple[int, ...]]:
     """Output shape of every layer in ``phenotype.layers`` (per sample).
@@ -343,28 +356,31 @@ def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
       InvalidPhenotype: a spatial size reaches zero, a conv/pool after a dense
         layer, no dense layer at the end, or the wrong number of outputs.
     """
-    shape: tuple[int, ...] = tuple(input_shape)
-    shapes = []
-    for i, layer in enumerate(phenotype.layers):
-        shape = next_shape(shape, layer, i)
-        shapes.append(shape)
-    if not shapes or len(shape) != 1:
+    shapes = walk_shapes(phenotype.layers, input_shape)
+    if not shapes or len(shapes[-1]) != 1:
         raise InvalidPhenotype("the network must end in a dense (fc) layer")
-    if num_classes is not None and shape[0] != num_classes:
-        raise InvalidPhenotype(f"the output layer has {shape[0]} units, the data has {num_classes} classes")
+    if num_classes is not None and shapes[-1][0] != num_classes:
+        raise InvalidPhenotype(f"the output layer has {shapes[-1][0]} units, the data has "
+                               f"{num_classes} classes")
     return shapes
 
 
-def count_parameters(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> int:
-    """Trainable weights and biases (plus trainable β/θ), as PyTorch counts them."""
-    shape: tuple[int, ...] = tuple(input_shape)
-    total = 0
-    for layer, out in zip(phenotype.layers, infer_shapes(phenotype, input_shape)):
-        if isinstance(layer, Conv):
-            total += layer.kernel * layer.kernel * shape[2] * layer.filters + layer.filters * layer.bias
-        elif isinstance(layer, Dense):
-            total += math.prod(shape) * layer.units + layer.units * layer.bias
-        elif isinstance(layer, LIF):
-            total += layer.beta_trainable + layer.threshold_trainable
-        shape = out
-    return total
+def layer_parameters(layer: Any, in_shape: tuple[int, ...]) -> int:
+    """Trainable numbers of one layer for input ``in_shape``, as PyTorch counts them.
+
+    Weights and biases of conv and dense layers, trainable β/θ of LIF layers
+    (anything with ``beta_trainable``/``threshold_trainable``, so network
+    signature layers count too); 0 for the rest.
+    """
+    if isinstance(layer, Conv):
+        return layer.kernel * layer.kernel * in_shape[-1] * layer.filters + layer.filters * layer.bias
+    if isinstance(layer, Dense):
+        return math.prod(in_shape) * layer.units + layer.units * layer.bias
+    return int(getattr(layer, "beta_trainable", False)) + int(getattr(layer, "threshold_trainable", False))
+
+
+def count_parameters(layers, input_shape: tuple[int, ...]) -> int:
+    """Trainable numbers of a phenotype (or any layer sequence), as PyTorch counts them."""
+    layers = layers.layers if isinstance(layers, Phenotype) else tuple(layers)
+    ins = [tuple(input_shape)] + walk_shapes(layers, input_shape)[:-1]
+    return sum(layer_parameters(layer, shape) for layer, shape in zip(layers, ins))

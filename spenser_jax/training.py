@@ -5,28 +5,27 @@ functions are pure. One epoch is one call, one ``lax.scan`` over batches, with
 the whole data set already on device and rate coding inside the step, so the
 host never loops over batches.
 
-The compiled programs depend on the network's :class:`~spenser_jax.network.
+The compiled programs depend on the network's :class:`~spenser_jax.architecture.
 Signature` and the static settings only; the float genes (β/θ initial values,
 dropout rates, optimizer hyperparameters) are traced arguments. Builders are
 cached (:func:`make_train_epoch`, :func:`make_evaluate`), so offspring that
 share a signature share one compiled program::
 
-    sig, genes = network.split(phenotype)
-    state = create_train_state(key_init, sig, genes, (28, 28, 1))
+    sig, hyper = architecture.split(phenotype)
+    state = create_train_state(key_init, sig, hyper, (28, 28, 1))
     run_epoch = make_train_epoch(sig, time_steps=10, batch_size=64)
-    state, metrics = run_epoch(state, genes, images, labels, key_epoch)
+    state, metrics = run_epoch(state, hyper, images, labels, key_epoch)
     score = make_evaluate(sig, time_steps=10, batch_size=256)
-    accuracy = score(state.params, genes, test_images, test_labels, key_eval)["accuracy"]
+    accuracy = score(state.params, hyper, test_images, test_labels, key_eval)["accuracy"]
 
 The pure functions behind them (:func:`train_step`, :func:`train_epoch`,
-:func:`evaluate`) also ``vmap`` over the states, genes and keys of offspring
+:func:`evaluate`) also ``vmap`` over the states, hyper and keys of offspring
 that share a signature.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import flax.struct
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from spenser_jax import network, optim
-from spenser_jax.network import Signature
+from spenser_jax.architecture import Hyper, Signature, trainable_mask
 from spenser_jax.snn import encoding, loss
 
 
@@ -46,13 +45,13 @@ class TrainState:
     step: jax.Array  # shape=(), int32: optimizer steps applied
 
 
-def _optimizer(sig: Signature, genes: Mapping[str, Any]) -> optax.GradientTransformation:
-    # Every float hyperparameter comes from the (possibly traced) genes: the
-    # signature's optimizer only carries the kind and the booleans.
-    return optim.make_optimizer(sig.optimizer, hparams=genes["optimizer"])
+def _optimizer(sig: Signature, hyper: Hyper) -> optax.GradientTransformation:
+    # Every float hyperparameter comes from the (possibly traced) floats: the
+    # signature's optimizer key only carries the kind and the booleans.
+    return optim.make_optimizer(sig.optimizer, hparams=hyper["optimizer"])
 
 
-def create_train_state(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
+def create_train_state(key: jax.Array, sig: Signature, hyper: Hyper,
                        input_shape: tuple[int, int, int], *,
                        init_scheme: str = "torch") -> TrainState:
     """Fresh parameters and optimizer state.
@@ -60,13 +59,13 @@ def create_train_state(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
     Args:
       key: PRNG key for the weights and biases.
       sig: the network's signature.
-      genes: its float genes (β/θ start at their values).
+      hyper: its float genes (β/θ start at their values).
       input_shape: ``(H, W, C)`` of one image.
       init_scheme: ``"torch"`` or ``"lecun"`` (see
         :class:`~spenser_jax.network.SpikingNetwork`).
     """
-    params = network.init_params(key, sig, genes, input_shape, init_scheme=init_scheme)
-    opt_state = _optimizer(sig, genes).init(params)
+    params = network.init_params(key, sig, hyper, input_shape, init_scheme=init_scheme)
+    opt_state = _optimizer(sig, hyper).init(params)
     return TrainState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32))
 
 
@@ -100,7 +99,7 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def train_step(sig: Signature, state: TrainState, genes: Mapping[str, Any],
+def train_step(sig: Signature, state: TrainState, hyper: Hyper,
                spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
                dropout_key: jax.Array | None = None, *, correct_rate: float = 1.0,
                incorrect_rate: float = 0.0, mode: str | None = None,
@@ -110,7 +109,7 @@ def train_step(sig: Signature, state: TrainState, genes: Mapping[str, Any],
     Args:
       sig: the network's signature.
       state: the current state.
-      genes: the float genes (dropout rates and optimizer hyperparameters are
+      hyper: the float genes (dropout rates and optimizer hyperparameters are
         read from them).
       spikes: input spikes ``[T, B, H, W, C]``.
       labels: ``int [B]``.
@@ -126,33 +125,33 @@ def train_step(sig: Signature, state: TrainState, genes: Mapping[str, Any],
     model = network.SpikingNetwork(sig, mode=mode)
 
     def loss_fn(params):
-        out = model.apply({"params": params}, spikes, genes, dropout_key)
+        out = model.apply({"params": params}, spikes, hyper, dropout_key)
         return loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
 
     value, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = _optimizer(sig, genes).update(grads, state.opt_state, state.params)
+    updates, opt_state = _optimizer(sig, hyper).update(grads, state.opt_state, state.params)
     # Fixed β/θ are buffers in PyTorch: no update at all, not even decay.
-    trainable = network.trainable_mask(sig, state.params)
+    trainable = trainable_mask(sig, state.params)
     updates = jax.tree.map(lambda u, t: u if t else jnp.zeros_like(u), updates, trainable)
     new_state = TrainState(params=optax.apply_updates(state.params, updates),
                            opt_state=opt_state, step=state.step + 1)
     return new_state, value, jnp.isfinite(value) & _all_finite(updates)
 
 
-def train_epoch(sig: Signature, state: TrainState, genes: Mapping[str, Any],
+def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
                 images: jax.Array, labels: jax.Array, key: jax.Array, *,
                 time_steps: int, batch_size: int, correct_rate: float = 1.0,
                 incorrect_rate: float = 0.0, mode: str | None = None,
                 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of BPTT training, pure (see :func:`make_train_epoch`).
 
-    Traceable under ``jit`` and ``vmap`` (e.g. over ``state``, ``genes`` and
+    Traceable under ``jit`` and ``vmap`` (e.g. over ``state``, ``hyper`` and
     ``key`` of offspring that share ``sig``).
 
     Args:
       sig: the network's signature.
       state: the state to train from.
-      genes: the float genes.
+      hyper: the float genes.
       images: ``uint8 [N, H, W, C]`` (rate-coded inside, ``p = x / 255``).
       labels: ``int [N]``.
       key: PRNG key of the shuffle, the input spikes and the dropout masks.
@@ -182,7 +181,7 @@ def train_epoch(sig: Signature, state: TrainState, genes: Mapping[str, Any],
 
         def apply(state):
             spikes = encoding.rate(key_encode, images[idx], time_steps)
-            new, value, finite = step(state, genes, spikes, labels[idx], mask, key_dropout)
+            new, value, finite = step(state, hyper, spikes, labels[idx], mask, key_dropout)
             # Keep the old state on failure, so NaN never reaches params.
             state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
             return state, value, finite
@@ -203,7 +202,7 @@ def train_epoch(sig: Signature, state: TrainState, genes: Mapping[str, Any],
     return state, metrics
 
 
-def evaluate(sig: Signature, params: Any, genes: Mapping[str, Any], images: jax.Array,
+def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
              labels: jax.Array, key: jax.Array, *, time_steps: int, batch_size: int,
              mode: str | None = None) -> dict[str, jax.Array]:
     """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_evaluate`).
@@ -223,26 +222,14 @@ def evaluate(sig: Signature, params: Any, genes: Mapping[str, Any], images: jax.
     def body(total, batch):
         idx, mask, i = batch
         spikes = encoding.rate(jax.random.fold_in(key, i), images[idx], time_steps)
-        out = model.apply({"params": params}, spikes, genes, None)
+        out = model.apply({"params": params}, spikes, hyper, None)
         return total + loss.correct_count(out, labels[idx], mask), None
 
     correct, _ = jax.lax.scan(body, jnp.int32(0), (order, masks, jnp.arange(order.shape[0])))
     return {"correct": correct, "accuracy": correct / images.shape[0]}
 
 
-def init_train_state(key: jax.Array, sig: Signature, genes: Mapping[str, Any],
-                     input_shape: tuple[int, int, int], *,
-                     init_scheme: str = "torch") -> TrainState:
-    """:func:`create_train_state`; kept as the name the fused programs use.
-
-    ``network.init_params``' cached jitted initialiser is traceable inside
-    ``jit``/``vmap``/``shard_map`` (a nested jit inlines), so no second
-    initialiser is needed.
-    """
-    return create_train_state(key, sig, genes, input_shape, init_scheme=init_scheme)
-
-
-def train_and_score(sig: Signature, key: jax.Array, genes: Mapping[str, Any],
+def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
                     images: jax.Array, labels: jax.Array, score_images: jax.Array,
                     score_labels: jax.Array, score_key: jax.Array, *, epochs: int,
                     time_steps: int, batch_size: int, eval_batch_size: int,
@@ -258,7 +245,7 @@ def train_and_score(sig: Signature, key: jax.Array, genes: Mapping[str, Any],
     on ``score_images`` with ``score_key`` and batches of ``min(
     eval_batch_size, N)``. One program instead of three, so one compile per
     signature; traceable under ``vmap``/``lax.map``/``shard_map`` over
-    ``key`` and ``genes``.
+    ``key`` and ``hyper``.
 
     Returns:
       ``(params, metrics)``; ``metrics``: ``losses`` ``[epochs]`` (0 for
@@ -270,7 +257,7 @@ def train_and_score(sig: Signature, key: jax.Array, genes: Mapping[str, Any],
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     key_init, key_epochs = jax.random.split(key)
     del key
-    state = init_train_state(key_init, sig, genes, images.shape[1:], init_scheme=init_scheme)
+    state = create_train_state(key_init, sig, hyper, images.shape[1:], init_scheme=init_scheme)
     epoch_fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
                                  correct_rate=correct_rate, incorrect_rate=incorrect_rate,
                                  mode=mode)
@@ -279,7 +266,7 @@ def train_and_score(sig: Signature, key: jax.Array, genes: Mapping[str, Any],
         state, failed = carry
 
         def run(state):
-            state, metrics = epoch_fn(state, genes, images, labels,
+            state, metrics = epoch_fn(state, hyper, images, labels,
                                       jax.random.fold_in(key_epochs, epoch))
             return state, (metrics["loss"], metrics["steps"], metrics["nonfinite"])
 
@@ -296,7 +283,7 @@ def train_and_score(sig: Signature, key: jax.Array, genes: Mapping[str, Any],
                                  batch_size=min(eval_batch_size, n), mode=mode)
     correct = jax.lax.cond(
         failed, lambda params: jnp.int32(0),
-        lambda params: score_fn(params, genes, score_images, score_labels, score_key)["correct"],
+        lambda params: score_fn(params, hyper, score_images, score_labels, score_key)["correct"],
         state.params)
     metrics = {"losses": losses, "steps": jnp.sum(steps, dtype=jnp.int32), "nonfinite": failed,
                "correct": correct, "accuracy": correct / n}
@@ -309,7 +296,7 @@ def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
                      mode: str | None = None):
     """The jitted :func:`train_epoch` for networks with signature ``sig``.
 
-    Returns ``train_epoch(state, genes, images, labels, key) -> (state,
+    Returns ``train_epoch(state, hyper, images, labels, key) -> (state,
     metrics)``. One ``lax.scan`` over the batches of a shuffle drawn from
     ``key``, data already on device, rate coding inside; a non-finite loss or
     update freezes the state from that batch on (the remaining batches are
@@ -330,7 +317,7 @@ def make_evaluate(sig: Signature, *, time_steps: int, batch_size: int,
                   mode: str | None = None):
     """The jitted :func:`evaluate` for networks with signature ``sig``.
 
-    Returns ``evaluate(params, genes, images, labels, key) -> {"correct",
+    Returns ``evaluate(params, hyper, images, labels, key) -> {"correct",
     "accuracy"}``; cached like :func:`make_train_epoch`.
     """
     _check_settings(time_steps, batch_size)

@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import network, phenotype, training
+from spenser_jax import architecture, network, phenotype, training
 from spenser_jax.snn import encoding
+
+from compiles import compilations
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_network.npz"
 
@@ -56,7 +58,7 @@ def load_fixture():
 
 def test_two_adam_steps_match_torch():
     ref = load_fixture()
-    sig, genes = network.split(phenotype.parse(str(ref["text"])))
+    sig, genes = architecture.split(phenotype.parse(str(ref["text"])))
     state = training.create_train_state(jax.random.key(0), sig, genes, ref["spikes"].shape[2:])
     state = state.replace(params=ref["params"])
     step = jax.jit(lambda state: training.train_step(
@@ -73,7 +75,7 @@ def test_two_adam_steps_match_torch():
 
 
 def test_padded_batch_equals_the_smaller_batch():
-    sig, genes = network.split(phenotype.parse(NET))
+    sig, genes = architecture.split(phenotype.parse(NET))
     images, labels = toy_data(0, 8)
     spikes = encoding.rate(jax.random.key(1), images, 3)
     state = training.create_train_state(jax.random.key(2), sig, genes, SHAPE)
@@ -96,16 +98,15 @@ def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
     other = phenotype.parse(
         NET.replace("beta:0.9", "beta:0.8").replace("rate:0.2", "rate:0.1")
         .replace("lr:0.05", "lr:0.02").replace("threshold:0.6", "threshold:0.5"))
-    sig, genes = network.split(first)
-    assert network.signature(other) == sig
+    sig, genes = architecture.split(first)
+    assert architecture.signature(other) == sig
     # time_steps=3 is used by no other test: a fresh cache entry.
     epoch = training.make_train_epoch(sig, time_steps=3, batch_size=32)
-    assert training.make_train_epoch(network.signature(other), time_steps=3, batch_size=32) is epoch
+    assert training.make_train_epoch(architecture.signature(other), time_steps=3, batch_size=32) is epoch
     images, labels = toy_data(0, 70)
 
-    results = []
-    for pheno in (first, other):
-        genes = network.genes(pheno)
+    def train(pheno):
+        genes = architecture.hyper(pheno)
         state = training.create_train_state(jax.random.key(0), sig, genes, SHAPE)
         initial = tree_copy(state.params)
         state, metrics = epoch(state, genes, images, labels, jax.random.key(1))
@@ -116,14 +117,17 @@ def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
         for leaf in ("beta", "threshold"):
             np.testing.assert_array_equal(state.params["lif_2"][leaf], initial["lif_2"][leaf])
             assert state.params["lif_5"][leaf] != initial["lif_5"][leaf]
-        results.append(tree_copy(state.params))
-    assert len(traces) == 1
-    assert epoch._cache_size() == 1
+        return tree_copy(state.params)
+
+    results = [train(first)]
+    with compilations() as compiled:  # other float genes, same signature: no new program
+        results.append(train(other))
+    assert compiled == [] and len(traces) == 1
     np.testing.assert_allclose(results[1]["lif_2"]["threshold"], 0.5)
     assert not np.allclose(results[0]["conv_0"]["kernel"], results[1]["conv_0"]["kernel"])
 
     # A NaN gene: reported, and the state stays at its last finite value.
-    genes = network.genes(first)
+    genes = architecture.hyper(first)
     genes["optimizer"]["lr"] = jnp.float32(jnp.nan)
     state = training.create_train_state(jax.random.key(0), sig, genes, SHAPE)
     initial = tree_copy(state.params)
@@ -135,7 +139,7 @@ def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
 
 
 def test_evaluate_masks_the_padded_tail():
-    sig, genes = network.split(phenotype.parse(NET))
+    sig, genes = architecture.split(phenotype.parse(NET))
     params = network.init_params(jax.random.key(0), sig, genes, SHAPE)
     params = jax.tree.map(lambda x: 4 * x if x.ndim else x, params)  # make it spike
     images, labels = toy_data(3, 70, binary=True)
@@ -150,7 +154,7 @@ def test_evaluate_masks_the_padded_tail():
 
 
 def test_bad_data_is_rejected():
-    sig, genes = network.split(phenotype.parse(NET))
+    sig, genes = architecture.split(phenotype.parse(NET))
     evaluate = training.make_evaluate(sig, time_steps=3, batch_size=32)
     images, labels = toy_data(0, 10)
     with pytest.raises(ValueError, match="labels"):
@@ -193,7 +197,7 @@ def test_conv_snn_learns_fashion_mnist():
         "layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:True "
         "surr-grad:fast-sigmoid reset:subtract "
         "learning:adam lr:0.005 beta1:0.9 beta2:0.999 decay:0.000001 amsgrad:False")
-    sig, genes = network.split(pheno)
+    sig, genes = architecture.split(pheno)
     key_init, key_train, key_eval = jax.random.split(jax.random.key(0), 3)
     state = training.create_train_state(key_init, sig, genes, (28, 28, 1))
     epoch = training.make_train_epoch(sig, time_steps=4, batch_size=32)
@@ -209,9 +213,9 @@ def test_conv_snn_learns_fashion_mnist():
 def test_train_epoch_vmaps_over_offspring():
     first = phenotype.parse(NET)
     other = phenotype.parse(NET.replace("beta:0.9", "beta:0.7").replace("lr:0.05", "lr:0.01"))
-    sig = network.signature(first)
+    sig = architecture.signature(first)
     images, labels = toy_data(4, 40)
-    genes = [network.genes(first), network.genes(other)]
+    genes = [architecture.hyper(first), architecture.hyper(other)]
     keys = jax.random.split(jax.random.key(5), 2)
     states = [training.create_train_state(k, sig, g, SHAPE) for k, g in zip(keys, genes)]
     stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731

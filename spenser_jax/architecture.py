@@ -1,0 +1,216 @@
+"""A phenotype as a compiled program sees it: a static signature and traced floats.
+
+A phenotype is split in two (:func:`split`):
+
+* a static, hashable :class:`Signature`: layer types, integer genes, padding,
+  bias flags, surrogate, reset, which β/θ are trainable, and the optimizer's
+  :class:`~spenser_jax.optim.OptimizerKey`; everything that shapes the
+  compiled program;
+* its :data:`Hyper` floats: a pytree of float32 arrays holding per-LIF β and
+  θ (initial values), per-dropout rates and the optimizer's float
+  hyperparameters.
+
+Programs are compiled per signature only; the floats are traced inputs.
+Offspring that differ only in float genes therefore share one compiled
+program and can be ``vmap``-ed.
+
+This module also names the network's parameters (:func:`param_name`), says
+which of them training may change (:func:`trainable_mask`), and sizes a
+signature: shapes (:func:`layer_shapes`), parameter count, multiply-accumulates
+and training memory, used to place work on devices and to compare energy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+
+from spenser_jax import optim
+from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp, Phenotype, Pool, count_parameters,
+                                   walk_shapes)
+
+Hyper = dict[str, Any]
+"""``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``, float32."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DropoutSlot:
+    """A dropout layer in a signature; its rate is a traced float."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LIFSlot:
+    """A LIF layer in a signature; its β and θ are traced floats."""
+
+    beta_trainable: bool
+    threshold_trainable: bool
+    surrogate: str
+    reset: str
+
+
+SignatureLayer = Union[Conv, Pool, Dense, DropoutSlot, LIFSlot]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Signature:
+    """Everything of a phenotype but its float genes; hashable, static.
+
+    Attributes:
+      layers: the network's layers, ``no-op`` removed; conv, pool and dense
+        layers as in the phenotype (they have no float genes), dropout and LIF
+        as slots.
+      optimizer: the learning unit's kind and boolean genes.
+    """
+
+    layers: tuple[SignatureLayer, ...]
+    optimizer: optim.OptimizerKey
+
+    @property
+    def num_lif(self) -> int:
+        return sum(isinstance(x, LIFSlot) for x in self.layers)
+
+    @property
+    def num_dropout(self) -> int:
+        return sum(isinstance(x, DropoutSlot) for x in self.layers)
+
+
+def signature(phenotype: Phenotype) -> Signature:
+    """The static part of a phenotype (see :class:`Signature`)."""
+    layers = []
+    for layer in phenotype.layers:
+        if isinstance(layer, NoOp):
+            continue
+        if isinstance(layer, Dropout):
+            layers.append(DropoutSlot())
+        elif isinstance(layer, LIF):
+            layers.append(LIFSlot(layer.beta_trainable, layer.threshold_trainable,
+                                  layer.surrogate, layer.reset))
+        elif isinstance(layer, (Conv, Pool, Dense)):
+            layers.append(layer)
+        else:
+            raise TypeError(f"unknown layer {layer!r}")
+    return Signature(tuple(layers), optim.static_key(phenotype.learning))
+
+
+def hyper(phenotype: Phenotype) -> Hyper:
+    """The float genes of a phenotype, as a pytree of float32 arrays.
+
+    Returns:
+      ``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``
+      with ``L`` LIF and ``D`` dropout layers in network order. Equal
+      signatures give equal tree structures and shapes, so the floats of
+      several offspring stack along a new leading axis for ``vmap``.
+    """
+    lifs = [x for x in phenotype.layers if isinstance(x, LIF)]
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    return {
+        "beta": f32([x.beta for x in lifs]).reshape(len(lifs)),
+        "threshold": f32([x.threshold for x in lifs]).reshape(len(lifs)),
+        "dropout": f32([x.rate for x in phenotype.layers if isinstance(x, Dropout)]).reshape(-1),
+        "optimizer": {k: f32(v) for k, v in optim.float_hparams(phenotype.learning).items()},
+    }
+
+
+def split(phenotype: Phenotype) -> tuple[Signature, Hyper]:
+    """``(signature(phenotype), hyper(phenotype))``."""
+    return signature(phenotype), hyper(phenotype)
+
+
+def layer_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
+    """Per-sample output shape of every layer of ``sig`` for ``(H, W, C)`` input.
+
+    Raises:
+      InvalidPhenotype: a conv or pool layer after a dense one, or a size
+        that reaches zero.
+    """
+    return walk_shapes(sig.layers, input_shape)
+
+
+# --------------------------------------------------------------------------
+# Parameters
+
+
+def param_name(index: int, layer: SignatureLayer) -> str | None:
+    """The network's parameter collection of layer ``index`` (None: it has none)."""
+    if isinstance(layer, Conv):
+        return f"conv_{index}"
+    if isinstance(layer, Dense):
+        return f"dense_{index}"
+    if isinstance(layer, LIFSlot):
+        return f"lif_{index}"
+    return None
+
+
+def trainable_mask(sig: Signature, params: Mapping[str, Any]) -> dict:
+    """Pytree of bools like ``params``: False for fixed β/θ, True elsewhere.
+
+    Fixed β/θ are buffers in PyTorch: no optimizer (not even weight decay)
+    touches them. Training zeroes their final updates.
+    """
+    flags = {}
+    for i, spec in enumerate(sig.layers):
+        if isinstance(spec, LIFSlot):
+            flags[param_name(i, spec)] = {"beta": spec.beta_trainable,
+                                          "threshold": spec.threshold_trainable}
+
+    def leaf(path, _):
+        names = [p.key for p in path]
+        return flags.get(names[0], {}).get(names[-1], True)
+
+    return jax.tree_util.tree_map_with_path(leaf, dict(params))
+
+
+def parameter_count(sig: Signature, input_shape: tuple[int, int, int]) -> int:
+    """Trainable numbers of the network, as PyTorch counts them."""
+    return count_parameters(sig.layers, input_shape)
+
+
+# --------------------------------------------------------------------------
+# Size and cost
+
+
+def _with_inputs(sig: Signature, input_shape):
+    shapes = layer_shapes(sig, input_shape)
+    return zip(sig.layers, [tuple(input_shape)] + shapes[:-1], shapes)
+
+
+def macs(sig: Signature, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates of the weighted layers per sample and time step.
+
+    What the same network costs as a non-spiking ANN: each conv output
+    element takes ``k * k * C_in`` MACs, each dense unit one per input.
+    """
+    total = 0
+    for layer, shape_in, shape_out in _with_inputs(sig, input_shape):
+        if isinstance(layer, Conv):
+            total += math.prod(shape_out) * layer.kernel * layer.kernel * shape_in[-1]
+        elif isinstance(layer, Dense):
+            total += math.prod(shape_in) * layer.units
+    return total
+
+
+def cost(sig: Signature, input_shape: tuple[int, int, int]) -> float:
+    """Relative compute per sample and time step: MACs plus elementwise work.
+
+    Used to balance devices, not as a measurement.
+    """
+    return float(macs(sig, input_shape) + sum(math.prod(s) for s in layer_shapes(sig, input_shape)))
+
+
+def training_bytes(sig: Signature, input_shape: tuple[int, int, int], *, time_steps: int,
+                   batch_size: int) -> int:
+    """Rough device memory of training one network (to size vmapped groups).
+
+    Activations kept for backpropagation through time (each layer's output,
+    and membrane and surrogate inputs of LIF layers: ~3 floats per unit and
+    step) plus parameters with gradients and two optimizer moments.
+    """
+    units = sum(math.prod(s) for s in layer_shapes(sig, input_shape)) + math.prod(input_shape)
+    activations = 3 * 4 * units * time_steps * batch_size
+    return activations + 4 * 4 * parameter_count(sig, input_shape)

@@ -1,0 +1,218 @@
+"""What the fitness of an individual is, and how a failure becomes a record.
+
+An individual trains from scratch for ``epochs`` epochs on EvoTrain and its
+fitness is its spike-count accuracy on the Fitness split. Any failure of one
+individual (non-finite loss, out of memory, a compile error, an impossible
+network) becomes an :class:`Evaluation` with fitness :data:`FAILED_FITNESS`
+and its reason; the generation goes on.
+
+Keys: individual ``i`` of generation ``g`` trains with
+:func:`individual_key` ``= fold_in(fold_in(fold_in(key(seed), TRAIN), g), i)``;
+the Fitness split is always rate-coded with one fixed key per run
+(:func:`fitness_key`), so every individual is scored on the same input
+spikes (see :mod:`spenser_jax.evolution`).
+
+:class:`Trainer` is the reference way to compute it, one individual at a
+time with three programs per signature (initialisation, one epoch, scoring),
+as the original code does; :func:`evaluate_one` wraps it into a record.
+:mod:`spenser_jax.scheduler` computes the same numbers for a whole
+generation with fused programs spread over devices.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from spenser_jax import architecture, training
+from spenser_jax.data import Arrays
+from spenser_jax.phenotype import Phenotype, count_parameters
+
+log = logging.getLogger("spenser_jax")
+
+FAILED_FITNESS = -1.0
+STATUSES = ("ok", "nonfinite_loss", "error")
+
+_FITNESS_STREAM = 0x0F17  # fold_in tag of the fixed Fitness-encoding key
+_TRAIN_STREAM = 0x7EA1
+
+COMPILED_CACHE = 64
+"""Compiled programs a :class:`Trainer` keeps (least recently used go first)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What evaluating one individual produced.
+
+    ``weights`` (the trained parameters, host arrays) are kept for the parent
+    only and never logged.
+    """
+
+    fitness: float
+    status: str = "ok"  # one of STATUSES
+    reason: str = ""
+    parameters: int = 0
+    train_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    weights: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def failed(status: str, reason: str, parameters: int = 0, train_seconds: float = 0.0,
+           compile_seconds: float = 0.0) -> Evaluation:
+    """The record of an individual that could not be scored."""
+    return Evaluation(FAILED_FITNESS, status, reason, parameters, train_seconds, compile_seconds)
+
+
+def reason(err: BaseException) -> str:
+    """One line (at most 500 characters) saying what went wrong."""
+    text = str(err)
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
+def nonfinite(steps: int, parameters: int, train_seconds: float = 0.0,
+              compile_seconds: float = 0.0) -> Evaluation:
+    return failed("nonfinite_loss", f"loss or update became non-finite after {steps} steps",
+                  parameters, train_seconds, compile_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How an individual is trained and scored (the paper's: 1 epoch, batch 64).
+
+    ``mode`` is a concrete execution order (``"stepwise"``, ``"scan"``,
+    ``"layerwise"``) or None for the backend's default
+    (:func:`spenser_jax.network.default_mode`).
+    """
+
+    time_steps: int
+    epochs: int = 1
+    batch_size: int = 64
+    correct_rate: float = 1.0
+    incorrect_rate: float = 0.0
+    eval_batch_size: int = 1000
+    mode: str | None = None
+    init: str = "torch"
+
+
+def on_device(arrays: Arrays) -> Arrays:
+    """uint8 images and int32 labels on the default device (once per run)."""
+    return Arrays(jnp.asarray(arrays.images, dtype=jnp.uint8), jnp.asarray(arrays.labels, dtype=jnp.int32))
+
+
+def train_root(seed: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), _TRAIN_STREAM)
+
+
+def fitness_key(seed: int) -> jax.Array:
+    """The one key that rate-codes the Fitness split for every individual of a run."""
+    return jax.random.fold_in(jax.random.key(seed), _FITNESS_STREAM)
+
+
+def individual_key(seed: int, generation: int, index: int) -> jax.Array:
+    """The training key of individual ``index`` of ``generation``."""
+    return jax.random.fold_in(jax.random.fold_in(train_root(seed), generation), index)
+
+
+class Trainer:
+    """Compiles (once per signature and data shape) and runs training and scoring.
+
+    Compiled programs are kept in an LRU of :data:`COMPILED_CACHE` entries.
+    """
+
+    def __init__(self, settings: TrainingSettings, input_shape: tuple[int, int, int],
+                 compiler_options: dict | None = None):
+        self.settings = settings
+        self.input_shape = tuple(input_shape)
+        self.compiler_options = dict(compiler_options or {})
+        self._compiled: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+
+    def _compile(self, kind: str, sig, fn, *args) -> tuple[Any, float]:
+        key = (kind, sig, tuple((a.shape, str(a.dtype)) for a in args[2:4]))
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return self._compiled[key], 0.0
+        t0 = time.perf_counter()
+        compiled = fn.lower(*args).compile(compiler_options=self.compiler_options or None)
+        self._compiled[key] = compiled
+        while len(self._compiled) > COMPILED_CACHE:
+            self._compiled.popitem(last=False)
+        return compiled, time.perf_counter() - t0
+
+    def train(self, phenotype: Phenotype, key: jax.Array, data: Arrays, epochs: int,
+              params: Any = None, progress=None) -> tuple[training.TrainState, dict]:
+        """Train ``epochs`` epochs from fresh weights (or ``params``).
+
+        Returns (train state, info) where info has ``compile_seconds``,
+        ``train_seconds``, ``losses``, ``steps`` and ``nonfinite``.
+        """
+        s = self.settings
+        sig, hyper = architecture.split(phenotype)
+        key_init, key_epochs = jax.random.split(key)
+        state = training.create_train_state(key_init, sig, hyper, self.input_shape, init_scheme=s.init)
+        if params is not None:
+            state = state.replace(params=jax.tree.map(jnp.asarray, params))
+        fn = training.make_train_epoch(sig, time_steps=s.time_steps, batch_size=s.batch_size,
+                                       correct_rate=s.correct_rate, incorrect_rate=s.incorrect_rate,
+                                       mode=s.mode)
+        info = {"compile_seconds": 0.0, "train_seconds": 0.0, "losses": [], "nonfinite": False, "steps": 0}
+        for epoch in range(epochs):
+            key_epoch = jax.random.fold_in(key_epochs, epoch)
+            compiled, seconds = self._compile("train", sig, fn, state, hyper, data.images, data.labels, key_epoch)
+            info["compile_seconds"] += seconds
+            t0 = time.perf_counter()
+            state, metrics = compiled(state, hyper, data.images, data.labels, key_epoch)
+            metrics = jax.device_get(metrics)
+            info["train_seconds"] += time.perf_counter() - t0
+            info["losses"].append(float(metrics["loss"]))
+            info["steps"] += int(metrics["steps"])
+            if progress is not None:
+                progress(epoch, metrics)
+            if bool(metrics["nonfinite"]):
+                info["nonfinite"] = True
+                break
+        return state, info
+
+    def score(self, phenotype: Phenotype, params: Any, data: Arrays, key: jax.Array) -> tuple[float, float]:
+        """(accuracy, compile seconds) of ``params`` on ``data``."""
+        s = self.settings
+        sig, hyper = architecture.split(phenotype)
+        fn = training.make_evaluate(sig, time_steps=s.time_steps,
+                                    batch_size=min(s.eval_batch_size, len(data.labels)), mode=s.mode)
+        compiled, seconds = self._compile("eval", sig, fn, params, hyper, data.images, data.labels, key)
+        return float(compiled(params, hyper, data.images, data.labels, key)["accuracy"]), seconds
+
+
+def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_train: Arrays,
+                 fitness: Arrays, score_key: jax.Array) -> Evaluation:
+    """Evaluate one individual alone (three programs, blocking: the original's way).
+
+    Never raises for a problem of the individual: an impossible network, a
+    non-finite loss or any error while compiling or running it becomes a
+    failed :class:`Evaluation` with its reason.
+    """
+    try:
+        parameters = count_parameters(phenotype, trainer.input_shape)
+    except Exception as err:  # noqa: BLE001 - an impossible network fails alone
+        return failed("error", reason(err))
+    try:
+        state, info = trainer.train(phenotype, key, evo_train, trainer.settings.epochs)
+        if info["nonfinite"]:
+            return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"])
+        t0 = time.perf_counter()
+        accuracy, compile_seconds = trainer.score(phenotype, state.params, fitness, score_key)
+        scoring = time.perf_counter() - t0 - compile_seconds
+        return Evaluation(accuracy, "ok", "", parameters, info["train_seconds"] + scoring,
+                          info["compile_seconds"] + compile_seconds, jax.device_get(state.params))
+    except Exception as err:  # noqa: BLE001 - one individual must never stop the run
+        log.warning("individual failed: %s", reason(err))
+        return failed("error", reason(err), parameters)
