@@ -1,0 +1,148 @@
+"""spenser_jax: grammar-based neuroevolution of convolutional spiking networks in JAX.
+
+The handful of names a researcher needs, from a grammar to a trained network
+(the README's "Python API" section shows them together)::
+
+    import numpy as np, jax, spenser_jax as sj
+
+    space = sj.SearchSpace(sj.load_grammar("grammars/csnn.grammar"))
+    rng = np.random.default_rng(0)
+    parent = sj.sample(rng, space)                  # a valid random genotype
+    child, events = sj.mutate(rng, parent, space)   # one offspring, and what changed
+    phenotype = space.phenotype(child)              # typed layers; .text is the paper's form
+    params, info = sj.train(phenotype, images, labels, time_steps=10, key=jax.random.key(0))
+    accuracy = sj.evaluate(phenotype, params, test_images, test_labels, time_steps=10,
+                           key=jax.random.key(1))
+    run = sj.load_run("runs/paper/mnist/seed0")     # a finished or running search
+
+Submodules hold the rest, in the order data flows: ``grammar`` -> ``genotype``
+/ ``mutation`` -> ``phenotype`` -> ``architecture`` -> ``network`` /
+``optim`` / ``snn`` -> ``training`` -> ``fitness`` -> ``scheduler`` ->
+``evolution`` -> ``checkpoint`` -> ``evolve`` (the CLI), then ``retrain``
+and ``report``.
+
+Importing the package is cheap: JAX loads with the first name that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_LAZY = {
+    "parse_grammar": ("spenser_jax.grammar", "parse_grammar"),
+    "SearchSpace": ("spenser_jax.genotype", "SearchSpace"),
+    "Genotype": ("spenser_jax.genotype", "Genotype"),
+    "MutationConfig": ("spenser_jax.mutation", "MutationConfig"),
+    "Phenotype": ("spenser_jax.phenotype", "Phenotype"),
+    "parse_phenotype": ("spenser_jax.phenotype", "parse"),
+    "SpikingNetwork": ("spenser_jax.network", "SpikingNetwork"),
+    "load_run": ("spenser_jax.checkpoint", "load_run"),
+}
+
+__all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "train", "evaluate"])
+
+if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
+    from spenser_jax.checkpoint import load_run
+    from spenser_jax.genotype import Genotype, SearchSpace
+    from spenser_jax.grammar import parse_grammar
+    from spenser_jax.mutation import MutationConfig
+    from spenser_jax.network import SpikingNetwork
+    from spenser_jax.phenotype import Phenotype
+    from spenser_jax.phenotype import parse as parse_phenotype
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'spenser_jax' has no attribute {name!r}")
+
+
+def load_grammar(path):
+    """Parse a grammar file; ``grammars/csnn.grammar`` finds the packaged Grammar 2 anywhere."""
+    from spenser_jax import grammar
+    return grammar.load_grammar(grammar.locate(path))
+
+
+def sample(rng, space, config=None):
+    """A valid random individual, drawn as generation 0 is.
+
+    Args:
+      rng: a ``numpy.random.Generator`` (the only source of randomness).
+      space: a :class:`SearchSpace`.
+      config: a :class:`MutationConfig` (default: the paper's, our switches on).
+
+    Returns:
+      A :class:`Genotype`; ``space.phenotype(genotype)`` decodes it.
+    """
+    from spenser_jax import mutation
+    return mutation.sample(rng, space, config or mutation.MutationConfig())
+
+
+def mutate(rng, parent, space, config=None):
+    """A valid offspring of ``parent`` and the mutation events applied, as the search makes it.
+
+    Returns:
+      ``(child genotype, [mutation.Event, ...])``.
+    """
+    from spenser_jax import mutation
+    return mutation.offspring(rng, parent, space, config or mutation.MutationConfig())
+
+
+def init_network(key, phenotype, input_shape):
+    """The Flax module of a phenotype, its initial parameters and float genes.
+
+    Args:
+      key: a JAX PRNG key for the weights (PyTorch's default initialisation).
+      phenotype: a :class:`Phenotype` (``space.phenotype(genotype)`` or
+        ``parse_phenotype(text)``).
+      input_shape: ``(H, W, C)`` of one image.
+
+    Returns:
+      ``(model, params, hyper)``: apply with ``model.apply({"params": params},
+      spikes, hyper)`` on input spikes ``[T, B, H, W, C]`` to get the output
+      spikes ``[T, B, classes]``.
+    """
+    from spenser_jax import architecture, network
+    sig, hyper = architecture.split(phenotype)
+    return network.SpikingNetwork(sig), network.init_params(key, sig, hyper, input_shape), hyper
+
+
+def train(phenotype, images, labels, *, time_steps, key, epochs=1, batch_size=64, params=None):
+    """Train a phenotype's network with its own learning unit, as the search does.
+
+    Args:
+      phenotype: a :class:`Phenotype`.
+      images: ``uint8 [N, H, W, C]`` (rate-coded on the device, p = x / 255).
+      labels: ``int [N]``.
+      time_steps: rate-coding steps ``T``.
+      key: a JAX PRNG key (initialisation, shuffles, spikes, dropout).
+      epochs, batch_size: as the paper (1 and 64 during the search).
+      params: start from these parameters instead of fresh ones.
+
+    Returns:
+      ``(params, info)``; ``info`` has ``losses`` (one per epoch), ``steps``,
+      ``nonfinite``, ``compile_seconds`` and ``train_seconds``.
+    """
+    import jax
+
+    from spenser_jax import fitness
+    from spenser_jax.data import Arrays
+    settings = fitness.TrainingSettings(time_steps=time_steps, epochs=epochs, batch_size=batch_size)
+    trainer = fitness.Trainer(settings, tuple(images.shape[1:]))
+    state, info = trainer.train(phenotype, key, fitness.on_device(Arrays(images, labels)), epochs,
+                                params=params)
+    return jax.device_get(state.params), info
+
+
+def evaluate(phenotype, params, images, labels, *, time_steps, key, batch_size=1000):
+    """Spike-count accuracy of trained ``params`` on ``images``/``labels`` (rate-coded with ``key``)."""
+    from spenser_jax import fitness
+    from spenser_jax.data import Arrays
+    settings = fitness.TrainingSettings(time_steps=time_steps, eval_batch_size=batch_size)
+    trainer = fitness.Trainer(settings, tuple(images.shape[1:]))
+    accuracy, _ = trainer.score(phenotype, params, fitness.on_device(Arrays(images, labels)), key)
+    return accuracy

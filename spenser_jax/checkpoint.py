@@ -6,16 +6,28 @@ count, the parent's genotype, fitness and trained weights. It is written to a
 temporary file, flushed to disk and renamed over the old one, so an
 interrupted write leaves the last good checkpoint intact.
 
-Order of writes after a generation: ``generations.jsonl`` line first, then
-the checkpoint. On resume, lines for generations the checkpoint does not
-cover are dropped (they are recomputed identically).
+Order of writes after a generation: the ``generations.jsonl`` line, then
+``best.json``, then the checkpoint. On resume, lines for generations the
+checkpoint does not cover are dropped and recomputed identically, and so is
+``best.json``: whatever a kill interrupts, the files agree after a resume.
+
+One run directory, one process: :class:`RunLock` holds an exclusive ``fcntl``
+lock on ``.lock`` while a run works there. The OS releases it when its holder
+dies, so a killed run never leaves a lock that blocks its resume.
+
+:func:`load_run` reads a finished or running run directory for the commands
+that come after the search (retrain, report, inspect, export).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +35,73 @@ import numpy as np
 from flax import serialization
 
 from spenser_jax.evolution import State
-from spenser_jax.genotype import Genotype, SearchSpaceError
+from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError, macro_from_config
+from spenser_jax.grammar import GrammarError, load_grammar, locate
+
+try:  # POSIX; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 FORMAT = "spenser_jax.checkpoint"
 VERSION = 1
 CHECKPOINT = "checkpoint.msgpack"
 GENERATIONS = "generations.jsonl"
 BEST = "best.json"
+RUN = "run.json"
+TEST = "test.json"
+LOCK = ".lock"
+CONFIG = Path(".hydra") / "config.yaml"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; it is left untouched."""
+    """A checkpoint or run directory that cannot be used; it is left untouched."""
+
+
+class RunLock:
+    """Exclusive use of a run directory by one process.
+
+    ``with RunLock(run_dir):`` takes an exclusive, non-blocking ``fcntl``
+    lock on ``run_dir/.lock`` and writes the holder's pid, host and start
+    time into it. A second process fails at once with a
+    :class:`CheckpointError` naming the directory and the holder.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if fcntl is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise CheckpointError(
+                f"{self.path.parent} is in use by {holder}; one run directory takes one process. "
+                f"Wait for it to finish (or stop it, then run the same command to resume), or "
+                f"choose another directory (experiment=... or hydra.run.dir=...)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -150,3 +218,90 @@ def append_generation(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------
+# Reading a run after (or during) the search
+
+
+def grammar_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A run directory as the commands after the search see it.
+
+    Attributes:
+      dir: the run directory.
+      identity: ``run.json``, the settings that determine results.
+      config: the resolved configuration (``.hydra/config.yaml``; empty when
+        absent), for what the identity does not hold (data and grammar paths).
+      records: ``generations.jsonl``, one dict per completed generation.
+      best: ``best.json`` (None before the first generation completes).
+      test: ``test.json`` written by retrain (None before).
+      state: the checkpoint's evolutionary state (None before the first
+        generation), with the best individual's trained weights.
+    """
+
+    dir: Path
+    identity: dict
+    config: dict
+    records: list[dict]
+    best: dict | None
+    test: dict | None
+    state: State | None
+
+    @property
+    def dataset(self) -> str:
+        return self.identity.get("dataset", "?")
+
+    @property
+    def grammar_path(self) -> Path:
+        try:
+            return locate(self.config.get("grammar", "grammars/csnn.grammar"))
+        except GrammarError as err:
+            raise CheckpointError(f"{self.dir}: {err}") from None
+
+    def space(self) -> SearchSpace:
+        """The run's search space, from its grammar file.
+
+        Raises:
+          CheckpointError: the grammar file changed since the search (its
+            SHA-256 differs from the one in ``run.json``): the genotypes would
+            decode to other networks.
+        """
+        path = self.grammar_path
+        saved = self.identity.get("grammar_sha256")
+        if saved is not None and grammar_sha256(path) != saved:
+            raise CheckpointError(
+                f"{self.dir}: the grammar {path} changed since this run searched with it "
+                f"(sha256 {saved[:12]}... in {RUN}, {grammar_sha256(path)[:12]}... now); restore "
+                f"the grammar the run used (grammar=... in its config)")
+        grammar = load_grammar(path)
+        shape = tuple(self.identity.get("input_shape", (28, 28, 1)))
+        return SearchSpace(grammar, macro_from_config(self.identity["macro"]), input_shape=shape,
+                           num_classes=self.identity.get("num_classes", 10))
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read a run directory (finished or still running).
+
+    Raises:
+      CheckpointError: not a run directory, or a corrupt checkpoint.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN).exists():
+        raise CheckpointError(f"{run_dir}: not a spenser_jax run directory (no {RUN})")
+    identity = json.loads((run_dir / RUN).read_text())
+    config = {}
+    if (run_dir / CONFIG).exists():
+        from omegaconf import OmegaConf
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
+    return Run(dir=run_dir, identity=identity, config=config, records=read_generations(run_dir),
+               best=_read_json(run_dir / BEST), test=_read_json(run_dir / TEST),
+               state=load(run_dir, identity))

@@ -25,30 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from spenser_jax import mutation
+from spenser_jax.fitness import FAILED_FITNESS, Evaluation
 from spenser_jax.genotype import Genotype, SearchSpace
-
-FAILED_FITNESS = -1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Evaluation:
-    """What evaluating one individual produced.
-
-    ``weights`` (the trained parameters, host arrays) are kept for the parent
-    only and never logged.
-    """
-
-    fitness: float
-    status: str = "ok"  # "ok" | "nonfinite_loss" | "error"
-    reason: str = ""
-    parameters: int = 0
-    train_seconds: float = 0.0
-    compile_seconds: float = 0.0
-    weights: Any = dataclasses.field(default=None, compare=False, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +55,17 @@ def generation_rng(seed: int, generation: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(generation), 0x5E5E])
 
 
-def ask(state: State, space: SearchSpace, config: mutation.MutationConfig,
+def ask(rng: np.random.Generator, state: State, space: SearchSpace, config: mutation.MutationConfig,
         offspring: int) -> list[Candidate]:
-    """The λ individuals to evaluate in generation ``state.generation``."""
-    rng = generation_rng(state.seed, state.generation)
-    if state.parent is None:  # generation 0, or every earlier one failed
-        return [Candidate(space.random_individual(rng)) for _ in range(offspring)]
+    """The λ individuals to evaluate next, drawn from ``rng``.
+
+    Generation 0 (or any generation before a first success) is λ random
+    individuals (:func:`spenser_jax.mutation.sample`); later ones are λ
+    mutated offspring of the parent. The search passes
+    ``generation_rng(state.seed, state.generation)``.
+    """
+    if state.parent is None:
+        return [Candidate(mutation.sample(rng, space, config)) for _ in range(offspring)]
     out = []
     for _ in range(offspring):
         child, events = mutation.offspring(rng, state.parent, space, config)
@@ -90,9 +73,17 @@ def ask(state: State, space: SearchSpace, config: mutation.MutationConfig,
     return out
 
 
-def tell(state: State, space: SearchSpace, candidates: Sequence[Candidate],
+def tell(state: State, candidates: Sequence[Candidate],
          evaluations: Sequence[Evaluation]) -> tuple[State, dict]:
-    """Select the next parent. Returns the new state and the generation's record."""
+    """Select the next parent.
+
+    Returns:
+      ``(state, metrics)``: the state after this generation, and
+      ``best_fitness`` (the parent's after selection), ``mean_fitness`` (over
+      offspring that did not fail; :data:`FAILED_FITNESS` when all failed),
+      ``generation_best_fitness``, ``best_index`` (the offspring selected by
+      fitness, -1 if none), ``parent_replaced`` and ``failed``.
+    """
     if len(candidates) != len(evaluations):
         raise ValueError("one evaluation per candidate")
     fitness = [e.fitness if e.ok else FAILED_FITNESS for e in evaluations]
@@ -105,23 +96,12 @@ def tell(state: State, space: SearchSpace, candidates: Sequence[Candidate],
                                   parent_weights=evaluations[best].weights)
     new = dataclasses.replace(new, generation=state.generation + 1)
     ok = [f for f, e in zip(fitness, evaluations) if e.ok]
-    record = {
-        "generation": state.generation,
+    metrics = {
         "best_fitness": new.parent_fitness,
         "mean_fitness": float(np.mean(ok)) if ok else FAILED_FITNESS,
         "generation_best_fitness": max(fitness) if fitness else FAILED_FITNESS,
+        "best_index": best,
         "parent_replaced": bool(replaced),
         "failed": len(fitness) - len(ok),
-        "parent": space.text(new.parent) if new.parent is not None else None,
-        "individuals": [
-            {"phenotype": space.text(c.genotype),
-             "fitness": f,
-             "status": e.status,
-             **({"reason": e.reason} if e.reason else {}),
-             "parameters": e.parameters,
-             "mutations": [list(m) for m in c.mutations],
-             "train_seconds": e.train_seconds,
-             "compile_seconds": e.compile_seconds}
-            for c, e, f in zip(candidates, evaluations, fitness)],
     }
-    return new, record
+    return new, metrics

@@ -1,7 +1,8 @@
 """The main job: ``python -m spenser_jax.evolve dataset=fmnist``.
 
-Runs the paper's (1+λ) search with Hydra configuration (``conf/``). The run
-directory (``runs/<experiment>/<dataset>/seed<seed>`` by default) holds:
+Runs the paper's (1+λ) search with Hydra configuration (the package's
+``conf/``). The run directory (``runs/<experiment>/<dataset>/seed<seed>`` by
+default) holds:
 
 * ``generations.jsonl``: one JSON object per completed generation;
 * ``best.json``: the best individual so far (genotype, phenotype, fitness);
@@ -9,16 +10,18 @@ directory (``runs/<experiment>/<dataset>/seed<seed>`` by default) holds:
   every generation; running the same command again resumes after the last
   completed generation;
 * ``run.json``: the run's identity (the settings that determine results);
-* ``evolve.log`` and ``.hydra/``: Hydra's log and the resolved config.
+* ``evolve.log`` and ``.hydra/``: the log, the resolved config and the
+  command-line overrides;
+* ``.lock``: held while a process works in the directory.
 
-Only this module and ``retrain`` read the DictConfig; everything else gets
-plain objects built by :func:`setup`.
+Only this module reads the configuration; everything else gets plain objects
+built by :func:`setup`, with every configuration string (``"auto"``,
+``"all"``, ``null``) resolved here, once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import sys
@@ -28,11 +31,13 @@ from typing import Any
 
 from spenser_jax import checkpoint, data, evolution, mutation
 from spenser_jax.genotype import SearchSpace, SearchSpaceError, macro_from_config
-from spenser_jax.grammar import GrammarError, load_grammar
+from spenser_jax.grammar import GrammarError, load_grammar, locate
 
 log = logging.getLogger("spenser_jax")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_DIR / "conf"
+MODES = ("auto", "stepwise", "scan", "layerwise")
 
 
 class ConfigError(ValueError):
@@ -48,19 +53,11 @@ class Setup:
     offspring: int
     space: SearchSpace
     mutation: mutation.MutationConfig
-    splits: data.Splits
-    time_steps: int
-    training: dict
+    splits: data.Splits | None
+    training: Any  # fitness.TrainingSettings
+    runtime: dict  # Evaluator keyword arguments, resolved
     identity: dict
     grammar_path: Path
-
-
-def resolve_grammar(path: str) -> Path:
-    candidate = Path(path).expanduser()
-    for p in (candidate, PROJECT_ROOT / candidate):
-        if p.exists():
-            return p
-    raise ConfigError(f"grammar file {path!r} not found (looked in {Path.cwd()} and {PROJECT_ROOT})")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -78,39 +75,86 @@ def to_plain(cfg: Any) -> Any:
     return cfg
 
 
+def _is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _runtime(rt: dict) -> dict:
+    """The Evaluator's runtime options from ``runtime.*``, every default resolved."""
+    from spenser_jax import scheduler
+
+    batching = rt.get("batching", "auto")
+    _require(batching in ("auto",) + scheduler.BATCHING,
+             f"runtime.batching must be auto | none | map | vmap, got {batching!r}")
+    threads = rt.get("compile_threads")
+    _require(threads is None or _is_int(threads, 0), "runtime.compile_threads must be null or an int >= 0")
+    devices = rt.get("devices")
+    _require(devices in (None, "all") or _is_int(devices, 1), "runtime.devices must be null, all or an int >= 1")
+    vmap_group = rt.get("vmap_group")
+    _require(vmap_group in (None, "auto") or _is_int(vmap_group, 1),
+             "runtime.vmap_group must be null or an int >= 1")
+    level = rt.get("xla_opt_level")
+    _require(level in (None, 0, 1, 2, 3), f"runtime.xla_opt_level must be null or 0..3, got {level!r}")
+    try:
+        selected = scheduler.select_devices(None if devices in (None, "all") else devices)
+    except ValueError as err:
+        raise ConfigError(f"runtime.devices: {err}") from None
+    return {
+        "batching": "map" if batching == "auto" else batching,
+        "compile_threads": (scheduler.default_compile_threads(selected[0].platform)
+                            if threads is None else threads),
+        "devices": selected,
+        "vmap_group": None if vmap_group in (None, "auto") else vmap_group,
+        "compiler_options": {} if level is None else {"xla_backend_optimization_level": level},
+        "progress": bool(rt.get("progress", True)),
+    }
+
+
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
-    """Validate the config and build the run's objects (grammar, space, data)."""
+    """Validate the config and build the run's objects (grammar, space, data).
+
+    With ``load_data=False`` nothing is read from disk but the grammar (for
+    checks, and for runs with an evaluator of their own).
+    """
+    from spenser_jax.fitness import TrainingSettings
+
     cfg = to_plain(cfg)
     ds, evo, tr = cfg["dataset"], cfg["evolution"], cfg["training"]
-    _require(isinstance(cfg["seed"], int) and cfg["seed"] >= 0, f"seed must be an int >= 0, got {cfg['seed']!r}")
+    _require(_is_int(cfg["seed"], 0), f"seed must be an int >= 0, got {cfg['seed']!r}")
     _require(ds["name"] in data.TIME_STEPS, f"dataset.name must be one of {sorted(data.TIME_STEPS)}, got {ds['name']!r}")
-    _require(isinstance(evo["generations"], int) and evo["generations"] >= 0, "evolution.generations must be an int >= 0")
-    _require(isinstance(evo["offspring"], int) and evo["offspring"] >= 1, "evolution.offspring must be an int >= 1")
-    _require(isinstance(ds["time_steps"], int) and ds["time_steps"] >= 1, "dataset.time_steps must be an int >= 1")
-    _require(ds["subset"] is None or (isinstance(ds["subset"], int) and ds["subset"] >= 20),
-             "dataset.subset must be null or an int >= 20")
+    _require(_is_int(evo["generations"], 0), "evolution.generations must be an int >= 0")
+    _require(_is_int(evo["offspring"], 1), "evolution.offspring must be an int >= 1")
+    _require(_is_int(ds["time_steps"], 1), "dataset.time_steps must be an int >= 1")
+    _require(ds["subset"] is None or _is_int(ds["subset"], 20), "dataset.subset must be null or an int >= 20")
     _require(0.0 < ds["fitness_fraction"] < 1.0, "dataset.fitness_fraction must be in (0, 1)")
-    _require(isinstance(tr["epochs"], int) and tr["epochs"] >= 1, "training.epochs must be an int >= 1")
-    _require(isinstance(tr["batch_size"], int) and tr["batch_size"] >= 1, "training.batch_size must be an int >= 1")
-    _require(isinstance(tr["eval_batch_size"], int) and tr["eval_batch_size"] >= 1,
-             "training.eval_batch_size must be an int >= 1")
+    _require(_is_int(tr["epochs"], 1), "training.epochs must be an int >= 1")
+    _require(_is_int(tr["batch_size"], 1), "training.batch_size must be an int >= 1")
+    _require(_is_int(tr["eval_batch_size"], 1), "training.eval_batch_size must be an int >= 1")
     for key in ("correct_rate", "incorrect_rate"):
         _require(0.0 <= tr[key] <= 1.0, f"training.{key} must be in [0, 1]")
-    _require(tr["mode"] in ("auto", "stepwise", "scan", "layerwise"),
-             "training.mode must be auto | stepwise | scan | layerwise")
+    _require(tr["mode"] in MODES, "training.mode must be auto | stepwise | scan | layerwise")
     _require(tr["init"] in ("torch", "lecun"), "training.init must be torch | lecun")
     try:
         mut = mutation.MutationConfig(**cfg["mutation"])
         macro = macro_from_config(evo["macro"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"mutation / evolution.macro: {err}") from None
-    grammar_path = resolve_grammar(cfg["grammar"])
+    try:
+        grammar_path = locate(cfg["grammar"])
+    except GrammarError as err:
+        raise ConfigError(str(err)) from None
     grammar = load_grammar(grammar_path)
     splits = data.split(data.load(ds["name"], ds["data_dir"], source=ds["source"]), seed=cfg["seed"],
                         subset=ds["subset"], fitness_fraction=ds["fitness_fraction"]) if load_data else None
     input_shape = tuple(splits.train.images.shape[1:]) if splits is not None else (28, 28, 1)
     space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=10,
                         max_attempts=int(evo["max_attempts"]))
+    settings = TrainingSettings(
+        time_steps=ds["time_steps"], epochs=tr["epochs"], batch_size=tr["batch_size"],
+        correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
+        eval_batch_size=tr["eval_batch_size"], mode=None if tr["mode"] == "auto" else tr["mode"],
+        init=tr["init"])
+    runtime = _runtime(cfg.get("runtime", {}))
     identity = {
         "seed": cfg["seed"],
         "dataset": ds["name"],
@@ -118,7 +162,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         "source": ds["source"],
         "time_steps": ds["time_steps"],
         "fitness_fraction": ds["fitness_fraction"],
-        "grammar_sha256": hashlib.sha256(grammar_path.read_bytes()).hexdigest(),
+        "grammar_sha256": checkpoint.grammar_sha256(grammar_path),
         "offspring": evo["offspring"],
         "macro": [list(dataclasses.astuple(m)) for m in macro],
         "mutation": dataclasses.asdict(mut),
@@ -129,80 +173,141 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     # to the identity too: vmapped groups round differently, and so does
     # another XLA optimisation level.
     rt = cfg.get("runtime", {})
-    if rt.get("batching") == "vmap" or rt.get("xla_opt_level") is not None:
-        identity["runtime"] = {"batching": rt.get("batching"), "xla_opt_level": rt.get("xla_opt_level")}
+    if runtime["batching"] == "vmap" or runtime["compiler_options"]:
+        identity["runtime"] = {"batching": runtime["batching"], "xla_opt_level": rt.get("xla_opt_level")}
     # JSON round trip so tuples and lists compare equal after a reload.
     identity = json.loads(json.dumps(identity))
     return Setup(seed=cfg["seed"], generations=evo["generations"], offspring=evo["offspring"], space=space,
-                 mutation=mut, splits=splits, time_steps=ds["time_steps"], training=dict(tr),
-                 identity=identity, grammar_path=grammar_path)
+                 mutation=mut, splits=splits, training=settings, runtime=runtime, identity=identity,
+                 grammar_path=grammar_path)
 
 
-def _duration(seconds: float) -> str:
+# --------------------------------------------------------------------------
+# Records and messages
+
+
+def generation_record(generation: int, space: SearchSpace, state: evolution.State,
+                      candidates, evaluations, metrics: dict) -> dict:
+    """One line of ``generations.jsonl``: the generation's metrics and every individual."""
+    metrics = {k: v for k, v in metrics.items() if k != "best_index"}
+    return {
+        "generation": generation,
+        **metrics,
+        "parent": space.text(state.parent) if state.parent is not None else None,
+        "individuals": [
+            {"phenotype": space.text(c.genotype),
+             "fitness": e.fitness,
+             "status": e.status,
+             **({"reason": e.reason} if e.reason else {}),
+             "parameters": e.parameters,
+             "mutations": [list(m) for m in c.mutations],
+             "train_seconds": e.train_seconds,
+             "compile_seconds": e.compile_seconds}
+            for c, e in zip(candidates, evaluations)],
+    }
+
+
+def best_record(space: SearchSpace, state: evolution.State) -> dict:
+    """``best.json``: the parent after ``state.generation`` generations."""
+    return {"generation": state.generation - 1, "fitness": state.parent_fitness,
+            "phenotype": space.text(state.parent),
+            "phenotype_json": space.phenotype(state.parent).to_json(),
+            "genotype": state.parent.to_json()}
+
+
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def run(cfg: Any, run_dir: Path, *, evaluator=None) -> evolution.State:
-    """Run (or resume) the search in ``run_dir``; returns the final state."""
-    from spenser_jax import evaluation
+def _write_config(run_dir: Path, cfg: Any, overrides: list[str] | None) -> None:
+    from omegaconf import OmegaConf
 
+    conf = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
+    checkpoint.atomic_write(run_dir / checkpoint.CONFIG, OmegaConf.to_yaml(conf))
+    if overrides is not None:
+        checkpoint.atomic_write(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+
+
+# --------------------------------------------------------------------------
+# The run
+
+
+def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None = None) -> evolution.State:
+    """Run (or resume) the search in ``run_dir``; returns the final state.
+
+    Args:
+      cfg: the configuration (a DictConfig or the same as plain dicts).
+      run_dir: the run directory; one process at a time (a second one stops
+        with a :class:`~spenser_jax.checkpoint.CheckpointError`).
+      evaluator: anything with ``evaluate(phenotypes, generation) ->
+        [Evaluation]``; default: a :class:`spenser_jax.scheduler.Evaluator`
+        on the configured data. With one given, no data is loaded.
+      overrides: the command line's overrides, saved beside the config.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    s = setup(cfg)
-    state = checkpoint.load(run_dir, s.identity)
-    if state is None:
-        state = evolution.init(s.seed)
-        if checkpoint.read_generations(run_dir):
-            # Generation 0 finished its log line but not its checkpoint.
-            checkpoint.truncate_generations(run_dir, 0)
-        checkpoint.atomic_write(run_dir / "run.json", json.dumps(s.identity, indent=1))
-        log.info("new run in %s", run_dir)
-    else:
-        checkpoint.truncate_generations(run_dir, state.generation)
-        log.info("resuming %s after generation %d (best fitness %.4f)", run_dir,
-                 state.generation - 1, state.parent_fitness)
-    if state.generation >= s.generations:
-        log.info("nothing to do: %d of %d generations done", state.generation, s.generations)
-        return state
-    plain = to_plain(cfg)
-    rt = plain.get("runtime", {})
-    evaluator = evaluator or evaluation.Evaluator(
-        s.splits, time_steps=s.time_steps, seed=s.seed, input_shape=s.space.input_shape,
-        progress=bool(rt.get("progress", True)), batching=rt.get("batching", "auto"),
-        compile_threads=rt.get("compile_threads"), devices=rt.get("devices"),
-        vmap_group=rt.get("vmap_group"), xla_opt_level=rt.get("xla_opt_level"), **{
-            k: s.training[k] for k in ("epochs", "batch_size", "correct_rate", "incorrect_rate",
-                                       "eval_batch_size", "mode", "init")})
+    s = setup(cfg, load_data=evaluator is None)
+    with checkpoint.RunLock(run_dir):
+        _write_config(run_dir, cfg, overrides)
+        state = checkpoint.load(run_dir, s.identity)
+        if state is None:
+            state = evolution.init(s.seed)
+            if checkpoint.read_generations(run_dir):
+                # Generation 0 finished its log line but not its checkpoint.
+                checkpoint.truncate_generations(run_dir, 0)
+            checkpoint.atomic_write(run_dir / checkpoint.RUN, json.dumps(s.identity, indent=1))
+            log.info("new run in %s", run_dir)
+        else:
+            checkpoint.truncate_generations(run_dir, state.generation)
+            if state.parent is not None:  # whatever a kill left of it
+                checkpoint.atomic_write(run_dir / checkpoint.BEST, json.dumps(best_record(s.space, state), indent=1))
+            log.info("resuming %s after generation %d (best fitness %.4f)", run_dir,
+                     state.generation - 1, state.parent_fitness)
+        if state.generation >= s.generations:
+            log.info("nothing to do: %d of %d generations done", state.generation, s.generations)
+            return state
+        if evaluator is None:
+            from spenser_jax.scheduler import Evaluator
+            with Evaluator(s.splits, seed=s.seed, input_shape=s.space.input_shape, settings=s.training,
+                           **s.runtime) as owned:
+                return _loop(s, state, run_dir, owned)
+        return _loop(s, state, run_dir, evaluator)
+
+
+def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evolution.State:
     started, done_here = time.perf_counter(), 0
     while state.generation < s.generations:
         g = state.generation
         t0 = time.perf_counter()
-        candidates = evolution.ask(state, s.space, s.mutation, s.offspring)
+        rng = evolution.generation_rng(s.seed, g)
+        candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring)
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
         evaluations = evaluator.evaluate(phenotypes, generation=g)
-        state, record = evolution.tell(state, s.space, candidates, evaluations)
+        state, metrics = evolution.tell(state, candidates, evaluations)
         for i, e in enumerate(evaluations):
             if not e.ok:
                 log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
+        record = generation_record(g, s.space, state, candidates, evaluations, metrics)
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0
         checkpoint.append_generation(run_dir, record)
-        checkpoint.save(run_dir, state, s.identity)
         if state.parent is not None:
-            checkpoint.atomic_write(run_dir / checkpoint.BEST, json.dumps({
-                "generation": g, "fitness": state.parent_fitness,
-                "phenotype": s.space.text(state.parent),
-                "phenotype_json": s.space.phenotype(state.parent).to_json(),
-                "genotype": state.parent.to_json()}, indent=1))
+            checkpoint.atomic_write(run_dir / checkpoint.BEST, json.dumps(best_record(s.space, state), indent=1))
+        checkpoint.save(run_dir, state, s.identity)
         done_here += 1
         per_generation = (time.perf_counter() - started) / done_here
+        remaining = per_generation * (s.generations - g - 1)
         log.info("generation %d/%d | best %.4f | mean %.4f | failed %d | %.2f eval/s | ETA %s",
                  g + 1, s.generations, record["best_fitness"], record["mean_fitness"], record["failed"],
-                 record["evaluations_per_second"], _duration(per_generation * (s.generations - g - 1)))
+                 record["evaluations_per_second"], duration(remaining))
+        if done_here == 1 and s.generations - g > 1:
+            log.info("projected: %d generations at %s each -> %s for the whole run (a rough figure: "
+                     "later generations reuse compiled programs, larger networks train longer)",
+                     s.generations - g, duration(wall), duration(wall * (s.generations - g)))
     return state
 
 
@@ -213,15 +318,16 @@ def _hydra_main():
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def main(cfg) -> None:
-        from spenser_jax import evaluation
+        from spenser_jax import scheduler
         # Hydra logs INFO; JAX's backend probing ("Unable to initialize
         # backend 'tpu'") is noise to a user.
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         try:
-            evaluation.enable_compile_cache(to_plain(cfg).get("runtime", {}).get("compile_cache"))
-            run(cfg, Path(HydraConfig.get().runtime.output_dir))
+            scheduler.enable_compile_cache(to_plain(cfg).get("runtime", {}).get("compile_cache"))
+            hc = HydraConfig.get()
+            run(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
         except KNOWN_ERRORS as err:
             log.error("error: %s", err)
             print(f"error: {err}", file=sys.stderr)

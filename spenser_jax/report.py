@@ -17,33 +17,18 @@ data set found among the runs:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from spenser_jax.checkpoint import BEST, read_generations
+from spenser_jax.checkpoint import RUN, CheckpointError, Run, load_run
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
-
-RUN_FILE = "run.json"
 
 
 class ReportError(RuntimeError):
     pass
-
-
-def load_run(run_dir: Path) -> dict:
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).exists():
-        raise ReportError(f"{run_dir}: not a spenser_jax run directory (no {RUN_FILE})")
-    info = json.loads((run_dir / RUN_FILE).read_text())
-    records = read_generations(run_dir)
-    best = json.loads((run_dir / BEST).read_text()) if (run_dir / BEST).exists() else None
-    test = json.loads((run_dir / "test.json").read_text()) if (run_dir / "test.json").exists() else None
-    return {"dir": str(run_dir), "dataset": info.get("dataset", "?"), "records": records,
-            "best": best, "test": test}
 
 
 def characteristics(phenotype_texts: list[str]) -> dict[str, dict[str, float]]:
@@ -79,19 +64,19 @@ def characteristics(phenotype_texts: list[str]) -> dict[str, dict[str, float]]:
 
 
 def _curves(runs, key):
-    length = min(len(r["records"]) for r in runs)
-    values = np.array([[rec[key] for rec in r["records"][:length]] for r in runs], dtype=float)
+    length = min(len(r.records) for r in runs)
+    values = np.array([[rec[key] for rec in r.records[:length]] for r in runs], dtype=float)
     return values.mean(0), values.std(0)
 
 
-def plot(runs: list[dict], dataset: str, out: Path) -> list[Path]:
+def plot(runs: list[Run], dataset: str, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    with_records = [r for r in runs if r["records"]]
+    with_records = [r for r in runs if r.records]
     if with_records:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for ax, key, title in zip(axes, ("best_fitness", "mean_fitness"), ("Best fitness", "Average fitness")):
@@ -107,7 +92,7 @@ def plot(runs: list[dict], dataset: str, out: Path) -> list[Path]:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         made.append(path)
-    bests = [r["best"]["fitness"] for r in runs if r["best"]]
+    bests = [r.best["fitness"] for r in runs if r.best]
     if bests:
         fig, ax = plt.subplots(figsize=(4, 3.8))
         if len(bests) > 1:
@@ -123,17 +108,17 @@ def plot(runs: list[dict], dataset: str, out: Path) -> list[Path]:
     return made
 
 
-def markdown(groups: dict[str, list[dict]]) -> str:
+def markdown(groups: dict[str, list[Run]]) -> str:
     lines = ["# spenser_jax report", ""]
     for dataset, runs in groups.items():
         lines += [f"## {dataset}", "", "| run | generations | best fitness | test accuracy |",
                   "|---|---|---|---|"]
         for r in runs:
-            best = f"{r['best']['fitness']:.4f}" if r["best"] else "-"
-            test = f"{r['test']['accuracy']:.4f}" if r["test"] else "-"
-            lines.append(f"| {r['dir']} | {len(r['records'])} | {best} | {test} |")
+            best = f"{r.best['fitness']:.4f}" if r.best else "-"
+            test = f"{r.test['accuracy']:.4f}" if r.test else "-"
+            lines.append(f"| {r.dir} | {len(r.records)} | {best} | {test} |")
         lines.append("")
-    texts = [r["best"]["phenotype"] for runs in groups.values() for r in runs if r["best"]]
+    texts = [r.best["phenotype"] for runs in groups.values() for r in runs if r.best]
     lines += [f"## Characteristics of the {len(texts)} best individuals (percent)", ""]
     if texts:
         for section, values in characteristics(texts).items():
@@ -151,20 +136,20 @@ def main(argv=None) -> int:
     try:
         dirs = []
         for d in map(Path, args.runs):
-            found = sorted(p.parent for p in d.rglob(RUN_FILE)) if d.is_dir() else []
+            found = sorted(p.parent for p in d.rglob(RUN)) if d.is_dir() else []
             if not found:
-                raise ReportError(f"{d}: no spenser_jax run found (no {RUN_FILE} in it or below)")
+                raise ReportError(f"{d}: no spenser_jax run found (no {RUN} in it or below)")
             dirs.extend(found)
-        groups: dict[str, list[dict]] = defaultdict(list)
+        groups: dict[str, list[Run]] = defaultdict(list)
         for d in dirs:
             run = load_run(d)
-            groups[run["dataset"]].append(run)
+            groups[run.dataset].append(run)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
         (out / "report.md").write_text(markdown(groups))
         made.append(out / "report.md")
-    except ReportError as err:
+    except (ReportError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for p in made:

@@ -22,10 +22,8 @@ from pathlib import Path
 import jax
 
 from spenser_jax import checkpoint, data
-from spenser_jax.evaluation import Trainer, TrainingSettings, on_device
-from spenser_jax.genotype import SearchSpace, macro_from_config
-from spenser_jax.grammar import GrammarError, load_grammar
-from spenser_jax.report import RUN_FILE
+from spenser_jax.fitness import Trainer, TrainingSettings, on_device
+from spenser_jax.grammar import GrammarError
 
 _RETRAIN_STREAM = 0x2E7A
 _TEST_STREAM = 0x7E57
@@ -46,7 +44,7 @@ def main(argv=None) -> int:
     try:
         result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
                          data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
-    except (checkpoint.CheckpointError, data.DataError, GrammarError, FileNotFoundError, ValueError) as err:
+    except (checkpoint.CheckpointError, data.DataError, GrammarError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
@@ -54,31 +52,22 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run_config(run_dir: Path) -> dict:
-    # Hydra keeps the resolved config beside the run; it holds data_dir and
-    # the grammar path, which the run's identity (run.json) does not.
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
-        return {}
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-
-
 def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data_dir=None,
             seed: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict:
-    from spenser_jax.evolve import resolve_grammar
+    """Train the run's best individual further, test it, write ``test.json``.
 
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: not a spenser_jax run directory (no {RUN_FILE})")
-    identity = json.loads((run_dir / RUN_FILE).read_text())
-    state = checkpoint.load(run_dir, identity)
+    Raises:
+      CheckpointError: not a run, no completed generation yet, or the
+        grammar changed since the search.
+      DataError: the data set cannot be loaded.
+      ValueError: training diverged (nothing is written then).
+    """
+    run = checkpoint.load_run(run_dir)
+    identity, state = run.identity, run.state
     if state is None or state.parent is None:
         raise checkpoint.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
-    cfg = _run_config(run_dir)
-    grammar = load_grammar(resolve_grammar(cfg.get("grammar", "grammars/csnn.grammar")))
-    space = SearchSpace(grammar, macro_from_config(identity["macro"]))
-    phenotype = space.phenotype(state.parent)
+    phenotype = run.space().phenotype(state.parent)
+    cfg = run.config
     ds_cfg = cfg.get("dataset", {})
     dataset = data.load(identity["dataset"], data_dir if data_dir is not None else ds_cfg.get("data_dir"),
                         source=identity["source"])
@@ -117,7 +106,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
               "train_samples": int(len(splits.train.labels)), "test_samples": int(len(splits.test.labels)),
               "losses": info["losses"], "phenotype": phenotype.text,
               "seconds": time.perf_counter() - t0}
-    checkpoint.atomic_write(run_dir / "test.json", json.dumps(result, indent=1))
+    checkpoint.atomic_write(Path(run_dir) / checkpoint.TEST, json.dumps(result, indent=1))
     return result
 
 

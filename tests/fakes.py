@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from spenser_jax.evolution import Evaluation
+from spenser_jax.fitness import Evaluation
 
 
 class FakeEvaluator:

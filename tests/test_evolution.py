@@ -1,5 +1,6 @@
 """The (1+λ) loop, checkpoints and resume, with a fake (hash) evaluator."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from spenser_jax import checkpoint, evolution, evolve, mutation
-from spenser_jax.evolution import Evaluation
+from spenser_jax.fitness import Evaluation
 from spenser_jax.genotype import SearchSpace
 from spenser_jax.grammar import load_grammar
 
@@ -53,29 +54,37 @@ def test_public_config_keys():
     assert config("dataset=fmnist").dataset.time_steps == 25 and cfg.dataset.time_steps == 10
 
 
+def ask(state, n):
+    rng = evolution.generation_rng(state.seed, state.generation)
+    return evolution.ask(rng, state, SPACE, mutation.MutationConfig(), n)
+
+
 def test_tell_selection_rules():
     state = evolution.init(0)
-    cands = evolution.ask(state, SPACE, mutation.MutationConfig(), 3)
+    cands = ask(state, 3)
     assert len(cands) == 3 and all(SPACE.is_valid(c.genotype) for c in cands)
-    state, record = evolution.tell(state, SPACE, cands, [Evaluation(0.5), Evaluation(0.7), Evaluation(0.7)])
+    state, metrics = evolution.tell(state, cands, [Evaluation(0.5), Evaluation(0.7), Evaluation(0.7)])
     assert state.parent == cands[1].genotype and state.parent_fitness == 0.7  # first of equals
-    assert record["best_fitness"] == 0.7 and record["mean_fitness"] == pytest.approx(0.6333333)
-    kids = evolution.ask(state, SPACE, mutation.MutationConfig(), 3)
-    assert kids == evolution.ask(state, SPACE, mutation.MutationConfig(), 3)  # (seed, generation) only
+    assert metrics["best_fitness"] == 0.7 and metrics["mean_fitness"] == pytest.approx((0.5 + 0.7 + 0.7) / 3)
+    assert metrics["best_index"] == 1 and metrics["parent_replaced"] and metrics["failed"] == 0
+    kids = ask(state, 3)
+    assert kids == ask(state, 3)  # (seed, generation) only
+    assert kids != ask(dataclasses.replace(state, generation=state.generation + 1), 3)
     # A tie goes to the parent; a failure never becomes parent whatever its number.
-    same, _ = evolution.tell(state, SPACE, kids, [Evaluation(0.7), Evaluation(0.1),
-                                                   Evaluation(0.99, "error", "boom")])
-    assert same.parent == state.parent and same.generation == 2
-    better, record = evolution.tell(state, SPACE, kids, [Evaluation(0.7), Evaluation(0.71), Evaluation(0.2)])
-    assert better.parent == kids[1].genotype and record["parent_replaced"]
+    same, metrics = evolution.tell(state, kids, [Evaluation(0.7), Evaluation(0.1),
+                                                 Evaluation(0.99, "error", "boom")])
+    assert same.parent == state.parent and same.generation == 2 and not metrics["parent_replaced"]
+    assert metrics["failed"] == 1 and metrics["mean_fitness"] == pytest.approx(0.4)
+    better, metrics = evolution.tell(state, kids, [Evaluation(0.7), Evaluation(0.71), Evaluation(0.2)])
+    assert better.parent == kids[1].genotype and metrics["parent_replaced"]
 
 
 def test_all_failed_generation_zero_redraws():
     state = evolution.init(1)
-    cands = evolution.ask(state, SPACE, mutation.MutationConfig(), 2)
-    state, record = evolution.tell(state, SPACE, cands, [Evaluation(-1.0, "error", "x")] * 2)
-    assert state.parent is None and record["failed"] == 2
-    again = evolution.ask(state, SPACE, mutation.MutationConfig(), 2)
+    cands = ask(state, 2)
+    state, metrics = evolution.tell(state, cands, [Evaluation(-1.0, "error", "x")] * 2)
+    assert state.parent is None and metrics["failed"] == 2 and metrics["mean_fitness"] == -1.0
+    again = ask(state, 2)
     assert all(not c.mutations for c in again) and again != cands
 
 
@@ -173,3 +182,92 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     subprocess.run([sys.executable, str(script), str(killed)], check=True, timeout=300)
     assert strip_timing(checkpoint.read_generations(killed)) == strip_timing(checkpoint.read_generations(whole))
     assert json.loads((killed / "best.json").read_text()) == json.loads((whole / "best.json").read_text())
+
+
+def test_loop_needs_no_data_on_disk(tmp_path):
+    # With an evaluator of its own the loop reads no data set (a bad path proves it).
+    cfg = config("evolution.generations=2", "evolution.offspring=2", "dataset.data_dir=/nonexistent/data")
+    evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
+    assert len(checkpoint.read_generations(tmp_path)) == 2
+    saved = (tmp_path / ".hydra" / "config.yaml").read_text()
+    assert "/nonexistent/data" in saved and "generations: 2" in saved
+
+
+class Interrupt(BaseException):
+    """Stands in for a kill at one exact point of the write sequence."""
+
+
+def interrupted_run(tmp_path, monkeypatch, after, at_generation):
+    """Run 4 generations, interrupting right after ``after`` is written for ``at_generation``."""
+    cfg = config("evolution.generations=4", "evolution.offspring=3")
+    original = {"append": checkpoint.append_generation, "atomic": checkpoint.atomic_write,
+                "save": checkpoint.save}
+
+    def append(run_dir, record):
+        original["append"](run_dir, record)
+        if after == "record" and record["generation"] == at_generation:
+            raise Interrupt
+
+    def atomic(path, payload):
+        original["atomic"](path, payload)
+        if after == "best" and Path(path).name == checkpoint.BEST and \
+                json.loads(payload)["generation"] == at_generation:
+            raise Interrupt
+
+    monkeypatch.setattr(checkpoint, "append_generation", append)
+    monkeypatch.setattr(checkpoint, "atomic_write", atomic)
+    with pytest.raises(Interrupt):
+        evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
+    monkeypatch.setattr(checkpoint, "append_generation", original["append"])
+    monkeypatch.setattr(checkpoint, "atomic_write", original["atomic"])
+    return cfg
+
+
+@pytest.mark.parametrize("after", ["record", "best"])
+def test_resume_after_a_kill_between_writes(tmp_path, monkeypatch, after):
+    """A kill after the log line (or best.json) but before the checkpoint: resume equals uninterrupted."""
+    whole = tmp_path / "whole"
+    evolve.run(config("evolution.generations=4", "evolution.offspring=3"), whole, evaluator=FakeEvaluator())
+    cut = tmp_path / "cut"
+    cfg = interrupted_run(cut, monkeypatch, after, at_generation=2)
+    # The log (and maybe best.json) is ahead of the checkpoint now.
+    assert len(checkpoint.read_generations(cut)) == 3 and checkpoint.load(cut).generation == 2
+    if after == "best":
+        assert json.loads((cut / checkpoint.BEST).read_text())["generation"] == 2
+    evolve.run(cfg, cut, evaluator=FakeEvaluator())
+    assert strip_timing(checkpoint.read_generations(cut)) == strip_timing(checkpoint.read_generations(whole))
+    assert json.loads((cut / checkpoint.BEST).read_text()) == json.loads((whole / checkpoint.BEST).read_text())
+
+
+def test_stale_best_json_is_rewritten_on_resume(tmp_path):
+    cfg = config("evolution.generations=3", "evolution.offspring=3")
+    evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
+    good = (tmp_path / checkpoint.BEST).read_text()
+    (tmp_path / checkpoint.BEST).write_text('{"generation": 0, "fitness": 0.0}')  # as an older writer left it
+    evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())  # finished: nothing to train, but best.json is fixed
+    assert (tmp_path / checkpoint.BEST).read_text() == good
+
+
+def test_second_process_on_a_busy_run_directory_stops_at_once(tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER.format(tests=str(ROOT / "tests"), conf=str(ROOT / "conf"), delay=0.4))
+    busy, alone = tmp_path / "busy", tmp_path / "alone"
+    proc = subprocess.Popen([sys.executable, str(script), str(busy)])
+    try:
+        deadline = time.time() + 120
+        while len(checkpoint.read_generations(busy)) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        config_before = (busy / ".hydra" / "config.yaml").read_text()
+        cfg = config("evolution.generations=8", "evolution.offspring=3", "seed=5")  # another run's config
+        with pytest.raises(checkpoint.CheckpointError, match=rf"{busy} is in use by process {proc.pid}"):
+            evolve.run(cfg, busy, evaluator=FakeEvaluator())
+        assert (busy / ".hydra" / "config.yaml").read_text() == config_before
+        assert proc.wait(timeout=300) == 0
+    finally:
+        proc.kill()
+    subprocess.run([sys.executable, str(script), str(alone)], check=True, timeout=300)
+    # The first process went on untouched: each generation once, as an undisturbed run.
+    assert [r["generation"] for r in checkpoint.read_generations(busy)] == list(range(8))
+    assert strip_timing(checkpoint.read_generations(busy)) == strip_timing(checkpoint.read_generations(alone))
+    # Its lock went with it: the directory is free again.
+    evolve.run(config("evolution.generations=8", "evolution.offspring=3"), busy, evaluator=FakeEvaluator())

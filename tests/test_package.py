@@ -1,0 +1,103 @@
+"""The package as users get it: a wheel that runs anywhere, its public names, its import graph."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spenser_jax
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "spenser_jax"
+DATA = Path(os.environ.get("SPENSER_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def project_imports(path: Path) -> set[str]:
+    """spenser_jax modules a file imports (at any depth, lazily or not)."""
+    name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for p in PACKAGE.rglob("*.py")}
+    return {m for m in found if m in modules and m != name}
+
+
+def test_no_import_cycles_and_the_parser_stands_alone():
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "__main__.py" or path == PACKAGE / "__init__.py":
+            continue  # entry points and the lazy facade import everything; nothing imports them
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = project_imports(path) - {"spenser_jax"}
+    assert graph["spenser_jax.grammar"] == set()  # the parser imports nothing of ours
+
+    def visit(node, stack):
+        assert node not in stack, f"import cycle: {' -> '.join(stack + [node])}"
+        for nxt in graph.get(node, ()):
+            visit(nxt, stack + [node])
+
+    for node in graph:
+        visit(node, [])
+
+
+def test_public_names_import_and_work(tmp_path):
+    for name in spenser_jax.__all__:
+        assert getattr(spenser_jax, name).__doc__, name
+    with pytest.raises(AttributeError, match="nope"):
+        spenser_jax.nope  # noqa: B018
+    space = spenser_jax.SearchSpace(spenser_jax.load_grammar("grammars/csnn.grammar"))
+    rng = np.random.default_rng(0)
+    parent = spenser_jax.sample(rng, space)
+    child, events = spenser_jax.mutate(rng, parent, space)
+    assert events and space.text(child) != space.text(parent)
+    assert spenser_jax.parse_phenotype(space.text(child)) == space.phenotype(child)
+
+
+WHEEL_RUN = ["dataset.subset=100", "dataset.time_steps=1", "evolution.generations=1",
+             "evolution.offspring=2", "runtime.progress=false", "runtime.compile_cache=null"]
+
+
+@pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"MNIST not in {DATA}")
+def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
+    """``pip install`` of the wheel (not editable) runs the search from a directory with nothing in it."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(wheels), str(ROOT)], check=True, timeout=300, capture_output=True)
+    wheel = next(wheels.glob("spenser_jax-*.whl"))
+    # The venv sees this interpreter's packages (jax, hydra, ...) but installs
+    # spenser_jax from the wheel alone, ahead of any editable install.
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    python = env_dir / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                    "--no-index", "-q", str(wheel)], check=True, timeout=300, capture_output=True)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPENSER_DATA_DIR")}
+    where = subprocess.run([str(python), "-c", "import spenser_jax; print(spenser_jax.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, check=True)
+    assert str(env_dir) in where.stdout, where.stdout
+    proc = subprocess.run([str(python), "-m", "spenser_jax.evolve", f"dataset.data_dir={DATA / 'mnist'}",
+                           "hydra.run.dir=run", *WHEEL_RUN], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (work / "run" / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and any(i["status"] == "ok" for i in records[0]["individuals"])
+    identity = json.loads((work / "run" / "run.json").read_text())
+    assert identity["grammar_sha256"] == spenser_jax.checkpoint.grammar_sha256(ROOT / "grammars" / "csnn.grammar")
