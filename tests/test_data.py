@@ -1,7 +1,9 @@
-"""Tests for spenser_jax.data: IDX loading, checks, tfds fallback, the paper's splits.
+"""Tests for spenser_jax.data: IDX and CIFAR-10 loading, checks, tfds, the paper's splits.
 
-Real data comes from ../shared/data beside the checkout (as in CI); error paths
-use small IDX files crafted in tmp_path.
+Real MNIST / Fashion-MNIST data comes from ../shared/data beside the checkout
+(as in CI); error paths use small IDX files crafted in tmp_path. No real
+CIFAR-10 exists there: its tests use tiny files in the official binary format
+(and an archive in the official layout) made in tmp_path.
 """
 
 import gzip
@@ -9,6 +11,7 @@ import hashlib
 import os
 import shutil
 import sys
+import tarfile
 import types
 from pathlib import Path
 
@@ -407,9 +410,11 @@ def test_read_idx_reads_any_uint8_idx(tmp_path):
 
 def test_unknown_name_or_source():
     with pytest.raises(ValueError, match="unknown data set"):
-        data.load("cifar10")
+        data.load("cifar100")  # only source='tfds' takes any name
     with pytest.raises(ValueError, match="unknown source"):
         data.load("mnist", source="hub")
+    with pytest.raises(ValueError, match="only to source='tfds'"):
+        data.load("mnist", source="files", tfds_name="mnist")
 
 
 # --------------------------------------------------------------------------
@@ -456,3 +461,399 @@ def test_tfds_failure_becomes_a_data_error(monkeypatch):
     with pytest.raises(data.DataError, match="already built"):
         data.load("mnist", source="tfds")
 
+
+
+# --------------------------------------------------------------------------
+# CIFAR-10, binary version (tiny files in the official format, made here)
+
+CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_FILES = CIFAR_TRAIN + ("test_batch.bin",)
+CIFAR_META = b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n"
+
+
+def cifar_bytes(images, labels):
+    """Official records: 1 label byte, then the R, G and B planes, each row-major 32x32."""
+    images = np.asarray(images, dtype=np.uint8)
+    return b"".join(bytes([int(label)]) + image.transpose(2, 0, 1).tobytes()
+                    for image, label in zip(images, labels))
+
+
+def fake_cifar(directory, n_train=2, n_test=3, seed=0):
+    """A cifar-10-batches-bin folder: n_train records per data_batch file, n_test in test_batch.
+
+    Pixel values keep the planes apart (R in 0..79, G in 88..167, B in 176..255),
+    so a mix-up of channels shows. Returns {file name: (images [n, 32, 32, 3], labels)}.
+    """
+    rng = np.random.default_rng(seed)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for i, name in enumerate(CIFAR_FILES):
+        n = n_test if name == "test_batch.bin" else n_train
+        images = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8) + np.array([0, 88, 176],
+                                                                                np.uint8)
+        labels = (np.arange(n) + n * i) % 10
+        (directory / name).write_bytes(cifar_bytes(images, labels))
+        arrays[name] = (images, labels)
+    (directory / "batches.meta.txt").write_bytes(CIFAR_META)
+    return arrays
+
+
+def cifar_archive(path, folder, members=None):
+    """cifar-10-binary.tar.gz in the official layout: cifar-10-batches-bin/<file>."""
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-bin", recursive=False)
+        for name in members or [*CIFAR_FILES, "batches.meta.txt"]:
+            tar.add(Path(folder) / name, arcname=f"cifar-10-batches-bin/{name}")
+    return path
+
+
+def expected_cifar(arrays):
+    train = [arrays[name] for name in CIFAR_TRAIN]
+    return (np.concatenate([images for images, _ in train]),
+            np.concatenate([labels for _, labels in train]), *arrays["test_batch.bin"])
+
+
+def assert_cifar(ds, arrays):
+    train_images, train_labels, test_images, test_labels = expected_cifar(arrays)
+    assert ds.name == "cifar10" and ds.num_classes == 10
+    assert ds.train_images.shape == (10, 32, 32, 3) and ds.train_images.dtype == np.uint8
+    assert ds.test_images.shape == (3, 32, 32, 3) and ds.test_images.dtype == np.uint8
+    assert ds.train_labels.dtype == np.int32 and ds.test_labels.dtype == np.int32
+    np.testing.assert_array_equal(ds.train_images, train_images)
+    np.testing.assert_array_equal(ds.train_labels, train_labels)
+    np.testing.assert_array_equal(ds.test_images, test_images)
+    np.testing.assert_array_equal(ds.test_labels, test_labels)
+    for array in ds[1:5]:
+        assert not array.flags.writeable and array.flags.c_contiguous
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_cifar_from_its_folder(tmp_path):
+    arrays = fake_cifar(tmp_path / "cifar-10-batches-bin")
+    ds = data.load("cifar10", tmp_path / "cifar-10-batches-bin", verify=False)
+    assert_cifar(ds, arrays)
+    assert data.TIME_STEPS["cifar10"] == 50
+
+
+@pytest.mark.parametrize("folder", ["cifar-10-batches-bin", "cifar10",
+                                    "cifar10/cifar-10-batches-bin"])
+def test_cifar_from_a_parent_dir(tmp_path, folder):
+    arrays = fake_cifar(tmp_path / folder)
+    assert_cifar(data.load("cifar10", tmp_path, verify=False), arrays)
+
+
+def test_cifar_from_the_env_var_and_the_old_source_name(tmp_path, monkeypatch):
+    arrays = fake_cifar(tmp_path / "cifar-10-batches-bin")
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    assert_cifar(data.load("cifar10", source="idx", verify=False), arrays)
+    assert_cifar(data.load("cifar-10", source="files", verify=False), arrays)
+
+
+def test_cifar_records_are_planes_of_rows(tmp_path):
+    # One bright pixel per record, at (row, col) of channel c, with row != col
+    # so that a swapped H/W axis shows too.
+    spots = [(0, 3, 29), (1, 31, 0), (2, 5, 17)]
+    records = []
+    for c, row, col in spots:
+        record = bytearray(3073)
+        record[0] = c + 4  # the label
+        record[1 + c * 1024 + row * 32 + col] = 200
+        records.append(bytes(record))
+    folder = tmp_path / "cifar-10-batches-bin"
+    fake_cifar(folder)
+    (folder / "data_batch_1.bin").write_bytes(b"".join(records))
+    ds = data.load("cifar10", folder, verify=False)
+    for n, (c, row, col) in enumerate(spots):
+        assert ds.train_images[n, row, col, c] == 200
+        assert np.count_nonzero(ds.train_images[n]) == 1
+        assert ds.train_labels[n] == c + 4
+    assert ds.train_images.shape == (3 + 4 * 2, 32, 32, 3)
+
+
+def test_cifar_from_the_archive(tmp_path):
+    arrays = fake_cifar(tmp_path / "src" / "cifar-10-batches-bin")
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz",
+                            tmp_path / "src" / "cifar-10-batches-bin")
+    assert_cifar(data.load("cifar10", archive, verify=False), arrays)  # the file itself
+    assert_cifar(data.load("cifar10", tmp_path, verify=False), arrays)  # its folder
+
+
+def test_cifar_archive_in_a_cifar10_subfolder(tmp_path):
+    arrays = fake_cifar(tmp_path / "src")
+    (tmp_path / "data" / "cifar10").mkdir(parents=True)
+    cifar_archive(tmp_path / "data" / "cifar10" / "cifar-10-binary.tar.gz", tmp_path / "src")
+    assert_cifar(data.load("cifar10", tmp_path / "data", verify=False), arrays)
+
+
+def test_cifar_second_load_reuses_the_cached_arrays(tmp_path):
+    fake_cifar(tmp_path / "cifar-10-batches-bin")
+    first = data.load("cifar10", tmp_path, verify=False)
+    again = data.load("cifar10", tmp_path / "cifar-10-batches-bin", verify=False)
+    assert np.shares_memory(first.train_images, again.train_images)
+
+
+def test_cifar_made_up_files_fail_the_checksum(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    fake_cifar(folder)
+    with pytest.raises(data.DataError, match="fails its checksum: SHA-256") as info:
+        data.load("cifar10", tmp_path)
+    message = str(info.value)
+    assert str(folder / "data_batch_1.bin") in message
+    assert "verify=False" in message and "dataset.verify=false" in message
+    assert "has 2 records, the official file 10,000" in message
+
+
+def test_cifar_made_up_archive_fails_the_checksum(tmp_path):
+    fake_cifar(tmp_path / "src")
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src")
+    with pytest.raises(data.DataError, match="fails its checksum: MD5") as info:
+        data.load("cifar10", archive)
+    message = str(info.value)
+    assert str(archive) in message and "c32a1d4ab5d03f1284b67883e8d87530" in message
+    assert "verify=False" in message and data.CIFAR10_URL in message
+
+
+def test_cifar_files_matching_the_pinned_checksums_pass(tmp_path, monkeypatch):
+    # Stands in for the real files: pin the made-up ones, then verify=True
+    # must accept them and name a file that holds another one's content.
+    folder = tmp_path / "cifar-10-batches-bin"
+    arrays = fake_cifar(folder)
+    monkeypatch.setattr(data, "_CIFAR_SHA256", {name: sha256(folder / name)
+                                                for name in CIFAR_FILES})
+    assert_cifar(data.load("cifar10", folder), arrays)
+    (folder / "data_batch_2.bin").write_bytes((folder / "data_batch_3.bin").read_bytes())
+    with pytest.raises(data.DataError, match="it is the official data_batch_3.bin") as info:
+        data.load("cifar10", folder)
+    assert str(folder / "data_batch_2.bin") in str(info.value)
+
+
+def test_cifar_files_matching_only_the_sha1_pins_pass(tmp_path, monkeypatch):
+    # Either published set suffices, so that one wrong pin cannot reject real files.
+    folder = tmp_path / "cifar-10-batches-bin"
+    arrays = fake_cifar(folder)
+    monkeypatch.setattr(data, "_CIFAR_SHA1", {
+        name: hashlib.sha1((folder / name).read_bytes()).hexdigest() for name in CIFAR_FILES})
+    assert_cifar(data.load("cifar10", folder), arrays)
+    (folder / "test_batch.bin").write_bytes((folder / "data_batch_1.bin").read_bytes())
+    with pytest.raises(data.DataError, match="it is the official data_batch_1.bin"):
+        data.load("cifar10", folder)
+
+
+def test_cifar_archive_matching_the_pinned_md5_passes(tmp_path, monkeypatch):
+    arrays = fake_cifar(tmp_path / "src")
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src")
+    monkeypatch.setattr(data, "_CIFAR_ARCHIVE_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    assert_cifar(data.load("cifar10", archive), arrays)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_cifar_truncated_file_names_it(tmp_path, verify):
+    folder = tmp_path / "cifar-10-batches-bin"
+    fake_cifar(folder)
+    bad = folder / "test_batch.bin"
+    bad.write_bytes(bad.read_bytes()[:-5])
+    # The record size is checked first, so verify=True says the same.
+    with pytest.raises(data.DataError, match="not a whole number of 3073-byte records") as info:
+        data.load("cifar10", folder, verify=verify)
+    assert str(bad) in str(info.value) and "truncated" in str(info.value)
+
+
+def test_cifar_truncated_member_of_the_archive_names_it(tmp_path):
+    fake_cifar(tmp_path / "src")
+    bad = tmp_path / "src" / "data_batch_4.bin"
+    bad.write_bytes(bad.read_bytes()[:3000])
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src")
+    with pytest.raises(data.DataError, match="3000 bytes is not a whole number") as info:
+        data.load("cifar10", archive, verify=False)
+    assert f"{archive}:cifar-10-batches-bin/data_batch_4.bin" in str(info.value)
+
+
+def test_cifar_truncated_archive_names_it(tmp_path):
+    fake_cifar(tmp_path / "src")
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(data.DataError, match="cannot read") as info:
+        data.load("cifar10", archive, verify=False)
+    assert str(archive) in str(info.value) and "truncated" in str(info.value)
+
+
+def test_cifar_archive_without_a_member_says_which(tmp_path):
+    fake_cifar(tmp_path / "src")
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src",
+                            members=CIFAR_TRAIN)
+    with pytest.raises(data.DataError, match="the archive lacks test_batch.bin") as info:
+        data.load("cifar10", archive, verify=False)
+    assert str(archive) in str(info.value)
+
+
+def test_cifar_label_of_ten_names_the_file(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    fake_cifar(folder)
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    (folder / "data_batch_3.bin").write_bytes(cifar_bytes(images, [1, 10]))
+    with pytest.raises(data.DataError, match="label 10 is not below 10") as info:
+        data.load("cifar10", folder, verify=False)
+    assert str(folder / "data_batch_3.bin") in str(info.value)
+
+
+def test_cifar_missing_says_where_to_get_it_and_which_key(tmp_path):
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(data.DataError) as info:
+        data.load("cifar10", nowhere)
+    message = str(info.value)
+    for path in (nowhere / "cifar-10-batches-bin", nowhere / "cifar10", nowhere):
+        assert f"{path}  (no such directory)" in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz" in message
+    assert "dataset.data_dir=" in message and "source='tfds'" in message
+    assert "'cifar10'" in message  # the tensorflow-datasets name
+
+
+def test_cifar_default_search_uses_the_env_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(data.DataError) as info:
+        data.load("cifar10")
+    message = str(info.value)
+    assert str(tmp_path / "cifar-10-batches-bin") in message
+    assert f"{tmp_path}  (lacks the six .bin files and cifar-10-binary.tar.gz)" in message
+
+
+def test_cifar_incomplete_folder_says_which_files_it_lacks(tmp_path):
+    fake_cifar(tmp_path)
+    (tmp_path / "data_batch_5.bin").unlink()
+    with pytest.raises(data.DataError, match=r"lacks data_batch_5\.bin and cifar-10-binary"):
+        data.load("cifar10", tmp_path, verify=False)
+
+
+def test_cifar_split_is_stratified_with_colour_images(tmp_path):
+    fake_cifar(tmp_path, n_train=6, n_test=4)  # 30 train samples, 3 per class
+    ds = data.load("cifar10", tmp_path, verify=False)
+    splits = data.split(ds, seed=0)
+    idx = data.split_indices(ds.train_labels, seed=0)
+    assert (len(splits.evo_train.labels), len(splits.fitness.labels)) == (21, 9)
+    assert splits.fitness.images.shape == (9, 32, 32, 3)
+    np.testing.assert_array_equal(splits.fitness.images, ds.train_images[idx.fitness])
+    np.testing.assert_array_equal(splits.evo_train.labels, ds.train_labels[idx.evo_train])
+    fit = np.bincount(splits.fitness.labels, minlength=10)
+    assert np.all(np.abs(fit - 0.3 * 3) <= 1) and fit.sum() == 9
+    assert splits.test.images is ds.test_images
+
+
+# --------------------------------------------------------------------------
+# tensorflow-datasets: any image classification data set (fake module)
+
+
+def _fake_info(num_classes, label_feature=True):
+    label = types.SimpleNamespace(num_classes=num_classes) if label_feature else object()
+    return types.SimpleNamespace(features={"image": object(), "label": label},
+                                 supervised_keys=("image", "label"))
+
+
+class _FakeSource(list):
+    """A built split as tfds.data_source gives it: examples, and the builder's info."""
+
+    def __init__(self, examples, info):
+        super().__init__(examples)
+        self.dataset_info = info
+
+
+def _fake_tfds_any(monkeypatch, calls, splits, info, tensorflow=False):
+    def data_source(name, *, split, data_dir=None, download=True):
+        calls.append((name, tuple(split), data_dir, download))
+        return [_FakeSource([{"image": img, "label": lab} for img, lab in zip(*splits[s])], info)
+                for s in split]
+
+    def load(name, *, split, data_dir=None, batch_size=None, as_supervised=False,
+             with_info=False):
+        calls.append((name, tuple(split), data_dir, batch_size, as_supervised, with_info))
+        return [splits[s] for s in split], info
+
+    module = types.ModuleType("tensorflow_datasets")
+    module.data_source, module.load, module.as_numpy = data_source, load, lambda tree: tree
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
+    monkeypatch.setattr(data, "_have_tensorflow", lambda: tensorflow)
+
+
+def _colour_splits(seed=0):
+    rng = np.random.default_rng(seed)
+    return {s: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                rng.integers(0, 10, n).astype(np.int64)) for s, n in (("train", 7), ("test", 4))}
+
+
+@pytest.mark.parametrize("tensorflow", [False, True])
+def test_tfds_cifar10_maps_train_and_test(monkeypatch, tmp_path, tensorflow):
+    calls = []
+    splits = _colour_splits()
+    _fake_tfds_any(monkeypatch, calls, splits, _fake_info(10), tensorflow)
+    ds = data.load("cifar10", tmp_path, source="tfds")
+    assert calls[0][:3] == ("cifar10", ("train", "test"), str(tmp_path))
+    if tensorflow:
+        assert calls[0][3:] == (-1, True, True)  # whole splits, (image, label), with info
+    assert ds.name == "cifar10" and ds.num_classes == 10
+    assert ds.train_images.shape == (7, 32, 32, 3) and ds.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(ds.train_images, splits["train"][0])
+    np.testing.assert_array_equal(ds.test_labels, splits["test"][1])
+    assert ds.test_labels.dtype == np.int32 and not ds.test_images.flags.writeable
+
+
+def test_tfds_any_grey_data_set_takes_its_classes_from_the_builder(monkeypatch):
+    calls = []
+    rng = np.random.default_rng(1)
+    # 47 classes (like emnist/balanced), images without a channel axis.
+    splits = {s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                  np.arange(n) % 47) for s, n in (("train", 50), ("test", 47))}
+    _fake_tfds_any(monkeypatch, calls, splits, _fake_info(47))
+    ds = data.load("emnist/balanced", source="tfds")
+    assert calls == [("emnist/balanced", ("train", "test"), None, False)]
+    assert ds.name == "emnist/balanced" and ds.num_classes == 47
+    assert ds.train_images.shape == (50, 28, 28, 1)  # grey keeps C = 1
+    np.testing.assert_array_equal(ds.train_images[..., 0], splits["train"][0])
+    idx = data.split_indices(ds.train_labels, seed=0)
+    assert len(idx.fitness) == 15
+
+
+def test_tfds_name_overrides_the_builder(monkeypatch):
+    calls = []
+    _fake_tfds_any(monkeypatch, calls, _colour_splits(), _fake_info(10))
+    ds = data.load("cifar10", source="tfds", tfds_name="cifar10_corrupted/fog_1")
+    assert calls[0][0] == "cifar10_corrupted/fog_1" and ds.name == "cifar10"
+
+
+def test_tfds_int64_images_in_range_are_cast_floats_are_refused(monkeypatch):
+    splits = _colour_splits()
+    wide = {s: (images.astype(np.int64), labels) for s, (images, labels) in splits.items()}
+    _fake_tfds_any(monkeypatch, [], wide, _fake_info(10), tensorflow=True)
+    np.testing.assert_array_equal(data.load("cifar10", source="tfds").train_images,
+                                  splits["train"][0])
+    floats = {s: (images / 255.0, labels) for s, (images, labels) in splits.items()}
+    _fake_tfds_any(monkeypatch, [], floats, _fake_info(10), tensorflow=True)
+    with pytest.raises(data.DataError, match="tfds cifar10/train: images are float64"):
+        data.load("cifar10", source="tfds")
+
+
+@pytest.mark.parametrize("info, labels, match", [
+    (_fake_info(10, label_feature=False), None, "'label' is not a class label"),
+    (_fake_info(10), -1, r"tfds cifar10/test: label -1 is negative"),
+    (_fake_info(5), 7, r"label 7 is not below 5"),
+    (None, None, "number of classes is unknown"),
+])
+def test_tfds_problems_become_data_errors(monkeypatch, info, labels, match):
+    splits = _colour_splits()
+    if labels is not None:
+        splits["test"] = (splits["test"][0], np.full(4, labels))
+    _fake_tfds_any(monkeypatch, [], splits, info)
+    name = "some_new_set" if info is None else "cifar10"
+    with pytest.raises(data.DataError, match=match):
+        data.load(name, source="tfds", tfds_name="cifar10" if info is not None else None)
+
+
+def test_tfds_images_of_several_sizes_are_refused(monkeypatch):
+    splits = _colour_splits()
+    train_images = list(splits["train"][0][:6]) + [np.zeros((40, 30, 3), np.uint8)]
+    _fake_tfds_any(monkeypatch, [], {"train": (train_images, splits["train"][1]),
+                                     "test": splits["test"]}, _fake_info(10))
+    with pytest.raises(data.DataError, match="2 different shapes"):
+        data.load("cifar10", source="tfds")

@@ -49,3 +49,53 @@ def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
         p = images
     u = jax.random.uniform(key, (time_steps, *images.shape), jnp.float32)
     return (u < p).astype(jnp.float32)
+
+
+def direct(images: jax.Array, time_steps: int) -> jax.Array:
+    """Presents the intensities as a constant input current at every step.
+
+    No spikes are drawn: the first layer receives the same analogue input at
+    each of the ``T`` steps (direct or "current" coding). The input is
+    ``images / 255`` as ``float32`` for ``uint8`` images and ``images``
+    itself, dtype included, for floating-point ones (assumed to lie in
+    [0, 1]; they are not clipped), as for :func:`rate`; the same image gives
+    ``rate``'s spike probabilities.
+
+    Under ``jax.jit`` mark ``time_steps`` static
+    (``jax.jit(direct, static_argnames="time_steps")``).
+
+    Args:
+        images: Intensities of any shape, e.g. ``[B, H, W, C]``; ``uint8``
+            or floating point.
+        time_steps: Number of time steps ``T`` (a Python int).
+
+    Returns:
+        Currents of shape ``[T, *images.shape]``: ``float32`` for ``uint8``
+        images, else the images' dtype.
+
+    Raises:
+        TypeError: If ``time_steps`` is not a static integer, or the images
+            are neither ``uint8`` nor floating point (other integers have no
+            agreed scale: 0..255 taken as currents would be 255 times too
+            strong).
+        ValueError: If ``time_steps`` is negative.
+    """
+    try:
+        time_steps = operator.index(time_steps)
+    except TypeError:
+        raise TypeError(
+            "time_steps must be a static Python int (mark it static under "
+            f"jax.jit), got {type(time_steps).__name__}"
+        ) from None
+    if time_steps < 0:
+        raise ValueError(f"time_steps must be >= 0, got {time_steps}")
+    images = jnp.asarray(images)
+    if images.dtype == jnp.uint8:
+        current = images.astype(jnp.float32) / 255
+    elif jnp.issubdtype(images.dtype, jnp.floating):
+        current = images
+    else:
+        raise TypeError(
+            f"images must be uint8 (0..255) or floating point (0..1), got {images.dtype}"
+        )
+    return jnp.broadcast_to(current, (time_steps, *images.shape))
