@@ -166,6 +166,30 @@ def trainable_mask(sig: Signature, params: Mapping[str, Any]) -> dict:
     return jax.tree_util.tree_map_with_path(leaf, dict(params))
 
 
+def param_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> dict[str, dict[str, tuple]]:
+    """The network's parameter tree as shapes, without initialising anything.
+
+    ``{"conv_0": {"kernel": (k, k, C_in, F), "bias": (F,)}, "dense_4": {"kernel":
+    (in, units), ...}, "lif_2": {"beta": (), "threshold": ()}, ...}`` (no
+    ``bias`` where the gene says none), as :func:`spenser_jax.network.init_params`
+    creates it.
+    """
+    out = {}
+    for i, (layer, shape_in, _) in enumerate(_with_inputs(sig, input_shape)):
+        name = param_name(i, layer)
+        if isinstance(layer, Conv):
+            out[name] = {"kernel": (layer.kernel, layer.kernel, shape_in[-1], layer.filters)}
+            if layer.bias:
+                out[name]["bias"] = (layer.filters,)
+        elif isinstance(layer, Dense):
+            out[name] = {"kernel": (math.prod(shape_in), layer.units)}
+            if layer.bias:
+                out[name]["bias"] = (layer.units,)
+        elif isinstance(layer, LIFSlot):
+            out[name] = {"beta": (), "threshold": ()}
+    return out
+
+
 def parameter_count(sig: Signature, input_shape: tuple[int, int, int]) -> int:
     """Trainable numbers of the network, as PyTorch counts them."""
     return count_parameters(sig.layers, input_shape)

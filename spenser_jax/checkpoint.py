@@ -137,6 +137,7 @@ def save(run_dir: Path, state: State, identity: dict) -> None:
         "parent": state.parent.dumps() if state.parent is not None else "",
         "parent_fitness": state.parent_fitness,
         "weights": serialization.to_state_dict(weights) if weights is not None else {},
+        "train_samples": state.train_samples,
     }
     atomic_write(Path(run_dir) / CHECKPOINT, serialization.msgpack_serialize(payload))
 
@@ -170,13 +171,14 @@ def load(run_dir: Path, identity: dict | None = None) -> State | None:
             f"resume with the same settings or choose another run directory "
             f"(hydra.run.dir=... or experiment=...)")
     try:
-        parent = Genotype.loads(payload["parent"]) if payload["parent"] else None
+        # Checkpoints written before layers had uids get them here, in order.
+        parent = Genotype.loads(payload["parent"]).with_uids() if payload["parent"] else None
     except (SearchSpaceError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable parent genotype ({err})") from None
     weights = payload["weights"] or None
     return State(seed=int(payload["seed"]), generation=int(payload["generation"]), parent=parent,
                  parent_fitness=float(payload["parent_fitness"]),
-                 parent_weights=_to_numpy(weights))
+                 parent_weights=_to_numpy(weights), train_samples=int(payload.get("train_samples", 0)))
 
 
 def _to_numpy(tree: Any) -> Any:

@@ -916,3 +916,22 @@ def split(dataset: Dataset, seed: int, subset: int | None = None,
     train = Arrays(dataset.train_images, dataset.train_labels) if full else take(idx.train)
     return Splits(evo_train=take(idx.evo_train), fitness=take(idx.fitness), train=train,
                   test=Arrays(dataset.test_images, dataset.test_labels))
+
+
+def stratified_subset(arrays: Arrays, total: int, seed: int) -> Arrays:
+    """``total`` samples of ``arrays`` drawn stratified by class, in their original order.
+
+    The draw depends on ``seed`` alone (a stream of its own, apart from the
+    EvoTrain/Fitness split's), so every individual of a run sees the same
+    subset (e.g. a smaller Fitness split for cheaper scoring).
+
+    Raises:
+        ValueError: ``total`` not in ``[1, len(arrays.labels)]``.
+    """
+    n = len(arrays.labels)
+    if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or not 0 < total <= n:
+        raise ValueError(f"subset size must be an int in [1, {n}], got {total!r}")
+    if total == n:
+        return arrays
+    picked = _stratified_pick(np.random.default_rng([seed, 0x5B5E]), np.asarray(arrays.labels), int(total))
+    return Arrays(arrays.images[picked], arrays.labels[picked])

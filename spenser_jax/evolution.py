@@ -14,7 +14,12 @@ Rules we chose, where the paper is silent or the original is biased:
   better; ties go to the parent. Generation 0 is λ random individuals and its
   best becomes the parent.
 * **Failures** (non-finite loss, out of memory, a compile error) get fitness
-  :data:`FAILED_FITNESS` and never become parents.
+  :data:`FAILED_FITNESS` and never become parents. Individuals stopped early
+  for a silent output keep their measured fitness and compete with it (a
+  silent output scores at chance, so one becomes parent only when nothing
+  better exists).
+* **Compute.** The state counts the training samples every evaluation
+  processed, so runs of different protocols compare by the compute spent.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class State:
     parent: Genotype | None = None
     parent_fitness: float = FAILED_FITNESS
     parent_weights: Any = dataclasses.field(default=None, compare=False, repr=False)
+    train_samples: int = 0  # training samples processed by every evaluation so far
 
 
 def init(seed: int) -> State:
@@ -80,28 +86,31 @@ def tell(state: State, candidates: Sequence[Candidate],
     Returns:
       ``(state, metrics)``: the state after this generation, and
       ``best_fitness`` (the parent's after selection), ``mean_fitness`` (over
-      offspring that did not fail; :data:`FAILED_FITNESS` when all failed),
-      ``generation_best_fitness``, ``best_index`` (the offspring selected by
-      fitness, -1 if none), ``parent_replaced`` and ``failed``.
+      offspring that were scored; :data:`FAILED_FITNESS` when all failed),
+      ``generation_best_fitness``, ``best_index`` (the best offspring, -1 if
+      none), ``parent_replaced``,
+      ``failed`` and ``train_samples_total`` (the run's compute so far).
     """
     if len(candidates) != len(evaluations):
         raise ValueError("one evaluation per candidate")
-    fitness = [e.fitness if e.ok else FAILED_FITNESS for e in evaluations]
+    fitness = [e.fitness if e.scored else FAILED_FITNESS for e in evaluations]
     best = int(np.argmax(fitness)) if fitness else -1
     new = state
-    replaced = best >= 0 and evaluations[best].ok and fitness[best] > state.parent_fitness
+    replaced = best >= 0 and evaluations[best].scored and fitness[best] > state.parent_fitness
     if replaced:
         new = dataclasses.replace(state, parent=candidates[best].genotype,
                                   parent_fitness=fitness[best],
                                   parent_weights=evaluations[best].weights)
-    new = dataclasses.replace(new, generation=state.generation + 1)
-    ok = [f for f, e in zip(fitness, evaluations) if e.ok]
+    new = dataclasses.replace(new, generation=state.generation + 1,
+                              train_samples=state.train_samples + sum(e.train_samples for e in evaluations))
+    scored = [f for f, e in zip(fitness, evaluations) if e.scored]
     metrics = {
         "best_fitness": new.parent_fitness,
-        "mean_fitness": float(np.mean(ok)) if ok else FAILED_FITNESS,
+        "mean_fitness": float(np.mean(scored)) if scored else FAILED_FITNESS,
         "generation_best_fitness": max(fitness) if fitness else FAILED_FITNESS,
         "best_index": best,
         "parent_replaced": bool(replaced),
-        "failed": len(fitness) - len(ok),
+        "failed": len(fitness) - len(scored),
+        "train_samples_total": new.train_samples,
     }
     return new, metrics

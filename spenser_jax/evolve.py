@@ -38,6 +38,7 @@ log = logging.getLogger("spenser_jax")
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "conf"
 MODES = ("auto", "stepwise", "scan", "layerwise")
+_PAPER_SEARCH = {"inherit": False, "inherit_partial": False, "early_stop": None, "fitness_subset": None}
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,7 @@ class Setup:
     runtime: dict  # Evaluator keyword arguments, resolved
     identity: dict
     grammar_path: Path
+    inherit_partial: bool = False
 
 
 def _require(condition: bool, message: str) -> None:
@@ -127,13 +129,26 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     _require(_is_int(ds["time_steps"], 1), "dataset.time_steps must be an int >= 1")
     _require(ds["subset"] is None or _is_int(ds["subset"], 20), "dataset.subset must be null or an int >= 20")
     _require(0.0 < ds["fitness_fraction"] < 1.0, "dataset.fitness_fraction must be in (0, 1)")
-    _require(_is_int(tr["epochs"], 1), "training.epochs must be an int >= 1")
+    epochs = tr["epochs"]
+    _require(_is_int(epochs, 1) or (isinstance(epochs, float) and epochs > 0),
+             f"training.epochs must be a number > 0 (a fraction trains part of an epoch), got {epochs!r}")
     _require(_is_int(tr["batch_size"], 1), "training.batch_size must be an int >= 1")
     _require(_is_int(tr["eval_batch_size"], 1), "training.eval_batch_size must be an int >= 1")
     for key in ("correct_rate", "incorrect_rate"):
         _require(0.0 <= tr[key] <= 1.0, f"training.{key} must be in [0, 1]")
     _require(tr["mode"] in MODES, "training.mode must be auto | stepwise | scan | layerwise")
     _require(tr["init"] in ("torch", "lecun"), "training.init must be torch | lecun")
+    sr = {**_PAPER_SEARCH, **cfg.get("search", {})}
+    unknown = sorted(set(sr) - set(_PAPER_SEARCH) - {"name"})
+    _require(not unknown, f"unknown search keys {unknown} (known: {sorted(_PAPER_SEARCH)})")
+    _require(isinstance(sr["inherit"], bool) and isinstance(sr["inherit_partial"], bool),
+             "search.inherit and search.inherit_partial must be true or false")
+    _require(not sr["inherit_partial"] or sr["inherit"], "search.inherit_partial needs search.inherit")
+    _require(sr["early_stop"] is None or (isinstance(sr["early_stop"], (int, float))
+                                          and 0 < sr["early_stop"] < 1),
+             "search.early_stop must be null or a fraction in (0, 1)")
+    _require(sr["fitness_subset"] is None or _is_int(sr["fitness_subset"], 10),
+             "search.fitness_subset must be null or an int >= 10")
     try:
         mut = mutation.MutationConfig(**cfg["mutation"])
         macro = macro_from_config(evo["macro"])
@@ -146,6 +161,12 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     grammar = load_grammar(grammar_path)
     splits = data.split(data.load(ds["name"], ds["data_dir"], source=ds["source"]), seed=cfg["seed"],
                         subset=ds["subset"], fitness_fraction=ds["fitness_fraction"]) if load_data else None
+    if splits is not None and sr["fitness_subset"] is not None:
+        try:
+            splits = splits._replace(fitness=data.stratified_subset(splits.fitness, sr["fitness_subset"],
+                                                                    cfg["seed"]))
+        except ValueError as err:
+            raise ConfigError(f"search.fitness_subset: {err}") from None
     input_shape = tuple(splits.train.images.shape[1:]) if splits is not None else (28, 28, 1)
     space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=10,
                         max_attempts=int(evo["max_attempts"]))
@@ -153,7 +174,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         time_steps=ds["time_steps"], epochs=tr["epochs"], batch_size=tr["batch_size"],
         correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
         eval_batch_size=tr["eval_batch_size"], mode=None if tr["mode"] == "auto" else tr["mode"],
-        init=tr["init"])
+        init=tr["init"], early_stop=None if sr["early_stop"] is None else float(sr["early_stop"]),
+        inherit=sr["inherit"])
     runtime = _runtime(cfg.get("runtime", {}))
     identity = {
         "seed": cfg["seed"],
@@ -169,6 +191,11 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         "training": {k: tr[k] for k in ("epochs", "batch_size", "correct_rate", "incorrect_rate",
                                         "eval_batch_size", "init")},
     }
+    # A search protocol other than the paper's changes the numbers; the
+    # paper's leaves the identity as it always was.
+    changed = {k: sr[k] for k in _PAPER_SEARCH if sr[k] != _PAPER_SEARCH[k]}
+    if changed:
+        identity["search"] = changed
     # Runtime settings that change the numbers (not only the speed) belong
     # to the identity too: vmapped groups round differently, and so does
     # another XLA optimisation level.
@@ -179,7 +206,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     identity = json.loads(json.dumps(identity))
     return Setup(seed=cfg["seed"], generations=evo["generations"], offspring=evo["offspring"], space=space,
                  mutation=mut, splits=splits, training=settings, runtime=runtime, identity=identity,
-                 grammar_path=grammar_path)
+                 grammar_path=grammar_path, inherit_partial=sr["inherit_partial"])
 
 
 # --------------------------------------------------------------------------
@@ -201,6 +228,8 @@ def generation_record(generation: int, space: SearchSpace, state: evolution.Stat
              **({"reason": e.reason} if e.reason else {}),
              "parameters": e.parameters,
              "mutations": [list(m) for m in c.mutations],
+             "train_samples": e.train_samples,
+             **({"inherited": e.inherited} if e.inherited is not None else {}),
              "train_seconds": e.train_seconds,
              "compile_seconds": e.compile_seconds}
             for c, e in zip(candidates, evaluations)],
@@ -277,6 +306,16 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
         return _loop(s, state, run_dir, evaluator)
 
 
+def _inheritance(s: Setup, state: evolution.State, candidates, phenotypes) -> list:
+    """What each candidate inherits from the parent (see :mod:`spenser_jax.inheritance`)."""
+    from spenser_jax import inheritance
+
+    parent, origins = s.space.phenotype(state.parent), s.space.origins(state.parent)
+    return [inheritance.inherit(parent, origins, state.parent_weights, p, s.space.origins(c.genotype),
+                                s.space.input_shape, partial=s.inherit_partial)
+            for c, p in zip(candidates, phenotypes)]
+
+
 def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evolution.State:
     started, done_here = time.perf_counter(), 0
     while state.generation < s.generations:
@@ -285,7 +324,11 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         rng = evolution.generation_rng(s.seed, g)
         candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring)
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
-        evaluations = evaluator.evaluate(phenotypes, generation=g)
+        if s.training.inherit and state.parent is not None and state.parent_weights is not None:
+            evaluations = evaluator.evaluate(phenotypes, generation=g,
+                                             inherited=_inheritance(s, state, candidates, phenotypes))
+        else:
+            evaluations = evaluator.evaluate(phenotypes, generation=g)
         state, metrics = evolution.tell(state, candidates, evaluations)
         for i, e in enumerate(evaluations):
             if not e.ok:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import time
 from typing import Any
 
@@ -37,7 +38,7 @@ from spenser_jax.phenotype import Phenotype, count_parameters
 log = logging.getLogger("spenser_jax")
 
 FAILED_FITNESS = -1.0
-STATUSES = ("ok", "nonfinite_loss", "error")
+STATUSES = ("ok", "stopped", "nonfinite_loss", "error")
 
 _FITNESS_STREAM = 0x0F17  # fold_in tag of the fixed Fitness-encoding key
 _TRAIN_STREAM = 0x7EA1
@@ -51,7 +52,11 @@ class Evaluation:
     """What evaluating one individual produced.
 
     ``weights`` (the trained parameters, host arrays) are kept for the parent
-    only and never logged.
+    only and never logged. ``train_samples`` counts the training samples
+    processed (a sample once per pass), the common measure of compute.
+    A ``"stopped"`` individual was scored after its output stayed silent
+    through the early check: its fitness is real (at chance, typically),
+    and it trained less.
     """
 
     fitness: float
@@ -61,16 +66,25 @@ class Evaluation:
     train_seconds: float = 0.0
     compile_seconds: float = 0.0
     weights: Any = dataclasses.field(default=None, compare=False, repr=False)
+    train_samples: int = 0
+    inherited: float | None = None  # share of the parameters that started from the parent's
 
     @property
     def ok(self) -> bool:
+        """Trained as planned and scored."""
         return self.status == "ok"
+
+    @property
+    def scored(self) -> bool:
+        """Has a measured fitness (``ok`` or ``stopped``), not a failure."""
+        return self.status in ("ok", "stopped")
 
 
 def failed(status: str, reason: str, parameters: int = 0, train_seconds: float = 0.0,
-           compile_seconds: float = 0.0) -> Evaluation:
+           compile_seconds: float = 0.0, train_samples: int = 0) -> Evaluation:
     """The record of an individual that could not be scored."""
-    return Evaluation(FAILED_FITNESS, status, reason, parameters, train_seconds, compile_seconds)
+    return Evaluation(FAILED_FITNESS, status, reason, parameters, train_seconds, compile_seconds,
+                      train_samples=train_samples)
 
 
 def reason(err: BaseException) -> str:
@@ -80,28 +94,55 @@ def reason(err: BaseException) -> str:
 
 
 def nonfinite(steps: int, parameters: int, train_seconds: float = 0.0,
-              compile_seconds: float = 0.0) -> Evaluation:
+              compile_seconds: float = 0.0, train_samples: int = 0) -> Evaluation:
     return failed("nonfinite_loss", f"loss or update became non-finite after {steps} steps",
-                  parameters, train_seconds, compile_seconds)
+                  parameters, train_seconds, compile_seconds, train_samples)
+
+
+def scored(accuracy: float, *, stopped: bool, steps: int, parameters: int, train_seconds: float,
+           compile_seconds: float, weights: Any, train_samples: int,
+           inherited: float | None = None) -> Evaluation:
+    """The record of a scored individual (``"stopped"`` when the early check stopped it)."""
+    reason = f"output silent after {steps} steps: stopped early" if stopped else ""
+    return Evaluation(accuracy, "stopped" if stopped else "ok", reason, parameters, train_seconds,
+                      compile_seconds, weights, train_samples, inherited)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
     """How an individual is trained and scored (the paper's: 1 epoch, batch 64).
 
-    ``mode`` is a concrete execution order (``"stepwise"``, ``"scan"``,
-    ``"layerwise"``) or None for the backend's default
-    (:func:`spenser_jax.network.default_mode`).
+    Attributes:
+      epochs: training epochs; a fraction trains on the first part of an
+        epoch's shuffle (:func:`spenser_jax.training.epoch_plan`).
+      mode: a concrete execution order (``"stepwise"``, ``"scan"``,
+        ``"layerwise"``) or None for the backend's default
+        (:func:`spenser_jax.network.default_mode`).
+      early_stop: None, or the fraction of the first epoch's batches after
+        which an individual whose output has not spiked once stops
+        training (and is scored as it is, status ``"stopped"``).
+      inherit: individuals may start from inherited weights (the program
+        takes them as arguments; see :mod:`spenser_jax.inheritance`).
     """
 
     time_steps: int
-    epochs: int = 1
+    epochs: int | float = 1
     batch_size: int = 64
     correct_rate: float = 1.0
     incorrect_rate: float = 0.0
     eval_batch_size: int = 1000
     mode: str | None = None
     init: str = "torch"
+    early_stop: float | None = None
+    inherit: bool = False
+
+    def stop_check(self, n: int) -> int | None:
+        """The early check's batch count for ``n`` training samples (None: no check)."""
+        if self.early_stop is None:
+            return None
+        first = training.epoch_plan(self.epochs, n, self.batch_size)[0]
+        batches = first if first is not None else -(-n // self.batch_size)
+        return max(1, math.ceil(self.early_stop * batches))
 
 
 def on_device(arrays: Arrays) -> Arrays:
@@ -148,12 +189,17 @@ class Trainer:
             self._compiled.popitem(last=False)
         return compiled, time.perf_counter() - t0
 
-    def train(self, phenotype: Phenotype, key: jax.Array, data: Arrays, epochs: int,
-              params: Any = None, progress=None) -> tuple[training.TrainState, dict]:
-        """Train ``epochs`` epochs from fresh weights (or ``params``).
+    def train(self, phenotype: Phenotype, key: jax.Array, data: Arrays, epochs: int | float,
+              params: Any = None, progress=None, inherited: tuple[Any, Any] | None = None,
+              ) -> tuple[training.TrainState, dict]:
+        """Train ``epochs`` epochs from fresh weights (or ``params``, or ``inherited``).
+
+        The host-side twin of :func:`spenser_jax.training.train_and_score`'s
+        training: the same keys, the same batches, the same early check.
 
         Returns (train state, info) where info has ``compile_seconds``,
-        ``train_seconds``, ``losses``, ``steps`` and ``nonfinite``.
+        ``train_seconds``, ``losses``, ``steps``, ``samples``, ``nonfinite``
+        and ``stopped``.
         """
         s = self.settings
         sig, hyper = architecture.split(phenotype)
@@ -161,13 +207,19 @@ class Trainer:
         state = training.create_train_state(key_init, sig, hyper, self.input_shape, init_scheme=s.init)
         if params is not None:
             state = state.replace(params=jax.tree.map(jnp.asarray, params))
-        fn = training.make_train_epoch(sig, time_steps=s.time_steps, batch_size=s.batch_size,
-                                       correct_rate=s.correct_rate, incorrect_rate=s.incorrect_rate,
-                                       mode=s.mode)
-        info = {"compile_seconds": 0.0, "train_seconds": 0.0, "losses": [], "nonfinite": False, "steps": 0}
-        for epoch in range(epochs):
+        if inherited is not None:
+            state = state.replace(params=training.inherit_params(state.params, inherited))
+        info = {"compile_seconds": 0.0, "train_seconds": 0.0, "losses": [], "nonfinite": False,
+                "stopped": False, "steps": 0, "samples": 0}
+        n = len(data.labels)
+        for epoch, max_steps in enumerate(training.epoch_plan(epochs, n, s.batch_size)):
+            fn = training.make_train_epoch(sig, time_steps=s.time_steps, batch_size=s.batch_size,
+                                           correct_rate=s.correct_rate, incorrect_rate=s.incorrect_rate,
+                                           mode=s.mode, max_steps=max_steps,
+                                           stop_check=s.stop_check(n) if epoch == 0 else None)
             key_epoch = jax.random.fold_in(key_epochs, epoch)
-            compiled, seconds = self._compile("train", sig, fn, state, hyper, data.images, data.labels, key_epoch)
+            compiled, seconds = self._compile(("train", max_steps, epoch == 0 and s.early_stop), sig, fn,
+                                              state, hyper, data.images, data.labels, key_epoch)
             info["compile_seconds"] += seconds
             t0 = time.perf_counter()
             state, metrics = compiled(state, hyper, data.images, data.labels, key_epoch)
@@ -175,10 +227,14 @@ class Trainer:
             info["train_seconds"] += time.perf_counter() - t0
             info["losses"].append(float(metrics["loss"]))
             info["steps"] += int(metrics["steps"])
+            info["samples"] += int(metrics["samples"])
             if progress is not None:
                 progress(epoch, metrics)
             if bool(metrics["nonfinite"]):
                 info["nonfinite"] = True
+                break
+            if bool(metrics.get("stopped", False)):
+                info["stopped"] = True
                 break
         return state, info
 
@@ -193,8 +249,12 @@ class Trainer:
 
 
 def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_train: Arrays,
-                 fitness: Arrays, score_key: jax.Array) -> Evaluation:
+                 fitness: Arrays, score_key: jax.Array,
+                 inherited: tuple[Any, Any, float] | None = None) -> Evaluation:
     """Evaluate one individual alone (three programs, blocking: the original's way).
+
+    ``inherited``: ``(values, mask, share)`` from
+    :func:`spenser_jax.inheritance.inherit`, or None for fresh weights.
 
     Never raises for a problem of the individual: an impossible network, a
     non-finite loss or any error while compiling or running it becomes a
@@ -205,14 +265,19 @@ def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_tra
     except Exception as err:  # noqa: BLE001 - an impossible network fails alone
         return failed("error", reason(err))
     try:
-        state, info = trainer.train(phenotype, key, evo_train, trainer.settings.epochs)
+        start = None if inherited is None else inherited[:2]
+        state, info = trainer.train(phenotype, key, evo_train, trainer.settings.epochs, inherited=start)
         if info["nonfinite"]:
-            return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"])
+            return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"],
+                             info["samples"])
         t0 = time.perf_counter()
         accuracy, compile_seconds = trainer.score(phenotype, state.params, fitness, score_key)
         scoring = time.perf_counter() - t0 - compile_seconds
-        return Evaluation(accuracy, "ok", "", parameters, info["train_seconds"] + scoring,
-                          info["compile_seconds"] + compile_seconds, jax.device_get(state.params))
+        return scored(accuracy, stopped=info["stopped"], steps=info["steps"], parameters=parameters,
+                      train_seconds=info["train_seconds"] + scoring,
+                      compile_seconds=info["compile_seconds"] + compile_seconds,
+                      weights=jax.device_get(state.params), train_samples=info["samples"],
+                      inherited=None if inherited is None else inherited[2])
     except Exception as err:  # noqa: BLE001 - one individual must never stop the run
         log.warning("individual failed: %s", reason(err))
         return failed("error", reason(err), parameters)

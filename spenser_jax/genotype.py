@@ -56,10 +56,16 @@ class Derivation:
         reproducing the original's by-reference "reuse" when copies are not
         independent (``MutationConfig.independent_copies=False``); None
         otherwise.
+      uid: the layer's identity, unique within its genotype and kept by an
+        offspring for every layer it inherits from its parent (also when
+        the layer moves or its genes mutate); added and copied layers get
+        new ones. Weight inheritance matches layers by it, never by
+        position. None until :meth:`Genotype.with_uids` assigns one.
     """
 
     expansions: tuple[tuple[str, tuple[Expansion, ...]], ...]
     link: int | None = None
+    uid: int | None = None
 
     def get(self, nt: str) -> tuple[Expansion, ...]:
         for name, exps in self.expansions:
@@ -95,6 +101,25 @@ class Genotype:
         return Genotype(tuple(Module(m.name, tuple(layers)) if m.name == name else m
                               for m in self.modules))
 
+    @property
+    def max_uid(self) -> int:
+        """The largest layer uid (-1 when none is assigned)."""
+        return max((x.uid for m in self.modules for x in m.layers if x.uid is not None), default=-1)
+
+    def with_uids(self, start: int = 0) -> "Genotype":
+        """Every layer without a uid gets a new one, above ``start - 1`` and every uid in use."""
+        nxt = max(start, self.max_uid + 1)
+        modules = []
+        for m in self.modules:
+            layers = []
+            for x in m.layers:
+                if x.uid is None:
+                    x = dataclasses.replace(x, uid=nxt)
+                    nxt += 1
+                layers.append(x)
+            modules.append(Module(m.name, tuple(layers)))
+        return Genotype(tuple(modules))
+
     # JSON: plain lists; ints stay ints and floats stay floats (json writes
     # floats with repr, so values round-trip exactly).
     def to_json(self) -> dict:
@@ -102,7 +127,8 @@ class Genotype:
             {"name": m.name, "layers": [
                 {"expansions": {nt: [[e.choice, [list(v) for v in e.values]] for e in exps]
                                 for nt, exps in layer.expansions},
-                 **({"link": layer.link} if layer.link is not None else {})}
+                 **({"link": layer.link} if layer.link is not None else {}),
+                 **({"uid": layer.uid} if layer.uid is not None else {})}
                 for layer in m.layers]}
             for m in self.modules]}
 
@@ -115,7 +141,7 @@ class Genotype:
                         (nt, tuple(Expansion(int(c), tuple(tuple(v) for v in genes))
                                    for c, genes in exps))
                         for nt, exps in layer["expansions"].items())),
-                        layer.get("link"))
+                        layer.get("link"), layer.get("uid"))
                     for layer in m["layers"]))
                 for m in obj["modules"]))
         except (KeyError, TypeError, ValueError) as err:
@@ -243,7 +269,7 @@ def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
 
     expand(start, 0)
     layer = Derivation(tuple(sorted((nt, tuple(e)) for nt, e in used.items())),
-                  existing.link if existing else None)
+                       existing.link if existing else None, existing.uid if existing else None)
     return layer, " ".join(tokens)
 
 
@@ -306,16 +332,16 @@ class SearchSpace:
             for k in range(count):
                 if k and reuse and rng.random() < reuse:
                     source = int(rng.integers(k))
-                    copy = layers[source]
+                    copy = dataclasses.replace(layers[source], uid=None)
                     if linked:
                         link = copy.link if copy.link is not None else next_link(layers)
                         copy = dataclasses.replace(copy, link=link)
-                        layers[source] = copy
+                        layers[source] = dataclasses.replace(layers[source], link=link)
                     layers.append(copy)
                 else:
                     layers.append(self.new_layer(rng, m.name))
             modules.append(Module(m.name, tuple(layers)))
-        return Genotype(tuple(modules))
+        return Genotype(tuple(modules)).with_uids()
 
     def text(self, genotype: Genotype) -> str:
         self.check_structure(genotype)
@@ -323,6 +349,21 @@ class SearchSpace:
         for m in genotype.modules:
             parts.extend(derive(self.grammar, m.name, layer)[1] for layer in m.layers)
         return " ".join(parts)
+
+    def origins(self, genotype: Genotype) -> tuple[tuple[int | None, int], ...]:
+        """Where each phenotype layer comes from: ``(uid of its derivation, k-th layer of it)``.
+
+        Aligned with ``self.phenotype(genotype).layers``; weight inheritance
+        matches a child's layers to its parent's by these.
+        """
+        self.check_structure(genotype)
+        out = []
+        for m in genotype.modules:
+            for layer in m.layers:
+                text = derive(self.grammar, m.name, layer)[1]
+                count = sum(token.startswith("layer:") for token in text.split())
+                out.extend((layer.uid, k) for k in range(count))
+        return tuple(out)
 
     def phenotype(self, genotype: Genotype) -> Phenotype:
         """Decode (pure). Raises SearchSpaceError / InvalidPhenotype if it can't."""

@@ -154,8 +154,15 @@ def dsge_mutation(rng: np.random.Generator, layer: Derivation, space: SearchSpac
 
 
 def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
-           config: MutationConfig) -> tuple[Genotype, list[Event]]:
-    """Apply the operators once. The result may be an invalid network."""
+           config: MutationConfig, uid_start: int | None = None) -> tuple[Genotype, list[Event]]:
+    """Apply the operators once. The result may be an invalid network.
+
+    Surviving layers keep their uid; added and copied layers get new ones,
+    from ``uid_start`` (default: above every uid of ``genotype``) up, so a
+    new layer never takes the identity of one its parent had.
+    """
+    if uid_start is None:
+        uid_start = genotype.max_uid + 1
     events: list[Event] = []
     out = genotype
     for bounds in space.macro:
@@ -166,11 +173,11 @@ def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
                 position = int(rng.integers(len(layers) + 1))
                 if layers and rng.random() < config.reuse_layer:
                     source = int(rng.integers(len(layers)))
-                    new = layers[source]
+                    new = dataclasses.replace(layers[source], uid=None)  # a copy is a new layer
                     if not config.independent_copies:
                         link = new.link if new.link is not None else next_link(layers)
                         new = dataclasses.replace(new, link=link)
-                        layers[source] = new
+                        layers[source] = dataclasses.replace(layers[source], link=link)
                     layers.insert(position, new)
                     events.append(Event("reuse", name, position, f"copy of layer {source}"))
                 else:
@@ -194,10 +201,10 @@ def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
                 if link is None:
                     layers[i] = new
                 else:  # the original's shared reference: every copy changes
-                    layers = [new if x.link == link else x for x in layers]
+                    layers = [dataclasses.replace(new, uid=x.uid) if x.link == link else x for x in layers]
                 events.append(Event("dsge", name, i, detail))
         out = out.replace_module(name, layers)
-    return out, events
+    return out.with_uids(uid_start), events
 
 
 def sample(rng: np.random.Generator, space: SearchSpace, config: MutationConfig) -> Genotype:
@@ -219,7 +226,7 @@ def offspring(rng: np.random.Generator, parent: Genotype, space: SearchSpace,
     child, events = parent, []
     last = "no mutation applied"
     for _ in range(space.max_attempts):
-        candidate, new_events = mutate(rng, child, space, config)
+        candidate, new_events = mutate(rng, child, space, config, uid_start=parent.max_uid + 1)
         try:
             space.validate(candidate)
         except (SearchSpaceError, InvalidPhenotype) as err:

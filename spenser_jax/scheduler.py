@@ -93,7 +93,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from spenser_jax import architecture, fitness, training
+from spenser_jax import architecture, fitness, inheritance, training
 from spenser_jax.data import Splits
 from spenser_jax.fitness import Evaluation, TrainingSettings
 from spenser_jax.phenotype import Phenotype, count_parameters
@@ -215,6 +215,7 @@ class _Member:
     hyper: dict
     key: jax.Array
     parameters: int
+    inherited: tuple | None = None  # (values, mask, share) with settings.inherit
 
 
 @dataclasses.dataclass
@@ -353,13 +354,26 @@ class Evaluator:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def evaluate_one(self, phenotype: Phenotype, key: jax.Array) -> Evaluation:
+    def evaluate_one(self, phenotype: Phenotype, key: jax.Array, inherited=None) -> Evaluation:
         return fitness.evaluate_one(self.trainer, phenotype, key, self.evo_train, self.fitness,
-                                    self.fitness_key)
+                                    self.fitness_key, inherited)
 
-    def evaluate(self, phenotypes: Sequence[Phenotype], generation: int) -> list[Evaluation]:
-        """The evaluations of one generation's phenotypes, in order."""
+    def evaluate(self, phenotypes: Sequence[Phenotype], generation: int,
+                 inherited: Sequence[tuple | None] | None = None) -> list[Evaluation]:
+        """The evaluations of one generation's phenotypes, in order.
+
+        ``inherited``: per phenotype, ``(values, mask, share)`` from
+        :func:`spenser_jax.inheritance.inherit` or None (fresh weights); only
+        with ``settings.inherit``.
+        """
         phenotypes = list(phenotypes)
+        inherited = list(inherited) if inherited is not None else [None] * len(phenotypes)
+        if len(inherited) != len(phenotypes):
+            raise ValueError("one inheritance per phenotype")
+        if any(x is not None for x in inherited) and not self.settings.inherit:
+            raise ValueError("inherited weights given, but settings.inherit is off")
+        if self.settings.inherit:  # one program shape for all: nothing inherited is an all-False mask
+            inherited = [self._fresh(p) if x is None else x for p, x in zip(phenotypes, inherited)]
         keys = [fitness.individual_key(self.seed, generation, i) for i in range(len(phenotypes))]
         bar = None
         if self.progress:
@@ -369,25 +383,31 @@ class Evaluator:
         try:
             if self.batching == "none":
                 results = []
-                for p, k in zip(phenotypes, keys):
-                    results.append(self.evaluate_one(p, k))
+                for p, k, inh in zip(phenotypes, keys, inherited):
+                    results.append(self.evaluate_one(p, k, inh))
                     tick(1)
                 return results
-            return self._evaluate_batched(phenotypes, keys, tick)
+            return self._evaluate_batched(phenotypes, keys, inherited, tick)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _evaluate_batched(self, phenotypes, keys, tick) -> list[Evaluation]:
+    def _fresh(self, phenotype: Phenotype):
+        try:
+            return inheritance.fresh(phenotype, self.input_shape)
+        except Exception:  # noqa: BLE001 - an impossible network fails alone, in evaluate_one
+            return None
+
+    def _evaluate_batched(self, phenotypes, keys, inherited, tick) -> list[Evaluation]:
         results: list[Evaluation | None] = [None] * len(phenotypes)
         members = []
-        for i, (p, k) in enumerate(zip(phenotypes, keys)):
+        for i, (p, k, inh) in enumerate(zip(phenotypes, keys, inherited)):
             try:
                 sig, hyper = architecture.split(p)
                 architecture.layer_shapes(sig, self.input_shape)
-                members.append(_Member(i, p, sig, hyper, k, count_parameters(p, self.input_shape)))
+                members.append(_Member(i, p, sig, hyper, k, count_parameters(p, self.input_shape), inh))
             except Exception:  # noqa: BLE001 - evaluate_one records the reason
-                results[i] = self.evaluate_one(p, k)
+                results[i] = self.evaluate_one(p, k, inh)
                 tick(1)
         jobs = self.plan(members)
         self._dispatch(jobs)
@@ -447,18 +467,24 @@ class Evaluator:
 
     def _program_fn(self, sig, devices: tuple):
         s = self.settings
-        one = functools.partial(
-            training.train_and_score, sig, epochs=s.epochs, time_steps=s.time_steps,
-            batch_size=s.batch_size, eval_batch_size=s.eval_batch_size, correct_rate=s.correct_rate,
-            incorrect_rate=s.incorrect_rate, mode=s.mode, init_scheme=s.init)
+        options = dict(epochs=s.epochs, time_steps=s.time_steps, batch_size=s.batch_size,
+                       eval_batch_size=s.eval_batch_size, correct_rate=s.correct_rate,
+                       incorrect_rate=s.incorrect_rate, mode=s.mode, init_scheme=s.init)
+        if s.early_stop is not None:
+            options["stop_check"] = s.stop_check(self.evo_train.labels.shape[0])
+
+        def one(key, hyper, start, *data):
+            return training.train_and_score(sig, key, hyper, *data, inherited=start, **options)
+
         vmapped = self.batching == "vmap"
 
-        def local(keys, hyper, images, labels, score_images, score_labels, score_key):
+        def local(keys, hyper, start, images, labels, score_images, score_labels, score_key):
             data = (images, labels, score_images, score_labels, score_key)
             if vmapped:
-                return jax.vmap(lambda k, h: one(k, h, *data))(keys, hyper)
+                return jax.vmap(lambda k, h, st: one(k, h, st, *data))(keys, hyper, start)
             # One member per device: exactly the single-individual program.
-            out = one(keys[0], jax.tree.map(lambda x: x[0], hyper), *data)
+            first = functools.partial(jax.tree.map, lambda x: x[0])
+            out = one(keys[0], first(hyper), first(start), *data)
             return jax.tree.map(lambda x: x[None], out)
 
         if len(devices) == 1:
@@ -466,7 +492,7 @@ class Evaluator:
         spec = PartitionSpec(_AXIS)
         # check_vma=False: the training loops' carries start replicated
         # (constants) and become per-member; every output is per-member.
-        return jax.jit(jax.shard_map(local, mesh=_mesh(devices), in_specs=(spec, spec) + (PartitionSpec(),) * 5,
+        return jax.jit(jax.shard_map(local, mesh=_mesh(devices), in_specs=(spec, spec, spec) + (PartitionSpec(),) * 5,
                                      out_specs=spec, check_vma=False))
 
     def _prepare(self, job: _Job) -> _Job:
@@ -481,7 +507,9 @@ class Evaluator:
         for start in range(0, len(job.members), width):
             chunk = job.members[start:start + width]
             slots = chunk + [chunk[-1]] * (width - len(chunk))  # padding: results dropped
-            args = (place(jnp.stack([m.key for m in slots])), place(_stack([m.hyper for m in slots])), *data)
+            start = (None if not self.settings.inherit
+                     else place(_stack([(m.inherited[0], m.inherited[1]) for m in slots])))
+            args = (place(jnp.stack([m.key for m in slots])), place(_stack([m.hyper for m in slots])), start, *data)
             job.dispatches.append(_Dispatch(chunk, args, job.per_device))
         cache_key = (job.sig, tuple(d.id for d in job.devices), job.per_device, self.batching)
         program = self.programs.get(cache_key)
@@ -533,7 +561,7 @@ class Evaluator:
         if job.error is not None:
             fitness.log.warning("group of %d failed (%s); evaluating its members one by one",
                                 len(job.members), fitness.reason(job.error))
-            return [(m, self.evaluate_one(m.phenotype, m.key)) for m in job.members]
+            return [(m, self.evaluate_one(m.phenotype, m.key, m.inherited)) for m in job.members]
         out = []
         compile_share = job.compile_seconds / len(job.members)
         for d in job.dispatches:
@@ -542,10 +570,14 @@ class Evaluator:
             for slot, m in enumerate(d.members):
                 mine = {k: v[slot] for k, v in metrics.items()}
                 if bool(mine["nonfinite"]):
-                    ev = fitness.nonfinite(int(mine["steps"]), m.parameters, seconds, compile_share)
+                    ev = fitness.nonfinite(int(mine["steps"]), m.parameters, seconds, compile_share,
+                                           int(mine["samples"]))
                 else:
-                    weights = jax.tree.map(lambda x, i=slot: np.array(x[i]), params)
-                    ev = Evaluation(float(mine["accuracy"]), "ok", "", m.parameters, seconds,
-                                    compile_share, weights)
+                    ev = fitness.scored(
+                        float(mine["accuracy"]), stopped=bool(mine["stopped"]), steps=int(mine["steps"]),
+                        parameters=m.parameters, train_seconds=seconds, compile_seconds=compile_share,
+                        weights=jax.tree.map(lambda x, i=slot: np.array(x[i]), params),
+                        train_samples=int(mine["samples"]),
+                        inherited=None if m.inherited is None else m.inherited[2])
                 out.append((m, ev))
         return out

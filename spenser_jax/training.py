@@ -26,6 +26,7 @@ that share a signature.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.struct
@@ -103,7 +104,7 @@ def train_step(sig: Signature, state: TrainState, hyper: Hyper,
                spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
                dropout_key: jax.Array | None = None, *, correct_rate: float = 1.0,
                incorrect_rate: float = 0.0, mode: str | None = None,
-               ) -> tuple[TrainState, jax.Array, jax.Array]:
+               output_spikes: bool = False) -> tuple:
     """One BPTT optimizer step on given input spikes (pure; jit it yourself).
 
     Args:
@@ -117,31 +118,43 @@ def train_step(sig: Signature, state: TrainState, hyper: Hyper,
       dropout_key: key of the dropout masks (``None``: no dropout).
       correct_rate, incorrect_rate: ``mse_count_loss`` targets.
       mode: the network's execution order.
+      output_spikes: also return the output spikes of the batch's real
+        samples (summed), to tell a silent network early.
 
     Returns:
-      ``(new_state, loss, finite)``: ``finite`` is False when the loss or an
-      update is not finite (``new_state`` is then unusable).
+      ``(new_state, loss, finite)``, and the output spike count last when
+      ``output_spikes``: ``finite`` is False when the loss or an update is
+      not finite (``new_state`` is then unusable).
     """
     model = network.SpikingNetwork(sig, mode=mode)
 
     def loss_fn(params):
         out = model.apply({"params": params}, spikes, hyper, dropout_key)
-        return loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
+        value = loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
+        if not output_spikes:
+            return value
+        kept = out if mask is None else out * jnp.asarray(mask, out.dtype)[None, :, None]
+        return value, jnp.sum(kept)
 
-    value, grads = jax.value_and_grad(loss_fn)(state.params)
+    if output_spikes:
+        (value, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    else:
+        value, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = _optimizer(sig, hyper).update(grads, state.opt_state, state.params)
     # Fixed β/θ are buffers in PyTorch: no update at all, not even decay.
     trainable = trainable_mask(sig, state.params)
     updates = jax.tree.map(lambda u, t: u if t else jnp.zeros_like(u), updates, trainable)
     new_state = TrainState(params=optax.apply_updates(state.params, updates),
                            opt_state=opt_state, step=state.step + 1)
-    return new_state, value, jnp.isfinite(value) & _all_finite(updates)
+    finite = jnp.isfinite(value) & _all_finite(updates)
+    return (new_state, value, finite, count) if output_spikes else (new_state, value, finite)
 
 
 def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
                 images: jax.Array, labels: jax.Array, key: jax.Array, *,
                 time_steps: int, batch_size: int, correct_rate: float = 1.0,
                 incorrect_rate: float = 0.0, mode: str | None = None,
+                max_steps: int | None = None, stop_check: int | None = None,
                 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of BPTT training, pure (see :func:`make_train_epoch`).
 
@@ -160,45 +173,87 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
         remaining ``N mod batch_size`` samples when that is not 0.
       correct_rate, incorrect_rate: ``mse_count_loss`` targets.
       mode: the network's execution order (``None``: backend default).
+      max_steps: train on the first ``max_steps`` batches of the epoch's
+        shuffle only (a partial epoch; None: all of them).
+      stop_check: after this many batches, stop if the output has not
+        spiked once (a silent output layer scores at chance; see
+        ``metrics["stopped"]``). None: never.
 
     Returns:
       ``(state, metrics)``; ``metrics``: ``loss`` (mean batch loss over the
       applied steps), ``nonfinite`` (bool), ``steps`` (optimizer steps
-      applied).
+      applied), ``samples`` (training samples those steps saw), and with
+      ``stop_check`` ``stopped`` (bool).
     """
     _check_settings(time_steps, batch_size)
     _check_data(images, labels)
     key_order, key_steps = jax.random.split(key)
     del key
     order, masks = _batches(key_order, images.shape[0], batch_size)
+    if max_steps is not None:
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+        order, masks = order[:max_steps], masks[:max_steps]
     step = functools.partial(train_step, sig, correct_rate=correct_rate,
                              incorrect_rate=incorrect_rate, mode=mode)
 
-    def body(carry, batch):
-        state, failed = carry
-        idx, mask, i = batch
-        key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
+    if stop_check is None:
+        def body(carry, batch):
+            state, failed = carry
+            idx, mask, i = batch
+            key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
 
-        def apply(state):
-            spikes = encoding.rate(key_encode, images[idx], time_steps)
-            new, value, finite = step(state, hyper, spikes, labels[idx], mask, key_dropout)
-            # Keep the old state on failure, so NaN never reaches params.
-            state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-            return state, value, finite
+            def apply(state):
+                spikes = encoding.rate(key_encode, images[idx], time_steps)
+                new, value, finite = step(state, hyper, spikes, labels[idx], mask, key_dropout)
+                # Keep the old state on failure, so NaN never reaches params.
+                state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+                return state, value, finite
 
-        def skip(state):
-            return state, jnp.float32(0), jnp.bool_(False)
+            def skip(state):
+                return state, jnp.float32(0), jnp.bool_(False)
 
-        # After a failure the remaining batches cost nothing (outside vmap,
-        # where cond becomes a select).
-        state, value, finite = jax.lax.cond(failed, skip, apply, state)
-        return (state, failed | ~finite), (jnp.where(finite, value, 0.0), finite)
+            # After a failure the remaining batches cost nothing (outside vmap,
+            # where cond becomes a select).
+            state, value, finite = jax.lax.cond(failed, skip, apply, state)
+            return (state, failed | ~finite), (jnp.where(finite, value, 0.0), finite)
 
-    (state, failed), (losses, applied) = jax.lax.scan(
-        body, (state, jnp.bool_(False)), (order, masks, jnp.arange(order.shape[0])))
+        (state, failed), (losses, applied) = jax.lax.scan(
+            body, (state, jnp.bool_(False)), (order, masks, jnp.arange(order.shape[0])))
+        extra = {}
+    else:
+        if not isinstance(stop_check, int) or stop_check < 1:
+            raise ValueError(f"stop_check must be an int >= 1, got {stop_check!r}")
+
+        def body(carry, batch):
+            state, failed, stopped, heard = carry
+            idx, mask, i = batch
+            key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
+
+            def apply(state):
+                spikes = encoding.rate(key_encode, images[idx], time_steps)
+                new, value, finite, count = step(state, hyper, spikes, labels[idx], mask, key_dropout,
+                                                 output_spikes=True)
+                state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+                return state, value, finite, count
+
+            def skip(state):
+                return state, jnp.float32(0), jnp.bool_(False), jnp.float32(0)
+
+            state, value, finite, count = jax.lax.cond(failed | stopped, skip, apply, state)
+            heard = heard + count
+            stopped = stopped | ((i == stop_check - 1) & finite & (heard == 0))
+            return (state, failed | (~finite & ~stopped), stopped, heard), \
+                (jnp.where(finite, value, 0.0), finite)
+
+        init = (state, jnp.bool_(False), jnp.bool_(False), jnp.float32(0))
+        (state, failed, stopped, _), (losses, applied) = jax.lax.scan(
+            body, init, (order, masks, jnp.arange(order.shape[0])))
+        extra = {"stopped": stopped}
     steps = jnp.sum(applied, dtype=jnp.int32)
+    samples = jnp.sum(jnp.where(applied[:, None], masks, False), dtype=jnp.int32)
     metrics = {"loss": jnp.sum(losses) / jnp.maximum(steps, 1),
-               "nonfinite": failed, "steps": steps}
+               "nonfinite": failed, "steps": steps, "samples": samples, **extra}
     return state, metrics
 
 
@@ -229,55 +284,121 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
     return {"correct": correct, "accuracy": correct / images.shape[0]}
 
 
+def epoch_plan(epochs: int | float, n: int, batch_size: int) -> tuple[int | None, ...]:
+    """Batches to train in each epoch: None for a whole epoch, else a count.
+
+    ``epochs`` may be fractional: 2.5 is two whole epochs and the first half
+    of a third one's shuffle (``ceil(0.5 * batches)`` batches, at least one).
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
+        raise ValueError(f"epochs must be a number > 0, got {epochs!r}")
+    whole = int(epochs)
+    plan: list[int | None] = [None] * whole
+    if epochs > whole:
+        batches = -(-n // batch_size)
+        plan.append(max(1, min(batches, math.ceil((epochs - whole) * batches - 1e-9))))
+    return tuple(plan)
+
+
+def inherit_params(fresh: Any, inherited: tuple[Any, Any] | None) -> Any:
+    """``fresh`` parameters where ``mask`` is False, the inherited ``values`` where it is True.
+
+    ``inherited`` is ``(values, mask)``: two pytrees like ``fresh``, the
+    mask elementwise, so a layer can inherit all, part (a slice) or none of
+    its parent's weights (:mod:`spenser_jax.inheritance`).
+    """
+    if inherited is None:
+        return fresh
+    values, mask = inherited
+    return jax.tree.map(lambda v, m, f: jnp.where(m, v.astype(f.dtype), f), values, mask, fresh)
+
+
 def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
                     images: jax.Array, labels: jax.Array, score_images: jax.Array,
-                    score_labels: jax.Array, score_key: jax.Array, *, epochs: int,
+                    score_labels: jax.Array, score_key: jax.Array, *, epochs: int | float,
                     time_steps: int, batch_size: int, eval_batch_size: int,
                     correct_rate: float = 1.0, incorrect_rate: float = 0.0,
                     mode: str | None = None, init_scheme: str = "torch",
+                    inherited: tuple[Any, Any] | None = None, stop_check: int | None = None,
                     ) -> tuple[Any, dict[str, jax.Array]]:
     """A whole evaluation of one individual, pure: init, ``epochs`` epochs, score.
 
     The same computation as the host loop ``key_init, key_epochs =
-    split(key)``; :func:`create_train_state` from ``key_init``; epoch ``e``
-    of :func:`train_epoch` with ``fold_in(key_epochs, e)``, stopping after an
-    epoch that went non-finite; then :func:`evaluate` of the final parameters
-    on ``score_images`` with ``score_key`` and batches of ``min(
-    eval_batch_size, N)``. One program instead of three, so one compile per
-    signature; traceable under ``vmap``/``lax.map``/``shard_map`` over
-    ``key`` and ``hyper``.
+    split(key)``; :func:`create_train_state` from ``key_init`` (then
+    :func:`inherit_params`); epoch ``e`` of :func:`train_epoch` with
+    ``fold_in(key_epochs, e)`` and :func:`epoch_plan`'s batches, stopping
+    after an epoch that went non-finite or stopped; then :func:`evaluate` of
+    the final parameters on ``score_images`` with ``score_key`` and batches
+    of ``min(eval_batch_size, N)``. One program instead of three, so one
+    compile per signature; traceable under ``vmap``/``lax.map``/
+    ``shard_map`` over ``key``, ``hyper`` and ``inherited``.
+
+    Args:
+      epochs: training epochs, possibly fractional (:func:`epoch_plan`).
+      inherited: ``(values, mask)`` to start from (see
+        :func:`inherit_params`); None: fresh weights.
+      stop_check: see :func:`train_epoch` (applied in the first epoch).
 
     Returns:
       ``(params, metrics)``; ``metrics``: ``losses`` ``[epochs]`` (0 for
-      epochs skipped after a failure), ``steps`` (optimizer steps applied),
-      ``nonfinite`` (bool), ``correct`` and ``accuracy`` (0 when
-      ``nonfinite``: a failed individual is not scored).
+      epochs skipped), ``steps`` (optimizer steps applied), ``samples``
+      (training samples seen), ``nonfinite`` (bool), ``stopped`` (bool),
+      ``correct`` and ``accuracy`` (0 when ``nonfinite``: a failed
+      individual is not scored; a stopped one is).
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    plan = epoch_plan(epochs, images.shape[0], batch_size)
     key_init, key_epochs = jax.random.split(key)
     del key
     state = create_train_state(key_init, sig, hyper, images.shape[1:], init_scheme=init_scheme)
+    if inherited is not None:
+        state = state.replace(params=inherit_params(state.params, inherited))
     epoch_fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
                                  correct_rate=correct_rate, incorrect_rate=incorrect_rate,
                                  mode=mode)
 
-    def body(carry, epoch):
-        state, failed = carry
+    if all(p is None for p in plan) and stop_check is None:
+        # Whole epochs: one rolled loop (the paper's protocol).
+        def body(carry, epoch):
+            state, failed = carry
 
-        def run(state):
-            state, metrics = epoch_fn(state, hyper, images, labels,
-                                      jax.random.fold_in(key_epochs, epoch))
-            return state, (metrics["loss"], metrics["steps"], metrics["nonfinite"])
+            def run(state):
+                state, metrics = epoch_fn(state, hyper, images, labels,
+                                          jax.random.fold_in(key_epochs, epoch))
+                return state, (metrics["loss"], metrics["steps"], metrics["samples"], metrics["nonfinite"])
 
-        def skip(state):
-            return state, (jnp.float32(0), jnp.int32(0), jnp.bool_(True))
+            def skip(state):
+                return state, (jnp.float32(0), jnp.int32(0), jnp.int32(0), jnp.bool_(True))
 
-        state, (value, steps, nonfinite) = jax.lax.cond(failed, skip, run, state)
-        return (state, failed | nonfinite), (value, steps)
+            state, (value, steps, samples, nonfinite) = jax.lax.cond(failed, skip, run, state)
+            return (state, failed | nonfinite), (value, steps, samples)
 
-    (state, failed), (losses, steps) = jax.lax.scan(
-        body, (state, jnp.bool_(False)), jnp.arange(epochs))
+        (state, failed), (losses, steps, samples) = jax.lax.scan(
+            body, (state, jnp.bool_(False)), jnp.arange(len(plan)))
+        stopped = jnp.bool_(False)
+    else:
+        # A budget that ends inside an epoch, or an early check: the epochs
+        # differ, so they are unrolled (there are few).
+        failed = stopped = jnp.bool_(False)
+        losses, steps, samples = [], [], []
+        for epoch, max_steps in enumerate(plan):
+            check = stop_check if epoch == 0 else None
+
+            def run(state, max_steps=max_steps, check=check, epoch=epoch):
+                state, metrics = epoch_fn(state, hyper, images, labels, jax.random.fold_in(key_epochs, epoch),
+                                          max_steps=max_steps, stop_check=check)
+                return state, (metrics["loss"], metrics["steps"], metrics["samples"], metrics["nonfinite"],
+                               metrics.get("stopped", jnp.bool_(False)))
+
+            def skip(state):
+                return state, (jnp.float32(0), jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
+
+            state, (value, n_steps, n_samples, nonfinite, halted) = jax.lax.cond(
+                failed | stopped, skip, run, state)
+            failed, stopped = failed | nonfinite, stopped | halted
+            losses.append(value)
+            steps.append(n_steps)
+            samples.append(n_samples)
+        losses, steps, samples = jnp.stack(losses), jnp.stack(steps), jnp.stack(samples)
     n = score_images.shape[0]
     score_fn = functools.partial(evaluate, sig, time_steps=time_steps,
                                  batch_size=min(eval_batch_size, n), mode=mode)
@@ -285,7 +406,8 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
         failed, lambda params: jnp.int32(0),
         lambda params: score_fn(params, hyper, score_images, score_labels, score_key)["correct"],
         state.params)
-    metrics = {"losses": losses, "steps": jnp.sum(steps, dtype=jnp.int32), "nonfinite": failed,
+    metrics = {"losses": losses, "steps": jnp.sum(steps, dtype=jnp.int32),
+               "samples": jnp.sum(samples, dtype=jnp.int32), "nonfinite": failed, "stopped": stopped,
                "correct": correct, "accuracy": correct / n}
     return state.params, metrics
 
@@ -293,7 +415,8 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
 @functools.lru_cache(maxsize=256)
 def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
                      correct_rate: float = 1.0, incorrect_rate: float = 0.0,
-                     mode: str | None = None):
+                     mode: str | None = None, max_steps: int | None = None,
+                     stop_check: int | None = None):
     """The jitted :func:`train_epoch` for networks with signature ``sig``.
 
     Returns ``train_epoch(state, hyper, images, labels, key) -> (state,
@@ -308,7 +431,8 @@ def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
     """
     _check_settings(time_steps, batch_size)
     fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
-                           correct_rate=correct_rate, incorrect_rate=incorrect_rate, mode=mode)
+                           correct_rate=correct_rate, incorrect_rate=incorrect_rate, mode=mode,
+                           max_steps=max_steps, stop_check=stop_check)
     return jax.jit(fn, donate_argnums=(0,))
 
 

@@ -64,6 +64,38 @@ def test_evolve_outputs(runs):
     assert "evolution.generations=2" in (whole / ".hydra" / "overrides.yaml").read_text()
 
 
+FAST = [*SMALL, "search=fast", "evolution.offspring=3", "dataset.time_steps=3"]
+
+
+@pytest.fixture(scope="module")
+def fast_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fast")
+    cache = base / "xla-cache"
+    whole, resumed = base / "whole", base / "resumed"
+    cli("evolve", *FAST, "evolution.generations=3", f"hydra.run.dir={whole}", cache=cache)
+    cli("evolve", *FAST, "evolution.generations=2", f"hydra.run.dir={resumed}", cache=cache)
+    cli("evolve", *FAST, "evolution.generations=3", f"hydra.run.dir={resumed}", cache=cache)
+    return whole, resumed
+
+
+def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
+    whole, resumed = fast_runs
+    records = checkpoint.read_generations(whole)
+    assert strip(checkpoint.read_generations(resumed)) == strip(records)
+    identity = json.loads((whole / "run.json").read_text())
+    assert identity["search"] == {"inherit": True, "early_stop": 0.2} and identity["training"]["epochs"] == 0.25
+    total = 0
+    for r in records:
+        for ind in r["individuals"]:
+            # A quarter of the 140 EvoTrain samples: 1 of 3 batches of 64.
+            assert ind["train_samples"] == (64 if ind["status"] in ("ok", "stopped") else ind["train_samples"])
+            total += ind["train_samples"]
+        assert r["train_samples_total"] == total
+    later = [i for r in records[1:] if r["parent"] for i in r["individuals"]]
+    assert later and all("inherited" in i for i in later)
+    assert any(i["inherited"] > 0.5 for i in later)  # most offspring keep most of their parent
+
+
 def test_resumed_run_equals_uninterrupted(runs):
     whole, resumed, log = runs
     assert "resuming" in log.stderr + log.stdout

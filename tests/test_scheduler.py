@@ -222,3 +222,26 @@ def test_close_stops_the_compile_threads():
     with evaluator(batching="map", compile_threads=1) as ev:
         pool = ev._pool
     assert ev._pool is None and pool._shutdown
+
+
+def test_search_budget_and_inheritance_batched_equal_one_by_one(one_by_one):
+    """Half an epoch, an early check and inherited starts: batched still equals one by one."""
+    settings = dataclasses.replace(SETTINGS, epochs=0.5, early_stop=0.5, inherit=True)
+    trained = one_by_one[0].weights
+    values = jax.tree.map(np.asarray, trained)
+    mask = jax.tree.map(lambda x: np.zeros(np.shape(x), bool), trained)
+    mask["conv_0"]["kernel"][...] = True
+    starts = [None, None, None, (values, mask, 0.5)]  # the last shares the first's signature
+
+    def run(batching):
+        ev = Evaluator(toy_splits(), seed=3, input_shape=SHAPE, settings=settings, batching=batching,
+                       compile_threads=0)
+        return ev.evaluate(phenotypes(), generation=2, inherited=starts)
+
+    alone, together = run("none"), run("map")
+    assert_same(alone, together)
+    assert [e.train_samples for e in together] == [e.train_samples for e in alone]
+    assert [e.train_samples for e in alone] == [32, 32, 0, 32]  # 2 of the 3 batches of 16
+    assert [e.inherited for e in together] == [e.inherited for e in alone] == [0.0, 0.0, None, 0.5]
+    with pytest.raises(ValueError, match="inherit is off"):
+        evaluator().evaluate(phenotypes(), generation=2, inherited=starts)
