@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
-from spenser_jax.evolution import State
+from spenser_jax.evolution import State, pareto_front
 from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
 
@@ -48,8 +48,10 @@ VERSION = 1
 CHECKPOINT = "checkpoint.msgpack"
 GENERATIONS = "generations.jsonl"
 BEST = "best.json"
+PARETO = "pareto.json"
 RUN = "run.json"
 TEST = "test.json"
+RETRAINED = "retrained.msgpack"
 LOCK = ".lock"
 CONFIG = Path(".hydra") / "config.yaml"
 
@@ -138,6 +140,7 @@ def save(run_dir: Path, state: State, identity: dict) -> None:
         "parent_fitness": state.parent_fitness,
         "weights": serialization.to_state_dict(weights) if weights is not None else {},
         "train_samples": state.train_samples,
+        "parent_score": list(state.parent_score) if state.parent_score is not None else [],
     }
     atomic_write(Path(run_dir) / CHECKPOINT, serialization.msgpack_serialize(payload))
 
@@ -178,7 +181,8 @@ def load(run_dir: Path, identity: dict | None = None) -> State | None:
     weights = payload["weights"] or None
     return State(seed=int(payload["seed"]), generation=int(payload["generation"]), parent=parent,
                  parent_fitness=float(payload["parent_fitness"]),
-                 parent_weights=_to_numpy(weights), train_samples=int(payload.get("train_samples", 0)))
+                 parent_weights=_to_numpy(weights), train_samples=int(payload.get("train_samples", 0)),
+                 parent_score=tuple(float(x) for x in payload.get("parent_score", ())) or None)
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -215,6 +219,36 @@ def truncate_generations(run_dir: Path, generations: int) -> list[dict]:
     return kept
 
 
+def pareto_archive(records: list[dict]) -> dict:
+    """Every scored individual of a run's records, and the non-dominated ones.
+
+    Two fronts: accuracy against SynOps per sample, and accuracy against
+    parameters. A function of ``generations.jsonl`` alone, so a resumed run
+    writes exactly what an uninterrupted one does.
+    """
+    points = []
+    for r in records:
+        for i, ind in enumerate(r["individuals"]):
+            if ind["status"] in ("ok", "stopped") and "synops_per_sample" in ind:
+                points.append({"generation": r["generation"], "index": i, "phenotype": ind["phenotype"],
+                               "accuracy": ind["fitness"], "synops_per_sample": ind["synops_per_sample"],
+                               "energy_pj_per_sample": ind["energy_pj_per_sample"],
+                               "parameters": ind["parameters"]})
+
+    def front(key: str) -> list[dict]:
+        chosen = pareto_front([(p["accuracy"], -p[key]) for p in points]) if points else []
+        return sorted((points[i] for i in chosen), key=lambda p: (p[key], -p["accuracy"]))
+
+    return {"evaluated": len(points), "accuracy_synops": front("synops_per_sample"),
+            "accuracy_parameters": front("parameters")}
+
+
+def write_pareto(run_dir: Path) -> None:
+    """Rewrite ``pareto.json`` from the run's ``generations.jsonl``."""
+    archive = pareto_archive(read_generations(run_dir))
+    atomic_write(Path(run_dir) / PARETO, json.dumps(archive, indent=1))
+
+
 def append_generation(run_dir: Path, record: dict) -> None:
     with open(Path(run_dir) / GENERATIONS, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -244,6 +278,8 @@ class Run:
       test: ``test.json`` written by retrain (None before).
       state: the checkpoint's evolutionary state (None before the first
         generation), with the best individual's trained weights.
+      retrained: the best individual's weights after ``retrain`` (None
+        before), with the phenotype text they belong to.
     """
 
     dir: Path
@@ -253,10 +289,26 @@ class Run:
     best: dict | None
     test: dict | None
     state: State | None
+    retrained: tuple[str, Any] | None = None
 
     @property
     def dataset(self) -> str:
         return self.identity.get("dataset", "?")
+
+    def splits(self, data_dir=None):
+        """The run's data splits, drawn again from its seed (``data_dir`` overrides the run's)."""
+        from spenser_jax import data
+
+        ds_cfg = self.config.get("dataset", {})
+        dataset = data.load(self.identity["dataset"], data_dir if data_dir is not None else ds_cfg.get("data_dir"),
+                            source=self.identity["source"])
+        splits = data.split(dataset, seed=self.identity["seed"], subset=self.identity["subset"],
+                            fitness_fraction=self.identity["fitness_fraction"])
+        subset = self.identity.get("search", {}).get("fitness_subset")
+        if subset is not None:
+            splits = splits._replace(fitness=data.stratified_subset(splits.fitness, subset,
+                                                                    self.identity["seed"]))
+        return splits
 
     @property
     def grammar_path(self) -> Path:
@@ -306,4 +358,29 @@ def load_run(run_dir: Path) -> Run:
         config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
     return Run(dir=run_dir, identity=identity, config=config, records=read_generations(run_dir),
                best=_read_json(run_dir / BEST), test=_read_json(run_dir / TEST),
-               state=load(run_dir, identity))
+               state=load(run_dir, identity), retrained=load_weights(run_dir / RETRAINED))
+
+
+def save_weights(path: Path, phenotype_text: str, weights: Any) -> None:
+    """Trained weights with the phenotype they belong to, as one atomic msgpack file."""
+    payload = {"format": FORMAT + ".weights", "version": VERSION, "phenotype": phenotype_text,
+               "weights": serialization.to_state_dict(weights)}
+    atomic_write(Path(path), serialization.msgpack_serialize(payload))
+
+
+def load_weights(path: Path) -> tuple[str, Any] | None:
+    """``(phenotype text, weights)`` from :func:`save_weights` (None when the file is absent).
+
+    Raises:
+      CheckpointError: the file is corrupt or not such a file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:  # msgpack raises several unrelated types
+        raise CheckpointError(f"{path}: corrupt weights file ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT + ".weights":
+        raise CheckpointError(f"{path}: not a spenser_jax weights file")
+    return payload["phenotype"], _to_numpy(payload["weights"])

@@ -20,11 +20,16 @@ Rules we chose, where the paper is silent or the original is biased:
   better exists).
 * **Compute.** The state counts the training samples every evaluation
   processed, so runs of different protocols compare by the compute spent.
+* **Objective.** Selection ranks by an :class:`Objective`: accuracy alone
+  (the paper), or accuracy traded against SynOps in one of the field's two
+  usual forms (a scalarised score or a budget). ``fitness`` stays the
+  accuracy in every record; ``score`` is what selection compared.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,6 +37,56 @@ import numpy as np
 from spenser_jax import mutation
 from spenser_jax.fitness import FAILED_FITNESS, Evaluation
 from spenser_jax.genotype import Genotype, SearchSpace
+
+
+OBJECTIVES = ("accuracy", "scalarised", "constrained")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What selection maximises; scores compare as tuples (lexicographically).
+
+    Attributes:
+      kind: ``"accuracy"``: the fitness alone (the paper).
+        ``"scalarised"``: ``accuracy * (synops / synops_reference) **
+        synops_weight`` with ``synops_weight < 0`` (AutoSNN's form, there
+        with spikes: λ = -0.08); SynOps below 1 count as 1.
+        ``"constrained"``: ``(within budget, accuracy)``: a candidate over
+        ``max_synops`` or ``max_parameters`` loses to any candidate within
+        them, and among equals accuracy decides.
+    """
+
+    kind: str = "accuracy"
+    synops_reference: float = 1.0e6
+    synops_weight: float = -0.08
+    max_synops: float | None = None
+    max_parameters: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.kind!r}")
+        if self.kind == "scalarised" and not (self.synops_reference > 0 and self.synops_weight < 0):
+            raise ValueError("the scalarised objective needs synops_reference > 0 and synops_weight < 0")
+        if self.kind == "constrained" and self.max_synops is None and self.max_parameters is None:
+            raise ValueError("the constrained objective needs max_synops or max_parameters")
+
+    def score(self, e: Evaluation) -> tuple[float, ...]:
+        """The evaluation's score; a failure's is below every scored one."""
+        if not e.scored:
+            return (-math.inf,) * (2 if self.kind == "constrained" else 1)
+        if self.kind == "accuracy":
+            return (e.fitness,)
+        synops = (e.activity or {}).get("synops_per_sample")
+        if synops is None:
+            raise ValueError(f"the {self.kind} objective needs measured activity (training.activity)")
+        if self.kind == "scalarised":
+            return (e.fitness * (max(synops, 1.0) / self.synops_reference) ** self.synops_weight,)
+        within = ((self.max_synops is None or synops <= self.max_synops)
+                  and (self.max_parameters is None or e.parameters <= self.max_parameters))
+        return (float(within), e.fitness)
+
+
+ACCURACY = Objective()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +105,7 @@ class State:
     parent_fitness: float = FAILED_FITNESS
     parent_weights: Any = dataclasses.field(default=None, compare=False, repr=False)
     train_samples: int = 0  # training samples processed by every evaluation so far
+    parent_score: tuple[float, ...] | None = None  # the objective's score of the parent (None: none yet)
 
 
 def init(seed: int) -> State:
@@ -79,28 +135,34 @@ def ask(rng: np.random.Generator, state: State, space: SearchSpace, config: muta
     return out
 
 
-def tell(state: State, candidates: Sequence[Candidate],
-         evaluations: Sequence[Evaluation]) -> tuple[State, dict]:
-    """Select the next parent.
+def tell(state: State, candidates: Sequence[Candidate], evaluations: Sequence[Evaluation],
+         objective: Objective = ACCURACY) -> tuple[State, dict]:
+    """Select the next parent: the best-scoring offspring if strictly better than the parent.
 
     Returns:
       ``(state, metrics)``: the state after this generation, and
       ``best_fitness`` (the parent's after selection), ``mean_fitness`` (over
       offspring that were scored; :data:`FAILED_FITNESS` when all failed),
-      ``generation_best_fitness``, ``best_index`` (the best offspring, -1 if
-      none), ``parent_replaced``,
-      ``failed`` and ``train_samples_total`` (the run's compute so far).
+      ``generation_best_fitness``, ``best_index`` (the best-scoring
+      offspring, -1 if none), ``parent_replaced``, ``failed``,
+      ``train_samples_total`` (the run's compute so far), and with an
+      objective other than accuracy ``best_score`` (the parent's).
     """
     if len(candidates) != len(evaluations):
         raise ValueError("one evaluation per candidate")
     fitness = [e.fitness if e.scored else FAILED_FITNESS for e in evaluations]
-    best = int(np.argmax(fitness)) if fitness else -1
+    scores = [objective.score(e) for e in evaluations]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else -1  # first of equals
+    parent_score = state.parent_score
+    if parent_score is None and state.parent is not None:  # a state from before scores were kept
+        parent_score = (state.parent_fitness,)
     new = state
-    replaced = best >= 0 and evaluations[best].scored and fitness[best] > state.parent_fitness
+    replaced = best >= 0 and evaluations[best].scored and (parent_score is None or scores[best] > parent_score)
     if replaced:
         new = dataclasses.replace(state, parent=candidates[best].genotype,
                                   parent_fitness=fitness[best],
-                                  parent_weights=evaluations[best].weights)
+                                  parent_weights=evaluations[best].weights,
+                                  parent_score=scores[best])
     new = dataclasses.replace(new, generation=state.generation + 1,
                               train_samples=state.train_samples + sum(e.train_samples for e in evaluations))
     scored = [f for f, e in zip(fitness, evaluations) if e.scored]
@@ -113,4 +175,22 @@ def tell(state: State, candidates: Sequence[Candidate],
         "failed": len(fitness) - len(scored),
         "train_samples_total": new.train_samples,
     }
+    if objective.kind != "accuracy":
+        metrics["best_score"] = list(new.parent_score) if new.parent_score is not None else None
     return new, metrics
+
+
+def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points, each point maximised in every coordinate.
+
+    A point is dominated when another is at least as good everywhere and
+    better somewhere; equal points are all kept. Negate a coordinate to
+    minimise it (SynOps, parameters).
+    """
+    pts = np.asarray(points, float)
+    keep = []
+    for i, p in enumerate(pts):
+        dominated = np.any(np.all(pts >= p, axis=1) & np.any(pts > p, axis=1))
+        if not dominated:
+            keep.append(i)
+    return keep

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from spenser_jax import checkpoint, data, evolution, mutation
+from spenser_jax.activity import EnergyModel
 from spenser_jax.genotype import SearchSpace, SearchSpaceError, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
 
@@ -39,6 +40,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "conf"
 MODES = ("auto", "stepwise", "scan", "layerwise")
 _PAPER_SEARCH = {"inherit": False, "inherit_partial": False, "early_stop": None, "fitness_subset": None}
+_ACCURACY_FITNESS = {"objective": "accuracy", "synops_reference": 1.0e6, "synops_weight": -0.08,
+                     "max_synops": None, "max_parameters": None}
 
 
 class ConfigError(ValueError):
@@ -60,6 +63,7 @@ class Setup:
     identity: dict
     grammar_path: Path
     inherit_partial: bool = False
+    objective: Any = None  # evolution.Objective
 
 
 def _require(condition: bool, message: str) -> None:
@@ -149,6 +153,20 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
              "search.early_stop must be null or a fraction in (0, 1)")
     _require(sr["fitness_subset"] is None or _is_int(sr["fitness_subset"], 10),
              "search.fitness_subset must be null or an int >= 10")
+    fit = {**_ACCURACY_FITNESS, **cfg.get("fitness", {})}
+    try:
+        objective = evolution.Objective(kind=fit["objective"], synops_reference=float(fit["synops_reference"]),
+                                        synops_weight=float(fit["synops_weight"]),
+                                        max_synops=fit["max_synops"], max_parameters=fit["max_parameters"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"fitness: {err}") from None
+    en = cfg.get("energy", {})
+    try:
+        energy = EnergyModel(**en)
+    except TypeError as err:
+        raise ConfigError(f"energy: {err}") from None
+    _require(all(isinstance(v, (int, float)) and v >= 0 for v in dataclasses.astuple(energy)),
+             "energy.* must be numbers >= 0 (picojoules per operation)")
     try:
         mut = mutation.MutationConfig(**cfg["mutation"])
         macro = macro_from_config(evo["macro"])
@@ -175,7 +193,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
         eval_batch_size=tr["eval_batch_size"], mode=None if tr["mode"] == "auto" else tr["mode"],
         init=tr["init"], early_stop=None if sr["early_stop"] is None else float(sr["early_stop"]),
-        inherit=sr["inherit"])
+        inherit=sr["inherit"], energy=energy)
     runtime = _runtime(cfg.get("runtime", {}))
     identity = {
         "seed": cfg["seed"],
@@ -196,6 +214,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     changed = {k: sr[k] for k in _PAPER_SEARCH if sr[k] != _PAPER_SEARCH[k]}
     if changed:
         identity["search"] = changed
+    if objective != evolution.ACCURACY:
+        identity["fitness"] = dataclasses.asdict(objective)
     # Runtime settings that change the numbers (not only the speed) belong
     # to the identity too: vmapped groups round differently, and so does
     # another XLA optimisation level.
@@ -206,15 +226,20 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     identity = json.loads(json.dumps(identity))
     return Setup(seed=cfg["seed"], generations=evo["generations"], offspring=evo["offspring"], space=space,
                  mutation=mut, splits=splits, training=settings, runtime=runtime, identity=identity,
-                 grammar_path=grammar_path, inherit_partial=sr["inherit_partial"])
+                 grammar_path=grammar_path, inherit_partial=sr["inherit_partial"], objective=objective)
 
 
 # --------------------------------------------------------------------------
 # Records and messages
 
 
+ACTIVITY_FIELDS = ("spikes_per_sample", "input_spikes_per_sample", "synops_per_sample",
+                   "energy_pj_per_sample", "ann_energy_pj_per_sample")
+
+
 def generation_record(generation: int, space: SearchSpace, state: evolution.State,
-                      candidates, evaluations, metrics: dict) -> dict:
+                      candidates, evaluations, metrics: dict,
+                      objective: evolution.Objective = evolution.ACCURACY) -> dict:
     """One line of ``generations.jsonl``: the generation's metrics and every individual."""
     metrics = {k: v for k, v in metrics.items() if k != "best_index"}
     return {
@@ -230,6 +255,8 @@ def generation_record(generation: int, space: SearchSpace, state: evolution.Stat
              "mutations": [list(m) for m in c.mutations],
              "train_samples": e.train_samples,
              **({"inherited": e.inherited} if e.inherited is not None else {}),
+             **({k: e.activity[k] for k in ACTIVITY_FIELDS} if e.activity else {}),
+             **({"score": list(objective.score(e))} if objective.kind != "accuracy" and e.scored else {}),
              "train_seconds": e.train_seconds,
              "compile_seconds": e.compile_seconds}
             for c, e in zip(candidates, evaluations)],
@@ -291,6 +318,7 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
             log.info("new run in %s", run_dir)
         else:
             checkpoint.truncate_generations(run_dir, state.generation)
+            checkpoint.write_pareto(run_dir)
             if state.parent is not None:  # whatever a kill left of it
                 checkpoint.atomic_write(run_dir / checkpoint.BEST, json.dumps(best_record(s.space, state), indent=1))
             log.info("resuming %s after generation %d (best fitness %.4f)", run_dir,
@@ -329,15 +357,16 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
                                              inherited=_inheritance(s, state, candidates, phenotypes))
         else:
             evaluations = evaluator.evaluate(phenotypes, generation=g)
-        state, metrics = evolution.tell(state, candidates, evaluations)
+        state, metrics = evolution.tell(state, candidates, evaluations, s.objective)
         for i, e in enumerate(evaluations):
             if not e.ok:
                 log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
-        record = generation_record(g, s.space, state, candidates, evaluations, metrics)
+        record = generation_record(g, s.space, state, candidates, evaluations, metrics, s.objective)
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0
         checkpoint.append_generation(run_dir, record)
+        checkpoint.write_pareto(run_dir)
         if state.parent is not None:
             checkpoint.atomic_write(run_dir / checkpoint.BEST, json.dumps(best_record(s.space, state), indent=1))
         checkpoint.save(run_dir, state, s.identity)

@@ -31,6 +31,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import numpy as np
+
+from spenser_jax import activity as activity_lib
 from spenser_jax import architecture, training
 from spenser_jax.data import Arrays
 from spenser_jax.phenotype import Phenotype, count_parameters
@@ -68,6 +71,7 @@ class Evaluation:
     weights: Any = dataclasses.field(default=None, compare=False, repr=False)
     train_samples: int = 0
     inherited: float | None = None  # share of the parameters that started from the parent's
+    activity: dict | None = None  # spikes, SynOps and energy per sample (spenser_jax.activity)
 
     @property
     def ok(self) -> bool:
@@ -101,11 +105,11 @@ def nonfinite(steps: int, parameters: int, train_seconds: float = 0.0,
 
 def scored(accuracy: float, *, stopped: bool, steps: int, parameters: int, train_seconds: float,
            compile_seconds: float, weights: Any, train_samples: int,
-           inherited: float | None = None) -> Evaluation:
+           inherited: float | None = None, activity: dict | None = None) -> Evaluation:
     """The record of a scored individual (``"stopped"`` when the early check stopped it)."""
     reason = f"output silent after {steps} steps: stopped early" if stopped else ""
     return Evaluation(accuracy, "stopped" if stopped else "ok", reason, parameters, train_seconds,
-                      compile_seconds, weights, train_samples, inherited)
+                      compile_seconds, weights, train_samples, inherited, activity)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +127,9 @@ class TrainingSettings:
         training (and is scored as it is, status ``"stopped"``).
       inherit: individuals may start from inherited weights (the program
         takes them as arguments; see :mod:`spenser_jax.inheritance`).
+      activity: measure spikes, SynOps and energy while scoring (the same
+        forward pass; :mod:`spenser_jax.activity`).
+      energy: the energy constants.
     """
 
     time_steps: int
@@ -135,6 +142,16 @@ class TrainingSettings:
     init: str = "torch"
     early_stop: float | None = None
     inherit: bool = False
+    activity: bool = True
+    energy: activity_lib.EnergyModel = activity_lib.EnergyModel()
+
+    def summarise(self, phenotype_or_sig, input_shape, totals, samples: int) -> dict:
+        """Per-sample activity and energy (:func:`spenser_jax.activity.summarise`)."""
+        sig = (phenotype_or_sig if isinstance(phenotype_or_sig, architecture.Signature)
+               else architecture.signature(phenotype_or_sig))
+        totals = jax.tree.map(np.asarray, totals)
+        return activity_lib.summarise(sig, input_shape, self.time_steps, totals, samples,
+                                      energy=self.energy)
 
     def stop_check(self, n: int) -> int | None:
         """The early check's batch count for ``n`` training samples (None: no check)."""
@@ -238,14 +255,21 @@ class Trainer:
                 break
         return state, info
 
-    def score(self, phenotype: Phenotype, params: Any, data: Arrays, key: jax.Array) -> tuple[float, float]:
-        """(accuracy, compile seconds) of ``params`` on ``data``."""
+    def score(self, phenotype: Phenotype, params: Any, data: Arrays, key: jax.Array,
+              activity: bool = False) -> tuple[float, float] | tuple[float, float, dict]:
+        """(accuracy, compile seconds) of ``params`` on ``data``; with ``activity`` also its summary."""
         s = self.settings
         sig, hyper = architecture.split(phenotype)
         fn = training.make_evaluate(sig, time_steps=s.time_steps,
-                                    batch_size=min(s.eval_batch_size, len(data.labels)), mode=s.mode)
-        compiled, seconds = self._compile("eval", sig, fn, params, hyper, data.images, data.labels, key)
-        return float(compiled(params, hyper, data.images, data.labels, key)["accuracy"]), seconds
+                                    batch_size=min(s.eval_batch_size, len(data.labels)), mode=s.mode,
+                                    activity=activity)
+        compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images,
+                                          data.labels, key)
+        result = compiled(params, hyper, data.images, data.labels, key)
+        if not activity:
+            return float(result["accuracy"]), seconds
+        summary = s.summarise(sig, self.input_shape, result["activity"], len(data.labels))
+        return float(result["accuracy"]), seconds, summary
 
 
 def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_train: Arrays,
@@ -271,13 +295,18 @@ def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_tra
             return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"],
                              info["samples"])
         t0 = time.perf_counter()
-        accuracy, compile_seconds = trainer.score(phenotype, state.params, fitness, score_key)
+        measured = None
+        if trainer.settings.activity:
+            accuracy, compile_seconds, measured = trainer.score(phenotype, state.params, fitness, score_key,
+                                                                activity=True)
+        else:
+            accuracy, compile_seconds = trainer.score(phenotype, state.params, fitness, score_key)
         scoring = time.perf_counter() - t0 - compile_seconds
         return scored(accuracy, stopped=info["stopped"], steps=info["steps"], parameters=parameters,
                       train_seconds=info["train_seconds"] + scoring,
                       compile_seconds=info["compile_seconds"] + compile_seconds,
                       weights=jax.device_get(state.params), train_samples=info["samples"],
-                      inherited=None if inherited is None else inherited[2])
+                      inherited=None if inherited is None else inherited[2], activity=measured)
     except Exception as err:  # noqa: BLE001 - one individual must never stop the run
         log.warning("individual failed: %s", reason(err))
         return failed("error", reason(err), parameters)

@@ -270,7 +270,8 @@ class SpikingNetwork(nn.Module):
         self.layers = layers
 
     def __call__(self, spikes: jax.Array, hyper: Hyper,
-                 dropout_key: jax.Array | None = None) -> jax.Array:
+                 dropout_key: jax.Array | None = None, *, trace: bool = False,
+                 activity: bool = False):
         """Runs the network over time.
 
         Args:
@@ -279,9 +280,15 @@ class SpikingNetwork(nn.Module):
             ``threshold`` (read at initialisation) and ``dropout`` are used.
           dropout_key: PRNG key for the dropout masks; ``None`` disables
             dropout (evaluation).
+          trace: also return every LIF layer's spikes.
+          activity: also return what each sample did, summed over time:
+            :func:`activity_sums` says what.
 
         Returns:
           The last layer's output, ``[T, B, K]``: spikes if it is a LIF layer.
+          With ``trace``: ``(output, lif_spikes)``, ``lif_spikes`` a tuple of
+          ``[T, B, ...]`` arrays, one per LIF layer in network order. With
+          ``activity``: ``(output, activity)``.
         """
         if spikes.ndim != 5:
             raise ValueError(f"spikes must be [T, B, H, W, C], got shape {spikes.shape}")
@@ -291,6 +298,13 @@ class SpikingNetwork(nn.Module):
         if self.is_initializing():
             mode = "layerwise"  # parameters are created outside any transform
         run = {"stepwise": self._stepwise, "scan": self._scan, "layerwise": self._layerwise}[mode]
+        if trace and activity:
+            raise ValueError("trace and activity exclude each other")
+        if trace:
+            return run(spikes, hyper, dropout_key, trace=True)
+        if activity:
+            out, (lif_spikes, inputs) = run(spikes, hyper, dropout_key, trace="activity")
+            return out, activity_sums(self.signature, spikes, lif_spikes, inputs)
         return run(spikes, hyper, dropout_key)
 
     # Helpers shared by the orders ------------------------------------------
@@ -317,32 +331,47 @@ class SpikingNetwork(nn.Module):
             x = _flatten(x)
         return self.layers[i](x)
 
-    def _step(self, mems: tuple, x: jax.Array, t, hyper, dropout_key) -> tuple[tuple, jax.Array]:
-        """One time step of the whole network; ``mems`` has one entry per layer."""
+    def _step(self, mems: tuple, x: jax.Array, t, hyper, dropout_key, trace: bool = False):
+        """One time step of the whole network; ``mems`` has one entry per layer.
+
+        Returns ``(mems, output)``, with ``trace`` ``(mems, (output, lif_spikes))``.
+        """
         mems = list(mems)
+        lif_spikes, inputs = [], []
         for i, spec in enumerate(self.signature.layers):
             if isinstance(spec, LIFSlot):
                 beta, threshold, options = self._lif(i, hyper)
                 mem = jnp.zeros_like(x) if mems[i] is None else mems[i]
                 mems[i], x = lif_step(mem, x, beta, threshold, **options)
+                lif_spikes.append(_reduce(x) if trace == "activity" else x)
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     x = x * dropout_keep(dropout_key, i, t, self._dropout_rate(i, hyper), x.shape)
             else:
+                if trace == "activity" and isinstance(spec, (Conv, Dense)):
+                    inputs.append(_reduce_input(x))
                 x = self._stateless(i, x)
+        if trace == "activity":
+            return tuple(mems), (x, (tuple(lif_spikes), tuple(inputs)))
+        if trace:
+            return tuple(mems), (x, tuple(lif_spikes))
         return tuple(mems), x
 
     # Execution orders ------------------------------------------------------
 
-    def _stepwise(self, spikes, hyper, dropout_key):
+    def _stepwise(self, spikes, hyper, dropout_key, trace=False):
         mems = (None,) * len(self.signature.layers)
         outputs = []
         for t in range(spikes.shape[0]):
-            mems, y = self._step(mems, spikes[t], t, hyper, dropout_key)
+            mems, y = self._step(mems, spikes[t], t, hyper, dropout_key, trace)
             outputs.append(y)
-        return jnp.stack(outputs)
+        stacked = jax.tree.map(lambda *ys: jnp.stack(ys), *outputs)
+        if trace == "activity":  # sum the per-step reductions over time
+            out, rest = stacked
+            return out, jax.tree.map(lambda v: v.sum(0), rest)
+        return stacked
 
-    def _scan(self, spikes, hyper, dropout_key):
+    def _scan(self, spikes, hyper, dropout_key, trace=False):
         shapes = layer_shapes(self.signature, spikes.shape[2:])
         mems = tuple(jnp.zeros((spikes.shape[1], *shapes[i]), jnp.float32)
                      if isinstance(spec, LIFSlot) else None
@@ -350,30 +379,62 @@ class SpikingNetwork(nn.Module):
 
         def body(module, carry, inputs):
             x, t = inputs
-            return module._step(carry, x, t, hyper, dropout_key)
+            return module._step(carry, x, t, hyper, dropout_key, trace)
 
         # The lifted scan shares the parameters between steps (broadcast).
         scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
         _, outputs = scan(self, mems, (spikes, jnp.arange(spikes.shape[0])))
+        if trace == "activity":
+            out, rest = outputs
+            return out, jax.tree.map(lambda v: v.sum(0), rest)
         return outputs
 
-    def _layerwise(self, spikes, hyper, dropout_key):
+    def _layerwise(self, spikes, hyper, dropout_key, trace=False):
         x = spikes
         steps, batch = spikes.shape[:2]
+        lif_spikes, inputs = [], []
         for i, spec in enumerate(self.signature.layers):
             if isinstance(spec, LIFSlot):
                 beta, threshold, options = self._lif(i, hyper)
                 if not self.is_initializing():  # init only needs the shapes
                     x, _ = lif_sequence(x, beta, threshold, **options)
+                lif_spikes.append(jax.vmap(_reduce)(x).sum(0) if trace == "activity" else x)
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     rate = self._dropout_rate(i, hyper)
                     keep = jax.vmap(lambda t: dropout_keep(dropout_key, i, t, rate, x.shape[1:]))
                     x = x * keep(jnp.arange(steps))
             else:
+                if trace == "activity" and isinstance(spec, (Conv, Dense)):
+                    inputs.append(jax.vmap(_reduce_input)(x).sum(0))
                 y = self._stateless(i, x.reshape(steps * batch, *x.shape[2:]))
                 x = y.reshape(steps, batch, *y.shape[1:])
-        return x
+        if trace == "activity":
+            return x, (tuple(lif_spikes), tuple(inputs))
+        return (x, tuple(lif_spikes)) if trace else x
+
+
+def _reduce(x: jax.Array) -> jax.Array:
+    """Per sample: the sum over everything but the batch axis, ``[B, ...] -> [B]``."""
+    return x.reshape(x.shape[0], -1).sum(-1)
+
+
+def _reduce_input(x: jax.Array) -> jax.Array:
+    """What enters a weighted layer per sample: ``[B, H, W]`` (channels summed) or ``[B]``."""
+    return x.sum(-1) if x.ndim == 4 else _reduce(x)
+
+
+def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs) -> dict:
+    """A batch's activity per sample, summed over the time steps.
+
+    Returns:
+      ``{"input": [B] input spikes, "lif": (one [B] per LIF layer: its
+      spikes), "inputs": (one per conv/fc layer: what entered it, [B, H, W]
+      summed over channels for a conv, [B] for an fc)}``. What enters a layer
+      after an avg-pool is the pooled value; :mod:`spenser_jax.activity`
+      turns these into spikes, SynOps and energy.
+    """
+    return {"input": _reduce(spikes.sum(0)), "lif": tuple(lif_spikes), "inputs": tuple(inputs)}
 
 
 def init_params(key: jax.Array, sig: Signature, hyper: Hyper,

@@ -7,11 +7,16 @@ data set found among the runs:
   over runs, with a ±1 standard deviation band (the paper's Figures 2–3 a, b);
 * ``best_fitness_<dataset>.png``: the distribution of the runs' best fitness
   (Figures 2–3 c);
+* ``energy_<dataset>.png``: accuracy against SynOps per sample of every
+  evaluated individual, each run's Pareto front drawn, and the spikes and
+  SynOps of each run's best individual per generation;
 * ``report.md``: the best individuals' characteristics in percent (Table 3):
   layer types (share of all conv / pool / dropout / fc layers, the output fc
   included), reset mechanism and surrogate (share of LIF layers), optimizer
   (share of individuals); plus each run's best fitness and test accuracy when
-  ``test.json`` exists.
+  ``test.json`` exists, and its best network's SynOps, energy, the same
+  network's energy as a non-spiking ANN, and how many times less the spiking
+  one needs; and whether each best network exports to NIR exactly.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spenser_jax.checkpoint import RUN, CheckpointError, Run, load_run
+from spenser_jax.evolution import pareto_front
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
 
 
@@ -108,15 +114,90 @@ def plot(runs: list[Run], dataset: str, out: Path) -> list[Path]:
     return made
 
 
+def best_per_generation(run: Run) -> list[dict | None]:
+    """The record of each generation's parent (None before the first), as evaluated."""
+    evaluated: dict[str, dict] = {}
+    out, current = [], None
+    for rec in run.records:
+        for ind in rec["individuals"]:
+            if rec["parent_replaced"] and ind["phenotype"] == rec["parent"] and \
+                    ind["fitness"] == rec["best_fitness"]:
+                evaluated[ind["phenotype"]] = ind
+        current = evaluated.get(rec["parent"], current) if rec["parent"] else None
+        out.append(current)
+    return out
+
+
+def plot_energy(runs: list[Run], dataset: str, out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(r, i) for r in runs for rec in r.records for i in rec["individuals"]
+              if "synops_per_sample" in i and i["status"] in ("ok", "stopped")]
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for k, r in enumerate(runs):
+        mine = [i for rr, i in points if rr is r]
+        if not mine:
+            continue
+        x = np.array([i["synops_per_sample"] for i in mine])
+        y = np.array([i["fitness"] for i in mine])
+        color = f"C{k % 10}"
+        axes[0].scatter(np.maximum(x, 1), y, s=8, alpha=0.4, color=color)
+        front = pareto_front(np.stack([y, -x], axis=1))
+        front = sorted(front, key=lambda j: x[j])
+        axes[0].step(np.maximum(x[front], 1), y[front], where="post", color=color, lw=1.5,
+                     label=Path(r.dir).name)
+        best = best_per_generation(r)
+        gens = [g for g, b in enumerate(best) if b and "synops_per_sample" in b]
+        axes[1].plot(gens, [sum(best[g]["spikes_per_sample"]) for g in gens], color=color)
+        axes[2].plot(gens, [best[g]["synops_per_sample"] for g in gens], color=color)
+    axes[0].set(xscale="log", xlabel="SynOps per sample", ylabel="fitness (accuracy)",
+                title=f"Every evaluated individual and the fronts ({dataset})")
+    axes[0].legend(fontsize=7)
+    axes[1].set(xlabel="generation", ylabel="spikes per sample", title="Best individual: spikes")
+    axes[2].set(xlabel="generation", ylabel="SynOps per sample", yscale="log", title="Best individual: SynOps")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / f"energy_{dataset}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _exportable(r: Run) -> str:
+    if not r.best:
+        return "-"
+    try:
+        from spenser_jax.export import exportable
+        problems = exportable(parse(r.best["phenotype"]), tuple(r.identity.get("input_shape", (28, 28, 1))))
+    except Exception as err:  # noqa: BLE001 - a report never fails on one column
+        return f"? ({type(err).__name__})"
+    return "yes" if not problems else "no"
+
+
 def markdown(groups: dict[str, list[Run]]) -> str:
     lines = ["# spenser_jax report", ""]
     for dataset, runs in groups.items():
-        lines += [f"## {dataset}", "", "| run | generations | best fitness | test accuracy |",
-                  "|---|---|---|---|"]
+        lines += [f"## {dataset}", "",
+                  "| run | generations | best fitness | test accuracy | SynOps/sample | energy/sample | "
+                  "ANN energy/sample | ANN / SNN | exports to NIR |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in runs:
             best = f"{r.best['fitness']:.4f}" if r.best else "-"
             test = f"{r.test['accuracy']:.4f}" if r.test else "-"
-            lines.append(f"| {r.dir} | {len(r.records)} | {best} | {test} |")
+            last = (best_per_generation(r) or [None])[-1]
+            if last and "synops_per_sample" in last:
+                e, ann = last["energy_pj_per_sample"], last["ann_energy_pj_per_sample"]
+                energy = (f"{last['synops_per_sample']:,.0f} | {e / 1e3:,.1f} nJ | {ann / 1e3:,.1f} nJ | "
+                          f"{ann / max(e, 1e-12):.1f}x")
+            else:
+                energy = "- | - | - | -"
+            lines.append(f"| {r.dir} | {len(r.records)} | {best} | {test} | {energy} | {_exportable(r)} |")
         lines.append("")
     texts = [r.best["phenotype"] for runs in groups.values() for r in runs if r.best]
     lines += [f"## Characteristics of the {len(texts)} best individuals (percent)", ""]
@@ -147,6 +228,7 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
+        made += [p for dataset, runs in groups.items() if (p := plot_energy(runs, dataset, out))]
         (out / "report.md").write_text(markdown(groups))
         made.append(out / "report.md")
     except (ReportError, CheckpointError) as err:

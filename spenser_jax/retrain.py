@@ -67,12 +67,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     if state is None or state.parent is None:
         raise checkpoint.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
     phenotype = run.space().phenotype(state.parent)
-    cfg = run.config
-    ds_cfg = cfg.get("dataset", {})
-    dataset = data.load(identity["dataset"], data_dir if data_dir is not None else ds_cfg.get("data_dir"),
-                        source=identity["source"])
-    splits = data.split(dataset, seed=identity["seed"], subset=identity["subset"],
-                        fitness_fraction=identity["fitness_fraction"])
+    splits = run.splits(data_dir)
     tr = identity["training"]
     settings = TrainingSettings(time_steps=identity["time_steps"], epochs=epochs,
                                 batch_size=batch_size or tr["batch_size"], correct_rate=tr["correct_rate"],
@@ -106,6 +101,8 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
               "train_samples": int(len(splits.train.labels)), "test_samples": int(len(splits.test.labels)),
               "losses": info["losses"], "phenotype": phenotype.text,
               "seconds": time.perf_counter() - t0}
+    # The weights first: test.json says retraining finished, so it comes last.
+    checkpoint.save_weights(Path(run_dir) / checkpoint.RETRAINED, phenotype.text, jax.device_get(trained.params))
     checkpoint.atomic_write(Path(run_dir) / checkpoint.TEST, json.dumps(result, indent=1))
     return result
 

@@ -472,6 +472,8 @@ class Evaluator:
                        incorrect_rate=s.incorrect_rate, mode=s.mode, init_scheme=s.init)
         if s.early_stop is not None:
             options["stop_check"] = s.stop_check(self.evo_train.labels.shape[0])
+        if s.activity:
+            options["activity"] = True
 
         def one(key, hyper, start, *data):
             return training.train_and_score(sig, key, hyper, *data, inherited=start, **options)
@@ -568,7 +570,7 @@ class Evaluator:
             seconds = timeline.run_seconds(job, d) / d.per_device
             params, metrics = d.host
             for slot, m in enumerate(d.members):
-                mine = {k: v[slot] for k, v in metrics.items()}
+                mine = jax.tree.map(lambda v, i=slot: v[i], metrics)
                 if bool(mine["nonfinite"]):
                     ev = fitness.nonfinite(int(mine["steps"]), m.parameters, seconds, compile_share,
                                            int(mine["samples"]))
@@ -578,6 +580,9 @@ class Evaluator:
                         parameters=m.parameters, train_seconds=seconds, compile_seconds=compile_share,
                         weights=jax.tree.map(lambda x, i=slot: np.array(x[i]), params),
                         train_samples=int(mine["samples"]),
-                        inherited=None if m.inherited is None else m.inherited[2])
+                        inherited=None if m.inherited is None else m.inherited[2],
+                        activity=(self.settings.summarise(m.sig, self.input_shape, mine["activity"],
+                                                          self.fitness.labels.shape[0])
+                                  if "activity" in mine else None))
                 out.append((m, ev))
         return out

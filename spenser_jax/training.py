@@ -259,29 +259,57 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
 
 def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
              labels: jax.Array, key: jax.Array, *, time_steps: int, batch_size: int,
-             mode: str | None = None) -> dict[str, jax.Array]:
+             mode: str | None = None, activity: bool = False) -> dict[str, jax.Array]:
     """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_evaluate`).
 
     Samples are taken in order, in batches of ``batch_size`` (the padded tail
     of the last one masked out); ``key`` draws the input spikes; dropout is
     off.
 
+    Args:
+      activity: also sum, over the samples, what the network did (the same
+        forward pass; see :func:`spenser_jax.network.activity_sums`).
+
     Returns:
-      ``{"correct": int32, "accuracy": float32}``.
+      ``{"correct": int32, "accuracy": float32}``, and with ``activity``
+      ``"activity"``: ``{"input": total input spikes, "lif": (total spikes
+      per LIF layer), "inputs": (per conv/fc layer what entered it: [H, W]
+      or a scalar)}``, summed over the N samples.
     """
     _check_settings(time_steps, batch_size)
     _check_data(images, labels)
     model = network.SpikingNetwork(sig, mode=mode)
     order, masks = _batches(None, images.shape[0], batch_size)
 
-    def body(total, batch):
+    if not activity:
+        def body(total, batch):
+            idx, mask, i = batch
+            spikes = encoding.rate(jax.random.fold_in(key, i), images[idx], time_steps)
+            out = model.apply({"params": params}, spikes, hyper, None)
+            return total + loss.correct_count(out, labels[idx], mask), None
+
+        correct, _ = jax.lax.scan(body, jnp.int32(0), (order, masks, jnp.arange(order.shape[0])))
+        return {"correct": correct, "accuracy": correct / images.shape[0]}
+
+    def body_activity(carry, batch):
+        total, sums = carry
         idx, mask, i = batch
         spikes = encoding.rate(jax.random.fold_in(key, i), images[idx], time_steps)
-        out = model.apply({"params": params}, spikes, hyper, None)
-        return total + loss.correct_count(out, labels[idx], mask), None
+        out, act = model.apply({"params": params}, spikes, hyper, None, activity=True)
+        weight = mask.astype(jnp.float32)
 
-    correct, _ = jax.lax.scan(body, jnp.int32(0), (order, masks, jnp.arange(order.shape[0])))
-    return {"correct": correct, "accuracy": correct / images.shape[0]}
+        def kept(x):  # [B, ...] -> the real samples' sum
+            return jnp.tensordot(weight, x, axes=1)
+
+        sums = jax.tree.map(lambda acc, x: acc + kept(x), sums, act)
+        return (total + loss.correct_count(out, labels[idx], mask), sums), None
+
+    spec = jax.eval_shape(lambda: model.apply({"params": params}, encoding.rate(
+        key, images[order[0]], time_steps), hyper, None, activity=True)[1])
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], jnp.float32), spec)
+    (correct, sums), _ = jax.lax.scan(body_activity, (jnp.int32(0), zeros),
+                                      (order, masks, jnp.arange(order.shape[0])))
+    return {"correct": correct, "accuracy": correct / images.shape[0], "activity": sums}
 
 
 def epoch_plan(epochs: int | float, n: int, batch_size: int) -> tuple[int | None, ...]:
@@ -320,7 +348,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
                     correct_rate: float = 1.0, incorrect_rate: float = 0.0,
                     mode: str | None = None, init_scheme: str = "torch",
                     inherited: tuple[Any, Any] | None = None, stop_check: int | None = None,
-                    ) -> tuple[Any, dict[str, jax.Array]]:
+                    activity: bool = False) -> tuple[Any, dict[str, jax.Array]]:
     """A whole evaluation of one individual, pure: init, ``epochs`` epochs, score.
 
     The same computation as the host loop ``key_init, key_epochs =
@@ -338,6 +366,8 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
       inherited: ``(values, mask)`` to start from (see
         :func:`inherit_params`); None: fresh weights.
       stop_check: see :func:`train_epoch` (applied in the first epoch).
+      activity: also measure activity while scoring (``metrics["activity"]``,
+        see :func:`evaluate`; zeros for a failed individual).
 
     Returns:
       ``(params, metrics)``; ``metrics``: ``losses`` ``[epochs]`` (0 for
@@ -402,13 +432,24 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
     n = score_images.shape[0]
     score_fn = functools.partial(evaluate, sig, time_steps=time_steps,
                                  batch_size=min(eval_batch_size, n), mode=mode)
-    correct = jax.lax.cond(
-        failed, lambda params: jnp.int32(0),
-        lambda params: score_fn(params, hyper, score_images, score_labels, score_key)["correct"],
-        state.params)
+    extra = {}
+    if not activity:
+        correct = jax.lax.cond(
+            failed, lambda params: jnp.int32(0),
+            lambda params: score_fn(params, hyper, score_images, score_labels, score_key)["correct"],
+            state.params)
+    else:
+        def scored(params):
+            result = score_fn(params, hyper, score_images, score_labels, score_key, activity=True)
+            return result["correct"], result["activity"]
+
+        shape = jax.eval_shape(scored, state.params)
+        correct, extra["activity"] = jax.lax.cond(
+            failed, lambda params: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape),
+            scored, state.params)
     metrics = {"losses": losses, "steps": jnp.sum(steps, dtype=jnp.int32),
                "samples": jnp.sum(samples, dtype=jnp.int32), "nonfinite": failed, "stopped": stopped,
-               "correct": correct, "accuracy": correct / n}
+               "correct": correct, "accuracy": correct / n, **extra}
     return state.params, metrics
 
 
@@ -438,7 +479,7 @@ def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
 
 @functools.lru_cache(maxsize=256)
 def make_evaluate(sig: Signature, *, time_steps: int, batch_size: int,
-                  mode: str | None = None):
+                  mode: str | None = None, activity: bool = False):
     """The jitted :func:`evaluate` for networks with signature ``sig``.
 
     Returns ``evaluate(params, hyper, images, labels, key) -> {"correct",
@@ -446,7 +487,7 @@ def make_evaluate(sig: Signature, *, time_steps: int, batch_size: int,
     """
     _check_settings(time_steps, batch_size)
     fn = functools.partial(evaluate, sig, time_steps=time_steps, batch_size=batch_size,
-                           mode=mode)
+                           mode=mode, activity=activity)
     return jax.jit(fn)
 
 

@@ -102,6 +102,28 @@ def test_resumed_run_equals_uninterrupted(runs):
     assert strip(checkpoint.read_generations(resumed)) == strip(checkpoint.read_generations(whole))
 
 
+def test_inspect_measures_the_best_as_the_search_recorded(runs, tmp_path):
+    whole, _, _ = runs
+    out, png = tmp_path / "best.json", tmp_path / "raster.png"
+    proc = cli("inspect", whole, "--json", out, "--raster", png)
+    result = json.loads(out.read_text())
+    assert "SynOps/sample" in proc.stdout and "energy/sample" in proc.stdout
+    records = checkpoint.read_generations(whole)
+    best = json.loads((whole / "best.json").read_text())
+    recorded = next(i for r in records for i in r["individuals"]
+                    if i["phenotype"] == best["phenotype"] and i["fitness"] == best["fitness"])
+    # The whole Fitness split with the run's key: the numbers the search recorded.
+    for key in ("spikes_per_sample", "synops_per_sample", "energy_pj_per_sample", "parameters"):
+        assert result[key] == pytest.approx(recorded[key], rel=1e-6), key
+    lif = [row for row in result["layers"] if "spikes_per_sample" in row]
+    assert [row["spikes_per_sample"] for row in lif] == pytest.approx(recorded["spikes_per_sample"])
+    assert sum(row.get("synops_per_sample", 0) for row in result["layers"]) == pytest.approx(
+        result["synops_per_sample"])
+    assert isinstance(result["exportable"], bool) and png.stat().st_size > 1000
+    bad = cli("inspect", whole, "--individual", "7:9", check=False)
+    assert bad.returncode == 1 and "no individual 7:9" in bad.stderr
+
+
 def test_retrain_and_report(runs, tmp_path):
     whole, resumed, _ = runs
     proc = cli("retrain", whole, "--epochs", 1)
@@ -111,9 +133,11 @@ def test_retrain_and_report(runs, tmp_path):
     out = tmp_path / "report"
     cli("report", whole, resumed, "--out", out)
     assert (out / "fitness_mnist.png").stat().st_size > 1000
-    assert (out / "best_fitness_mnist.png").exists()
+    assert (out / "best_fitness_mnist.png").exists() and (out / "energy_mnist.png").stat().st_size > 1000
     table = (out / "report.md").read_text()
     assert "Convolutional" in table and "Adam" in table and "| 2 |" in table
+    assert "ANN / SNN" in table and " nJ |" in table
+    assert (whole / "retrained.msgpack").exists()
 
 
 @pytest.mark.parametrize("args, message", [

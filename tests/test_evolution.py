@@ -236,7 +236,8 @@ def test_resume_after_a_kill_between_writes(tmp_path, monkeypatch, after):
         assert json.loads((cut / checkpoint.BEST).read_text())["generation"] == 2
     evolve.run(cfg, cut, evaluator=FakeEvaluator())
     assert strip_timing(checkpoint.read_generations(cut)) == strip_timing(checkpoint.read_generations(whole))
-    assert json.loads((cut / checkpoint.BEST).read_text()) == json.loads((whole / checkpoint.BEST).read_text())
+    for name in (checkpoint.BEST, checkpoint.PARETO):
+        assert json.loads((cut / name).read_text()) == json.loads((whole / name).read_text())
 
 
 def test_stale_best_json_is_rewritten_on_resume(tmp_path):
@@ -271,3 +272,36 @@ def test_second_process_on_a_busy_run_directory_stops_at_once(tmp_path):
     assert strip_timing(checkpoint.read_generations(busy)) == strip_timing(checkpoint.read_generations(alone))
     # Its lock went with it: the directory is free again.
     evolve.run(config("evolution.generations=8", "evolution.offspring=3"), busy, evaluator=FakeEvaluator())
+
+
+def test_energy_constrained_search_keeps_its_best_within_budget(tmp_path):
+    cfg = config("evolution.generations=5", "evolution.offspring=4", "fitness.objective=constrained",
+                 "fitness.max_synops=300000")
+    final = evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
+    records = checkpoint.read_generations(tmp_path)
+    over = [i for r in records for i in r["individuals"] if i["synops_per_sample"] > 300000]
+    assert over  # the budget binds: some candidates were over it
+    best = next(i for r in records for i in r["individuals"]
+                if i["phenotype"] == records[-1]["parent"] and i["score"][0] == 1.0)
+    assert best["synops_per_sample"] <= 300000 and records[-1]["best_score"] == best["score"]
+    # Unconstrained, the same seed ends with a parent over the budget: the objective mattered.
+    free = evolve.run(config("evolution.generations=5", "evolution.offspring=4"), tmp_path / "free",
+                      evaluator=FakeEvaluator())
+    assert free.parent != final.parent
+    identity = json.loads((tmp_path / "run.json").read_text())
+    assert identity["fitness"]["kind"] == "constrained" and "fitness" not in json.loads(
+        (tmp_path / "free" / "run.json").read_text())
+    archive = json.loads((tmp_path / checkpoint.PARETO).read_text())
+    assert archive["evaluated"] == sum(len(r["individuals"]) for r in records)
+    front = archive["accuracy_synops"]
+    assert all(a["synops_per_sample"] < b["synops_per_sample"] and a["accuracy"] < b["accuracy"]
+               for a, b in zip(front, front[1:]))
+
+
+def test_bad_objectives_are_config_errors():
+    with pytest.raises(evolve.ConfigError, match="fitness"):
+        evolve.setup(config("fitness.objective=constrained"), load_data=False)
+    with pytest.raises(evolve.ConfigError, match="fitness"):
+        evolve.setup(config("fitness.objective=speed"), load_data=False)
+    with pytest.raises(evolve.ConfigError, match="energy"):
+        evolve.setup(config("energy.e_ac_pj=-1"), load_data=False)

@@ -1,0 +1,151 @@
+"""Activity and energy of a spiking network: spikes, synaptic operations, picojoules.
+
+Measured while an individual is scored on the Fitness split (the same
+forward pass; :func:`spenser_jax.network.activity_sums`), summed over the
+samples and turned here into per-sample figures:
+
+* **spikes** of every LIF layer (summed over the T steps, averaged over
+  samples), its **firing rate** (spikes / (neurons · T)), and the input's
+  spikes (rate coding makes the input a spike train too).
+* **SynOps**, the accumulate operations an event-driven implementation
+  performs: every event entering a weighted layer costs one accumulate per
+  synapse it drives. A dense layer's input drives ``units`` synapses; a
+  convolution's input at ``(h, w)`` drives ``C_out`` times the number of
+  output positions whose window covers ``(h, w)``, which depends on the
+  position (borders, stride, padding) and is counted exactly
+  (:func:`conv_fanout`). After an average pool a pooled value counts as the
+  spikes under its window (value · k²: the pool is a sum pool folded into
+  the next layer's weights); a max pool passes spikes. A weighted layer fed
+  by analog values (another weighted layer with no LIF between, or a
+  directly encoded image) performs MACs instead, counted densely.
+* **neuron updates**: every LIF neuron at every step. Pooling and LIF
+  updates are not SynOps.
+* **energy** per sample: ``SynOps · E_AC + MACs · E_MAC + updates ·
+  E_neuron``, and the same network as a non-spiking ANN (one pass, every
+  weight used once per output: ``MACs_ANN · E_MAC``) for comparison. The
+  constants (:class:`EnergyModel`) default to the 45 nm CMOS figures of
+  Horowitz (ISSCC 2014) that SNN papers use: an add 0.9 pJ, a
+  multiply-accumulate 4.6 pJ; a LIF update (β·U + I) is costed as one MAC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from spenser_jax import architecture
+from spenser_jax.architecture import LIFSlot, Signature
+from spenser_jax.phenotype import Conv, Dense, Pool, same_padding
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyModel:
+    """Energy per operation in picojoules (Horowitz 2014, 45 nm, 32-bit float)."""
+
+    e_ac_pj: float = 0.9
+    e_mac_pj: float = 4.6
+    e_neuron_pj: float = 4.6
+
+
+def conv_fanout(layer: Conv, in_shape: Sequence[int]) -> np.ndarray:
+    """``[H, W]``: how many output positions read each input position of ``layer``.
+
+    Counted by placing every output window on the (padded) input, so
+    borders, strides and padding are exact; times ``layer.filters`` it is
+    the synapses an input event there drives.
+    """
+    h, w = int(in_shape[0]), int(in_shape[1])
+    counts = np.zeros((h, w), np.int64)
+    pads = [same_padding(n, layer.kernel, layer.stride) if layer.padding == "same" else (0, 0)
+            for n in (h, w)]
+    out = [(n + p[0] + p[1] - layer.kernel) // layer.stride + 1 for n, p in zip((h, w), pads)]
+    rows = np.zeros(h, np.int64)
+    cols = np.zeros(w, np.int64)
+    # The windows of a 2-D convolution are products of 1-D windows.
+    for o in range(out[0]):
+        start = o * layer.stride - pads[0][0]
+        rows[max(start, 0):min(start + layer.kernel, h)] += 1
+    for o in range(out[1]):
+        start = o * layer.stride - pads[1][0]
+        cols[max(start, 0):min(start + layer.kernel, w)] += 1
+    counts[...] = np.outer(rows, cols)
+    return counts
+
+
+def _weighted_inputs(sig: Signature, input_shape, spiking_input: bool):
+    """Per conv/fc layer, in order: (index, layer, input shape, spiking?, event scale)."""
+    shapes = architecture.layer_shapes(sig, input_shape)
+    ins = [tuple(input_shape)] + shapes[:-1]
+    spiking, scale, out = spiking_input, 1.0, []
+    for i, (layer, shape_in) in enumerate(zip(sig.layers, ins)):
+        if isinstance(layer, (Conv, Dense)):
+            out.append((i, layer, shape_in, spiking, scale))
+            spiking, scale = False, 1.0
+        elif isinstance(layer, LIFSlot):
+            spiking, scale = True, 1.0
+        elif isinstance(layer, Pool) and layer.kind == "avg":
+            scale *= layer.kernel * layer.kernel
+    return out
+
+
+def summarise(sig: Signature, input_shape: tuple[int, int, int], time_steps: int,
+              totals: Mapping[str, Any], samples: int, *, energy: EnergyModel = EnergyModel(),
+              spiking_input: bool = True) -> dict:
+    """Per-sample activity and energy from sums over ``samples`` scored samples.
+
+    Args:
+      sig: the network's signature.
+      input_shape: ``(H, W, C)`` of one image.
+      time_steps: T.
+      totals: ``{"input": scalar, "lif": [per LIF layer], "inputs": [per
+        conv/fc layer: [H, W] or scalar]}``, summed over the samples (what
+        :func:`spenser_jax.training.evaluate` returns with ``activity``).
+      samples: how many samples the sums cover.
+      energy: the energy constants.
+      spiking_input: the input is a spike train (rate coding); False for a
+        directly encoded (analog) image.
+
+    Returns:
+      ``spikes_per_sample`` (one per LIF layer), ``firing_rates``,
+      ``input_spikes_per_sample``, ``synops_per_sample`` (network total),
+      ``synops_per_layer`` (per conv/fc layer), ``macs_per_sample`` (analog
+      inputs only), ``neuron_updates_per_sample``, ``energy_pj_per_sample``,
+      ``ann_energy_pj_per_sample``, ``parameters``.
+    """
+    n = max(int(samples), 1)
+    shapes = architecture.layer_shapes(sig, input_shape)
+    lif_neurons = [math.prod(s) for layer, s in zip(sig.layers, shapes) if isinstance(layer, LIFSlot)]
+    spikes = [float(np.asarray(x)) / n for x in totals["lif"]]
+    synops_layers, macs = [], 0.0
+    for (i, layer, shape_in, spiking, scale), events in zip(
+            _weighted_inputs(sig, input_shape, spiking_input), totals["inputs"]):
+        if not spiking:  # analog input: every input element times its fan-out, densely
+            fan = (conv_fanout(layer, shape_in).sum() * shape_in[-1] * layer.filters
+                   if isinstance(layer, Conv) else math.prod(shape_in) * layer.units)
+            macs += float(fan) * time_steps
+            synops_layers.append(0.0)
+            continue
+        events = np.asarray(events, np.float64) * scale / n
+        if isinstance(layer, Conv):
+            synops_layers.append(float((events * conv_fanout(layer, shape_in)).sum() * layer.filters))
+        else:
+            synops_layers.append(float(events.sum() * layer.units))
+    synops = float(sum(synops_layers))
+    updates = float(sum(lif_neurons) * time_steps)
+    e = energy
+    return {
+        "spikes_per_sample": spikes,
+        "firing_rates": [s / (k * time_steps) for s, k in zip(spikes, lif_neurons)],
+        "input_spikes_per_sample": float(np.asarray(totals["input"])) / n,
+        "synops_per_sample": synops,
+        "synops_per_layer": synops_layers,
+        "macs_per_sample": macs,
+        "neuron_updates_per_sample": updates,
+        "energy_pj_per_sample": synops * e.e_ac_pj + macs * e.e_mac_pj + updates * e.e_neuron_pj,
+        "ann_energy_pj_per_sample": float(architecture.macs(sig, input_shape)) * e.e_mac_pj,
+        "parameters": architecture.parameter_count(sig, input_shape),
+    }

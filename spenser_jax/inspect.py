@@ -1,0 +1,219 @@
+"""``python -m spenser_jax.inspect RUN_DIR [--individual best|G:I] [--samples N] [--json PATH] [--raster PATH.png]``.
+
+What one individual of a run does, layer by layer: type, output shape,
+neurons, spikes per sample, firing rate and SynOps per sample, then the
+totals under the names ``generations.jsonl`` uses (``spikes_per_sample``,
+``synops_per_sample``, ``energy_pj_per_sample``, ``parameters``) and whether
+it exports to NIR exactly. Measured on the first ``--samples`` samples of
+the run's Fitness split, rate-coded with the run's Fitness key, so for the
+whole split (the default) the figures are the ones the search recorded.
+
+``--individual best`` (default) is the run's best with the weights it was
+scored with (``--retrained``: the weights ``retrain`` left). ``G:I`` is
+individual I of generation G: its weights are not kept, so it is trained
+again from its own key, exactly as the search trained it (not possible
+when the run inherits weights: an offspring's start depends on its parent's
+training, whose weights are gone). Works on a finished or a running run.
+
+``--raster PATH.png`` draws every LIF layer's spikes for one input sample
+(neurons against time steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from spenser_jax import checkpoint, data
+from spenser_jax.grammar import GrammarError
+from spenser_jax.phenotype import InvalidPhenotype
+
+
+class InspectError(RuntimeError):
+    pass
+
+
+def _individual(run: checkpoint.Run, which: str, retrained: bool):
+    """(phenotype, weights or None to train again, (generation, index) or None)."""
+    state = run.state
+    space = run.space()
+    if which == "best":
+        if state is None or state.parent is None:
+            raise InspectError(f"{run.dir}: no best individual yet (no completed generation)")
+        phenotype = space.phenotype(state.parent)
+        if retrained:
+            if run.retrained is None:
+                raise InspectError(f"{run.dir}: no retrained weights (run python -m spenser_jax.retrain first)")
+            text, weights = run.retrained
+            if text != phenotype.text:
+                raise InspectError(f"{run.dir}: the retrained weights belong to another phenotype")
+            return phenotype, weights, None
+        return phenotype, state.parent_weights, None
+    try:
+        g, i = (int(x) for x in which.split(":"))
+    except ValueError:
+        raise InspectError(f"--individual must be best or G:I (generation:index), got {which!r}") from None
+    if not 0 <= g < len(run.records) or not 0 <= i < len(run.records[g]["individuals"]):
+        raise InspectError(f"{run.dir}: no individual {g}:{i} ({len(run.records)} generations recorded)")
+    record = run.records[g]["individuals"][i]
+    from spenser_jax.phenotype import parse
+    phenotype = parse(record["phenotype"])
+    if state is not None and state.parent is not None and space.text(state.parent) == phenotype.text \
+            and run.best and run.best.get("generation") == g:
+        return phenotype, state.parent_weights, None
+    if record["status"] not in ("ok", "stopped"):
+        raise InspectError(f"individual {g}:{i} has no trained network ({record['status']}: "
+                           f"{record.get('reason', '')})")
+    if run.identity.get("search", {}).get("inherit"):
+        raise InspectError(f"individual {g}:{i}: this run inherits weights, so an offspring cannot be "
+                           f"trained again alone; inspect the best (--individual best)")
+    return phenotype, None, (g, i)
+
+
+def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None,
+            again: tuple[int, int] | None = None) -> dict:
+    """The per-layer table and totals of one individual (see the module docstring)."""
+    import jax
+    import numpy as np
+
+    from spenser_jax import architecture, fitness, training
+    from spenser_jax.export import exportable
+    from spenser_jax.fitness import Trainer, TrainingSettings, on_device
+
+    identity = run.identity
+    splits = run.splits(data_dir)
+    tr = identity["training"]
+    settings = TrainingSettings(time_steps=identity["time_steps"], epochs=tr["epochs"],
+                                batch_size=tr["batch_size"], correct_rate=tr["correct_rate"],
+                                incorrect_rate=tr["incorrect_rate"], eval_batch_size=tr["eval_batch_size"],
+                                init=tr["init"],
+                                early_stop=identity.get("search", {}).get("early_stop"))
+    input_shape = tuple(splits.fitness.images.shape[1:])
+    trainer = Trainer(settings, input_shape)
+    if weights is None:  # train it again, exactly as the search did
+        g, i = again
+        state, info = trainer.train(phenotype, fitness.individual_key(identity["seed"], g, i),
+                                    on_device(splits.evo_train), settings.epochs)
+        weights = jax.device_get(state.params)
+    n = len(splits.fitness.labels) if samples is None else min(samples, len(splits.fitness.labels))
+    scored = data.Arrays(splits.fitness.images[:n], splits.fitness.labels[:n])
+    accuracy, _, summary = trainer.score(phenotype, weights, on_device(scored),
+                                         fitness.fitness_key(identity["seed"]), activity=True)
+    sig = architecture.signature(phenotype)
+    shapes = architecture.layer_shapes(sig, input_shape)
+    network_layers = [x for x in phenotype.layers if type(x).__name__ != "NoOp"]
+    layers, lif, weighted = [], 0, 0
+    for layer, spec, shape in zip(network_layers, sig.layers, shapes):
+        tag = f"pool-{layer.kind}" if hasattr(layer, "kind") else layer.tag
+        row = {"type": tag, "shape": list(shape)}
+        if isinstance(spec, architecture.LIFSlot):
+            row["neurons"] = math.prod(shape)
+            row["spikes_per_sample"] = summary["spikes_per_sample"][lif]
+            row["firing_rate"] = summary["firing_rates"][lif]
+            lif += 1
+        elif tag in ("conv", "fc"):
+            row["synops_per_sample"] = summary["synops_per_layer"][weighted]
+            weighted += 1
+        layers.append(row)
+    reasons = exportable(phenotype, input_shape)
+    return {"run": str(run.dir), "phenotype": phenotype.text, "samples": n, "accuracy": accuracy,
+            "layers": layers,
+            **{k: summary[k] for k in ("spikes_per_sample", "input_spikes_per_sample", "synops_per_sample",
+                                       "macs_per_sample", "neuron_updates_per_sample", "energy_pj_per_sample",
+                                       "ann_energy_pj_per_sample", "parameters")},
+            "exportable": not reasons, "export_problems": reasons,
+            "_weights": weights, "_input": np.asarray(scored.images[:1])}
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['phenotype']}", "",
+             f"{'#':>2}  {'layer':<9} {'output':<13} {'neurons':>8} {'spikes/sample':>14} "
+             f"{'rate':>6} {'SynOps/sample':>14}"]
+    for k, row in enumerate(result["layers"]):
+        shape = "x".join(str(x) for x in row["shape"])
+        neurons = f"{row['neurons']:,}" if "neurons" in row else ""
+        spikes = f"{row['spikes_per_sample']:,.1f}" if "spikes_per_sample" in row else ""
+        rate = f"{row['firing_rate']:.3f}" if "firing_rate" in row else ""
+        synops = f"{row['synops_per_sample']:,.0f}" if "synops_per_sample" in row else ""
+        lines.append(f"{k:>2}  {row['type']:<9} {shape:<13} {neurons:>8} {spikes:>14} {rate:>6} {synops:>14}")
+    ratio = result["ann_energy_pj_per_sample"] / max(result["energy_pj_per_sample"], 1e-12)
+    lines += ["",
+              f"accuracy on {result['samples']} Fitness samples: {result['accuracy']:.4f}",
+              f"input spikes/sample {result['input_spikes_per_sample']:,.1f} | spikes/sample "
+              f"{sum(result['spikes_per_sample']):,.1f} | SynOps/sample {result['synops_per_sample']:,.0f} | "
+              f"parameters {result['parameters']:,}",
+              f"energy/sample {result['energy_pj_per_sample'] / 1e3:,.2f} nJ (ANN equivalent "
+              f"{result['ann_energy_pj_per_sample'] / 1e3:,.2f} nJ: {ratio:.1f}x)",
+              "exports to NIR exactly" if result["exportable"] else
+              "does not export to NIR: " + "; ".join(result["export_problems"])]
+    return "\n".join(lines)
+
+
+def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
+    """Spike rasters of every LIF layer for the first scored sample."""
+    import jax
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spenser_jax import architecture, fitness, network
+    from spenser_jax.phenotype import parse
+    from spenser_jax.snn import encoding
+
+    phenotype = parse(result["phenotype"])
+    sig, hyper = architecture.split(phenotype)
+    spikes = encoding.rate(fitness.fitness_key(run.identity["seed"]), result["_input"], run.identity["time_steps"])
+    _, trains = network.SpikingNetwork(sig).apply({"params": result["_weights"]}, spikes, hyper, trace=True)
+    panels = [("input", np.asarray(spikes)[:, 0])] + [
+        (f"LIF {k}", np.asarray(t)[:, 0]) for k, t in enumerate(trains)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (name, train) in zip(axes[0], panels):
+        flat = train.reshape(train.shape[0], -1)
+        t, neuron = np.nonzero(flat)
+        ax.scatter(t, neuron, s=1.5, marker="|", color="k")
+        ax.set(title=f"{name} ({flat.shape[1]:,} neurons)", xlabel="time step", xlim=(-0.5, flat.shape[0] - 0.5),
+               ylim=(-0.5, flat.shape[1] - 0.5))
+    axes[0][0].set_ylabel("neuron")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spenser_jax.inspect", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--individual", default="best", help="best (default) or G:I")
+    parser.add_argument("--retrained", action="store_true", help="the best with its retrained weights")
+    parser.add_argument("--samples", type=int, default=None, help="Fitness samples to measure on (default: all)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    parser.add_argument("--raster", default=None, metavar="PATH.png", help="draw spike rasters of one sample")
+    parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
+    args = parser.parse_args(argv)
+    if args.samples is not None and args.samples < 1:
+        parser.error("--samples must be >= 1")
+    try:
+        run = checkpoint.load_run(Path(args.run_dir))
+        phenotype, weights, again = _individual(run, args.individual, args.retrained)
+        if again is not None:
+            print(f"training individual {args.individual} again from its key ...", file=sys.stderr)
+        result = measure(run, phenotype, weights, args.samples, args.data_dir, again)
+        print(table(result))
+        if args.json:
+            public = {k: v for k, v in result.items() if not k.startswith("_")}
+            checkpoint.atomic_write(Path(args.json), json.dumps(public, indent=1))
+        if args.raster:
+            raster(result, run, Path(args.raster))
+            print(f"raster -> {args.raster}")
+    except (InspectError, checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
