@@ -6,6 +6,41 @@
 ``nir.write(path, graph)`` saves it. :func:`exportable` tells beforehand why a
 phenotype cannot be exported (it needs no ``nir`` package).
 
+Command line
+------------
+``python -m spenser_jax.export RUN_DIR --out net.nir [--individual best|G:I]
+[--retrained | --search-weights] [--dt DT] [--data-dir DIR]``
+
+Writes one individual of a run as a NIR graph (HDF5, ``nir.write``), with
+the metadata :func:`to_nir` sets (``dt``, ``time_steps``, ``input_coding``,
+``input_shape``, ...), and prints what it wrote.
+
+* ``--individual best`` (default): the run's best individual. Its weights:
+  when ``retrain`` ran (``test.json`` exists), the retrained weights, and the
+  output says so; otherwise the weights it was scored with in the search.
+  ``--search-weights`` takes the search's weights even after a retrain;
+  ``--retrained`` insists on the retrained ones (an error when there are none,
+  or when they belong to an earlier best because the search went on after
+  the retrain; without either flag that case falls back to the search's
+  weights, with a note).
+* ``--individual G:I``: individual I of generation G, as in
+  ``python -m spenser_jax.inspect``: the weights the search kept when it is
+  the best of its generation's checkpoint, otherwise trained again from its
+  own key, exactly as the search trained it (not possible when the run
+  inherits weights). Always the search's weights (``--retrained`` is for the
+  best only).
+* ``--dt``: the time step the LIF parameters are written for (default
+  :data:`DT`, what snntorch's importer assumes; see below).
+* ``--data-dir``: where the run's data set is, when it moved (the data
+  gives the input shape, unless ``run.json`` records ``input_shape``, and
+  trains a ``G:I`` again).
+
+Errors (the network does not export: every offending layer is named with
+its reason; not a run directory; no completed generation yet; a bad
+``--individual``; the ``nir`` package missing) print one ``error: ...`` line
+and exit with status 1. The grammar ``grammars/csnn_nir.grammar`` (Grammar 2
+restricted to what exports) searches only networks that export.
+
 What exports, layer by layer
 ----------------------------
 * ``conv`` -> ``nir.Conv2d``: weight ``[out, in, kh, kw]`` (our HWIO kernel
@@ -111,9 +146,14 @@ Metadata: ``dt``, ``time_steps``, ``input_coding``, ``input_shape`` (C, H, W),
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
+import os
+import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -366,3 +406,192 @@ def to_nir(phenotype: Phenotype, params: Mapping[str, Any], *, input_shape: tupl
     }
     edges = list(itertools.pairwise(chain))
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def _train_again(run, phenotype, generation: int, index: int, splits):
+    """The weights of individual ``generation:index``, trained again from its key as the search did."""
+    import jax
+
+    from spenser_jax import fitness
+    from spenser_jax.fitness import Trainer, TrainingSettings, on_device
+
+    identity = run.identity
+    tr = identity["training"]
+    settings = TrainingSettings(time_steps=identity["time_steps"], epochs=tr["epochs"],
+                                batch_size=tr["batch_size"], correct_rate=tr["correct_rate"],
+                                incorrect_rate=tr["incorrect_rate"], eval_batch_size=tr["eval_batch_size"],
+                                init=tr["init"], early_stop=identity.get("search", {}).get("early_stop"))
+    trainer = Trainer(settings, tuple(splits.evo_train.images.shape[1:]))
+    state, _ = trainer.train(phenotype, fitness.individual_key(identity["seed"], generation, index),
+                             on_device(splits.evo_train), settings.epochs)
+    return jax.device_get(state.params)
+
+
+def _write(path: Path, graph) -> None:
+    """``nir.write`` to a temporary file beside ``path``, then renamed: never half a file."""
+    nir = _require_nir()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        nir.write(tmp, graph)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto", dt: float = DT,
+               data_dir=None, log=print) -> dict:
+    """Export one individual of a run to ``out`` (what the command line does).
+
+    Args:
+      run_dir: the run directory.
+      out: the ``.nir`` file to write.
+      individual: ``"best"`` or ``"G:I"``.
+      weights: ``"auto"`` (retrained weights of the best when ``retrain``
+        ran, else the search's), ``"retrained"`` or ``"search"``.
+      dt: the graph's time step.
+      data_dir: overrides the run's ``dataset.data_dir``.
+      log: where progress lines go.
+
+    Returns:
+      ``{"path", "nodes" (names, input to output), "bytes", "phenotype",
+      "weights" ("retrained" or "search"), "weights_text" (said to the
+      user), "input_shape" (C, H, W), "time_steps", "dt"}``.
+
+    Raises:
+      InspectError: no best individual yet, a bad ``individual``, no
+        retrained weights where they were asked for.
+      CheckpointError: not a run directory (or a corrupt one, or its grammar changed).
+      NotExportable: the network has layers NIR cannot express exactly.
+      ImportError: ``nir`` is missing.
+      DataError: the run's data (needed for the input shape or to train
+        ``G:I`` again) cannot be loaded.
+    """
+    from spenser_jax import checkpoint
+    from spenser_jax.inspect import InspectError, _individual
+
+    if weights not in ("auto", "retrained", "search"):
+        raise ValueError(f"weights must be auto, retrained or search, got {weights!r}")
+    _require_nir()
+    run = checkpoint.load_run(Path(run_dir))
+    best = individual == "best"
+    if weights == "retrained" and not best:
+        raise InspectError(f"--retrained is for --individual best only (individual {individual} has "
+                           f"no retrained weights)")
+    phenotype, params, again = _individual(run, individual, retrained=weights == "retrained")
+    source = "retrained" if weights == "retrained" else "search"
+    if best and weights == "auto" and run.test is not None:
+        if run.retrained is not None and run.retrained[0] == phenotype.text:
+            params, source = run.retrained[1], "retrained"
+        elif run.retrained is not None:
+            log("note: retrain ran for an earlier best individual; exporting the search's weights "
+                "of the current best")
+        else:
+            log(f"note: {checkpoint.TEST} exists but {checkpoint.RETRAINED} does not; exporting the "
+                f"search's weights")
+    if params is None and again is None:
+        raise InspectError(f"{run.dir}: the checkpoint holds no weights for individual {individual}")
+    splits = None
+
+    def data_splits():
+        nonlocal splits
+        if splits is None:
+            splits = run.splits(data_dir)
+        return splits
+
+    shape = run.identity.get("input_shape")
+    input_shape = tuple(int(n) for n in shape) if shape else tuple(data_splits().fitness.images.shape[1:])
+    reasons = exportable(phenotype, input_shape)
+    if reasons:
+        raise NotExportable(reasons)
+    if again is not None:
+        log(f"training individual {individual} again from its key, as the search did ...")
+        params = _train_again(run, phenotype, *again, data_splits())
+    time_steps = int(run.identity["time_steps"])
+    graph = to_nir(phenotype, params, input_shape=input_shape, time_steps=time_steps, dt=dt)
+    out = Path(out)
+    _write(out, graph)
+    # The chain in edge order (to_nir writes one path: input -> ... -> output).
+    nxt = dict(graph.edges)
+    chain, node = ["input"], "input"
+    while node in nxt:
+        node = nxt[node]
+        chain.append(node)
+    if source == "retrained":
+        what = "retrained weights"
+        if run.test is not None and "accuracy" in run.test:
+            what += f" (test accuracy {run.test['accuracy']:.4f}"
+            what += ", --search-weights for the search's)" if weights == "auto" else ")"
+    elif again is not None:
+        what = "weights trained again from its key"
+    else:
+        what = "the search's weights"
+    return {"path": out, "nodes": chain, "bytes": out.stat().st_size, "phenotype": phenotype.text,
+            "weights": source, "weights_text": what, "input_shape": _chw(input_shape),
+            "time_steps": time_steps, "dt": float(dt)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m spenser_jax.export",
+        description="Export one individual of a run to NIR (an HDF5 file) with exactly its spikes.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", required=True, metavar="PATH.nir", help="the file to write")
+    parser.add_argument("--individual", default="best", metavar="best|G:I",
+                        help="best (default) or G:I, individual I of generation G (trained again "
+                             "from its key unless the search kept its weights)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--retrained", action="store_true",
+                       help="the best with the weights retrain left (the default once retrain ran)")
+    which.add_argument("--search-weights", action="store_true",
+                       help="the weights the search scored, even after a retrain")
+    parser.add_argument("--dt", type=float, default=DT,
+                        help=f"time step the LIF parameters are written for (default {DT:g}, snntorch's)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR", help="override the run's dataset.data_dir")
+    args = parser.parse_args(argv)
+    if not (math.isfinite(args.dt) and args.dt > 0):
+        parser.error(f"--dt must be a positive number, got {args.dt!r}")
+
+    from spenser_jax import checkpoint, data
+    from spenser_jax.grammar import GrammarError
+    from spenser_jax.inspect import InspectError
+    from spenser_jax.phenotype import InvalidPhenotype
+
+    weights = "retrained" if args.retrained else "search" if args.search_weights else "auto"
+    try:
+        result = export_run(args.run_dir, args.out, individual=args.individual, weights=weights,
+                            dt=args.dt, data_dir=args.data_dir,
+                            log=lambda line: print(line, file=sys.stderr))
+    except NotExportable as err:
+        print(f"error: individual {args.individual} of {args.run_dir} is {err} (a search with "
+              f"grammar=grammars/csnn_nir.grammar finds only networks that export)", file=sys.stderr)
+        return 1
+    except (InspectError, checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype,
+            ImportError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    c, *hw = result["input_shape"]
+    print(f"individual {args.individual} of {args.run_dir}, {result['weights_text']}")
+    print(f"wrote {result['path']}: {len(result['nodes'])} nodes, {_size(result['bytes'])}")
+    print("  " + " -> ".join(result["nodes"]))
+    print(f"  input: spikes [T, {c}, {', '.join(map(str, hw))}], T = {result['time_steps']} steps, "
+          f"rate-coded outside the graph (Bernoulli(pixel / 255) per step); dt = {result['dt']:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,13 +4,21 @@ The reference is tests/nir_sim.py, a float64 NumPy simulator written from
 NIR's node definitions; tests/fixtures/snntorch_nir.npz holds what snntorch's
 own NIR import computes for an exported graph (made by
 tests/fixtures/make_snntorch_nir_reference.py; no torch needed here).
+The last part covers the export grammar (grammars/csnn_nir.grammar: every
+network it derives exports) and ``python -m spenser_jax.export`` on a real
+search run and on hand-made run directories.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
+import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,8 +31,11 @@ nir = pytest.importorskip("nir")
 
 import nir_sim  # tests/ is on sys.path, as for fakes.py
 
-from spenser_jax import export, network, phenotype
+from spenser_jax import checkpoint, data, export, mutation, network, phenotype
 from spenser_jax.architecture import LIFSlot, split
+from spenser_jax.evolution import State
+from spenser_jax.genotype import SearchSpace
+from spenser_jax.grammar import NonTerminal, Terminal, load_grammar
 from spenser_jax.snn.lif import lif_sequence
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_nir.npz"
@@ -446,3 +457,306 @@ def test_snntorch_import_agrees():
     trace = nir_sim.simulate(graph, chw(ref["spikes"]))
     np.testing.assert_array_equal(trace.output, ref["snntorch_output"])
     assert_margin(trace, graph)
+
+
+# --------------------------------------------------------------------------
+# The export grammar: every network it derives exports
+
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAMMAR_2 = ROOT / "grammars" / "csnn.grammar"
+NIR_GRAMMAR = ROOT / "grammars" / "csnn_nir.grammar"
+
+
+def test_export_grammar_restricts_only_what_does_not_export():
+    g2, g = load_grammar(GRAMMAR_2), load_grammar(NIR_GRAMMAR)
+    changed = {nt for nt in g2.rules.keys() | g.rules.keys() if g2.rules.get(nt) != g.rules.get(nt)}
+    assert changed == {"reset-mechanism", "pool-type", "convolution", "padding", "conv-valid", "conv-same"}
+    assert g.rules["reset-mechanism"] == ((Terminal("reset:zero"),),)
+    assert g.rules["pool-type"] == ((Terminal("layer:pool-avg"),),)
+    assert g.rules["convolution"] == ((NonTerminal("conv-valid"),), (NonTerminal("conv-same"),))
+    (conv,) = g2.rules["convolution"]
+    valid = tuple(Terminal("padding:valid") if x == NonTerminal("padding") else x for x in conv)
+    assert g.rules["conv-valid"] == (valid,)  # Grammar 2's ranges: filter 2-4, stride 1-3
+    same = [x.text if isinstance(x, Terminal) else x for x in g.rules["conv-same"][0]]
+    assert same == ["layer:conv", conv[1], "filter-shape:3", "stride:1", "padding:same", NonTerminal("bias")]
+    # The default macro structure's modules are there.
+    SearchSpace(g)
+
+
+@pytest.mark.parametrize("input_shape, config", [
+    ((28, 28, 1), mutation.MutationConfig()),
+    ((32, 32, 3), mutation.MutationConfig(independent_copies=False, log_scale=True)),
+])
+def test_every_network_of_the_export_grammar_exports(input_shape, config):
+    """Random individuals and chains of their mutants (what a search visits) all export."""
+    space = SearchSpace(load_grammar(NIR_GRAMMAR), input_shape=input_shape)
+    rng = np.random.default_rng(13)
+    seen, checked = collections.Counter(), 0
+    for _ in range(100):
+        genotype = mutation.sample(rng, space, config)
+        for generation in range(3):
+            if generation:
+                genotype, _ = mutation.offspring(rng, genotype, space, config)
+            ph = space.phenotype(genotype)
+            assert export.exportable(ph, input_shape) == [], ph.text
+            checked += 1
+            seen.update(t for t in ph.text.split()
+                        if t.startswith(("padding:", "stride:", "filter-shape:", "layer:pool", "reset:")))
+    assert checked == 300
+    # The search still has every choice that exports.
+    assert set(seen) == {"padding:same", "padding:valid", "stride:1", "stride:2", "stride:3", "filter-shape:2",
+                         "filter-shape:3", "filter-shape:4", "layer:pool-avg", "reset:zero"}
+
+
+def test_grammar_2_networks_mostly_do_not_export():
+    """The property above is not vacuous: Grammar 2's networks are refused most of the time."""
+    space = SearchSpace(load_grammar(GRAMMAR_2))
+    rng = np.random.default_rng(5)
+    refused = [bool(export.exportable(space.phenotype(mutation.sample(rng, space, mutation.MutationConfig())),
+                                      space.input_shape)) for _ in range(50)]
+    assert sum(refused) > 35
+
+
+# --------------------------------------------------------------------------
+# python -m spenser_jax.export
+
+
+def cli(module, *args, check=True):
+    proc = subprocess.run([sys.executable, "-m", f"spenser_jax.{module}", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_export(capsys, *args) -> tuple[int, str, str]:
+    """``python -m spenser_jax.export ARGS`` in this process: (exit status, stdout, stderr)."""
+    code = export.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_error(code, err, *words):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture(scope="module")
+def nir_run(tmp_path_factory):
+    """A real one-generation search with the export grammar, through the CLI.
+
+    100 MNIST samples, 2 time steps, one offspring (a second one compiles a
+    second network: ~35 s more on a 2-core machine) and XLA's optimisation
+    level 1, which halves the compile (it rounds differently: the search's
+    numbers, not the export, depend on it). ~15 s on 2 cores.
+    """
+    root = data.default_data_dir()
+    if root is None or not root.is_dir():
+        message = f"MNIST not found (SPENSER_DATA_DIR or shared/data beside the checkout; got {root})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    base = tmp_path_factory.mktemp("nir-search")
+    run = base / "run"
+    cli("evolve", "grammar=grammars/csnn_nir.grammar", "dataset.subset=100", "dataset.time_steps=2",
+        "evolution.generations=1", "evolution.offspring=1", "runtime.progress=false", "runtime.xla_opt_level=1",
+        f"hydra.run.dir={run}", f"runtime.compile_cache={base / 'xla-cache'}")
+    return run
+
+
+@functools.lru_cache(maxsize=2)
+def lif_io_fn(sig):
+    """One jitted program: every LIF layer's spikes and the current into it (prefix networks)."""
+    lif_layers = [j for j, spec in enumerate(sig.layers) if isinstance(spec, LIFSlot)]
+
+    def prefix(params, spikes, hyper, end):
+        sub = dataclasses.replace(sig, layers=sig.layers[:end])
+        sub_params = {k: v for k, v in params.items() if layer_index(k) < end}
+        return network.SpikingNetwork(sub).apply({"params": sub_params}, spikes, hyper, None)
+
+    def run(params, spikes, hyper):
+        return ({j: prefix(params, spikes, hyper, j + 1) for j in lif_layers},
+                {j: prefix(params, spikes, hyper, j) for j in lif_layers if j > 0})
+
+    return jax.jit(run)
+
+
+def channels_first(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x.transpose(0, 1, 4, 2, 3) if x.ndim == 5 else x
+
+
+def output_dense(graph) -> str:
+    """The Affine node feeding the output LIF (the grammar's ``fc num-units:10 bias:True``)."""
+    into = {b: a for a, b in graph.edges}
+    return into[into["output"]]
+
+
+def test_cli_exports_a_searched_network_exactly(nir_run, tmp_path):
+    out = tmp_path / "net.nir"
+    proc = cli("export", nir_run, "--out", out)
+    run = checkpoint.load_run(nir_run)
+    graph = nir.read(out)
+    assert run.test is None and "the search's weights" in proc.stdout
+    assert f"wrote {out}: {len(graph.nodes)} nodes, {export._size(out.stat().st_size)}\n" in proc.stdout
+    assert " -> ".join(["input", *(n for _, n in graph.edges)]) in proc.stdout
+    ph = phenotype.parse(str(graph.metadata["phenotype"]))
+    assert ph.text == run.best["phenotype"] and "layer:pool-max" not in ph.text
+    meta = graph.metadata
+    assert float(meta["dt"]) == export.DT and int(meta["time_steps"]) == 2 and meta["input_coding"] == "rate"
+    assert [int(n) for n in meta["input_shape"]] == [1, 28, 28]  # from the run's data, channels first
+    np.testing.assert_array_equal(graph.nodes["input"].input_type["input"], [1, 28, 28])
+
+    # Fixed input spikes through the file and through our network: every LIF
+    # layer's spikes equal exactly, and the currents into them agree to float32.
+    weights = run.state.parent_weights
+    x = (np.random.default_rng(0).random((2, 4, 28, 28, 1)) < 0.5).astype(np.float32)
+    sig, hyper = split(ph)
+    spikes, currents = lif_io_fn(sig)(weights, jnp.asarray(x), hyper)
+    trace = nir_sim.simulate(graph, chw(x))
+    into = {b: a for a, b in graph.edges}
+    last = max(spikes)
+    assert into["output"] == f"lif_{last}"
+    np.testing.assert_array_equal(trace.output, np.asarray(spikes[last]))
+    for j, s in spikes.items():
+        np.testing.assert_array_equal(trace.nodes[f"lif_{j}"], channels_first(s), err_msg=f"lif_{j}")
+    for j, c in currents.items():
+        source = into[f"lif_{j}"]
+        assert source != "input" and not source.startswith("lif_")
+        np.testing.assert_allclose(trace.nodes[source], channels_first(c), rtol=1e-5, atol=1e-5, err_msg=source)
+    assert_margin(trace, graph)
+    counts = {f"lif_{j}": int(np.asarray(s).sum()) for j, s in spikes.items()}
+    print("spikes per LIF layer (4 samples, 2 steps):", counts)
+    # A network trained one epoch on 70 samples may be silent in its deeper
+    # layers (this one is: only its first LIF layer spikes); the output layer
+    # is compared all the same, and its input current exactly as computed.
+    assert sum(counts.values()) > 0 and f"lif_{last}" in counts
+
+
+def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(nir_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    run = checkpoint.load_run(run_dir)
+    search = run.state.parent_weights
+    retrained = jax.tree.map(lambda w: (w * np.float32(1.5)).astype(np.float32), search)
+    text = run.best["phenotype"]
+    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, text, retrained)
+    checkpoint.atomic_write(run_dir / checkpoint.TEST, json.dumps({"accuracy": 0.5}))
+
+    def bias(path):
+        graph = nir.read(path)
+        return graph.nodes[output_dense(graph)].bias, output_dense(graph)
+
+    code, out, _ = run_export(capsys, run_dir, "--out", tmp_path / "a.nir")
+    assert code == 0 and "retrained weights (test accuracy 0.5000, --search-weights for the search's)" in out
+    b, name = bias(tmp_path / "a.nir")
+    np.testing.assert_array_equal(b, retrained[name]["bias"])
+    code, out, _ = run_export(capsys, run_dir, "--out", tmp_path / "b.nir", "--search-weights")
+    assert code == 0 and "the search's weights" in out
+    np.testing.assert_array_equal(bias(tmp_path / "b.nir")[0], search[name]["bias"])
+    # G:I of the best's generation: the weights the search kept.
+    code, out, _ = run_export(capsys, run_dir, "--out", tmp_path / "c.nir", "--individual", "0:0")
+    assert code == 0 and "individual 0:0" in out and "the search's weights" in out
+    np.testing.assert_array_equal(bias(tmp_path / "c.nir")[0], search[name]["bias"])
+
+    # Retrained weights of an earlier best (the search went on after retrain).
+    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, "layer:fc num-units:10 bias:True", retrained)
+    code, out, err = run_export(capsys, run_dir, "--out", tmp_path / "d.nir")
+    assert code == 0 and "earlier best" in err and "the search's weights" in out
+    np.testing.assert_array_equal(bias(tmp_path / "d.nir")[0], search[name]["bias"])
+    code, _, err = run_export(capsys, run_dir, "--out", tmp_path / "e.nir", "--retrained")
+    assert_error(code, err, "belong to another phenotype")
+    assert not (tmp_path / "e.nir").exists()
+
+
+SUBTRACT, MAX_POOL = "reset:subtract", "layer:pool-max"
+
+
+def grammar_2_network(seed: int = 0):
+    """A Grammar 2 genotype with a max-pool layer and a subtract reset (and its space)."""
+    space = SearchSpace(load_grammar(GRAMMAR_2))
+    rng = np.random.default_rng(seed)
+    while True:
+        genotype = mutation.sample(rng, space, mutation.MutationConfig())
+        text = space.text(genotype)
+        if MAX_POOL in text and SUBTRACT in text:
+            return space, genotype
+
+
+def hand_made_run(run_dir: Path, space: SearchSpace, genotype, **identity) -> Path:
+    """A run directory as a one-generation search leaves it, without the search.
+
+    Its best is ``genotype`` (individual 0:0) with zero weights; individual
+    0:1 is another network. ``run.json`` records ``input_shape``, so
+    nothing reads the data set.
+    """
+    ph = space.phenotype(genotype)
+    sig, hyper = split(ph)
+    tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, space.input_shape), jax.random.key(0))
+    weights = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), tree)
+    identity = {"seed": 0, "dataset": "mnist", "subset": 100, "source": "idx", "time_steps": 2,
+                "fitness_fraction": 0.3, "input_shape": list(space.input_shape),
+                "grammar_sha256": checkpoint.grammar_sha256(GRAMMAR_2),
+                "macro": [list(dataclasses.astuple(m)) for m in space.macro], **identity}
+    identity = json.loads(json.dumps(identity))
+    run_dir.mkdir(parents=True)
+    checkpoint.atomic_write(run_dir / checkpoint.RUN, json.dumps(identity))
+    other = space.text(mutation.sample(np.random.default_rng(1), space, mutation.MutationConfig()))
+    record = {"generation": 0, "individuals": [{"phenotype": ph.text, "status": "ok", "fitness": 0.5},
+                                               {"phenotype": other, "status": "ok", "fitness": 0.25}]}
+    checkpoint.append_generation(run_dir, record)
+    checkpoint.atomic_write(run_dir / checkpoint.BEST,
+                            json.dumps({"generation": 0, "fitness": 0.5, "phenotype": ph.text}))
+    checkpoint.save(run_dir, State(seed=0, generation=1, parent=genotype, parent_fitness=0.5,
+                                   parent_weights=weights), identity)
+    return run_dir
+
+
+def test_cli_refuses_max_pool_and_subtract_reset(tmp_path):
+    space, genotype = grammar_2_network()
+    reasons = export.exportable(space.phenotype(genotype), (28, 28, 1))
+    tags = [r.split(":")[0] for r in reasons]
+    assert any("(pool-max)" in t for t in tags) and any("(act)" in t for t in tags)
+    run_dir = hand_made_run(tmp_path / "g2", space, genotype)
+    out = tmp_path / "net.nir"
+    proc = cli("export", run_dir, "--out", out, check=False)
+    assert_error(proc.returncode, proc.stderr, "not exportable to NIR", "grammar=grammars/csnn_nir.grammar",
+                 *reasons)
+    assert proc.stdout == "" and not out.exists() and not list(tmp_path.glob(".net.nir*"))
+
+
+def test_cli_errors(tmp_path, capsys, monkeypatch):
+    space, genotype = grammar_2_network()
+    run_dir = hand_made_run(tmp_path / "inherit", space, genotype, search={"inherit": True})
+    out = tmp_path / "net.nir"
+
+    def error(*args, words):
+        code, stdout, err = run_export(capsys, *args, "--out", out)
+        assert_error(code, err, *words)
+        assert stdout == "" and not out.exists()
+
+    error(run_dir, "--individual", "best:3", words=["best or G:I", "'best:3'"])
+    error(run_dir, "--individual", "1:0", words=["no individual 1:0", "1 generations recorded"])
+    error(run_dir, "--individual", "0:2", words=["no individual 0:2"])
+    error(run_dir, "--individual", "0:1", words=["inherits weights", "--individual best"])
+    error(run_dir, "--individual", "0:0", "--retrained", words=["--retrained is for --individual best"])
+    error(run_dir, "--individual", "0:0", words=["not exportable", "layer "])  # the best, by G:I
+    error(run_dir, "--retrained", words=["no retrained weights", "spenser_jax.retrain"])
+    error(tmp_path / "nowhere", words=["not a spenser_jax run directory"])
+    early = tmp_path / "early"
+    early.mkdir()
+    shutil.copy(run_dir / checkpoint.RUN, early / checkpoint.RUN)
+    error(early, words=["no best individual yet"])
+    monkeypatch.setitem(sys.modules, "nir", None)
+    error(run_dir, words=["pip install 'spenser_jax[nir]'"])
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as exit_:  # argparse: exclusive flags, a bad --dt
+        export.main([str(run_dir), "--out", str(out), "--retrained", "--search-weights"])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit):
+        export.main([str(run_dir), "--out", str(out), "--dt", "0"])
+    capsys.readouterr()
