@@ -39,7 +39,7 @@ import numpy as np
 
 from spenser_jax import architecture
 from spenser_jax.architecture import LIFSlot, Signature
-from spenser_jax.phenotype import Conv, Dense, Pool, same_padding
+from spenser_jax.phenotype import Conv, Dense, Pool, layer_inputs, same_padding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +77,21 @@ def conv_fanout(layer: Conv, in_shape: Sequence[int]) -> np.ndarray:
 
 
 def _weighted_inputs(sig: Signature, input_shape, spiking_input: bool):
-    """Per conv/fc layer, in order: (index, layer, input shape, spiking?, event scale)."""
-    shapes = architecture.layer_shapes(sig, input_shape)
-    ins = [tuple(input_shape)] + shapes[:-1]
-    spiking, scale, out = spiking_input, 1.0, []
+    """Per conv/fc layer, in order: (index, layer, input shape, spiking?, event scale).
+
+    An input is spiking when it comes from a LIF layer (or the rate-coded
+    input) through pooling or dropout only; merged skip connections are
+    spiking when every source is (their max-pooling keeps spikes spikes).
+    """
+    ins = layer_inputs(sig.layers, input_shape, sig.inputs)
+    state = []  # per layer: (its output is spikes, events per unit of its value)
+    out = []
     for i, (layer, shape_in) in enumerate(zip(sig.layers, ins)):
+        if sig.inputs is not None and sig.inputs[i] is not None:
+            sources = [(spiking_input, 1.0) if j < 0 else state[j] for j in sig.inputs[i]]
+            spiking, scale = all(s for s, _ in sources), 1.0
+        else:
+            spiking, scale = state[-1] if state else (spiking_input, 1.0)
         if isinstance(layer, (Conv, Dense)):
             out.append((i, layer, shape_in, spiking, scale))
             spiking, scale = False, 1.0
@@ -89,6 +99,7 @@ def _weighted_inputs(sig: Signature, input_shape, spiking_input: bool):
             spiking, scale = True, 1.0
         elif isinstance(layer, Pool) and layer.kind == "avg":
             scale *= layer.kernel * layer.kernel
+        state.append((spiking, scale))
     return out
 
 

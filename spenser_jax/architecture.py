@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from spenser_jax import optim
-from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp, Phenotype, Pool, count_parameters,
-                                   walk_shapes)
+from spenser_jax.phenotype import (LIF, CEMaxMembrane, Conv, Dense, Dropout, MSECount, MSEMembrane, NoOp,
+                                   Phenotype, Pool, count_parameters, layer_inputs, walk_shapes)
 
 Hyper = dict[str, Any]
 """``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``, float32."""
@@ -66,10 +66,22 @@ class Signature:
         layers as in the phenotype (they have no float genes), dropout and LIF
         as slots.
       optimizer: the learning unit's kind and boolean genes.
+      inputs: per layer, the layers it reads when not just the one before
+        it (indices into ``layers``, -1 the network input); None when no
+        layer has skip connections (Grammar 2).
+      loss: the loss unit's tag when the phenotype has one (its float genes
+        are traced), None for the configuration's loss.
     """
 
     layers: tuple[SignatureLayer, ...]
     optimizer: optim.OptimizerKey
+    inputs: tuple[tuple[int, ...] | None, ...] | None = None
+    loss: str | None = None
+
+    @property
+    def reads_membrane(self) -> bool:
+        """The loss reads the output layer's membrane, not only its spikes."""
+        return self.loss in (MSEMembrane.tag, CEMaxMembrane.tag)
 
     @property
     def num_lif(self) -> int:
@@ -83,6 +95,13 @@ class Signature:
 def signature(phenotype: Phenotype) -> Signature:
     """The static part of a phenotype (see :class:`Signature`)."""
     layers = []
+    # Phenotype layer index -> signature index of the layer whose output it
+    # is (a no-op passes on its input's).
+    index_of, last = {-1: -1}, -1
+    for i, layer in enumerate(phenotype.layers):
+        if not isinstance(layer, NoOp):
+            last += 1
+        index_of[i] = last
     for layer in phenotype.layers:
         if isinstance(layer, NoOp):
             continue
@@ -95,31 +114,56 @@ def signature(phenotype: Phenotype) -> Signature:
             layers.append(layer)
         else:
             raise TypeError(f"unknown layer {layer!r}")
-    return Signature(tuple(layers), optim.static_key(phenotype.learning))
+    inputs = None
+    if phenotype.inputs is not None:
+        inputs = tuple(None if src is None else tuple(sorted({index_of[j] for j in src}))
+                       for layer, src in zip(phenotype.layers, phenotype.inputs)
+                       if not isinstance(layer, NoOp))
+    loss = phenotype.loss.tag if phenotype.loss is not None else None
+    if loss in (MSEMembrane.tag, CEMaxMembrane.tag) and not (layers and isinstance(layers[-1], LIFSlot)):
+        raise TypeError(f"the {loss} loss reads the output membrane: the network must end in a LIF layer")
+    return Signature(tuple(layers), optim.static_key(phenotype.learning), inputs, loss)
 
 
-def hyper(phenotype: Phenotype) -> Hyper:
+def hyper(phenotype: Phenotype, time_steps: int | None = None) -> Hyper:
     """The float genes of a phenotype, as a pytree of float32 arrays.
+
+    Args:
+      time_steps: T; needed for an ``mse-count`` loss unit, whose target
+        counts ``int(T * rate)`` are computed here, on the host in float64
+        as snntorch does (the same product in float32 on a device
+        truncates differently for some rates).
 
     Returns:
       ``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``
-      with ``L`` LIF and ``D`` dropout layers in network order. Equal
+      with ``L`` LIF and ``D`` dropout layers in network order, and
+      ``"loss"`` (``{"on": [], "off": []}``: target counts or membrane
+      potentials) when the phenotype has a loss unit with genes. Equal
       signatures give equal tree structures and shapes, so the floats of
       several offspring stack along a new leading axis for ``vmap``.
     """
     lifs = [x for x in phenotype.layers if isinstance(x, LIF)]
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    return {
+    out = {
         "beta": f32([x.beta for x in lifs]).reshape(len(lifs)),
         "threshold": f32([x.threshold for x in lifs]).reshape(len(lifs)),
         "dropout": f32([x.rate for x in phenotype.layers if isinstance(x, Dropout)]).reshape(-1),
         "optimizer": {k: f32(v) for k, v in optim.float_hparams(phenotype.learning).items()},
     }
+    unit = phenotype.loss
+    if isinstance(unit, MSECount):
+        if time_steps is None:
+            raise ValueError("an mse-count loss unit needs time_steps for its target counts")
+        on, off = int(time_steps * unit.correct_rate), int(time_steps * unit.incorrect_rate)
+        out["loss"] = {"on": f32(on), "off": f32(off)}
+    elif isinstance(unit, MSEMembrane):
+        out["loss"] = {"on": f32(unit.on_target), "off": f32(unit.off_target)}
+    return out
 
 
-def split(phenotype: Phenotype) -> tuple[Signature, Hyper]:
-    """``(signature(phenotype), hyper(phenotype))``."""
-    return signature(phenotype), hyper(phenotype)
+def split(phenotype: Phenotype, time_steps: int | None = None) -> tuple[Signature, Hyper]:
+    """``(signature(phenotype), hyper(phenotype, time_steps))``."""
+    return signature(phenotype), hyper(phenotype, time_steps)
 
 
 def layer_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
@@ -129,7 +173,7 @@ def layer_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> list[tupl
       InvalidPhenotype: a conv or pool layer after a dense one, or a size
         that reaches zero.
     """
-    return walk_shapes(sig.layers, input_shape)
+    return walk_shapes(sig.layers, input_shape, sig.inputs)
 
 
 # --------------------------------------------------------------------------
@@ -192,7 +236,7 @@ def param_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> dict[str,
 
 def parameter_count(sig: Signature, input_shape: tuple[int, int, int]) -> int:
     """Trainable numbers of the network, as PyTorch counts them."""
-    return count_parameters(sig.layers, input_shape)
+    return count_parameters(sig.layers, input_shape, sig.inputs)
 
 
 # --------------------------------------------------------------------------
@@ -200,8 +244,8 @@ def parameter_count(sig: Signature, input_shape: tuple[int, int, int]) -> int:
 
 
 def _with_inputs(sig: Signature, input_shape):
-    shapes = layer_shapes(sig, input_shape)
-    return zip(sig.layers, [tuple(input_shape)] + shapes[:-1], shapes)
+    """(layer, its merged input shape, its output shape) per layer."""
+    return zip(sig.layers, layer_inputs(sig.layers, input_shape, sig.inputs), layer_shapes(sig, input_shape))
 
 
 def macs(sig: Signature, input_shape: tuple[int, int, int]) -> int:

@@ -335,7 +335,8 @@ class Run:
         grammar = load_grammar(path)
         shape = tuple(self.identity.get("input_shape", (28, 28, 1)))
         return SearchSpace(grammar, macro_from_config(self.identity["macro"]), input_shape=shape,
-                           num_classes=self.identity.get("num_classes", 10))
+                           num_classes=self.identity.get("num_classes", 10),
+                           levels_back=self.identity.get("levels_back", 1))
 
 
 def _read_json(path: Path) -> dict | None:

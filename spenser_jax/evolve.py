@@ -31,7 +31,7 @@ from typing import Any
 
 from spenser_jax import checkpoint, data, evolution, mutation
 from spenser_jax.activity import EnergyModel
-from spenser_jax.genotype import SearchSpace, SearchSpaceError, macro_from_config
+from spenser_jax.genotype import SearchSpace, SearchSpaceError, macro_for, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
 
 log = logging.getLogger("spenser_jax")
@@ -168,15 +168,23 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     _require(all(isinstance(v, (int, float)) and v >= 0 for v in dataclasses.astuple(energy)),
              "energy.* must be numbers >= 0 (picojoules per operation)")
     try:
-        mut = mutation.MutationConfig(**cfg["mutation"])
-        macro = macro_from_config(evo["macro"])
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"mutation / evolution.macro: {err}") from None
-    try:
         grammar_path = locate(cfg["grammar"])
     except GrammarError as err:
         raise ConfigError(str(err)) from None
     grammar = load_grammar(grammar_path)
+    # Skip connections: config keys, else the grammar's options, else none.
+    mutation_keys = dict(cfg["mutation"])
+    for key, option in (("add_connection", "add-connection"), ("remove_connection", "remove-connection")):
+        if mutation_keys.get(key) is None:
+            mutation_keys[key] = float(grammar.option(option, 0.0))
+    levels_back = evo.get("levels_back")
+    levels_back = int(grammar.option("levels-back", 1)) if levels_back is None else levels_back
+    _require(_is_int(levels_back, 1), f"evolution.levels_back must be an int >= 1, got {levels_back!r}")
+    try:
+        mut = mutation.MutationConfig(**mutation_keys)
+        macro = macro_for(grammar, macro_from_config(evo["macro"]))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"mutation / evolution.macro: {err}") from None
     splits = data.split(data.load(ds["name"], ds["data_dir"], source=ds["source"]), seed=cfg["seed"],
                         subset=ds["subset"], fitness_fraction=ds["fitness_fraction"]) if load_data else None
     if splits is not None and sr["fitness_subset"] is not None:
@@ -187,7 +195,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
             raise ConfigError(f"search.fitness_subset: {err}") from None
     input_shape = tuple(splits.train.images.shape[1:]) if splits is not None else (28, 28, 1)
     space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=10,
-                        max_attempts=int(evo["max_attempts"]))
+                        max_attempts=int(evo["max_attempts"]), levels_back=levels_back,
+                        fixed_modules=tuple(mut.output_modules))
     settings = TrainingSettings(
         time_steps=ds["time_steps"], epochs=tr["epochs"], batch_size=tr["batch_size"],
         correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
@@ -211,6 +220,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     }
     # A search protocol other than the paper's changes the numbers; the
     # paper's leaves the identity as it always was.
+    if levels_back != 1:
+        identity["levels_back"] = levels_back
     changed = {k: sr[k] for k in _PAPER_SEARCH if sr[k] != _PAPER_SEARCH[k]}
     if changed:
         identity["search"] = changed

@@ -219,7 +219,7 @@ class Trainer:
         and ``stopped``.
         """
         s = self.settings
-        sig, hyper = architecture.split(phenotype)
+        sig, hyper = architecture.split(phenotype, s.time_steps)
         key_init, key_epochs = jax.random.split(key)
         state = training.create_train_state(key_init, sig, hyper, self.input_shape, init_scheme=s.init)
         if params is not None:
@@ -259,7 +259,7 @@ class Trainer:
               activity: bool = False) -> tuple[float, float] | tuple[float, float, dict]:
         """(accuracy, compile seconds) of ``params`` on ``data``; with ``activity`` also its summary."""
         s = self.settings
-        sig, hyper = architecture.split(phenotype)
+        sig, hyper = architecture.split(phenotype, s.time_steps)
         fn = training.make_evaluate(sig, time_steps=s.time_steps,
                                     batch_size=min(s.eval_batch_size, len(data.labels)), mode=s.mode,
                                     activity=activity)

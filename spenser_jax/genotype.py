@@ -61,11 +61,15 @@ class Derivation:
         the layer moves or its genes mutate); added and copied layers get
         new ones. Weight inheritance matches layers by it, never by
         position. None until :meth:`Genotype.with_uids` assigns one.
+      inputs: skip connections: the uids of the earlier layers this one
+        reads besides the one before it (-1: the network input), within
+        ``SearchSpace.levels_back``; None: the one before it alone.
     """
 
     expansions: tuple[tuple[str, tuple[Expansion, ...]], ...]
     link: int | None = None
     uid: int | None = None
+    inputs: tuple[int, ...] | None = None
 
     def get(self, nt: str) -> tuple[Expansion, ...]:
         for name, exps in self.expansions:
@@ -128,7 +132,8 @@ class Genotype:
                 {"expansions": {nt: [[e.choice, [list(v) for v in e.values]] for e in exps]
                                 for nt, exps in layer.expansions},
                  **({"link": layer.link} if layer.link is not None else {}),
-                 **({"uid": layer.uid} if layer.uid is not None else {})}
+                 **({"uid": layer.uid} if layer.uid is not None else {}),
+                 **({"inputs": list(layer.inputs)} if layer.inputs is not None else {})}
                 for layer in m.layers]}
             for m in self.modules]}
 
@@ -141,7 +146,8 @@ class Genotype:
                         (nt, tuple(Expansion(int(c), tuple(tuple(v) for v in genes))
                                    for c, genes in exps))
                         for nt, exps in layer["expansions"].items())),
-                        layer.get("link"), layer.get("uid"))
+                        layer.get("link"), layer.get("uid"),
+                        tuple(int(x) for x in layer["inputs"]) if layer.get("inputs") is not None else None)
                     for layer in m["layers"]))
                 for m in obj["modules"]))
         except (KeyError, TypeError, ValueError) as err:
@@ -188,6 +194,14 @@ DEFAULT_MACRO = (
     MacroModule("output", 1, 1),
     MacroModule("learning", 1, 1),
 )
+
+
+def macro_for(grammar: Grammar, macro: Sequence[MacroModule] = DEFAULT_MACRO) -> tuple[MacroModule, ...]:
+    """``macro`` plus the units the grammar defines beyond it: a ``<loss>`` unit (one)."""
+    macro = tuple(macro)
+    if "loss" in grammar.rules and all(m.name != "loss" for m in macro):
+        macro += (MacroModule("loss", 1, 1),)
+    return macro
 
 
 def macro_from_config(entries: Iterable) -> tuple[MacroModule, ...]:
@@ -269,7 +283,8 @@ def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
 
     expand(start, 0)
     layer = Derivation(tuple(sorted((nt, tuple(e)) for nt, e in used.items())),
-                       existing.link if existing else None, existing.uid if existing else None)
+                       existing.link if existing else None, existing.uid if existing else None,
+                       existing.inputs if existing else None)
     return layer, " ".join(tokens)
 
 
@@ -287,6 +302,13 @@ class SearchSpace:
       num_classes: the output layer must have this many units (None: any).
       max_attempts: how many random draws creation and mutation try before
         giving up with :class:`SearchSpaceError`.
+      levels_back: a layer may read, besides the layer before it, layers up
+        to this many places back (Fast-DENSER's rule; the places count the
+        derivations that make layers, across modules; -1, the network
+        input, counts as the place before the first). 1: no skip
+        connections, as Grammar 2.
+      fixed_modules: modules whose layers read only the layer before them
+        (the output unit).
     """
 
     grammar: Grammar
@@ -294,6 +316,8 @@ class SearchSpace:
     input_shape: tuple[int, int, int] = (28, 28, 1)
     num_classes: int | None = 10
     max_attempts: int = 1000
+    levels_back: int = 1
+    fixed_modules: tuple[str, ...] = ("output",)
 
     def __post_init__(self):
         self.grammar.require(m.name for m in self.macro)
@@ -341,14 +365,101 @@ class SearchSpace:
                 else:
                     layers.append(self.new_layer(rng, m.name))
             modules.append(Module(m.name, tuple(layers)))
-        return Genotype(tuple(modules)).with_uids()
+        return self.draw_connections(rng, Genotype(tuple(modules)).with_uids())
 
     def text(self, genotype: Genotype) -> str:
         self.check_structure(genotype)
         parts = []
         for m in genotype.modules:
             parts.extend(derive(self.grammar, m.name, layer)[1] for layer in m.layers)
-        return " ".join(parts)
+        text = " ".join(parts)
+        if not any(x.inputs for m in genotype.modules for x in m.layers):
+            return text
+        ph = parse(text)
+        return dataclasses.replace(ph, inputs=self._phenotype_inputs(genotype, len(ph.layers))).text
+
+    def blocks(self, genotype: Genotype) -> list[tuple[tuple[str, int], Derivation, int, int]]:
+        """The derivations that make layers, in network order.
+
+        Returns:
+          ``((module, index in it), derivation, first layer, last layer)``
+          per derivation, the layers as indices into the phenotype's.
+        """
+        out, position = [], 0
+        for m in genotype.modules:
+            for index, layer in enumerate(m.layers):
+                text = derive(self.grammar, m.name, layer)[1]
+                count = sum(token.startswith("layer:") for token in text.split())
+                if count:
+                    out.append(((m.name, index), layer, position, position + count - 1))
+                    position += count
+        return out
+
+    def with_inputs(self, genotype: Genotype, inputs: dict) -> Genotype:
+        """``genotype`` with the layers at ``(module, index)`` reading ``inputs[...]``."""
+        return Genotype(tuple(Module(m.name, tuple(
+            dataclasses.replace(x, inputs=inputs[(m.name, i)]) if (m.name, i) in inputs else x
+            for i, x in enumerate(m.layers))) for m in genotype.modules))
+
+    def window(self, place: int) -> list[int]:
+        """The places a block at ``place`` may read besides ``place - 1`` (-1: the network input)."""
+        low = place - self.levels_back
+        return ([-1] if low < 0 and place >= 1 else []) + list(range(max(0, low), place - 1))
+
+    def _phenotype_inputs(self, genotype: Genotype, num_layers: int):
+        blocks = self.blocks(genotype)
+        place = {b[1].uid: k for k, b in enumerate(blocks) if b[1].uid is not None}
+        inputs: list[tuple[int, ...] | None] = [None] * num_layers
+        for k, ((module, _), layer, first, _) in enumerate(blocks):
+            if not layer.inputs:
+                continue
+            allowed = self.window(k)
+            sources = []
+            for uid in layer.inputs:
+                q = -1 if uid == -1 else place.get(uid)
+                if q is None or q not in allowed or module in self.fixed_modules:
+                    raise SearchSpaceError(f"layer {first}: skip connection to {uid} outside levels_back "
+                                           f"{self.levels_back} (or to a layer that is gone)")
+                sources.append(-1 if q == -1 else blocks[q][3])
+            previous = blocks[k - 1][3] if k > 0 else -1
+            inputs[first] = tuple(sorted({previous, *sources}))
+        return tuple(inputs)
+
+    def repair_connections(self, genotype: Genotype) -> Genotype:
+        """Drop skip connections that layers added, removed or moved put out of reach."""
+        if not any(x.inputs for m in genotype.modules for x in m.layers):
+            return genotype
+        blocks = self.blocks(genotype)
+        place = {b[1].uid: k for k, b in enumerate(blocks)}
+        fixed = {}
+        for k, (where, layer, _, _) in enumerate(blocks):
+            if layer.inputs:
+                allowed = set(self.window(k)) if where[0] not in self.fixed_modules else set()
+                kept = tuple(u for u in layer.inputs if (-1 if u == -1 else place.get(u)) in allowed)
+                if kept != layer.inputs:
+                    fixed[where] = kept or None
+        return self.with_inputs(genotype, fixed) if fixed else genotype
+
+    def draw_connections(self, rng: np.random.Generator, genotype: Genotype) -> Genotype:
+        """Skip connections for a new genotype, as Fast-DENSER initialises them.
+
+        Every layer reads the one before it; a random number (uniform from 0
+        to all) of the other places in its window are added. Draws nothing
+        when ``levels_back`` is 1.
+        """
+        if self.levels_back <= 1:
+            return genotype
+        blocks = self.blocks(genotype)
+        chosen = {}
+        for k, (where, layer, _, _) in enumerate(blocks):
+            window = self.window(k)
+            if not window or where[0] in self.fixed_modules:
+                continue
+            size = int(rng.integers(0, len(window), endpoint=True))
+            if size:
+                picks = sorted(int(q) for q in rng.choice(window, size, replace=False))
+                chosen[where] = tuple(sorted(-1 if q == -1 else blocks[q][1].uid for q in picks))
+        return self.with_inputs(genotype, chosen) if chosen else genotype
 
     def origins(self, genotype: Genotype) -> tuple[tuple[int | None, int], ...]:
         """Where each phenotype layer comes from: ``(uid of its derivation, k-th layer of it)``.

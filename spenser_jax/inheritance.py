@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from spenser_jax import architecture
-from spenser_jax.phenotype import LIF, Conv, Dense, NoOp, Phenotype, walk_shapes
+from spenser_jax.phenotype import LIF, Conv, Dense, NoOp, Phenotype, layer_inputs
 
 Origins = Sequence[tuple[int | None, int]]
 
@@ -52,8 +52,7 @@ def _network_layers(phenotype: Phenotype, origins: Origins, input_shape):
     if len(origins) != len(phenotype.layers):
         raise ValueError(f"{len(origins)} origins for {len(phenotype.layers)} layers")
     sig = architecture.signature(phenotype)
-    shapes = walk_shapes(sig.layers, input_shape)
-    ins = [tuple(input_shape)] + shapes[:-1]
+    ins = layer_inputs(sig.layers, input_shape, sig.inputs)
     return [(layer, origin, shape_in, architecture.param_name(i, spec))
             for i, ((layer, origin), spec, shape_in) in enumerate(zip(kept, sig.layers, ins))]
 

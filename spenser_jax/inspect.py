@@ -166,7 +166,7 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     from spenser_jax.snn import encoding
 
     phenotype = parse(result["phenotype"])
-    sig, hyper = architecture.split(phenotype)
+    sig, hyper = architecture.split(phenotype, run.identity["time_steps"])
     spikes = encoding.rate(fitness.fitness_key(run.identity["seed"]), result["_input"], run.identity["time_steps"])
     _, trains = network.SpikingNetwork(sig).apply({"params": result["_weights"]}, spikes, hyper, trace=True)
     panels = [("input", np.asarray(spikes)[:, 0])] + [

@@ -56,6 +56,11 @@ class MutationConfig:
         each layer after a module's first is, with probability
         ``reuse_layer``, a copy of an earlier layer (linked unless
         ``independent_copies``); False draws every layer anew.
+      add_connection, remove_connection: per layer that may have skip
+        connections, the probability of adding one (to a random place of its
+        window it does not read yet) and of removing one (Fast-DENSER's
+        connection mutations; 0 with Grammar 2).
+      loss_dsge: DSGE rate of the loss unit (grammars with one).
       learning_modules: modules mutated with ``learning_dsge``.
       output_modules: modules frozen when ``mutate_output`` is False.
     """
@@ -73,11 +78,16 @@ class MutationConfig:
     log_scale: bool = False
     log_ratio: float = 100.0
     reuse_at_creation: bool = True
+    add_connection: float = 0.0
+    remove_connection: float = 0.0
+    loss_dsge: float = 0.30
     learning_modules: tuple[str, ...] = ("learning",)
     output_modules: tuple[str, ...] = ("output",)
+    loss_modules: tuple[str, ...] = ("loss",)
 
     def __post_init__(self):
-        for name in ("add_layer", "reuse_layer", "remove_layer", "layer_dsge", "learning_dsge"):
+        for name in ("add_layer", "reuse_layer", "remove_layer", "layer_dsge", "learning_dsge",
+                     "add_connection", "remove_connection", "loss_dsge"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"mutation.{name} must be a probability in [0, 1], got {value}")
@@ -88,7 +98,7 @@ class MutationConfig:
 class Event(NamedTuple):
     """One applied mutation, for logs and rate tests."""
 
-    op: str  # "add" | "reuse" | "remove" | "dsge"
+    op: str  # "add" | "reuse" | "remove" | "dsge" | "connect" | "disconnect"
     module: str
     index: int
     detail: str = ""
@@ -192,6 +202,8 @@ def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
             rate = 0.0
         elif name in config.learning_modules:
             rate = config.learning_dsge
+        elif name in config.loss_modules:
+            rate = config.loss_dsge
         else:
             rate = config.layer_dsge
         for i in range(len(layers)):
@@ -204,7 +216,36 @@ def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
                     layers = [dataclasses.replace(new, uid=x.uid) if x.link == link else x for x in layers]
                 events.append(Event("dsge", name, i, detail))
         out = out.replace_module(name, layers)
-    return out.with_uids(uid_start), events
+    out = out.with_uids(uid_start)
+    if config.add_connection or config.remove_connection:
+        out = _mutate_connections(rng, space.repair_connections(out), space, config, events)
+    return space.repair_connections(out), events
+
+
+def _mutate_connections(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
+                        config: MutationConfig, events: list[Event]) -> Genotype:
+    """Add and remove skip connections, each layer within its window (Fast-DENSER's operators)."""
+    blocks = space.blocks(genotype)
+    changed = {}
+    for k, (where, layer, first, _) in enumerate(blocks):
+        module = where[0]
+        window = space.window(k)
+        if module in space.fixed_modules or not window:
+            continue
+        current = list(layer.inputs or ())
+        uid_at = {q: (-1 if q == -1 else blocks[q][1].uid) for q in window}
+        if config.add_connection and rng.random() < config.add_connection:
+            free = [q for q in window if uid_at[q] not in current]
+            if free:
+                q = free[int(rng.integers(len(free)))]
+                current.append(uid_at[q])
+                events.append(Event("connect", module, first, f"reads place {q}"))
+        if config.remove_connection and current and rng.random() < config.remove_connection:
+            gone = current.pop(int(rng.integers(len(current))))
+            events.append(Event("disconnect", module, first, f"no longer reads uid {gone}"))
+        if tuple(current) != tuple(layer.inputs or ()):
+            changed[where] = tuple(sorted(current)) or None
+    return space.with_inputs(genotype, changed) if changed else genotype
 
 
 def sample(rng: np.random.Generator, space: SearchSpace, config: MutationConfig) -> Genotype:

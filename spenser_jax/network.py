@@ -271,7 +271,7 @@ class SpikingNetwork(nn.Module):
 
     def __call__(self, spikes: jax.Array, hyper: Hyper,
                  dropout_key: jax.Array | None = None, *, trace: bool = False,
-                 activity: bool = False):
+                 activity: bool = False, membrane: bool = False):
         """Runs the network over time.
 
         Args:
@@ -283,12 +283,15 @@ class SpikingNetwork(nn.Module):
           trace: also return every LIF layer's spikes.
           activity: also return what each sample did, summed over time:
             :func:`activity_sums` says what.
+          membrane: also return the last (LIF) layer's membrane potentials,
+            ``[T, B, K]``, which membrane losses read.
 
         Returns:
           The last layer's output, ``[T, B, K]``: spikes if it is a LIF layer.
           With ``trace``: ``(output, lif_spikes)``, ``lif_spikes`` a tuple of
           ``[T, B, ...]`` arrays, one per LIF layer in network order. With
-          ``activity``: ``(output, activity)``.
+          ``activity``: ``(output, activity)``. With ``membrane``:
+          ``(output, membranes)``. At most one of the three.
         """
         if spikes.ndim != 5:
             raise ValueError(f"spikes must be [T, B, H, W, C], got shape {spikes.shape}")
@@ -297,15 +300,16 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if self.is_initializing():
             mode = "layerwise"  # parameters are created outside any transform
+        if trace + activity + membrane > 1:
+            raise ValueError("trace, activity and membrane exclude each other")
+        record = "trace" if trace else "activity" if activity else "membrane" if membrane else None
         run = {"stepwise": self._stepwise, "scan": self._scan, "layerwise": self._layerwise}[mode]
-        if trace and activity:
-            raise ValueError("trace and activity exclude each other")
-        if trace:
-            return run(spikes, hyper, dropout_key, trace=True)
-        if activity:
-            out, (lif_spikes, inputs) = run(spikes, hyper, dropout_key, trace="activity")
-            return out, activity_sums(self.signature, spikes, lif_spikes, inputs)
-        return run(spikes, hyper, dropout_key)
+        if record is None:
+            return run(spikes, hyper, dropout_key)
+        out, extra = run(spikes, hyper, dropout_key, record)
+        if record == "activity":
+            return out, activity_sums(self.signature, spikes, *extra)
+        return out, extra
 
     # Helpers shared by the orders ------------------------------------------
 
@@ -331,47 +335,62 @@ class SpikingNetwork(nn.Module):
             x = _flatten(x)
         return self.layers[i](x)
 
-    def _step(self, mems: tuple, x: jax.Array, t, hyper, dropout_key, trace: bool = False):
+    def _sources(self, i: int, x: jax.Array, first: jax.Array, outs: list) -> jax.Array:
+        """Layer ``i``'s input: ``x``, or its sources merged (skip connections)."""
+        inputs = self.signature.inputs
+        if inputs is None or inputs[i] is None:
+            return x
+        return merge_inputs([first if j < 0 else outs[j] for j in inputs[i]])
+
+    def _step(self, mems: tuple, x: jax.Array, t, hyper, dropout_key, record=None):
         """One time step of the whole network; ``mems`` has one entry per layer.
 
-        Returns ``(mems, output)``, with ``trace`` ``(mems, (output, lif_spikes))``.
+        Returns ``(mems, output)``; with ``record`` ``(mems, (output, extra))``
+        (see :meth:`__call__`).
         """
         mems = list(mems)
-        lif_spikes, inputs = [], []
+        first, outs = x, []
+        lif_spikes, inputs, membrane = [], [], None
         for i, spec in enumerate(self.signature.layers):
+            x = self._sources(i, x, first, outs)
             if isinstance(spec, LIFSlot):
                 beta, threshold, options = self._lif(i, hyper)
                 mem = jnp.zeros_like(x) if mems[i] is None else mems[i]
                 mems[i], x = lif_step(mem, x, beta, threshold, **options)
-                lif_spikes.append(_reduce(x) if trace == "activity" else x)
+                lif_spikes.append(_reduce(x) if record == "activity" else x)
+                membrane = mems[i]
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     x = x * dropout_keep(dropout_key, i, t, self._dropout_rate(i, hyper), x.shape)
             else:
-                if trace == "activity" and isinstance(spec, (Conv, Dense)):
+                if record == "activity" and isinstance(spec, (Conv, Dense)):
                     inputs.append(_reduce_input(x))
                 x = self._stateless(i, x)
-        if trace == "activity":
+            if self.signature.inputs is not None:
+                outs.append(x)
+        if record == "activity":
             return tuple(mems), (x, (tuple(lif_spikes), tuple(inputs)))
-        if trace:
+        if record == "trace":
             return tuple(mems), (x, tuple(lif_spikes))
+        if record == "membrane":
+            return tuple(mems), (x, membrane)
         return tuple(mems), x
 
     # Execution orders ------------------------------------------------------
 
-    def _stepwise(self, spikes, hyper, dropout_key, trace=False):
+    def _stepwise(self, spikes, hyper, dropout_key, record=None):
         mems = (None,) * len(self.signature.layers)
         outputs = []
         for t in range(spikes.shape[0]):
-            mems, y = self._step(mems, spikes[t], t, hyper, dropout_key, trace)
+            mems, y = self._step(mems, spikes[t], t, hyper, dropout_key, record)
             outputs.append(y)
         stacked = jax.tree.map(lambda *ys: jnp.stack(ys), *outputs)
-        if trace == "activity":  # sum the per-step reductions over time
+        if record == "activity":  # sum the per-step reductions over time
             out, rest = stacked
             return out, jax.tree.map(lambda v: v.sum(0), rest)
         return stacked
 
-    def _scan(self, spikes, hyper, dropout_key, trace=False):
+    def _scan(self, spikes, hyper, dropout_key, record=None):
         shapes = layer_shapes(self.signature, spikes.shape[2:])
         mems = tuple(jnp.zeros((spikes.shape[1], *shapes[i]), jnp.float32)
                      if isinstance(spec, LIFSlot) else None
@@ -379,39 +398,75 @@ class SpikingNetwork(nn.Module):
 
         def body(module, carry, inputs):
             x, t = inputs
-            return module._step(carry, x, t, hyper, dropout_key, trace)
+            return module._step(carry, x, t, hyper, dropout_key, record)
 
         # The lifted scan shares the parameters between steps (broadcast).
         scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
         _, outputs = scan(self, mems, (spikes, jnp.arange(spikes.shape[0])))
-        if trace == "activity":
+        if record == "activity":
             out, rest = outputs
             return out, jax.tree.map(lambda v: v.sum(0), rest)
         return outputs
 
-    def _layerwise(self, spikes, hyper, dropout_key, trace=False):
+    def _layerwise(self, spikes, hyper, dropout_key, record=None):
         x = spikes
         steps, batch = spikes.shape[:2]
-        lif_spikes, inputs = [], []
+        outs = []
+        lif_spikes, inputs, membrane = [], [], None
+
+        def flat(v):  # [T, B, ...] -> [T * B, ...]
+            return v.reshape(steps * batch, *v.shape[2:])
+
         for i, spec in enumerate(self.signature.layers):
+            if self.signature.inputs is not None and self.signature.inputs[i] is not None:
+                merged = self._sources(i, flat(x), flat(spikes), [flat(o) for o in outs])
+                x = merged.reshape(steps, batch, *merged.shape[1:])
             if isinstance(spec, LIFSlot):
                 beta, threshold, options = self._lif(i, hyper)
                 if not self.is_initializing():  # init only needs the shapes
-                    x, _ = lif_sequence(x, beta, threshold, **options)
-                lif_spikes.append(jax.vmap(_reduce)(x).sum(0) if trace == "activity" else x)
+                    x, membrane = lif_sequence(x, beta, threshold, **options)
+                lif_spikes.append(jax.vmap(_reduce)(x).sum(0) if record == "activity" else x)
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     rate = self._dropout_rate(i, hyper)
                     keep = jax.vmap(lambda t: dropout_keep(dropout_key, i, t, rate, x.shape[1:]))
                     x = x * keep(jnp.arange(steps))
             else:
-                if trace == "activity" and isinstance(spec, (Conv, Dense)):
+                if record == "activity" and isinstance(spec, (Conv, Dense)):
                     inputs.append(jax.vmap(_reduce_input)(x).sum(0))
-                y = self._stateless(i, x.reshape(steps * batch, *x.shape[2:]))
+                y = self._stateless(i, flat(x))
                 x = y.reshape(steps, batch, *y.shape[1:])
-        if trace == "activity":
+            if self.signature.inputs is not None:
+                outs.append(x)
+        if record == "activity":
             return x, (tuple(lif_spikes), tuple(inputs))
-        return (x, tuple(lif_spikes)) if trace else x
+        if record == "trace":
+            return x, tuple(lif_spikes)
+        if record == "membrane":
+            return x, membrane
+        return x
+
+
+def merge_inputs(xs: list[jax.Array]) -> jax.Array:
+    """Several layers' outputs as one input (:func:`spenser_jax.phenotype.merge_shape`).
+
+    Feature maps ``[N, H, W, C]`` are max-pooled by the integer factor to
+    the smallest height and width among them and cropped to it (spikes stay
+    spikes), then concatenated along the channels; if any input is flat
+    ``[N, F]``, all are flattened (H, W, C order) and concatenated.
+    """
+    if all(x.ndim == 4 for x in xs):
+        h, w = min(x.shape[1] for x in xs), min(x.shape[2] for x in xs)
+        parts = []
+        for x in xs:
+            fh, fw = x.shape[1] // h, x.shape[2] // w
+            if fh > 1 or fw > 1:
+                n, rows, cols, c = x.shape
+                x = x[:, :rows // fh * fh, :cols // fw * fw].reshape(
+                    n, rows // fh, fh, cols // fw, fw, c).max(axis=(2, 4))
+            parts.append(x[:, :h, :w])
+        return jnp.concatenate(parts, axis=-1)
+    return jnp.concatenate([_flatten(x) for x in xs], axis=-1)
 
 
 def _reduce(x: jax.Array) -> jax.Array:

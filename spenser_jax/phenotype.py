@@ -168,12 +168,62 @@ class RMSProp:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MSECount:
+    """snntorch's ``mse_count_loss``: target counts ``int(T * rate)``."""
+
+    correct_rate: float
+    incorrect_rate: float
+
+    tag: ClassVar[str] = "mse-count"
+    keys: ClassVar[tuple] = (("correct-rate", "correct_rate", float),
+                             ("incorrect-rate", "incorrect_rate", float))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CECount:
+    """snntorch's ``ce_count_loss``: cross entropy of the spike counts."""
+
+    tag: ClassVar[str] = "ce-count"
+    keys: ClassVar[tuple] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CERate:
+    """snntorch's ``ce_rate_loss``: cross entropy at every step, averaged."""
+
+    tag: ClassVar[str] = "ce-rate"
+    keys: ClassVar[tuple] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MSEMembrane:
+    """snntorch's ``mse_membrane_loss``: the output membrane against fixed targets."""
+
+    on_target: float
+    off_target: float
+
+    tag: ClassVar[str] = "mse-membrane"
+    keys: ClassVar[tuple] = (("on-target", "on_target", float), ("off-target", "off_target", float))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CEMaxMembrane:
+    """snntorch's ``ce_max_membrane_loss``: cross entropy of each output's peak membrane."""
+
+    tag: ClassVar[str] = "ce-max-membrane"
+    keys: ClassVar[tuple] = ()
+
+
 Layer = Union[Conv, Pool, NoOp, Dropout, Dense, LIF]
 Optimizer = Union[SGD, Adam, RMSProp]
+Loss = Union[MSECount, CECount, CERate, MSEMembrane, CEMaxMembrane]
 
 _LAYER_TAGS = {"conv": Conv, "pool-max": Pool, "pool-avg": Pool, "no-op": NoOp,
                "dropout": Dropout, "fc": Dense, "act": LIF}
 _OPTIMIZER_TAGS = {cls.tag: cls for cls in (SGD, Adam, RMSProp)}
+_LOSS_TAGS = {cls.tag: cls for cls in (MSECount, CECount, CERate, MSEMembrane, CEMaxMembrane)}
+LOSS_TAGS = tuple(_LOSS_TAGS)
 _CHOICES = {"padding": ("same", "valid"), "surrogate": ("atan", "fast-sigmoid"),
             "reset": ("subtract", "zero")}
 
@@ -226,21 +276,47 @@ def _build(cls: type, tag: str, fields: dict[str, str]) -> Layer | Optimizer:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Phenotype:
+    """A network and how it learns.
+
+    Attributes:
+      layers: the layers, in order.
+      learning: the learning unit (optimizer).
+      loss: the loss unit, or None: the configuration's loss (the paper's
+        ``mse_count_loss``), as with Grammar 2, which has no loss unit.
+      inputs: per layer, the layers it reads when not just the one before
+        it (``input:0,2`` in the text; indices into ``layers``, -1 the
+        network input); None for every layer that reads its predecessor,
+        and None altogether when no layer has other inputs.
+    """
+
     layers: tuple[Layer, ...]
     learning: Optimizer
+    loss: Loss | None = None
+    inputs: tuple[tuple[int, ...] | None, ...] | None = None
 
     @property
     def text(self) -> str:
-        """The original code's text form."""
-        parts = [_item_text("layer", layer) for layer in self.layers]
+        """The original code's text form (plus ``input:`` and the loss unit where present)."""
+        parts = []
+        for i, layer in enumerate(self.layers):
+            part = _item_text("layer", layer)
+            if self.inputs is not None and self.inputs[i] is not None:
+                part += " input:" + ",".join(str(j) for j in self.inputs[i])
+            parts.append(part)
         parts.append(_item_text("learning", self.learning))
+        if self.loss is not None:
+            parts.append(_item_text("loss", self.loss))
         return " ".join(parts)
 
     def to_json(self) -> dict:
-        def item(x):
-            return {"type": _layer_tag(x), **dataclasses.asdict(x)}
-        return {"text": self.text, "layers": [item(x) for x in self.layers],
-                "learning": item(self.learning)}
+        def item(x, i=None):
+            out = {"type": _layer_tag(x), **dataclasses.asdict(x)}
+            if i is not None and self.inputs is not None and self.inputs[i] is not None:
+                out["input"] = list(self.inputs[i])
+            return out
+        return {"text": self.text, "layers": [item(x, i) for i, x in enumerate(self.layers)],
+                "learning": item(self.learning),
+                **({"loss": item(self.loss)} if self.loss is not None else {})}
 
     @classmethod
     def from_json(cls, obj: dict) -> "Phenotype":
@@ -264,15 +340,16 @@ def parse(text: str) -> Phenotype:
     """Parse the text form into a typed :class:`Phenotype`.
 
     Raises:
-      InvalidPhenotype: unknown layer or optimizer, missing or malformed keys,
-        not exactly one learning rule.
+      InvalidPhenotype: unknown layer, optimizer or loss, missing or
+        malformed keys, not exactly one learning rule, more than one loss
+        unit, or an ``input:`` that reads a later layer.
     """
     groups: list[tuple[str, str, dict[str, str]]] = []
     for token in text.split():
         key, sep, value = token.partition(":")
         if not sep or not key or not value:
             raise InvalidPhenotype(f"token {token!r} is not key:value")
-        if key in ("layer", "learning"):
+        if key in ("layer", "learning", "loss"):
             groups.append((key, value, {}))
         elif not groups:
             raise InvalidPhenotype(f"token {token!r} comes before any layer:/learning:")
@@ -280,15 +357,36 @@ def parse(text: str) -> Phenotype:
             raise InvalidPhenotype(f"key {key!r} repeated in {groups[-1][0]}:{groups[-1][1]}")
         else:
             groups[-1][2][key] = value
-    layers, learning = [], []
+    layers, learning, losses, inputs = [], [], [], []
+    tables = {"layer": _LAYER_TAGS, "learning": _OPTIMIZER_TAGS, "loss": _LOSS_TAGS}
     for head, tag, fields in groups:
-        table = _LAYER_TAGS if head == "layer" else _OPTIMIZER_TAGS
+        table = tables[head]
         if tag not in table:
             raise InvalidPhenotype(f"unknown {head} type {tag!r} (known: {sorted(table)})")
-        (layers if head == "layer" else learning).append(_build(table[tag], tag, fields))
+        if head == "layer":
+            inputs.append(_parse_inputs(fields.pop("input", None), len(layers)))
+            layers.append(_build(table[tag], tag, fields))
+        else:
+            (learning if head == "learning" else losses).append(_build(table[tag], tag, fields))
     if len(learning) != 1:
         raise InvalidPhenotype(f"expected exactly one learning rule, found {len(learning)}")
-    return Phenotype(tuple(layers), learning[0])
+    if len(losses) > 1:
+        raise InvalidPhenotype(f"expected at most one loss unit, found {len(losses)}")
+    return Phenotype(tuple(layers), learning[0], losses[0] if losses else None,
+                     tuple(inputs) if any(x is not None for x in inputs) else None)
+
+
+def _parse_inputs(raw: str | None, index: int) -> tuple[int, ...] | None:
+    if raw is None:
+        return None
+    try:
+        sources = tuple(int(x) for x in raw.split(","))
+    except ValueError:
+        raise InvalidPhenotype(f"input:{raw} is not a list of layer indices") from None
+    if not sources or len(set(sources)) != len(sources) or not all(-1 <= j < index for j in sources):
+        raise InvalidPhenotype(f"layer {index}: input:{raw} must name distinct earlier layers "
+                               f"(-1 is the network input)")
+    return sources
 
 
 # --------------------------------------------------------------------------
@@ -331,17 +429,48 @@ def next_shape(shape: tuple[int, ...], layer: Any, index: int) -> tuple[int, ...
     return shape
 
 
-def walk_shapes(layers, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+def merge_shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """The shape several inputs of one layer merge into.
+
+    Feature maps are brought to the smallest height and width among them
+    (max-pooling by the integer factor, then cropping: spikes stay spikes)
+    and concatenated along the channels; when any input is flat, all are
+    flattened (H, W, C order) and concatenated.
+    """
+    if all(len(s) == 3 for s in shapes):
+        return (min(s[0] for s in shapes), min(s[1] for s in shapes), sum(s[2] for s in shapes))
+    return (sum(math.prod(s) for s in shapes),)
+
+
+def walk_shapes(layers, input_shape: tuple[int, ...],
+                inputs: tuple[tuple[int, ...] | None, ...] | None = None) -> list[tuple[int, ...]]:
     """Per-sample output shape of each of ``layers`` for one ``input_shape`` input.
 
     The one shape walk: phenotypes and network signatures both use it.
+    ``inputs`` (see :class:`Phenotype`) merges a layer's sources first
+    (:func:`merge_shape`).
     """
     shape: tuple[int, ...] = tuple(input_shape)
-    shapes = []
+    shapes: list[tuple[int, ...]] = []
     for i, layer in enumerate(layers):
+        if inputs is not None and inputs[i] is not None:
+            shape = merge_shape([tuple(input_shape) if j < 0 else shapes[j] for j in inputs[i]])
         shape = next_shape(shape, layer, i)
         shapes.append(shape)
     return shapes
+
+
+def layer_inputs(layers, input_shape: tuple[int, ...],
+                 inputs: tuple[tuple[int, ...] | None, ...] | None = None) -> list[tuple[int, ...]]:
+    """The (merged) input shape of each layer."""
+    shapes = walk_shapes(layers, input_shape, inputs)
+    out = []
+    for i in range(len(shapes)):
+        if inputs is not None and inputs[i] is not None:
+            out.append(merge_shape([tuple(input_shape) if j < 0 else shapes[j] for j in inputs[i]]))
+        else:
+            out.append(tuple(input_shape) if i == 0 else shapes[i - 1])
+    return out
 
 
 def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
@@ -356,7 +485,7 @@ def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
       InvalidPhenotype: a spatial size reaches zero, a conv/pool after a dense
         layer, no dense layer at the end, or the wrong number of outputs.
     """
-    shapes = walk_shapes(phenotype.layers, input_shape)
+    shapes = walk_shapes(phenotype.layers, input_shape, phenotype.inputs)
     if not shapes or len(shapes[-1]) != 1:
         raise InvalidPhenotype("the network must end in a dense (fc) layer")
     if num_classes is not None and shapes[-1][0] != num_classes:
@@ -379,8 +508,11 @@ def layer_parameters(layer: Any, in_shape: tuple[int, ...]) -> int:
     return int(getattr(layer, "beta_trainable", False)) + int(getattr(layer, "threshold_trainable", False))
 
 
-def count_parameters(layers, input_shape: tuple[int, ...]) -> int:
+def count_parameters(layers, input_shape: tuple[int, ...],
+                     inputs: tuple[tuple[int, ...] | None, ...] | None = None) -> int:
     """Trainable numbers of a phenotype (or any layer sequence), as PyTorch counts them."""
-    layers = layers.layers if isinstance(layers, Phenotype) else tuple(layers)
-    ins = [tuple(input_shape)] + walk_shapes(layers, input_shape)[:-1]
+    if isinstance(layers, Phenotype):
+        layers, inputs = layers.layers, layers.inputs
+    layers = tuple(layers)
+    ins = layer_inputs(layers, input_shape, inputs)
     return sum(layer_parameters(layer, shape) for layer, shape in zip(layers, ins))

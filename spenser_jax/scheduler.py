@@ -403,7 +403,7 @@ class Evaluator:
         members = []
         for i, (p, k, inh) in enumerate(zip(phenotypes, keys, inherited)):
             try:
-                sig, hyper = architecture.split(p)
+                sig, hyper = architecture.split(p, self.settings.time_steps)
                 architecture.layer_shapes(sig, self.input_shape)
                 members.append(_Member(i, p, sig, hyper, k, count_parameters(p, self.input_shape), inh))
             except Exception:  # noqa: BLE001 - evaluate_one records the reason

@@ -100,6 +100,22 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
+def unit_loss(name: str, outputs: jax.Array, labels: jax.Array, hyper: Hyper,
+              mask: jax.Array | None) -> jax.Array:
+    """The loss unit ``name`` (a phenotype's ``loss:``) on the output spikes or membranes.
+
+    Its genes come from ``hyper["loss"]`` (traced): the target counts of
+    ``mse-count`` (computed on the host, see
+    :func:`spenser_jax.architecture.hyper`) or the target potentials of
+    ``mse-membrane``.
+    """
+    if name == "mse-count":
+        return loss.mse_count_loss_targets(outputs, labels, hyper["loss"]["on"], hyper["loss"]["off"], mask=mask)
+    if name == "mse-membrane":
+        return loss.mse_membrane_loss(outputs, labels, hyper["loss"]["on"], hyper["loss"]["off"], mask=mask)
+    return loss.LOSSES[name](outputs, labels, mask=mask)
+
+
 def train_step(sig: Signature, state: TrainState, hyper: Hyper,
                spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
                dropout_key: jax.Array | None = None, *, correct_rate: float = 1.0,
@@ -116,7 +132,8 @@ def train_step(sig: Signature, state: TrainState, hyper: Hyper,
       labels: ``int [B]``.
       mask: optional ``[B]`` 0/1 sample weights (padding has 0).
       dropout_key: key of the dropout masks (``None``: no dropout).
-      correct_rate, incorrect_rate: ``mse_count_loss`` targets.
+      correct_rate, incorrect_rate: ``mse_count_loss`` targets when the
+        signature has no loss unit (Grammar 2); else :func:`unit_loss`.
       mode: the network's execution order.
       output_spikes: also return the output spikes of the batch's real
         samples (summed), to tell a silent network early.
@@ -129,8 +146,15 @@ def train_step(sig: Signature, state: TrainState, hyper: Hyper,
     model = network.SpikingNetwork(sig, mode=mode)
 
     def loss_fn(params):
-        out = model.apply({"params": params}, spikes, hyper, dropout_key)
-        value = loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
+        if sig.loss is None:  # the configuration's loss (Grammar 2)
+            out = model.apply({"params": params}, spikes, hyper, dropout_key)
+            value = loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
+        elif sig.reads_membrane:
+            out, membranes = model.apply({"params": params}, spikes, hyper, dropout_key, membrane=True)
+            value = unit_loss(sig.loss, membranes, labels, hyper, mask)
+        else:
+            out = model.apply({"params": params}, spikes, hyper, dropout_key)
+            value = unit_loss(sig.loss, out, labels, hyper, mask)
         if not output_spikes:
             return value
         kept = out if mask is None else out * jnp.asarray(mask, out.dtype)[None, :, None]

@@ -96,6 +96,19 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
     assert any(i["inherited"] > 0.5 for i in later)  # most offspring keep most of their parent
 
 
+def test_plus_grammar_searches_losses_and_connections(tmp_path):
+    run = tmp_path / "plus"
+    cli("evolve", *SMALL, "grammar=grammars/csnn_plus.grammar", "evolution.offspring=3", "evolution.generations=2",
+        "runtime.xla_opt_level=1", f"hydra.run.dir={run}", cache=tmp_path / "cache")
+    records = checkpoint.read_generations(run)
+    texts = [i["phenotype"] for r in records for i in r["individuals"]]
+    assert all(" loss:" in t for t in texts) and any(" input:" in t for t in texts)
+    assert any(i["status"] == "ok" for r in records for i in r["individuals"])
+    identity = json.loads((run / "run.json").read_text())
+    assert identity["levels_back"] == 3 and identity["mutation"]["add_connection"] == 0.15
+    assert ["loss", 1, 1, []] in identity["macro"]
+
+
 def test_resumed_run_equals_uninterrupted(runs):
     whole, resumed, log = runs
     assert "resuming" in log.stderr + log.stdout

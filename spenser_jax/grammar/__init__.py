@@ -13,6 +13,9 @@ Format (the SPENSER paper's Grammar 2 is ``grammars/csnn.grammar``)::
 * ``[name, int|float, count, min, max]`` is a numeric gene: ``count`` values
   drawn uniformly from ``[min, max]``, written ``name:value`` in the phenotype.
 * Repeating an alternative weights it: choices are uniform over alternatives.
+* ``%name value`` sets an option of the search space that the grammar
+  wants by default (``%levels-back 3``, ``%add-connection 0.15``); the
+  configuration may override it. Values are numbers or words.
 
 Parsing errors name the file and line (:class:`GrammarError`).
 
@@ -79,12 +82,18 @@ class Grammar:
       path: where it was read from (for messages).
       min_height: nonterminal -> fewest derivation levels needed to finish;
         used to steer sampling of recursive grammars towards termination.
+      options: ``%name value`` lines, by name.
     """
 
     rules: dict[str, tuple[Production, ...]]
     lines: dict[str, int]
     path: str = "<string>"
     min_height: dict[str, int] = dataclasses.field(default_factory=dict)
+    options: dict[str, int | float | str] = dataclasses.field(default_factory=dict)
+
+    def option(self, name: str, default=None):
+        """The grammar's ``%name value`` option, or ``default``."""
+        return self.options.get(name, default)
 
     def production_height(self, production: Production) -> int:
         return 1 + max((self.min_height[s.name] for s in production
@@ -187,10 +196,18 @@ def parse_grammar(text: str, path: str = "<string>") -> Grammar:
     # errors in continuation lines point at the right line.
     raw: dict[str, list[tuple[int, str]]] = {}
     lines: dict[str, int] = {}
+    options: dict[str, int | float | str] = {}
     current = None
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0]
         if not line.strip():
+            continue
+        if line.lstrip().startswith("%"):
+            name, value = _parse_option(line.strip()[1:], path, number)
+            if name in options:
+                raise GrammarError(f"{path}:{number}: option %{name} is set twice")
+            options[name] = value
+            current = None  # an option ends the rule before it
             continue
         match = _RULE.match(line)
         if match:
@@ -242,7 +259,20 @@ def parse_grammar(text: str, path: str = "<string>") -> Grammar:
                     line = _line_of(raw[nt], f"<{s.name}>")
                     raise GrammarError(f"{path}:{line}: unknown nonterminal <{s.name}> in <{nt}>")
 
-    return Grammar(rules, lines, path, _min_heights(rules, lines, path))
+    return Grammar(rules, lines, path, _min_heights(rules, lines, path), options)
+
+
+def _parse_option(text: str, path: str, number: int) -> tuple[str, int | float | str]:
+    parts = text.split()
+    if len(parts) != 2 or not re.fullmatch(r"[A-Za-z][\w\-]*", parts[0]):
+        raise GrammarError(f"{path}:{number}: malformed option (expected '%name value')")
+    name, raw = parts
+    for kind in (int, float):
+        try:
+            return name, kind(raw)
+        except ValueError:
+            pass
+    return name, raw
 
 
 def _line_of(pieces: list[tuple[int, str]], needle: str) -> int:

@@ -43,9 +43,12 @@ def main(argv=None) -> int:
     if args.sample is not None and args.sample < 0 or args.mutate is not None and args.mutate < 0:
         parser.error("--sample and --mutate take a non-negative count")
     try:
-        space = gt.SearchSpace(load_grammar(locate(args.grammar)), gt.DEFAULT_MACRO)
+        grammar = load_grammar(locate(args.grammar))
+        # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
+        space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
         rng = np.random.default_rng(args.seed)
-        config = mutation.MutationConfig()
+        config = mutation.MutationConfig(add_connection=float(grammar.option("add-connection", 0.0)),
+                                         remove_connection=float(grammar.option("remove-connection", 0.0)))
 
         def show(genome):
             return genome.dumps() if args.json else space.phenotype(genome).text
