@@ -251,6 +251,13 @@ def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[
     reasons = []
     in_shape = tuple(input_shape)
     for i, (layer, out_shape) in enumerate(zip(phenotype.layers, shapes)):
+        if phenotype.inputs is not None and phenotype.inputs[i] is not None:
+            # NIR graphs could hold the edges, but our merge (max-pool to the
+            # smallest map, concatenate channels) has no NIR node.
+            reasons.append(f"{_label(i, layer)}: reads layers {list(phenotype.inputs[i])} through a skip "
+                           f"connection, whose merge (max-pool and concatenate) NIR cannot express")
+            in_shape = out_shape
+            continue
         problem = _layer_problem(layer, in_shape)
         if problem is not None:
             reasons.append(f"{_label(i, layer)}: {problem}")

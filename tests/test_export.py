@@ -760,3 +760,11 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         export.main([str(run_dir), "--out", str(out), "--dt", "0"])
     capsys.readouterr()
+
+
+def test_skip_connections_are_refused():
+    act = lif(0.5, 0.5)
+    ph = phenotype.parse("layer:conv num-filters:2 filter-shape:3 stride:1 padding:valid bias:True " + act +
+                         " layer:fc num-units:10 bias:True input:-1,1 " + act + " " + ADAM)
+    reasons = export.exportable(ph, (6, 6, 1))
+    assert len(reasons) == 1 and reasons[0].startswith("layer 2 (fc): reads layers [-1, 1] through a skip")
