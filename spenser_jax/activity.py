@@ -151,7 +151,7 @@ def summarise(sig: Signature, input_shape: tuple[int, int, int], time_steps: int
     return {
         "spikes_per_sample": spikes,
         "firing_rates": [s / (k * time_steps) for s, k in zip(spikes, lif_neurons)],
-        "input_spikes_per_sample": float(np.asarray(totals["input"])) / n,
+        "input_spikes_per_sample": float(np.asarray(totals["input"])) / n if spiking_input else 0.0,
         "synops_per_sample": synops,
         "synops_per_layer": synops_layers,
         "macs_per_sample": macs,

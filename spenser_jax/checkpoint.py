@@ -295,13 +295,34 @@ class Run:
     def dataset(self) -> str:
         return self.identity.get("dataset", "?")
 
+    def training_settings(self, **overrides):
+        """How the search trained and scored its individuals (a ``fitness.TrainingSettings``).
+
+        ``overrides`` replace fields (``epochs``, ``batch_size``, ...), e.g.
+        for retraining.
+        """
+        from spenser_jax.activity import EnergyModel
+        from spenser_jax.fitness import TrainingSettings
+
+        tr = self.identity["training"]
+        fields = dict(time_steps=self.identity["time_steps"], epochs=tr["epochs"], batch_size=tr["batch_size"],
+                      correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
+                      eval_batch_size=tr["eval_batch_size"], init=tr["init"],
+                      early_stop=self.identity.get("search", {}).get("early_stop"),
+                      inherit=self.identity.get("search", {}).get("inherit", False),
+                      encoding=tr.get("encoding", "rate"),
+                      energy=EnergyModel(**self.config.get("energy", {})))
+        fields.update(overrides)
+        return TrainingSettings(**fields)
+
     def splits(self, data_dir=None):
         """The run's data splits, drawn again from its seed (``data_dir`` overrides the run's)."""
         from spenser_jax import data
 
         ds_cfg = self.config.get("dataset", {})
         dataset = data.load(self.identity["dataset"], data_dir if data_dir is not None else ds_cfg.get("data_dir"),
-                            source=self.identity["source"])
+                            source=self.identity["source"], verify=ds_cfg.get("verify", True),
+                            tfds_name=self.identity.get("tfds_name"))
         splits = data.split(dataset, seed=self.identity["seed"], subset=self.identity["subset"],
                             fitness_fraction=self.identity["fitness_fraction"])
         subset = self.identity.get("search", {}).get("fitness_subset")

@@ -157,6 +157,7 @@ class _Spec:
     how_to_get: str = ""
     format: str = "idx"  # of its files on disk: "idx" | "cifar_bin"
     num_classes: int = 10
+    input_shape: tuple[int, int, int] = (28, 28, 1)
 
 
 _SPECS = {
@@ -194,6 +195,7 @@ _SPECS = {
         tfds_name="cifar10",
         md5={},  # see _CIFAR_ARCHIVE_MD5 and _CIFAR_SHA256
         format="cifar_bin",
+        input_shape=(32, 32, 3),
     ),
 }
 _ALIASES = {"fashion_mnist": "fmnist", "fashion-mnist": "fmnist",
@@ -762,6 +764,15 @@ def _stack_examples(source, image_key: str = "image",
 _FORMATS = {"idx": _load_idx, "cifar_bin": _load_cifar}
 #: Accepted values of ``source``; "idx" is the old name of "files".
 SOURCES = ("files", "idx", "tfds")
+
+
+def known_shape(name: str) -> tuple[tuple[int, int, int], int] | None:
+    """``(input shape (H, W, C), classes)`` of a data set this module knows, without loading it.
+
+    None for other names (a tfds data set says its shape once loaded).
+    """
+    spec = _SPECS.get(_ALIASES.get(name, name))
+    return (spec.input_shape, spec.num_classes) if spec is not None else None
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, source: str = "files",

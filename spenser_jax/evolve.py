@@ -116,6 +116,25 @@ def _runtime(rt: dict) -> dict:
     }
 
 
+def _check_output(grammar, macro, num_classes: int) -> None:
+    """A clear error when the grammar's output layer cannot have one unit per class."""
+    import numpy as np
+
+    from spenser_jax.genotype import derive
+
+    names = [m.name for m in macro]
+    if "output" not in names:
+        return
+    rng = np.random.default_rng(0)
+    units = set()
+    for _ in range(50):
+        text = derive(grammar, "output", rng=rng)[1].split()
+        units |= {int(t.split(":")[1]) for t in text if t.startswith("num-units:")}
+    if units and num_classes not in units:
+        raise ConfigError(f"{grammar.path}: the output layer has {sorted(units)} units, the data set has "
+                          f"{num_classes} classes: change num-units in the grammar's output rule")
+
+
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     """Validate the config and build the run's objects (grammar, space, data).
 
@@ -127,7 +146,15 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     cfg = to_plain(cfg)
     ds, evo, tr = cfg["dataset"], cfg["evolution"], cfg["training"]
     _require(_is_int(cfg["seed"], 0), f"seed must be an int >= 0, got {cfg['seed']!r}")
-    _require(ds["name"] in data.TIME_STEPS, f"dataset.name must be one of {sorted(data.TIME_STEPS)}, got {ds['name']!r}")
+    source = ds.get("source", "idx")
+    _require(source in data.SOURCES, f"dataset.source must be one of {list(data.SOURCES)}, got {source!r}")
+    _require(ds["name"] in data.TIME_STEPS or source == "tfds",
+             f"dataset.name must be one of {sorted(data.TIME_STEPS)} (or any tensorflow-datasets name with "
+             f"dataset.source=tfds), got {ds['name']!r}")
+    _require(ds.get("tfds_name") is None or source == "tfds", "dataset.tfds_name needs dataset.source=tfds")
+    _require(isinstance(ds.get("verify", True), bool), "dataset.verify must be true or false")
+    encoding = tr.get("encoding", "rate")
+    _require(encoding in ("rate", "direct"), f"training.encoding must be rate | direct, got {encoding!r}")
     _require(_is_int(evo["generations"], 0), "evolution.generations must be an int >= 0")
     _require(_is_int(evo["offspring"], 1), "evolution.offspring must be an int >= 1")
     _require(_is_int(ds["time_steps"], 1), "dataset.time_steps must be an int >= 1")
@@ -185,16 +212,26 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         macro = macro_for(grammar, macro_from_config(evo["macro"]))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"mutation / evolution.macro: {err}") from None
-    splits = data.split(data.load(ds["name"], ds["data_dir"], source=ds["source"]), seed=cfg["seed"],
-                        subset=ds["subset"], fitness_fraction=ds["fitness_fraction"]) if load_data else None
+    if load_data:
+        try:
+            dataset = data.load(ds["name"], ds["data_dir"], source=source, verify=ds.get("verify", True),
+                                tfds_name=ds.get("tfds_name"))
+        except ValueError as err:
+            raise ConfigError(f"dataset: {err}") from None
+        splits = data.split(dataset, seed=cfg["seed"], subset=ds["subset"], fitness_fraction=ds["fitness_fraction"])
+        input_shape, num_classes = tuple(splits.train.images.shape[1:]), int(dataset.num_classes)
+    else:
+        splits, known = None, data.known_shape(ds["name"])
+        _require(known is not None, f"dataset {ds['name']!r}: its shape is known only once loaded")
+        input_shape, num_classes = known
     if splits is not None and sr["fitness_subset"] is not None:
         try:
             splits = splits._replace(fitness=data.stratified_subset(splits.fitness, sr["fitness_subset"],
                                                                     cfg["seed"]))
         except ValueError as err:
             raise ConfigError(f"search.fitness_subset: {err}") from None
-    input_shape = tuple(splits.train.images.shape[1:]) if splits is not None else (28, 28, 1)
-    space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=10,
+    _check_output(grammar, macro, num_classes)
+    space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=num_classes,
                         max_attempts=int(evo["max_attempts"]), levels_back=levels_back,
                         fixed_modules=tuple(mut.output_modules))
     settings = TrainingSettings(
@@ -202,13 +239,14 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
         eval_batch_size=tr["eval_batch_size"], mode=None if tr["mode"] == "auto" else tr["mode"],
         init=tr["init"], early_stop=None if sr["early_stop"] is None else float(sr["early_stop"]),
-        inherit=sr["inherit"], energy=energy)
+        inherit=sr["inherit"], energy=energy, encoding=encoding)
     runtime = _runtime(cfg.get("runtime", {}))
     identity = {
         "seed": cfg["seed"],
         "dataset": ds["name"],
         "subset": ds["subset"],
-        "source": ds["source"],
+        # "files" reads what "idx" always read: one identity for both.
+        "source": "idx" if source in ("idx", "files") else source,
         "time_steps": ds["time_steps"],
         "fitness_fraction": ds["fitness_fraction"],
         "grammar_sha256": checkpoint.grammar_sha256(grammar_path),
@@ -220,8 +258,16 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     }
     # A search protocol other than the paper's changes the numbers; the
     # paper's leaves the identity as it always was.
+    # What the paper's setup leaves at its defaults stays out of the
+    # identity, so the paper's runs keep theirs.
     if levels_back != 1:
         identity["levels_back"] = levels_back
+    if (tuple(input_shape), num_classes) != ((28, 28, 1), 10):
+        identity["input_shape"], identity["num_classes"] = list(input_shape), num_classes
+    if ds.get("tfds_name") is not None:
+        identity["tfds_name"] = ds["tfds_name"]
+    if encoding != "rate":
+        identity["training"]["encoding"] = encoding
     changed = {k: sr[k] for k in _PAPER_SEARCH if sr[k] != _PAPER_SEARCH[k]}
     if changed:
         identity["search"] = changed

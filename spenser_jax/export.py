@@ -424,14 +424,10 @@ def _train_again(run, phenotype, generation: int, index: int, splits):
     import jax
 
     from spenser_jax import fitness
-    from spenser_jax.fitness import Trainer, TrainingSettings, on_device
+    from spenser_jax.fitness import Trainer, on_device
 
     identity = run.identity
-    tr = identity["training"]
-    settings = TrainingSettings(time_steps=identity["time_steps"], epochs=tr["epochs"],
-                                batch_size=tr["batch_size"], correct_rate=tr["correct_rate"],
-                                incorrect_rate=tr["incorrect_rate"], eval_batch_size=tr["eval_batch_size"],
-                                init=tr["init"], early_stop=identity.get("search", {}).get("early_stop"))
+    settings = run.training_settings()
     trainer = Trainer(settings, tuple(splits.evo_train.images.shape[1:]))
     state, _ = trainer.train(phenotype, fitness.individual_key(identity["seed"], generation, index),
                              on_device(splits.evo_train), settings.epochs)

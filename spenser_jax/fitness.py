@@ -130,6 +130,8 @@ class TrainingSettings:
       activity: measure spikes, SynOps and energy while scoring (the same
         forward pass; :mod:`spenser_jax.activity`).
       energy: the energy constants.
+      encoding: how images enter the network: ``"rate"`` spikes (the paper)
+        or ``"direct"`` currents (:func:`spenser_jax.training.encode`).
     """
 
     time_steps: int
@@ -144,6 +146,7 @@ class TrainingSettings:
     inherit: bool = False
     activity: bool = True
     energy: activity_lib.EnergyModel = activity_lib.EnergyModel()
+    encoding: str = "rate"
 
     def summarise(self, phenotype_or_sig, input_shape, totals, samples: int) -> dict:
         """Per-sample activity and energy (:func:`spenser_jax.activity.summarise`)."""
@@ -151,7 +154,7 @@ class TrainingSettings:
                else architecture.signature(phenotype_or_sig))
         totals = jax.tree.map(np.asarray, totals)
         return activity_lib.summarise(sig, input_shape, self.time_steps, totals, samples,
-                                      energy=self.energy)
+                                      energy=self.energy, spiking_input=self.encoding == "rate")
 
     def stop_check(self, n: int) -> int | None:
         """The early check's batch count for ``n`` training samples (None: no check)."""
@@ -233,7 +236,8 @@ class Trainer:
             fn = training.make_train_epoch(sig, time_steps=s.time_steps, batch_size=s.batch_size,
                                            correct_rate=s.correct_rate, incorrect_rate=s.incorrect_rate,
                                            mode=s.mode, max_steps=max_steps,
-                                           stop_check=s.stop_check(n) if epoch == 0 else None)
+                                           stop_check=s.stop_check(n) if epoch == 0 else None,
+                                           input_encoding=s.encoding)
             key_epoch = jax.random.fold_in(key_epochs, epoch)
             compiled, seconds = self._compile(("train", max_steps, epoch == 0 and s.early_stop), sig, fn,
                                               state, hyper, data.images, data.labels, key_epoch)
@@ -262,7 +266,7 @@ class Trainer:
         sig, hyper = architecture.split(phenotype, s.time_steps)
         fn = training.make_evaluate(sig, time_steps=s.time_steps,
                                     batch_size=min(s.eval_batch_size, len(data.labels)), mode=s.mode,
-                                    activity=activity)
+                                    activity=activity, input_encoding=s.encoding)
         compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images,
                                           data.labels, key)
         result = compiled(params, hyper, data.images, data.labels, key)

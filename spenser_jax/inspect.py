@@ -79,18 +79,13 @@ def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_d
     import jax
     import numpy as np
 
-    from spenser_jax import architecture, fitness, training
+    from spenser_jax import architecture, fitness
     from spenser_jax.export import exportable
-    from spenser_jax.fitness import Trainer, TrainingSettings, on_device
+    from spenser_jax.fitness import Trainer, on_device
 
     identity = run.identity
     splits = run.splits(data_dir)
-    tr = identity["training"]
-    settings = TrainingSettings(time_steps=identity["time_steps"], epochs=tr["epochs"],
-                                batch_size=tr["batch_size"], correct_rate=tr["correct_rate"],
-                                incorrect_rate=tr["incorrect_rate"], eval_batch_size=tr["eval_batch_size"],
-                                init=tr["init"],
-                                early_stop=identity.get("search", {}).get("early_stop"))
+    settings = run.training_settings()
     input_shape = tuple(splits.fitness.images.shape[1:])
     trainer = Trainer(settings, input_shape)
     if weights is None:  # train it again, exactly as the search did
@@ -154,20 +149,19 @@ def table(result: dict) -> str:
 
 def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     """Spike rasters of every LIF layer for the first scored sample."""
-    import jax
     import matplotlib
     import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spenser_jax import architecture, fitness, network
+    from spenser_jax import architecture, fitness, network, training
     from spenser_jax.phenotype import parse
-    from spenser_jax.snn import encoding
 
     phenotype = parse(result["phenotype"])
     sig, hyper = architecture.split(phenotype, run.identity["time_steps"])
-    spikes = encoding.rate(fitness.fitness_key(run.identity["seed"]), result["_input"], run.identity["time_steps"])
+    spikes = training.encode(run.training_settings().encoding, fitness.fitness_key(run.identity["seed"]),
+                             result["_input"], run.identity["time_steps"])
     _, trains = network.SpikingNetwork(sig).apply({"params": result["_weights"]}, spikes, hyper, trace=True)
     panels = [("input", np.asarray(spikes)[:, 0])] + [
         (f"LIF {k}", np.asarray(t)[:, 0]) for k, t in enumerate(trains)]

@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 
 from spenser_jax import checkpoint, data
-from spenser_jax.fitness import Trainer, TrainingSettings, on_device
+from spenser_jax.fitness import Trainer, on_device
 from spenser_jax.grammar import GrammarError
 
 _RETRAIN_STREAM = 0x2E7A
@@ -68,11 +68,10 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
         raise checkpoint.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
     phenotype = run.space().phenotype(state.parent)
     splits = run.splits(data_dir)
-    tr = identity["training"]
-    settings = TrainingSettings(time_steps=identity["time_steps"], epochs=epochs,
-                                batch_size=batch_size or tr["batch_size"], correct_rate=tr["correct_rate"],
-                                incorrect_rate=tr["incorrect_rate"], eval_batch_size=tr["eval_batch_size"],
-                                init=tr["init"])
+    # Retraining trains the whole budget, from the weights given: no early
+    # check, nothing inherited.
+    settings = run.training_settings(epochs=epochs, batch_size=batch_size or identity["training"]["batch_size"],
+                                     early_stop=None, inherit=False)
     trainer = Trainer(settings, tuple(splits.train.images.shape[1:]))
     root = jax.random.key(identity["seed"] if seed is None else seed)
     train, test = on_device(splits.train), on_device(splits.test)

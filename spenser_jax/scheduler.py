@@ -474,6 +474,8 @@ class Evaluator:
             options["stop_check"] = s.stop_check(self.evo_train.labels.shape[0])
         if s.activity:
             options["activity"] = True
+        if s.encoding != "rate":
+            options["input_encoding"] = s.encoding
 
         def one(key, hyper, start, *data):
             return training.train_and_score(sig, key, hyper, *data, inherited=start, **options)

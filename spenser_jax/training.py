@@ -100,6 +100,23 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
+ENCODINGS = ("rate", "direct")
+
+
+def encode(name: str, key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
+    """Images as the network's input over ``time_steps``: ``"rate"`` spikes or ``"direct"`` currents.
+
+    ``"rate"`` (the paper): a Bernoulli(intensity) spike per value and step,
+    drawn from ``key`` (colour images: per channel value, as grey levels).
+    ``"direct"``: the intensities themselves at every step (no key used).
+    """
+    if name == "rate":
+        return encoding.rate(key, images, time_steps)
+    if name == "direct":
+        return encoding.direct(images, time_steps)
+    raise ValueError(f"encoding must be one of {ENCODINGS}, got {name!r}")
+
+
 def unit_loss(name: str, outputs: jax.Array, labels: jax.Array, hyper: Hyper,
               mask: jax.Array | None) -> jax.Array:
     """The loss unit ``name`` (a phenotype's ``loss:``) on the output spikes or membranes.
@@ -179,7 +196,7 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
                 time_steps: int, batch_size: int, correct_rate: float = 1.0,
                 incorrect_rate: float = 0.0, mode: str | None = None,
                 max_steps: int | None = None, stop_check: int | None = None,
-                ) -> tuple[TrainState, dict[str, jax.Array]]:
+                input_encoding: str = "rate") -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of BPTT training, pure (see :func:`make_train_epoch`).
 
     Traceable under ``jit`` and ``vmap`` (e.g. over ``state``, ``hyper`` and
@@ -202,6 +219,7 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
       stop_check: after this many batches, stop if the output has not
         spiked once (a silent output layer scores at chance; see
         ``metrics["stopped"]``). None: never.
+      input_encoding: how images enter the network (:func:`encode`).
 
     Returns:
       ``(state, metrics)``; ``metrics``: ``loss`` (mean batch loss over the
@@ -228,7 +246,7 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
             key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
 
             def apply(state):
-                spikes = encoding.rate(key_encode, images[idx], time_steps)
+                spikes = encode(input_encoding, key_encode, images[idx], time_steps)
                 new, value, finite = step(state, hyper, spikes, labels[idx], mask, key_dropout)
                 # Keep the old state on failure, so NaN never reaches params.
                 state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
@@ -255,7 +273,7 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
             key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
 
             def apply(state):
-                spikes = encoding.rate(key_encode, images[idx], time_steps)
+                spikes = encode(input_encoding, key_encode, images[idx], time_steps)
                 new, value, finite, count = step(state, hyper, spikes, labels[idx], mask, key_dropout,
                                                  output_spikes=True)
                 state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
@@ -283,7 +301,8 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
 
 def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
              labels: jax.Array, key: jax.Array, *, time_steps: int, batch_size: int,
-             mode: str | None = None, activity: bool = False) -> dict[str, jax.Array]:
+             mode: str | None = None, activity: bool = False,
+             input_encoding: str = "rate") -> dict[str, jax.Array]:
     """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_evaluate`).
 
     Samples are taken in order, in batches of ``batch_size`` (the padded tail
@@ -308,7 +327,7 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
     if not activity:
         def body(total, batch):
             idx, mask, i = batch
-            spikes = encoding.rate(jax.random.fold_in(key, i), images[idx], time_steps)
+            spikes = encode(input_encoding, jax.random.fold_in(key, i), images[idx], time_steps)
             out = model.apply({"params": params}, spikes, hyper, None)
             return total + loss.correct_count(out, labels[idx], mask), None
 
@@ -318,7 +337,7 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
     def body_activity(carry, batch):
         total, sums = carry
         idx, mask, i = batch
-        spikes = encoding.rate(jax.random.fold_in(key, i), images[idx], time_steps)
+        spikes = encode(input_encoding, jax.random.fold_in(key, i), images[idx], time_steps)
         out, act = model.apply({"params": params}, spikes, hyper, None, activity=True)
         weight = mask.astype(jnp.float32)
 
@@ -328,8 +347,8 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
         sums = jax.tree.map(lambda acc, x: acc + kept(x), sums, act)
         return (total + loss.correct_count(out, labels[idx], mask), sums), None
 
-    spec = jax.eval_shape(lambda: model.apply({"params": params}, encoding.rate(
-        key, images[order[0]], time_steps), hyper, None, activity=True)[1])
+    spec = jax.eval_shape(lambda: model.apply({"params": params}, encode(
+        input_encoding, key, images[order[0]], time_steps), hyper, None, activity=True)[1])
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], jnp.float32), spec)
     (correct, sums), _ = jax.lax.scan(body_activity, (jnp.int32(0), zeros),
                                       (order, masks, jnp.arange(order.shape[0])))
@@ -372,7 +391,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
                     correct_rate: float = 1.0, incorrect_rate: float = 0.0,
                     mode: str | None = None, init_scheme: str = "torch",
                     inherited: tuple[Any, Any] | None = None, stop_check: int | None = None,
-                    activity: bool = False) -> tuple[Any, dict[str, jax.Array]]:
+                    activity: bool = False, input_encoding: str = "rate") -> tuple[Any, dict[str, jax.Array]]:
     """A whole evaluation of one individual, pure: init, ``epochs`` epochs, score.
 
     The same computation as the host loop ``key_init, key_epochs =
@@ -408,7 +427,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
         state = state.replace(params=inherit_params(state.params, inherited))
     epoch_fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
                                  correct_rate=correct_rate, incorrect_rate=incorrect_rate,
-                                 mode=mode)
+                                 mode=mode, input_encoding=input_encoding)
 
     if all(p is None for p in plan) and stop_check is None:
         # Whole epochs: one rolled loop (the paper's protocol).
@@ -455,7 +474,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
         losses, steps, samples = jnp.stack(losses), jnp.stack(steps), jnp.stack(samples)
     n = score_images.shape[0]
     score_fn = functools.partial(evaluate, sig, time_steps=time_steps,
-                                 batch_size=min(eval_batch_size, n), mode=mode)
+                                 batch_size=min(eval_batch_size, n), mode=mode, input_encoding=input_encoding)
     extra = {}
     if not activity:
         correct = jax.lax.cond(
@@ -481,7 +500,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
 def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
                      correct_rate: float = 1.0, incorrect_rate: float = 0.0,
                      mode: str | None = None, max_steps: int | None = None,
-                     stop_check: int | None = None):
+                     stop_check: int | None = None, input_encoding: str = "rate"):
     """The jitted :func:`train_epoch` for networks with signature ``sig``.
 
     Returns ``train_epoch(state, hyper, images, labels, key) -> (state,
@@ -497,13 +516,13 @@ def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
     _check_settings(time_steps, batch_size)
     fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
                            correct_rate=correct_rate, incorrect_rate=incorrect_rate, mode=mode,
-                           max_steps=max_steps, stop_check=stop_check)
+                           max_steps=max_steps, stop_check=stop_check, input_encoding=input_encoding)
     return jax.jit(fn, donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=256)
 def make_evaluate(sig: Signature, *, time_steps: int, batch_size: int,
-                  mode: str | None = None, activity: bool = False):
+                  mode: str | None = None, activity: bool = False, input_encoding: str = "rate"):
     """The jitted :func:`evaluate` for networks with signature ``sig``.
 
     Returns ``evaluate(params, hyper, images, labels, key) -> {"correct",
@@ -511,7 +530,7 @@ def make_evaluate(sig: Signature, *, time_steps: int, batch_size: int,
     """
     _check_settings(time_steps, batch_size)
     fn = functools.partial(evaluate, sig, time_steps=time_steps, batch_size=batch_size,
-                           mode=mode, activity=activity)
+                           mode=mode, activity=activity, input_encoding=input_encoding)
     return jax.jit(fn)
 
 
