@@ -1,11 +1,14 @@
-"""Helpers shared by the benchmarks: machine and version info, timing, results.
+"""Helpers shared by the benchmarks: machine and version info, timing, data, results.
 
-Every benchmark writes one JSON file to ``benchmarks/results/`` with
-:func:`write_result`; its payload carries :func:`machine_info` and
-:func:`versions` so that figures from different machines or library versions
-are never compared by accident. Benchmarks are scripts, not part of the
-package: run them from the repository root, e.g.
-``python benchmarks/train_throughput.py``.
+Every benchmark writes one JSON file to ``benchmarks/results/`` (or the
+folder given with ``--out``) with :func:`write_result`; its payload starts
+with :func:`header` (machine, versions, date, load average) so that figures
+from different machines or library versions are never compared by accident.
+Benchmarks are scripts, not part of the package: run them from the
+repository root, e.g. ``python benchmarks/train_throughput.py``. Importing
+this module puts the checkout first on ``sys.path``, so the scripts measure
+this checkout's package whether or not (and however) it is installed; it
+imports JAX only where a function needs it.
 """
 
 from __future__ import annotations
@@ -15,19 +18,27 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import jax
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # this checkout's package, whatever is installed
+
+import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: Distributions whose versions every result records (None: not installed).
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "snntorch")
+PACKAGES = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin",
+            "jax-cuda13-pjrt", "flax", "optax", "numpy", "torch", "snntorch")
 
 
 def _cpu_model() -> str:
@@ -57,9 +68,23 @@ def load_average() -> list[float] | None:
         return None
 
 
-def machine_info() -> dict[str, Any]:
-    """Platform, CPU, memory, host and JAX's backend and devices."""
-    devices = jax.devices()
+def gpu_info() -> list[dict[str, str]] | None:
+    """Name, driver and memory of each NVIDIA GPU (``nvidia-smi``), None without one."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    keys = ("name", "driver", "memory", "compute_capability")
+    return [dict(zip(keys, (x.strip() for x in line.split(",")))) for line in out.splitlines()
+            if line.strip()]
+
+
+def host_info() -> dict[str, Any]:
+    """Platform, CPU, memory, host, Python and GPUs, without starting JAX."""
     return {
         "platform": platform.platform(),
         "processor": _cpu_model(),
@@ -68,11 +93,19 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": _memory_gib(),
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
-        "jax_backend": jax.default_backend(),
-        "device_kind": devices[0].device_kind,
-        "device_count": len(devices),
+        "gpus": gpu_info(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax_platforms": os.environ.get("JAX_PLATFORMS", ""),
     }
+
+
+def machine_info() -> dict[str, Any]:
+    """:func:`host_info` and JAX's backend and devices (starts JAX's backend)."""
+    import jax
+
+    devices = jax.devices()
+    return {**host_info(), "jax_backend": jax.default_backend(),
+            "device_kind": devices[0].device_kind, "device_count": len(devices)}
 
 
 def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str | None]:
@@ -101,6 +134,8 @@ def timeit(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str
     Returns:
       ``{"median_s", "min_s", "max_s", "times_s"}``.
     """
+    import jax
+
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     for _ in range(warmup):
@@ -114,9 +149,92 @@ def timeit(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str
             "times_s": times}
 
 
+def header(benchmark: str, load_before: list[float] | None = None) -> dict[str, Any]:
+    """The fields every result starts with: name, machine, versions, load average.
+
+    ``load_before``: the load average taken when the benchmark started (the
+    current one is recorded as ``after``).
+    """
+    return {"benchmark": benchmark, "machine": machine_info(), "versions": versions(),
+            "load_average": {"before": load_before, "after": load_average(),
+                             "note": "1/5/15-minute load averages of the host"}}
+
+
+# --------------------------------------------------------------------------
+# Data
+
+
+def load_train_images(name: str, n: int | None, seed: int = 0,
+                      shape: tuple[int, int, int] = (28, 28, 1)) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``n`` train images of ``name`` (uint8 NHWC) and int32 labels.
+
+    ``name`` is ``"mnist"``/``"fmnist"`` (the IDX files from
+    ``$SPENSER_DATA_DIR`` or ``../shared/data``, see ``spenser_jax.data``) or
+    ``"random"``. When the files are missing the images are uniform random
+    pixels of the same shape and the labels uniform over 10 classes.
+
+    Returns:
+      ``(images, labels, source)``: ``source`` is ``name`` or
+      ``"random (<why>)"``: every result records it.
+    """
+    from spenser_jax import data
+
+    if name != "random":
+        try:
+            ds = data.load(name)
+            n = len(ds.train_labels) if n is None else n
+            return (np.ascontiguousarray(ds.train_images[:n]),
+                    np.asarray(ds.train_labels[:n], np.int32), name)
+        except data.DataError as err:
+            why = f"{name} not found: {str(err).splitlines()[0][:200]}"
+            print(f"{why}; using random images", file=sys.stderr, flush=True)
+        source = f"random ({why})"
+    else:
+        source = "random"
+    n = 60_000 if n is None else n
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    return images, rng.integers(0, 10, n, dtype=np.int32), source
+
+
+def load_splits(name: str, seed: int, subset: int | None):
+    """The paper's EvoTrain/Fitness splits of ``name`` (``spenser_jax.data.split``).
+
+    Random images of MNIST's shape and size (60,000 train, 10,000 test) when
+    the files are missing.
+
+    Returns:
+      ``(splits, source)`` as :func:`load_train_images`.
+    """
+    from spenser_jax import data
+
+    try:
+        ds, source = data.load(name), name
+    except data.DataError as err:
+        source = f"random ({name} not found: {str(err).splitlines()[0][:200]})"
+        print(f"{source}; using random images", file=sys.stderr, flush=True)
+        rng = np.random.default_rng(seed)
+        ds = data.Dataset(name, rng.integers(0, 256, (60_000, 28, 28, 1), dtype=np.uint8),
+                          rng.integers(0, 10, 60_000).astype(np.int32),
+                          rng.integers(0, 256, (10_000, 28, 28, 1), dtype=np.uint8),
+                          rng.integers(0, 10, 10_000).astype(np.int32), 10)
+    return data.split(ds, seed=seed, subset=subset), source
+
+
 def today() -> str:
     """Local date as ``YYYY-MM-DD`` (the results' file-name stamp)."""
     return datetime.date.today().isoformat()
+
+
+def _plain(value: Any) -> Any:
+    # NumPy scalars and arrays, paths: what json cannot write itself.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def write_result(name: str, payload: dict[str, Any], directory: Path | None = None) -> Path:
@@ -124,6 +242,7 @@ def write_result(name: str, payload: dict[str, Any], directory: Path | None = No
 
     ``date`` (ISO timestamp) is added when the payload has none. A file of
     the same name and day is replaced: the latest run of the day wins.
+    ``directory`` defaults to ``benchmarks/results`` (the scripts' ``--out``).
 
     Returns:
       The path written.
@@ -134,6 +253,7 @@ def write_result(name: str, payload: dict[str, Any], directory: Path | None = No
                **payload}
     path = directory / f"{name}_{today()}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_plain) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -6,15 +6,17 @@ draws them (``evolution.ask``, i.e. ``mutation.offspring`` with the paper's
 rates), trained one epoch on a Fashion-MNIST subset's EvoTrain split and
 scored on its Fitness split, by
 
-* ``none``: :class:`spenser_jax.evaluation.Evaluator` with ``batching="none"``:
+* ``none``: :class:`spenser_jax.scheduler.Evaluator` with ``batching="none"``:
   one individual after the other, init / epoch / scoring as three programs,
   the host waiting for each (as the original code);
 * ``map``: the default batched path (one fused program per signature group,
   compiled ahead in a thread pool while the device trains, dispatched
   asynchronously; bit-identical results), with the backend's default number
-  of compile threads; ``map:N`` sets N threads, ``vmap`` vmaps signature
-  groups, a suffix ``@L`` sets ``xla_opt_level=L`` (e.g. ``none@1``) and
-  ``/tf0`` turns ``jax_threefry_partitionable`` off (``/tf1`` on).
+  of compile threads (``scheduler.default_compile_threads``); ``map:N`` sets
+  N threads, ``vmap`` (``vmap:N``) vmaps signature groups, a suffix ``@L``
+  sets the compiler option ``xla_backend_optimization_level=L`` (e.g.
+  ``none@1``) and ``/tf0`` turns ``jax_threefry_partitionable`` off (``/tf1``
+  on). Every variant uses ``--devices`` devices (default: all local ones).
 
 The machine may be shared: the variants run ``--repeats`` rounds (default 2)
 in rotated order, so that a change of load hits them alike, and the (lower)
@@ -23,9 +25,12 @@ median round is reported; every round's wall time is kept in the JSON.
 Each variant runs in a fresh subprocess with the persistent compilation cache
 off, so every variant pays its own compiles. Reported per variant: wall
 seconds of the generation, individuals/hour, the sums of the individuals'
-``compile_seconds`` and ``train_seconds`` (see the evaluation module for
+``compile_seconds`` and ``train_seconds`` (see the scheduler module for
 their meaning in the batched path), and whether its fitnesses and trained
-weights equal the one-by-one path's bit for bit.
+weights equal the one-by-one path's bit for bit. ``--budget-s`` bounds the
+variants' rounds: a variant that would start past it is skipped (and says
+so), one that runs past it is stopped and records the error. The JSON is
+written after every variant (``"complete": false`` until the end).
 
 Also reported:
 
@@ -54,12 +59,14 @@ Also reported:
 
 Usage (from the repository root)::
 
-    python benchmarks/generation_throughput.py            # ~6-7 min on 2 cores
-    python benchmarks/generation_throughput.py --quick    # ~1-2 min smoke run
+    python benchmarks/generation_throughput.py            # ~7 min on 2 cores
+    python benchmarks/generation_throughput.py --quick    # ~2 min smoke run
     python benchmarks/generation_throughput.py --variants none,map:0,map:1,map:2
     python benchmarks/generation_throughput.py --time-steps 25 --subset 3000   # closer to the paper
 
-Results: ``benchmarks/results/generation_throughput_<backend>[_quick]_<date>.json``.
+Results: ``<out>/generation_throughput_<backend>[_quick]_<date>.json``. The data
+are the IDX files (``$SPENSER_DATA_DIR`` or ``../shared/data``), random images
+of the same shape when they are missing (``settings.data`` says which).
 """
 
 from __future__ import annotations
@@ -69,41 +76,70 @@ import collections
 import dataclasses
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's package, whatever is installed
-
-import common  # benchmarks/common.py: the script's folder is on sys.path
+import common  # benchmarks/common.py (the script's folder is on sys.path); checkout first
 import jax
 import numpy as np
 
-from spenser_jax import data, evolution, mutation, network
+import spenser_jax
+from spenser_jax import architecture, evolution, mutation
+from spenser_jax import fitness as fitness_mod
 from spenser_jax.genotype import SearchSpace
-from spenser_jax.grammar import load_grammar
 from spenser_jax.phenotype import Conv, Dense
 
-GRAMMAR = ROOT / "grammars" / "csnn.grammar"
+ROOT = common.ROOT
+GRAMMAR = "grammars/csnn.grammar"  # found in the package wherever it runs
 MARK = "RESULT-JSON:"
 PAPER = {"mnist": 10, "fmnist": 25}
 FULL_SAMPLES = 60_000  # 42,000 EvoTrain + 18,000 Fitness
 
 
 def space() -> SearchSpace:
-    return SearchSpace(load_grammar(GRAMMAR))
+    return SearchSpace(spenser_jax.load_grammar(GRAMMAR))
 
 
-def generation(seed: int, offspring: int):
-    """A random valid parent and its offspring, as generation 1 of a run draws them."""
+def generation(seed: int, offspring: int, parent_pool: int = 1, shared: bool = False):
+    """A random valid parent and its offspring, as generation 1 of a run draws them.
+
+    The parent is the cheapest (``architecture.cost``) of ``parent_pool``
+    individuals drawn as generation 0 is (1: the first one drawn). With
+    ``shared``, the offspring are the first ``offspring`` of the largest
+    signature group among ``20 * offspring`` drawn (they differ in float genes
+    only): one program serves them all, as in a group that shares a signature.
+    """
     s = space()
-    parent = s.random_individual(np.random.default_rng([seed, 0xBE7C]))
+    config = mutation.MutationConfig()
+    rng = np.random.default_rng([seed, 0xBE7C])
+    pool = [mutation.sample(rng, s, config) for _ in range(parent_pool)]
+    parent = min(pool, key=lambda g: architecture.cost(architecture.signature(s.phenotype(g)),
+                                                        s.input_shape))
     state = dataclasses.replace(evolution.init(seed), generation=1, parent=parent)
-    candidates = evolution.ask(state, s, mutation.MutationConfig(), offspring)
-    return s.phenotype(parent), [s.phenotype(c.genotype) for c in candidates]
+    drawn = offspring * 20 if shared else offspring
+    candidates = evolution.ask(evolution.generation_rng(seed, 1), state, s, config, drawn)
+    children = [s.phenotype(c.genotype) for c in candidates]
+    if shared:
+        groups: dict = {}
+        for child in children:
+            groups.setdefault(architecture.signature(child), []).append(child)
+        children = max(groups.values(), key=len)
+        if len(children) < offspring:
+            raise RuntimeError(f"no signature shared by {offspring} of {drawn} offspring")
+    return s.phenotype(parent), children[:offspring]
+
+
+def parse_variant(name: str) -> dict:
+    """``BATCHING[:THREADS][@OPT_LEVEL][/tf0|/tf1]`` -> its parts (None: default)."""
+    variant, _, threefry = name.partition("/tf")
+    variant, _, opt_level = variant.partition("@")
+    batching, _, threads = variant.partition(":")
+    if batching not in ("none", "map", "vmap") or threefry not in ("", "0", "1"):
+        raise ValueError(f"bad variant {name!r}: want BATCHING[:THREADS][@LEVEL][/tf0|/tf1]")
+    return {"batching": batching, "compile_threads": int(threads) if threads else None,
+            "opt_level": int(opt_level) if opt_level else None,
+            "threefry": None if not threefry else threefry == "1"}
 
 
 # --------------------------------------------------------------------------
@@ -111,27 +147,33 @@ def generation(seed: int, offspring: int):
 
 
 def worker(spec: dict) -> dict:
-    jax.config.update("jax_enable_compilation_cache", False)
-    variant, _, threefry = spec["variant"].partition("/tf")
-    if threefry:
-        jax.config.update("jax_threefry_partitionable", threefry == "1")
-    elif spec.get("threefry_partitionable") is not None:
-        jax.config.update("jax_threefry_partitionable", spec["threefry_partitionable"])
-    from spenser_jax.evaluation import Evaluator
+    from spenser_jax import scheduler
 
-    _, phenotypes = generation(spec["seed"], spec["offspring"])
-    splits = data.split(data.load(spec["dataset"]), seed=spec["seed"], subset=spec["subset"])
-    name, _, opt_level = variant.partition("@")
-    batching, _, threads = name.partition(":")
-    evaluator = Evaluator(splits, seed=spec["seed"], input_shape=(28, 28, 1), progress=False,
-                          time_steps=spec["time_steps"], epochs=spec["epochs"],
-                          batch_size=spec["batch_size"], eval_batch_size=1000, batching=batching,
-                          compile_threads=int(threads) if threads else None,
-                          xla_opt_level=int(opt_level) if opt_level else None)
+    jax.config.update("jax_enable_compilation_cache", False)
+    v = parse_variant(spec["variant"])
+    threefry = v["threefry"] if v["threefry"] is not None else spec.get("threefry_partitionable")
+    if threefry is not None:
+        jax.config.update("jax_threefry_partitionable", threefry)
+    _, phenotypes = generation(spec["seed"], spec["offspring"], spec.get("parent_pool", 1),
+                               spec.get("shared", False))
+    splits, _ = common.load_splits(spec["dataset"], spec["seed"], spec["subset"])
+    settings = fitness_mod.TrainingSettings(time_steps=spec["time_steps"], epochs=spec["epochs"],
+                                        batch_size=spec["batch_size"], eval_batch_size=1000)
+    threads = v["compile_threads"]
+    if threads is None:
+        threads = scheduler.default_compile_threads() if v["batching"] != "none" else 0
+    options = ({"xla_backend_optimization_level": v["opt_level"]}
+               if v["opt_level"] is not None else None)
+    devices = scheduler.select_devices(spec.get("devices"))
+    evaluator = scheduler.Evaluator(splits, seed=spec["seed"], input_shape=(28, 28, 1),
+                                    settings=settings, batching=v["batching"],
+                                    compile_threads=threads, devices=devices,
+                                    compiler_options=options, progress=False)
     jax.block_until_ready(jax.jit(lambda x: x + 1)(np.zeros(3)))  # backend start-up
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    results = evaluator.evaluate(phenotypes, generation=1)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    with evaluator:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        results = evaluator.evaluate(phenotypes, generation=1)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     digest = hashlib.sha256()
     for e in results:
         digest.update(repr((e.status, e.fitness)).encode())
@@ -139,13 +181,18 @@ def worker(spec: dict) -> dict:
             digest.update(np.ascontiguousarray(leaf).tobytes())
     return {
         "variant": spec["variant"],
+        "backend": jax.default_backend(),
+        "batching": v["batching"],
         "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
-        "compile_threads": evaluator.compile_threads if batching != "none" else 0,
+        "compile_threads": threads if v["batching"] != "none" else 0,
+        "devices": [str(d) for d in devices],
+        "programs_compiled": len(evaluator.programs),
         "wall_s": wall,
         "cpu_s": cpu,
         "individuals_per_hour": len(results) / wall * 3600,
         "compile_s": sum(e.compile_seconds for e in results),
         "run_s": sum(e.train_seconds for e in results),
+        "failed": sum(not e.ok for e in results),
         "results_sha256": digest.hexdigest(),
         "individuals": [{"status": e.status, "fitness": e.fitness, "compile_s": e.compile_seconds,
                          "run_s": e.train_seconds, "parameters": e.parameters,
@@ -153,10 +200,15 @@ def worker(spec: dict) -> dict:
     }
 
 
-def run_variant(spec: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, check=False)
+def run_variant(spec: dict, timeout: float | None = None) -> dict:
+    """One variant in a fresh process (its own compiles, no persistent cache)."""
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+                              capture_output=True, text=True, cwd=ROOT, check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"variant {spec['variant']} stopped after {timeout:.0f} s "
+                           "(--budget-s)") from None
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
@@ -167,14 +219,14 @@ def run_variant(spec: dict) -> dict:
 # Signature sharing over sampled generations
 
 
-def _relaxed(sig: network.Signature, widths: bool, flags: bool):
+def _relaxed(sig: architecture.Signature, widths: bool, flags: bool):
     layers = []
     for layer in sig.layers:
         if widths and isinstance(layer, Conv):
             layer = dataclasses.replace(layer, filters=-(-layer.filters // 32) * 32)
         if widths and isinstance(layer, Dense) and layer.units != 10:
             layer = dataclasses.replace(layer, units=-(-layer.units // 64) * 64)
-        if flags and isinstance(layer, network.LIFSlot):
+        if flags and isinstance(layer, architecture.LIFSlot):
             layer = "lif"
         if flags and isinstance(layer, (Conv, Dense)):
             layer = dataclasses.replace(layer, bias=True)
@@ -193,9 +245,10 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
     for seed in range(seeds):
         state = evolution.init(seed)
         for g in range(generations):
-            candidates = evolution.ask(state, s, mutation.MutationConfig(), offspring)
+            candidates = evolution.ask(evolution.generation_rng(seed, g), state, s,
+                                       mutation.MutationConfig(), offspring)
             phenotypes = [s.phenotype(c.genotype) for c in candidates]
-            sigs = [network.signature(p) for p in phenotypes]
+            sigs = [architecture.signature(p) for p in phenotypes]
             for kind, (widths, flags) in kinds.items():
                 keys = [_relaxed(x, widths, flags) for x in sigs]
                 for size in collections.Counter(keys).values():
@@ -206,7 +259,7 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
             later += len(phenotypes) if g else 0
             fitness = [int.from_bytes(hashlib.sha256(p.text.encode()).digest()[:4], "big") / 2**32
                        for p in phenotypes]
-            state, _ = evolution.tell(state, s, candidates, [evolution.Evaluation(f) for f in fitness])
+            state, _ = evolution.tell(state, candidates, [fitness_mod.Evaluation(f) for f in fitness])
     out = {"seeds": seeds, "generations_per_seed": generations, "offspring": offspring,
            "note": "offspring counted by the size of their group of equal (relaxed) signatures "
                    "within a generation; seen_before: signature compiled in an earlier generation"}
@@ -223,14 +276,15 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
 # Compile time against T, memory per offspring
 
 
-def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: int) -> dict:
+def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: int,
+                    parent_pool: int = 1) -> dict:
     import functools
 
     from spenser_jax import training
 
     jax.config.update("jax_enable_compilation_cache", False)
-    parent, _ = generation(seed, 1)
-    sig, genes = network.split(parent)
+    parent, _ = generation(seed, 1, parent_pool)
+    sig, hyper = architecture.split(parent)
     n_fit = round(subset * 0.3)
     shapes = [np.zeros((subset - n_fit, 28, 28, 1), np.uint8), np.zeros(subset - n_fit, np.int32),
               np.zeros((n_fit, 28, 28, 1), np.uint8), np.zeros(n_fit, np.int32)]
@@ -239,19 +293,17 @@ def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: i
         fn = jax.jit(functools.partial(training.train_and_score, sig, epochs=1, time_steps=t,
                                        batch_size=batch_size, eval_batch_size=1000))
         t0 = time.perf_counter()
-        fn.lower(jax.random.key(0), genes, shapes[0], shapes[1], shapes[2], shapes[3],
+        fn.lower(jax.random.key(0), hyper, shapes[0], shapes[1], shapes[2], shapes[3],
                  jax.random.key(1)).compile()
         out[str(t)] = time.perf_counter() - t0
     return {"network": parent.text, "compile_s_by_time_steps": out}
 
 
-def memory_per_offspring(seed: int, offspring: int, batch_size: int) -> dict:
-    from spenser_jax.evaluation import member_bytes
-
-    _, phenotypes = generation(seed, offspring)
+def memory_per_offspring(phenotypes, batch_size: int) -> dict:
     out = {}
     for t in sorted(set(PAPER.values())):
-        sizes = [member_bytes(network.signature(p), (28, 28, 1), time_steps=t, batch_size=batch_size)
+        sizes = [architecture.training_bytes(architecture.signature(p), (28, 28, 1), time_steps=t,
+                                             batch_size=batch_size)
                  for p in phenotypes]
         out[f"T{t}"] = {"median_MiB": float(np.median(sizes)) / 2**20, "max_MiB": max(sizes) / 2**20}
     return out
@@ -275,19 +327,29 @@ def project(variant: dict, reference_run: float, args, compile_ratio: dict, seen
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="smoke run (~1-2 min)")
-    parser.add_argument("--dataset", default="fmnist")
+    parser.add_argument("--quick", action="store_true", help="smoke run (~2 min)")
+    parser.add_argument("--dataset", default="fmnist", help="mnist or fmnist (random images if missing)")
     parser.add_argument("--subset", type=int, default=None, help="train samples kept (default 300; quick 100)")
     parser.add_argument("--time-steps", type=int, default=None, help="T (default 2; quick 1); paper: 10 / 25")
     parser.add_argument("--offspring", type=int, default=None, help="λ (default 10; quick 4)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parent-pool", type=int, default=1,
+                        help="draw this many parents, keep the cheapest (default 1: the first drawn)")
+    parser.add_argument("--shared-signature", action="store_true",
+                        help="offspring that share one signature (float genes differ): a group "
+                             "batched as one program (see generation())")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="devices per variant (default: all local devices)")
     parser.add_argument("--variants", default="none,map",
                         help="comma list of BATCHING[:COMPILE_THREADS][@XLA_OPT_LEVEL][/tf0|/tf1], e.g. "
-                             "none,map,map:2,map@1,none/tf0 (/tf0: jax_threefry_partitionable off)")
+                             "none,map,map:2,vmap,map@1,none/tf0 (/tf0: jax_threefry_partitionable off)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="rounds over the variants, rotated; the (lower) median is reported (default 2; quick 1)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="stop starting variants after this many seconds; a running one is "
+                             "stopped at it (default: no limit)")
     parser.add_argument("--threefry-partitionable", choices=("default", "true", "false"), default="default",
                         help="set jax_threefry_partitionable in the workers")
     parser.add_argument("--share-generations", type=int, default=None,
@@ -295,6 +357,7 @@ def main(argv=None) -> int:
     parser.add_argument("--share-seeds", type=int, default=None, help="default 5; quick 2")
     parser.add_argument("--no-compile-scaling", action="store_true")
     parser.add_argument("--name", default=None, help="result file stem")
+    parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     if args.worker:
         print(MARK + json.dumps(worker(json.loads(args.worker))), flush=True)
@@ -306,39 +369,95 @@ def main(argv=None) -> int:
     args.share_generations = args.share_generations or (10 if quick else 50)
     args.share_seeds = args.share_seeds or (2 if quick else 5)
     args.repeats = args.repeats or (1 if quick else 2)
+    names = args.variants.split(",")
+    for name in names:
+        try:
+            parse_variant(name)
+        except ValueError as err:
+            parser.error(str(err))
     threefry = {"default": None, "true": True, "false": False}[args.threefry_partitionable]
 
     started = time.perf_counter()
     load_before = common.load_average()
-    parent, phenotypes = generation(args.seed, args.offspring)
-    sigs = [network.signature(p) for p in phenotypes]
+    parent, phenotypes = generation(args.seed, args.offspring, args.parent_pool, args.shared_signature)
+    sigs = [architecture.signature(p) for p in phenotypes]
     groups = sorted(collections.Counter(sigs).values(), reverse=True)
+    _, source = common.load_splits(args.dataset, args.seed, args.subset)
+    # No JAX backend in this process until the variants are done: on a GPU it
+    # would hold most of the device's memory while the workers need it.
     print(f"generation: λ={args.offspring}, signature groups {groups}, "
-          f"{args.dataset} subset {args.subset}, T={args.time_steps}", flush=True)
+          f"{args.dataset} ({source}) subset {args.subset}, T={args.time_steps}", flush=True)
 
-    names = args.variants.split(",")
+    settings = {"quick": quick, "dataset": args.dataset, "data": source, "subset": args.subset,
+                "evo_train_samples": args.subset - round(args.subset * 0.3),
+                "fitness_samples": round(args.subset * 0.3), "time_steps": args.time_steps,
+                "epochs": args.epochs, "batch_size": args.batch_size, "offspring": args.offspring,
+                "seed": args.seed, "parent_pool": args.parent_pool, "devices": args.devices,
+                "shared_signature": args.shared_signature,
+                "variants": names, "repeats": args.repeats, "budget_s": args.budget_s,
+                "threefry_partitionable": jax.config.jax_threefry_partitionable
+                if threefry is None else threefry}
     runs = collections.defaultdict(list)
+
+    def stem() -> str:
+        # The workers' backend: asking JAX here would start it in this process.
+        done = [v for rs in runs.values() for v in rs]
+        backend = done[0]["backend"] if done else jax.default_backend()
+        return args.name or f"generation_throughput_{backend}{'_quick' if quick else ''}"
+
+    errors = {}
+
+    def save_partial() -> None:
+        # After every variant, so that a kill keeps what was measured. No JAX
+        # backend here (see above): host facts only until the final write.
+        common.write_result(stem(), {
+            "benchmark": "generation_throughput", "machine": common.host_info(),
+            "versions": common.versions(), "complete": False, "settings": settings,
+            "generation": {"parent": parent.text, "signature_group_sizes": groups},
+            "variants": {name: dict(rs[-1], wall_s_repeats=[v["wall_s"] for v in rs])
+                         for name, rs in runs.items() if rs},
+            "errors": errors}, args.out)
     for r in range(args.repeats):
         # Rotated order: a change of the machine's load hits every variant alike.
         for name in names[r % len(names):] + names[:r % len(names)]:
+            left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - started)
+            if left is not None and left <= 0:
+                if not runs[name]:
+                    errors[name] = f"skipped: --budget-s {args.budget_s:g} spent before it started"
+                print(f"{name:>10}: skipped (budget)", flush=True)
+                continue
             spec = {"variant": name, "seed": args.seed, "offspring": args.offspring, "dataset": args.dataset,
                     "subset": args.subset, "time_steps": args.time_steps, "epochs": args.epochs,
-                    "batch_size": args.batch_size, "threefry_partitionable": threefry}
-            v = run_variant(spec)
+                    "batch_size": args.batch_size, "threefry_partitionable": threefry,
+                    "parent_pool": args.parent_pool, "devices": args.devices,
+                    "shared": args.shared_signature}
+            try:
+                v = run_variant(spec, timeout=left)
+            except RuntimeError as err:
+                errors.setdefault(name, f"error: {err}"[:3000])
+                print(f"{name:>10}: {str(err).splitlines()[0]}", flush=True)
+                continue
             runs[name].append(v)
+            save_partial()
             print(f"{name:>10}: wall {v['wall_s']:7.1f} s  {v['individuals_per_hour']:7.1f} ind/h  "
                   f"compile {v['compile_s']:6.1f} s  run {v['run_s']:6.1f} s  load {common.load_average()}",
                   flush=True)
     variants = {}
     for name in names:
+        if not runs[name]:
+            variants[name] = {"variant": name, "error": errors.get(name, "error: no run")}
+            continue
         # The repeat with the median wall time represents the variant.
         ordered = sorted(runs[name], key=lambda v: v["wall_s"])
         variants[name] = dict(ordered[(len(ordered) - 1) // 2], wall_s_repeats=[v["wall_s"] for v in runs[name]])
-    reference = variants.get("none")
-    for name, v in variants.items():
+        if name in errors:
+            variants[name]["error_in_a_repeat"] = errors[name]
+    measured = {k: v for k, v in variants.items() if "error" not in v}
+    reference = measured.get("none")
+    for name, v in measured.items():
         # Compared with the one-by-one variant of the same XLA and PRNG settings.
         base, _, tf = name.partition("/")
-        ref = variants.get("none" + (base[base.index("@"):] if "@" in base else "") + (f"/{tf}" if tf else ""))
+        ref = measured.get("none" + (base[base.index("@"):] if "@" in base else "") + (f"/{tf}" if tf else ""))
         v["identical_to_none"] = None if ref is None else all(
             x["results_sha256"] == ref["results_sha256"] for x in runs[name])
 
@@ -349,7 +468,7 @@ def main(argv=None) -> int:
     compile_ratio = {}
     if not (quick or args.no_compile_scaling):
         steps = sorted({args.time_steps, *PAPER.values()})
-        scaling = compile_scaling(args.seed, args.subset, steps, args.batch_size)
+        scaling = compile_scaling(args.seed, args.subset, steps, args.batch_size, args.parent_pool)
         base = scaling["compile_s_by_time_steps"][str(args.time_steps)]
         compile_ratio = {t: scaling["compile_s_by_time_steps"][str(t)] / base for t in PAPER.values()}
         print("compile s by T (parent):", {k: round(v, 1) for k, v in scaling["compile_s_by_time_steps"].items()})
@@ -357,12 +476,13 @@ def main(argv=None) -> int:
     # The computations are the same in every variant: the clean (blocking,
     # one-by-one) run time is the reference; what a variant adds or hides is
     # its wall time beyond it.
-    reference_run = (reference or next(iter(variants.values())))["run_s"]
-    for v in variants.values():
-        v["projected_paper_run"] = project(v, reference_run, args, compile_ratio, seen)
     ratios = {}
+    if measured:
+        reference_run = (reference or next(iter(measured.values())))["run_s"]
+        for v in measured.values():
+            v["projected_paper_run"] = project(v, reference_run, args, compile_ratio, seen)
     if reference is not None:
-        for name, v in variants.items():
+        for name, v in measured.items():
             if name != "none":
                 ratios[name] = {"speedup_wall": reference["wall_s"] / v["wall_s"],
                                 "paper_mnist_speedup": (reference["projected_paper_run"]["mnist"]["hours_200_generations"]
@@ -370,36 +490,28 @@ def main(argv=None) -> int:
                                 "paper_fmnist_speedup": (reference["projected_paper_run"]["fmnist"]["hours_200_generations"]
                                                          / v["projected_paper_run"]["fmnist"]["hours_200_generations"])}
     payload = {
-        "benchmark": "generation_throughput",
-        "machine": common.machine_info(),
-        "versions": common.versions(),
-        "settings": {"quick": quick, "dataset": args.dataset, "subset": args.subset,
-                     "evo_train_samples": args.subset - round(args.subset * 0.3),
-                     "fitness_samples": round(args.subset * 0.3), "time_steps": args.time_steps,
-                     "epochs": args.epochs, "batch_size": args.batch_size, "offspring": args.offspring,
-                     "seed": args.seed, "threefry_partitionable": jax.config.jax_threefry_partitionable
-                     if threefry is None else threefry},
+        **common.header("generation_throughput", load_before),
+        "complete": True,
+        "settings": settings,
         "generation": {"parent": parent.text, "signature_group_sizes": groups},
         "variants": variants,
         "ratios_vs_none": ratios,
         "signature_sharing": sharing,
         "compile_scaling": scaling,
-        "memory_per_offspring_estimate": memory_per_offspring(args.seed, args.offspring, args.batch_size),
+        "memory_per_offspring_estimate": memory_per_offspring(phenotypes, args.batch_size),
         "projection_method": "per generation: (wall - run_ref) x compile(T)/compile(T_run) x (1 - seen_before_share) "
                              "+ run_ref x (60000 / subset) x (T / T_run); run_ref = sum of train_seconds of the "
                              "one-by-one variant (blocking, so uncontended by compiles)",
-        "load_average": {"before": load_before, "after": common.load_average()},
         "benchmark_seconds": time.perf_counter() - started,
     }
     for name, r in ratios.items():
         print(f"{name}: {r['speedup_wall']:.2f}x faster than one by one "
               f"(projected paper run: mnist {r['paper_mnist_speedup']:.2f}x, fmnist {r['paper_fmnist_speedup']:.2f}x)")
-    for name, v in variants.items():
+    for name, v in measured.items():
         p = v["projected_paper_run"]
         print(f"{name:>8}: projected 200 generations: mnist {p['mnist']['hours_200_generations']:.0f} h, "
               f"fmnist {p['fmnist']['hours_200_generations']:.0f} h; identical to none: {v['identical_to_none']}")
-    stem = args.name or f"generation_throughput_{jax.default_backend()}{'_quick' if quick else ''}"
-    print("wrote", common.write_result(stem, payload))
+    print("wrote", common.write_result(stem(), payload, args.out))
     return 0
 
 

@@ -1,11 +1,12 @@
 """Training throughput of the spiking core: spenser_jax against snntorch.
 
-Trains one reference convolutional SNN, built from a phenotype text, with this
-project (``training.make_train_epoch``: one jitted epoch, data on device, rate
-coding inside) and with a typical snntorch loop (``spikegen.rate`` per batch,
-a Python loop over ``T`` with ``snn.Leaky`` layers, ``mse_count_loss``,
-backward, ``Adam.step``), on the same machine in the same run, and prints
-train samples/s of each and their ratio (ours / snntorch).
+Trains the reference convolutional SNN (``harness.REFERENCE_PHENOTYPE``) with
+this project (``training.make_train_epoch``: one jitted epoch, data on device,
+rate coding inside; each of the three time-loop orders) and with a typical
+snntorch loop (``spikegen.rate`` per batch, a Python loop over ``T`` with
+``snn.Leaky`` layers, ``mse_count_loss``, backward, ``Adam.step``), on the same
+machine in the same run, and prints train samples/s of each and their ratio
+(ours / snntorch).
 
 Reference network (MNIST-shaped 28x28x1 input, batch 64, Adam lr 5e-4, betas
 0.9/0.999, no weight decay, LIF β 0.9 and θ 1.0 fixed, atan surrogate,
@@ -16,19 +17,21 @@ subtract reset)::
 
 Runners: our three execution orders through ``make_train_epoch``
 (``--epoch-steps`` batches per epoch), our jitted step called per batch from
-a host loop (a reference: the same step outside any XLA loop), and snntorch
-with ``torch.set_num_threads(os.cpu_count())`` and with 1 thread
+a host loop (a reference: the same step outside any XLA loop), and snntorch:
+on the CPU with ``torch.set_num_threads(os.cpu_count())`` and with 1 thread
 (``--torch-threads``; OpenMP on all cores degrades badly when other jobs
-share them).
+share them), or on a CUDA device (``--torch-device``; default: CUDA when JAX
+runs on a GPU).
 
 Method: every runner is warmed up first (for ours: trace, lower and compile,
 recorded apart, then one epoch), then timed in rounds (``--repeats``, within
 ``--budget-s``); each round runs one epoch of every runner, in a rotated
 order, so that a change in the machine's load hits all of them alike.
 Figures are medians over rounds; a runner whose warm-up epoch takes
-``--long-epoch-s`` or more keeps it as its only sample. The machine is
-shared, so absolute numbers are noisy: the ratio within one run is what
-counts.
+``--long-epoch-s`` or more keeps it as its only sample. With
+``--isolate-torch`` (what ``gpu.sh`` uses) the snntorch runners run in a child
+process after ours (two CUDA stacks and allocators never share a process);
+their rounds are then not interleaved with ours.
 
 A profile follows (``--profile``): forward alone, forward + backward and the
 whole optimizer step of one batch, the conv and pool layers alone (forward and
@@ -38,648 +41,29 @@ share of each layer in the compiled train step, read from a
 
 Usage (from the repository root)::
 
-    python benchmarks/train_throughput.py              # full run (~11 min today, 2 cores)
-    python benchmarks/train_throughput.py --quick      # ~1-2 min smoke run
+    python benchmarks/train_throughput.py              # full run (~10 min today, 2 cores)
+    python benchmarks/train_throughput.py --quick      # ~2-3 min smoke run
     python benchmarks/train_throughput.py --time-steps 10 --modes stepwise --skip-torch
 
-Results: ``benchmarks/results/train_throughput_<backend>_<date>.json``
-(``..._quick_<date>.json`` for ``--quick``).
-
-torch and snntorch are dev-only tools (``pip install torch==2.13.0
-snntorch==1.0.0``); they are imported only here, and without them the JAX side
-still runs.
+Results: ``<out>/train_throughput_<backend>[_quick]_<date>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import functools
-import glob
-import gzip
 import json
 import os
-import re
-import statistics
+import subprocess
 import sys
-import tempfile
 import time
-import types
-from typing import Any
 
+import common  # benchmarks/common.py (the script's folder is on sys.path)
+import harness
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-import common  # benchmarks/common.py: the script's folder is on sys.path
-from spenser_jax import data, network, phenotype, training
-from spenser_jax.snn import encoding, loss
+from spenser_jax import network
 
-BATCH = 64
-INPUT_SHAPE = (28, 28, 1)
-LR = 5e-4
-BETA, THRESHOLD = 0.9, 1.0
-
-_LIF = (f"layer:act beta:{BETA} beta-trainable:False threshold:{THRESHOLD} "
-        "threshold-trainable:False surr-grad:atan reset:subtract")
-REFERENCE_PHENOTYPE = " ".join([
-    "layer:conv num-filters:32 filter-shape:5 stride:1 padding:valid bias:True",
-    "layer:pool-max kernel-size:2", _LIF,
-    "layer:conv num-filters:64 filter-shape:5 stride:1 padding:valid bias:True",
-    "layer:pool-max kernel-size:2", _LIF,
-    "layer:fc num-units:128 bias:True", _LIF,
-    "layer:fc num-units:10 bias:True", _LIF,
-    f"learning:adam lr:{LR} beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False",
-])
-
-# Names of the reference network's parameter scopes in the Flax module.
-LAYER_NAMES = {"conv_0": "conv1", "conv_3": "conv2", "dense_6": "fc1", "dense_8": "fc2"}
-
-
-class TorchUnavailable(RuntimeError):
-    """torch or snntorch cannot be imported."""
-
-
-# --------------------------------------------------------------------------
-# Data
-
-
-def load_images(n: int, source: str, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """``n`` uint8 images ``[n, 28, 28, 1]`` and int32 labels.
-
-    ``source="mnist"`` takes the first ``n`` MNIST train images (falling back
-    to random data, with a message, when the files are not found);
-    ``"random"`` draws uniform uint8 pixels. Returns ``(images, labels,
-    source_used)``.
-    """
-    if source == "mnist":
-        try:
-            ds = data.load("mnist")
-            return (np.ascontiguousarray(ds.train_images[:n]),
-                    np.asarray(ds.train_labels[:n], np.int32), "mnist")
-        except data.DataError as err:
-            print(f"MNIST not available ({err}); using random images", flush=True)
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, *INPUT_SHAPE), dtype=np.uint8)
-    return images, rng.integers(0, 10, n, dtype=np.int32), "random"
-
-
-# --------------------------------------------------------------------------
-# Our side
-
-
-def unfused_convolutions(hlo_text: str) -> int:
-    """Convolution ops outside fusions in compiled HLO text.
-
-    On XLA:CPU, convolutions in XLA's canonical layout become YNNPACK fusions;
-    an unfused ``convolution`` op is one it could not canonicalise, which runs
-    as a slow generic thunk (jax-ml/jax#12868: backward convolutions inside a
-    loop body).
-    """
-    count, fused = 0, False
-    for line in hlo_text.splitlines():
-        if line and not line.startswith(" "):
-            fused = line.lstrip("%").startswith("fused_")
-        elif not fused and re.search(r"\bconvolution\(", line):
-            count += 1
-    return count
-
-
-class JaxTrainer:
-    """One execution order of ours: compile once, then time whole epochs."""
-
-    framework = "spenser_jax"
-
-    def __init__(self, key: jax.Array, sig: network.Signature, genes: Any, time_steps: int,
-                 mode: str, images: np.ndarray, labels: np.ndarray, *, epoch_fn=None,
-                 label: str | None = None):
-        self.mode = mode
-        self.label = label or mode
-        self.time_steps = time_steps
-        self.samples = images.shape[0]
-        self.genes = genes
-        key_init, self.key = jax.random.split(key)
-        self.state = training.create_train_state(key_init, sig, genes, INPUT_SHAPE)
-        self.images = jax.device_put(images)
-        self.labels = jax.device_put(labels)
-        # The product's cached builder unless a caller (an experiment) brings its own.
-        self.fn = epoch_fn or training.make_train_epoch(sig, time_steps=time_steps,
-                                                        batch_size=BATCH, mode=mode)
-        self.compiled = None
-        self.calls = 0
-
-    def _args(self):
-        self.calls += 1
-        return (self.state, self.genes, self.images, self.labels,
-                jax.random.fold_in(self.key, self.calls))
-
-    def warmup(self, run_epoch: bool = True) -> dict[str, float]:
-        """Trace, lower and compile, then (``run_epoch``) run one epoch."""
-        start = time.perf_counter()
-        lowered = self.fn.lower(*self._args())
-        traced = time.perf_counter()
-        self.compiled = lowered.compile()
-        compiled = time.perf_counter()
-        self.extra = {"unfused_convolutions": unfused_convolutions(self.compiled.as_text())}
-        times = {"trace_lower_s": traced - start, "compile_s": compiled - start}
-        if run_epoch:
-            times["first_epoch_s"] = self.epoch()
-            times["first_call_s"] = time.perf_counter() - start
-        return times
-
-    def epoch(self) -> float:
-        """Seconds for one epoch of ``self.samples`` samples (blocking)."""
-        start = time.perf_counter()
-        # The state is donated: keep only the one that comes back.
-        self.state, metrics = self.compiled(*self._args())
-        jax.block_until_ready((self.state, metrics))
-        seconds = time.perf_counter() - start
-        if bool(metrics["nonfinite"]):
-            raise FloatingPointError(f"{self.mode}: non-finite loss or update")
-        return seconds
-
-
-class JaxStepLoop(JaxTrainer):
-    """Reference: our jitted train step called once per batch from Python.
-
-    The same work as one iteration of the epoch's ``lax.scan`` (rate coding
-    inside, :func:`training.train_step`), but outside any XLA loop: it shows
-    what the step costs on its own, with one dispatch per batch.
-    """
-
-    def __init__(self, key: jax.Array, sig: network.Signature, genes: Any, time_steps: int,
-                 mode: str, images: np.ndarray, labels: np.ndarray):
-        super().__init__(key, sig, genes, time_steps, mode, images[:BATCH], labels[:BATCH],
-                         epoch_fn=self._step_fn(sig, time_steps, mode),
-                         label=f"{mode} step, host loop")
-        self.samples = images.shape[0] // BATCH * BATCH
-        self.batches = [(jax.device_put(images[i:i + BATCH]), jax.device_put(labels[i:i + BATCH]))
-                        for i in range(0, self.samples, BATCH)]
-
-    @staticmethod
-    def _step_fn(sig, time_steps, mode):
-        def step(state, genes, images, labels, key):
-            spikes = encoding.rate(key, images, time_steps)
-            state, value, finite = training.train_step(sig, state, genes, spikes, labels,
-                                                       mode=mode)
-            return state, {"loss": value, "nonfinite": ~finite}
-
-        return jax.jit(step, donate_argnums=(0,))
-
-    def epoch(self) -> float:
-        start = time.perf_counter()
-        failed = jnp.bool_(False)
-        for images, labels in self.batches:
-            self.calls += 1
-            self.state, metrics = self.compiled(self.state, self.genes, images, labels,
-                                                jax.random.fold_in(self.key, self.calls))
-            failed = failed | metrics["nonfinite"]
-        jax.block_until_ready((self.state, failed))
-        seconds = time.perf_counter() - start
-        if bool(failed):
-            raise FloatingPointError(f"{self.label}: non-finite loss or update")
-        return seconds
-
-
-# --------------------------------------------------------------------------
-# snntorch side
-
-
-def import_torch() -> types.SimpleNamespace:
-    """torch + snntorch, threads set to the machine's cores.
-
-    Raises:
-      TorchUnavailable: either cannot be imported.
-    """
-    try:
-        import snntorch
-        import snntorch.functional as SF
-        import torch
-        from snntorch import spikegen, surrogate
-    except ImportError as err:
-        raise TorchUnavailable(
-            f"snntorch side skipped: {err}. It is a dev-only tool: "
-            "`pip install torch==2.13.0 snntorch==1.0.0`, or pass --skip-torch.") from err
-    # torch's default may be fewer threads than cores (and XLA uses them all).
-    torch.set_num_threads(os.cpu_count() or 1)
-    return types.SimpleNamespace(torch=torch, snntorch=snntorch, SF=SF, spikegen=spikegen,
-                                 surrogate=surrogate)
-
-
-def torch_network(tm: types.SimpleNamespace):
-    """The reference CSNN as a typical snntorch model (time loop in forward)."""
-    torch, snn = tm.torch, tm.snntorch
-    F = torch.nn.functional
-
-    class CSNN(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            spike_grad = tm.surrogate.atan()
-
-            def leaky():
-                return snn.Leaky(beta=BETA, threshold=THRESHOLD, spike_grad=spike_grad,
-                                 reset_mechanism="subtract")
-
-            self.conv1, self.lif1 = torch.nn.Conv2d(1, 32, 5), leaky()
-            self.conv2, self.lif2 = torch.nn.Conv2d(32, 64, 5), leaky()
-            self.fc1, self.lif3 = torch.nn.Linear(64 * 4 * 4, 128), leaky()
-            self.fc2, self.lif4 = torch.nn.Linear(128, 10), leaky()
-
-        def forward(self, x):  # x: [T, B, 1, 28, 28]
-            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-            mem3, mem4 = self.lif3.init_leaky(), self.lif4.init_leaky()
-            spk_rec = []
-            for step in range(x.shape[0]):
-                spk1, mem1 = self.lif1(F.max_pool2d(self.conv1(x[step]), 2), mem1)
-                spk2, mem2 = self.lif2(F.max_pool2d(self.conv2(spk1), 2), mem2)
-                spk3, mem3 = self.lif3(self.fc1(spk2.flatten(1)), mem3)
-                spk4, mem4 = self.lif4(self.fc2(spk3), mem4)
-                spk_rec.append(spk4)
-            return torch.stack(spk_rec)
-
-    return CSNN()
-
-
-class TorchTrainer:
-    """The snntorch training loop over ``steps`` batches of 64."""
-
-    framework = "snntorch"
-    mode = None
-
-    def __init__(self, tm: types.SimpleNamespace, seed: int, time_steps: int,
-                 images: np.ndarray, labels: np.ndarray, threads: int | None = None):
-        torch = tm.torch
-        torch.manual_seed(seed)
-        self.tm = tm
-        # Intra-op threads, set before each epoch (the setting is per process).
-        self.threads = threads or tm.torch.get_num_threads()
-        self.label = f"snntorch, {self.threads} thread" + ("s" if self.threads > 1 else "")
-        self.time_steps = time_steps
-        self.samples = images.shape[0]
-        # NCHW uint8, as a DataLoader would hold it before ToTensor.
-        self.images = torch.from_numpy(np.array(images.transpose(0, 3, 1, 2), order="C"))
-        self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.net = torch_network(tm)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, betas=(0.9, 0.999),
-                                    weight_decay=0.0)
-        self.loss_fn = tm.SF.mse_count_loss(correct_rate=1.0, incorrect_rate=0.0)
-
-    def step(self, x_uint8, y):
-        """One training step on a uint8 batch: rate coding, BPTT, Adam."""
-        spikes = self.tm.spikegen.rate(x_uint8.float() / 255, num_steps=self.time_steps)
-        return self.step_on_spikes(spikes, y)
-
-    def step_on_spikes(self, spikes, y):
-        loss_value = self.loss_fn(self.net(spikes), y)
-        self.opt.zero_grad()
-        loss_value.backward()
-        self.opt.step()
-        return loss_value
-
-    def warmup(self, run_epoch: bool = True) -> dict[str, float]:
-        self.tm.torch.set_num_threads(self.threads)
-        start = time.perf_counter()
-        if not run_epoch:
-            self.step(self.images[:BATCH], self.labels[:BATCH])
-            return {"first_call_s": time.perf_counter() - start}
-        seconds = self.epoch()
-        return {"first_epoch_s": seconds, "first_call_s": time.perf_counter() - start}
-
-    def epoch(self) -> float:
-        self.tm.torch.set_num_threads(self.threads)
-        start = time.perf_counter()
-        order = self.tm.torch.randperm(self.samples)  # DataLoader(shuffle=True)
-        for b in range(self.samples // BATCH):
-            idx = order[b * BATCH:(b + 1) * BATCH]
-            value = self.step(self.images[idx], self.labels[idx])
-        seconds = time.perf_counter() - start
-        if not np.isfinite(value.item()):
-            raise FloatingPointError("snntorch: non-finite loss")
-        return seconds
-
-
-# --------------------------------------------------------------------------
-# Throughput
-
-
-def measure_throughput(runners: list, repeats: int, budget_s: float, log, *,
-                       warmup_epoch: bool = True, long_epoch_s: float = 20.0) -> list[dict]:
-    """Warms up every runner, then times rotated rounds of one epoch each.
-
-    Warm-up: compilation for ours, then one untimed epoch of every runner
-    (``warmup_epoch=False``, for smoke runs: compilation and a single torch
-    step only). A runner whose warm-up epoch took ``long_epoch_s`` or more
-    keeps that epoch as its one sample and sits out the rounds: a cold start
-    costs well under a second, little beside such an epoch, and the
-    benchmark stays within minutes. Rounds stop after ``repeats``, or
-    earlier when the next round would end past ``budget_s`` seconds of timed
-    rounds (at least one round runs).
-    """
-    rows, timed = [], []
-    for runner in runners:
-        log(f"  warm-up {runner.label} (T={runner.time_steps}, {runner.samples} samples) ...")
-        warm = runner.warmup(warmup_epoch)
-        log("    " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()))
-        row = {"framework": runner.framework, "label": runner.label, "mode": runner.mode,
-               "time_steps": runner.time_steps, "samples_per_epoch": runner.samples,
-               **{k: round(v, 3) for k, v in warm.items()},
-               **getattr(runner, "extra", {}), "epoch_times_s": []}
-        if warm.get("first_epoch_s", 0.0) >= long_epoch_s:
-            row["epoch_times_s"].append(round(warm["first_epoch_s"], 4))
-            row["sample"] = "warm-up epoch (long: no rounds)"
-            log(f"    epoch >= {long_epoch_s:g}s: its warm-up epoch is its sample")
-        else:
-            timed.append((runner, row))
-        rows.append(row)
-    started = time.perf_counter()
-    for r in range(repeats if timed else 0):
-        round_start = time.perf_counter()
-        shift = r % len(timed)
-        for runner, row in timed[shift:] + timed[:shift]:
-            row["epoch_times_s"].append(round(runner.epoch(), 4))
-        now = time.perf_counter()
-        log(f"  round {r + 1}/{repeats}: " + ", ".join(
-            f"{row['label']} {row['epoch_times_s'][-1]:.2f}s" for _, row in timed))
-        if r + 1 < repeats and now - started + (now - round_start) > budget_s:
-            log(f"  stopping after {r + 1} round(s): --budget-s {budget_s:g} reached")
-            break
-    for row in rows:
-        row["median_epoch_s"] = statistics.median(row["epoch_times_s"])
-        row["samples_per_s"] = round(row["samples_per_epoch"] / row["median_epoch_s"], 2)
-        # The fastest round is the least disturbed by other jobs on the machine.
-        row["best_samples_per_s"] = round(row["samples_per_epoch"] / min(row["epoch_times_s"]), 2)
-        row["step_ms"] = round(1000 * row["median_epoch_s"] * BATCH / row["samples_per_epoch"], 1)
-    # The first snntorch runner (threads = cores) is the reference; the
-    # fastest one shows how much of the gap the shared cores explain.
-    torch_rows = [x for x in rows if x["framework"] == "snntorch"]
-    if torch_rows:
-        fastest = max(torch_rows, key=lambda x: x["samples_per_s"])
-        for row in rows:
-            if row["framework"] != "snntorch":
-                row["ratio_vs_snntorch"] = round(row["samples_per_s"]
-                                                 / torch_rows[0]["samples_per_s"], 3)
-                row["ratio_vs_fastest_snntorch"] = round(row["samples_per_s"]
-                                                         / fastest["samples_per_s"], 3)
-    return rows
-
-
-# --------------------------------------------------------------------------
-# Profile
-
-
-def _ms(seconds: float) -> float:
-    return round(1000 * seconds, 2)
-
-
-def profile_jax(key: jax.Array, sig, genes, time_steps: int, mode: str, images, labels,
-                repeats: int) -> dict[str, Any]:
-    """Where one train step of ours spends its time (ms, medians)."""
-    key_init, key_spikes, key_conv, key_x, key_g = jax.random.split(key, 5)
-    model = network.SpikingNetwork(sig, mode=mode)
-    state = training.create_train_state(key_init, sig, genes, INPUT_SHAPE)
-    x, y = jnp.asarray(images[:BATCH]), jnp.asarray(labels[:BATCH])
-    rate = jax.jit(encoding.rate, static_argnames="time_steps")
-    spikes = rate(key_spikes, x, time_steps=time_steps)
-
-    def forward(params, s):
-        return model.apply({"params": params}, s, genes, None)
-
-    def loss_fn(params, s):
-        return loss.mse_count_loss(forward(params, s), y)
-
-    fwd, fwd_bwd = jax.jit(forward), jax.jit(jax.value_and_grad(loss_fn))
-    step = jax.jit(functools.partial(training.train_step, sig, mode=mode))
-    whole = {
-        "rate_encoding": lambda: rate(key_spikes, x, time_steps=time_steps),
-        "forward": lambda: fwd(state.params, spikes),
-        "forward_backward": lambda: fwd_bwd(state.params, spikes),
-        "train_step": lambda: step(state, genes, spikes, y),
-    }
-    # Layers alone at the reference shapes, one time step of a batch; the
-    # gradients are those the network needs (conv1's input is data: no dX).
-    conv1 = network.Conv2d(32, 5, 1, "valid", True)
-    conv2 = network.Conv2d(64, 5, 1, "valid", True)
-    x1 = spikes[0]
-    x2 = (jax.random.uniform(key_x, (BATCH, 12, 12, 32)) < 0.2).astype(jnp.float32)
-    p1, p2 = conv1.init(key_conv, x1), conv2.init(key_conv, x2)
-    g1 = jax.random.normal(key_g, (BATCH, 24, 24, 32))
-    g2 = jax.random.normal(key_g, (BATCH, 8, 8, 64))
-    h1 = jax.random.normal(key_x, (BATCH, 24, 24, 32))
-    h2 = jax.random.normal(key_x, (BATCH, 8, 8, 64))
-    gp1, gp2 = g1[:, :12, :12], g2[:, :4, :4]  # pool output cotangents
-
-    def grad_of(f, argnums):
-        # The cotangent is an argument: as a closed-over constant it would be
-        # baked into the program.
-        def run(cotangent, *inputs):
-            return jax.grad(lambda *a: jnp.vdot(f(*a), cotangent), argnums)(*inputs)
-        return jax.jit(run)
-
-    conv1_fwd, conv2_fwd = jax.jit(conv1.apply), jax.jit(conv2.apply)
-    conv1_grad, conv2_grad = grad_of(conv1.apply, 0), grad_of(conv2.apply, (0, 1))
-    pool_grad = grad_of(lambda h: network.pool2d(h, "max", 2), 0)
-    layers = {
-        "conv1_fwd": lambda: conv1_fwd(p1, x1),
-        "conv1_fwd_dW": lambda: conv1_grad(g1, p1, x1),
-        "conv2_fwd": lambda: conv2_fwd(p2, x2),
-        "conv2_fwd_dX_dW": lambda: conv2_grad(g2, p2, x2),
-        "maxpool1_fwd_bwd": lambda: pool_grad(gp1, h1),
-        "maxpool2_fwd_bwd": lambda: pool_grad(gp2, h2),
-    }
-    out = {"per_batch_ms": {k: _ms(common.timeit(f, repeats)["median_s"])
-                            for k, f in whole.items()},
-           "per_time_step_ms": {k: _ms(common.timeit(f, repeats + 2)["median_s"])
-                                for k, f in layers.items()}}
-    out["step_fn"] = (step, (state, genes, spikes, y))
-    return out
-
-
-def profile_torch(tm, seed: int, time_steps: int, images, labels, repeats: int,
-                  threads: int) -> dict:
-    """The same components for the snntorch loop (ms, medians)."""
-    torch, F = tm.torch, tm.torch.nn.functional
-    torch.set_num_threads(threads)
-    trainer = TorchTrainer(tm, seed, time_steps, images[:BATCH], labels[:BATCH], threads)
-    net = trainer.net
-    x, y = trainer.images, trainer.labels
-    spikes = tm.spikegen.rate(x.float() / 255, num_steps=time_steps)
-
-    def forward():
-        with torch.no_grad():
-            return net(spikes)
-
-    def forward_backward():
-        net.zero_grad(set_to_none=True)
-        trainer.loss_fn(net(spikes), y).backward()
-
-    whole = {
-        "rate_encoding": lambda: tm.spikegen.rate(x.float() / 255, num_steps=time_steps),
-        "forward": forward,
-        "forward_backward": forward_backward,
-        "train_step": lambda: trainer.step_on_spikes(spikes, y),
-    }
-    g = torch.Generator().manual_seed(seed)
-    conv1, conv2 = torch.nn.Conv2d(1, 32, 5), torch.nn.Conv2d(32, 64, 5)
-    x1 = spikes[0]
-    x2 = (torch.rand(BATCH, 32, 12, 12, generator=g) < 0.2).float()
-    g1, g2 = torch.randn(BATCH, 32, 24, 24, generator=g), torch.randn(BATCH, 64, 8, 8, generator=g)
-    h1, h2 = torch.randn(BATCH, 32, 24, 24, generator=g), torch.randn(BATCH, 64, 8, 8, generator=g)
-
-    def no_grad(f):
-        def run():
-            with torch.no_grad():
-                return f()
-        return run
-
-    def grads(f, inputs, cotangent):
-        def run():
-            return torch.autograd.grad(f(), inputs, cotangent)
-        return run
-
-    x2g = x2.clone().requires_grad_()
-    h1g, h2g = h1.clone().requires_grad_(), h2.clone().requires_grad_()
-    layers = {
-        "conv1_fwd": no_grad(lambda: conv1(x1)),
-        "conv1_fwd_dW": grads(lambda: conv1(x1), list(conv1.parameters()), g1),
-        "conv2_fwd": no_grad(lambda: conv2(x2)),
-        "conv2_fwd_dX_dW": grads(lambda: conv2(x2g), [x2g, *conv2.parameters()], g2),
-        "maxpool1_fwd_bwd": grads(lambda: F.max_pool2d(h1g, 2), [h1g], g1[:, :, :12, :12]),
-        "maxpool2_fwd_bwd": grads(lambda: F.max_pool2d(h2g, 2), [h2g], g2[:, :, :4, :4]),
-    }
-    return {"per_batch_ms": {k: _ms(common.timeit(f, repeats)["median_s"])
-                             for k, f in whole.items()},
-            "per_time_step_ms": {k: _ms(common.timeit(f, repeats + 2)["median_s"])
-                                 for k, f in layers.items()}}
-
-
-def _hlo_op_names(hlo_text: str) -> dict[str, str | None]:
-    """Instruction name -> its ``op_name`` metadata (or that of what it calls)."""
-    own, calls, by_computation = {}, {}, collections.defaultdict(list)
-    computation = None
-    for line in hlo_text.splitlines():
-        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
-        if head and not line.startswith(" "):
-            computation = head.group(1)
-            continue
-        inst = re.match(r"^\s+(?:ROOT )?%([\w.\-]+) = ", line)
-        if not inst:
-            continue
-        op = re.search(r'op_name="([^"]+)"', line)
-        own[inst.group(1)] = op.group(1) if op else None
-        if op:
-            by_computation[computation].append(op.group(1))
-        called = re.search(r"calls=%([\w.\-]+)", line)
-        if called:
-            calls[inst.group(1)] = called.group(1)
-    for name, op in own.items():
-        if op is None and by_computation.get(calls.get(name)):
-            own[name] = by_computation[calls[name]][0]
-    return own
-
-
-def _op_category(op_name: str | None) -> str:
-    if not op_name:
-        return "other"
-    direction = "bwd" if "transpose(" in op_name else "fwd"
-    layer = re.search(r"/(conv_\d+|dense_\d+)/", op_name)
-    if layer:
-        return f"{LAYER_NAMES.get(layer.group(1), layer.group(1))} {direction}"
-    if "_stateless" in op_name:
-        return f"max-pool {direction}"
-    if "SpikingNetwork" in op_name:
-        return f"LIF {direction}"
-    return "loss, Adam, other"
-
-
-def xla_op_breakdown(fn, args, calls: int = 3) -> dict[str, float]:
-    """Share (%) of XLA op time per layer in a compiled function.
-
-    Runs ``fn(*args)`` under ``jax.profiler`` and attributes each executed
-    XLA:CPU op (a thunk, named like its HLO instruction) to a layer through
-    the instruction's ``op_name`` metadata. Ops may overlap on several
-    threads, so these are shares of summed op time, not of wall time.
-    """
-    compiled = fn.lower(*args).compile()
-    names = _hlo_op_names(compiled.as_text())
-    jax.block_until_ready(compiled(*args))
-    with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
-        try:
-            for _ in range(calls):
-                jax.block_until_ready(compiled(*args))
-        finally:
-            jax.profiler.stop_trace()
-        files = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
-        if not files:
-            raise RuntimeError("jax.profiler wrote no perfetto trace")
-        with gzip.open(files[0], "rt", encoding="utf-8") as f:
-            events = json.load(f)["traceEvents"]
-    totals = collections.Counter()
-    for event in events:
-        if event.get("ph") == "X" and event.get("name") in names:
-            totals[_op_category(names[event["name"]])] += event.get("dur", 0)
-    total = sum(totals.values())
-    if not total:
-        raise RuntimeError("no XLA ops found in the trace")
-    return {k: round(100 * v / total, 1) for k, v in totals.most_common()}
-
-
-def summarise_loop_gap(rows: list[dict[str, Any]], default_mode: str) -> list[str]:
-    """Our epoch's step against the same jitted step called from a host loop."""
-    lines = []
-    for t in sorted({r["time_steps"] for r in rows}):
-        epoch = [r for r in rows if r["time_steps"] == t and r["label"] == default_mode]
-        host = [r for r in rows if r["time_steps"] == t and r["label"].endswith("host loop")]
-        if epoch and host:
-            e, h = epoch[0], host[0]
-            lines.append(
-                f"T={t}: one step inside make_train_epoch ({default_mode}) {e['step_ms']:.0f} ms "
-                f"vs the same jitted step from a host loop {h['step_ms']:.0f} ms "
-                f"({e['step_ms'] / h['step_ms']:.1f}x); the compiled epoch has "
-                f"{e.get('unfused_convolutions', '?')} unfused convolution ops (slow generic "
-                f"thunks on XLA:CPU, see conv_layout_experiment.py).")
-    return lines
-
-
-def summarise_profile(time_steps: int, mode: str, ours: dict,
-                      theirs: dict[str, dict]) -> list[str]:
-    """A few plain-text lines on where the time goes."""
-    lines = []
-
-    def side(name, prof):
-        b, layer = prof["per_batch_ms"], prof["per_time_step_ms"]
-        convs = time_steps * (layer["conv1_fwd_dW"] + layer["conv2_fwd_dX_dW"])
-        pools = time_steps * (layer["maxpool1_fwd_bwd"] + layer["maxpool2_fwd_bwd"])
-        fb = b["forward_backward"]
-        rest = b["train_step"] - fb
-        lines.append(
-            f"{name}, T={time_steps}, one batch of {BATCH}: train step {b['train_step']:.0f} ms "
-            f"(forward {b['forward']:.0f}, forward+backward {fb:.0f}, so backward "
-            f"~{fb - b['forward']:.0f} and optimizer/update "
-            + (f"~{rest:.0f}" if rest > 0 else "within noise")
-            + f"; rate coding {b['rate_encoding']:.1f}).")
-        lines.append(
-            f"  layers alone x T: conv1 fwd+dW {time_steps * layer['conv1_fwd_dW']:.0f} ms, "
-            f"conv2 fwd+dX+dW {time_steps * layer['conv2_fwd_dX_dW']:.0f} ms, max-pools "
-            f"fwd+bwd {pools:.0f} ms: convolutions ~{100 * convs / fb:.0f}% and pools "
-            f"~{100 * pools / fb:.0f}% of forward+backward.")
-
-    side(f"spenser_jax ({mode})", ours)
-    if "xla_ops_percent" in ours:
-        shares = ", ".join(f"{k} {v:.0f}%" for k, v in ours["xla_ops_percent"].items() if v >= 1)
-        lines.append(f"  XLA op time in the compiled train step: {shares}.")
-    for name, prof in theirs.items():
-        side(f"snntorch ({name})", prof)
-    if theirs:
-        name, best = min(theirs.items(), key=lambda kv: kv[1]["per_batch_ms"]["train_step"])
-        a, b = ours["per_time_step_ms"], best["per_time_step_ms"]
-        lines.append(f"XLA / torch ({name}) time per layer call (batch 64, one time step): "
-                     + ", ".join(f"{k} {a[k]:.2f}/{b[k]:.2f} ms ({a[k] / b[k]:.1f}x)" for k in a))
-    return lines
-
-
-# --------------------------------------------------------------------------
-# Main
+MARK = "TORCH-ROWS-JSON:"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -689,11 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="optimizer steps (batches of 64) per timed epoch of snntorch and of "
                              "our host-loop reference (default 10; --quick: 2)")
     parser.add_argument("--epoch-steps", type=int, default=2,
-                        help="steps per timed epoch of our jitted epochs (default 2: on XLA:CPU "
-                             "they are ~30x slower than the step alone, see README; >= 2, as XLA "
+                        help="steps per timed epoch of our jitted epochs (default 2; >= 2, as XLA "
                              "removes a loop of one iteration)")
-    parser.add_argument("--scan-steps", type=int, default=None,
-                        help="steps per epoch for the slow 'scan' order (default: --epoch-steps)")
     parser.add_argument("--time-steps", type=int, nargs="+", default=None,
                         help="rate-coding steps T (default 10 25; --quick: 10)")
     parser.add_argument("--modes", nargs="+", choices=network.MODES, default=list(network.MODES),
@@ -709,64 +90,102 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a runner whose warm-up epoch takes this long keeps it as its only "
                              "sample and skips the rounds (default 20)")
     parser.add_argument("--skip-torch", action="store_true", help="time ours only")
+    parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="snntorch's device (default: cuda when JAX runs on a GPU, else cpu)")
     parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
-                        help="snntorch runners' intra-op threads; the first is the reference "
-                             "(default: the machine's cores, then 1: OpenMP with all cores "
-                             "degrades badly when other jobs share them)")
+                        help="CPU snntorch runners' intra-op threads; the first is the reference "
+                             "(default: the machine's cores, then 1)")
+    parser.add_argument("--isolate-torch", action="store_true",
+                        help="run the snntorch side in a child process, after ours")
+    parser.add_argument("--only-torch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile", choices=("first", "all", "none"), default="first",
                         help="profile at the first T (default), at every T, or not at all")
     parser.add_argument("--data", choices=("mnist", "random"), default="mnist",
                         help="MNIST train images (default; random if not found) or random pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
-                        help="~1-2 minute smoke run: T=10, one round, no warm-up epoch, "
-                             "no trace profile")
+                        help="smoke run: T=10, one round, no warm-up epoch, no trace profile")
+    parser.add_argument("--name", default=None, help="result file stem (default "
+                        "train_throughput_<backend>[_quick])")
+    parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
     parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
     args = parser.parse_args(argv)
     args.steps = args.steps or (2 if args.quick else 10)
-    args.scan_steps = args.scan_steps or args.epoch_steps
     args.time_steps = args.time_steps or ([10] if args.quick else [10, 25])
     args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.torch_device == "auto" and not args.only_torch:
+        args.torch_device = "cpu" if jax.default_backend() == "cpu" else "cuda"
     cores = os.cpu_count() or 1
+    if args.torch_device == "cuda":
+        args.torch_threads = [cores]
     args.torch_threads = list(dict.fromkeys(args.torch_threads or [cores, 1]))
     for name in ("steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    for name in ("epoch_steps", "scan_steps"):
-        if getattr(args, name) < 2:
-            parser.error(f"--{name.replace('_', '-')} must be >= 2")
+    if args.epoch_steps < 2:
+        parser.error("--epoch-steps must be >= 2")
     if min(args.time_steps) < 1:
         parser.error("--time-steps must be >= 1")
     return args
 
 
-def print_table(rows: list[dict[str, Any]], default_mode: str) -> list[str]:
-    """Prints (and returns) the results as a plain-text table."""
-    header = (f"{'T':>3}  {'runner':<33} {'samples':>7} {'compile s':>9} {'first s':>8} "
-              f"{'epoch s':>8} {'ms/step':>8} {'samples/s':>9} {'ours/snn':>8} {'/fastest':>8}")
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        name = ("spenser_jax " if r["framework"] == "spenser_jax" else "") + r["label"]
-        name += "*" if r["label"] == default_mode else ""
-        compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
-        first_s = f"{r['first_call_s']:.1f}" if "first_call_s" in r else "-"
-        ratio = f"{r['ratio_vs_snntorch']:.3f}" if "ratio_vs_snntorch" in r else "-"
-        best = (f"{r['ratio_vs_fastest_snntorch']:.3f}" if "ratio_vs_fastest_snntorch" in r
-                else "-")
-        epoch_s = f"{r['median_epoch_s']:.2f}" + ("+" if "sample" in r else "")
-        lines.append(f"{r['time_steps']:>3}  {name:<33} {r['samples_per_epoch']:>7} "
-                     f"{compile_s:>9} {first_s:>8} {epoch_s:>8} "
-                     f"{r['step_ms']:>8.0f} {r['samples_per_s']:>9.1f} {ratio:>8} {best:>8}")
-    lines.append("* the default order on this backend (network.DEFAULT_MODES). Our orders run "
-                 "through training.make_train_epoch; the host loop is our jitted step called per "
-                 "batch, for reference. ours/snn: median samples/s over those of snntorch with "
-                 "threads = cores, in the same rounds; /fastest: over the fastest snntorch row. "
-                 "+: a long warm-up epoch kept as the only sample (--long-epoch-s).")
-    print("\n".join(lines), flush=True)
-    return lines
+def torch_profiles(tm, args, time_steps: int, images, labels) -> dict:
+    """The snntorch profile of every runner at ``time_steps``."""
+    out = {}
+    for threads in args.torch_threads:
+        label = tm.device if tm.device == "cuda" else f"{threads} thread" + ("s" if threads > 1 else "")
+        out[label] = harness.profile_torch(tm, args.seed, time_steps, images, labels,
+                                           3 if args.quick else 5, threads)
+    return out
+
+
+def torch_note(tm, args) -> str:
+    return (f"torch {tm.torch.__version__}, snntorch {tm.snntorch.__version__} on {tm.device} "
+            f"({tm.device_name}); runners with {args.torch_threads} intra-op threads"
+            + ("; in a child process after ours" if args.isolate_torch or args.only_torch
+               else "; in the same rounds as ours"))
+
+
+def torch_side(args, images, labels, log) -> tuple[list, dict, str]:
+    """The snntorch runners alone at every T (rows, profiles by T, a note)."""
+    try:
+        tm = harness.import_torch(args.torch_device)
+    except harness.TorchUnavailable as err:
+        print(err, file=sys.stderr, flush=True)
+        return [], {}, str(err)
+    rows, profiles = [], {}
+    n = args.steps * harness.BATCH
+    for i, time_steps in enumerate(args.time_steps):
+        log(f"snntorch, T = {time_steps}")
+        runners = [harness.TorchTrainer(tm, args.seed, time_steps, images[:n], labels[:n], threads)
+                   for threads in args.torch_threads]
+        rows += harness.measure_throughput(runners, args.repeats, args.budget_s, log,
+                                           warmup_epoch=not args.quick,
+                                           long_epoch_s=args.long_epoch_s)
+        if args.profile == "all" or (args.profile == "first" and i == 0):
+            profiles[f"T{time_steps}"] = torch_profiles(tm, args, time_steps, images, labels)
+    return rows, profiles, torch_note(tm, args)
+
+
+def torch_side_isolated(argv: list[str], log) -> tuple[list, dict, str]:
+    """:func:`torch_side` in a child process (``--only-torch``)."""
+    log("snntorch side in a child process ...")
+    # JAX stays on the CPU there: only torch touches the accelerator.
+    proc = subprocess.run([sys.executable, __file__, *argv, "--only-torch", "--no-write"],
+                          capture_output=True, text=True, check=False,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    sys.stderr.write(proc.stderr[-4000:])
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            out = json.loads(line[len(MARK):])
+            return out["rows"], out["profiles"], out["note"]
+        print("  | " + line, flush=True)
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return [], {}, f"error: snntorch child process exited {proc.returncode}: {tail}"
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
 
@@ -774,107 +193,137 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)
 
     load_before = common.load_average()
+    n = max(args.steps, args.epoch_steps) * harness.BATCH
+    images, labels, source = common.load_train_images(args.data, n, args.seed)
+    if args.only_torch:
+        rows, profiles, note = torch_side(args, images, labels, log)
+        print(MARK + json.dumps({"rows": rows, "profiles": profiles, "note": note}), flush=True)
+        return 0
+
     backend = jax.default_backend()
     default_mode = network.default_mode()
-    sig, genes = network.split(phenotype.parse(REFERENCE_PHENOTYPE))
-    n = max(args.steps, args.epoch_steps, args.scan_steps) * BATCH
-    images, labels, source = load_images(n, args.data, args.seed)
-
-    tm, torch_note = None, None
-    if args.skip_torch:
-        torch_note = "skipped (--skip-torch)"
-    else:
-        try:
-            tm = import_torch()
-            torch_note = (f"torch {tm.torch.__version__}, snntorch {tm.snntorch.__version__}; "
-                          f"torch.set_num_threads(os.cpu_count()) = {os.cpu_count()} threads "
-                          f"for the reference runner and the profile; runners with "
-                          f"{args.torch_threads} threads")
-        except TorchUnavailable as err:
-            torch_note = str(err)
-            print(torch_note, file=sys.stderr, flush=True)
+    sig, hyper = harness.reference_network()
     log(f"backend {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} cores, "
-        f"load {load_before}; data {source}; snntorch: {torch_note}")
+        f"load {load_before}; data {source}")
 
-    rows, profiles, summary = [], {}, []
+    tm, note = None, "skipped (--skip-torch)"
+    if not (args.skip_torch or args.isolate_torch):
+        try:
+            tm = harness.import_torch(args.torch_device)
+            note = torch_note(tm, args)
+        except harness.TorchUnavailable as err:
+            note = str(err)
+            print(note, file=sys.stderr, flush=True)
+
+    rows, profiles = [], {}
+    name = args.name or f"train_throughput_{backend}" + ("_quick" if args.quick else "")
+
+    def finish(done: list[int]) -> dict:
+        """The result so far (every T in ``done``); printed and written when complete."""
+        final = done == args.time_steps
+        harness.add_ratios(rows)
+        summary = []
+        for t, prof in profiles.items():
+            summary += harness.summarise_profile(int(t[1:]), prof["mode"], prof["spenser_jax"],
+                                                 prof["snntorch"])
+        ordered = sorted(rows, key=lambda r: r["time_steps"])
+        if final:
+            print("\n".join(summary) + "\n", flush=True)
+            table = harness.print_table(ordered, default_mode)
+        else:
+            table = []
+        gap = harness.summarise_loop_gap(rows, default_mode)
+        if final:
+            print("\n".join(gap), flush=True)
+        payload = {
+            **common.header("train_throughput", load_before),
+            "settings": {
+                "phenotype": harness.REFERENCE_PHENOTYPE, "batch_size": harness.BATCH,
+                "learning_rate": harness.LR, "time_steps": args.time_steps, "modes": args.modes,
+                "steps": args.steps, "epoch_steps": args.epoch_steps,
+                "host_loop": not args.no_host_loop, "repeats_max": args.repeats,
+                "budget_s": args.budget_s, "long_epoch_s": args.long_epoch_s, "data": source,
+                "seed": args.seed, "quick": args.quick, "default_mode": default_mode,
+                "snntorch": note, "torch_device": None if args.skip_torch else args.torch_device,
+                "torch_threads": None if args.skip_torch else args.torch_threads,
+                "torch_isolated": args.isolate_torch,
+                "method": ("per runner: compile (ours), then one warm-up epoch; then rounds of one "
+                           "epoch per runner in rotated order; median epoch time. A runner whose "
+                           "warm-up epoch took >= long_epoch_s keeps it as its sample instead"
+                           if not args.quick else "smoke run: compile, then one timed epoch")
+                + ("; snntorch in a child process after ours, per T" if args.isolate_torch else ""),
+            },
+            "complete": final,
+            "time_steps_done": done,
+            "results": ordered,
+            "profile": profiles,
+            "profile_summary": summary + gap,
+            "table": table,
+            "total_wall_s": round(time.perf_counter() - started, 1),
+        }
+        if not args.no_write:
+            path = common.write_result(name, payload, args.out)
+            log(f"wrote {path}" + ("" if final else " (so far)"))
+        return payload
+
     key = jax.random.key(args.seed)
     for t_index, time_steps in enumerate(args.time_steps):
         log(f"T = {time_steps}")
         key_t = jax.random.fold_in(key, time_steps)
-        runners = []
-        for mode in args.modes:
-            steps = args.scan_steps if mode == "scan" else args.epoch_steps
-            runners.append(JaxTrainer(key_t, sig, genes, time_steps, mode,
-                                      images[:steps * BATCH], labels[:steps * BATCH]))
+        k = args.epoch_steps * harness.BATCH
+        runners = [harness.JaxTrainer(key_t, sig, hyper, time_steps, mode, images[:k], labels[:k])
+                   for mode in args.modes]
+        k = args.steps * harness.BATCH
         if not args.no_host_loop:
-            runners.append(JaxStepLoop(key_t, sig, genes, time_steps, default_mode,
-                                       images[:args.steps * BATCH], labels[:args.steps * BATCH]))
-        if tm is not None:
-            runners += [TorchTrainer(tm, args.seed, time_steps, images[:args.steps * BATCH],
-                                     labels[:args.steps * BATCH], threads)
-                        for threads in args.torch_threads]
-        rows += measure_throughput(runners, args.repeats, args.budget_s, log,
-                                   warmup_epoch=not args.quick, long_epoch_s=args.long_epoch_s)
+            runners.append(harness.JaxStepLoop(key_t, sig, hyper, time_steps, default_mode,
+                                               images[:k], labels[:k]))
+        if tm is not None:  # in-process snntorch runners share the rounds with ours
+            runners += [harness.TorchTrainer(tm, args.seed, time_steps, images[:k], labels[:k],
+                                             threads) for threads in args.torch_threads]
+        rows += harness.measure_throughput(runners, args.repeats, args.budget_s, log,
+                                           warmup_epoch=not args.quick,
+                                           long_epoch_s=args.long_epoch_s)
         del runners
-
-        if args.profile == "all" or (args.profile == "first" and t_index == 0):
+        profiled = args.profile == "all" or (args.profile == "first" and t_index == 0)
+        if profiled:
             log(f"profile at T = {time_steps} ({default_mode}) ...")
-            prof_repeats = 3 if args.quick else 5
-            ours = profile_jax(jax.random.fold_in(key_t, 1), sig, genes, time_steps,
-                               default_mode, images, labels, prof_repeats)
+            ours = harness.profile_jax(jax.random.fold_in(key_t, 1), sig, hyper, time_steps,
+                                       default_mode, images, labels, 3 if args.quick else 5)
             step_fn, step_args = ours.pop("step_fn")
             if not args.quick:
                 try:
-                    ours["xla_ops_percent"] = xla_op_breakdown(step_fn, step_args)
+                    ours["xla_ops_percent"] = harness.xla_op_breakdown(step_fn, step_args)
                 except Exception as err:  # noqa: BLE001  (a profiler detail must not sink the run)
                     ours["xla_ops_percent_error"] = f"{type(err).__name__}: {err}"
-            theirs = {}
-            for threads in args.torch_threads if tm is not None else ():
-                theirs[f"{threads} thread" + ("s" if threads > 1 else "")] = profile_torch(
-                    tm, args.seed, time_steps, images, labels, prof_repeats, threads)
-            lines = summarise_profile(time_steps, default_mode, ours, theirs)
+            theirs = torch_profiles(tm, args, time_steps, images, labels) if tm else {}
             profiles[f"T{time_steps}"] = {"mode": default_mode, "spenser_jax": ours,
                                          "snntorch": theirs}
-            summary += lines
-            print("\n".join(lines), flush=True)
-
-    print()
-    table = print_table(rows, default_mode)
-    gap = summarise_loop_gap(rows, default_mode)
-    print("\n".join(gap), flush=True)
-    summary += gap
-    load_after = common.load_average()
-    payload = {
-        "benchmark": "train_throughput",
-        "machine": common.machine_info(),
-        "versions": common.versions(),
-        "load_average": {"before": load_before, "after": load_after,
-                         "note": "1/5/15-minute load averages; the 2 cores are shared with "
-                                 "other jobs, so absolute figures are noisy"},
-        "settings": {
-            "phenotype": REFERENCE_PHENOTYPE, "batch_size": BATCH, "learning_rate": LR,
-            "time_steps": args.time_steps, "modes": args.modes, "steps": args.steps,
-            "epoch_steps": args.epoch_steps, "scan_steps": args.scan_steps,
-            "host_loop": not args.no_host_loop, "repeats_max": args.repeats,
-            "budget_s": args.budget_s, "long_epoch_s": args.long_epoch_s, "data": source, "seed": args.seed, "quick": args.quick,
-            "default_mode": default_mode, "snntorch": torch_note,
-            "torch_threads": args.torch_threads if tm is not None else None,
-            "method": ("per runner: compile (ours), then one warm-up epoch; then rounds of one "
-                       "epoch per runner in rotated order; median epoch time. A runner whose "
-                       "warm-up epoch took >= long_epoch_s keeps it as its sample instead"
-                       if not args.quick else "smoke run: compile, then one timed epoch"),
-        },
-        "results": rows,
-        "profile": profiles,
-        "profile_summary": summary,
-        "table": table,
-        "total_wall_s": round(time.perf_counter() - started, 1),
-    }
-    if not args.no_write:
-        name = f"train_throughput_{backend}" + ("_quick" if args.quick else "")
-        path = common.write_result(name, payload)
-        log(f"wrote {path}")
+        if args.isolate_torch and not args.skip_torch:
+            # The snntorch side of this T in a child process (JAX is idle meanwhile).
+            child = [a for a in strip_option(argv, "--time-steps") if a != "--isolate-torch"]
+            child += ["--time-steps", str(time_steps), "--torch-device", args.torch_device,
+                      "--profile", "first" if profiled else "none"]
+            torch_rows, theirs, note = torch_side_isolated(child, log)
+            rows += torch_rows
+            for t, prof in theirs.items():
+                if t in profiles:
+                    profiles[t]["snntorch"] = prof
+        finish(args.time_steps[:t_index + 1])
     return 0
+
+
+def strip_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option`` and the values that follow it."""
+    out, skipping = [], False
+    for a in argv:
+        if a == option or a.startswith(option + "="):
+            skipping = a == option
+            continue
+        if skipping and not a.startswith("--"):
+            continue
+        skipping = False
+        out.append(a)
+    return out
 
 
 if __name__ == "__main__":
