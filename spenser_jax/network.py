@@ -271,7 +271,7 @@ class SpikingNetwork(nn.Module):
 
     def __call__(self, spikes: jax.Array, hyper: Hyper,
                  dropout_key: jax.Array | None = None, *, trace: bool = False,
-                 activity: bool = False, membrane: bool = False):
+                 activity: bool | jax.Array = False, membrane: bool = False):
         """Runs the network over time.
 
         Args:
@@ -282,7 +282,9 @@ class SpikingNetwork(nn.Module):
             dropout (evaluation).
           trace: also return every LIF layer's spikes.
           activity: also return what each sample did, summed over time:
-            :func:`activity_sums` says what.
+            :func:`activity_sums` says what. An array of per-sample weights
+            ``[B]`` (0 for padding) instead returns their weighted sums over
+            the batch (cheaper: nothing of size B is carried through time).
           membrane: also return the last (LIF) layer's membrane potentials,
             ``[T, B, K]``, which membrane losses read.
 
@@ -300,15 +302,17 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if self.is_initializing():
             mode = "layerwise"  # parameters are created outside any transform
-        if trace + activity + membrane > 1:
+        weights = None if isinstance(activity, bool) else jnp.asarray(activity, jnp.float32)
+        measure = weights is not None or activity is True
+        if trace + measure + membrane > 1:
             raise ValueError("trace, activity and membrane exclude each other")
-        record = "trace" if trace else "activity" if activity else "membrane" if membrane else None
+        record = "trace" if trace else "activity" if measure else "membrane" if membrane else None
         run = {"stepwise": self._stepwise, "scan": self._scan, "layerwise": self._layerwise}[mode]
         if record is None:
             return run(spikes, hyper, dropout_key)
-        out, extra = run(spikes, hyper, dropout_key, record)
+        out, extra = run(spikes, hyper, dropout_key, record, weights)
         if record == "activity":
-            return out, activity_sums(self.signature, spikes, *extra)
+            return out, activity_sums(self.signature, spikes, *extra, weights=weights)
         return out, extra
 
     # Helpers shared by the orders ------------------------------------------
@@ -342,7 +346,7 @@ class SpikingNetwork(nn.Module):
             return x
         return merge_inputs([first if j < 0 else outs[j] for j in inputs[i]])
 
-    def _step(self, mems: tuple, x: jax.Array, t, hyper, dropout_key, record=None):
+    def _step(self, mems: tuple, x: jax.Array, t, hyper, dropout_key, record=None, weights=None):
         """One time step of the whole network; ``mems`` has one entry per layer.
 
         Returns ``(mems, output)``; with ``record`` ``(mems, (output, extra))``
@@ -351,21 +355,27 @@ class SpikingNetwork(nn.Module):
         mems = list(mems)
         first, outs = x, []
         lif_spikes, inputs, membrane = [], [], None
+        raw = True  # x is still the network input (the input's sums come from outside the loop)
         for i, spec in enumerate(self.signature.layers):
             x = self._sources(i, x, first, outs)
+            if self.signature.inputs is not None and self.signature.inputs[i] is not None:
+                raw = False
             if isinstance(spec, LIFSlot):
                 beta, threshold, options = self._lif(i, hyper)
                 mem = jnp.zeros_like(x) if mems[i] is None else mems[i]
                 mems[i], x = lif_step(mem, x, beta, threshold, **options)
-                lif_spikes.append(_reduce(x) if record == "activity" else x)
+                lif_spikes.append(_reduce(x, weights) if record == "activity" else x)
                 membrane = mems[i]
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     x = x * dropout_keep(dropout_key, i, t, self._dropout_rate(i, hyper), x.shape)
+                    raw = False
             else:
                 if record == "activity" and isinstance(spec, (Conv, Dense)):
-                    inputs.append(_reduce_input(x))
+                    inputs.append(None if raw else _reduce_input(x, weights))
                 x = self._stateless(i, x)
+            if not isinstance(spec, DropoutSlot):
+                raw = False
             if self.signature.inputs is not None:
                 outs.append(x)
         if record == "activity":
@@ -378,11 +388,11 @@ class SpikingNetwork(nn.Module):
 
     # Execution orders ------------------------------------------------------
 
-    def _stepwise(self, spikes, hyper, dropout_key, record=None):
+    def _stepwise(self, spikes, hyper, dropout_key, record=None, weights=None):
         mems = (None,) * len(self.signature.layers)
         outputs = []
         for t in range(spikes.shape[0]):
-            mems, y = self._step(mems, spikes[t], t, hyper, dropout_key, record)
+            mems, y = self._step(mems, spikes[t], t, hyper, dropout_key, record, weights)
             outputs.append(y)
         stacked = jax.tree.map(lambda *ys: jnp.stack(ys), *outputs)
         if record == "activity":  # sum the per-step reductions over time
@@ -390,11 +400,14 @@ class SpikingNetwork(nn.Module):
             return out, jax.tree.map(lambda v: v.sum(0), rest)
         return stacked
 
-    def _scan(self, spikes, hyper, dropout_key, record=None):
+    def _scan(self, spikes, hyper, dropout_key, record=None, weights=None):
         shapes = layer_shapes(self.signature, spikes.shape[2:])
         mems = tuple(jnp.zeros((spikes.shape[1], *shapes[i]), jnp.float32)
                      if isinstance(spec, LIFSlot) else None
                      for i, spec in enumerate(self.signature.layers))
+
+        if record == "activity":
+            return self._scan_activity(spikes, hyper, dropout_key, mems, weights)
 
         def body(module, carry, inputs):
             x, t = inputs
@@ -403,12 +416,26 @@ class SpikingNetwork(nn.Module):
         # The lifted scan shares the parameters between steps (broadcast).
         scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
         _, outputs = scan(self, mems, (spikes, jnp.arange(spikes.shape[0])))
-        if record == "activity":
-            out, rest = outputs
-            return out, jax.tree.map(lambda v: v.sum(0), rest)
         return outputs
 
-    def _layerwise(self, spikes, hyper, dropout_key, record=None):
+    def _scan_activity(self, spikes, hyper, dropout_key, mems, weights):
+        # The per-step sums accumulate in the carry: stacking them over T
+        # and summing afterwards wrote T copies to memory first.
+        def step(module, carry, inputs):
+            x, t = inputs
+            mems, sums = carry
+            mems, (y, extra) = module._step(mems, x, t, hyper, dropout_key, "activity", weights)
+            return (mems, jax.tree.map(jnp.add, sums, extra)), y
+
+        shape = jax.eval_shape(lambda: nn.apply(
+            lambda module: module._step(mems, spikes[0], 0, hyper, dropout_key, "activity", weights)[1][1],
+            self)({"params": self.variables["params"]}))
+        sums = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
+        (_, sums), out = scan(self, (mems, sums), (spikes, jnp.arange(spikes.shape[0])))
+        return out, sums
+
+    def _layerwise(self, spikes, hyper, dropout_key, record=None, weights=None):
         x = spikes
         steps, batch = spikes.shape[:2]
         outs = []
@@ -425,7 +452,7 @@ class SpikingNetwork(nn.Module):
                 beta, threshold, options = self._lif(i, hyper)
                 if not self.is_initializing():  # init only needs the shapes
                     x, membrane = lif_sequence(x, beta, threshold, **options)
-                lif_spikes.append(jax.vmap(_reduce)(x).sum(0) if record == "activity" else x)
+                lif_spikes.append(_reduce(x.sum(0), weights) if record == "activity" else x)
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     rate = self._dropout_rate(i, hyper)
@@ -433,7 +460,7 @@ class SpikingNetwork(nn.Module):
                     x = x * keep(jnp.arange(steps))
             else:
                 if record == "activity" and isinstance(spec, (Conv, Dense)):
-                    inputs.append(jax.vmap(_reduce_input)(x).sum(0))
+                    inputs.append(_reduce_input(x.sum(0), weights))
                 y = self._stateless(i, flat(x))
                 x = y.reshape(steps, batch, *y.shape[1:])
             if self.signature.inputs is not None:
@@ -469,17 +496,26 @@ def merge_inputs(xs: list[jax.Array]) -> jax.Array:
     return jnp.concatenate([_flatten(x) for x in xs], axis=-1)
 
 
-def _reduce(x: jax.Array) -> jax.Array:
-    """Per sample: the sum over everything but the batch axis, ``[B, ...] -> [B]``."""
-    return x.reshape(x.shape[0], -1).sum(-1)
+def _reduce(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Per sample the sum over everything but the batch axis, ``[B, ...] -> [B]``;
+    with ``weights`` their weighted sum over the batch (a scalar)."""
+    per_sample = x.reshape(x.shape[0], -1).sum(-1)
+    return per_sample if weights is None else jnp.dot(weights, per_sample)
 
 
-def _reduce_input(x: jax.Array) -> jax.Array:
-    """What enters a weighted layer per sample: ``[B, H, W]`` (channels summed) or ``[B]``."""
-    return x.sum(-1) if x.ndim == 4 else _reduce(x)
+def _reduce_input(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """What enters a weighted layer: ``[B, H, W]`` (channels summed) or ``[B]``; with
+    ``weights`` summed over the batch (``[H, W]`` or a scalar)."""
+    if x.ndim != 4:
+        return _reduce(x, weights)
+    return x.sum(-1) if weights is None else jnp.tensordot(weights, x, axes=1).sum(-1)
 
 
-def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs) -> dict:
+def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs, weights=None) -> dict:
+    # None in ``inputs``: a layer that reads the network input itself; its
+    # sums come from the input spikes here, once, instead of at every step.
+    summed = spikes.sum(0)
+    inputs = tuple(_reduce_input(summed, weights) if x is None else x for x in inputs)
     """A batch's activity per sample, summed over the time steps.
 
     Returns:
@@ -489,7 +525,7 @@ def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs) -> dict
       after an avg-pool is the pooled value; :mod:`spenser_jax.activity`
       turns these into spikes, SynOps and energy.
     """
-    return {"input": _reduce(spikes.sum(0)), "lif": tuple(lif_spikes), "inputs": tuple(inputs)}
+    return {"input": _reduce(spikes.sum(0), weights), "lif": tuple(lif_spikes), "inputs": tuple(inputs)}
 
 
 def init_params(key: jax.Array, sig: Signature, hyper: Hyper,

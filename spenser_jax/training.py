@@ -338,18 +338,15 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
         total, sums = carry
         idx, mask, i = batch
         spikes = encode(input_encoding, jax.random.fold_in(key, i), images[idx], time_steps)
-        out, act = model.apply({"params": params}, spikes, hyper, None, activity=True)
-        weight = mask.astype(jnp.float32)
-
-        def kept(x):  # [B, ...] -> the real samples' sum
-            return jnp.tensordot(weight, x, axes=1)
-
-        sums = jax.tree.map(lambda acc, x: acc + kept(x), sums, act)
+        # The mask weights the sums, so padding never counts.
+        out, act = model.apply({"params": params}, spikes, hyper, None, activity=mask.astype(jnp.float32))
+        sums = jax.tree.map(jnp.add, sums, act)
         return (total + loss.correct_count(out, labels[idx], mask), sums), None
 
     spec = jax.eval_shape(lambda: model.apply({"params": params}, encode(
-        input_encoding, key, images[order[0]], time_steps), hyper, None, activity=True)[1])
-    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape[1:], jnp.float32), spec)
+        input_encoding, key, images[order[0]], time_steps), hyper, None,
+        activity=masks[0].astype(jnp.float32))[1])
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), spec)
     (correct, sums), _ = jax.lax.scan(body_activity, (jnp.int32(0), zeros),
                                       (order, masks, jnp.arange(order.shape[0])))
     return {"correct": correct, "accuracy": correct / images.shape[0], "activity": sums}
