@@ -60,6 +60,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint or run directory that cannot be used; it is left untouched."""
 
 
+class IndividualError(CheckpointError):
+    """The individual asked for does not exist or has no weights to give."""
+
+
 class RunLock:
     """Exclusive use of a run directory by one process.
 
@@ -358,6 +362,53 @@ class Run:
         return SearchSpace(grammar, macro_from_config(self.identity["macro"]), input_shape=shape,
                            num_classes=self.identity.get("num_classes", 10),
                            levels_back=self.identity.get("levels_back", 1))
+
+    def individual(self, which: str, retrained: bool = False):
+        """One individual of the run: ``which`` is ``"best"`` or ``"G:I"``.
+
+        Returns:
+          ``(phenotype, weights or None to train again, (generation, index)
+          or None)``; ``retrained`` asks for the best's weights after retrain.
+
+        Raises:
+          IndividualError: no such individual, or no weights to give for it.
+        """
+        state = self.state
+        space = self.space()
+        if which == "best":
+            if state is None or state.parent is None:
+                raise IndividualError(f"{self.dir}: no best individual yet (no completed generation)")
+            phenotype = space.phenotype(state.parent)
+            if retrained:
+                if self.retrained is None:
+                    raise IndividualError(f"{self.dir}: no retrained weights "
+                                          f"(run python -m spenser_jax.retrain first)")
+                text, weights = self.retrained
+                if text != phenotype.text:
+                    raise IndividualError(f"{self.dir}: the retrained weights belong to another phenotype")
+                return phenotype, weights, None
+            return phenotype, state.parent_weights, None
+        try:
+            g, i = (int(x) for x in which.split(":"))
+        except ValueError:
+            raise IndividualError(f"--individual must be best or G:I (generation:index), got {which!r}") from None
+        if not 0 <= g < len(self.records) or not 0 <= i < len(self.records[g]["individuals"]):
+            raise IndividualError(f"{self.dir}: no individual {g}:{i} "
+                                  f"({len(self.records)} generations recorded)")
+        record = self.records[g]["individuals"][i]
+        from spenser_jax.phenotype import parse
+
+        phenotype = parse(record["phenotype"])
+        if state is not None and state.parent is not None and space.text(state.parent) == phenotype.text \
+                and self.best and self.best.get("generation") == g:
+            return phenotype, state.parent_weights, None
+        if record["status"] not in ("ok", "stopped"):
+            raise IndividualError(f"individual {g}:{i} has no trained network ({record['status']}: "
+                                  f"{record.get('reason', '')})")
+        if self.identity.get("search", {}).get("inherit"):
+            raise IndividualError(f"individual {g}:{i}: this run inherits weights, so an offspring cannot be "
+                                  f"trained again alone; inspect the best (--individual best)")
+        return phenotype, None, (g, i)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -476,7 +476,7 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
       user), "input_shape" (C, H, W), "time_steps", "dt"}``.
 
     Raises:
-      InspectError: no best individual yet, a bad ``individual``, no
+      IndividualError: no best individual yet, a bad ``individual``, no
         retrained weights where they were asked for.
       CheckpointError: not a run directory (or a corrupt one, or its grammar changed).
       NotExportable: the network has layers NIR cannot express exactly.
@@ -485,7 +485,6 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
         ``G:I`` again) cannot be loaded.
     """
     from spenser_jax import checkpoint
-    from spenser_jax.inspect import InspectError, _individual
 
     if weights not in ("auto", "retrained", "search"):
         raise ValueError(f"weights must be auto, retrained or search, got {weights!r}")
@@ -493,9 +492,9 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
     run = checkpoint.load_run(Path(run_dir))
     best = individual == "best"
     if weights == "retrained" and not best:
-        raise InspectError(f"--retrained is for --individual best only (individual {individual} has "
-                           f"no retrained weights)")
-    phenotype, params, again = _individual(run, individual, retrained=weights == "retrained")
+        raise checkpoint.IndividualError(f"--retrained is for --individual best only (individual "
+                                         f"{individual} has no retrained weights)")
+    phenotype, params, again = run.individual(individual, retrained=weights == "retrained")
     source = "retrained" if weights == "retrained" else "search"
     if best and weights == "auto" and run.test is not None:
         if run.retrained is not None and run.retrained[0] == phenotype.text:
@@ -507,7 +506,8 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
             log(f"note: {checkpoint.TEST} exists but {checkpoint.RETRAINED} does not; exporting the "
                 f"search's weights")
     if params is None and again is None:
-        raise InspectError(f"{run.dir}: the checkpoint holds no weights for individual {individual}")
+        raise checkpoint.IndividualError(f"{run.dir}: the checkpoint holds no weights for "
+                                         f"individual {individual}")
     splits = None
 
     def data_splits():
@@ -571,7 +571,6 @@ def main(argv=None) -> int:
 
     from spenser_jax import checkpoint, data
     from spenser_jax.grammar import GrammarError
-    from spenser_jax.inspect import InspectError
     from spenser_jax.phenotype import InvalidPhenotype
 
     weights = "retrained" if args.retrained else "search" if args.search_weights else "auto"
@@ -583,7 +582,7 @@ def main(argv=None) -> int:
         print(f"error: individual {args.individual} of {args.run_dir} is {err} (a search with "
               f"grammar=grammars/csnn_nir.grammar finds only networks that export)", file=sys.stderr)
         return 1
-    except (InspectError, checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype,
+    except (checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype,
             ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

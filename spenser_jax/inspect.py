@@ -32,47 +32,6 @@ from spenser_jax.grammar import GrammarError
 from spenser_jax.phenotype import InvalidPhenotype
 
 
-class InspectError(RuntimeError):
-    pass
-
-
-def _individual(run: checkpoint.Run, which: str, retrained: bool):
-    """(phenotype, weights or None to train again, (generation, index) or None)."""
-    state = run.state
-    space = run.space()
-    if which == "best":
-        if state is None or state.parent is None:
-            raise InspectError(f"{run.dir}: no best individual yet (no completed generation)")
-        phenotype = space.phenotype(state.parent)
-        if retrained:
-            if run.retrained is None:
-                raise InspectError(f"{run.dir}: no retrained weights (run python -m spenser_jax.retrain first)")
-            text, weights = run.retrained
-            if text != phenotype.text:
-                raise InspectError(f"{run.dir}: the retrained weights belong to another phenotype")
-            return phenotype, weights, None
-        return phenotype, state.parent_weights, None
-    try:
-        g, i = (int(x) for x in which.split(":"))
-    except ValueError:
-        raise InspectError(f"--individual must be best or G:I (generation:index), got {which!r}") from None
-    if not 0 <= g < len(run.records) or not 0 <= i < len(run.records[g]["individuals"]):
-        raise InspectError(f"{run.dir}: no individual {g}:{i} ({len(run.records)} generations recorded)")
-    record = run.records[g]["individuals"][i]
-    from spenser_jax.phenotype import parse
-    phenotype = parse(record["phenotype"])
-    if state is not None and state.parent is not None and space.text(state.parent) == phenotype.text \
-            and run.best and run.best.get("generation") == g:
-        return phenotype, state.parent_weights, None
-    if record["status"] not in ("ok", "stopped"):
-        raise InspectError(f"individual {g}:{i} has no trained network ({record['status']}: "
-                           f"{record.get('reason', '')})")
-    if run.identity.get("search", {}).get("inherit"):
-        raise InspectError(f"individual {g}:{i}: this run inherits weights, so an offspring cannot be "
-                           f"trained again alone; inspect the best (--individual best)")
-    return phenotype, None, (g, i)
-
-
 def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None,
             again: tuple[int, int] | None = None) -> dict:
     """The per-layer table and totals of one individual (see the module docstring)."""
@@ -192,7 +151,7 @@ def main(argv=None) -> int:
         parser.error("--samples must be >= 1")
     try:
         run = checkpoint.load_run(Path(args.run_dir))
-        phenotype, weights, again = _individual(run, args.individual, args.retrained)
+        phenotype, weights, again = run.individual(args.individual, args.retrained)
         if again is not None:
             print(f"training individual {args.individual} again from its key ...", file=sys.stderr)
         result = measure(run, phenotype, weights, args.samples, args.data_dir, again)
@@ -203,7 +162,7 @@ def main(argv=None) -> int:
         if args.raster:
             raster(result, run, Path(args.raster))
             print(f"raster -> {args.raster}")
-    except (InspectError, checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype) as err:
+    except (checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
