@@ -416,7 +416,9 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
             evaluations = evaluator.evaluate(phenotypes, generation=g)
         state, metrics = evolution.tell(state, candidates, evaluations, s.objective)
         for i, e in enumerate(evaluations):
-            if not e.ok:
+            if e.status == "stopped":  # by design (search.early_stop), not a failure
+                log.info("generation %d, individual %d: %s", g, i, e.reason)
+            elif not e.ok:
                 log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
         record = generation_record(g, s.space, state, candidates, evaluations, metrics, s.objective)
         wall = time.perf_counter() - t0

@@ -57,7 +57,7 @@ def cifar_run(tmp_path_factory):
     fake_cifar(base / "data" / "cifar-10-batches-bin", n_train=40, n_test=20)
     cfg = config("dataset=cifar10", f"dataset.data_dir={base / 'data'}", "dataset.verify=false",
                  "dataset.time_steps=2", "evolution.generations=2", "evolution.offspring=2",
-                 "runtime.progress=false", "runtime.xla_opt_level=1", f"runtime.compile_cache={base / 'cache'}")
+                 "runtime.progress=false", f"runtime.compile_cache={base / 'cache'}")
     evolve.run(cfg, base / "run")
     return base
 

@@ -550,9 +550,8 @@ def nir_run(tmp_path_factory):
     """A real one-generation search with the export grammar, through the CLI.
 
     100 MNIST samples, 2 time steps, one offspring (a second one compiles a
-    second network: ~35 s more on a 2-core machine) and XLA's optimisation
-    level 1, which halves the compile (it rounds differently: the search's
-    numbers, not the export, depend on it). ~15 s on 2 cores.
+    second network), compiled at the suite's XLA optimisation level 0
+    (conftest).
     """
     root = data.default_data_dir()
     if root is None or not root.is_dir():
@@ -563,7 +562,7 @@ def nir_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("nir-search")
     run = base / "run"
     cli("evolve", "grammar=grammars/csnn_nir.grammar", "dataset.subset=100", "dataset.time_steps=2",
-        "evolution.generations=1", "evolution.offspring=1", "runtime.progress=false", "runtime.xla_opt_level=1",
+        "evolution.generations=1", "evolution.offspring=1", "runtime.progress=false",
         f"hydra.run.dir={run}", f"runtime.compile_cache={base / 'xla-cache'}")
     return run
 

@@ -18,7 +18,7 @@ GRAMMAR = load_grammar(locate("grammars/csnn_plus.grammar"))
 SPACE = SearchSpace(GRAMMAR, macro_for(GRAMMAR), levels_back=GRAMMAR.option("levels-back"))
 CONFIG = mutation.MutationConfig(add_connection=GRAMMAR.option("add-connection"),
                                  remove_connection=GRAMMAR.option("remove-connection"))
-SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def check(genotype: Genotype):

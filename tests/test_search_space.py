@@ -17,7 +17,7 @@ from spenser_jax.phenotype import Phenotype, infer_shapes, parse
 CSNN = Path(__file__).resolve().parents[1] / "grammars" / "csnn.grammar"
 SPACE = SearchSpace(load_grammar(CSNN))
 CONFIG = mutation.MutationConfig()
-SLOW = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def check_individual(space: SearchSpace, genotype: Genotype):
