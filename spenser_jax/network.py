@@ -512,10 +512,6 @@ def _reduce_input(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
 
 
 def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs, weights=None) -> dict:
-    # None in ``inputs``: a layer that reads the network input itself; its
-    # sums come from the input spikes here, once, instead of at every step.
-    summed = spikes.sum(0)
-    inputs = tuple(_reduce_input(summed, weights) if x is None else x for x in inputs)
     """A batch's activity per sample, summed over the time steps.
 
     Returns:
@@ -523,9 +519,14 @@ def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs, weights
       spikes), "inputs": (one per conv/fc layer: what entered it, [B, H, W]
       summed over channels for a conv, [B] for an fc)}``. What enters a layer
       after an avg-pool is the pooled value; :mod:`spenser_jax.activity`
-      turns these into spikes, SynOps and energy.
+      turns these into spikes, SynOps and energy. With ``weights`` (one per
+      sample) each entry is instead the weighted sum over the batch.
     """
-    return {"input": _reduce(spikes.sum(0), weights), "lif": tuple(lif_spikes), "inputs": tuple(inputs)}
+    # None in ``inputs``: a layer that reads the network input itself; its
+    # sums come from the input spikes here, once, instead of at every step.
+    summed = spikes.sum(0)
+    inputs = tuple(_reduce_input(summed, weights) if x is None else x for x in inputs)
+    return {"input": _reduce(summed, weights), "lif": tuple(lif_spikes), "inputs": tuple(inputs)}
 
 
 def init_params(key: jax.Array, sig: Signature, hyper: Hyper,
