@@ -386,6 +386,7 @@ def main(argv=None) -> int:
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--early-stop", type=float, default=0.05,
                         help="rank phase: the check, as a fraction of the epoch")
+    parser.add_argument("--protocols", default="paper,fast", help="search phase: which protocols to run")
     parser.add_argument("--override", action="append", default=[],
                         help="extra override for both protocols (repeatable), e.g. training.batch_size=16")
     parser.add_argument("--fast-override", action="append", default=[],
@@ -417,7 +418,7 @@ def main(argv=None) -> int:
     if "search" in phases:
         runs = []
         for seed in range(args.seeds):
-            for protocol in ("paper", "fast"):
+            for protocol in args.protocols.split(","):
                 log(f"search {protocol} seed {seed}")
                 runs.append(run_search(args, protocol, seed, out))
                 log(f"  {runs[-1]['train_samples_total']} samples, best {runs[-1]['best_fitness']:.4f}, "
