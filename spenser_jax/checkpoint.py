@@ -37,6 +37,7 @@ from flax import serialization
 from spenser_jax.evolution import State, pareto_front
 from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
+from spenser_jax.phenotype import parse
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -396,8 +397,6 @@ class Run:
             raise IndividualError(f"{self.dir}: no individual {g}:{i} "
                                   f"({len(self.records)} generations recorded)")
         record = self.records[g]["individuals"][i]
-        from spenser_jax.phenotype import parse
-
         phenotype = parse(record["phenotype"])
         if state is not None and state.parent is not None and space.text(state.parent) == phenotype.text \
                 and self.best and self.best.get("generation") == g:
