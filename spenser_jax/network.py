@@ -378,13 +378,7 @@ class SpikingNetwork(nn.Module):
                 raw = False
             if self.signature.inputs is not None:
                 outs.append(x)
-        if record == "activity":
-            return tuple(mems), (x, (tuple(lif_spikes), tuple(inputs)))
-        if record == "trace":
-            return tuple(mems), (x, tuple(lif_spikes))
-        if record == "membrane":
-            return tuple(mems), (x, membrane)
-        return tuple(mems), x
+        return tuple(mems), _recorded(record, x, lif_spikes, inputs, membrane)
 
     # Execution orders ------------------------------------------------------
 
@@ -465,13 +459,18 @@ class SpikingNetwork(nn.Module):
                 x = y.reshape(steps, batch, *y.shape[1:])
             if self.signature.inputs is not None:
                 outs.append(x)
-        if record == "activity":
-            return x, (tuple(lif_spikes), tuple(inputs))
-        if record == "trace":
-            return x, tuple(lif_spikes)
-        if record == "membrane":
-            return x, membrane
+        return _recorded(record, x, lif_spikes, inputs, membrane)
+
+
+def _recorded(record: str | None, x: jax.Array, lif_spikes: list, inputs: list, membrane):
+    """An order's result: its output ``x``, with what ``record`` asks for (see ``__call__``)."""
+    if record is None:
         return x
+    if record == "activity":
+        return x, (tuple(lif_spikes), tuple(inputs))
+    if record == "trace":
+        return x, tuple(lif_spikes)
+    return x, membrane
 
 
 def merge_inputs(xs: list[jax.Array]) -> jax.Array:

@@ -163,15 +163,14 @@ def train_step(sig: Signature, state: TrainState, hyper: Hyper,
     model = network.SpikingNetwork(sig, mode=mode)
 
     def loss_fn(params):
-        if sig.loss is None:  # the configuration's loss (Grammar 2)
-            out = model.apply({"params": params}, spikes, hyper, dropout_key)
-            value = loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
-        elif sig.reads_membrane:
-            out, membranes = model.apply({"params": params}, spikes, hyper, dropout_key, membrane=True)
-            value = unit_loss(sig.loss, membranes, labels, hyper, mask)
+        if sig.reads_membrane:  # the loss reads the output membranes, not the spikes
+            out, outputs = model.apply({"params": params}, spikes, hyper, dropout_key, membrane=True)
         else:
-            out = model.apply({"params": params}, spikes, hyper, dropout_key)
-            value = unit_loss(sig.loss, out, labels, hyper, mask)
+            out = outputs = model.apply({"params": params}, spikes, hyper, dropout_key)
+        if sig.loss is None:  # the configuration's loss (Grammar 2)
+            value = loss.mse_count_loss(out, labels, correct_rate, incorrect_rate, mask=mask)
+        else:
+            value = unit_loss(sig.loss, outputs, labels, hyper, mask)
         if not output_spikes:
             return value
         kept = out if mask is None else out * jnp.asarray(mask, out.dtype)[None, :, None]
@@ -324,32 +323,27 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
     model = network.SpikingNetwork(sig, mode=mode)
     order, masks = _batches(None, images.shape[0], batch_size)
 
-    if not activity:
-        def body(total, batch):
-            idx, mask, i = batch
-            spikes = encode(input_encoding, jax.random.fold_in(key, i), images[idx], time_steps)
-            out = model.apply({"params": params}, spikes, hyper, None)
-            return total + loss.correct_count(out, labels[idx], mask), None
-
-        correct, _ = jax.lax.scan(body, jnp.int32(0), (order, masks, jnp.arange(order.shape[0])))
-        return {"correct": correct, "accuracy": correct / images.shape[0]}
-
-    def body_activity(carry, batch):
+    def body(carry, batch):
         total, sums = carry
         idx, mask, i = batch
         spikes = encode(input_encoding, jax.random.fold_in(key, i), images[idx], time_steps)
-        # The mask weights the sums, so padding never counts.
-        out, act = model.apply({"params": params}, spikes, hyper, None, activity=mask.astype(jnp.float32))
-        sums = jax.tree.map(jnp.add, sums, act)
+        if activity:
+            # The mask weights the sums, so padding never counts.
+            out, act = model.apply({"params": params}, spikes, hyper, None, activity=mask.astype(jnp.float32))
+            sums = jax.tree.map(jnp.add, sums, act)
+        else:
+            out = model.apply({"params": params}, spikes, hyper, None)
         return (total + loss.correct_count(out, labels[idx], mask), sums), None
 
-    spec = jax.eval_shape(lambda: model.apply({"params": params}, encode(
-        input_encoding, key, images[order[0]], time_steps), hyper, None,
-        activity=masks[0].astype(jnp.float32))[1])
-    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), spec)
-    (correct, sums), _ = jax.lax.scan(body_activity, (jnp.int32(0), zeros),
-                                      (order, masks, jnp.arange(order.shape[0])))
-    return {"correct": correct, "accuracy": correct / images.shape[0], "activity": sums}
+    zeros = ()
+    if activity:
+        spec = jax.eval_shape(lambda: model.apply({"params": params}, encode(
+            input_encoding, key, images[order[0]], time_steps), hyper, None,
+            activity=masks[0].astype(jnp.float32))[1])
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), spec)
+    (correct, sums), _ = jax.lax.scan(body, (jnp.int32(0), zeros), (order, masks, jnp.arange(order.shape[0])))
+    result = {"correct": correct, "accuracy": correct / images.shape[0]}
+    return {**result, "activity": sums} if activity else result
 
 
 def epoch_plan(epochs: int | float, n: int, batch_size: int) -> tuple[int | None, ...]:
@@ -472,21 +466,17 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
     n = score_images.shape[0]
     score_fn = functools.partial(evaluate, sig, time_steps=time_steps,
                                  batch_size=min(eval_batch_size, n), mode=mode, input_encoding=input_encoding)
-    extra = {}
-    if not activity:
-        correct = jax.lax.cond(
-            failed, lambda params: jnp.int32(0),
-            lambda params: score_fn(params, hyper, score_images, score_labels, score_key)["correct"],
-            state.params)
-    else:
-        def scored(params):
-            result = score_fn(params, hyper, score_images, score_labels, score_key, activity=True)
-            return result["correct"], result["activity"]
 
-        shape = jax.eval_shape(scored, state.params)
-        correct, extra["activity"] = jax.lax.cond(
-            failed, lambda params: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape),
-            scored, state.params)
+    def scored(params):
+        result = score_fn(params, hyper, score_images, score_labels, score_key, activity=activity)
+        return result["correct"], result.get("activity", ())
+
+    # A failed individual scores 0 (and no activity) without being scored.
+    shape = jax.eval_shape(scored, state.params)
+    correct, measured = jax.lax.cond(
+        failed, lambda params: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape),
+        scored, state.params)
+    extra = {"activity": measured} if activity else {}
     metrics = {"losses": losses, "steps": jnp.sum(steps, dtype=jnp.int32),
                "samples": jnp.sum(samples, dtype=jnp.int32), "nonfinite": failed, "stopped": stopped,
                "correct": correct, "accuracy": correct / n, **extra}
