@@ -144,5 +144,5 @@ def evaluate(phenotype, params, images, labels, *, time_steps, key, batch_size=1
     from spenser_jax.data import Arrays
     settings = fitness.TrainingSettings(time_steps=time_steps, eval_batch_size=batch_size)
     trainer = fitness.Trainer(settings, tuple(images.shape[1:]))
-    accuracy, _ = trainer.score(phenotype, params, fitness.on_device(Arrays(images, labels)), key)
+    accuracy, _, _ = trainer.score(phenotype, params, fitness.on_device(Arrays(images, labels)), key)
     return accuracy

@@ -260,8 +260,8 @@ class Trainer:
         return state, info
 
     def score(self, phenotype: Phenotype, params: Any, data: Arrays, key: jax.Array,
-              activity: bool = False) -> tuple[float, float] | tuple[float, float, dict]:
-        """(accuracy, compile seconds) of ``params`` on ``data``; with ``activity`` also its summary."""
+              activity: bool = False) -> tuple[float, float, dict | None]:
+        """(accuracy, compile seconds, activity summary or None) of ``params`` on ``data``."""
         s = self.settings
         sig, hyper = architecture.split(phenotype, s.time_steps)
         fn = training.make_evaluate(sig, time_steps=s.time_steps,
@@ -270,9 +270,7 @@ class Trainer:
         compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images,
                                           data.labels, key)
         result = compiled(params, hyper, data.images, data.labels, key)
-        if not activity:
-            return float(result["accuracy"]), seconds
-        summary = s.summarise(sig, self.input_shape, result["activity"], len(data.labels))
+        summary = s.summarise(sig, self.input_shape, result["activity"], len(data.labels)) if activity else None
         return float(result["accuracy"]), seconds, summary
 
 
@@ -299,12 +297,8 @@ def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_tra
             return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"],
                              info["samples"])
         t0 = time.perf_counter()
-        measured = None
-        if trainer.settings.activity:
-            accuracy, compile_seconds, measured = trainer.score(phenotype, state.params, fitness, score_key,
-                                                                activity=True)
-        else:
-            accuracy, compile_seconds = trainer.score(phenotype, state.params, fitness, score_key)
+        accuracy, compile_seconds, measured = trainer.score(phenotype, state.params, fitness, score_key,
+                                                            activity=trainer.settings.activity)
         scoring = time.perf_counter() - t0 - compile_seconds
         return scored(accuracy, stopped=info["stopped"], steps=info["steps"], parameters=parameters,
                       train_seconds=info["train_seconds"] + scoring,

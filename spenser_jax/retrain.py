@@ -94,7 +94,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     if info["nonfinite"]:
         raise ValueError(f"training diverged (non-finite loss) after {info['steps']} steps; "
                          f"nothing written")
-    accuracy, _ = trainer.score(phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM))
+    accuracy, _, _ = trainer.score(phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM))
     result = {"accuracy": accuracy, "dataset": identity["dataset"], "epochs": epochs,
               "from_scratch": from_scratch, "search_fitness": state.parent_fitness,
               "train_samples": int(len(splits.train.labels)), "test_samples": int(len(splits.test.labels)),
