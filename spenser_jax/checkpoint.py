@@ -328,13 +328,25 @@ class Run:
         dataset = data.load(self.identity["dataset"], data_dir if data_dir is not None else ds_cfg.get("data_dir"),
                             source=self.identity["source"], verify=ds_cfg.get("verify", True),
                             tfds_name=self.identity.get("tfds_name"))
-        splits = data.split(dataset, seed=self.identity["seed"], subset=self.identity["subset"],
-                            fitness_fraction=self.identity["fitness_fraction"])
-        subset = self.identity.get("search", {}).get("fitness_subset")
-        if subset is not None:
-            splits = splits._replace(fitness=data.stratified_subset(splits.fitness, subset,
-                                                                    self.identity["seed"]))
-        return splits
+        return data.split(dataset, seed=self.identity["seed"], subset=self.identity["subset"],
+                          fitness_fraction=self.identity["fitness_fraction"],
+                          fitness_subset=self.identity.get("search", {}).get("fitness_subset"))
+
+    def train_again(self, phenotype, generation: int, index: int, splits=None):
+        """The weights of individual ``generation:index``, trained again from its key as the search did.
+
+        ``splits``: the run's splits when already loaded (:meth:`splits`).
+        """
+        import jax
+
+        from spenser_jax import fitness
+
+        splits = self.splits() if splits is None else splits
+        settings = self.training_settings()
+        trainer = fitness.Trainer(settings, tuple(splits.evo_train.images.shape[1:]))
+        state, _ = trainer.train(phenotype, fitness.individual_key(self.identity["seed"], generation, index),
+                                 fitness.on_device(splits.evo_train), settings.epochs)
+        return jax.device_get(state.params)
 
     @property
     def grammar_path(self) -> Path:

@@ -903,7 +903,7 @@ def split_indices(labels: np.ndarray, seed: int, subset: int | None = None,
 
 
 def split(dataset: Dataset, seed: int, subset: int | None = None,
-          fitness_fraction: float = 0.3) -> Splits:
+          fitness_fraction: float = 0.3, fitness_subset: int | None = None) -> Splits:
     """The paper's splits of ``dataset`` for the run with ``seed``.
 
     See :func:`split_indices` for how EvoTrain and Fitness are drawn. Test is
@@ -914,9 +914,14 @@ def split(dataset: Dataset, seed: int, subset: int | None = None,
         seed: the run's seed.
         subset: keep only this many train samples (stratified); None keeps all.
         fitness_fraction: share of the kept train samples used for Fitness.
+        fitness_subset: score on this many Fitness samples only (stratified,
+            :func:`stratified_subset`; ``search.fitness_subset``); None: all.
 
     Returns:
         :class:`Splits`; each part's samples are in their original order.
+
+    Raises:
+        ValueError: a size that the train split cannot give.
     """
     idx = split_indices(dataset.train_labels, seed, subset, fitness_fraction)
 
@@ -925,7 +930,10 @@ def split(dataset: Dataset, seed: int, subset: int | None = None,
 
     full = len(idx.train) == len(dataset.train_labels)
     train = Arrays(dataset.train_images, dataset.train_labels) if full else take(idx.train)
-    return Splits(evo_train=take(idx.evo_train), fitness=take(idx.fitness), train=train,
+    fitness = take(idx.fitness)
+    if fitness_subset is not None:
+        fitness = stratified_subset(fitness, fitness_subset, seed)
+    return Splits(evo_train=take(idx.evo_train), fitness=fitness, train=train,
                   test=Arrays(dataset.test_images, dataset.test_labels))
 
 

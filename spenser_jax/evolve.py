@@ -142,6 +142,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     checks, and for runs with an evaluator of their own).
     """
     from spenser_jax.fitness import TrainingSettings
+    from spenser_jax.training import ENCODINGS
 
     cfg = to_plain(cfg)
     ds, evo, tr = cfg["dataset"], cfg["evolution"], cfg["training"]
@@ -154,7 +155,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     _require(ds.get("tfds_name") is None or source == "tfds", "dataset.tfds_name needs dataset.source=tfds")
     _require(isinstance(ds.get("verify", True), bool), "dataset.verify must be true or false")
     encoding = tr.get("encoding", "rate")
-    _require(encoding in ("rate", "direct"), f"training.encoding must be rate | direct, got {encoding!r}")
+    _require(encoding in ENCODINGS, f"training.encoding must be one of {list(ENCODINGS)}, got {encoding!r}")
     _require(_is_int(evo["generations"], 0), "evolution.generations must be an int >= 0")
     _require(_is_int(evo["offspring"], 1), "evolution.offspring must be an int >= 1")
     _require(_is_int(ds["time_steps"], 1), "dataset.time_steps must be an int >= 1")
@@ -218,18 +219,16 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
                                 tfds_name=ds.get("tfds_name"))
         except ValueError as err:
             raise ConfigError(f"dataset: {err}") from None
-        splits = data.split(dataset, seed=cfg["seed"], subset=ds["subset"], fitness_fraction=ds["fitness_fraction"])
+        try:
+            splits = data.split(dataset, seed=cfg["seed"], subset=ds["subset"],
+                                fitness_fraction=ds["fitness_fraction"], fitness_subset=sr["fitness_subset"])
+        except ValueError as err:
+            raise ConfigError(f"dataset.subset / search.fitness_subset: {err}") from None
         input_shape, num_classes = tuple(splits.train.images.shape[1:]), int(dataset.num_classes)
     else:
         splits, known = None, data.known_shape(ds["name"])
         _require(known is not None, f"dataset {ds['name']!r}: its shape is known only once loaded")
         input_shape, num_classes = known
-    if splits is not None and sr["fitness_subset"] is not None:
-        try:
-            splits = splits._replace(fitness=data.stratified_subset(splits.fitness, sr["fitness_subset"],
-                                                                    cfg["seed"]))
-        except ValueError as err:
-            raise ConfigError(f"search.fitness_subset: {err}") from None
     _check_output(grammar, macro, num_classes)
     space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=num_classes,
                         max_attempts=int(evo["max_attempts"]), levels_back=levels_back,

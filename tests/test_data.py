@@ -218,6 +218,21 @@ def test_subset_is_stratified_then_split_70_30(fmnist):
     assert len(splits.test.labels) == 10000
 
 
+def test_fitness_subset_is_a_stratified_part_of_the_fitness_split(fmnist):
+    whole = data.split(fmnist, seed=3, subset=1000)
+    part = data.split(fmnist, seed=3, subset=1000, fitness_subset=100)
+    assert np.array_equal(part.evo_train.labels, whole.evo_train.labels)
+    assert np.array_equal(part.train.labels, whole.train.labels)
+    assert np.bincount(part.fitness.labels, minlength=10).tolist() == [10] * 10
+    # Drawn from the Fitness split (its images among Fitness's), the same for the same seed.
+    seen = {img.tobytes() for img in whole.fitness.images}
+    assert all(img.tobytes() in seen for img in part.fitness.images)
+    again = data.split(fmnist, seed=3, subset=1000, fitness_subset=100)
+    assert np.array_equal(again.fitness.images, part.fitness.images)
+    with pytest.raises(ValueError, match=r"\[1, 300\]"):
+        data.split(fmnist, seed=3, subset=1000, fitness_subset=301)
+
+
 def test_subset_of_unbalanced_classes_stays_within_one_of_its_share(mnist):
     labels = mnist.train_labels
     idx = data.split_indices(labels, seed=0, subset=777)

@@ -305,3 +305,11 @@ def test_bad_objectives_are_config_errors():
         evolve.setup(config("fitness.objective=speed"), load_data=False)
     with pytest.raises(evolve.ConfigError, match="energy"):
         evolve.setup(config("energy.e_ac_pj=-1"), load_data=False)
+
+
+def test_fitness_subset_scores_on_part_of_the_fitness_split():
+    s = evolve.setup(config("dataset.subset=200", "search.fitness_subset=30"))
+    assert len(s.splits.fitness.labels) == 30 and len(s.splits.evo_train.labels) == 140
+    assert s.identity["search"] == {"fitness_subset": 30}
+    with pytest.raises(evolve.ConfigError, match=r"search.fitness_subset: .*\[1, 60\], got 61"):
+        evolve.setup(config("dataset.subset=200", "search.fitness_subset=61"))
