@@ -419,21 +419,6 @@ def to_nir(phenotype: Phenotype, params: Mapping[str, Any], *, input_shape: tupl
 # Command line
 
 
-def _train_again(run, phenotype, generation: int, index: int, splits):
-    """The weights of individual ``generation:index``, trained again from its key as the search did."""
-    import jax
-
-    from spenser_jax import fitness
-    from spenser_jax.fitness import Trainer, on_device
-
-    identity = run.identity
-    settings = run.training_settings()
-    trainer = Trainer(settings, tuple(splits.evo_train.images.shape[1:]))
-    state, _ = trainer.train(phenotype, fitness.individual_key(identity["seed"], generation, index),
-                             on_device(splits.evo_train), settings.epochs)
-    return jax.device_get(state.params)
-
-
 def _write(path: Path, graph) -> None:
     """``nir.write`` to a temporary file beside ``path``, then renamed: never half a file."""
     nir = _require_nir()
@@ -523,7 +508,7 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
         raise NotExportable(reasons)
     if again is not None:
         log(f"training individual {individual} again from its key, as the search did ...")
-        params = _train_again(run, phenotype, *again, data_splits())
+        params = run.train_again(phenotype, *again, data_splits())
     time_steps = int(run.identity["time_steps"])
     graph = to_nir(phenotype, params, input_shape=input_shape, time_steps=time_steps, dt=dt)
     out = Path(out)

@@ -35,7 +35,6 @@ from spenser_jax.phenotype import InvalidPhenotype
 def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None,
             again: tuple[int, int] | None = None) -> dict:
     """The per-layer table and totals of one individual (see the module docstring)."""
-    import jax
     import numpy as np
 
     from spenser_jax import architecture, fitness
@@ -48,10 +47,7 @@ def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_d
     input_shape = tuple(splits.fitness.images.shape[1:])
     trainer = Trainer(settings, input_shape)
     if weights is None:  # train it again, exactly as the search did
-        g, i = again
-        state, info = trainer.train(phenotype, fitness.individual_key(identity["seed"], g, i),
-                                    on_device(splits.evo_train), settings.epochs)
-        weights = jax.device_get(state.params)
+        weights = run.train_again(phenotype, *again, splits)
     n = len(splits.fitness.labels) if samples is None else min(samples, len(splits.fitness.labels))
     scored = data.Arrays(splits.fitness.images[:n], splits.fitness.labels[:n])
     accuracy, _, summary = trainer.score(phenotype, weights, on_device(scored),

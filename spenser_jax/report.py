@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spenser_jax.checkpoint import RUN, CheckpointError, Run, load_run
-from spenser_jax.evolution import pareto_front
+from spenser_jax.checkpoint import RUN, CheckpointError, Run, load_run, pareto_archive
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
 
 
@@ -147,10 +146,9 @@ def plot_energy(runs: list[Run], dataset: str, out: Path) -> Path | None:
         y = np.array([i["fitness"] for i in mine])
         color = f"C{k % 10}"
         axes[0].scatter(np.maximum(x, 1), y, s=8, alpha=0.4, color=color)
-        front = pareto_front(np.stack([y, -x], axis=1))
-        front = sorted(front, key=lambda j: x[j])
-        axes[0].step(np.maximum(x[front], 1), y[front], where="post", color=color, lw=1.5,
-                     label=Path(r.dir).name)
+        front = pareto_archive(r.records)["accuracy_synops"]  # what pareto.json holds, by SynOps
+        axes[0].step([max(p["synops_per_sample"], 1) for p in front], [p["accuracy"] for p in front],
+                     where="post", color=color, lw=1.5, label=Path(r.dir).name)
         best = best_per_generation(r)
         gens = [g for g, b in enumerate(best) if b and "synops_per_sample" in b]
         axes[1].plot(gens, [sum(best[g]["spikes_per_sample"]) for g in gens], color=color)
