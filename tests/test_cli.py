@@ -98,7 +98,7 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
 
 def test_plus_grammar_searches_losses_and_connections(tmp_path):
     run = tmp_path / "plus"
-    cli("evolve", *SMALL, "grammar=grammars/csnn_plus.grammar", "evolution.offspring=4", "evolution.generations=1",
+    cli("evolve", *SMALL, "grammar=grammars/csnn_plus.grammar", "evolution.offspring=2", "evolution.generations=1",
         f"hydra.run.dir={run}", cache=tmp_path / "cache")
     records = checkpoint.read_generations(run)
     texts = [i["phenotype"] for r in records for i in r["individuals"]]
