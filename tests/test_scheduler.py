@@ -168,10 +168,9 @@ print(json.dumps({{"programs": [[d for d in k[1]] for k in ev.programs.keys()]}}
 
 
 def test_four_devices_equal_one_by_one():
-    # XLA_FLAGS replaced, not extended: this runs at XLA's default optimisation
-    # level (conftest lowers it for the rest), so batched == one by one is
-    # checked bit for bit as users compile it.
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    # The suite's XLA flags (conftest) plus four host devices.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     tests = str(Path(__file__).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(tests).parent), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE.format(tests=tests)], env=env,
