@@ -185,7 +185,8 @@ def snasnet_score(phenotype, images, time_steps: int, key) -> float:
 
 def phase_rank(args, space: SearchSpace) -> dict:
     splits, source = common.load_splits("mnist", seed=0, subset=args.subset)
-    settings = TrainingSettings(time_steps=args.time_steps, eval_batch_size=1000)
+    time_steps = args.time_steps or 4
+    settings = TrainingSettings(time_steps=time_steps, eval_batch_size=1000)
     fitness_key = jax.random.fold_in(jax.random.key(0), 0x0F17)
     batches = -(-len(splits.evo_train.labels) // settings.batch_size)
     checkpoints = {f"{f:g}": max(1, math.ceil(f * batches)) for f in FRACTIONS} | {"1": batches}
@@ -214,7 +215,7 @@ def phase_rank(args, space: SearchSpace) -> dict:
             row.update({f"fitness_{name}": value for name, value in fit.items()})
             row["silent_at_check"] = heard == 0.0
             row["train_seconds_epoch"] = seconds
-            row["snasnet"] = snasnet_score(ph, batch_images, args.time_steps, key)
+            row["snasnet"] = snasnet_score(ph, batch_images, time_steps, key)
             if parent is not None:
                 parent_ph = space.phenotype(parent)
                 parent_params = EpochProbe(parent_ph, splits, settings, fitness_key).params_after(
@@ -258,11 +259,24 @@ def phase_rank(args, space: SearchSpace) -> dict:
 
 
 def search_overrides(args, protocol: str, seed: int, out: Path) -> list[str]:
-    return [f"seed={seed}", f"search={protocol}", f"dataset.subset={args.subset}",
-            f"dataset.time_steps={args.time_steps}", f"evolution.generations={args.generations}",
-            f"evolution.offspring={args.offspring}", "runtime.progress=false",
+    if args.preset:  # the preset sets subset, T, generations and offspring, as a user runs it
+        sizes = [f"preset={args.preset}", f"dataset={args.dataset}"]
+    else:
+        sizes = [f"dataset={args.dataset}", f"dataset.subset={args.subset}",
+                 f"evolution.generations={args.generations}", f"evolution.offspring={args.offspring}",
+                 *([f"dataset.time_steps={args.time_steps}"] if args.time_steps else [])]
+    return [f"seed={seed}", f"search={protocol}", *sizes, "runtime.progress=false",
             f"runtime.compile_cache={out / 'xla-cache'}", f"experiment=bench-{protocol}",
             *args.override, *(args.fast_override if protocol == "fast" else [])]
+
+
+def plateau(records: list[dict]) -> int:
+    """The longest run of generations in which no new architecture took the parent's place."""
+    longest = current = 0
+    for r in records[1:]:
+        current = 0 if r["parent_replaced"] else current + 1
+        longest = max(longest, current)
+    return longest
 
 
 def run_search(args, protocol: str, seed: int, out: Path) -> dict:
@@ -272,7 +286,7 @@ def run_search(args, protocol: str, seed: int, out: Path) -> dict:
     overrides = search_overrides(args, protocol, seed, out)
     with initialize_config_dir(config_dir=str(evolve.CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    run_dir = out / protocol / f"seed{seed}"
+    run_dir = out / args.dataset / (args.preset or "reduced") / protocol / f"seed{seed}"
     scheduler.enable_compile_cache(str(out / "xla-cache"))
     evolve.run(cfg, run_dir)
     records = checkpoint.read_generations(run_dir)
@@ -280,14 +294,27 @@ def run_search(args, protocol: str, seed: int, out: Path) -> dict:
     # its checkpoint reports the time it spent in total, not since the resume.
     wall = sum(r["wall_seconds"] for r in records)
     individuals = [i for r in records for i in r["individuals"]]
+    identity = json.loads((run_dir / checkpoint.RUN).read_text())
+    search_t = min(identity.get("search", {}).get("time_steps") or identity["time_steps"], identity["time_steps"])
+    chance = 0.12  # 10 balanced classes: at most chance + 0.02
     return {"protocol": protocol, "seed": seed, "run_dir": str(run_dir), "overrides": overrides,
+            "dataset": identity["dataset"], "subset": identity["subset"], "search_time_steps": search_t,
+            "data_time_steps": identity["time_steps"],
+            "train_steps_total": sum(i.get("train_steps", 0) for i in individuals),
+            "train_steps_min": min((i.get("train_steps", 0) for i in individuals if i["status"] in ("ok", "stopped")),
+                                   default=0),
+            # Compute in sample-time-steps: T now differs between protocols.
+            "compute_sample_steps": records[-1]["train_samples_total"] * search_t,
+            "at_chance": sum(i["status"] in ("ok", "stopped") and i["fitness"] <= chance for i in individuals),
+            "plateau_generations": plateau(records),
+            "architecture_changes": sum(r["parent_replaced"] for r in records[1:]),
             "wall_seconds": wall,
             "compile_seconds": sum(i["compile_seconds"] for i in individuals),
             "train_seconds": sum(i["train_seconds"] for i in individuals),
             "evaluations": len(individuals),
             "stopped": sum(i["status"] == "stopped" for i in individuals),
             "failed": sum(i["status"] in ("error", "nonfinite_loss") for i in individuals),
-            "curve": [[r["train_samples_total"], r["best_fitness"]] for r in records],
+            "curve": [[r["train_samples_total"] * search_t, r["best_fitness"]] for r in records],
             "wall_curve": np.cumsum([r["wall_seconds"] for r in records]).tolist(),
             "train_samples_total": records[-1]["train_samples_total"],
             "best_fitness": records[-1]["best_fitness"],
@@ -309,6 +336,14 @@ def summarise_searches(runs: list[dict]) -> dict:
         out[protocol] = {
             "runs": len(mine),
             "train_samples_total_mean": float(np.mean([r["train_samples_total"] for r in mine])),
+            "compute_sample_steps_mean": float(np.mean([r.get("compute_sample_steps", 0) for r in mine])),
+            "compile_share_mean": float(np.mean([r["compile_seconds"] / max(r["wall_seconds"], 1e-9)
+                                                 for r in mine])),
+            "wall_seconds_sd": float(np.std([r["wall_seconds"] for r in mine], ddof=1)) if len(mine) > 1 else None,
+            "train_steps_min": min(r.get("train_steps_min", 0) for r in mine),
+            "at_chance_share": float(np.sum([r.get("at_chance", 0) for r in mine])
+                                     / max(np.sum([r["evaluations"] for r in mine]), 1)),
+            "plateau_generations_mean": float(np.mean([r.get("plateau_generations", 0) for r in mine])),
             "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in mine])),
             "compile_seconds_mean": float(np.mean([r["compile_seconds"] for r in mine])),
             "train_seconds_mean": float(np.mean([r["train_seconds"] for r in mine])),
@@ -320,6 +355,8 @@ def summarise_searches(runs: list[dict]) -> dict:
     if "paper" in out and "fast" in out:
         p, f = out["paper"], out["fast"]
         out["compute_ratio_paper_over_fast"] = p["train_samples_total_mean"] / max(f["train_samples_total_mean"], 1)
+        out["compute_ratio_sample_steps"] = (p["compute_sample_steps_mean"]
+                                             / max(f["compute_sample_steps_mean"], 1))
         out["wall_ratio_paper_over_fast"] = p["wall_seconds_mean"] / max(f["wall_seconds_mean"], 1e-9)
         if p["test_accuracy_mean"] is not None and f["test_accuracy_mean"] is not None:
             spread = max(p["test_accuracy_sd"] or 0.0, f["test_accuracy_sd"] or 0.0)
@@ -343,7 +380,7 @@ def plot(result: dict, path: Path) -> None:
         curve = np.asarray(r["curve"], float)
         axes[0].step(curve[:, 0] / 1e3, curve[:, 1], where="post", color=colors.get(r["protocol"], "k"),
                      alpha=0.8, label=f"{r['protocol']} seed {r['seed']}")
-    axes[0].set(xlabel="training samples processed (thousands)", ylabel="best fitness",
+    axes[0].set(xlabel="training compute (samples × T, thousands)", ylabel="best fitness",
                 title="Best fitness against compute")
     axes[0].grid(alpha=0.3)
     if runs:
@@ -382,7 +419,10 @@ def main(argv=None) -> int:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--offspring", type=int, default=4)
     parser.add_argument("--subset", type=int, default=2000)
-    parser.add_argument("--time-steps", type=int, default=4)
+    parser.add_argument("--time-steps", type=int, default=None,
+                        help="dataset.time_steps for both protocols (default: the data set's T)")
+    parser.add_argument("--dataset", default="mnist", help="search phase: mnist | fmnist | cifar10")
+    parser.add_argument("--preset", default=None, help="search phase: run the preset (quick) as a user would")
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--early-stop", type=float, default=0.05,
                         help="rank phase: the check, as a fraction of the epoch")

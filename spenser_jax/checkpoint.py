@@ -304,17 +304,21 @@ class Run:
         """How the search trained and scored its individuals (a ``fitness.TrainingSettings``).
 
         ``overrides`` replace fields (``epochs``, ``batch_size``, ...), e.g.
-        for retraining.
+        for retraining. ``time_steps`` is the search's (``search.time_steps``
+        where set); the data set's is ``identity["time_steps"]``.
         """
         from spenser_jax.activity import EnergyModel
         from spenser_jax.fitness import TrainingSettings
 
-        tr = self.identity["training"]
-        fields = dict(time_steps=self.identity["time_steps"], epochs=tr["epochs"], batch_size=tr["batch_size"],
+        tr, search = self.identity["training"], self.identity.get("search", {})
+        fields = dict(time_steps=min(search.get("time_steps") or self.identity["time_steps"],
+                                     self.identity["time_steps"]),
+                      epochs=tr["epochs"], batch_size=tr["batch_size"],
                       correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
                       eval_batch_size=tr["eval_batch_size"], init=tr["init"],
-                      early_stop=self.identity.get("search", {}).get("early_stop"),
-                      inherit=self.identity.get("search", {}).get("inherit", False),
+                      early_stop=search.get("early_stop"), min_steps=search.get("min_steps"),
+                      stop_min_steps=search.get("stop_min_steps", 20),
+                      inherit=search.get("inherit", False),
                       encoding=tr.get("encoding", "rate"),
                       energy=EnergyModel(**self.config.get("energy", {})))
         fields.update(overrides)

@@ -91,8 +91,12 @@ ACCURACY = Objective()
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
+    """An individual to evaluate: an offspring (with the mutations that made
+    it), a random one, or the parent itself training on (``continued``)."""
+
     genotype: Genotype
     mutations: tuple[mutation.Event, ...] = ()
+    continued: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,26 +122,39 @@ def generation_rng(seed: int, generation: int) -> np.random.Generator:
 
 
 def ask(rng: np.random.Generator, state: State, space: SearchSpace, config: mutation.MutationConfig,
-        offspring: int) -> list[Candidate]:
+        offspring: int, parent_continues: bool = False) -> list[Candidate]:
     """The λ individuals to evaluate next, drawn from ``rng``.
 
     Generation 0 (or any generation before a first success) is λ random
     individuals (:func:`spenser_jax.mutation.sample`); later ones are λ
-    mutated offspring of the parent. The search passes
+    mutated offspring of the parent. With ``parent_continues`` the parent
+    itself takes the last of the λ places (it trains on from its weights and
+    must earn its place again; see :func:`tell`), so a generation costs what
+    it costs without. The search passes
     ``generation_rng(state.seed, state.generation)``.
     """
     if state.parent is None:
         return [Candidate(mutation.sample(rng, space, config)) for _ in range(offspring)]
+    if parent_continues and offspring < 2:
+        raise ValueError("parent_continues needs at least 2 offspring places (one is the parent's)")
     out = []
-    for _ in range(offspring):
+    for _ in range(offspring - 1 if parent_continues else offspring):
         child, events = mutation.offspring(rng, state.parent, space, config)
         out.append(Candidate(child, tuple(events)))
+    if parent_continues:
+        out.append(Candidate(state.parent, continued=True))
     return out
 
 
 def tell(state: State, candidates: Sequence[Candidate], evaluations: Sequence[Evaluation],
          objective: Objective = ACCURACY) -> tuple[State, dict]:
     """Select the next parent: the best-scoring offspring if strictly better than the parent.
+
+    With a candidate that is the parent training on (``continued``) and
+    scored, the best of this generation's candidates becomes the parent,
+    whatever score the parent had before: a lineage is judged by what it is
+    now, not by one lucky measurement (the winner's curse of (1+λ) with
+    noisy scores). Otherwise the parent keeps its place on ties.
 
     Returns:
       ``(state, metrics)``: the state after this generation, and
@@ -152,10 +169,17 @@ def tell(state: State, candidates: Sequence[Candidate], evaluations: Sequence[Ev
         raise ValueError("one evaluation per candidate")
     fitness = [e.fitness if e.scored else FAILED_FITNESS for e in evaluations]
     scores = [objective.score(e) for e in evaluations]
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else -1  # first of equals
+    # First of equals, and the parent training on before any offspring.
+    best = max(range(len(scores)), key=lambda i: (scores[i], candidates[i].continued, -i)) if scores else -1
     parent_score = state.parent_score
     if parent_score is None and state.parent is not None:  # a state from before scores were kept
         parent_score = (state.parent_fitness,)
+    continued = [i for i, c in enumerate(candidates) if c.continued]
+    if continued and evaluations[continued[0]].scored:
+        # The parent trained on with its offspring: everyone competes on the
+        # scores of this generation, and the score the parent earned once (the
+        # best of λ + 1 noisy draws) is forgotten.
+        parent_score = None
     new = state
     replaced = best >= 0 and evaluations[best].scored and (parent_score is None or scores[best] > parent_score)
     if replaced:
@@ -171,7 +195,8 @@ def tell(state: State, candidates: Sequence[Candidate], evaluations: Sequence[Ev
         "mean_fitness": float(np.mean(scored)) if scored else FAILED_FITNESS,
         "generation_best_fitness": max(fitness) if fitness else FAILED_FITNESS,
         "best_index": best,
-        "parent_replaced": bool(replaced),
+        # A new architecture took over (the parent training on is not one).
+        "parent_replaced": bool(replaced) and not candidates[best].continued,
         "failed": len(fitness) - len(scored),
         "train_samples_total": new.train_samples,
     }

@@ -39,7 +39,8 @@ log = logging.getLogger("spenser_jax")
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "conf"
 MODES = ("auto", "stepwise", "scan", "layerwise")
-_PAPER_SEARCH = {"inherit": False, "inherit_partial": False, "early_stop": None, "fitness_subset": None}
+_PAPER_SEARCH = {"inherit": False, "inherit_partial": False, "early_stop": None, "fitness_subset": None,
+                 "min_steps": None, "stop_min_steps": 20, "time_steps": None, "parent_continues": False}
 _ACCURACY_FITNESS = {"objective": "accuracy", "synops_reference": 1.0e6, "synops_weight": -0.08,
                      "max_synops": None, "max_parameters": None}
 
@@ -64,6 +65,7 @@ class Setup:
     grammar_path: Path
     inherit_partial: bool = False
     objective: Any = None  # evolution.Objective
+    parent_continues: bool = False
 
 
 def _require(condition: bool, message: str) -> None:
@@ -181,6 +183,15 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
              "search.early_stop must be null or a fraction in (0, 1)")
     _require(sr["fitness_subset"] is None or _is_int(sr["fitness_subset"], 10),
              "search.fitness_subset must be null or an int >= 10")
+    _require(sr["min_steps"] is None or _is_int(sr["min_steps"], 1), "search.min_steps must be null or an int >= 1")
+    _require(_is_int(sr["stop_min_steps"], 1), "search.stop_min_steps must be an int >= 1")
+    _require(sr["time_steps"] is None or _is_int(sr["time_steps"], 1),
+             "search.time_steps must be null (the data set's T) or an int >= 1 (at most this T while searching)")
+    _require(isinstance(sr["parent_continues"], bool), "search.parent_continues must be true or false")
+    _require(not sr["parent_continues"] or sr["inherit"],
+             "search.parent_continues needs search.inherit (the parent trains on from its own weights)")
+    _require(not sr["parent_continues"] or evo["offspring"] >= 2,
+             "search.parent_continues needs evolution.offspring >= 2 (the parent takes one of the places)")
     fit = {**_ACCURACY_FITNESS, **cfg.get("fitness", {})}
     try:
         objective = evolution.Objective(kind=fit["objective"], synops_reference=float(fit["synops_reference"]),
@@ -232,9 +243,13 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     _check_output(grammar, macro, num_classes)
     space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=num_classes,
                         max_attempts=int(evo["max_attempts"]), levels_back=levels_back,
-                        fixed_modules=tuple(mut.output_modules))
+                        fixed_modules=tuple(mut.output_modules),
+                        log_uniform_ratio=mut.log_ratio if mut.log_uniform else None)
     settings = TrainingSettings(
-        time_steps=ds["time_steps"], epochs=tr["epochs"], batch_size=tr["batch_size"],
+        # search.time_steps caps T while searching; never above the data set's.
+        time_steps=ds["time_steps"] if sr["time_steps"] is None else min(sr["time_steps"], ds["time_steps"]),
+        epochs=tr["epochs"], batch_size=tr["batch_size"], min_steps=sr["min_steps"],
+        stop_min_steps=sr["stop_min_steps"],
         correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
         eval_batch_size=tr["eval_batch_size"], mode=None if tr["mode"] == "auto" else tr["mode"],
         init=tr["init"], early_stop=None if sr["early_stop"] is None else float(sr["early_stop"]),
@@ -251,7 +266,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         "grammar_sha256": checkpoint.grammar_sha256(grammar_path),
         "offspring": evo["offspring"],
         "macro": [list(dataclasses.astuple(m)) for m in macro],
-        "mutation": dataclasses.asdict(mut),
+        # Switches added after the paper's runs join only when set.
+        "mutation": {k: v for k, v in dataclasses.asdict(mut).items() if k != "log_uniform" or v},
         "training": {k: tr[k] for k in ("epochs", "batch_size", "correct_rate", "incorrect_rate",
                                         "eval_batch_size", "init")},
     }
@@ -282,7 +298,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     identity = json.loads(json.dumps(identity))
     return Setup(seed=cfg["seed"], generations=evo["generations"], offspring=evo["offspring"], space=space,
                  mutation=mut, splits=splits, training=settings, runtime=runtime, identity=identity,
-                 grammar_path=grammar_path, inherit_partial=sr["inherit_partial"], objective=objective)
+                 grammar_path=grammar_path, inherit_partial=sr["inherit_partial"], objective=objective,
+                 parent_continues=sr["parent_continues"])
 
 
 # --------------------------------------------------------------------------
@@ -309,7 +326,9 @@ def generation_record(generation: int, space: SearchSpace, state: evolution.Stat
              **({"reason": e.reason} if e.reason else {}),
              "parameters": e.parameters,
              "mutations": [list(m) for m in c.mutations],
+             **({"continued": True} if c.continued else {}),
              "train_samples": e.train_samples,
+             "train_steps": e.train_steps,
              **({"inherited": e.inherited} if e.inherited is not None else {}),
              **({k: e.activity[k] for k in ACTIVITY_FIELDS} if e.activity else {}),
              **({"score": list(objective.score(e))} if objective.kind != "accuracy" and e.scored else {}),
@@ -406,7 +425,8 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         g = state.generation
         t0 = time.perf_counter()
         rng = evolution.generation_rng(s.seed, g)
-        candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring)
+        candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring,
+                                   parent_continues=s.parent_continues)
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
         if s.training.inherit and state.parent is not None and state.parent_weights is not None:
             evaluations = evaluator.evaluate(phenotypes, generation=g,

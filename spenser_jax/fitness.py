@@ -56,7 +56,8 @@ class Evaluation:
 
     ``weights`` (the trained parameters, host arrays) are kept for the parent
     only and never logged. ``train_samples`` counts the training samples
-    processed (a sample once per pass), the common measure of compute.
+    processed (a sample once per pass), the common measure of compute;
+    ``train_steps`` the optimizer steps they made.
     A ``"stopped"`` individual was scored after its output stayed silent
     through the early check: its fitness is real (at chance, typically),
     and it trained less.
@@ -72,6 +73,7 @@ class Evaluation:
     train_samples: int = 0
     inherited: float | None = None  # share of the parameters that started from the parent's
     activity: dict | None = None  # spikes, SynOps and energy per sample (spenser_jax.activity)
+    train_steps: int = 0  # optimizer steps applied
 
     @property
     def ok(self) -> bool:
@@ -85,10 +87,10 @@ class Evaluation:
 
 
 def failed(status: str, reason: str, parameters: int = 0, train_seconds: float = 0.0,
-           compile_seconds: float = 0.0, train_samples: int = 0) -> Evaluation:
+           compile_seconds: float = 0.0, train_samples: int = 0, train_steps: int = 0) -> Evaluation:
     """The record of an individual that could not be scored."""
     return Evaluation(FAILED_FITNESS, status, reason, parameters, train_seconds, compile_seconds,
-                      train_samples=train_samples)
+                      train_samples=train_samples, train_steps=train_steps)
 
 
 def reason(err: BaseException) -> str:
@@ -100,16 +102,16 @@ def reason(err: BaseException) -> str:
 def nonfinite(steps: int, parameters: int, train_seconds: float = 0.0,
               compile_seconds: float = 0.0, train_samples: int = 0) -> Evaluation:
     return failed("nonfinite_loss", f"loss or update became non-finite after {steps} steps",
-                  parameters, train_seconds, compile_seconds, train_samples)
+                  parameters, train_seconds, compile_seconds, train_samples, steps)
 
 
 def scored(accuracy: float, *, stopped: bool, steps: int, parameters: int, train_seconds: float,
            compile_seconds: float, weights: Any, train_samples: int,
            inherited: float | None = None, activity: dict | None = None) -> Evaluation:
     """The record of a scored individual (``"stopped"`` when the early check stopped it)."""
-    reason = f"output silent after {steps} steps: stopped early" if stopped else ""
+    reason = f"output silent and loss flat after {steps} steps: stopped early" if stopped else ""
     return Evaluation(accuracy, "stopped" if stopped else "ok", reason, parameters, train_seconds,
-                      compile_seconds, weights, train_samples, inherited, activity)
+                      compile_seconds, weights, train_samples, inherited, activity, steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,9 +124,13 @@ class TrainingSettings:
       mode: a concrete execution order (``"stepwise"``, ``"scan"``,
         ``"layerwise"``) or None for the backend's default
         (:func:`spenser_jax.network.default_mode`).
-      early_stop: None, or the fraction of the first epoch's batches after
-        which an individual whose output has not spiked once stops
-        training (and is scored as it is, status ``"stopped"``).
+      min_steps: the floor of optimizer steps of a budget under one epoch
+        (:func:`spenser_jax.training.epoch_plan`); None: the fraction alone.
+      early_stop: None, or the fraction of the first epoch's budget after
+        which an individual whose output has not spiked once and whose loss
+        has not moved stops training (and is scored as it is, status
+        ``"stopped"``); never before ``stop_min_steps`` steps, and no check
+        at all when that is the whole budget.
       inherit: individuals may start from inherited weights (the program
         takes them as arguments; see :mod:`spenser_jax.inheritance`).
       activity: measure spikes, SynOps and energy while scoring (the same
@@ -144,6 +150,8 @@ class TrainingSettings:
     init: str = "torch"
     early_stop: float | None = None
     inherit: bool = False
+    min_steps: int | None = None
+    stop_min_steps: int = 20
     activity: bool = True
     energy: activity_lib.EnergyModel = activity_lib.EnergyModel()
     encoding: str = "rate"
@@ -156,13 +164,23 @@ class TrainingSettings:
         return activity_lib.summarise(sig, input_shape, self.time_steps, totals, samples,
                                       energy=self.energy, spiking_input=self.encoding == "rate")
 
+    def plan(self, n: int) -> tuple[int | None, ...]:
+        """Batches per epoch for ``n`` training samples (:func:`spenser_jax.training.epoch_plan`)."""
+        return training.epoch_plan(self.epochs, n, self.batch_size, self.min_steps)
+
     def stop_check(self, n: int) -> int | None:
-        """The early check's batch count for ``n`` training samples (None: no check)."""
+        """The early check's batch count for ``n`` training samples (None: no check).
+
+        ``early_stop`` of the first epoch's budget, at least
+        ``stop_min_steps``; None when that reaches the end of the budget
+        (stopping there would save nothing).
+        """
         if self.early_stop is None:
             return None
-        first = training.epoch_plan(self.epochs, n, self.batch_size)[0]
+        first = self.plan(n)[0]
         batches = first if first is not None else -(-n // self.batch_size)
-        return max(1, math.ceil(self.early_stop * batches))
+        check = max(1, self.stop_min_steps, math.ceil(self.early_stop * batches))
+        return check if check < batches else None
 
 
 def on_device(arrays: Arrays) -> Arrays:
@@ -232,14 +250,14 @@ class Trainer:
         info = {"compile_seconds": 0.0, "train_seconds": 0.0, "losses": [], "nonfinite": False,
                 "stopped": False, "steps": 0, "samples": 0}
         n = len(data.labels)
-        for epoch, max_steps in enumerate(training.epoch_plan(epochs, n, s.batch_size)):
+        for epoch, max_steps in enumerate(training.epoch_plan(epochs, n, s.batch_size, s.min_steps)):
             fn = training.make_train_epoch(sig, time_steps=s.time_steps, batch_size=s.batch_size,
                                            correct_rate=s.correct_rate, incorrect_rate=s.incorrect_rate,
                                            mode=s.mode, max_steps=max_steps,
                                            stop_check=s.stop_check(n) if epoch == 0 else None,
                                            input_encoding=s.encoding)
             key_epoch = jax.random.fold_in(key_epochs, epoch)
-            compiled, seconds = self._compile(("train", max_steps, epoch == 0 and s.early_stop), sig, fn,
+            compiled, seconds = self._compile(("train", max_steps, epoch == 0 and s.stop_check(n)), sig, fn,
                                               state, hyper, data.images, data.labels, key_epoch)
             info["compile_seconds"] += seconds
             t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -224,19 +225,32 @@ def macro_from_config(entries: Iterable) -> tuple[MacroModule, ...]:
 # Derivation
 
 
-def sample_gene(rng: np.random.Generator, gene: Gene) -> tuple[int | float, ...]:
+def sample_gene(rng: np.random.Generator, gene: Gene, log_ratio: float | None = None) -> tuple[int | float, ...]:
+    """Fresh values of ``gene``: uniform over its range.
+
+    With ``log_ratio``, a float gene with ``0 < min`` and ``max / min >=
+    log_ratio`` (a learning rate in [1e-4, 0.1]) is drawn log-uniformly:
+    each decade as likely as another, where the uniform draw puts 90% of
+    its mass in the top decade. The generator advances the same either way.
+    """
     if gene.is_int:
         return tuple(int(v) for v in rng.integers(gene.low, gene.high, endpoint=True, size=gene.count))
+    if log_ratio is not None and gene.low > 0 and gene.high / gene.low >= log_ratio:
+        lo, hi = math.log(gene.low), math.log(gene.high)
+        return tuple(float(min(max(math.exp(v), gene.low), gene.high))
+                     for v in rng.uniform(lo, hi, size=gene.count))
     return tuple(float(v) for v in rng.uniform(gene.low, gene.high, size=gene.count))
 
 
 def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
-           rng: np.random.Generator | None = None, max_depth: int = 32) -> tuple[Derivation, str]:
+           rng: np.random.Generator | None = None, max_depth: int = 32,
+           log_ratio: float | None = None) -> tuple[Derivation, str]:
     """Derive ``start``, reusing ``existing`` expansions and sampling the rest.
 
     With ``rng=None`` this is pure decoding: a missing expansion is an error.
     With an ``rng``, missing expansions are drawn at random (how a new layer
-    is created, and how a layer is repaired after a production switch).
+    is created, and how a layer is repaired after a production switch;
+    ``log_ratio``: see :func:`sample_gene`).
     Unused expansions are dropped, so the returned layer is complete and
     minimal.
 
@@ -261,7 +275,7 @@ def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
             choices = (grammar.terminating_choices(nt) if depth >= max_depth
                        else range(len(productions)))
             choice = int(rng.choice(list(choices)))
-            values = tuple(sample_gene(rng, s) for s in productions[choice] if isinstance(s, Gene))
+            values = tuple(sample_gene(rng, s, log_ratio) for s in productions[choice] if isinstance(s, Gene))
             expansion = Expansion(choice, values)
         used.setdefault(nt, []).append(expansion)
         gene_values = iter(expansion.values)
@@ -309,6 +323,9 @@ class SearchSpace:
         connections, as Grammar 2.
       fixed_modules: modules whose layers read only the layer before them
         (the output unit).
+      log_uniform_ratio: fresh float values of genes whose range spans
+        this ratio or more are drawn log-uniformly (:func:`sample_gene`);
+        None: uniformly, as the paper.
     """
 
     grammar: Grammar
@@ -318,6 +335,7 @@ class SearchSpace:
     max_attempts: int = 1000
     levels_back: int = 1
     fixed_modules: tuple[str, ...] = ("output",)
+    log_uniform_ratio: float | None = None
 
     def __post_init__(self):
         self.grammar.require(m.name for m in self.macro)
@@ -329,7 +347,7 @@ class SearchSpace:
         raise KeyError(name)
 
     def new_layer(self, rng: np.random.Generator, module: str) -> Derivation:
-        return derive(self.grammar, module, rng=rng)[0]
+        return derive(self.grammar, module, rng=rng, log_ratio=self.log_uniform_ratio)[0]
 
     def initial_counts(self, rng: np.random.Generator) -> tuple[int, ...]:
         """Layers per module of a new individual, each uniform over the module's ``init``."""

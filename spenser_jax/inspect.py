@@ -114,9 +114,10 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     from spenser_jax.phenotype import parse
 
     phenotype = parse(result["phenotype"])
-    sig, hyper = architecture.split(phenotype, run.identity["time_steps"])
-    spikes = training.encode(run.training_settings().encoding, fitness.fitness_key(run.identity["seed"]),
-                             result["_input"], run.identity["time_steps"])
+    settings = run.training_settings()
+    sig, hyper = architecture.split(phenotype, settings.time_steps)
+    spikes = training.encode(settings.encoding, fitness.fitness_key(run.identity["seed"]),
+                             result["_input"], settings.time_steps)
     _, trains = network.SpikingNetwork(sig).apply({"params": result["_weights"]}, spikes, hyper, trace=True)
     panels = [("input", np.asarray(spikes)[:, 0])] + [
         (f"LIF {k}", np.asarray(t)[:, 0]) for k, t in enumerate(trains)]

@@ -52,6 +52,10 @@ class MutationConfig:
       log_scale: float genes with ``0 < min`` and ``max / min >= log_ratio``
         (lr, decay) take Gaussian steps on the log of their range,
         normalised to [0, 1], instead of absolute steps.
+      log_uniform: such genes are also *drawn* log-uniformly wherever a
+        value is drawn afresh (generation 0, new layers, production
+        switches; the search space's ``log_uniform_ratio``); the paper draws
+        uniformly, which puts most learning rates above 0.01.
       reuse_at_creation: generation 0 is created as the original creates it:
         each layer after a module's first is, with probability
         ``reuse_layer``, a copy of an earlier layer (linked unless
@@ -77,6 +81,7 @@ class MutationConfig:
     remutate_neutral: bool = True
     log_scale: bool = False
     log_ratio: float = 100.0
+    log_uniform: bool = False
     reuse_at_creation: bool = True
     add_connection: float = 0.0
     remove_connection: float = 0.0
@@ -140,8 +145,9 @@ def dsge_mutation(rng: np.random.Generator, layer: Derivation, space: SearchSpac
         others = [i for i in range(len(productions)) if i != expansion.choice]
         choice = others[int(rng.integers(len(others)))]
         genes_of = [s for s in productions[choice] if isinstance(s, Gene)]
-        switched = layer.replace(nt, k, Expansion(choice, tuple(sample_gene(rng, g) for g in genes_of)))
-        repaired, _ = derive(space.grammar, start, switched, rng=rng)
+        switched = layer.replace(nt, k, Expansion(choice, tuple(sample_gene(rng, g, space.log_uniform_ratio)
+                                                                for g in genes_of)))
+        repaired, _ = derive(space.grammar, start, switched, rng=rng, log_ratio=space.log_uniform_ratio)
         return repaired, f"<{nt}>#{k} production {expansion.choice}->{choice}"
     genes_of = [s for s in productions[expansion.choice] if isinstance(s, Gene)]
     g = int(rng.integers(len(genes_of)))

@@ -69,9 +69,11 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     phenotype = run.space().phenotype(state.parent)
     splits = run.splits(data_dir)
     # Retraining trains the whole budget, from the weights given: no early
-    # check, nothing inherited.
+    # check, nothing inherited, at the data set's T (a search may have run
+    # at a lower one, search.time_steps).
     settings = run.training_settings(epochs=epochs, batch_size=batch_size or identity["training"]["batch_size"],
-                                     early_stop=None, inherit=False)
+                                     early_stop=None, inherit=False, min_steps=None,
+                                     time_steps=identity["time_steps"])
     trainer = Trainer(settings, tuple(splits.train.images.shape[1:]))
     root = jax.random.key(identity["seed"] if seed is None else seed)
     train, test = on_device(splits.train), on_device(splits.test)
@@ -98,6 +100,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     result = {"accuracy": accuracy, "dataset": identity["dataset"], "epochs": epochs,
               "from_scratch": from_scratch, "search_fitness": state.parent_fitness,
               "train_samples": int(len(splits.train.labels)), "test_samples": int(len(splits.test.labels)),
+              "time_steps": settings.time_steps,
               "losses": info["losses"], "phenotype": phenotype.text,
               "seconds": time.perf_counter() - t0}
     # The weights first: test.json says retraining finished, so it comes last.

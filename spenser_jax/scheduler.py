@@ -472,6 +472,8 @@ class Evaluator:
                        incorrect_rate=s.incorrect_rate, mode=s.mode, init_scheme=s.init)
         if s.early_stop is not None:
             options["stop_check"] = s.stop_check(self.evo_train.labels.shape[0])
+        if s.min_steps is not None:
+            options["min_steps"] = s.min_steps
         if s.activity:
             options["activity"] = True
         if s.encoding != "rate":

@@ -102,6 +102,9 @@ def _all_finite(tree) -> jax.Array:
 
 ENCODINGS = ("rate", "direct")
 
+LOSS_FLAT = 1e-4
+"""Relative spread of the batch losses below which a loss "has not moved" (early stop)."""
+
 
 def encode(name: str, key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
     """Images as the network's input over ``time_steps``: ``"rate"`` spikes or ``"direct"`` currents.
@@ -216,8 +219,9 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
       max_steps: train on the first ``max_steps`` batches of the epoch's
         shuffle only (a partial epoch; None: all of them).
       stop_check: after this many batches, stop if the output has not
-        spiked once (a silent output layer scores at chance; see
-        ``metrics["stopped"]``). None: never.
+        spiked once and the loss has not moved (relative spread of the
+        batch losses at most :data:`LOSS_FLAT`): a silent output layer
+        scores at chance; see ``metrics["stopped"]``. None: never.
       input_encoding: how images enter the network (:func:`encode`).
 
     Returns:
@@ -267,7 +271,7 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
             raise ValueError(f"stop_check must be an int >= 1, got {stop_check!r}")
 
         def body(carry, batch):
-            state, failed, stopped, heard = carry
+            state, failed, stopped, heard, low, high = carry
             idx, mask, i = batch
             key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
 
@@ -283,12 +287,19 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
 
             state, value, finite, count = jax.lax.cond(failed | stopped, skip, apply, state)
             heard = heard + count
-            stopped = stopped | ((i == stop_check - 1) & finite & (heard == 0))
-            return (state, failed | (~finite & ~stopped), stopped, heard), \
+            low = jnp.where(finite, jnp.minimum(low, value), low)
+            high = jnp.where(finite, jnp.maximum(high, value), high)
+            # The evidence that a network cannot learn: its output never
+            # spiked and its loss did not move (a silent output's spike-count
+            # loss is exactly constant; a membrane loss still moves).
+            flat = (high - low) <= LOSS_FLAT * jnp.maximum(jnp.abs(low), 1e-12)
+            stopped = stopped | ((i == stop_check - 1) & finite & (heard == 0) & flat)
+            return (state, failed | (~finite & ~stopped), stopped, heard, low, high), \
                 (jnp.where(finite, value, 0.0), finite)
 
-        init = (state, jnp.bool_(False), jnp.bool_(False), jnp.float32(0))
-        (state, failed, stopped, _), (losses, applied) = jax.lax.scan(
+        init = (state, jnp.bool_(False), jnp.bool_(False), jnp.float32(0), jnp.float32(jnp.inf),
+                jnp.float32(-jnp.inf))
+        (state, failed, stopped, *_), (losses, applied) = jax.lax.scan(
             body, init, (order, masks, jnp.arange(order.shape[0])))
         extra = {"stopped": stopped}
     steps = jnp.sum(applied, dtype=jnp.int32)
@@ -346,20 +357,41 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
     return {**result, "activity": sums} if activity else result
 
 
-def epoch_plan(epochs: int | float, n: int, batch_size: int) -> tuple[int | None, ...]:
+def epoch_plan(epochs: int | float, n: int, batch_size: int,
+               min_steps: int | None = None) -> tuple[int | None, ...]:
     """Batches to train in each epoch: None for a whole epoch, else a count.
 
     ``epochs`` may be fractional: 2.5 is two whole epochs and the first half
     of a third one's shuffle (``ceil(0.5 * batches)`` batches, at least one).
+
+    ``min_steps`` is a floor on a budget of less than one epoch: such a
+    budget trains ``max(ceil(epochs * batches), min_steps)`` batches, and
+    never more than the whole epoch (where an epoch is shorter than the
+    floor, the budget is that epoch). A fraction means different step counts
+    at different data set and batch sizes; the floor keeps a small run from
+    judging networks after a handful of steps. Budgets of one epoch or more
+    are left as they are.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
         raise ValueError(f"epochs must be a number > 0, got {epochs!r}")
+    if min_steps is not None and (isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 1):
+        raise ValueError(f"min_steps must be None or an int >= 1, got {min_steps!r}")
     whole = int(epochs)
     plan: list[int | None] = [None] * whole
     if epochs > whole:
         batches = -(-n // batch_size)
-        plan.append(max(1, min(batches, math.ceil((epochs - whole) * batches - 1e-9))))
+        steps = math.ceil((epochs - whole) * batches - 1e-9)
+        if whole == 0 and min_steps is not None:
+            steps = max(steps, min_steps)
+        steps = max(1, min(batches, steps))
+        plan.append(None if whole == 0 and steps == batches and min_steps is not None else steps)
     return tuple(plan)
+
+
+def budget_steps(plan: tuple[int | None, ...], n: int, batch_size: int) -> int:
+    """Optimizer steps an :func:`epoch_plan` trains (a whole epoch: ``ceil(n / batch_size)``)."""
+    batches = -(-n // batch_size)
+    return sum(batches if p is None else p for p in plan)
 
 
 def inherit_params(fresh: Any, inherited: tuple[Any, Any] | None) -> Any:
@@ -382,7 +414,8 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
                     correct_rate: float = 1.0, incorrect_rate: float = 0.0,
                     mode: str | None = None, init_scheme: str = "torch",
                     inherited: tuple[Any, Any] | None = None, stop_check: int | None = None,
-                    activity: bool = False, input_encoding: str = "rate") -> tuple[Any, dict[str, jax.Array]]:
+                    activity: bool = False, input_encoding: str = "rate",
+                    min_steps: int | None = None) -> tuple[Any, dict[str, jax.Array]]:
     """A whole evaluation of one individual, pure: init, ``epochs`` epochs, score.
 
     The same computation as the host loop ``key_init, key_epochs =
@@ -397,6 +430,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
 
     Args:
       epochs: training epochs, possibly fractional (:func:`epoch_plan`).
+      min_steps: the step floor of a budget under one epoch (:func:`epoch_plan`).
       inherited: ``(values, mask)`` to start from (see
         :func:`inherit_params`); None: fresh weights.
       stop_check: see :func:`train_epoch` (applied in the first epoch).
@@ -410,7 +444,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
       ``correct`` and ``accuracy`` (0 when ``nonfinite``: a failed
       individual is not scored; a stopped one is).
     """
-    plan = epoch_plan(epochs, images.shape[0], batch_size)
+    plan = epoch_plan(epochs, images.shape[0], batch_size, min_steps)
     key_init, key_epochs = jax.random.split(key)
     del key
     state = create_train_state(key_init, sig, hyper, images.shape[1:], init_scheme=init_scheme)

@@ -79,6 +79,34 @@ def test_tell_selection_rules():
     assert better.parent == kids[1].genotype and metrics["parent_replaced"]
 
 
+def test_a_parent_that_trains_on_competes_with_its_new_score_not_its_lucky_one():
+    state = evolution.init(0)
+    first = ask(state, 2)
+    state, _ = evolution.tell(state, first, [Evaluation(0.9, weights="lucky"), Evaluation(0.2)])
+    rng = evolution.generation_rng(state.seed, state.generation)
+    cands = evolution.ask(rng, state, SPACE, mutation.MutationConfig(), 3, parent_continues=True)
+    # The parent takes the last of the λ places, unmutated; the others are the plain (1+λ)'s offspring.
+    assert len(cands) == 3 and [c.genotype for c in cands[:2]] == [c.genotype for c in ask(state, 2)]
+    assert cands[2].genotype == state.parent and cands[2].continued and not cands[2].mutations
+    assert not any(c.continued for c in cands[:2])
+
+    def tell(*fitness):
+        evaluations = [Evaluation(f, weights=k) if f >= 0 else Evaluation(-1.0, "error", "x")
+                       for k, f in enumerate(fitness)]
+        return evolution.tell(state, cands, evaluations)
+
+    # Its score of 0.9 is forgotten: an offspring at 0.6 beats the parent now at 0.5.
+    new, metrics = tell(0.3, 0.6, 0.5)
+    assert new.parent == cands[1].genotype and new.parent_fitness == 0.6 and metrics["parent_replaced"]
+    # The parent keeps its place with the score and weights it has now (ties too).
+    new, metrics = tell(0.7, 0.3, 0.7)
+    assert (new.parent, new.parent_fitness, new.parent_weights) == (state.parent, 0.7, 2)
+    assert not metrics["parent_replaced"] and metrics["best_fitness"] == 0.7
+    # If it fails to train on, its old score stands, as without continuing.
+    new, metrics = tell(0.3, 0.6, -1)
+    assert (new.parent, new.parent_fitness, new.parent_weights) == (state.parent, 0.9, "lucky")
+
+
 def test_all_failed_generation_zero_redraws():
     state = evolution.init(1)
     cands = ask(state, 2)
@@ -146,10 +174,15 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     ("training.correct_rate=2.0", "correct_rate"),
     ("mutation.add_layer=1.5", "add_layer"),
     ("grammar=nope.grammar", "not found"),
+    ("search.min_steps=0", "search.min_steps"),
+    ("search.stop_min_steps=0", "search.stop_min_steps"),
+    ("search.time_steps=0", "search.time_steps"),
+    ("search.parent_continues=true", "needs search.inherit"),
+    ("search.parent_continues=true search.inherit=true evolution.offspring=1", "offspring >= 2"),
 ])
 def test_bad_config_values(override, message):
     with pytest.raises(evolve.ConfigError, match=message):
-        evolve.setup(config(override), load_data=False)
+        evolve.setup(config(*override.split()), load_data=False)
 
 
 RUNNER = """
@@ -313,3 +346,28 @@ def test_fitness_subset_scores_on_part_of_the_fitness_split():
     assert s.identity["search"] == {"fitness_subset": 30}
     with pytest.raises(evolve.ConfigError, match=r"search.fitness_subset: .*\[1, 60\], got 61"):
         evolve.setup(config("dataset.subset=200", "search.fitness_subset=61"))
+
+
+def test_search_time_steps_caps_t_while_searching_and_joins_the_identity():
+    paper = evolve.setup(config("dataset=fmnist"), load_data=False)
+    assert paper.training.time_steps == 25 and "search" not in paper.identity
+    low = evolve.setup(config("dataset=fmnist", "search.time_steps=6"), load_data=False)
+    assert low.training.time_steps == 6 and low.identity["time_steps"] == 25  # the data set's, for retrain
+    assert low.identity["search"] == {"time_steps": 6}
+    # A cap, never a raise: MNIST at T = 4 stays at 4.
+    assert evolve.setup(config("dataset.time_steps=4", "search.time_steps=6"), load_data=False).training.time_steps == 4
+    run = checkpoint.Run(dir=Path("."), identity=low.identity, config={}, records=[], best=None, test=None,
+                         state=None)
+    assert run.training_settings().time_steps == 6  # how the search trained its individuals
+    assert run.training_settings(time_steps=low.identity["time_steps"]).time_steps == 25
+
+
+def test_new_switches_stay_out_of_the_paper_identity():
+    paper = evolve.setup(config(), load_data=False)
+    assert "log_uniform" not in paper.identity["mutation"] and paper.space.log_uniform_ratio is None
+    wide = evolve.setup(config("mutation.log_uniform=true"), load_data=False)
+    assert wide.identity["mutation"]["log_uniform"] is True and wide.space.log_uniform_ratio == 100.0
+    steps = evolve.setup(config("search.min_steps=50", "search.inherit=true", "search.parent_continues=true",
+                                "training.epochs=0.25"), load_data=False)
+    assert steps.training.min_steps == 50 and steps.parent_continues
+    assert steps.identity["search"] == {"inherit": True, "min_steps": 50, "parent_continues": True}

@@ -248,3 +248,52 @@ def test_a_silent_output_stops_at_the_check_and_competes_with_its_score():
     # With nothing better, a stopped individual is a parent still (better than none).
     alone, _ = evolution.tell(state, cands, [stopped, Evaluation(-1.0, "error", "x")])
     assert alone.parent == PARENT and alone.parent_fitness == 0.1
+
+
+# --- budgets in steps (issue 16) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("epochs, min_steps, plan", [
+    (0.25, 5, (5,)),          # a quarter of 10 batches is 3: the floor lifts it to 5
+    (0.25, 2, (3,)),          # the fraction is above the floor
+    (0.25, 10, (None,)),      # the floor reaches the epoch: the paper's budget, the same program
+    (0.25, 50, (None,)),      # never more than one epoch
+    (1, 50, (None,)),         # whole epochs are left alone
+    (1.5, 50, (None, 5)),
+])
+def test_a_fractional_budget_has_a_step_floor_and_never_exceeds_an_epoch(epochs, min_steps, plan):
+    assert training.epoch_plan(epochs, 600, 64, min_steps) == plan  # 10 batches per epoch
+    assert training.budget_steps(plan, 600, 64) == sum(10 if p is None else p for p in plan)
+
+
+def test_the_early_check_waits_for_its_floor_and_is_dropped_when_it_is_the_whole_budget():
+    from spenser_jax.fitness import TrainingSettings
+
+    def check(n, **kw):
+        return TrainingSettings(time_steps=2, epochs=0.25, early_stop=0.2, min_steps=100, **kw).stop_check(n)
+
+    assert check(64 * 1000) == 50    # budget 250 steps: a fifth of it
+    assert check(64 * 200) == 20     # budget 100 steps: a fifth is 20, the floor
+    assert check(64 * 200, stop_min_steps=30) == 30
+    assert check(64 * 30) == 20      # budget 30 steps: the floor
+    assert check(64 * 15) is None    # budget 15 steps (the epoch): shorter than the floor
+    assert TrainingSettings(time_steps=2, epochs=0.25, early_stop=None).stop_check(64 * 1000) is None
+
+
+def test_a_silent_output_whose_loss_moves_is_not_stopped():
+    # A membrane loss keeps moving while the output is silent: the network is
+    # still learning, so the early check must not stop it.
+    base = SPACE.phenotype(PARENT).text.replace(
+        "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5",
+        "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:1000.0")
+    rng = np.random.default_rng(1)
+    images = jnp.asarray(rng.integers(0, 256, (40, *SHAPE), dtype=np.uint8))
+    labels = jnp.asarray(rng.integers(0, 10, 40), jnp.int32)
+    stopped = {}
+    for name, text in (("count", base), ("membrane", base + " loss:mse-membrane on-target:1.0 off-target:0.0")):
+        sig, hyper = architecture.split(phenotype.parse(text))
+        _, metrics = training.train_and_score(sig, jax.random.key(0), hyper, images, labels, images, labels,
+                                              jax.random.key(1), epochs=1, time_steps=2, batch_size=8,
+                                              eval_batch_size=40, stop_check=3)
+        stopped[name] = (bool(metrics["stopped"]), int(metrics["steps"]))
+    assert stopped == {"count": (True, 3), "membrane": (False, 5)}

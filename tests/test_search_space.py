@@ -14,6 +14,8 @@ from spenser_jax.genotype import Genotype, MacroModule, SearchSpace, SearchSpace
 from spenser_jax.grammar import Gene, load_grammar, parse_grammar
 from spenser_jax.phenotype import Phenotype, infer_shapes, parse
 
+ROOT = Path(__file__).resolve().parents[1]
+
 CSNN = Path(__file__).resolve().parents[1] / "grammars" / "csnn.grammar"
 SPACE = SearchSpace(load_grammar(CSNN))
 CONFIG = mutation.MutationConfig()
@@ -360,3 +362,31 @@ def test_log_scale_steps():
 def test_bad_rates_rejected():
     with pytest.raises(ValueError, match="add_layer"):
         mutation.MutationConfig(add_layer=1.5)
+
+
+def test_log_uniform_draws_spread_wide_ranges_over_their_decades():
+    from spenser_jax.genotype import sample_gene
+
+    lr, beta = Gene("lr", "float", 4000, 1e-4, 0.1), Gene("beta", "float", 50, 0.5, 0.9)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    uniform, log_uniform = np.array(sample_gene(a, lr)), np.array(sample_gene(b, lr, log_ratio=100.0))
+    assert a.bit_generator.state == b.bit_generator.state  # the generator advances the same
+    assert np.all((log_uniform >= 1e-4) & (log_uniform <= 0.1))
+    # Three decades: log-uniform puts 2/3 below 0.01, the uniform draw 9.9%.
+    assert abs(np.mean(log_uniform < 0.01) - 2 / 3) < 0.03 and abs(np.mean(uniform < 0.01) - 0.099) < 0.02
+    # A narrow range is drawn as the paper draws it, value for value.
+    assert sample_gene(np.random.default_rng(4), beta, log_ratio=100.0) == sample_gene(np.random.default_rng(4), beta)
+
+
+def test_log_uniform_creation_changes_only_the_float_genes_and_is_opt_in():
+    grammar = load_grammar(ROOT / "grammars" / "csnn.grammar")
+    plain, wide = SearchSpace(grammar), SearchSpace(grammar, log_uniform_ratio=100.0)
+    config = mutation.MutationConfig()
+    lrs = {}
+    for name, space in (("plain", plain), ("wide", wide)):
+        texts = [space.text(mutation.sample(np.random.default_rng([5, k]), space, config)) for k in range(40)]
+        lrs[name] = [float(t.split(" lr:")[1].split()[0]) for t in texts]
+        # Same layers and integer genes: only values of wide-range float genes differ.
+        lrs[name + "_shape"] = [" ".join(w for w in t.split() if not w.startswith(("lr:", "decay:"))) for t in texts]
+    assert lrs["plain_shape"] == lrs["wide_shape"]
+    assert np.median(lrs["wide"]) < 0.01 < np.median(lrs["plain"])
