@@ -62,7 +62,8 @@ def test_evolve_outputs(runs):
     assert "evolution.generations=2" in (whole / ".hydra" / "overrides.yaml").read_text()
 
 
-FAST = [*SMALL, "search=fast", "evolution.offspring=3", "dataset.time_steps=3"]
+# Searching at T = 2 (search.time_steps) on a data set at T = 3: retrain tests at 3.
+FAST = [*SMALL, "search=fast", "evolution.offspring=3", "dataset.time_steps=3", "search.time_steps=2"]
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +84,25 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
     # Generation 1 starts from generation 0's parent and its weights, read back from the checkpoint.
     assert strip(checkpoint.read_generations(resumed)) == strip(records)
     identity = json.loads((whole / "run.json").read_text())
-    assert identity["search"] == {"inherit": True, "early_stop": 0.2} and identity["training"]["epochs"] == 0.25
+    assert identity["search"] == {"inherit": True, "early_stop": 0.2, "min_steps": 100, "time_steps": 2,
+                                  "parent_continues": True}
+    assert identity["training"]["epochs"] == 0.25 and identity["mutation"]["log_uniform"] is True
     total = 0
     for r in records:
         for ind in r["individuals"]:
-            # A quarter of the 140 EvoTrain samples: 1 of 3 batches of 64.
-            assert ind["train_samples"] == (64 if ind["status"] in ("ok", "stopped") else ind["train_samples"])
+            # A quarter of 3 batches is 1 step; the floor of 100 steps lifts it to the whole
+            # epoch (the paper's budget, never more): 3 steps, all 140 EvoTrain samples.
+            if ind["status"] in ("ok", "stopped"):
+                assert (ind["train_steps"], ind["train_samples"]) == (3, 140)
             total += ind["train_samples"]
         assert r["train_samples_total"] == total
     later = [i for r in records[1:] if r["parent"] for i in r["individuals"]]
     assert later and all("inherited" in i for i in later)
     assert any(i["inherited"] > 0.5 for i in later)  # most offspring keep most of their parent
+    # The parent trains on in the last of the λ places, keeping all its weights.
+    assert all(r["individuals"][-1].get("continued") for r in records[1:])
+    assert all(r["individuals"][-1]["inherited"] == 1.0 for r in records[1:])
+    assert not any(i.get("continued") for r in records for i in r["individuals"][:-1])
 
 
 def test_plus_grammar_searches_losses_and_connections(tmp_path):
@@ -145,6 +154,8 @@ def test_retrain_and_report(runs, fast_runs, tmp_path):
     assert "Convolutional" in table and "Adam" in table and "| 2 |" in table
     assert "ANN / SNN" in table and " nJ |" in table
     assert (whole / "retrained.msgpack").exists()
+    cli("retrain", fast, "--epochs", 1, "--from-scratch")
+    assert json.loads((fast / "test.json").read_text())["time_steps"] == 3  # the data set's T, not the search's
 
 
 @pytest.mark.parametrize("args, message", [
