@@ -51,9 +51,11 @@ class Objective:
         ``"scalarised"``: ``accuracy * (synops / synops_reference) **
         synops_weight`` with ``synops_weight < 0`` (AutoSNN's form, there
         with spikes: λ = -0.08); SynOps below 1 count as 1.
-        ``"constrained"``: ``(within budget, accuracy)``: a candidate over
-        ``max_synops`` or ``max_parameters`` loses to any candidate within
-        them, and among equals accuracy decides.
+        ``"constrained"``: ``(budget term, accuracy)``: 1 within
+        ``max_synops`` and ``max_parameters``, else minus the relative
+        excess over the budget it exceeds most (``synops / max_synops -
+        1``): a candidate over budget loses to any within it, and among those
+        over it the one nearer the budget wins; then accuracy decides.
     """
 
     kind: str = "accuracy"
@@ -69,6 +71,11 @@ class Objective:
             raise ValueError("the scalarised objective needs synops_reference > 0 and synops_weight < 0")
         if self.kind == "constrained" and self.max_synops is None and self.max_parameters is None:
             raise ValueError("the constrained objective needs max_synops or max_parameters")
+        for name in ("max_synops", "max_parameters"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value > 0):
+                raise ValueError(f"{name} must be null or a number > 0, got {value!r}")
 
     def score(self, e: Evaluation) -> tuple[float, ...]:
         """The evaluation's score; a failure's is below every scored one."""
@@ -81,9 +88,9 @@ class Objective:
             raise ValueError(f"the {self.kind} objective needs measured activity (training.activity)")
         if self.kind == "scalarised":
             return (e.fitness * (max(synops, 1.0) / self.synops_reference) ** self.synops_weight,)
-        within = ((self.max_synops is None or synops <= self.max_synops)
-                  and (self.max_parameters is None or e.parameters <= self.max_parameters))
-        return (float(within), e.fitness)
+        excess = max((synops / self.max_synops - 1.0) if self.max_synops is not None else 0.0,
+                     (e.parameters / self.max_parameters - 1.0) if self.max_parameters is not None else 0.0)
+        return (1.0 if excess <= 0 else -excess, e.fitness)
 
 
 ACCURACY = Objective()

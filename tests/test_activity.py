@@ -158,8 +158,17 @@ def test_objectives_select_what_they_should():
     # The parent keeps its score: an offspring must beat it under the objective.
     _, later = evolution.tell(new, cands[:1], [ev(0.95, 5e6)], budget)
     assert not later["parent_replaced"]
+    # Over budget, nearer the budget wins over more accurate: by how far over, then accuracy.
+    far = evolution.Objective("constrained", max_synops=1e2)
+    assert [far.score(e)[0] for e in evals] == [pytest.approx(-(5e6 / 1e2 - 1)), pytest.approx(-(1e5 / 1e2 - 1)),
+                                                pytest.approx(-9.0)]
+    assert evolution.tell(state, cands, evals, far)[1]["best_index"] == 2
+    assert far.score(ev(0.3, 1e2)) == (1.0, 0.3)  # at the budget is within it
     with pytest.raises(ValueError, match="constrained"):
         evolution.Objective("constrained")
+    for bad in (-1, 0, True):
+        with pytest.raises(ValueError, match="max_synops"):
+            evolution.Objective("constrained", max_synops=bad)
     with pytest.raises(ValueError, match="synops_weight"):
         evolution.Objective("scalarised", synops_weight=0.1)
 

@@ -336,6 +336,8 @@ def test_bad_objectives_are_config_errors():
         evolve.setup(config("fitness.objective=constrained"), load_data=False)
     with pytest.raises(evolve.ConfigError, match="fitness"):
         evolve.setup(config("fitness.objective=speed"), load_data=False)
+    with pytest.raises(evolve.ConfigError, match="max_synops must be null or a number > 0, got -1"):
+        evolve.setup(config("fitness.objective=constrained", "fitness.max_synops=-1"), load_data=False)
     with pytest.raises(evolve.ConfigError, match="energy"):
         evolve.setup(config("energy.e_ac_pj=-1"), load_data=False)
 
