@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
+from spenser_jax.errors import SpenserError
 from spenser_jax.evolution import State, pareto_front
 from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
@@ -57,7 +58,7 @@ LOCK = ".lock"
 CONFIG = Path(".hydra") / "config.yaml"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SpenserError, RuntimeError):
     """A checkpoint or run directory that cannot be used; it is left untouched."""
 
 

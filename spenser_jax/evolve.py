@@ -31,7 +31,9 @@ from typing import Any
 
 from spenser_jax import checkpoint, data, evolution, mutation
 from spenser_jax.activity import EnergyModel
-from spenser_jax.genotype import SearchSpace, SearchSpaceError, macro_for, macro_from_config
+from spenser_jax import errors
+from spenser_jax.errors import SpenserError
+from spenser_jax.genotype import SearchSpace, macro_for, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
 
 log = logging.getLogger("spenser_jax")
@@ -45,7 +47,7 @@ _ACCURACY_FITNESS = {"objective": "accuracy", "synops_reference": 1.0e6, "synops
                      "max_synops": None, "max_parameters": None}
 
 
-class ConfigError(ValueError):
+class ConfigError(SpenserError, ValueError):
     """A configuration value that cannot be used."""
 
 
@@ -461,7 +463,8 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
     return state
 
 
-KNOWN_ERRORS = (ConfigError, GrammarError, SearchSpaceError, data.DataError, checkpoint.CheckpointError)
+#: Reported as one line ``error: ...`` (every command line's :data:`spenser_jax.errors.REPORTED`).
+KNOWN_ERRORS = errors.REPORTED
 
 
 def _hydra_main():
@@ -480,8 +483,7 @@ def _hydra_main():
             run(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
         except KNOWN_ERRORS as err:
             log.error("error: %s", err)
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(errors.fail(err))
 
     main()
 

@@ -158,6 +158,7 @@ from typing import Any
 
 import numpy as np
 
+from spenser_jax.errors import SpenserError, command, fail
 from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp, Phenotype, Pool,
                                    infer_shapes, same_padding)
 
@@ -173,7 +174,7 @@ _NOTE = ("Input coding is not part of the graph: feed spikes [T, C, H, W]. "
          "(LIF) or 1 / dt (IF) makes the input enter unscaled.")
 
 
-class NotExportable(ValueError):
+class NotExportable(SpenserError, ValueError):
     """The phenotype has layers that NIR cannot express exactly.
 
     Attributes:
@@ -185,11 +186,15 @@ class NotExportable(ValueError):
         super().__init__("not exportable to NIR: " + "; ".join(self.reasons))
 
 
+class MissingDependency(SpenserError, ImportError):
+    """An optional package the export needs is not installed."""
+
+
 def _require_nir():
     try:
         import nir
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependency(
             "NIR export needs the `nir` package: pip install 'spenser_jax[nir]'") from exc
     return nir
 
@@ -533,6 +538,7 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
             "time_steps": time_steps, "dt": float(dt)}
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m spenser_jax.export",
@@ -554,23 +560,14 @@ def main(argv=None) -> int:
     if not (math.isfinite(args.dt) and args.dt > 0):
         parser.error(f"--dt must be a positive number, got {args.dt!r}")
 
-    from spenser_jax import checkpoint, data
-    from spenser_jax.grammar import GrammarError
-    from spenser_jax.phenotype import InvalidPhenotype
-
     weights = "retrained" if args.retrained else "search" if args.search_weights else "auto"
     try:
         result = export_run(args.run_dir, args.out, individual=args.individual, weights=weights,
                             dt=args.dt, data_dir=args.data_dir,
                             log=lambda line: print(line, file=sys.stderr))
     except NotExportable as err:
-        print(f"error: individual {args.individual} of {args.run_dir} is {err} (a search with "
-              f"grammar=grammars/csnn_nir.grammar finds only networks that export)", file=sys.stderr)
-        return 1
-    except (checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype,
-            ImportError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(f"individual {args.individual} of {args.run_dir} is {err} (a search with "
+                    f"grammar=grammars/csnn_nir.grammar finds only networks that export)")
     c, *hw = result["input_shape"]
     print(f"individual {args.individual} of {args.run_dir}, {result['weights_text']}")
     print(f"wrote {result['path']}: {len(result['nodes'])} nodes, {_size(result['bytes'])}")

@@ -21,11 +21,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from spenser_jax.errors import SpenserError
 from spenser_jax.grammar import Gene, Grammar, NonTerminal, Terminal
 from spenser_jax.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
 
 
-class SearchSpaceError(RuntimeError):
+class SearchSpaceError(SpenserError, RuntimeError):
     """No valid individual could be produced (or a genotype does not fit)."""
 
 

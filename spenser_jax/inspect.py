@@ -28,8 +28,7 @@ import sys
 from pathlib import Path
 
 from spenser_jax import checkpoint, data
-from spenser_jax.grammar import GrammarError
-from spenser_jax.phenotype import InvalidPhenotype
+from spenser_jax.errors import command
 
 
 def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None,
@@ -134,6 +133,7 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     plt.close(fig)
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.inspect", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
@@ -146,22 +146,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.samples is not None and args.samples < 1:
         parser.error("--samples must be >= 1")
-    try:
-        run = checkpoint.load_run(Path(args.run_dir))
-        phenotype, weights, again = run.individual(args.individual, args.retrained)
-        if again is not None:
-            print(f"training individual {args.individual} again from its key ...", file=sys.stderr)
-        result = measure(run, phenotype, weights, args.samples, args.data_dir, again)
-        print(table(result))
-        if args.json:
-            public = {k: v for k, v in result.items() if not k.startswith("_")}
-            checkpoint.atomic_write(Path(args.json), json.dumps(public, indent=1))
-        if args.raster:
-            raster(result, run, Path(args.raster))
-            print(f"raster -> {args.raster}")
-    except (checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    run = checkpoint.load_run(Path(args.run_dir))
+    phenotype, weights, again = run.individual(args.individual, args.retrained)
+    if again is not None:
+        print(f"training individual {args.individual} again from its key ...", file=sys.stderr)
+    result = measure(run, phenotype, weights, args.samples, args.data_dir, again)
+    print(table(result))
+    if args.json:
+        public = {k: v for k, v in result.items() if not k.startswith("_")}
+        checkpoint.atomic_write(Path(args.json), json.dumps(public, indent=1))
+    if args.raster:
+        raster(result, run, Path(args.raster))
+        print(f"raster -> {args.raster}")
     return 0
 
 

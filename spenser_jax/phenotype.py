@@ -33,8 +33,10 @@ import json
 import math
 from typing import Any, ClassVar, Union
 
+from spenser_jax.errors import SpenserError
 
-class InvalidPhenotype(ValueError):
+
+class InvalidPhenotype(SpenserError, ValueError):
     """The phenotype cannot be built as a network (bad tokens or shapes)."""
 
 

@@ -22,18 +22,18 @@ data set found among the runs:
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from spenser_jax.checkpoint import RUN, CheckpointError, Run, load_run, pareto_archive
+from spenser_jax.checkpoint import RUN, Run, load_run, pareto_archive
+from spenser_jax.errors import SpenserError, command
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
 
 
-class ReportError(RuntimeError):
-    pass
+class ReportError(SpenserError, RuntimeError):
+    """The runs asked for cannot be reported (none found, an unusable --out)."""
 
 
 def characteristics(phenotype_texts: list[str]) -> dict[str, dict[str, float]]:
@@ -207,31 +207,28 @@ def markdown(groups: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.report", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
     parser.add_argument("--out", default="report", help="output directory (default: ./report)")
     args = parser.parse_args(argv)
-    try:
-        dirs = []
-        for d in map(Path, args.runs):
-            found = sorted(p.parent for p in d.rglob(RUN)) if d.is_dir() else []
-            if not found:
-                raise ReportError(f"{d}: no spenser_jax run found (no {RUN} in it or below)")
-            dirs.extend(found)
-        groups: dict[str, list[Run]] = defaultdict(list)
-        for d in dirs:
-            run = load_run(d)
-            groups[run.dataset].append(run)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
-        made += [p for dataset, runs in groups.items() if (p := plot_energy(runs, dataset, out))]
-        (out / "report.md").write_text(markdown(groups))
-        made.append(out / "report.md")
-    except (ReportError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    dirs = []
+    for d in map(Path, args.runs):
+        found = sorted(p.parent for p in d.rglob(RUN)) if d.is_dir() else []
+        if not found:
+            raise ReportError(f"{d}: no spenser_jax run found (no {RUN} in it or below)")
+        dirs.extend(found)
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for d in dirs:
+        run = load_run(d)
+        groups[run.dataset].append(run)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
+    made += [p for dataset, runs in groups.items() if (p := plot_energy(runs, dataset, out))]
+    (out / "report.md").write_text(markdown(groups))
+    made.append(out / "report.md")
     for p in made:
         print(p)
     return 0

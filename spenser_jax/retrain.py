@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 
-from spenser_jax import checkpoint, data
+from spenser_jax import checkpoint
+from spenser_jax.errors import SpenserError, command
 from spenser_jax.fitness import Trainer, on_device
-from spenser_jax.grammar import GrammarError
 
 _RETRAIN_STREAM = 0x2E7A
 _TEST_STREAM = 0x7E57
 
 
+class TrainingDiverged(SpenserError, ValueError):
+    """Retraining reached a non-finite loss; nothing was written."""
+
+
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.retrain", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
@@ -41,12 +45,8 @@ def main(argv=None) -> int:
     if args.epochs < 0:
         parser.error("--epochs must be >= 0")
     run_dir = Path(args.run_dir)
-    try:
-        result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
-                         data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
-    except (checkpoint.CheckpointError, data.DataError, GrammarError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
+                     data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
     print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
           f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}")
     return 0
@@ -60,7 +60,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
       CheckpointError: not a run, no completed generation yet, or the
         grammar changed since the search.
       DataError: the data set cannot be loaded.
-      ValueError: training diverged (nothing is written then).
+      TrainingDiverged: training diverged (nothing is written then; a ValueError).
     """
     run = checkpoint.load_run(run_dir)
     identity, state = run.identity, run.state
@@ -94,7 +94,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     if bar is not None:
         bar.close()
     if info["nonfinite"]:
-        raise ValueError(f"training diverged (non-finite loss) after {info['steps']} steps; "
+        raise TrainingDiverged(f"training diverged (non-finite loss) after {info['steps']} steps; "
                          f"nothing written")
     accuracy, _, _ = trainer.score(phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM))
     result = {"accuracy": accuracy, "dataset": identity["dataset"], "epochs": epochs,

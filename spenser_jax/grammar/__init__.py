@@ -19,7 +19,8 @@ Format (the SPENSER paper's Grammar 2 is ``grammars/csnn.grammar``)::
 
 Parsing errors name the file and line (:class:`GrammarError`).
 
-This module is the parser alone and imports nothing else from spenser_jax;
+This module is the parser alone and imports nothing else from spenser_jax
+(but :mod:`spenser_jax.errors`, which imports nothing);
 ``python -m spenser_jax.grammar GRAMMAR --sample N --seed S`` (the sampler in
 ``__main__.py``) prints N random individuals' phenotypes, or ``--mutate K`` a
 parent and K of its offspring.
@@ -33,8 +34,10 @@ import re
 from pathlib import Path
 from typing import Union
 
+from spenser_jax.errors import SpenserError
 
-class GrammarError(ValueError):
+
+class GrammarError(SpenserError, ValueError):
     """A grammar file that cannot be used; the message names file and line."""
 
 

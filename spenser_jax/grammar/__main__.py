@@ -19,8 +19,8 @@ import numpy as np
 
 from spenser_jax import genotype as gt
 from spenser_jax import mutation
-from spenser_jax.grammar import GrammarError, load_grammar, locate
-from spenser_jax.phenotype import InvalidPhenotype
+from spenser_jax.errors import command
+from spenser_jax.grammar import load_grammar, locate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +29,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+@command
 def main(argv=None) -> int:
     parser = _Parser(prog="python -m spenser_jax.grammar",
                      description="Sample individuals from a grammar and print their phenotypes.")
@@ -42,29 +43,25 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.sample is not None and args.sample < 0 or args.mutate is not None and args.mutate < 0:
         parser.error("--sample and --mutate take a non-negative count")
-    try:
-        grammar = load_grammar(locate(args.grammar))
-        # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
-        space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
-        rng = np.random.default_rng(args.seed)
-        config = mutation.MutationConfig(add_connection=float(grammar.option("add-connection", 0.0)),
-                                         remove_connection=float(grammar.option("remove-connection", 0.0)))
+    grammar = load_grammar(locate(args.grammar))
+    # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
+    space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
+    rng = np.random.default_rng(args.seed)
+    config = mutation.MutationConfig(add_connection=float(grammar.option("add-connection", 0.0)),
+                                     remove_connection=float(grammar.option("remove-connection", 0.0)))
 
-        def show(genome):
-            return genome.dumps() if args.json else space.phenotype(genome).text
+    def show(genome):
+        return genome.dumps() if args.json else space.phenotype(genome).text
 
-        if args.mutate is None:
-            for _ in range(1 if args.sample is None else args.sample):
-                print(show(mutation.sample(rng, space, config)))
-        else:
-            parent = mutation.sample(rng, space, config)
-            print(show(parent))
-            for _ in range(args.mutate):
-                child, _ = mutation.offspring(rng, parent, space, config)
-                print(show(child))
-    except (GrammarError, InvalidPhenotype, gt.SearchSpaceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.mutate is None:
+        for _ in range(1 if args.sample is None else args.sample):
+            print(show(mutation.sample(rng, space, config)))
+    else:
+        parent = mutation.sample(rng, space, config)
+        print(show(parent))
+        for _ in range(args.mutate):
+            child, _ = mutation.offspring(rng, parent, space, config)
+            print(show(child))
     return 0
 
 
