@@ -73,11 +73,16 @@ class RunLock:
     lock on ``run_dir/.lock`` and writes the holder's pid, host and start
     time into it. A second process fails at once with a
     :class:`CheckpointError` naming the directory and the holder.
+
+    With ``announce=False`` the holder's details are written only by
+    :meth:`announce`: a process that takes the lock to look, then refuses
+    the directory, leaves ``.lock`` (the last holder's details) as it was.
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, announce: bool = True):
         self.path = Path(run_dir) / LOCK
         self._fd: int | None = None
+        self._announce = announce
 
     def acquire(self) -> None:
         if fcntl is None:
@@ -93,10 +98,17 @@ class RunLock:
                 f"{self.path.parent} is in use by {holder}; one run directory takes one process. "
                 f"Wait for it to finish (or stop it, then run the same command to resume), or "
                 f"choose another directory (experiment=... or hydra.run.dir=...)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         self._fd = fd
+        if self._announce:
+            self.announce()
+
+    def announce(self) -> None:
+        """Write this process as the holder into ``.lock`` (for the message a second process gets)."""
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"process {os.getpid()} on {socket.gethostname()} since "
+                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:
