@@ -22,6 +22,7 @@ that come after the search (retrain, report, inspect, export).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -297,7 +298,9 @@ class Run:
       state: the checkpoint's evolutionary state (None before the first
         generation), with the best individual's trained weights.
       retrained: the best individual's weights after ``retrain`` (None
-        before), with the phenotype text they belong to.
+        before), with the phenotype text they belong to; read on first use
+        (a corrupt file raises :class:`CheckpointError` there, and blocks
+        nothing that does not need it).
     """
 
     dir: Path
@@ -307,7 +310,10 @@ class Run:
     best: dict | None
     test: dict | None
     state: State | None
-    retrained: tuple[str, Any] | None = None
+
+    @functools.cached_property
+    def retrained(self) -> tuple[str, Any] | None:
+        return load_weights(self.dir / RETRAINED)
 
     @property
     def dataset(self) -> str:
@@ -440,26 +446,36 @@ class Run:
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt ({err})") from None
 
 
 def load_run(run_dir: Path) -> Run:
     """Read a run directory (finished or still running).
 
     Raises:
-      CheckpointError: not a run directory, or a corrupt checkpoint.
+      CheckpointError: not a run directory, or a corrupt checkpoint (or
+        run.json, best.json, test.json). ``retrained.msgpack`` is read only
+        where asked for (:attr:`Run.retrained`).
     """
     run_dir = Path(run_dir)
     if not (run_dir / RUN).exists():
         raise CheckpointError(f"{run_dir}: not a spenser_jax run directory (no {RUN})")
-    identity = json.loads((run_dir / RUN).read_text())
+    identity = _read_json(run_dir / RUN)
     config = {}
     if (run_dir / CONFIG).exists():
         from omegaconf import OmegaConf
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
+        try:
+            config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
+        except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise several unrelated types
+            raise CheckpointError(f"{run_dir / CONFIG}: unreadable ({type(err).__name__}: {err})") from None
     return Run(dir=run_dir, identity=identity, config=config, records=read_generations(run_dir),
                best=_read_json(run_dir / BEST), test=_read_json(run_dir / TEST),
-               state=load(run_dir, identity), retrained=load_weights(run_dir / RETRAINED))
+               state=load(run_dir, identity))
 
 
 def save_weights(path: Path, phenotype_text: str, weights: Any) -> None:

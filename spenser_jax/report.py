@@ -22,6 +22,7 @@ data set found among the runs:
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -221,8 +222,14 @@ def main(argv=None) -> int:
         dirs.extend(found)
     groups: dict[str, list[Run]] = defaultdict(list)
     for d in dirs:
-        run = load_run(d)
+        try:
+            run = load_run(d)
+        except SpenserError as err:  # one broken run does not stop the report of the others
+            print(f"warning: skipping the run {d}: {err}", file=sys.stderr)
+            continue
         groups[run.dataset].append(run)
+    if not groups:
+        raise ReportError(f"none of the {len(dirs)} runs found could be read (see the warnings)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]

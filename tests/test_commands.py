@@ -1,0 +1,102 @@
+"""The commands after the search on runs a fake evaluator made: what they read, what they say.
+
+Nothing here trains a network: the runs come from tests/fakes.py, and where a
+command would train or measure, the test puts a stand-in there.
+"""
+
+import json
+import shutil
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from spenser_jax import checkpoint, evolve, inspect, report, retrain
+
+from fakes import FakeEvaluator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=["dataset.subset=200", "dataset.time_steps=2", *overrides])
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("fake") / "run"
+    evolve.run(config("evolution.generations=3", "evolution.offspring=3"), run_dir, evaluator=FakeEvaluator())
+    return run_dir
+
+
+def copy(run_dir, to):
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns(".lock"))
+    return to
+
+
+class Measured(Exception):
+    """Raised by the stand-in for inspect.measure: what inspect would have measured."""
+
+
+def stub_measure(monkeypatch):
+    def measure(run, phenotype, weights, samples, data_dir=None, again=None):
+        raise Measured(weights)
+
+    monkeypatch.setattr(inspect, "measure", measure)
+
+
+def test_a_corrupt_retrained_file_blocks_only_what_needs_it(fake_run, tmp_path, monkeypatch, capsys):
+    run_dir = copy(fake_run, tmp_path / "run")
+    (run_dir / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")
+    run = checkpoint.load_run(run_dir)  # inspect, export, report and retrain all start here
+    with pytest.raises(checkpoint.CheckpointError, match="retrained.msgpack: corrupt weights file"):
+        run.retrained  # noqa: B018
+    # inspect measures the search's weights.
+    stub_measure(monkeypatch)
+    with pytest.raises(Measured) as measured:
+        inspect.main([str(run_dir)])
+    assert measured.value.args[0] is not None
+    # retrain trains and rewrites the file.
+    state = run.state
+
+    class Trainer:
+        def __init__(self, settings, input_shape):
+            pass
+
+        def train(self, phenotype, key, data, epochs, params=None, progress=None):
+            return types.SimpleNamespace(params=state.parent_weights), {"nonfinite": False, "steps": 1,
+                                                                         "losses": [0.5]}
+
+        def score(self, phenotype, params, data, key):
+            return 0.75, None, None
+
+    monkeypatch.setattr(retrain, "Trainer", Trainer)
+    assert retrain.main([str(run_dir), "--epochs", "1"]) == 0
+    text, weights = checkpoint.load_run(run_dir).retrained
+    assert text == run.space().text(state.parent)
+    np.testing.assert_array_equal(weights["w"], state.parent_weights["w"])
+    capsys.readouterr()
+
+
+def test_report_skips_a_broken_run_with_a_warning(fake_run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    good = copy(fake_run, runs / "good")
+    broken = copy(fake_run, runs / "broken")
+    (broken / checkpoint.CHECKPOINT).write_bytes(b"\x00 not msgpack")
+    also = copy(fake_run, runs / "retrained-corrupt")
+    (also / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")  # report does not need it
+    out = tmp_path / "report"
+    assert report.main([str(runs), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: skipping the run {broken}: ") and "corrupt checkpoint" in err
+    assert err.count("\n") == 1
+    table = (out / "report.md").read_text()
+    assert f"| {good} |" in table and f"| {also} |" in table and str(broken) not in table
+    # Nothing readable at all: an error, not an empty report.
+    shutil.rmtree(good)
+    shutil.rmtree(also)
+    assert report.main([str(runs), "--out", str(tmp_path / "none")]) == 1
+    assert "none of the 1 runs found could be read" in capsys.readouterr().err
