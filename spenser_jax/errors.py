@@ -50,3 +50,56 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
             return fail(err)
 
     return wrapper
+
+
+# --------------------------------------------------------------------------
+# Command-line argument types: a bad value is a usage error at once (argparse
+# prints it and exits 2), not a failure after minutes of work.
+
+
+def _whole(text: str, low: int) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    return _whole(text, 1)
+
+
+def count(text: str) -> int:
+    """argparse type: an int >= 0."""
+    return _whole(text, 0)
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file to write; its folder must exist (``-`` is stdout) and it must not be a folder."""
+    import argparse
+    from pathlib import Path
+
+    if text == "-":
+        return text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {path.parent} does not exist")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """argparse type: a folder to write into (made when missing); not an existing file."""
+    import argparse
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; give a folder to write into")
+    return text

@@ -158,7 +158,7 @@ from typing import Any
 
 import numpy as np
 
-from spenser_jax.errors import SpenserError, command, fail
+from spenser_jax.errors import SpenserError, command, fail, output_file
 from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp, Phenotype, Pool,
                                    infer_shapes, same_padding)
 
@@ -544,7 +544,7 @@ def main(argv=None) -> int:
         prog="python -m spenser_jax.export",
         description="Export one individual of a run to NIR (an HDF5 file) with exactly its spikes.")
     parser.add_argument("run_dir")
-    parser.add_argument("--out", required=True, metavar="PATH.nir", help="the file to write")
+    parser.add_argument("--out", type=output_file, required=True, metavar="PATH.nir", help="the file to write")
     parser.add_argument("--individual", default="best", metavar="best|G:I",
                         help="best (default) or G:I, individual I of generation G (trained again "
                              "from its key unless the search kept its weights)")

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from spenser_jax import checkpoint, data
-from spenser_jax.errors import command
+from spenser_jax.errors import command, output_file, positive_int
 
 
 def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None,
@@ -139,13 +139,13 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--individual", default="best", help="best (default) or G:I")
     parser.add_argument("--retrained", action="store_true", help="the best with its retrained weights")
-    parser.add_argument("--samples", type=int, default=None, help="Fitness samples to measure on (default: all)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
-    parser.add_argument("--raster", default=None, metavar="PATH.png", help="draw spike rasters of one sample")
+    parser.add_argument("--samples", type=positive_int, default=None,
+                        help="Fitness samples to measure on (default: all)")
+    parser.add_argument("--json", type=output_file, default=None, metavar="PATH", help="also write the result as JSON")
+    parser.add_argument("--raster", type=output_file, default=None, metavar="PATH.png",
+                        help="draw spike rasters of one sample")
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
     args = parser.parse_args(argv)
-    if args.samples is not None and args.samples < 1:
-        parser.error("--samples must be >= 1")
     run = checkpoint.load_run(Path(args.run_dir))
     phenotype, weights, again = run.individual(args.individual, args.retrained)
     if again is not None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spenser_jax.checkpoint import RUN, Run, load_run, pareto_archive
-from spenser_jax.errors import SpenserError, command
+from spenser_jax.errors import SpenserError, command, output_folder
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
 
 
@@ -212,7 +212,7 @@ def markdown(groups: dict[str, list[Run]]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.report", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
-    parser.add_argument("--out", default="report", help="output directory (default: ./report)")
+    parser.add_argument("--out", type=output_folder, default="report", help="output directory (default: ./report)")
     args = parser.parse_args(argv)
     dirs = []
     for d in map(Path, args.runs):

@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 
 from spenser_jax import checkpoint
-from spenser_jax.errors import SpenserError, command
+from spenser_jax.errors import SpenserError, command, count, positive_int
 from spenser_jax.fitness import Trainer, on_device
 
 _RETRAIN_STREAM = 0x2E7A
@@ -36,14 +36,12 @@ class TrainingDiverged(SpenserError, ValueError):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.retrain", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--epochs", type=int, default=50, help="training epochs (paper: 50)")
+    parser.add_argument("--epochs", type=positive_int, default=50, help="training epochs (paper: 50)")
     parser.add_argument("--from-scratch", action="store_true", help="start from fresh weights")
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the run's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    parser.add_argument("--seed", type=count, default=None, help="training seed (default: the run's)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's")
     args = parser.parse_args(argv)
-    if args.epochs < 0:
-        parser.error("--epochs must be >= 0")
     run_dir = Path(args.run_dir)
     result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
                      data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
@@ -61,7 +59,10 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
         grammar changed since the search.
       DataError: the data set cannot be loaded.
       TrainingDiverged: training diverged (nothing is written then; a ValueError).
+      ValueError: ``epochs`` or ``batch_size`` below 1.
     """
+    if epochs < 1 or batch_size is not None and batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     run = checkpoint.load_run(run_dir)
     identity, state = run.identity, run.state
     if state is None or state.parent is None:
@@ -71,15 +72,15 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     # Retraining trains the whole budget, from the weights given: no early
     # check, nothing inherited, at the data set's T (a search may have run
     # at a lower one, search.time_steps).
-    settings = run.training_settings(epochs=epochs, batch_size=batch_size or identity["training"]["batch_size"],
-                                     early_stop=None, inherit=False, min_steps=None,
-                                     time_steps=identity["time_steps"])
+    batch_size = identity["training"]["batch_size"] if batch_size is None else batch_size
+    settings = run.training_settings(epochs=epochs, batch_size=batch_size, early_stop=None, inherit=False,
+                                     min_steps=None, time_steps=identity["time_steps"])
     trainer = Trainer(settings, tuple(splits.train.images.shape[1:]))
     root = jax.random.key(identity["seed"] if seed is None else seed)
     train, test = on_device(splits.train), on_device(splits.test)
     params = None if from_scratch else state.parent_weights
     bar = None
-    if progress and epochs:
+    if progress:
         from tqdm import tqdm
         bar = tqdm(total=epochs, desc="retraining", unit="epoch")
 

@@ -100,3 +100,50 @@ def test_report_skips_a_broken_run_with_a_warning(fake_run, tmp_path, capsys):
     shutil.rmtree(also)
     assert report.main([str(runs), "--out", str(tmp_path / "none")]) == 1
     assert "none of the 1 runs found could be read" in capsys.readouterr().err
+
+
+def usage_error(main, args, capsys) -> str:
+    """Run a command expecting argparse to refuse ``args``: exit status 2; returns stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got '0'"),
+    (["--epochs", "0"], "argument --epochs: must be a whole number >= 1, got '0'"),
+    (["--epochs", "two"], "argument --epochs: must be a whole number >= 1, got 'two'"),
+    (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+])
+def test_retrain_refuses_bad_numbers_before_it_starts(fake_run, args, message, capsys):
+    assert message in usage_error(retrain.main, [fake_run, *args], capsys)
+
+
+def test_retrain_batch_size_zero_is_not_the_runs(fake_run):
+    # The function too: 0 was taken for "not given" and trained with the run's batch size.
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        retrain.retrain(fake_run, epochs=1, batch_size=0)
+
+
+def test_inspect_checks_where_it_writes_before_it_measures(fake_run, tmp_path, monkeypatch, capsys):
+    stub_measure(monkeypatch)  # measuring would raise Measured
+    missing = tmp_path / "no" / "dir"
+    err = usage_error(inspect.main, [fake_run, "--raster", missing / "r.png"], capsys)
+    assert f"argument --raster: the folder {missing} does not exist" in err
+    err = usage_error(inspect.main, [fake_run, "--json", missing / "r.json"], capsys)
+    assert f"argument --json: the folder {missing} does not exist" in err
+    assert "must be a whole number >= 1" in usage_error(inspect.main, [fake_run, "--samples", "0"], capsys)
+
+
+def test_report_out_must_be_a_folder(fake_run, tmp_path, capsys):
+    out = tmp_path / "report.md"
+    out.write_text("mine")
+    err = usage_error(report.main, [fake_run, "--out", out], capsys)
+    assert f"argument --out: {out} is a file, not a folder" in err and out.read_text() == "mine"
+
+
+def test_grammar_seed_must_not_be_negative(capsys):
+    from spenser_jax.grammar.__main__ import main
+    err = usage_error(main, ["grammars/csnn.grammar", "--seed", "-1"], capsys)
+    assert err == "error: argument --seed: must be a whole number >= 0, got '-1'\n"

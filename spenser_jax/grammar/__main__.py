@@ -19,7 +19,7 @@ import numpy as np
 
 from spenser_jax import genotype as gt
 from spenser_jax import mutation
-from spenser_jax.errors import command
+from spenser_jax.errors import command, count
 from spenser_jax.grammar import load_grammar, locate
 
 
@@ -34,15 +34,13 @@ def main(argv=None) -> int:
     parser = _Parser(prog="python -m spenser_jax.grammar",
                      description="Sample individuals from a grammar and print their phenotypes.")
     parser.add_argument("grammar", help="grammar file, e.g. grammars/csnn.grammar")
-    parser.add_argument("--sample", type=int, default=None, metavar="N",
+    parser.add_argument("--sample", type=count, default=None, metavar="N",
                         help="print N random individuals (default 1 without --mutate)")
-    parser.add_argument("--mutate", type=int, default=None, metavar="K",
+    parser.add_argument("--mutate", type=count, default=None, metavar="K",
                         help="print a random parent and K of its offspring")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count, default=0)
     parser.add_argument("--json", action="store_true", help="print genotype JSON instead of text")
     args = parser.parse_args(argv)
-    if args.sample is not None and args.sample < 0 or args.mutate is not None and args.mutate < 0:
-        parser.error("--sample and --mutate take a non-negative count")
     grammar = load_grammar(locate(args.grammar))
     # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
     space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
