@@ -147,3 +147,20 @@ def test_grammar_seed_must_not_be_negative(capsys):
     from spenser_jax.grammar.__main__ import main
     err = usage_error(main, ["grammars/csnn.grammar", "--seed", "-1"], capsys)
     assert err == "error: argument --seed: must be a whole number >= 0, got '-1'\n"
+
+
+def test_report_counts_generations_in_whole_numbers(fake_run):
+    run = checkpoint.load_run(fake_run)  # 3 generations: matplotlib alone ticks 0, 0.25, 0.5, ...
+    figures = [report.fitness_figure([run], "mnist"), report.energy_figure([run], "mnist")]
+    axes = [*figures[0].axes, *figures[1].axes[1:]]
+    assert all(ax.get_xlabel() == "generation" for ax in axes)
+    for fig in figures:
+        fig.canvas.draw()
+    for ax in axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and all("." not in label for label in labels), labels
+    for fig in figures:
+        report._pyplot().close(fig)
