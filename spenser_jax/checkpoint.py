@@ -427,10 +427,15 @@ class Run:
         try:
             g, i = (int(x) for x in which.split(":"))
         except ValueError:
-            raise IndividualError(f"--individual must be best or G:I (generation:index), got {which!r}") from None
+            raise IndividualError(f"--individual must be best or G:I (generation:index, both counted from 0 "
+                                  f"as in {GENERATIONS}), got {which!r}") from None
         if not 0 <= g < len(self.records) or not 0 <= i < len(self.records[g]["individuals"]):
-            raise IndividualError(f"{self.dir}: no individual {g}:{i} "
-                                  f"({len(self.records)} generations recorded)")
+            detail = (f"G is 0..{len(self.records) - 1} and I 0..{len(self.records[g]['individuals']) - 1}, "
+                      if 0 <= g < len(self.records) else
+                      f"G is 0..{len(self.records) - 1}, " if self.records else "")
+            raise IndividualError(f"{self.dir}: no individual {g}:{i} ({len(self.records)} generations "
+                                  f"recorded; {detail}counted from 0 as in {GENERATIONS}: the log's "
+                                  f"'generation 3/5' is G = 2)")
         record = self.records[g]["individuals"][i]
         phenotype = parse(record["phenotype"])
         if state is not None and state.parent is not None and space.text(state.parent) == phenotype.text \
@@ -443,6 +448,83 @@ class Run:
             raise IndividualError(f"individual {g}:{i}: this run inherits weights, so an offspring cannot be "
                                   f"trained again alone; inspect the best (--individual best)")
         return phenotype, None, (g, i)
+
+    def choose(self, which: str = "best", weights: str = "auto") -> "Chosen":
+        """One individual and the weights a command uses for it (inspect and export alike).
+
+        Args:
+          which: ``"best"`` or ``"G:I"`` (both counted from 0, as in
+            ``generations.jsonl``).
+          weights: ``"auto"``: the best's retrained weights when
+            ``retrained.msgpack`` exists, is readable and belongs to the
+            current best, else the search's (the reason goes into
+            ``notes``); ``"retrained"``: the retrained ones or an error;
+            ``"search"``: the weights the search scored.
+
+        Raises:
+          IndividualError: no such individual, no weights to give for it,
+            or ``"retrained"`` for another than the best.
+          CheckpointError: ``"retrained"`` with a corrupt ``retrained.msgpack``.
+        """
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        best = which == "best"
+        if weights == "retrained" and not best:
+            raise IndividualError(f"--retrained is for --individual best only (individual "
+                                  f"{which} has no retrained weights)")
+        phenotype, params, again = self.individual(which, retrained=weights == "retrained")
+        source = "retrained" if weights == "retrained" else "search" if again is None else "again"
+        notes = []
+        if best and weights == "auto":
+            try:
+                retrained = self.retrained
+            except CheckpointError as err:
+                retrained = None
+                notes.append(f"note: {err}; using the search's weights")
+            if retrained is not None and retrained[0] == phenotype.text:
+                params, source = retrained[1], "retrained"
+            elif retrained is not None:
+                notes.append("note: retrain ran for an earlier best individual; using the search's weights "
+                             "of the current best")
+            elif self.test is not None and not notes:
+                notes.append(f"note: {TEST} exists but {RETRAINED} does not; using the search's weights")
+        if params is None and again is None:
+            raise IndividualError(f"{self.dir}: the checkpoint holds no weights for individual {which}")
+        if source == "retrained":
+            text = "retrained weights"
+            if self.test is not None and "accuracy" in self.test:
+                text += f" (test accuracy {self.test['accuracy']:.4f}"
+                text += ", --search-weights for the search's)" if weights == "auto" else ")"
+        elif source == "again":
+            text = "weights trained again from its key"
+        else:
+            text = "the search's weights"
+        return Chosen(phenotype, params, again, source, text, tuple(notes))
+
+
+#: What :meth:`Run.choose` takes as ``weights``.
+WEIGHTS = ("auto", "retrained", "search")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chosen:
+    """An individual of a run and the weights chosen for it (:meth:`Run.choose`).
+
+    Attributes:
+      phenotype: the individual's phenotype.
+      params: its weights; None: train it again from ``again``.
+      again: ``(generation, index)`` to train it again from its key, or None.
+      source: ``"retrained"``, ``"search"`` or ``"again"``.
+      text: which weights, as said to the user.
+      notes: why ``"auto"`` did not take retrained weights that retrain left.
+    """
+
+    phenotype: Any
+    params: Any
+    again: tuple[int, int] | None
+    source: str
+    text: str
+    notes: tuple[str, ...] = ()
 
 
 def _read_json(path: Path) -> dict | None:

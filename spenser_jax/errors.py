@@ -103,3 +103,30 @@ def output_folder(text: str) -> str:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; give a folder to write into")
     return text
+
+
+def add_json_argument(parser, what: str) -> None:
+    """``--json [PATH]``, the same in every command: ``--json`` alone prints ``what`` as JSON on
+    stdout (instead of the text), ``--json PATH`` writes it there (and the text still prints)."""
+    parser.add_argument("--json", nargs="?", const="-", default=None, type=output_file, metavar="PATH",
+                        help=f"{what} as JSON: on stdout instead of the text (--json alone), or into PATH")
+
+
+def write_json(dest: str, text: str) -> None:
+    """JSON text to stdout (``dest`` ``-``) or to the file ``dest``, whole or not at all."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if dest == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    path = Path(dest).expanduser()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

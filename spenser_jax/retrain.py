@@ -1,6 +1,6 @@
 """After the search: train the best individual further and test it.
 
-``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch]``
+``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch] [--json [PATH]]``
 
 As the paper: the run's best individual (the checkpoint's parent) trains
 ``--epochs`` more epochs on the whole train split (EvoTrain + Fitness, or the
@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 
 from spenser_jax import checkpoint
-from spenser_jax.errors import SpenserError, command, count, positive_int
+from spenser_jax.errors import SpenserError, add_json_argument, command, count, positive_int, write_json
 from spenser_jax.fitness import Trainer, on_device
 
 _RETRAIN_STREAM = 0x2E7A
@@ -41,12 +41,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
     parser.add_argument("--seed", type=count, default=None, help="training seed (default: the run's)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's")
+    add_json_argument(parser, "the result (test.json's content)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
                      data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
-    print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
-          f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}")
+    if args.json != "-":
+        print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
+              f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}")
+    if args.json:
+        write_json(args.json, json.dumps(result, indent=1))
     return 0
 
 

@@ -123,7 +123,7 @@ def test_plus_grammar_searches_losses_and_connections(tmp_path):
 def test_inspect_measures_the_best_as_the_search_recorded(runs, tmp_path):
     whole = runs
     out, png = tmp_path / "best.json", tmp_path / "raster.png"
-    proc = cli("inspect", whole, "--json", out, "--raster", png)
+    proc = cli("inspect", whole, "--search-weights", "--json", out, "--raster", png)
     result = json.loads(out.read_text())
     assert "SynOps/sample" in proc.stdout and "energy/sample" in proc.stdout
     records = checkpoint.read_generations(whole)

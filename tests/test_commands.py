@@ -164,3 +164,108 @@ def test_report_counts_generations_in_whole_numbers(fake_run):
         assert labels and all("." not in label for label in labels), labels
     for fig in figures:
         report._pyplot().close(fig)
+
+
+def fake_measure(monkeypatch, seen):
+    """inspect.measure and table stand-ins: the weights inspect measured go into ``seen``."""
+    def measure(run, phenotype, weights, samples, data_dir=None, again=None):
+        seen.append(weights)
+        return {"run": str(run.dir), "phenotype": phenotype.text, "accuracy": 0.5, "_weights": weights}
+
+    monkeypatch.setattr(inspect, "measure", measure)
+    monkeypatch.setattr(inspect, "table", lambda result: "TABLE")
+
+
+def test_json_alone_prints_it_and_json_path_writes_it(fake_run, tmp_path, monkeypatch, capsys):
+    from spenser_jax.grammar.__main__ import main as grammar_main
+
+    # grammar
+    assert grammar_main(["grammars/csnn.grammar", "--sample", "2", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["modules"] for line in lines)
+    path = tmp_path / "g.jsonl"
+    assert grammar_main(["grammars/csnn.grammar", "--sample", "2", "--json", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert path.read_text().splitlines() == lines and all(line.startswith("layer:") for line in out)
+    # inspect (`inspect RUN --json` was "expected one argument")
+    fake_measure(monkeypatch, [])
+    assert inspect.main([str(fake_run), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["accuracy"] == 0.5 and result["weights"] == "search" and "_weights" not in result
+    assert "the search's weights" in captured.err
+    path = tmp_path / "i.json"
+    assert inspect.main([str(fake_run), "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "TABLE" in out and json.loads(path.read_text()) == result
+    # retrain
+    run_dir = copy(fake_run, tmp_path / "run")
+
+    class Trainer:
+        def __init__(self, settings, input_shape):
+            pass
+
+        def train(self, phenotype, key, data, epochs, params=None, progress=None):
+            return types.SimpleNamespace(params=params), {"nonfinite": False, "steps": 1, "losses": [0.5]}
+
+        def score(self, phenotype, params, data, key):
+            return 0.75, None, None
+
+    monkeypatch.setattr(retrain, "Trainer", Trainer)
+    assert retrain.main([str(run_dir), "--epochs", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((run_dir / checkpoint.TEST).read_text()) and printed["accuracy"] == 0.75
+
+
+def test_inspect_takes_the_weights_export_takes_and_says_which(fake_run, tmp_path, monkeypatch, capsys):
+    run_dir = copy(fake_run, tmp_path / "run")
+    run = checkpoint.load_run(run_dir)
+    search = run.state.parent_weights
+    retrained = {"w": search["w"] + np.float32(1.0)}
+    seen = []
+    fake_measure(monkeypatch, seen)
+
+    def inspected(*args):
+        code = inspect.main([str(run_dir), *args])
+        captured = capsys.readouterr()
+        return code, captured.out.splitlines()[0] if captured.out else "", captured.err
+
+    assert inspected()[:2] == (0, f"individual best of {run_dir}, the search's weights")
+    code, _, err = inspected("--retrained")
+    assert code == 1 and "no retrained weights" in err
+    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, run.space().text(run.state.parent), retrained)
+    checkpoint.atomic_write(run_dir / checkpoint.TEST, json.dumps({"accuracy": 0.25}))
+    seen.clear()
+    assert inspected() == (0, f"individual best of {run_dir}, retrained weights (test accuracy 0.2500, "
+                              f"--search-weights for the search's)", "")
+    assert inspected("--search-weights")[1] == f"individual best of {run_dir}, the search's weights"
+    assert inspected("--retrained")[1] == f"individual best of {run_dir}, retrained weights (test accuracy 0.2500)"
+    assert [float(w["w"][0]) for w in seen] == [float(retrained["w"][0]), float(search["w"][0]),
+                                                float(retrained["w"][0])]
+    assert run.choose().source == "retrained"  # what export takes by default
+    # Retrained weights that cannot be used: the search's, with a note saying why.
+    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, "layer:fc num-units:10 bias:True", retrained)
+    code, line, err = inspected()
+    assert line.endswith("the search's weights") and "retrain ran for an earlier best individual" in err
+    (run_dir / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")
+    code, line, err = inspected()
+    assert code == 0 and line.endswith("the search's weights") and "corrupt weights file" in err
+    with pytest.raises(SystemExit):
+        inspect.main([str(run_dir), "--retrained", "--search-weights"])
+    capsys.readouterr()
+
+
+def test_individuals_are_counted_from_0_as_in_generations_jsonl(fake_run, monkeypatch, capsys):
+    fake_measure(monkeypatch, [])
+    assert inspect.main([str(fake_run), "--individual", "3:0"]) == 1
+    err = capsys.readouterr().err
+    assert "no individual 3:0 (3 generations recorded; G is 0..2, counted from 0 as in generations.jsonl" in err
+    assert inspect.main([str(fake_run), "--individual", "2:7"]) == 1
+    assert "G is 0..2 and I 0..2, counted from 0" in capsys.readouterr().err
+    assert inspect.main([str(fake_run), "--individual", "2"]) == 1
+    assert "both counted from 0 as in generations.jsonl" in capsys.readouterr().err
+    from spenser_jax import export
+    for main in (inspect.main, export.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "counted from 0 as in generations.jsonl" in " ".join(capsys.readouterr().out.split())

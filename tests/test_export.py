@@ -682,6 +682,9 @@ def test_a_corrupt_retrained_file_blocks_only_the_retrained_weights(nir_run, tmp
     code, _, err = run_export(capsys, run_dir, "--out", tmp_path / "b.nir", "--retrained")
     assert_error(code, err, f"{run_dir / checkpoint.RETRAINED}: corrupt weights file")
     assert not (tmp_path / "b.nir").exists()
+    # By default, as inspect: the search's weights, and a note why not the retrained ones.
+    code, out, err = run_export(capsys, run_dir, "--out", tmp_path / "c.nir")
+    assert code == 0 and "the search's weights" in out and "corrupt weights file" in err
 
 
 SUBTRACT, MAX_POOL = "reset:subtract", "layer:pool-max"
