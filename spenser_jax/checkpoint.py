@@ -22,6 +22,7 @@ that come after the search (retrain, report, inspect, export).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
+from spenser_jax.errors import SpenserError
 from spenser_jax.evolution import State, pareto_front
 from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
@@ -57,7 +59,7 @@ LOCK = ".lock"
 CONFIG = Path(".hydra") / "config.yaml"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SpenserError, RuntimeError):
     """A checkpoint or run directory that cannot be used; it is left untouched."""
 
 
@@ -72,11 +74,16 @@ class RunLock:
     lock on ``run_dir/.lock`` and writes the holder's pid, host and start
     time into it. A second process fails at once with a
     :class:`CheckpointError` naming the directory and the holder.
+
+    With ``announce=False`` the holder's details are written only by
+    :meth:`announce`: a process that takes the lock to look, then refuses
+    the directory, leaves ``.lock`` (the last holder's details) as it was.
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, announce: bool = True):
         self.path = Path(run_dir) / LOCK
         self._fd: int | None = None
+        self._announce = announce
 
     def acquire(self) -> None:
         if fcntl is None:
@@ -92,10 +99,17 @@ class RunLock:
                 f"{self.path.parent} is in use by {holder}; one run directory takes one process. "
                 f"Wait for it to finish (or stop it, then run the same command to resume), or "
                 f"choose another directory (experiment=... or hydra.run.dir=...)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         self._fd = fd
+        if self._announce:
+            self.announce()
+
+    def announce(self) -> None:
+        """Write this process as the holder into ``.lock`` (for the message a second process gets)."""
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"process {os.getpid()} on {socket.gethostname()} since "
+                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -284,7 +298,9 @@ class Run:
       state: the checkpoint's evolutionary state (None before the first
         generation), with the best individual's trained weights.
       retrained: the best individual's weights after ``retrain`` (None
-        before), with the phenotype text they belong to.
+        before), with the phenotype text they belong to; read on first use
+        (a corrupt file raises :class:`CheckpointError` there, and blocks
+        nothing that does not need it).
     """
 
     dir: Path
@@ -294,7 +310,10 @@ class Run:
     best: dict | None
     test: dict | None
     state: State | None
-    retrained: tuple[str, Any] | None = None
+
+    @functools.cached_property
+    def retrained(self) -> tuple[str, Any] | None:
+        return load_weights(self.dir / RETRAINED)
 
     @property
     def dataset(self) -> str:
@@ -408,10 +427,15 @@ class Run:
         try:
             g, i = (int(x) for x in which.split(":"))
         except ValueError:
-            raise IndividualError(f"--individual must be best or G:I (generation:index), got {which!r}") from None
+            raise IndividualError(f"--individual must be best or G:I (generation:index, both counted from 0 "
+                                  f"as in {GENERATIONS}), got {which!r}") from None
         if not 0 <= g < len(self.records) or not 0 <= i < len(self.records[g]["individuals"]):
-            raise IndividualError(f"{self.dir}: no individual {g}:{i} "
-                                  f"({len(self.records)} generations recorded)")
+            detail = (f"G is 0..{len(self.records) - 1} and I 0..{len(self.records[g]['individuals']) - 1}, "
+                      if 0 <= g < len(self.records) else
+                      f"G is 0..{len(self.records) - 1}, " if self.records else "")
+            raise IndividualError(f"{self.dir}: no individual {g}:{i} ({len(self.records)} generations "
+                                  f"recorded; {detail}counted from 0 as in {GENERATIONS}: the log's "
+                                  f"'generation 3/5' is G = 2)")
         record = self.records[g]["individuals"][i]
         phenotype = parse(record["phenotype"])
         if state is not None and state.parent is not None and space.text(state.parent) == phenotype.text \
@@ -425,28 +449,115 @@ class Run:
                                   f"trained again alone; inspect the best (--individual best)")
         return phenotype, None, (g, i)
 
+    def choose(self, which: str = "best", weights: str = "auto") -> "Chosen":
+        """One individual and the weights a command uses for it (inspect and export alike).
+
+        Args:
+          which: ``"best"`` or ``"G:I"`` (both counted from 0, as in
+            ``generations.jsonl``).
+          weights: ``"auto"``: the best's retrained weights when
+            ``retrained.msgpack`` exists, is readable and belongs to the
+            current best, else the search's (the reason goes into
+            ``notes``); ``"retrained"``: the retrained ones or an error;
+            ``"search"``: the weights the search scored.
+
+        Raises:
+          IndividualError: no such individual, no weights to give for it,
+            or ``"retrained"`` for another than the best.
+          CheckpointError: ``"retrained"`` with a corrupt ``retrained.msgpack``.
+        """
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        best = which == "best"
+        if weights == "retrained" and not best:
+            raise IndividualError(f"--retrained is for --individual best only (individual "
+                                  f"{which} has no retrained weights)")
+        phenotype, params, again = self.individual(which, retrained=weights == "retrained")
+        source = "retrained" if weights == "retrained" else "search" if again is None else "again"
+        notes = []
+        if best and weights == "auto":
+            try:
+                retrained = self.retrained
+            except CheckpointError as err:
+                retrained = None
+                notes.append(f"note: {err}; using the search's weights")
+            if retrained is not None and retrained[0] == phenotype.text:
+                params, source = retrained[1], "retrained"
+            elif retrained is not None:
+                notes.append("note: retrain ran for an earlier best individual; using the search's weights "
+                             "of the current best")
+            elif self.test is not None and not notes:
+                notes.append(f"note: {TEST} exists but {RETRAINED} does not; using the search's weights")
+        if params is None and again is None:
+            raise IndividualError(f"{self.dir}: the checkpoint holds no weights for individual {which}")
+        if source == "retrained":
+            text = "retrained weights"
+            if self.test is not None and "accuracy" in self.test:
+                text += f" (test accuracy {self.test['accuracy']:.4f}"
+                text += ", --search-weights for the search's)" if weights == "auto" else ")"
+        elif source == "again":
+            text = "weights trained again from its key"
+        else:
+            text = "the search's weights"
+        return Chosen(phenotype, params, again, source, text, tuple(notes))
+
+
+#: What :meth:`Run.choose` takes as ``weights``.
+WEIGHTS = ("auto", "retrained", "search")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chosen:
+    """An individual of a run and the weights chosen for it (:meth:`Run.choose`).
+
+    Attributes:
+      phenotype: the individual's phenotype.
+      params: its weights; None: train it again from ``again``.
+      again: ``(generation, index)`` to train it again from its key, or None.
+      source: ``"retrained"``, ``"search"`` or ``"again"``.
+      text: which weights, as said to the user.
+      notes: why ``"auto"`` did not take retrained weights that retrain left.
+    """
+
+    phenotype: Any
+    params: Any
+    again: tuple[int, int] | None
+    source: str
+    text: str
+    notes: tuple[str, ...] = ()
+
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt ({err})") from None
 
 
 def load_run(run_dir: Path) -> Run:
     """Read a run directory (finished or still running).
 
     Raises:
-      CheckpointError: not a run directory, or a corrupt checkpoint.
+      CheckpointError: not a run directory, or a corrupt checkpoint (or
+        run.json, best.json, test.json). ``retrained.msgpack`` is read only
+        where asked for (:attr:`Run.retrained`).
     """
     run_dir = Path(run_dir)
     if not (run_dir / RUN).exists():
         raise CheckpointError(f"{run_dir}: not a spenser_jax run directory (no {RUN})")
-    identity = json.loads((run_dir / RUN).read_text())
+    identity = _read_json(run_dir / RUN)
     config = {}
     if (run_dir / CONFIG).exists():
         from omegaconf import OmegaConf
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
+        try:
+            config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
+        except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise several unrelated types
+            raise CheckpointError(f"{run_dir / CONFIG}: unreadable ({type(err).__name__}: {err})") from None
     return Run(dir=run_dir, identity=identity, config=config, records=read_generations(run_dir),
                best=_read_json(run_dir / BEST), test=_read_json(run_dir / TEST),
-               state=load(run_dir, identity), retrained=load_weights(run_dir / RETRAINED))
+               state=load(run_dir, identity))
 
 
 def save_weights(path: Path, phenotype_text: str, weights: Any) -> None:

@@ -95,8 +95,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from spenser_jax.errors import SpenserError
 
-class DataError(Exception):
+
+class DataError(SpenserError):
     """The data set cannot be found, read or trusted."""
 
 

@@ -31,7 +31,9 @@ from typing import Any
 
 from spenser_jax import checkpoint, data, evolution, mutation
 from spenser_jax.activity import EnergyModel
-from spenser_jax.genotype import SearchSpace, SearchSpaceError, macro_for, macro_from_config
+from spenser_jax import errors
+from spenser_jax.errors import SpenserError
+from spenser_jax.genotype import SearchSpace, macro_for, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
 
 log = logging.getLogger("spenser_jax")
@@ -45,7 +47,7 @@ _ACCURACY_FITNESS = {"objective": "accuracy", "synops_reference": 1.0e6, "synops
                      "max_synops": None, "max_parameters": None}
 
 
-class ConfigError(ValueError):
+class ConfigError(SpenserError, ValueError):
     """A configuration value that cannot be used."""
 
 
@@ -366,8 +368,15 @@ def _write_config(run_dir: Path, cfg: Any, overrides: list[str] | None) -> None:
 # The run
 
 
-def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None = None) -> evolution.State:
+def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None = None,
+        on_accept=None) -> evolution.State:
     """Run (or resume) the search in ``run_dir``; returns the final state.
+
+    A process that refuses the run directory (a bad config, another run's
+    settings or grammar, a corrupt checkpoint, a directory in use) leaves it
+    as it found it: the config is checked before the directory is made, and
+    ``.hydra/`` and ``.lock`` are written only once the checkpoint (if any)
+    was accepted.
 
     Args:
       cfg: the configuration (a DictConfig or the same as plain dicts).
@@ -377,13 +386,19 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
         [Evaluation]``; default: a :class:`spenser_jax.scheduler.Evaluator`
         on the configured data. With one given, no data is loaded.
       overrides: the command line's overrides, saved beside the config.
+      on_accept: called (no arguments) once this process holds ``run_dir``
+        and accepted its checkpoint, before anything is written or logged
+        there (the command line starts its log file then).
     """
     run_dir = Path(run_dir)
+    s = setup(cfg, load_data=evaluator is None)  # before mkdir: a bad config leaves no directory
     run_dir.mkdir(parents=True, exist_ok=True)
-    s = setup(cfg, load_data=evaluator is None)
-    with checkpoint.RunLock(run_dir):
+    with checkpoint.RunLock(run_dir, announce=False) as lock:
+        state = checkpoint.load(run_dir, s.identity)  # refuses another run's checkpoint, untouched
+        lock.announce()
         _write_config(run_dir, cfg, overrides)
-        state = checkpoint.load(run_dir, s.identity)
+        if on_accept is not None:
+            on_accept()
         if state is None:
             state = evolution.init(s.seed)
             if checkpoint.read_generations(run_dir):
@@ -461,7 +476,68 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
     return state
 
 
-KNOWN_ERRORS = (ConfigError, GrammarError, SearchSpaceError, data.DataError, checkpoint.CheckpointError)
+#: Reported as one line ``error: ...`` (every command line's :data:`spenser_jax.errors.REPORTED`).
+KNOWN_ERRORS = errors.REPORTED
+
+
+class _HeldLog(logging.Handler):
+    """Holds back the log file Hydra opened in the run directory until the run is accepted.
+
+    Hydra opens ``<run dir>/evolve.log`` before the job starts. Until
+    :func:`run` accepts the directory, records wait here; :meth:`release`
+    writes them to the file and puts its handler back, :meth:`discard`
+    closes it: a refused process writes nothing into another run's log.
+    """
+
+    def __init__(self, run_dir: Path):
+        super().__init__(logging.DEBUG)
+        inside = Path(run_dir).resolve()
+        self.root = logging.getLogger()
+        self.files = [h for h in self.root.handlers if isinstance(h, logging.FileHandler)
+                      and Path(h.baseFilename).resolve().parent == inside]
+        self.records: list[logging.LogRecord] = []
+        self.accepted = False
+        for h in self.files:
+            self.root.removeHandler(h)
+        self.root.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def release(self) -> None:
+        self.root.removeHandler(self)
+        for h in self.files:
+            for record in self.records:
+                if record.levelno >= h.level:
+                    h.handle(record)
+            self.root.addHandler(h)
+        self.records, self.accepted = [], True
+
+    def discard(self) -> None:
+        self.root.removeHandler(self)
+        for h in self.files:
+            h.close()
+        self.records = []
+
+
+def _remove_if_empty(run_dir: Path, logs: list[Path]) -> None:
+    """Remove ``run_dir`` when it holds nothing but the empty ``logs`` Hydra opened in it.
+
+    Hydra makes the run directory before the job starts; a process that
+    refuses it (a bad config) takes it away again, with nothing in it to
+    lose. Parent directories stay: whether this process made them cannot be
+    told from the file system.
+    """
+    own = {p.resolve() for p in logs}
+    try:
+        entries = list(Path(run_dir).iterdir())
+        if any(e.resolve() not in own or not e.is_file() or e.stat().st_size for e in entries):
+            return
+        for e in entries:
+            e.unlink()
+        Path(run_dir).rmdir()
+    except OSError:  # gone already, or someone else's now: leave it
+        return
 
 
 def _hydra_main():
@@ -474,14 +550,19 @@ def _hydra_main():
         # Hydra logs INFO; JAX's backend probing ("Unable to initialize
         # backend 'tpu'") is noise to a user.
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+        hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
+        held = _HeldLog(run_dir)
         try:
             scheduler.enable_compile_cache(to_plain(cfg).get("runtime", {}).get("compile_cache"))
-            hc = HydraConfig.get()
-            run(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
+            run(cfg, run_dir, overrides=list(hc.overrides.task), on_accept=held.release)
         except KNOWN_ERRORS as err:
-            log.error("error: %s", err)
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(1)
+            if held.accepted:  # the run's own error: its log keeps it
+                log.error("error: %s", err)
+            else:  # refused: the directory stays as it was (gone, if Hydra made it for this process)
+                held.discard()
+                _remove_if_empty(run_dir, [Path(h.baseFilename) for h in held.files])
+            sys.exit(errors.fail(err))
 
     main()
 

@@ -15,15 +15,17 @@ Writes one individual of a run as a NIR graph (HDF5, ``nir.write``), with
 the metadata :func:`to_nir` sets (``dt``, ``time_steps``, ``input_coding``,
 ``input_shape``, ...), and prints what it wrote.
 
-* ``--individual best`` (default): the run's best individual. Its weights:
-  when ``retrain`` ran (``test.json`` exists), the retrained weights, and the
-  output says so; otherwise the weights it was scored with in the search.
+* ``--individual best`` (default): the run's best individual. Its weights, as
+  ``inspect`` takes them: the retrained weights when ``retrain`` left
+  readable ones for it (``retrained.msgpack``); otherwise the weights it was
+  scored with in the search. The output says which.
   ``--search-weights`` takes the search's weights even after a retrain;
   ``--retrained`` insists on the retrained ones (an error when there are none,
   or when they belong to an earlier best because the search went on after
   the retrain; without either flag that case falls back to the search's
   weights, with a note).
-* ``--individual G:I``: individual I of generation G, as in
+* ``--individual G:I``: individual I of generation G (both counted from 0,
+  as in ``generations.jsonl``; the log's "generation 3/5" is G = 2), as in
   ``python -m spenser_jax.inspect``: the weights the search kept when it is
   the best of its generation's checkpoint, otherwise trained again from its
   own key, exactly as the search trained it (not possible when the run
@@ -158,6 +160,7 @@ from typing import Any
 
 import numpy as np
 
+from spenser_jax.errors import SpenserError, command, fail, output_file
 from spenser_jax.phenotype import (LIF, Conv, Dense, Dropout, NoOp, Phenotype, Pool,
                                    infer_shapes, same_padding)
 
@@ -173,7 +176,7 @@ _NOTE = ("Input coding is not part of the graph: feed spikes [T, C, H, W]. "
          "(LIF) or 1 / dt (IF) makes the input enter unscaled.")
 
 
-class NotExportable(ValueError):
+class NotExportable(SpenserError, ValueError):
     """The phenotype has layers that NIR cannot express exactly.
 
     Attributes:
@@ -185,11 +188,15 @@ class NotExportable(ValueError):
         super().__init__("not exportable to NIR: " + "; ".join(self.reasons))
 
 
+class MissingDependency(SpenserError, ImportError):
+    """An optional package the export needs is not installed."""
+
+
 def _require_nir():
     try:
         import nir
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependency(
             "NIR export needs the `nir` package: pip install 'spenser_jax[nir]'") from exc
     return nir
 
@@ -450,7 +457,8 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
       out: the ``.nir`` file to write.
       individual: ``"best"`` or ``"G:I"``.
       weights: ``"auto"`` (retrained weights of the best when ``retrain``
-        ran, else the search's), ``"retrained"`` or ``"search"``.
+        left readable ones for it, else the search's), ``"retrained"`` or
+        ``"search"`` (see :meth:`spenser_jax.checkpoint.Run.choose`).
       dt: the graph's time step.
       data_dir: overrides the run's ``dataset.data_dir``.
       log: where progress lines go.
@@ -471,28 +479,14 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
     """
     from spenser_jax import checkpoint
 
-    if weights not in ("auto", "retrained", "search"):
+    if weights not in checkpoint.WEIGHTS:
         raise ValueError(f"weights must be auto, retrained or search, got {weights!r}")
     _require_nir()
     run = checkpoint.load_run(Path(run_dir))
-    best = individual == "best"
-    if weights == "retrained" and not best:
-        raise checkpoint.IndividualError(f"--retrained is for --individual best only (individual "
-                                         f"{individual} has no retrained weights)")
-    phenotype, params, again = run.individual(individual, retrained=weights == "retrained")
-    source = "retrained" if weights == "retrained" else "search"
-    if best and weights == "auto" and run.test is not None:
-        if run.retrained is not None and run.retrained[0] == phenotype.text:
-            params, source = run.retrained[1], "retrained"
-        elif run.retrained is not None:
-            log("note: retrain ran for an earlier best individual; exporting the search's weights "
-                "of the current best")
-        else:
-            log(f"note: {checkpoint.TEST} exists but {checkpoint.RETRAINED} does not; exporting the "
-                f"search's weights")
-    if params is None and again is None:
-        raise checkpoint.IndividualError(f"{run.dir}: the checkpoint holds no weights for "
-                                         f"individual {individual}")
+    chosen = run.choose(individual, weights)
+    for note in chosen.notes:
+        log(note)
+    phenotype, params, again = chosen.phenotype, chosen.params, chosen.again
     splits = None
 
     def data_splits():
@@ -519,32 +513,26 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
     while node in nxt:
         node = nxt[node]
         chain.append(node)
-    if source == "retrained":
-        what = "retrained weights"
-        if run.test is not None and "accuracy" in run.test:
-            what += f" (test accuracy {run.test['accuracy']:.4f}"
-            what += ", --search-weights for the search's)" if weights == "auto" else ")"
-    elif again is not None:
-        what = "weights trained again from its key"
-    else:
-        what = "the search's weights"
     return {"path": out, "nodes": chain, "bytes": out.stat().st_size, "phenotype": phenotype.text,
-            "weights": source, "weights_text": what, "input_shape": _chw(input_shape),
+            "weights": "retrained" if chosen.source == "retrained" else "search",
+            "weights_text": chosen.text, "input_shape": _chw(input_shape),
             "time_steps": time_steps, "dt": float(dt)}
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m spenser_jax.export",
         description="Export one individual of a run to NIR (an HDF5 file) with exactly its spikes.")
     parser.add_argument("run_dir")
-    parser.add_argument("--out", required=True, metavar="PATH.nir", help="the file to write")
+    parser.add_argument("--out", type=output_file, required=True, metavar="PATH.nir", help="the file to write")
     parser.add_argument("--individual", default="best", metavar="best|G:I",
-                        help="best (default) or G:I, individual I of generation G (trained again "
-                             "from its key unless the search kept its weights)")
+                        help="best (default) or G:I, individual I of generation G, both counted from 0 "
+                             "as in generations.jsonl (trained again from its key unless the search kept "
+                             "its weights)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--retrained", action="store_true",
-                       help="the best with the weights retrain left (the default once retrain ran)")
+                       help="the best with the weights retrain left (the default when they are readable)")
     which.add_argument("--search-weights", action="store_true",
                        help="the weights the search scored, even after a retrain")
     parser.add_argument("--dt", type=float, default=DT,
@@ -554,23 +542,14 @@ def main(argv=None) -> int:
     if not (math.isfinite(args.dt) and args.dt > 0):
         parser.error(f"--dt must be a positive number, got {args.dt!r}")
 
-    from spenser_jax import checkpoint, data
-    from spenser_jax.grammar import GrammarError
-    from spenser_jax.phenotype import InvalidPhenotype
-
     weights = "retrained" if args.retrained else "search" if args.search_weights else "auto"
     try:
         result = export_run(args.run_dir, args.out, individual=args.individual, weights=weights,
                             dt=args.dt, data_dir=args.data_dir,
                             log=lambda line: print(line, file=sys.stderr))
     except NotExportable as err:
-        print(f"error: individual {args.individual} of {args.run_dir} is {err} (a search with "
-              f"grammar=grammars/csnn_nir.grammar finds only networks that export)", file=sys.stderr)
-        return 1
-    except (checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype,
-            ImportError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(f"individual {args.individual} of {args.run_dir} is {err} (a search with "
+                    f"grammar=grammars/csnn_nir.grammar finds only networks that export)")
     c, *hw = result["input_shape"]
     print(f"individual {args.individual} of {args.run_dir}, {result['weights_text']}")
     print(f"wrote {result['path']}: {len(result['nodes'])} nodes, {_size(result['bytes'])}")

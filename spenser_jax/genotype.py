@@ -21,11 +21,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from spenser_jax.grammar import Gene, Grammar, NonTerminal, Terminal
-from spenser_jax.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
+from spenser_jax.errors import SpenserError
+from spenser_jax.grammar import Gene, Grammar, GrammarError, NonTerminal, Terminal
+from spenser_jax.phenotype import TAGS, InvalidPhenotype, Phenotype, infer_shapes, parse
 
 
-class SearchSpaceError(RuntimeError):
+class SearchSpaceError(SpenserError, RuntimeError):
     """No valid individual could be produced (or a genotype does not fit)."""
 
 
@@ -339,6 +340,13 @@ class SearchSpace:
 
     def __post_init__(self):
         self.grammar.require(m.name for m in self.macro)
+        # A layer, optimizer or loss no one knows would only ever make invalid
+        # individuals, silently redrawn: say so where the grammar names it.
+        for key, known in TAGS.items():
+            for value, line in self.grammar.values_of(key):
+                if value not in known:
+                    raise GrammarError(f"{self.grammar.path}:{line}: unknown {key} type {value!r} "
+                                       f"(known: {', '.join(known)})")
 
     def bounds(self, name: str) -> MacroModule:
         for m in self.macro:

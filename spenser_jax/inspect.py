@@ -1,4 +1,4 @@
-"""``python -m spenser_jax.inspect RUN_DIR [--individual best|G:I] [--samples N] [--json PATH] [--raster PATH.png]``.
+"""``python -m spenser_jax.inspect RUN_DIR [--individual best|G:I] [--retrained | --search-weights] [--samples N] [--json [PATH]] [--raster PATH.png]``.
 
 What one individual of a run does, layer by layer: type, output shape,
 neurons, spikes per sample, firing rate and SynOps per sample, then the
@@ -8,12 +8,20 @@ it exports to NIR exactly. Measured on the first ``--samples`` samples of
 the run's Fitness split, rate-coded with the run's Fitness key, so for the
 whole split (the default) the figures are the ones the search recorded.
 
-``--individual best`` (default) is the run's best with the weights it was
-scored with (``--retrained``: the weights ``retrain`` left). ``G:I`` is
-individual I of generation G: its weights are not kept, so it is trained
-again from its own key, exactly as the search trained it (not possible
-when the run inherits weights: an offspring's start depends on its parent's
-training, whose weights are gone). Works on a finished or a running run.
+``--individual best`` (default) is the run's best with the weights
+``export`` takes too: those ``retrain`` left when they are readable and
+belong to it (``--retrained`` insists on them), otherwise the ones it was
+scored with in the search (``--search-weights`` asks for these); the first
+line says which. ``G:I`` is individual I of generation G, both counted from
+0 as in ``generations.jsonl`` (the log's "generation 3/5" is G = 2): unless
+it is the best its generation's checkpoint kept, its weights are gone, so it
+is trained again from its own key, exactly as the search trained it (not
+possible when the run inherits weights: an offspring's start depends on its
+parent's training, whose weights are gone). Works on a finished or a running
+run.
+
+``--json`` alone prints the result as JSON on stdout instead of the table;
+``--json PATH`` writes it to PATH as well as printing the table.
 
 ``--raster PATH.png`` draws every LIF layer's spikes for one input sample
 (neurons against time steps).
@@ -28,8 +36,7 @@ import sys
 from pathlib import Path
 
 from spenser_jax import checkpoint, data
-from spenser_jax.grammar import GrammarError
-from spenser_jax.phenotype import InvalidPhenotype
+from spenser_jax.errors import add_json_argument, command, output_file, positive_int, write_json
 
 
 def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None,
@@ -134,34 +141,44 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     plt.close(fig)
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.inspect", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--individual", default="best", help="best (default) or G:I")
-    parser.add_argument("--retrained", action="store_true", help="the best with its retrained weights")
-    parser.add_argument("--samples", type=int, default=None, help="Fitness samples to measure on (default: all)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
-    parser.add_argument("--raster", default=None, metavar="PATH.png", help="draw spike rasters of one sample")
+    parser.add_argument("--individual", default="best", metavar="best|G:I",
+                        help="best (default) or G:I, individual I of generation G, both counted from 0 "
+                             "as in generations.jsonl (the log's 'generation 3/5' is G = 2)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--retrained", action="store_true",
+                       help="the best with the weights retrain left (the default when they are readable)")
+    which.add_argument("--search-weights", action="store_true",
+                       help="the weights the search scored, even after a retrain")
+    parser.add_argument("--samples", type=positive_int, default=None,
+                        help="Fitness samples to measure on (default: all)")
+    add_json_argument(parser, "the result")
+    parser.add_argument("--raster", type=output_file, default=None, metavar="PATH.png",
+                        help="draw spike rasters of one sample")
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
     args = parser.parse_args(argv)
-    if args.samples is not None and args.samples < 1:
-        parser.error("--samples must be >= 1")
-    try:
-        run = checkpoint.load_run(Path(args.run_dir))
-        phenotype, weights, again = run.individual(args.individual, args.retrained)
-        if again is not None:
-            print(f"training individual {args.individual} again from its key ...", file=sys.stderr)
-        result = measure(run, phenotype, weights, args.samples, args.data_dir, again)
+    text = sys.stderr if args.json == "-" else sys.stdout  # stdout is the JSON's with --json alone
+    run = checkpoint.load_run(Path(args.run_dir))
+    chosen = run.choose(args.individual, "retrained" if args.retrained else
+                        "search" if args.search_weights else "auto")
+    for note in chosen.notes:
+        print(note, file=sys.stderr)
+    print(f"individual {args.individual} of {args.run_dir}, {chosen.text}", file=text)
+    if chosen.again is not None:
+        print(f"training individual {args.individual} again from its key ...", file=sys.stderr)
+    result = measure(run, chosen.phenotype, chosen.params, args.samples, args.data_dir, chosen.again)
+    result.update(individual=args.individual, weights="retrained" if chosen.source == "retrained" else "search",
+                  weights_text=chosen.text)
+    if args.json != "-":
         print(table(result))
-        if args.json:
-            public = {k: v for k, v in result.items() if not k.startswith("_")}
-            checkpoint.atomic_write(Path(args.json), json.dumps(public, indent=1))
-        if args.raster:
-            raster(result, run, Path(args.raster))
-            print(f"raster -> {args.raster}")
-    except (checkpoint.CheckpointError, data.DataError, GrammarError, InvalidPhenotype) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.json:
+        write_json(args.json, json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=1))
+    if args.raster:
+        raster(result, run, Path(args.raster))
+        print(f"raster -> {args.raster}", file=text)
     return 0
 
 

@@ -33,8 +33,10 @@ import json
 import math
 from typing import Any, ClassVar, Union
 
+from spenser_jax.errors import SpenserError
 
-class InvalidPhenotype(ValueError):
+
+class InvalidPhenotype(SpenserError, ValueError):
     """The phenotype cannot be built as a network (bad tokens or shapes)."""
 
 
@@ -224,6 +226,8 @@ _LAYER_TAGS = {"conv": Conv, "pool-max": Pool, "pool-avg": Pool, "no-op": NoOp,
 _OPTIMIZER_TAGS = {cls.tag: cls for cls in (SGD, Adam, RMSProp)}
 _LOSS_TAGS = {cls.tag: cls for cls in (MSECount, CECount, CERate, MSEMembrane, CEMaxMembrane)}
 LOSS_TAGS = tuple(_LOSS_TAGS)
+#: What ``layer:``, ``learning:`` and ``loss:`` may name.
+TAGS = {"layer": tuple(_LAYER_TAGS), "learning": tuple(_OPTIMIZER_TAGS), "loss": LOSS_TAGS}
 _CHOICES = {"padding": ("same", "valid"), "surrogate": ("atan", "fast-sigmoid"),
             "reset": ("subtract", "zero")}
 

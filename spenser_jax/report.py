@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from spenser_jax.checkpoint import RUN, CheckpointError, Run, load_run, pareto_archive
+from spenser_jax.checkpoint import RUN, Run, load_run, pareto_archive
+from spenser_jax.errors import SpenserError, command, output_folder
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
 
 
-class ReportError(RuntimeError):
-    pass
+class ReportError(SpenserError, RuntimeError):
+    """The runs asked for cannot be reported (none found, an unusable --out)."""
 
 
 def characteristics(phenotype_texts: list[str]) -> dict[str, dict[str, float]]:
@@ -74,42 +75,67 @@ def _curves(runs, key):
     return values.mean(0), values.std(0)
 
 
-def plot(runs: list[Run], dataset: str, out: Path) -> list[Path]:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    made = []
+    return plt
+
+
+def _generations(ax) -> None:
+    """An axis of generations: whole numbers only (no generation 0.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def fitness_figure(runs: list[Run], dataset: str):
+    """Best and mean fitness per generation over the runs (a matplotlib Figure; None without records)."""
     with_records = [r for r in runs if r.records]
-    if with_records:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for ax, key, title in zip(axes, ("best_fitness", "mean_fitness"), ("Best fitness", "Average fitness")):
-            mean, std = _curves(with_records, key)
-            x = np.arange(len(mean))
-            ax.plot(x, mean, color="C0")
-            ax.fill_between(x, mean - std, mean + std, color="C0", alpha=0.25, linewidth=0)
-            ax.set(title=f"{title} ({dataset}, {len(with_records)} runs)", xlabel="generation",
-                   ylabel="fitness (accuracy)")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"fitness_{dataset}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        made.append(path)
-    bests = [r.best["fitness"] for r in runs if r.best]
-    if bests:
-        fig, ax = plt.subplots(figsize=(4, 3.8))
-        if len(bests) > 1:
-            ax.violinplot(bests, showmedians=True)
-        ax.scatter(np.ones(len(bests)), bests, color="k", s=12, zorder=3)
-        ax.set(title=f"Fitness of best individuals ({dataset})", ylabel="fitness (accuracy)", xticks=[])
+    if not with_records:
+        return None
+    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in zip(axes, ("best_fitness", "mean_fitness"), ("Best fitness", "Average fitness")):
+        mean, std = _curves(with_records, key)
+        x = np.arange(len(mean))
+        ax.plot(x, mean, color="C0")
+        ax.fill_between(x, mean - std, mean + std, color="C0", alpha=0.25, linewidth=0)
+        ax.set(title=f"{title} ({dataset}, {len(with_records)} runs)", xlabel="generation",
+               ylabel="fitness (accuracy)")
+        _generations(ax)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out / f"best_fitness_{dataset}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        made.append(path)
+    return fig
+
+
+def best_fitness_figure(runs: list[Run], dataset: str):
+    """The distribution of the runs' best fitness (a matplotlib Figure; None before any best)."""
+    bests = [r.best["fitness"] for r in runs if r.best]
+    if not bests:
+        return None
+    fig, ax = _pyplot().subplots(figsize=(4, 3.8))
+    if len(bests) > 1:
+        ax.violinplot(bests, showmedians=True)
+    ax.scatter(np.ones(len(bests)), bests, color="k", s=12, zorder=3)
+    ax.set(title=f"Fitness of best individuals ({dataset})", ylabel="fitness (accuracy)", xticks=[])
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot(runs: list[Run], dataset: str, out: Path) -> list[Path]:
+    made = []
+    if (fig := fitness_figure(runs, dataset)) is not None:
+        made.append(_save(fig, out / f"fitness_{dataset}.png"))
+    if (fig := best_fitness_figure(runs, dataset)) is not None:
+        made.append(_save(fig, out / f"best_fitness_{dataset}.png"))
     return made
 
 
@@ -127,17 +153,13 @@ def best_per_generation(run: Run) -> list[dict | None]:
     return out
 
 
-def plot_energy(runs: list[Run], dataset: str, out: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def energy_figure(runs: list[Run], dataset: str):
+    """Accuracy against SynOps, and the best's spikes and SynOps per generation (None without activity)."""
     points = [(r, i) for r in runs for rec in r.records for i in rec["individuals"]
               if "synops_per_sample" in i and i["status"] in ("ok", "stopped")]
     if not points:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.2))
     for k, r in enumerate(runs):
         mine = [i for rr, i in points if rr is r]
         if not mine:
@@ -160,11 +182,14 @@ def plot_energy(runs: list[Run], dataset: str, out: Path) -> Path | None:
     axes[2].set(xlabel="generation", ylabel="SynOps per sample", yscale="log", title="Best individual: SynOps")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / f"energy_{dataset}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _generations(axes[1])
+    _generations(axes[2])
+    return fig
+
+
+def plot_energy(runs: list[Run], dataset: str, out: Path) -> Path | None:
+    fig = energy_figure(runs, dataset)
+    return None if fig is None else _save(fig, out / f"energy_{dataset}.png")
 
 
 def _exportable(r: Run) -> str:
@@ -207,31 +232,34 @@ def markdown(groups: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.report", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
-    parser.add_argument("--out", default="report", help="output directory (default: ./report)")
+    parser.add_argument("--out", type=output_folder, default="report", help="output directory (default: ./report)")
     args = parser.parse_args(argv)
-    try:
-        dirs = []
-        for d in map(Path, args.runs):
-            found = sorted(p.parent for p in d.rglob(RUN)) if d.is_dir() else []
-            if not found:
-                raise ReportError(f"{d}: no spenser_jax run found (no {RUN} in it or below)")
-            dirs.extend(found)
-        groups: dict[str, list[Run]] = defaultdict(list)
-        for d in dirs:
+    dirs = []
+    for d in map(Path, args.runs):
+        found = sorted(p.parent for p in d.rglob(RUN)) if d.is_dir() else []
+        if not found:
+            raise ReportError(f"{d}: no spenser_jax run found (no {RUN} in it or below)")
+        dirs.extend(found)
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for d in dirs:
+        try:
             run = load_run(d)
-            groups[run.dataset].append(run)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
-        made += [p for dataset, runs in groups.items() if (p := plot_energy(runs, dataset, out))]
-        (out / "report.md").write_text(markdown(groups))
-        made.append(out / "report.md")
-    except (ReportError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        except SpenserError as err:  # one broken run does not stop the report of the others
+            print(f"warning: skipping the run {d}: {err}", file=sys.stderr)
+            continue
+        groups[run.dataset].append(run)
+    if not groups:
+        raise ReportError(f"none of the {len(dirs)} runs found could be read (see the warnings)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
+    made += [p for dataset, runs in groups.items() if (p := plot_energy(runs, dataset, out))]
+    (out / "report.md").write_text(markdown(groups))
+    made.append(out / "report.md")
     for p in made:
         print(p)
     return 0

@@ -1,6 +1,6 @@
 """After the search: train the best individual further and test it.
 
-``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch]``
+``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch] [--json [PATH]]``
 
 As the paper: the run's best individual (the checkpoint's parent) trains
 ``--epochs`` more epochs on the whole train split (EvoTrain + Fitness, or the
@@ -15,40 +15,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 
-from spenser_jax import checkpoint, data
+from spenser_jax import checkpoint
+from spenser_jax.errors import SpenserError, add_json_argument, command, count, positive_int, write_json
 from spenser_jax.fitness import Trainer, on_device
-from spenser_jax.grammar import GrammarError
 
 _RETRAIN_STREAM = 0x2E7A
 _TEST_STREAM = 0x7E57
 
 
+class TrainingDiverged(SpenserError, ValueError):
+    """Retraining reached a non-finite loss; nothing was written."""
+
+
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.retrain", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--epochs", type=int, default=50, help="training epochs (paper: 50)")
+    parser.add_argument("--epochs", type=positive_int, default=50, help="training epochs (paper: 50)")
     parser.add_argument("--from-scratch", action="store_true", help="start from fresh weights")
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the run's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the run's")
+    parser.add_argument("--seed", type=count, default=None, help="training seed (default: the run's)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's")
+    add_json_argument(parser, "the result (test.json's content)")
     args = parser.parse_args(argv)
-    if args.epochs < 0:
-        parser.error("--epochs must be >= 0")
     run_dir = Path(args.run_dir)
-    try:
-        result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
-                         data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
-    except (checkpoint.CheckpointError, data.DataError, GrammarError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
-          f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}")
+    result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
+                     data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
+    if args.json != "-":
+        print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
+              f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}")
+    if args.json:
+        write_json(args.json, json.dumps(result, indent=1))
     return 0
 
 
@@ -60,8 +62,11 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
       CheckpointError: not a run, no completed generation yet, or the
         grammar changed since the search.
       DataError: the data set cannot be loaded.
-      ValueError: training diverged (nothing is written then).
+      TrainingDiverged: training diverged (nothing is written then; a ValueError).
+      ValueError: ``epochs`` or ``batch_size`` below 1.
     """
+    if epochs < 1 or batch_size is not None and batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     run = checkpoint.load_run(run_dir)
     identity, state = run.identity, run.state
     if state is None or state.parent is None:
@@ -71,15 +76,15 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     # Retraining trains the whole budget, from the weights given: no early
     # check, nothing inherited, at the data set's T (a search may have run
     # at a lower one, search.time_steps).
-    settings = run.training_settings(epochs=epochs, batch_size=batch_size or identity["training"]["batch_size"],
-                                     early_stop=None, inherit=False, min_steps=None,
-                                     time_steps=identity["time_steps"])
+    batch_size = identity["training"]["batch_size"] if batch_size is None else batch_size
+    settings = run.training_settings(epochs=epochs, batch_size=batch_size, early_stop=None, inherit=False,
+                                     min_steps=None, time_steps=identity["time_steps"])
     trainer = Trainer(settings, tuple(splits.train.images.shape[1:]))
     root = jax.random.key(identity["seed"] if seed is None else seed)
     train, test = on_device(splits.train), on_device(splits.test)
     params = None if from_scratch else state.parent_weights
     bar = None
-    if progress and epochs:
+    if progress:
         from tqdm import tqdm
         bar = tqdm(total=epochs, desc="retraining", unit="epoch")
 
@@ -94,7 +99,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     if bar is not None:
         bar.close()
     if info["nonfinite"]:
-        raise ValueError(f"training diverged (non-finite loss) after {info['steps']} steps; "
+        raise TrainingDiverged(f"training diverged (non-finite loss) after {info['steps']} steps; "
                          f"nothing written")
     accuracy, _, _ = trainer.score(phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM))
     result = {"accuracy": accuracy, "dataset": identity["dataset"], "epochs": epochs,

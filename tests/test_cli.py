@@ -60,6 +60,8 @@ def test_evolve_outputs(runs):
     assert best["fitness"] == records[-1]["best_fitness"] and best["phenotype"].startswith("layer:")
     assert (whole / "checkpoint.msgpack").exists() and (whole / ".hydra" / "config.yaml").exists()
     assert "evolution.generations=2" in (whole / ".hydra" / "overrides.yaml").read_text()
+    log = (whole / "evolve.log").read_text()  # held back until the run was accepted, then all of it
+    assert "new run in" in log and "generation 2/2" in log
 
 
 # Searching at T = 2 (search.time_steps) on a data set at T = 3: retrain tests at 3.
@@ -121,7 +123,7 @@ def test_plus_grammar_searches_losses_and_connections(tmp_path):
 def test_inspect_measures_the_best_as_the_search_recorded(runs, tmp_path):
     whole = runs
     out, png = tmp_path / "best.json", tmp_path / "raster.png"
-    proc = cli("inspect", whole, "--json", out, "--raster", png)
+    proc = cli("inspect", whole, "--search-weights", "--json", out, "--raster", png)
     result = json.loads(out.read_text())
     assert "SynOps/sample" in proc.stdout and "energy/sample" in proc.stdout
     records = checkpoint.read_generations(whole)
@@ -169,7 +171,19 @@ def test_bad_input_fails_clearly(tmp_path, args, message):
                check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
-    assert not (tmp_path / "r" / "generations.jsonl").exists()
+    assert not (tmp_path / "r").exists()  # a refused config leaves no run directory (nor Hydra's log)
+
+
+def test_a_busy_run_directory_keeps_its_log(tmp_path):
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    (run_dir / "evolve.log").write_text("[the running search's log]\n")
+    with checkpoint.RunLock(run_dir):  # another process's search
+        before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+        proc = cli("evolve", *SMALL, "evolution.generations=1", f"hydra.run.dir={run_dir}", check=False)
+        assert proc.returncode == 1 and "is in use by" in proc.stderr
+        # Nothing written there: no ERROR line in the other process's log, no config.
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
 def test_retrain_without_run(tmp_path):

@@ -156,6 +156,31 @@ def test_resume_refuses_other_config_and_corrupt_checkpoint(tmp_path):
     assert (tmp_path / checkpoint.CHECKPOINT).read_bytes() == before[: len(before) // 2]
 
 
+def snapshot(run_dir):
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_process_leaves_the_run_directory_as_it_found_it(tmp_path):
+    run_dir = tmp_path / "run"
+    evolve.run(config("evolution.generations=1", "evolution.offspring=2"), run_dir, evaluator=FakeEvaluator(),
+               overrides=["evolution.generations=1", "evolution.offspring=2"])
+    before = snapshot(run_dir)
+    assert {checkpoint.CONFIG, Path(".hydra/overrides.yaml"), Path(checkpoint.LOCK)} <= set(before)
+    for refused, message in ((["evolution.offspring=3"], "offspring: 2 -> 3"),
+                             (["grammar=grammars/csnn_plus.grammar"], "grammar_sha256")):
+        overrides = ["evolution.generations=2", "evolution.offspring=2", *refused]
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            evolve.run(config(*overrides), run_dir, evaluator=FakeEvaluator(), overrides=overrides)
+        assert snapshot(run_dir) == before
+    # The commands after the search still read the run as the search left it.
+    run = checkpoint.load_run(run_dir)
+    assert run.space().text(run.state.parent) == json.loads((run_dir / checkpoint.BEST).read_text())["phenotype"]
+    # A bad config makes no run directory.
+    with pytest.raises(evolve.ConfigError, match="offspring"):
+        evolve.run(config("evolution.offspring=0"), tmp_path / "new" / "run", evaluator=FakeEvaluator())
+    assert not (tmp_path / "new").exists()
+
+
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
     checkpoint.atomic_write(target, "old")

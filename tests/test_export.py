@@ -672,6 +672,21 @@ def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, c
     assert not (tmp_path / "e.nir").exists()
 
 
+def test_a_corrupt_retrained_file_blocks_only_the_retrained_weights(nir_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(nir_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    (run_dir / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")
+    checkpoint.atomic_write(run_dir / checkpoint.TEST, json.dumps({"accuracy": 0.5}))
+    code, out, _ = run_export(capsys, run_dir, "--out", tmp_path / "a.nir", "--search-weights")
+    assert code == 0 and "the search's weights" in out and (tmp_path / "a.nir").exists()
+    code, _, err = run_export(capsys, run_dir, "--out", tmp_path / "b.nir", "--retrained")
+    assert_error(code, err, f"{run_dir / checkpoint.RETRAINED}: corrupt weights file")
+    assert not (tmp_path / "b.nir").exists()
+    # By default, as inspect: the search's weights, and a note why not the retrained ones.
+    code, out, err = run_export(capsys, run_dir, "--out", tmp_path / "c.nir")
+    assert code == 0 and "the search's weights" in out and "corrupt weights file" in err
+
+
 SUBTRACT, MAX_POOL = "reset:subtract", "layer:pool-max"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spenser_jax import grammar as gm
-from spenser_jax.genotype import SearchSpace, derive
+from spenser_jax.genotype import SearchSpace, derive, macro_for
 from spenser_jax.grammar.__main__ import main as sampler_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +109,50 @@ def test_recursive_grammar_terminates():
         layer, text = derive(g, "list", rng=rng, max_depth=6)
         assert text and all(t in ("item:x", "item:y") for t in text.split())
         assert derive(g, "list", layer)[1] == text
+
+
+@pytest.mark.parametrize("line, message", [
+    ("%levels-back banana", "%levels-back needs a whole number >= 1, got 'banana'"),
+    ("%levels-back 2.5", "%levels-back needs a whole number >= 1, got '2.5'"),
+    ("%levels-back -2", "%levels-back needs a whole number >= 1, got -2"),
+    ("%levels-back 0", "%levels-back needs a whole number >= 1, got 0"),
+    ("%add-connection lots", "%add-connection needs a probability in [0, 1], got 'lots'"),
+    ("%remove-connection 1.5", "%remove-connection needs a probability in [0, 1], got 1.5"),
+    ("%add-connection nan", "%add-connection needs a probability in [0, 1], got nan"),
+    ("%colour blue", "unknown option %colour (known: %levels-back, %add-connection, %remove-connection)"),
+])
+def test_bad_options_name_file_and_line(tmp_path, capsys, line, message):
+    path = tmp_path / "g.grammar"
+    path.write_text(CSNN.read_text() + f"\n{line}\n")
+    number = len(CSNN.read_text().splitlines()) + 2
+    with pytest.raises(gm.GrammarError) as err:
+        gm.load_grammar(path)
+    assert str(err.value) == f"{path}:{number}: {message}"
+    # The sampler and a run say the same, not a traceback nor evolution.levels_back's name.
+    assert sampler_main([str(path)]) == 1
+    assert capsys.readouterr().err == f"error: {path}:{number}: {message}\n"
+    from hydra import compose, initialize_config_dir
+
+    from spenser_jax import evolve
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"grammar={path}"])
+    with pytest.raises(gm.GrammarError, match=f"{path}:{number}: "):
+        evolve.setup(cfg, load_data=False)
+
+
+def test_a_loss_layer_or_optimizer_no_one_knows_is_an_error(tmp_path):
+    plus = (ROOT / "grammars" / "csnn_plus.grammar").read_text()
+    lines = plus.splitlines()
+    number = next(k for k, text in enumerate(lines, start=1) if "| loss : ce-rate" in text)
+    path = tmp_path / "plus.grammar"
+    path.write_text(plus.replace("| loss : ce-rate", "| loss : banana"))
+    g = gm.load_grammar(path)
+    with pytest.raises(gm.GrammarError, match=rf"^{path}:{number}: unknown loss type 'banana' \(known: mse-count"):
+        SearchSpace(g, macro_for(g))
+    path.write_text(plus.replace("layer : dropout", "layer : dropin"))
+    g = gm.load_grammar(path)
+    with pytest.raises(gm.GrammarError, match=r":\d+: unknown layer type 'dropin'"):
+        SearchSpace(g, macro_for(g))
 
 
 def test_macro_module_missing_from_grammar():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import spenser_jax
+from spenser_jax import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spenser_jax"
@@ -45,7 +46,8 @@ def test_no_import_cycles_and_the_parser_stands_alone():
             continue  # entry points and the lazy facade import everything; nothing imports them
         name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         graph[name] = project_imports(path) - {"spenser_jax"}
-    assert graph["spenser_jax.grammar"] == set()  # the parser imports nothing of ours
+    # The parser imports nothing of ours but the errors' base, which imports nothing.
+    assert graph["spenser_jax.grammar"] <= {"spenser_jax.errors"} and graph["spenser_jax.errors"] == set()
 
     def visit(node, stack):
         assert node not in stack, f"import cycle: {' -> '.join(stack + [node])}"
@@ -69,6 +71,29 @@ def test_public_names_import_and_work(tmp_path):
     assert spenser_jax.parse_phenotype(space.text(child)) == space.phenotype(child)
 
 
+def borrowing_venv(env_dir: Path) -> Path:
+    """A fresh venv that imports this interpreter's packages (jax, hydra, ...) but not spenser_jax.
+
+    ``system_site_packages=True`` is not that inside a venv: the system's
+    packages are the base interpreter's, not the venv's (where pip put jax).
+    So the venv is plain, and a ``.pth`` file in it appends the directories
+    this interpreter imports from; their own ``.pth`` files (an editable
+    install of spenser_jax) are not run, and a directory holding a
+    spenser_jax package (a checkout on the path) is left out. Returns the
+    venv's python.
+    """
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    inner = json.loads(subprocess.run(
+        [str(python), "-c", "import json, sys, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sys.path]))"],
+        capture_output=True, text=True, check=True, env={}).stdout)
+    purelib, own = Path(inner[0]), {Path(p).resolve() for p in inner[1] if p}
+    borrowed = [p for p in map(Path, sys.path) if p.is_dir() and p.resolve() not in own
+                and p.resolve() != ROOT and ROOT not in p.resolve().parents and not (p / "spenser_jax").exists()]
+    (purelib / "_borrowed_packages.pth").write_text("".join(f"{p.resolve()}\n" for p in borrowed))
+    return python
+
+
 WHEEL_RUN = ["dataset.subset=100", "dataset.time_steps=1", "evolution.generations=1",
              "evolution.offspring=2", "runtime.progress=false", "runtime.compile_cache=null"]
 
@@ -80,13 +105,13 @@ def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                     "-w", str(wheels), str(ROOT)], check=True, timeout=300, capture_output=True)
     wheel = next(wheels.glob("spenser_jax-*.whl"))
-    # The venv sees this interpreter's packages (jax, hydra, ...) but installs
-    # spenser_jax from the wheel alone, ahead of any editable install.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
-    python = env_dir / "bin" / "python"
+    python = borrowing_venv(env_dir)
+    # --ignore-installed: the borrowed directories may list spenser_jax (an
+    # editable install); it is neither reused nor uninstalled.
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                    "--no-index", "-q", str(wheel)], check=True, timeout=300, capture_output=True)
+                    "--no-index", "--ignore-installed", "-q", str(wheel)], check=True, timeout=300,
+                   capture_output=True)
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPENSER_DATA_DIR")}
@@ -100,4 +125,4 @@ def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     records = [json.loads(line) for line in (work / "run" / "generations.jsonl").read_text().splitlines()]
     assert len(records) == 1 and any(i["status"] == "ok" for i in records[0]["individuals"])
     identity = json.loads((work / "run" / "run.json").read_text())
-    assert identity["grammar_sha256"] == spenser_jax.checkpoint.grammar_sha256(ROOT / "grammars" / "csnn.grammar")
+    assert identity["grammar_sha256"] == checkpoint.grammar_sha256(ROOT / "grammars" / "csnn.grammar")

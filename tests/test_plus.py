@@ -112,8 +112,9 @@ def test_phenotype_inputs_are_checked():
 
 
 def test_grammar_options_are_parsed_and_checked():
-    g = parse_grammar("%levels-back 4\n%mode fast\n<a> ::= x:y\n")
-    assert g.options == {"levels-back": 4, "mode": "fast"}
+    g = parse_grammar("%levels-back 4\n%add-connection 1\n<a> ::= x:y\n")
+    assert g.options == {"levels-back": 4, "add-connection": 1.0}
+    assert type(g.option("levels-back")) is int and type(g.option("add-connection")) is float
     with pytest.raises(GrammarError, match=":2: option %levels-back is set twice"):
         parse_grammar("%levels-back 4\n%levels-back 5\n<a> ::= x:y\n")
     with pytest.raises(GrammarError, match=":1: malformed option"):

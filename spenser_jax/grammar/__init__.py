@@ -14,12 +14,15 @@ Format (the SPENSER paper's Grammar 2 is ``grammars/csnn.grammar``)::
   drawn uniformly from ``[min, max]``, written ``name:value`` in the phenotype.
 * Repeating an alternative weights it: choices are uniform over alternatives.
 * ``%name value`` sets an option of the search space that the grammar
-  wants by default (``%levels-back 3``, ``%add-connection 0.15``); the
-  configuration may override it. Values are numbers or words.
+  wants by default; the configuration may override it. The options
+  (:data:`OPTIONS`): ``%levels-back N`` (an int >= 1: skip connections reach
+  N layers back), ``%add-connection P`` and ``%remove-connection P`` (per
+  layer probabilities in [0, 1] of adding / removing a skip connection).
 
 Parsing errors name the file and line (:class:`GrammarError`).
 
-This module is the parser alone and imports nothing else from spenser_jax;
+This module is the parser alone and imports nothing else from spenser_jax
+(but :mod:`spenser_jax.errors`, which imports nothing);
 ``python -m spenser_jax.grammar GRAMMAR --sample N --seed S`` (the sampler in
 ``__main__.py``) prints N random individuals' phenotypes, or ``--mutate K`` a
 parent and K of its offspring.
@@ -33,8 +36,10 @@ import re
 from pathlib import Path
 from typing import Union
 
+from spenser_jax.errors import SpenserError
 
-class GrammarError(ValueError):
+
+class GrammarError(SpenserError, ValueError):
     """A grammar file that cannot be used; the message names file and line."""
 
 
@@ -82,18 +87,33 @@ class Grammar:
       path: where it was read from (for messages).
       min_height: nonterminal -> fewest derivation levels needed to finish;
         used to steer sampling of recursive grammars towards termination.
-      options: ``%name value`` lines, by name.
+      options: ``%name value`` lines, by name, values checked and typed
+        (:data:`OPTIONS`).
+      production_lines: nonterminal name -> the line each production starts on.
     """
 
     rules: dict[str, tuple[Production, ...]]
     lines: dict[str, int]
     path: str = "<string>"
     min_height: dict[str, int] = dataclasses.field(default_factory=dict)
-    options: dict[str, int | float | str] = dataclasses.field(default_factory=dict)
+    options: dict[str, int | float] = dataclasses.field(default_factory=dict)
+    production_lines: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     def option(self, name: str, default=None):
         """The grammar's ``%name value`` option, or ``default``."""
+        if name not in OPTIONS:
+            raise KeyError(f"no grammar option %{name} (known: {sorted(OPTIONS)})")
         return self.options.get(name, default)
+
+    def values_of(self, key: str) -> list[tuple[str, int]]:
+        """``(value, line)`` of every terminal ``key:value`` in the grammar, in file order."""
+        found = []
+        for nt, productions in self.rules.items():
+            lines = self.production_lines.get(nt, (self.lines.get(nt, 0),) * len(productions))
+            for production, line in zip(productions, lines):
+                found += [(s.text.partition(":")[2], line) for s in production
+                          if isinstance(s, Terminal) and s.text.partition(":")[0] == key]
+        return found
 
     def production_height(self, production: Production) -> int:
         return 1 + max((self.min_height[s.name] for s in production
@@ -196,7 +216,7 @@ def parse_grammar(text: str, path: str = "<string>") -> Grammar:
     # errors in continuation lines point at the right line.
     raw: dict[str, list[tuple[int, str]]] = {}
     lines: dict[str, int] = {}
-    options: dict[str, int | float | str] = {}
+    options: dict[str, int | float] = {}
     current = None
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0]
@@ -226,6 +246,7 @@ def parse_grammar(text: str, path: str = "<string>") -> Grammar:
         raise GrammarError(f"{path}: no rules found")
 
     rules: dict[str, tuple[Production, ...]] = {}
+    production_lines: dict[str, tuple[int, ...]] = {}
     for nt, pieces in raw.items():
         # Alternatives may span lines; join with a marker so we know where
         # each alternative started for error messages.
@@ -251,6 +272,7 @@ def parse_grammar(text: str, path: str = "<string>") -> Grammar:
             except ValueError as err:
                 raise GrammarError(f"{path}:{number}: {err}") from None
         rules[nt] = tuple(parsed)
+        production_lines[nt] = tuple(number for number, _ in productions)
 
     for nt, productions in rules.items():
         for production in productions:
@@ -259,20 +281,50 @@ def parse_grammar(text: str, path: str = "<string>") -> Grammar:
                     line = _line_of(raw[nt], f"<{s.name}>")
                     raise GrammarError(f"{path}:{line}: unknown nonterminal <{s.name}> in <{nt}>")
 
-    return Grammar(rules, lines, path, _min_heights(rules, lines, path), options)
+    return Grammar(rules, lines, path, _min_heights(rules, lines, path), options, production_lines)
 
 
-def _parse_option(text: str, path: str, number: int) -> tuple[str, int | float | str]:
+def _int_at_least_1(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"needs a whole number >= 1, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"needs a whole number >= 1, got {raw}")
+    return value
+
+
+def _probability(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"needs a probability in [0, 1], got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"needs a probability in [0, 1], got {raw}")
+    return value
+
+
+#: The ``%name value`` options a grammar may set, each with its parser (which
+#: raises ValueError for a value it does not take).
+OPTIONS = {
+    "levels-back": _int_at_least_1,
+    "add-connection": _probability,
+    "remove-connection": _probability,
+}
+
+
+def _parse_option(text: str, path: str, number: int) -> tuple[str, int | float]:
     parts = text.split()
     if len(parts) != 2 or not re.fullmatch(r"[A-Za-z][\w\-]*", parts[0]):
         raise GrammarError(f"{path}:{number}: malformed option (expected '%name value')")
     name, raw = parts
-    for kind in (int, float):
-        try:
-            return name, kind(raw)
-        except ValueError:
-            pass
-    return name, raw
+    if name not in OPTIONS:
+        raise GrammarError(f"{path}:{number}: unknown option %{name} (known: "
+                           f"{', '.join('%' + n for n in OPTIONS)})")
+    try:
+        return name, OPTIONS[name](raw)
+    except ValueError as err:
+        raise GrammarError(f"{path}:{number}: %{name} {err}") from None
 
 
 def _line_of(pieces: list[tuple[int, str]], needle: str) -> int:

@@ -1,7 +1,8 @@
-"""``python -m spenser_jax.grammar GRAMMAR [--sample N | --mutate K] [--seed S] [--json]``.
+"""``python -m spenser_jax.grammar GRAMMAR [--sample N | --mutate K] [--seed S] [--json [PATH]]``.
 
-Prints random individuals of a grammar (their phenotype text, or the genotype
-as JSON), or a random parent and K of its offspring, drawn and mutated as the
+Prints random individuals of a grammar (their phenotype text; ``--json``
+alone: the genotypes as JSON, one a line, instead; ``--json PATH``: those
+written to PATH besides the text), or a random parent and K of its offspring, drawn and mutated as the
 search does it with the default switches. Same seed, same output. Errors exit
 non-zero with a one-line reason; grammar errors name the file and line.
 
@@ -19,8 +20,8 @@ import numpy as np
 
 from spenser_jax import genotype as gt
 from spenser_jax import mutation
-from spenser_jax.grammar import GrammarError, load_grammar, locate
-from spenser_jax.phenotype import InvalidPhenotype
+from spenser_jax.errors import add_json_argument, command, count, write_json
+from spenser_jax.grammar import load_grammar, locate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,42 +30,35 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+@command
 def main(argv=None) -> int:
     parser = _Parser(prog="python -m spenser_jax.grammar",
                      description="Sample individuals from a grammar and print their phenotypes.")
     parser.add_argument("grammar", help="grammar file, e.g. grammars/csnn.grammar")
-    parser.add_argument("--sample", type=int, default=None, metavar="N",
+    parser.add_argument("--sample", type=count, default=None, metavar="N",
                         help="print N random individuals (default 1 without --mutate)")
-    parser.add_argument("--mutate", type=int, default=None, metavar="K",
+    parser.add_argument("--mutate", type=count, default=None, metavar="K",
                         help="print a random parent and K of its offspring")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print genotype JSON instead of text")
+    parser.add_argument("--seed", type=count, default=0)
+    add_json_argument(parser, "the genotypes (one a line)")
     args = parser.parse_args(argv)
-    if args.sample is not None and args.sample < 0 or args.mutate is not None and args.mutate < 0:
-        parser.error("--sample and --mutate take a non-negative count")
-    try:
-        grammar = load_grammar(locate(args.grammar))
-        # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
-        space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
-        rng = np.random.default_rng(args.seed)
-        config = mutation.MutationConfig(add_connection=float(grammar.option("add-connection", 0.0)),
-                                         remove_connection=float(grammar.option("remove-connection", 0.0)))
+    grammar = load_grammar(locate(args.grammar))
+    # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
+    space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
+    rng = np.random.default_rng(args.seed)
+    config = mutation.MutationConfig(add_connection=float(grammar.option("add-connection", 0.0)),
+                                     remove_connection=float(grammar.option("remove-connection", 0.0)))
 
-        def show(genome):
-            return genome.dumps() if args.json else space.phenotype(genome).text
-
-        if args.mutate is None:
-            for _ in range(1 if args.sample is None else args.sample):
-                print(show(mutation.sample(rng, space, config)))
-        else:
-            parent = mutation.sample(rng, space, config)
-            print(show(parent))
-            for _ in range(args.mutate):
-                child, _ = mutation.offspring(rng, parent, space, config)
-                print(show(child))
-    except (GrammarError, InvalidPhenotype, gt.SearchSpaceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.mutate is None:
+        genomes = [mutation.sample(rng, space, config) for _ in range(1 if args.sample is None else args.sample)]
+    else:
+        parent = mutation.sample(rng, space, config)
+        genomes = [parent] + [mutation.offspring(rng, parent, space, config)[0] for _ in range(args.mutate)]
+    if args.json != "-":
+        for genome in genomes:
+            print(space.phenotype(genome).text)
+    if args.json:
+        write_json(args.json, "".join(genome.dumps() + "\n" for genome in genomes))
     return 0
 
 

@@ -1,0 +1,132 @@
+"""The one base of spenser_jax's errors, and the command lines' one way to report them.
+
+Every error spenser_jax raises for a user to act on (a bad configuration,
+grammar, data set, run directory, individual, ...) is a :class:`SpenserError`;
+each keeps the builtin base it had (``ValueError``, ``RuntimeError``) so
+existing ``except`` clauses still catch it. ``except SpenserError`` catches
+them all, and a bug (anything else) still ends in a traceback.
+
+The command lines (evolve, retrain, inspect, export, report, grammar) report
+them the same way: one line ``error: ...`` on stderr and exit status 1
+(:func:`command`, :func:`fail`).
+
+This module imports nothing from spenser_jax, so every module can import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class SpenserError(Exception):
+    """An error a user can act on; its message says what and, where it can, how."""
+
+
+#: What a command line reports as ``error: ...`` instead of a traceback: our
+#: errors, and a file it cannot read or write (a missing folder, permissions).
+REPORTED = (SpenserError, OSError)
+
+
+def fail(err: BaseException | str) -> int:
+    """Print ``error: <err>`` on stderr (one line); returns the exit status, 1."""
+    print(f"error: {err}", file=sys.stderr)
+    return 1
+
+
+def command(main: Callable[..., int]) -> Callable[..., int]:
+    """A command line's ``main(argv)`` that reports :data:`REPORTED` errors with :func:`fail`.
+
+    The wrapped ``main`` returns 1 after such an error (``raise
+    SystemExit(main())`` then exits 1); argparse's usage errors still exit 2.
+    """
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except REPORTED as err:
+            return fail(err)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------
+# Command-line argument types: a bad value is a usage error at once (argparse
+# prints it and exits 2), not a failure after minutes of work.
+
+
+def _whole(text: str, low: int) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    return _whole(text, 1)
+
+
+def count(text: str) -> int:
+    """argparse type: an int >= 0."""
+    return _whole(text, 0)
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file to write; its folder must exist (``-`` is stdout) and it must not be a folder."""
+    import argparse
+    from pathlib import Path
+
+    if text == "-":
+        return text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {path.parent} does not exist")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """argparse type: a folder to write into (made when missing); not an existing file."""
+    import argparse
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; give a folder to write into")
+    return text
+
+
+def add_json_argument(parser, what: str) -> None:
+    """``--json [PATH]``, the same in every command: ``--json`` alone prints ``what`` as JSON on
+    stdout (instead of the text), ``--json PATH`` writes it there (and the text still prints)."""
+    parser.add_argument("--json", nargs="?", const="-", default=None, type=output_file, metavar="PATH",
+                        help=f"{what} as JSON: on stdout instead of the text (--json alone), or into PATH")
+
+
+def write_json(dest: str, text: str) -> None:
+    """JSON text to stdout (``dest`` ``-``) or to the file ``dest``, whole or not at all."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if dest == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    path = Path(dest).expanduser()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
