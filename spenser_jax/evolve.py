@@ -466,8 +466,9 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         done_here += 1
         per_generation = (time.perf_counter() - started) / done_here
         remaining = per_generation * (s.generations - g - 1)
-        log.info("generation %d/%d | best %.4f | mean %.4f | failed %d | %.2f eval/s | ETA %s",
-                 g + 1, s.generations, record["best_fitness"], record["mean_fitness"], record["failed"],
+        # Generations count from 0 here as in generations.jsonl and --individual G:I.
+        log.info("generation %d done (%d of %d) | best %.4f | mean %.4f | failed %d | %.2f eval/s | ETA %s",
+                 g, g + 1, s.generations, record["best_fitness"], record["mean_fitness"], record["failed"],
                  record["evaluations_per_second"], duration(remaining))
         if done_here == 1 and s.generations - g > 1:
             log.info("projected: %d generations at %s each -> %s for the whole run (a rough figure: "

@@ -61,7 +61,7 @@ def test_evolve_outputs(runs):
     assert (whole / "checkpoint.msgpack").exists() and (whole / ".hydra" / "config.yaml").exists()
     assert "evolution.generations=2" in (whole / ".hydra" / "overrides.yaml").read_text()
     log = (whole / "evolve.log").read_text()  # held back until the run was accepted, then all of it
-    assert "new run in" in log and "generation 2/2" in log
+    assert "new run in" in log and "generation 1 done (2 of 2)" in log
 
 
 # Searching at T = 2 (search.time_steps) on a data set at T = 3: retrain tests at 3.
