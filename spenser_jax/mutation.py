@@ -28,8 +28,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spenser_jax.genotype import (Derivation, Expansion, Genotype, SearchSpace, SearchSpaceError, next_link,
-                                  derive, sample_gene)
+from spenser_jax.genotype import (
+    Derivation,
+    Expansion,
+    Genotype,
+    SearchSpace,
+    SearchSpaceError,
+    derive,
+    next_link,
+    sample_gene,
+)
 from spenser_jax.grammar import Gene
 from spenser_jax.phenotype import InvalidPhenotype
 

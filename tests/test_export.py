@@ -29,14 +29,14 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-import nir_sim  # tests/ is on sys.path, as for fakes.py
-
 from spenser_jax import checkpoint, data, export, mutation, network, phenotype
 from spenser_jax.architecture import LIFSlot, split
 from spenser_jax.evolution import State
 from spenser_jax.genotype import SearchSpace
 from spenser_jax.grammar import NonTerminal, Terminal, load_grammar
 from spenser_jax.snn.lif import lif_sequence
+
+import nir_sim  # tests/ is on sys.path, as for fakes.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_nir.npz"
 FIXTURE_NIR = Path(__file__).parent / "fixtures" / "snntorch_nir.nir"

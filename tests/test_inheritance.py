@@ -27,7 +27,7 @@ TINY = parse_grammar("""
 <classification> ::= layer:fc num-units:5 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero
 <output> ::= layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero
 <learning> ::= learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False
-""")
+""")  # noqa: E501 (grammar rules as written)
 SHAPE = (6, 6, 1)
 SPACE = SearchSpace(TINY, input_shape=SHAPE)
 

@@ -85,7 +85,8 @@ def borrowing_venv(env_dir: Path) -> Path:
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
     inner = json.loads(subprocess.run(
-        [str(python), "-c", "import json, sys, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sys.path]))"],
+        [str(python), "-c",
+         "import json, sys, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sys.path]))"],
         capture_output=True, text=True, check=True, env={}).stdout)
     purelib, own = Path(inner[0]), {Path(p).resolve() for p in inner[1] if p}
     borrowed = [p for p in map(Path, sys.path) if p.is_dir() and p.resolve() not in own

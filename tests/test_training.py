@@ -228,5 +228,5 @@ def test_train_epoch_vmaps_over_offspring():
     for i in range(2):
         alone, alone_metrics = epoch(states[i], genes[i], images, labels, keys[i])
         np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),  # noqa: B023 (called at once)
                      together.params, alone.params)
