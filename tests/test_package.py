@@ -106,6 +106,7 @@ def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                     "-w", str(wheels), str(ROOT)], check=True, timeout=300, capture_output=True)
     wheel = next(wheels.glob("spenser_jax-*.whl"))
+    assert wheel.name.startswith(f"spenser_jax-{spenser_jax.__version__}-")  # one version, in __init__.py
     env_dir = tmp_path / "venv"
     python = borrowing_venv(env_dir)
     # --ignore-installed: the borrowed directories may list spenser_jax (an
