@@ -99,6 +99,7 @@ WHEEL_RUN = ["dataset.subset=100", "dataset.time_steps=1", "evolution.generation
              "evolution.offspring=2", "runtime.progress=false", "runtime.compile_cache=null"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"MNIST not in {DATA}")
 def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     """``pip install`` of the wheel (not editable) runs the search from a directory with nothing in it."""

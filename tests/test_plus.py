@@ -141,6 +141,7 @@ def toy(seed, n):
     return jnp.asarray(images), jnp.asarray(labels, jnp.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit", [" loss:mse-count correct-rate:0.8 incorrect-rate:0.1",
                                   " loss:ce-max-membrane"])
 def test_a_network_with_skip_connections_learns(unit):
