@@ -482,13 +482,13 @@ def main(argv=None) -> int:
         for v in measured.values():
             v["projected_paper_run"] = project(v, reference_run, args, compile_ratio, seen)
     if reference is not None:
+        def hours(result, dataset):
+            return result["projected_paper_run"][dataset]["hours_200_generations"]
         for name, v in measured.items():
             if name != "none":
                 ratios[name] = {"speedup_wall": reference["wall_s"] / v["wall_s"],
-                                "paper_mnist_speedup": (reference["projected_paper_run"]["mnist"]["hours_200_generations"]
-                                                        / v["projected_paper_run"]["mnist"]["hours_200_generations"]),
-                                "paper_fmnist_speedup": (reference["projected_paper_run"]["fmnist"]["hours_200_generations"]
-                                                         / v["projected_paper_run"]["fmnist"]["hours_200_generations"])}
+                                "paper_mnist_speedup": hours(reference, "mnist") / hours(v, "mnist"),
+                                "paper_fmnist_speedup": hours(reference, "fmnist") / hours(v, "fmnist")}
     payload = {
         **common.header("generation_throughput", load_before),
         "complete": True,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement the README promises, in one go, on one H100/H200-class GPU;
+# Every GPU measurement the docs promise, in one go, on one H100/H200-class GPU;
 # the steps' budgets add up to 9 minutes (540 s), so it ends within 10:
 #
 #   (a) train_throughput    train samples/s vs snntorch (torch on CUDA), T = 10 and 25,

@@ -53,8 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from spenser_jax import (architecture, checkpoint, evolve, inheritance, mutation, network,  # noqa: E402
-                         retrain, training)
+from spenser_jax import architecture, checkpoint, evolve, inheritance, mutation, network, retrain, training  # noqa: E402
 from spenser_jax.fitness import TrainingSettings  # noqa: E402
 from spenser_jax.genotype import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
@@ -281,6 +280,7 @@ def plateau(records: list[dict]) -> int:
 
 def run_search(args, protocol: str, seed: int, out: Path) -> dict:
     from hydra import compose, initialize_config_dir
+
     from spenser_jax import scheduler
 
     overrides = search_overrides(args, protocol, seed, out)

@@ -1,7 +1,7 @@
 """spenser_jax: grammar-based neuroevolution of convolutional spiking networks in JAX.
 
 The handful of names a researcher needs, from a grammar to a trained network
-(the README's "Python API" section shows them together)::
+(docs/api.md, "Python API", shows them together)::
 
     import numpy as np, jax, spenser_jax as sj
 

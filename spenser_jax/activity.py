@@ -132,7 +132,7 @@ def summarise(sig: Signature, input_shape: tuple[int, int, int], time_steps: int
     lif_neurons = [math.prod(s) for layer, s in zip(sig.layers, shapes) if isinstance(layer, LIFSlot)]
     spikes = [float(np.asarray(x)) / n for x in totals["lif"]]
     synops_layers, macs = [], 0.0
-    for (i, layer, shape_in, spiking, scale), events in zip(
+    for (_, layer, shape_in, spiking, scale), events in zip(
             _weighted_inputs(sig, input_shape, spiking_input), totals["inputs"]):
         if not spiking:  # analog input: every input element times its fan-out, densely
             fan = (conv_fanout(layer, shape_in).sum() * shape_in[-1] * layer.filters

@@ -26,14 +26,27 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from spenser_jax import optim
-from spenser_jax.phenotype import (LIF, CEMaxMembrane, Conv, Dense, Dropout, MSECount, MSEMembrane, NoOp,
-                                   Phenotype, Pool, count_parameters, layer_inputs, walk_shapes)
+from spenser_jax.phenotype import (
+    LIF,
+    CEMaxMembrane,
+    Conv,
+    Dense,
+    Dropout,
+    MSECount,
+    MSEMembrane,
+    NoOp,
+    Phenotype,
+    Pool,
+    count_parameters,
+    layer_inputs,
+    walk_shapes,
+)
 
 Hyper = dict[str, Any]
 """``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``, float32."""
@@ -54,7 +67,7 @@ class LIFSlot:
     reset: str
 
 
-SignatureLayer = Union[Conv, Pool, Dense, DropoutSlot, LIFSlot]
+SignatureLayer = Conv | Pool | Dense | DropoutSlot | LIFSlot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -117,7 +117,7 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
@@ -449,7 +449,7 @@ class Run:
                                   f"trained again alone; inspect the best (--individual best)")
         return phenotype, None, (g, i)
 
-    def choose(self, which: str = "best", weights: str = "auto") -> "Chosen":
+    def choose(self, which: str = "best", weights: str = "auto") -> Chosen:
         """One individual and the weights a command uses for it (inspect and export alike).
 
         Args:

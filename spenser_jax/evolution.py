@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from spenser_jax import mutation
 from spenser_jax.fitness import FAILED_FITNESS, Evaluation
 from spenser_jax.genotype import Genotype, SearchSpace
-
 
 OBJECTIVES = ("accuracy", "scalarised", "constrained")
 

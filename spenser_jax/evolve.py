@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spenser_jax import checkpoint, data, evolution, mutation
+from spenser_jax import checkpoint, data, errors, evolution, mutation
 from spenser_jax.activity import EnergyModel
-from spenser_jax import errors
 from spenser_jax.errors import SpenserError
 from spenser_jax.genotype import SearchSpace, macro_for, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate

@@ -30,7 +30,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
 import numpy as np
 
 from spenser_jax import activity as activity_lib

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class Derivation:
                 return exps
         return ()
 
-    def replace(self, nt: str, index: int, expansion: Expansion) -> "Derivation":
+    def replace(self, nt: str, index: int, expansion: Expansion) -> Derivation:
         table = dict(self.expansions)
         exps = list(table[nt])
         exps[index] = expansion
@@ -103,7 +103,7 @@ class Genotype:
                 return m
         raise KeyError(name)
 
-    def replace_module(self, name: str, layers: Sequence[Derivation]) -> "Genotype":
+    def replace_module(self, name: str, layers: Sequence[Derivation]) -> Genotype:
         return Genotype(tuple(Module(m.name, tuple(layers)) if m.name == name else m
                               for m in self.modules))
 
@@ -112,7 +112,7 @@ class Genotype:
         """The largest layer uid (-1 when none is assigned)."""
         return max((x.uid for m in self.modules for x in m.layers if x.uid is not None), default=-1)
 
-    def with_uids(self, start: int = 0) -> "Genotype":
+    def with_uids(self, start: int = 0) -> Genotype:
         """Every layer without a uid gets a new one, above ``start - 1`` and every uid in use."""
         nxt = max(start, self.max_uid + 1)
         modules = []
@@ -140,7 +140,7 @@ class Genotype:
             for m in self.modules]}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Genotype":
+    def from_json(cls, obj: dict) -> Genotype:
         try:
             return cls(tuple(
                 Module(m["name"], tuple(
@@ -159,7 +159,7 @@ class Genotype:
         return json.dumps(self.to_json(), sort_keys=True)
 
     @classmethod
-    def loads(cls, text: str) -> "Genotype":
+    def loads(cls, text: str) -> Genotype:
         return cls.from_json(json.loads(text))
 
 
@@ -477,7 +477,7 @@ class SearchSpace:
             return genotype
         blocks = self.blocks(genotype)
         chosen = {}
-        for k, (where, layer, _, _) in enumerate(blocks):
+        for k, (where, _, _, _) in enumerate(blocks):
             window = self.window(k)
             if not window or where[0] in self.fixed_modules:
                 continue

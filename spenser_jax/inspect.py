@@ -25,7 +25,7 @@ run.
 
 ``--raster PATH.png`` draws every LIF layer's spikes for one input sample
 (neurons against time steps).
-"""
+"""  # noqa: E501 (the usage line is the --help description)
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ Per offspring, for each GA module (in macro order):
    uniform resample; float: + N(0, σ) clipped to the range).
 
 Switches for the original's weak points (defaults in :class:`MutationConfig`,
-also stated in the README): independent copies on reuse, a mutable output
+also stated in docs/search-space.md): independent copies on reuse, a mutable output
 unit, re-mutating offspring whose phenotype equals the parent's, and log-scale
 steps for genes whose range spans decades.
 """
@@ -28,8 +28,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spenser_jax.genotype import (Derivation, Expansion, Genotype, SearchSpace, SearchSpaceError, next_link,
-                                  derive, sample_gene)
+from spenser_jax.genotype import (
+    Derivation,
+    Expansion,
+    Genotype,
+    SearchSpace,
+    SearchSpaceError,
+    derive,
+    next_link,
+    sample_gene,
+)
 from spenser_jax.grammar import Gene
 from spenser_jax.phenotype import InvalidPhenotype
 
@@ -39,8 +47,7 @@ class MutationConfig:
     """Rates and switches. Defaults: the paper's rates, our improvements on.
 
     Attributes:
-      add_layer, reuse_layer, remove_layer, layer_dsge, learning_dsge,
-        gaussian_sigma: the paper's Table 2.
+      add_layer, reuse_layer, remove_layer, layer_dsge, learning_dsge, gaussian_sigma: the paper's Table 2.
       max_tries: add/remove tries per module are uniform in 1..max_tries.
       independent_copies: a reused layer is an independent copy (True), or
         stays linked to its source so that later DSGE mutations change every

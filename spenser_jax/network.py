@@ -450,7 +450,7 @@ class SpikingNetwork(nn.Module):
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     rate = self._dropout_rate(i, hyper)
-                    keep = jax.vmap(lambda t: dropout_keep(dropout_key, i, t, rate, x.shape[1:]))
+                    keep = jax.vmap(lambda t: dropout_keep(dropout_key, i, t, rate, x.shape[1:]))  # noqa: B023 (called below)
                     x = x * keep(jnp.arange(steps))
             else:
                 if record == "activity" and isinstance(spec, (Conv, Dense)):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from spenser_jax.errors import SpenserError
 
@@ -217,9 +217,9 @@ class CEMaxMembrane:
     keys: ClassVar[tuple] = ()
 
 
-Layer = Union[Conv, Pool, NoOp, Dropout, Dense, LIF]
-Optimizer = Union[SGD, Adam, RMSProp]
-Loss = Union[MSECount, CECount, CERate, MSEMembrane, CEMaxMembrane]
+Layer = Conv | Pool | NoOp | Dropout | Dense | LIF
+Optimizer = SGD | Adam | RMSProp
+Loss = MSECount | CECount | CERate | MSEMembrane | CEMaxMembrane
 
 _LAYER_TAGS = {"conv": Conv, "pool-max": Pool, "pool-avg": Pool, "no-op": NoOp,
                "dropout": Dropout, "fc": Dense, "act": LIF}
@@ -323,7 +323,7 @@ class Phenotype:
                 **({"loss": item(self.loss)} if self.loss is not None else {})}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Phenotype":
+    def from_json(cls, obj: dict) -> Phenotype:
         # The text is the canonical content; the typed fields are a
         # convenience for readers of the JSON, and must agree with it.
         pheno = parse(obj["text"])

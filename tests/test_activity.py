@@ -102,7 +102,7 @@ def test_synops_equal_brute_force_enumeration(measured):
     for layer, train, shape in ((conv1, inputs, SHAPE), (conv2, trains[0], (7, 6, 3))):
         fan = brute_fanout(layer, *shape[:2])
         total = 0
-        for t, b, h, w, c in zip(*np.nonzero(train)):
+        for _t, _b, h, w, _c in zip(*np.nonzero(train)):
             total += fan[h, w] * layer.filters
         expected.append(total / 11)
     pooled_spikes = trains[1][:, :, :4, :2].sum()  # the 4x3 map pooled by 2: rows 0-3, column pair 0-1

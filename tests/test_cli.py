@@ -9,6 +9,8 @@ import pytest
 
 from spenser_jax import checkpoint
 
+pytestmark = pytest.mark.slow  # every test here runs a command line
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
 SMALL = ["dataset.subset=200", "dataset.time_steps=2", "evolution.offspring=2",

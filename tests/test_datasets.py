@@ -62,6 +62,7 @@ def cifar_run(tmp_path_factory):
     return base
 
 
+@pytest.mark.slow
 def test_a_cifar_search_runs_end_to_end(cifar_run):
     run = checkpoint.load_run(cifar_run / "run")
     assert [r["generation"] for r in run.records] == [0, 1]

@@ -4,8 +4,7 @@ import types
 
 import pytest
 
-from spenser_jax import checkpoint, data, errors, evolve, export, genotype, grammar, inspect, phenotype, report
-from spenser_jax import retrain
+from spenser_jax import checkpoint, data, errors, evolve, export, genotype, grammar, inspect, phenotype, report, retrain
 from spenser_jax.errors import SpenserError
 from spenser_jax.grammar import __main__ as grammar_cli
 

@@ -224,6 +224,7 @@ evolve.run(cfg, Path(sys.argv[1]), evaluator=FakeEvaluator(delay={delay}))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(tests=str(ROOT / "tests"), conf=str(ROOT / "conf"), delay=0.3))
@@ -307,6 +308,7 @@ def test_stale_best_json_is_rewritten_on_resume(tmp_path):
     assert (tmp_path / checkpoint.BEST).read_text() == good
 
 
+@pytest.mark.slow
 def test_second_process_on_a_busy_run_directory_stops_at_once(tmp_path):
     script = tmp_path / "runner.py"
     script.write_text(RUNNER.format(tests=str(ROOT / "tests"), conf=str(ROOT / "conf"), delay=0.4))

@@ -29,14 +29,14 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-import nir_sim  # tests/ is on sys.path, as for fakes.py
-
 from spenser_jax import checkpoint, data, export, mutation, network, phenotype
 from spenser_jax.architecture import LIFSlot, split
 from spenser_jax.evolution import State
 from spenser_jax.genotype import SearchSpace
 from spenser_jax.grammar import NonTerminal, Terminal, load_grammar
 from spenser_jax.snn.lif import lif_sequence
+
+import nir_sim  # tests/ is on sys.path, as for fakes.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_nir.npz"
 FIXTURE_NIR = Path(__file__).parent / "fixtures" / "snntorch_nir.nir"
@@ -595,6 +595,7 @@ def output_dense(graph) -> str:
     return into[into["output"]]
 
 
+@pytest.mark.slow
 def test_cli_exports_a_searched_network_exactly(nir_run, tmp_path):
     out = tmp_path / "net.nir"
     proc = cli("export", nir_run, "--out", out)
@@ -636,6 +637,7 @@ def test_cli_exports_a_searched_network_exactly(nir_run, tmp_path):
     assert sum(counts.values()) > 0 and f"lif_{last}" in counts
 
 
+@pytest.mark.slow
 def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(nir_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
@@ -672,6 +674,7 @@ def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, c
     assert not (tmp_path / "e.nir").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_retrained_file_blocks_only_the_retrained_weights(nir_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(nir_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
@@ -730,6 +733,7 @@ def hand_made_run(run_dir: Path, space: SearchSpace, genotype, **identity) -> Pa
     return run_dir
 
 
+@pytest.mark.slow
 def test_cli_refuses_max_pool_and_subtract_reset(tmp_path):
     space, genotype = grammar_2_network()
     reasons = export.exportable(space.phenotype(genotype), (28, 28, 1))

@@ -198,6 +198,7 @@ def test_cli_errors_are_one_line(args, capsys):
     assert len(out.err.strip().splitlines()) == 1 and out.err.startswith("error:")
 
 
+@pytest.mark.slow
 def test_cli_bad_grammar_exits_nonzero(tmp_path):
     path = tmp_path / "bad.grammar"
     path.write_text("<features> ::= <nothing>\n")

@@ -27,7 +27,7 @@ TINY = parse_grammar("""
 <classification> ::= layer:fc num-units:5 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero
 <output> ::= layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero
 <learning> ::= learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False
-""")
+""")  # noqa: E501 (grammar rules as written)
 SHAPE = (6, 6, 1)
 SPACE = SearchSpace(TINY, input_shape=SHAPE)
 
@@ -184,6 +184,7 @@ def test_a_mutated_lif_gene_starts_from_its_new_value():
     assert source_of(values, mask, "lif_3") == {"beta": None, "threshold": None}
 
 
+@pytest.mark.slow
 def test_inherited_weights_are_where_training_starts():
     """An offspring with every weight inherited and lr 0 ends exactly where its parent's weights were."""
     text = SPACE.phenotype(PARENT).text.replace("lr:0.01", "lr:0.0")
@@ -225,6 +226,7 @@ def test_epoch_plan_rejects_bad_budgets():
             training.epoch_plan(bad, 600, 64)
 
 
+@pytest.mark.slow
 def test_a_silent_output_stops_at_the_check_and_competes_with_its_score():
     silent = phenotype.parse(SPACE.phenotype(PARENT).text.replace(
         "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5",
@@ -280,6 +282,7 @@ def test_the_early_check_waits_for_its_floor_and_is_dropped_when_it_is_the_whole
     assert TrainingSettings(time_steps=2, epochs=0.25, early_stop=None).stop_check(64 * 1000) is None
 
 
+@pytest.mark.slow
 def test_a_silent_output_whose_loss_moves_is_not_stopped():
     # A membrane loss keeps moving while the output is silent: the network is
     # still learning, so the early check must not stop it.

@@ -268,10 +268,11 @@ def test_conv_nhwc_gradients_equal_autodiff(padding):
             pads = tuple(same_padding(n, kernel, stride) if padding == "same" else (0, 0) for n in (9, 8))
 
             def ours(x, w):
-                return conv_nhwc(x, w, (stride, stride), pads)
+                return conv_nhwc(x, w, (stride, stride), pads)  # noqa: B023 (used in this iteration)
 
             def ref(x, w):
-                return jax.lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=_DN)
+                return jax.lax.conv_general_dilated(x, w, (stride, stride), pads,  # noqa: B023 (as ours)
+                                                    dimension_numbers=_DN)
             y, vjp = jax.vjp(ours, x, w)
             y_ref, vjp_ref = jax.vjp(ref, x, w)
             g = jax.random.normal(kg, y.shape)

@@ -50,7 +50,7 @@ def _trajectory(spec, hparams, init, noise, quad):
     out = [params]
     steps = jax.tree.leaves(noise)[0].shape[0]
     for t in range(steps):
-        grads = jax.tree.map(lambda n, p: n[t] + quad * p, noise, params)
+        grads = jax.tree.map(lambda n, p: n[t] + quad * p, noise, params)  # noqa: B023 (called at once)
         updates, state = opt.update(grads, state, params)
         params = optax.apply_updates(params, updates)
         out.append(params)

@@ -85,7 +85,8 @@ def borrowing_venv(env_dir: Path) -> Path:
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
     inner = json.loads(subprocess.run(
-        [str(python), "-c", "import json, sys, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sys.path]))"],
+        [str(python), "-c",
+         "import json, sys, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sys.path]))"],
         capture_output=True, text=True, check=True, env={}).stdout)
     purelib, own = Path(inner[0]), {Path(p).resolve() for p in inner[1] if p}
     borrowed = [p for p in map(Path, sys.path) if p.is_dir() and p.resolve() not in own
@@ -98,6 +99,7 @@ WHEEL_RUN = ["dataset.subset=100", "dataset.time_steps=1", "evolution.generation
              "evolution.offspring=2", "runtime.progress=false", "runtime.compile_cache=null"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"MNIST not in {DATA}")
 def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     """``pip install`` of the wheel (not editable) runs the search from a directory with nothing in it."""
@@ -105,6 +107,7 @@ def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                     "-w", str(wheels), str(ROOT)], check=True, timeout=300, capture_output=True)
     wheel = next(wheels.glob("spenser_jax-*.whl"))
+    assert wheel.name.startswith(f"spenser_jax-{spenser_jax.__version__}-")  # one version, in __init__.py
     env_dir = tmp_path / "venv"
     python = borrowing_venv(env_dir)
     # --ignore-installed: the borrowed directories may list spenser_jax (an

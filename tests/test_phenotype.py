@@ -2,8 +2,20 @@
 
 import pytest
 
-from spenser_jax.phenotype import (Adam, Conv, Dense, InvalidPhenotype, LIF, NoOp, Pool, conv_output,
-                                   count_parameters, infer_shapes, parse, same_padding)
+from spenser_jax.phenotype import (
+    LIF,
+    Adam,
+    Conv,
+    Dense,
+    InvalidPhenotype,
+    NoOp,
+    Pool,
+    conv_output,
+    count_parameters,
+    infer_shapes,
+    parse,
+    same_padding,
+)
 
 ACT = ("layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:False "
        "surr-grad:atan reset:subtract")

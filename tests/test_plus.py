@@ -123,7 +123,8 @@ def test_grammar_options_are_parsed_and_checked():
 
 SKIP = ("layer:conv num-filters:6 filter-shape:3 stride:1 padding:same bias:True "
         "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:zero "
-        "layer:conv num-filters:6 filter-shape:3 stride:2 padding:valid bias:True input:-1,1 layer:pool-max kernel-size:1 "
+        "layer:conv num-filters:6 filter-shape:3 stride:2 padding:valid bias:True input:-1,1 "
+        "layer:pool-max kernel-size:1 "
         "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:zero "
         "layer:fc num-units:10 bias:True input:1,4 "
         "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero "
@@ -140,6 +141,7 @@ def toy(seed, n):
     return jnp.asarray(images), jnp.asarray(labels, jnp.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit", [" loss:mse-count correct-rate:0.8 incorrect-rate:0.1",
                                   " loss:ce-max-membrane"])
 def test_a_network_with_skip_connections_learns(unit):

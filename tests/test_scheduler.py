@@ -79,6 +79,7 @@ def one_by_one():
     return evaluator(batching="none").evaluate(phenotypes(), generation=2)
 
 
+@pytest.mark.slow
 def test_one_by_one_reference_is_not_trivial(one_by_one):
     statuses = [e.status for e in one_by_one]
     assert statuses == ["ok", "ok", "nonfinite_loss", "ok"]
@@ -89,6 +90,7 @@ def test_one_by_one_reference_is_not_trivial(one_by_one):
                               one_by_one[3].weights["conv_0"]["kernel"])
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one(one_by_one):
     batched = evaluator(batching="map", compile_threads=1)
     results = batched.evaluate(phenotypes(), generation=2)
@@ -103,6 +105,7 @@ def test_batched_equals_one_by_one(one_by_one):
     assert [e.fitness for e in again] != [e.fitness for e in results]  # other keys
 
 
+@pytest.mark.slow
 def test_failed_group_falls_back_to_one_by_one(one_by_one, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no program for you")
@@ -112,6 +115,7 @@ def test_failed_group_falls_back_to_one_by_one(one_by_one, monkeypatch):
     assert_same(one_by_one, results)
 
 
+@pytest.mark.slow
 def test_vmap_is_close_but_optional(one_by_one):
     """vmap computes the same individuals up to float rounding (hence opt-in, in the run identity).
 
@@ -167,6 +171,7 @@ print(json.dumps({{"programs": [[d for d in k[1]] for k in ev.programs.keys()]}}
 """
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one_by_one():
     # The suite's XLA flags (conftest) plus four host devices.
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
@@ -183,6 +188,7 @@ def test_four_devices_equal_one_by_one():
     assert len({d for devices in programs for d in devices}) == 4
 
 
+@pytest.mark.slow
 def test_runtime_failure_in_a_group_is_recorded_per_individual(one_by_one, monkeypatch):
     """A group that fails on the device (not at compile) is evaluated again member by member.
 
@@ -226,6 +232,7 @@ def test_close_stops_the_compile_threads():
     assert ev._pool is None and pool._shutdown
 
 
+@pytest.mark.slow
 def test_search_budget_and_inheritance_batched_equal_one_by_one(one_by_one):
     """Half an epoch, an early check and inherited starts: batched still equals one by one."""
     settings = dataclasses.replace(SETTINGS, epochs=0.5, early_stop=0.5, inherit=True)

@@ -56,6 +56,7 @@ def load_fixture():
     return out
 
 
+@pytest.mark.slow
 def test_two_adam_steps_match_torch():
     ref = load_fixture()
     sig, genes = architecture.split(phenotype.parse(str(ref["text"])))
@@ -74,6 +75,7 @@ def test_two_adam_steps_match_torch():
                                        err_msg=f"{layer}/{leaf}")
 
 
+@pytest.mark.slow
 def test_padded_batch_equals_the_smaller_batch():
     sig, genes = architecture.split(phenotype.parse(NET))
     images, labels = toy_data(0, 8)
@@ -90,6 +92,7 @@ def test_padded_batch_equals_the_smaller_batch():
                  padded.params, small.params)
 
 
+@pytest.mark.slow
 def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
     traces = []
     rate = encoding.rate
@@ -180,6 +183,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+@pytest.mark.slow
 def test_conv_snn_learns_fashion_mnist():
     folder = data_dir()
     if not (folder / "train-images-idx3-ubyte.gz").exists():
@@ -210,6 +214,7 @@ def test_conv_snn_learns_fashion_mnist():
     assert accuracy >= 0.6, accuracy
 
 
+@pytest.mark.slow
 def test_train_epoch_vmaps_over_offspring():
     first = phenotype.parse(NET)
     other = phenotype.parse(NET.replace("beta:0.9", "beta:0.7").replace("lr:0.05", "lr:0.01"))
@@ -228,5 +233,5 @@ def test_train_epoch_vmaps_over_offspring():
     for i in range(2):
         alone, alone_metrics = epoch(states[i], genes[i], images, labels, keys[i])
         np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),  # noqa: B023 (called at once)
                      together.params, alone.params)

@@ -34,7 +34,6 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Union
 
 from spenser_jax.errors import SpenserError
 
@@ -73,7 +72,7 @@ class Gene:
         return ok_type and self.low <= value <= self.high
 
 
-Symbol = Union[Terminal, NonTerminal, Gene]
+Symbol = Terminal | NonTerminal | Gene
 Production = tuple[Symbol, ...]
 
 

@@ -46,7 +46,7 @@ def _make_spike(name: str, surrogate_grad: Callable) -> SpikeFn:
     return spike
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _atan(alpha: float) -> SpikeFn:
     def grad(x, g):
         # snntorch: alpha / 2 / (1 + (pi / 2 * alpha * x) ** 2) * grad
@@ -55,7 +55,7 @@ def _atan(alpha: float) -> SpikeFn:
     return _make_spike(f"atan(alpha={alpha!r})", grad)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fast_sigmoid(slope: float) -> SpikeFn:
     def grad(x, g):
         # snntorch: grad / (slope * |x| + 1.0) ** 2
