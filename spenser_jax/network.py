@@ -22,6 +22,12 @@ dropout masks; see :func:`dropout_keep`), at different speeds:
   :data:`DEFAULT_MODES`.
 * ``"layerwise"``: every stateless layer (conv, pool, dropout, dense) applied
   once to all ``T * B`` inputs, only the LIF recurrences scanned over ``T``.
+
+Crossed with the orders, a call records nothing, every LIF layer's spikes
+(``trace``), the last membrane (``membrane``) or the activity sums
+(``activity``; the reductions are :mod:`spenser_jax.activity_sums`). The
+convolution on CPU is :func:`spenser_jax.conv.conv_nhwc`, kept apart as XLA
+layout work; both stay importable from here.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spenser_jax.activity_sums import activity_sums, input_sums, sample_sums
 from spenser_jax.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
+from spenser_jax.conv import _DN, conv_nhwc
 from spenser_jax.phenotype import Conv, Dense, Pool, same_padding
 from spenser_jax.snn.lif import lif_sequence, lif_step
 from spenser_jax.snn.surrogate import SURROGATES
@@ -89,55 +97,6 @@ def _initializers(scheme: str, fan_in: int):
 
 # --------------------------------------------------------------------------
 # Layers
-
-
-_DN = ("NHWC", "HWIO", "NHWC")
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-              padding: tuple[tuple[int, int], ...]) -> jax.Array:
-    """``lax.conv_general_dilated`` in NHWC/HWIO whose gradients stay NHWC/HWIO.
-
-    The forward pass is XLA's convolution. The backward pass computes dX and
-    dW as NHWC/HWIO convolutions too (explicit transposes) instead of the
-    layouts autodiff derives. Inside a loop body (the epoch's ``lax.scan``
-    over batches, a rolled time loop) XLA:CPU runs only that standard layout
-    on its fast path (jax-ml/jax#12868): measured 20-30x faster training
-    epochs on CPU (``benchmarks/conv_layout_experiment.py``). The results
-    equal autodiff's exactly (tested). Used on CPU only; other backends keep
-    autodiff's convolutions.
-    """
-    return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DN)
-
-
-def _conv_fwd(x, kernel, strides, padding):
-    return conv_nhwc(x, kernel, strides, padding), (x, kernel)
-
-
-def _conv_bwd(strides, padding, residuals, g):
-    x, kernel = residuals
-    in_size, out_size, k = x.shape[1:3], g.shape[1:3], kernel.shape[:2]
-    # dX: the cotangent, dilated by the stride, correlated with the flipped
-    # kernel whose in/out channels are swapped (HWIO again after the swap).
-    pads_x = []
-    for d in range(2):
-        before = k[d] - 1 - padding[d][0]
-        after = in_size[d] + k[d] - 1 - ((out_size[d] - 1) * strides[d] + 1) - before
-        pads_x.append((before, after))
-    kernel_t = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    dx = jax.lax.conv_general_dilated(g, kernel_t, (1, 1), pads_x, lhs_dilation=strides,
-                                      dimension_numbers=_DN)
-    # dW: channels as the batch, the batch as features, the cotangent as the
-    # (stride-dilated) kernel: [C_in, kh, kw, C_out].
-    pads_w = [(padding[d][0], k[d] + (out_size[d] - 1) * strides[d] - in_size[d] - padding[d][0])
-              for d in range(2)]
-    dw = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads_w,
-                                      rhs_dilation=strides, dimension_numbers=_DN)
-    return dx, dw.transpose(1, 2, 0, 3)
-
-
-conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
 
 
 class Conv2d(nn.Module):
@@ -364,7 +323,7 @@ class SpikingNetwork(nn.Module):
                 beta, threshold, options = self._lif(i, hyper)
                 mem = jnp.zeros_like(x) if mems[i] is None else mems[i]
                 mems[i], x = lif_step(mem, x, beta, threshold, **options)
-                lif_spikes.append(_reduce(x, weights) if record == "activity" else x)
+                lif_spikes.append(sample_sums(x, weights) if record == "activity" else x)
                 membrane = mems[i]
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
@@ -372,7 +331,7 @@ class SpikingNetwork(nn.Module):
                     raw = False
             else:
                 if record == "activity" and isinstance(spec, (Conv, Dense)):
-                    inputs.append(None if raw else _reduce_input(x, weights))
+                    inputs.append(None if raw else input_sums(x, weights))
                 x = self._stateless(i, x)
             if not isinstance(spec, DropoutSlot):
                 raw = False
@@ -446,7 +405,7 @@ class SpikingNetwork(nn.Module):
                 beta, threshold, options = self._lif(i, hyper)
                 if not self.is_initializing():  # init only needs the shapes
                     x, membrane = lif_sequence(x, beta, threshold, **options)
-                lif_spikes.append(_reduce(x.sum(0), weights) if record == "activity" else x)
+                lif_spikes.append(sample_sums(x.sum(0), weights) if record == "activity" else x)
             elif isinstance(spec, DropoutSlot):
                 if dropout_key is not None:
                     rate = self._dropout_rate(i, hyper)
@@ -454,7 +413,7 @@ class SpikingNetwork(nn.Module):
                     x = x * keep(jnp.arange(steps))
             else:
                 if record == "activity" and isinstance(spec, (Conv, Dense)):
-                    inputs.append(_reduce_input(x.sum(0), weights))
+                    inputs.append(input_sums(x.sum(0), weights))
                 y = self._stateless(i, flat(x))
                 x = y.reshape(steps, batch, *y.shape[1:])
             if self.signature.inputs is not None:
@@ -493,39 +452,6 @@ def merge_inputs(xs: list[jax.Array]) -> jax.Array:
             parts.append(x[:, :h, :w])
         return jnp.concatenate(parts, axis=-1)
     return jnp.concatenate([_flatten(x) for x in xs], axis=-1)
-
-
-def _reduce(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """Per sample the sum over everything but the batch axis, ``[B, ...] -> [B]``;
-    with ``weights`` their weighted sum over the batch (a scalar)."""
-    per_sample = x.reshape(x.shape[0], -1).sum(-1)
-    return per_sample if weights is None else jnp.dot(weights, per_sample)
-
-
-def _reduce_input(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """What enters a weighted layer: ``[B, H, W]`` (channels summed) or ``[B]``; with
-    ``weights`` summed over the batch (``[H, W]`` or a scalar)."""
-    if x.ndim != 4:
-        return _reduce(x, weights)
-    return x.sum(-1) if weights is None else jnp.tensordot(weights, x, axes=1).sum(-1)
-
-
-def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs, weights=None) -> dict:
-    """A batch's activity per sample, summed over the time steps.
-
-    Returns:
-      ``{"input": [B] input spikes, "lif": (one [B] per LIF layer: its
-      spikes), "inputs": (one per conv/fc layer: what entered it, [B, H, W]
-      summed over channels for a conv, [B] for an fc)}``. What enters a layer
-      after an avg-pool is the pooled value; :mod:`spenser_jax.activity`
-      turns these into spikes, SynOps and energy. With ``weights`` (one per
-      sample) each entry is instead the weighted sum over the batch.
-    """
-    # None in ``inputs``: a layer that reads the network input itself; its
-    # sums come from the input spikes here, once, instead of at every step.
-    summed = spikes.sum(0)
-    inputs = tuple(_reduce_input(summed, weights) if x is None else x for x in inputs)
-    return {"input": _reduce(summed, weights), "lif": tuple(lif_spikes), "inputs": tuple(inputs)}
 
 
 def init_params(key: jax.Array, sig: Signature, hyper: Hyper,

@@ -321,7 +321,7 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
 
     Args:
       activity: also sum, over the samples, what the network did (the same
-        forward pass; see :func:`spenser_jax.network.activity_sums`).
+        forward pass; see :func:`spenser_jax.activity_sums.activity_sums`).
 
     Returns:
       ``{"correct": int32, "accuracy": float32}``, and with ``activity``

@@ -21,6 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spenser_jax import data
+from spenser_jax.data import cifar, locate
+from spenser_jax.data import tfds as tfds_source
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -51,7 +53,7 @@ def _no_env_override(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data_root():
-    root = data._sibling_data_dir()
+    root = locate._sibling_data_dir()
     if not root.is_dir():
         message = f"real data not found at {root} (shared/ beside the checkout)"
         if os.environ.get("CI"):
@@ -145,7 +147,7 @@ def test_second_load_reuses_the_cached_arrays(mnist, data_root):
 
 def test_default_data_dir_is_the_shared_sibling_or_the_env_var(data_root, monkeypatch, tmp_path):
     assert data.default_data_dir() == data_root
-    assert data_root == (Path(data.__file__).resolve().parents[1] / ".." / "shared"
+    assert data_root == (Path(locate.__file__).resolve().parents[2] / ".." / "shared"
                          / "data").resolve()
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "elsewhere"))
     assert data.default_data_dir() == tmp_path / "elsewhere"
@@ -457,7 +459,7 @@ def _fake_tfds(monkeypatch, calls, fail=None):
     module = types.ModuleType("tensorflow_datasets")
     module.data_source = data_source
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
-    monkeypatch.setattr(data, "_have_tensorflow", lambda: False)
+    monkeypatch.setattr(tfds_source, "_have_tensorflow", lambda: False)
     return splits
 
 
@@ -637,8 +639,8 @@ def test_cifar_files_matching_the_pinned_checksums_pass(tmp_path, monkeypatch):
     # must accept them and name a file that holds another one's content.
     folder = tmp_path / "cifar-10-batches-bin"
     arrays = fake_cifar(folder)
-    monkeypatch.setattr(data, "_CIFAR_SHA256", {name: sha256(folder / name)
-                                                for name in CIFAR_FILES})
+    monkeypatch.setattr(cifar, "_CIFAR_SHA256", {name: sha256(folder / name)
+                                                 for name in CIFAR_FILES})
     assert_cifar(data.load("cifar10", folder), arrays)
     (folder / "data_batch_2.bin").write_bytes((folder / "data_batch_3.bin").read_bytes())
     with pytest.raises(data.DataError, match="it is the official data_batch_3.bin") as info:
@@ -650,7 +652,7 @@ def test_cifar_files_matching_only_the_sha1_pins_pass(tmp_path, monkeypatch):
     # Either published set suffices, so that one wrong pin cannot reject real files.
     folder = tmp_path / "cifar-10-batches-bin"
     arrays = fake_cifar(folder)
-    monkeypatch.setattr(data, "_CIFAR_SHA1", {
+    monkeypatch.setattr(cifar, "_CIFAR_SHA1", {
         name: hashlib.sha1((folder / name).read_bytes()).hexdigest() for name in CIFAR_FILES})
     assert_cifar(data.load("cifar10", folder), arrays)
     (folder / "test_batch.bin").write_bytes((folder / "data_batch_1.bin").read_bytes())
@@ -661,7 +663,7 @@ def test_cifar_files_matching_only_the_sha1_pins_pass(tmp_path, monkeypatch):
 def test_cifar_archive_matching_the_pinned_md5_passes(tmp_path, monkeypatch):
     arrays = fake_cifar(tmp_path / "src")
     archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src")
-    monkeypatch.setattr(data, "_CIFAR_ARCHIVE_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(cifar, "_CIFAR_ARCHIVE_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     assert_cifar(data.load("cifar10", archive), arrays)
 
 
@@ -789,7 +791,7 @@ def _fake_tfds_any(monkeypatch, calls, splits, info, tensorflow=False):
     module = types.ModuleType("tensorflow_datasets")
     module.data_source, module.load, module.as_numpy = data_source, load, lambda tree: tree
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
-    monkeypatch.setattr(data, "_have_tensorflow", lambda: tensorflow)
+    monkeypatch.setattr(tfds_source, "_have_tensorflow", lambda: tensorflow)
 
 
 def _colour_splits(seed=0):

@@ -257,7 +257,7 @@ def test_init_rejects_an_input_too_small():
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_conv_nhwc_gradients_equal_autodiff(padding):
-    from spenser_jax.network import _DN, conv_nhwc
+    from spenser_jax.conv import _DN, conv_nhwc
     from spenser_jax.phenotype import same_padding
     key = jax.random.key(0)
     for kernel in (2, 3, 4):

@@ -209,7 +209,7 @@ def test_runtime_failure_in_a_group_is_recorded_per_individual(one_by_one, monke
             raise RuntimeError("INTERNAL: the device fell over")
         return train(self, phenotype, *args, **kwargs)
 
-    monkeypatch.setattr(scheduler, "_watch", device_error)
+    monkeypatch.setattr(scheduler.dispatch, "_watch", device_error)
     monkeypatch.setattr(fitness.Trainer, "train", train_or_fail)
     results = evaluator(batching="map").evaluate(phenotypes(), generation=2)
     assert [e.status for e in results] == ["ok", "error", "nonfinite_loss", "ok"]

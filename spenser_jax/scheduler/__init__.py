@@ -1,0 +1,256 @@
+"""A generation's fitness, scheduled onto compilers and devices.
+
+:class:`Evaluator` turns a generation's phenotypes into
+:class:`~spenser_jax.fitness.Evaluation` records, each exactly what
+:func:`spenser_jax.fitness.evaluate_one` gives for that individual.
+
+How (``batching``)
+------------------
+
+``"none"``: one individual after the other, as the original code does
+(:func:`~spenser_jax.fitness.evaluate_one`). Kept as the reference and as the
+fallback.
+
+``"map"`` (the default): the same numbers, with less waiting.
+
+* One program per individual: initialisation, all epochs and the scoring
+  fused (:func:`spenser_jax.training.train_and_score`), one dispatch per
+  individual, the data resident on the device as uint8 and rate-coded there.
+* Offspring that share a :class:`~spenser_jax.architecture.Signature` (only
+  their float genes differ) share that program: one compile per signature,
+  per-offspring keys and floats as arguments, so a float gene never
+  recompiles. Programs stay cached across generations (an LRU of
+  :data:`PROGRAM_CACHE` entries) and, through the persistent XLA cache,
+  across runs.
+* Compile cost hidden where it can be: programs are compiled ahead of time
+  (``lower().compile()``) in a pool of ``compile_threads`` threads and
+  dispatched asynchronously as soon as they are ready, so the device trains
+  one group while the host compiles the next (``compile_threads=0``:
+  compile, then train, in turn). See :func:`default_compile_threads`.
+* Several devices: the generation's signature groups are placed on the
+  devices by estimated cost (longest first, least-loaded devices); a group
+  with several members is spread over several devices as one ``shard_map``
+  program whose offspring axis is sharded (one member per device per
+  dispatch, the group padded to a multiple of its devices); a single
+  offspring runs on one device. Different groups run on different devices at
+  the same time.
+
+  Every member still runs the single-individual computation, so its result
+  is bit for bit what ``"none"`` gives (tested on CPU, one and four devices).
+
+``"vmap"``: members of a signature group are ``vmap``-ed, ``vmap_group`` at a
+time per device (default: as many as half the free device memory holds, by
+:func:`~spenser_jax.architecture.training_bytes`). This is the faster choice
+on accelerators where one small network does not fill the device, but it is
+**not** bit-identical: a vmapped convolution over per-member kernels is a
+different XLA kernel (grouped convolution) with a different summation order,
+and spiking thresholds amplify last-bit differences over training. A
+member's fitness then depends on which siblings shared its program, which
+breaks "same seed, same fitness"; hence opt-in, and part of a run's identity.
+
+Failures: a group whose program fails to compile or to run (out of memory,
+a runtime error on the device) is evaluated again one member at a time, so
+the member at fault fails alone, with its reason, and the rest are scored.
+
+Why not more sharing: with the paper's mutation rates most offspring of a
+generation have a signature of their own (~88% are alone in their group;
+``benchmarks/generation_throughput.py``), and rounding channel widths up with
+masks barely changes that. So the gains come from fewer programs per
+individual, programs cached across generations, compiling while the device
+trains, and spreading individuals over devices.
+
+Reproducibility: "same seed, same fitness" holds for one machine
+configuration. On XLA:CPU the number of host devices
+(``--xla_force_host_platform_device_count``) changes how the intra-op threads
+split work and so the last bits of results, and ``xla_opt_level`` and
+``jax_threefry_partitionable`` change them too; within a configuration,
+``"map"`` on any number of devices equals ``"none"`` bit for bit.
+
+Timing fields per individual (``generations.jsonl``): ``compile_seconds`` is
+the wall time to lower and compile its group's program, split evenly over
+the group's members (0 when the program was cached); ``train_seconds`` is
+the wall time its dispatch ran on the device (from the later of its dispatch
+and the end of the previous dispatch on the same devices, to its end), split
+evenly over the members that ran together on one device (``vmap``). With
+overlap, the sums over a generation exceed its wall time.
+
+Layout: :class:`Evaluator` (here) is composed of its planning half,
+:mod:`~spenser_jax.scheduler.plan` (the records of a generation's work,
+grouping by signature, placement on devices), and its running half,
+:mod:`~spenser_jax.scheduler.dispatch` (compile ahead, dispatch, watch,
+collect, the timeline of ``train_seconds``);
+:mod:`~spenser_jax.scheduler.resources` holds the helpers about the machine
+(devices, free memory, compile threads, the compile cache, an LRU).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from spenser_jax import architecture, fitness, inheritance
+from spenser_jax.data import Splits
+from spenser_jax.fitness import Evaluation, TrainingSettings
+from spenser_jax.phenotype import Phenotype, count_parameters
+from spenser_jax.scheduler.dispatch import _Execution, _Timeline
+from spenser_jax.scheduler.plan import _Member, _Planning
+from spenser_jax.scheduler.resources import (
+    LRU,
+    default_compile_threads,
+    enable_compile_cache,
+    free_bytes,
+    select_devices,
+)
+
+__all__ = [
+    "BATCHING",
+    "LRU",
+    "PLACEMENTS",
+    "PROGRAM_CACHE",
+    "Evaluator",
+    "default_compile_threads",
+    "enable_compile_cache",
+    "free_bytes",
+    "select_devices",
+]
+
+BATCHING = ("none", "map", "vmap")
+PROGRAM_CACHE = 64
+"""Compiled group programs kept in memory (least recently used go first)."""
+PLACEMENTS = 8
+"""Device combinations whose copy of the data is kept (least recently used go first)."""
+
+
+class Evaluator(_Planning, _Execution):
+    """Evaluates one generation after the other (see the module docstring).
+
+    Every argument is a concrete value: configuration strings (``"auto"``)
+    are resolved by the caller (``spenser_jax.evolve``).
+
+    Args:
+      splits: the run's data (EvoTrain and Fitness are used).
+      seed: the run's seed.
+      input_shape: ``(H, W, C)`` of one image.
+      settings: how each individual trains and is scored.
+      batching: ``"none"``, ``"map"`` or ``"vmap"``.
+      compile_threads: threads compiling ahead of training; 0: compile, then
+        train, one group after the other (no overlap). See
+        :func:`default_compile_threads`.
+      devices: the devices to use (:func:`select_devices`).
+      vmap_group: ``"vmap"`` only: members per device per dispatch (None:
+        from free memory).
+      compiler_options: XLA compiler options for every program of both paths
+        (e.g. ``{"xla_backend_optimization_level": 1}``, which halves XLA:CPU
+        compile time but rounds differently).
+      progress: show a progress bar per generation.
+
+    Call :meth:`close` (or use it as a context manager) to stop its compile
+    threads.
+    """
+
+    def __init__(self, splits: Splits, *, seed: int, input_shape: tuple[int, int, int],
+                 settings: TrainingSettings, batching: str = "map", compile_threads: int = 0,
+                 devices: Sequence[Any] | None = None, vmap_group: int | None = None,
+                 compiler_options: dict | None = None, progress: bool = False):
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+        if not isinstance(compile_threads, int) or isinstance(compile_threads, bool) or compile_threads < 0:
+            raise ValueError(f"compile_threads must be an int >= 0, got {compile_threads!r}")
+        if vmap_group is not None and (not isinstance(vmap_group, int) or vmap_group < 1):
+            raise ValueError(f"vmap_group must be an int >= 1 or None, got {vmap_group!r}")
+        self.settings = settings
+        self.input_shape = tuple(input_shape)
+        self.batching = batching
+        self.compile_threads = compile_threads
+        self.devices = tuple(devices) if devices is not None else select_devices(None)
+        self.vmap_group = vmap_group
+        self.compiler_options = dict(compiler_options or {})
+        self.progress = progress
+        self.seed = seed
+        self.trainer = fitness.Trainer(settings, self.input_shape, self.compiler_options)
+        self.evo_train = fitness.on_device(splits.evo_train)
+        self.fitness = fitness.on_device(splits.fitness)
+        self.fitness_key = fitness.fitness_key(seed)
+        self.programs = LRU(PROGRAM_CACHE)
+        self._placed = LRU(PLACEMENTS)
+        self._pool = (concurrent.futures.ThreadPoolExecutor(compile_threads, thread_name_prefix="spenser-compile")
+                      if compile_threads and batching != "none" else None)
+
+    def close(self) -> None:
+        """Stop the compile threads (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def evaluate_one(self, phenotype: Phenotype, key: jax.Array, inherited=None) -> Evaluation:
+        return fitness.evaluate_one(self.trainer, phenotype, key, self.evo_train, self.fitness,
+                                    self.fitness_key, inherited)
+
+    def evaluate(self, phenotypes: Sequence[Phenotype], generation: int,
+                 inherited: Sequence[tuple | None] | None = None) -> list[Evaluation]:
+        """The evaluations of one generation's phenotypes, in order.
+
+        ``inherited``: per phenotype, ``(values, mask, share)`` from
+        :func:`spenser_jax.inheritance.inherit` or None (fresh weights); only
+        with ``settings.inherit``.
+        """
+        phenotypes = list(phenotypes)
+        inherited = list(inherited) if inherited is not None else [None] * len(phenotypes)
+        if len(inherited) != len(phenotypes):
+            raise ValueError("one inheritance per phenotype")
+        if any(x is not None for x in inherited) and not self.settings.inherit:
+            raise ValueError("inherited weights given, but settings.inherit is off")
+        if self.settings.inherit:  # one program shape for all: nothing inherited is an all-False mask
+            inherited = [self._fresh(p) if x is None else x for p, x in zip(phenotypes, inherited)]
+        keys = [fitness.individual_key(self.seed, generation, i) for i in range(len(phenotypes))]
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(phenotypes), desc=f"generation {generation}", unit="ind", leave=False)
+        tick = bar.update if bar is not None else (lambda n: None)
+        try:
+            if self.batching == "none":
+                results = []
+                for p, k, inh in zip(phenotypes, keys, inherited):
+                    results.append(self.evaluate_one(p, k, inh))
+                    tick(1)
+                return results
+            return self._evaluate_batched(phenotypes, keys, inherited, tick)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _fresh(self, phenotype: Phenotype):
+        try:
+            return inheritance.fresh(phenotype, self.input_shape)
+        except Exception:  # noqa: BLE001 - an impossible network fails alone, in evaluate_one
+            return None
+
+    def _evaluate_batched(self, phenotypes, keys, inherited, tick) -> list[Evaluation]:
+        results: list[Evaluation | None] = [None] * len(phenotypes)
+        members = []
+        for i, (p, k, inh) in enumerate(zip(phenotypes, keys, inherited)):
+            try:
+                sig, hyper = architecture.split(p, self.settings.time_steps)
+                architecture.layer_shapes(sig, self.input_shape)
+                members.append(_Member(i, p, sig, hyper, k, count_parameters(p, self.input_shape), inh))
+            except Exception:  # noqa: BLE001 - evaluate_one records the reason
+                results[i] = self.evaluate_one(p, k, inh)
+                tick(1)
+        jobs = self.plan(members)
+        self._dispatch(jobs)
+        timeline = _Timeline()
+        for job in jobs:
+            for member, evaluation in self._collect(job, timeline):
+                results[member.index] = evaluation
+                tick(1)
+        return results  # type: ignore[return-value]

@@ -1,0 +1,114 @@
+"""What the scheduler runs on and keeps: devices, free memory, compile threads and caches.
+
+Small, stateless helpers (and one bounded map) that both the caller
+(``spenser_jax.evolve`` resolves ``"auto"`` settings with them) and the
+:class:`~spenser_jax.scheduler.Evaluator` use; nothing here knows about
+individuals or signatures.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+
+def enable_compile_cache(path: str | os.PathLike | None) -> None:
+    """Persist compiled XLA programs in ``path`` (None: leave JAX's setting)."""
+    if not path:
+        return
+    path = Path(path).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+
+
+def default_compile_threads(backend: str | None = None) -> int:
+    """Compile threads for ``backend`` (default: JAX's default backend).
+
+    CPU: 1, one program compiling ahead while the previous one trains
+    (measured on a shared 2-core host, ``benchmarks/generation_throughput.py``:
+    ~7% faster than compiling and training in turn at light load; 2 threads
+    were slower, and under heavy load from other processes any overlap can
+    lose, since the compiler then steals cores from training's multi-threaded
+    ops: set 0 there). Accelerators: the host cores are idle while the
+    device trains, so up to 4 programs compile at once (not measured yet).
+    """
+    backend = backend or jax.default_backend()
+    if backend == "cpu":
+        return 1
+    return min(4, os.cpu_count() or 1)
+
+
+def select_devices(devices: int | Sequence[Any] | None) -> tuple:
+    """This process's devices to use: all (None), the first ``n``, or the ones given.
+
+    With several hosts (``jax.distributed``), each process evaluates on its
+    own devices (see the README).
+    """
+    available = jax.local_devices()
+    if devices is None:
+        return tuple(available)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        if not 1 <= devices <= len(available):
+            raise ValueError(f"devices must be in [1, {len(available)}], got {devices}")
+        return tuple(available[:devices])
+    devices = tuple(devices)
+    if not devices:
+        raise ValueError("devices: need at least one device")
+    return devices
+
+
+def free_bytes(device) -> int:
+    """Free memory of ``device`` (host RAM for CPU devices)."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - not every backend has stats
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+class LRU:
+    """A small thread-safe least-recently-used map with a bound."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get_or_make(self, key, make: Callable[[], Any]) -> Any:
+        value = self.get(key)
+        if value is None:
+            value = make()
+            self.put(key, value)
+        return value
+
+    def keys(self) -> list:
+        with self._lock:
+            return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
