@@ -191,7 +191,11 @@ def phase_time(args, space: SearchSpace) -> dict:
     chance = _chance(splits)
     t_values = sorted(set(args.t_values) | {args.t_reference})
     rows = []
+    started = time.perf_counter()
     for k, (_, genome) in enumerate(draw_pairs(space, args.t_archs, 2027)):
+        if args.deadline and time.perf_counter() - started > args.deadline:
+            log(f"time: deadline of {args.deadline:.0f} s reached after {k} architectures")
+            break
         ph = space.phenotype(genome)
         row = {"arch": k, "phenotype": ph.text}
         t0 = time.perf_counter()
@@ -282,6 +286,8 @@ def main(argv=None) -> int:
     parser.add_argument("--t-subset", type=int, default=6000, help="time phase: Fashion-MNIST samples")
     parser.add_argument("--t-values", type=int, nargs="+", default=[4, 6, 10])
     parser.add_argument("--t-reference", type=int, default=25)
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="time phase: start no new architecture after this many seconds")
     parser.add_argument("--out", default=None)
     parser.add_argument("--name", default="budget_study")
     parser.add_argument("--quick", action="store_true")
