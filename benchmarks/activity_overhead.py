@@ -52,8 +52,10 @@ def main(argv=None) -> int:
         ph = space.phenotype(mutation.sample(rng, space, mutation.MutationConfig()))
         sig, hyper = architecture.split(ph)
         params = network.init_params(jax.random.key(k), sig, hyper, (28, 28, 1))
-        fns = {flag: training.make_evaluate(sig, time_steps=args.time_steps, batch_size=args.batch_size,
-                                            activity=flag) for flag in (False, True)}
+        fns = {
+            flag: training.make_evaluate(sig, time_steps=args.time_steps, batch_size=args.batch_size, activity=flag)
+            for flag in (False, True)
+        }
         key = jax.random.key(1)
         compile_s = {}
         for flag, fn in fns.items():
@@ -62,23 +64,37 @@ def main(argv=None) -> int:
             compile_s[flag] = time.perf_counter() - t0
         times = {False: [], True: []}
         for r in range(args.rounds):
-            for flag in ((False, True) if r % 2 == 0 else (True, False)):
+            for flag in (False, True) if r % 2 == 0 else (True, False):
                 t0 = time.perf_counter()
                 jax.block_until_ready(fns[flag](params, hyper, images, labels, key))
                 times[flag].append(time.perf_counter() - t0)
         ratios = [b / a for a, b in zip(times[False], times[True])]
-        row = {"phenotype": ph.text, "macs": architecture.macs(sig, (28, 28, 1)),
-               "plain_s": statistics.median(times[False]), "activity_s": statistics.median(times[True]),
-               "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-               "first_call_s": {"plain": compile_s[False], "activity": compile_s[True]},
-               "times_s": {"plain": times[False], "activity": times[True]}}
+        row = {
+            "phenotype": ph.text,
+            "macs": architecture.macs(sig, (28, 28, 1)),
+            "plain_s": statistics.median(times[False]),
+            "activity_s": statistics.median(times[True]),
+            "ratio_median": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "first_call_s": {"plain": compile_s[False], "activity": compile_s[True]},
+            "times_s": {"plain": times[False], "activity": times[True]},
+        }
         rows.append(row)
-        print(f"network {k}: {row['plain_s']:.3f} s plain, {row['activity_s']:.3f} s with activity: "
-              f"x{row['ratio_median']:.3f} (rounds {row['ratio_min']:.3f}-{row['ratio_max']:.3f})", flush=True)
+        print(
+            f"network {k}: {row['plain_s']:.3f} s plain, {row['activity_s']:.3f} s with activity: "
+            f"x{row['ratio_median']:.3f} (rounds {row['ratio_min']:.3f}-{row['ratio_max']:.3f})",
+            flush=True,
+        )
     overall = statistics.median(r["ratio_median"] for r in rows)
-    payload = {**common.header("activity_overhead", load_before), "data": source,
-               "settings": vars(args), "networks": rows, "ratio_median_over_networks": overall,
-               "target": "activity / plain <= 1.10"}
+    payload = {
+        **common.header("activity_overhead", load_before),
+        "data": source,
+        "settings": vars(args),
+        "networks": rows,
+        "ratio_median_over_networks": overall,
+        "target": "activity / plain <= 1.10",
+    }
     path = common.write_result("activity_overhead", payload, args.out)
     print(f"median over networks: x{overall:.3f} (target <= 1.10) -> {path}")
     return 0

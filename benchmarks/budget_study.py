@@ -70,14 +70,14 @@ class Probe:
         self.fit_labels = jnp.asarray(splits.fitness.labels, jnp.int32)
         self.fitness_key = fitness_key
         self.step = jax.jit(self._step)
-        self.score = training.make_evaluate(self.sig, time_steps=time_steps,
-                                            batch_size=min(1000, len(self.fit_labels)))
+        self.score = training.make_evaluate(self.sig, time_steps=time_steps, batch_size=min(1000, len(self.fit_labels)))
 
     def _step(self, state, hyper, idx, mask, key):
         key_encode, key_dropout = jax.random.split(key)
         spikes = encoding.rate(key_encode, self.images[idx], self.time_steps)
-        return training.train_step(self.sig, state, hyper, spikes, self.labels[idx], mask, key_dropout,
-                                   output_spikes=True)
+        return training.train_step(
+            self.sig, state, hyper, spikes, self.labels[idx], mask, key_dropout, output_spikes=True
+        )
 
     def run(self, hyper, key, reads: dict[str, int]) -> dict:
         """Fitness after each named step count; silence and loss spread over the first STOP_AT steps."""
@@ -101,8 +101,9 @@ class Probe:
                 out["heard"] += float(count)
                 out["losses"].append(float(value))
             if i + 1 in wanted:
-                acc = float(self.score(state.params, hyper, self.fit_images, self.fit_labels,
-                                       self.fitness_key)["accuracy"])
+                acc = float(
+                    self.score(state.params, hyper, self.fit_images, self.fit_labels, self.fitness_key)["accuracy"]
+                )
                 for name in wanted[i + 1]:
                     out["fitness"][name] = acc
         return out
@@ -110,8 +111,13 @@ class Probe:
 
 def draw_pairs(space: SearchSpace, n: int, seed: int):
     """``n`` (uniform, log-uniform) pairs of generation-0 genotypes: same layers, other float genes."""
-    log_space = SearchSpace(space.grammar, space.macro, space.input_shape, space.num_classes,
-                            log_uniform_ratio=mutation.MutationConfig().log_ratio)
+    log_space = SearchSpace(
+        space.grammar,
+        space.macro,
+        space.input_shape,
+        space.num_classes,
+        log_uniform_ratio=mutation.MutationConfig().log_ratio,
+    )
     config = mutation.MutationConfig()
     pairs = []
     for k in range(n):
@@ -151,7 +157,8 @@ def phase_steps(args, space: SearchSpace) -> dict:
                 losses = result["losses"]
                 row["silent_at_20"] = result["heard"] == 0.0
                 row["loss_flat_at_20"] = bool(losses) and (max(losses) - min(losses)) <= (
-                    training.LOSS_FLAT * max(abs(min(losses)), 1e-12))
+                    training.LOSS_FLAT * max(abs(min(losses)), 1e-12)
+                )
                 row["train_seconds"] = result["seconds"]
                 if "nonfinite_at" in result:
                     row["nonfinite_at"] = result["nonfinite_at"]
@@ -159,20 +166,22 @@ def phase_steps(args, space: SearchSpace) -> dict:
                 row["error"] = f"{type(err).__name__}: {err}"[:300]
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
-            log(f"steps {k + 1}/{args.archs} {draw}: " + " ".join(
-                f"{n}={row.get(f'fitness_{n}', float('nan')):.3f}" for n in reads) +
-                f" silent20={row.get('silent_at_20')} flat20={row.get('loss_flat_at_20')} ({row['seconds']:.0f} s)")
+            log(
+                f"steps {k + 1}/{args.archs} {draw}: "
+                + " ".join(f"{n}={row.get(f'fitness_{n}', float('nan')):.3f}" for n in reads)
+                + f" silent20={row.get('silent_at_20')} flat20={row.get('loss_flat_at_20')} ({row['seconds']:.0f} s)"
+            )
     summary = {"chance": chance, "batches_per_epoch": batches, "reads": reads}
     for draw in ("uniform", "log_uniform"):
         ok = [r for r in rows if r["draw"] == draw and r.get("fitness_epoch") is not None]
         final = [r["fitness_epoch"] for r in ok]
-        s = {"architectures": len(ok),
-             "failed": sum(r["draw"] == draw for r in rows) - len(ok),
-             "at_chance": {n: sum(r[f"fitness_{n}"] <= chance + 0.02 for r in ok) for n in reads},
-             "spearman_with_epoch": {n: spearman([r[f"fitness_{n}"] for r in ok], final)
-                                     for n in reads if n != "epoch"},
-             "mean_fitness": {n: float(np.mean([r[f"fitness_{n}"] for r in ok])) if ok else None
-                              for n in reads}}
+        s = {
+            "architectures": len(ok),
+            "failed": sum(r["draw"] == draw for r in rows) - len(ok),
+            "at_chance": {n: sum(r[f"fitness_{n}"] <= chance + 0.02 for r in ok) for n in reads},
+            "spearman_with_epoch": {n: spearman([r[f"fitness_{n}"] for r in ok], final) for n in reads if n != "epoch"},
+            "mean_fitness": {n: float(np.mean([r[f"fitness_{n}"] for r in ok])) if ok else None for n in reads},
+        }
         stop = [r for r in ok if r["silent_at_20"] and r["loss_flat_at_20"]]
         s["stopped_at_20"] = len(stop)
         s["false_stops_at_20"] = sum(r["fitness_epoch"] > chance + 0.02 for r in stop)
@@ -180,8 +189,15 @@ def phase_steps(args, space: SearchSpace) -> dict:
         s["silent_at_20"] = len(silent_only)
         s["silent_at_20_then_above_chance"] = sum(r["fitness_epoch"] > chance + 0.02 for r in silent_only)
         summary[draw] = s
-    return {"data": source, "subset": args.subset, "fitness_subset": args.fitness_subset,
-            "time_steps": args.time_steps, "batch_size": 64, "rows": rows, "summary": summary}
+    return {
+        "data": source,
+        "subset": args.subset,
+        "fitness_subset": args.fitness_subset,
+        "time_steps": args.time_steps,
+        "batch_size": 64,
+        "rows": rows,
+        "summary": summary,
+    }
 
 
 def phase_time(args, space: SearchSpace) -> dict:
@@ -209,28 +225,45 @@ def phase_time(args, space: SearchSpace) -> dict:
                 row[f"error_T{t}"] = f"{type(err).__name__}: {err}"[:300]
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
-        log(f"time {k + 1}/{args.t_archs}: " + " ".join(
-            f"T{t}={row.get(f'fitness_T{t}') if row.get(f'fitness_T{t}') is not None else float('nan'):.3f}"
-            for t in t_values) + f" ({row['seconds']:.0f} s)")
+        log(
+            f"time {k + 1}/{args.t_archs}: "
+            + " ".join(
+                f"T{t}={row.get(f'fitness_T{t}') if row.get(f'fitness_T{t}') is not None else float('nan'):.3f}"
+                for t in t_values
+            )
+            + f" ({row['seconds']:.0f} s)"
+        )
     ref = f"fitness_T{args.t_reference}"
     ok = [r for r in rows if all(r.get(f"fitness_T{t}") is not None for t in t_values)]
-    summary = {"chance": chance, "batches_per_epoch": batches, "reference_T": args.t_reference,
-               "architectures": len(ok),
-               "spearman_with_reference": {f"T{t}": spearman([r[f"fitness_T{t}"] for r in ok],
-                                                             [r[ref] for r in ok])
-                                           for t in t_values if t != args.t_reference},
-               "at_chance": {f"T{t}": sum(r[f"fitness_T{t}"] <= chance + 0.02 for r in ok) for t in t_values},
-               "mean_fitness": {f"T{t}": float(np.mean([r[f"fitness_T{t}"] for r in ok])) if ok else None
-                                for t in t_values},
-               "train_seconds": {f"T{t}": float(np.sum([r[f"train_seconds_T{t}"] for r in ok])) for t in t_values}}
+    summary = {
+        "chance": chance,
+        "batches_per_epoch": batches,
+        "reference_T": args.t_reference,
+        "architectures": len(ok),
+        "spearman_with_reference": {
+            f"T{t}": spearman([r[f"fitness_T{t}"] for r in ok], [r[ref] for r in ok])
+            for t in t_values
+            if t != args.t_reference
+        },
+        "at_chance": {f"T{t}": sum(r[f"fitness_T{t}"] <= chance + 0.02 for r in ok) for t in t_values},
+        "mean_fitness": {f"T{t}": float(np.mean([r[f"fitness_T{t}"] for r in ok])) if ok else None for t in t_values},
+        "train_seconds": {f"T{t}": float(np.sum([r[f"train_seconds_T{t}"] for r in ok])) for t in t_values},
+    }
     # Does the best at a low T stay near the top at the reference T? (what (1+λ) selection needs)
     if ok:
         best_ref = max(r[ref] for r in ok)
         summary["reference_fitness_of_best_at"] = {
-            f"T{t}": max(ok, key=lambda r: r[f"fitness_T{t}"])[ref] for t in t_values}
+            f"T{t}": max(ok, key=lambda r: r[f"fitness_T{t}"])[ref] for t in t_values
+        }
         summary["best_reference_fitness"] = best_ref
-    return {"data": source, "subset": args.t_subset, "fitness_subset": args.fitness_subset, "batch_size": 64,
-            "rows": rows, "summary": summary}
+    return {
+        "data": source,
+        "subset": args.t_subset,
+        "fitness_subset": args.fitness_subset,
+        "batch_size": 64,
+        "rows": rows,
+        "summary": summary,
+    }
 
 
 def plot(result: dict, path: Path) -> None:
@@ -250,10 +283,19 @@ def plot(result: dict, path: Path) -> None:
             axes[0].plot(xs, [s["at_chance"][k] / n for k in reads], "o-", color=color, label=draw)
             sp = [s["spearman_with_epoch"].get(k) for k in reads if k != "epoch"]
             axes[1].plot(xs[:-1], sp, "o-", color=color, label=draw)
-        axes[0].set(xscale="log", xlabel="optimizer steps (batch 64)", ylabel="share at chance",
-                    title=f"MNIST, T = {st['time_steps']}: networks still at chance")
-        axes[1].set(xscale="log", xlabel="optimizer steps", ylabel="Spearman with end of epoch",
-                    title="Rank agreement with one epoch", ylim=(-0.2, 1))
+        axes[0].set(
+            xscale="log",
+            xlabel="optimizer steps (batch 64)",
+            ylabel="share at chance",
+            title=f"MNIST, T = {st['time_steps']}: networks still at chance",
+        )
+        axes[1].set(
+            xscale="log",
+            xlabel="optimizer steps",
+            ylabel="Spearman with end of epoch",
+            title="Rank agreement with one epoch",
+            ylim=(-0.2, 1),
+        )
         for ax in axes[:2]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
@@ -263,11 +305,16 @@ def plot(result: dict, path: Path) -> None:
         for t in sorted({int(k[1:]) for k in tm["summary"]["spearman_with_reference"]}):
             ok = [r for r in tm["rows"] if r.get(f"fitness_T{t}") is not None and r.get(f"fitness_T{ref}") is not None]
             rho = tm["summary"]["spearman_with_reference"][f"T{t}"]
-            axes[2].scatter([r[f"fitness_T{ref}"] for r in ok], [r[f"fitness_T{t}"] for r in ok], s=14,
-                            label=f"T = {t} (ρ = {rho:.2f})")
+            axes[2].scatter(
+                [r[f"fitness_T{ref}"] for r in ok],
+                [r[f"fitness_T{t}"] for r in ok],
+                s=14,
+                label=f"T = {t} (ρ = {rho:.2f})",
+            )
         axes[2].plot([0, 1], [0, 1], color="0.6", lw=0.8)
-        axes[2].set(xlabel=f"fitness at T = {ref}", ylabel="fitness at a lower T",
-                    title="Fashion-MNIST: fitness at lower T")
+        axes[2].set(
+            xlabel=f"fitness at T = {ref}", ylabel="fitness at a lower T", title="Fashion-MNIST: fitness at lower T"
+        )
         axes[2].grid(alpha=0.3)
         axes[2].legend(fontsize=8)
     fig.tight_layout()
@@ -286,8 +333,9 @@ def main(argv=None) -> int:
     parser.add_argument("--t-subset", type=int, default=6000, help="time phase: Fashion-MNIST samples")
     parser.add_argument("--t-values", type=int, nargs="+", default=[4, 6, 10])
     parser.add_argument("--t-reference", type=int, default=25)
-    parser.add_argument("--deadline", type=float, default=None,
-                        help="time phase: start no new architecture after this many seconds")
+    parser.add_argument(
+        "--deadline", type=float, default=None, help="time phase: start no new architecture after this many seconds"
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--name", default="budget_study")
     parser.add_argument("--quick", action="store_true")

@@ -37,8 +37,19 @@ import numpy as np
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 #: Distributions whose versions every result records (None: not installed).
-PACKAGES = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin",
-            "jax-cuda13-pjrt", "flax", "optax", "numpy", "torch", "snntorch")
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "jax-cuda12-pjrt",
+    "jax-cuda13-plugin",
+    "jax-cuda13-pjrt",
+    "flax",
+    "optax",
+    "numpy",
+    "torch",
+    "snntorch",
+)
 
 
 def _cpu_model() -> str:
@@ -74,13 +85,16 @@ def gpu_info() -> list[dict[str, str]] | None:
         return None
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
-             "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True).stdout
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     keys = ("name", "driver", "memory", "compute_capability")
-    return [dict(zip(keys, (x.strip() for x in line.split(",")))) for line in out.splitlines()
-            if line.strip()]
+    return [dict(zip(keys, (x.strip() for x in line.split(",")))) for line in out.splitlines() if line.strip()]
 
 
 def host_info() -> dict[str, Any]:
@@ -104,8 +118,12 @@ def machine_info() -> dict[str, Any]:
     import jax
 
     devices = jax.devices()
-    return {**host_info(), "jax_backend": jax.default_backend(),
-            "device_kind": devices[0].device_kind, "device_count": len(devices)}
+    return {
+        **host_info(),
+        "jax_backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+    }
 
 
 def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str | None]:
@@ -145,8 +163,7 @@ def timeit(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "times_s": times}
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "times_s": times}
 
 
 def header(benchmark: str, load_before: list[float] | None = None) -> dict[str, Any]:
@@ -155,17 +172,25 @@ def header(benchmark: str, load_before: list[float] | None = None) -> dict[str, 
     ``load_before``: the load average taken when the benchmark started (the
     current one is recorded as ``after``).
     """
-    return {"benchmark": benchmark, "machine": machine_info(), "versions": versions(),
-            "load_average": {"before": load_before, "after": load_average(),
-                             "note": "1/5/15-minute load averages of the host"}}
+    return {
+        "benchmark": benchmark,
+        "machine": machine_info(),
+        "versions": versions(),
+        "load_average": {
+            "before": load_before,
+            "after": load_average(),
+            "note": "1/5/15-minute load averages of the host",
+        },
+    }
 
 
 # --------------------------------------------------------------------------
 # Data
 
 
-def load_train_images(name: str, n: int | None, seed: int = 0,
-                      shape: tuple[int, int, int] = (28, 28, 1)) -> tuple[np.ndarray, np.ndarray, str]:
+def load_train_images(
+    name: str, n: int | None, seed: int = 0, shape: tuple[int, int, int] = (28, 28, 1)
+) -> tuple[np.ndarray, np.ndarray, str]:
     """The first ``n`` train images of ``name`` (uint8 NHWC) and int32 labels.
 
     ``name`` is ``"mnist"``/``"fmnist"`` (the IDX files from
@@ -183,8 +208,7 @@ def load_train_images(name: str, n: int | None, seed: int = 0,
         try:
             ds = data.load(name)
             n = len(ds.train_labels) if n is None else n
-            return (np.ascontiguousarray(ds.train_images[:n]),
-                    np.asarray(ds.train_labels[:n], np.int32), name)
+            return (np.ascontiguousarray(ds.train_images[:n]), np.asarray(ds.train_labels[:n], np.int32), name)
         except data.DataError as err:
             why = f"{name} not found: {str(err).splitlines()[0][:200]}"
             print(f"{why}; using random images", file=sys.stderr, flush=True)
@@ -214,10 +238,14 @@ def load_splits(name: str, seed: int, subset: int | None):
         source = f"random ({name} not found: {str(err).splitlines()[0][:200]})"
         print(f"{source}; using random images", file=sys.stderr, flush=True)
         rng = np.random.default_rng(seed)
-        ds = data.Dataset(name, rng.integers(0, 256, (60_000, 28, 28, 1), dtype=np.uint8),
-                          rng.integers(0, 10, 60_000).astype(np.int32),
-                          rng.integers(0, 256, (10_000, 28, 28, 1), dtype=np.uint8),
-                          rng.integers(0, 10, 10_000).astype(np.int32), 10)
+        ds = data.Dataset(
+            name,
+            rng.integers(0, 256, (60_000, 28, 28, 1), dtype=np.uint8),
+            rng.integers(0, 10, 60_000).astype(np.int32),
+            rng.integers(0, 256, (10_000, 28, 28, 1), dtype=np.uint8),
+            rng.integers(0, 10, 10_000).astype(np.int32),
+            10,
+        )
     return data.split(ds, seed=seed, subset=subset), source
 
 
@@ -249,11 +277,9 @@ def write_result(name: str, payload: dict[str, Any], directory: Path | None = No
     """
     directory = Path(directory or RESULTS_DIR)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-               **payload}
+    payload = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), **payload}
     path = directory / f"{name}_{today()}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_plain) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_plain) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -66,11 +66,18 @@ def _shapes(n: int):
     return (jax.ShapeDtypeStruct((n, *INPUT_SHAPE), jnp.uint8), jax.ShapeDtypeStruct((n,), jnp.int32))
 
 
-def compile_fused(sig, hyper, time_steps: int, n_train: int, n_fit: int, batch_size: int,
-                  eval_batch_size: int) -> dict:
+def compile_fused(sig, hyper, time_steps: int, n_train: int, n_fit: int, batch_size: int, eval_batch_size: int) -> dict:
     """Trace+lower and compile of ``train_and_score`` (the batched path's program)."""
-    fn = jax.jit(functools.partial(training.train_and_score, sig, epochs=1, time_steps=time_steps,
-                                   batch_size=batch_size, eval_batch_size=eval_batch_size))
+    fn = jax.jit(
+        functools.partial(
+            training.train_and_score,
+            sig,
+            epochs=1,
+            time_steps=time_steps,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+        )
+    )
     t0 = time.perf_counter()
     lowered = fn.lower(jax.random.key(0), hyper, *_shapes(n_train), *_shapes(n_fit), jax.random.key(1))
     t1 = time.perf_counter()
@@ -79,8 +86,9 @@ def compile_fused(sig, hyper, time_steps: int, n_train: int, n_fit: int, batch_s
     return {"trace_lower_s": t1 - t0, "compile_s": t2 - t1, "total_s": t2 - t0}
 
 
-def compile_separate(sig, hyper, time_steps: int, n_train: int, n_fit: int, batch_size: int,
-                     eval_batch_size: int) -> dict:
+def compile_separate(
+    sig, hyper, time_steps: int, n_train: int, n_fit: int, batch_size: int, eval_batch_size: int
+) -> dict:
     """The one-by-one path's three programs: init (first call), epoch and scoring."""
     # network.init_params jits this once per signature (and caches it).
     model = network.SpikingNetwork(sig)
@@ -91,17 +99,18 @@ def compile_separate(sig, hyper, time_steps: int, n_train: int, n_fit: int, batc
     t_init = time.perf_counter() - t0
     state = training.create_train_state(jax.random.key(0), sig, hyper, INPUT_SHAPE)
     params = state.params
-    epoch = jax.jit(functools.partial(training.train_epoch, sig, time_steps=time_steps,
-                                      batch_size=batch_size), donate_argnums=(0,))
-    score = jax.jit(functools.partial(training.evaluate, sig, time_steps=time_steps,
-                                      batch_size=min(eval_batch_size, n_fit)))
+    epoch = jax.jit(
+        functools.partial(training.train_epoch, sig, time_steps=time_steps, batch_size=batch_size), donate_argnums=(0,)
+    )
+    score = jax.jit(
+        functools.partial(training.evaluate, sig, time_steps=time_steps, batch_size=min(eval_batch_size, n_fit))
+    )
     t0 = time.perf_counter()
     epoch.lower(state, hyper, *_shapes(n_train), jax.random.key(1)).compile()
     t1 = time.perf_counter()
     score.lower(params, hyper, *_shapes(n_fit), jax.random.key(2)).compile()
     t2 = time.perf_counter()
-    return {"init_s": t_init, "epoch_s": t1 - t0, "score_s": t2 - t1,
-            "total_s": t_init + (t2 - t0)}
+    return {"init_s": t_init, "epoch_s": t1 - t0, "score_s": t2 - t1, "total_s": t_init + (t2 - t0)}
 
 
 def main(argv=None) -> int:
@@ -109,14 +118,16 @@ def main(argv=None) -> int:
     parser.add_argument("--time-steps", type=int, nargs="+", default=[10, 25])
     parser.add_argument("--signatures", type=int, default=3, help="distinct signatures (default 3)")
     parser.add_argument("--paths", default="fused,separate", help="fused, separate or both (default)")
-    parser.add_argument("--samples", type=int, default=60_000,
-                        help="train samples, split 70/30 into EvoTrain/Fitness (default 60000)")
+    parser.add_argument(
+        "--samples", type=int, default=60_000, help="train samples, split 70/30 into EvoTrain/Fitness (default 60000)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--eval-batch-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--offspring", type=int, default=10)
-    parser.add_argument("--parent-pool", type=int, default=1,
-                        help="as generation_throughput.py: keep the cheapest of N parents")
+    parser.add_argument(
+        "--parent-pool", type=int, default=1, help="as generation_throughput.py: keep the cheapest of N parents"
+    )
     parser.add_argument("--budget-s", type=float, default=None, help="stop measuring after this long")
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
@@ -131,8 +142,10 @@ def main(argv=None) -> int:
     n_train = args.samples - n_fit
     nets = distinct_signatures(args.seed, args.offspring, args.parent_pool, args.signatures)
     jax.block_until_ready(jax.jit(lambda x: x + 1)(np.zeros(3)))  # backend start-up
-    print(f"{len(nets)} signatures, T {args.time_steps}, {n_train}/{n_fit} samples, "
-          f"{jax.devices()[0].device_kind}", flush=True)
+    print(
+        f"{len(nets)} signatures, T {args.time_steps}, {n_train}/{n_fit} samples, {jax.devices()[0].device_kind}",
+        flush=True,
+    )
 
     rows, skipped = [], []
     name = args.name or f"compile_time_{jax.default_backend()}"
@@ -142,31 +155,45 @@ def main(argv=None) -> int:
         summary = {}
         for path in paths:
             for t in args.time_steps:
-                times = [r["total_s"] for r in rows
-                         if r["path"] == path and r["time_steps"] == t and "total_s" in r]
+                times = [r["total_s"] for r in rows if r["path"] == path and r["time_steps"] == t and "total_s" in r]
                 if times:
                     summary.setdefault(path, {})[str(t)] = {
-                        "mean_s": statistics.fmean(times), "median_s": statistics.median(times),
-                        "min_s": min(times), "max_s": max(times), "count": len(times)}
+                        "mean_s": statistics.fmean(times),
+                        "median_s": statistics.median(times),
+                        "min_s": min(times),
+                        "max_s": max(times),
+                        "count": len(times),
+                    }
         if complete:
             for path, by_t in summary.items():
-                print(f"{path}: " + ", ".join(f"T={t} {v['mean_s']:.1f} s per signature "
-                                              f"(n={v['count']})" for t, v in by_t.items()), flush=True)
+                print(
+                    f"{path}: "
+                    + ", ".join(f"T={t} {v['mean_s']:.1f} s per signature (n={v['count']})" for t, v in by_t.items()),
+                    flush=True,
+                )
         payload = {
             **common.header("compile_time", load_before),
-            "settings": {"time_steps": args.time_steps, "signatures": len(nets), "paths": paths,
-                         "evo_train_samples": n_train, "fitness_samples": n_fit,
-                         "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size,
-                         "seed": args.seed, "offspring": args.offspring,
-                         "parent_pool": args.parent_pool, "default_mode": network.default_mode(),
-                         "budget_s": args.budget_s},
+            "settings": {
+                "time_steps": args.time_steps,
+                "signatures": len(nets),
+                "paths": paths,
+                "evo_train_samples": n_train,
+                "fitness_samples": n_fit,
+                "batch_size": args.batch_size,
+                "eval_batch_size": args.eval_batch_size,
+                "seed": args.seed,
+                "offspring": args.offspring,
+                "parent_pool": args.parent_pool,
+                "default_mode": network.default_mode(),
+                "budget_s": args.budget_s,
+            },
             "complete": complete,
             "networks": [p.text for p, _ in nets],
             "per_signature_s": summary,
             "results": rows,
             "skipped_for_budget": skipped,
             "method": "fresh jax.jit per program; trace+lower+compile wall time; persistent cache "
-                      "off; separate = init + epoch + scoring programs",
+            "off; separate = init + epoch + scoring programs",
             "total_wall_s": round(time.perf_counter() - started, 1),
         }
         path = common.write_result(name, payload, args.out)
@@ -185,14 +212,21 @@ def main(argv=None) -> int:
             timing = measure(sig, hyper, t, n_train, n_fit, args.batch_size, args.eval_batch_size)
         except Exception as err:  # noqa: BLE001 - one network must not sink the step
             timing = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]}
-        row = {"path": path, "time_steps": t, "signature": i,
-               "parameters": architecture.parameter_count(sig, INPUT_SHAPE),
-               "macs": architecture.macs(sig, INPUT_SHAPE), "layers": len(sig.layers),
-               **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in timing.items()}}
+        row = {
+            "path": path,
+            "time_steps": t,
+            "signature": i,
+            "parameters": architecture.parameter_count(sig, INPUT_SHAPE),
+            "macs": architecture.macs(sig, INPUT_SHAPE),
+            "layers": len(sig.layers),
+            **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in timing.items()},
+        }
         rows.append(row)
         shown = f"{row['total_s']:.1f} s" if "total_s" in row else row["error"]
-        print(f"  {path:>8} T={t:<3} signature {i} ({row['layers']} layers, "
-              f"{row['parameters']} parameters): {shown}", flush=True)
+        print(
+            f"  {path:>8} T={t:<3} signature {i} ({row['layers']} layers, {row['parameters']} parameters): {shown}",
+            flush=True,
+        )
         save(complete=False)
     save(complete=True)
     return 0

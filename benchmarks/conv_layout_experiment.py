@@ -92,8 +92,7 @@ def check_gradients(key: jax.Array) -> list[dict]:
         key_x, key_w, key_g = jax.random.split(jax.random.fold_in(key, i), 3)
         x = jax.random.normal(key_x, (3, 13, 11, 4))
         w = jax.random.normal(key_w, (k, k, 4, 5))
-        pads = (tuple(same_padding(n, k, s) for n in x.shape[1:3]) if padding == "same"
-                else ((0, 0), (0, 0)))
+        pads = tuple(same_padding(n, k, s) for n in x.shape[1:3]) if padding == "same" else ((0, 0), (0, 0))
 
         @jax.jit
         def both(x, w, key_g, s=s, pads=pads):
@@ -103,10 +102,10 @@ def check_gradients(key: jax.Array) -> list[dict]:
             g = jax.random.normal(key_g, y0.shape)
             return (y0, *vjp0(g)), (y1, *vjp1(g))
 
-        errors = [float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30))
-                  for a, b in zip(*both(x, w, key_g))]
-        rows.append({"kernel": k, "stride": s, "padding": padding,
-                     "rel_err_y_dx_dw": [float(f"{e:.2e}") for e in errors]})
+        errors = [float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(a)) + 1e-30)) for a, b in zip(*both(x, w, key_g))]
+        rows.append(
+            {"kernel": k, "stride": s, "padding": padding, "rel_err_y_dx_dw": [float(f"{e:.2e}") for e in errors]}
+        )
         if max(errors) > 1e-5:
             raise AssertionError(f"conv_nhwc differs from autodiff: {rows[-1]}")
     return rows
@@ -121,10 +120,11 @@ class AutodiffTrainer(harness.JaxTrainer):
 
     def __init__(self, key, sig, hyper, time_steps, mode, images, labels):
         # A fresh jit (not make_train_epoch's cached one), traced under the patch.
-        fn = jax.jit(functools.partial(training.train_epoch, sig, time_steps=time_steps,
-                                       batch_size=harness.BATCH, mode=mode), donate_argnums=(0,))
-        super().__init__(key, sig, hyper, time_steps, mode, images, labels, epoch_fn=fn,
-                         label=f"{mode}, autodiff conv")
+        fn = jax.jit(
+            functools.partial(training.train_epoch, sig, time_steps=time_steps, batch_size=harness.BATCH, mode=mode),
+            donate_argnums=(0,),
+        )
+        super().__init__(key, sig, hyper, time_steps, mode, images, labels, epoch_fn=fn, label=f"{mode}, autodiff conv")
 
     def warmup(self, run_epoch: bool = True) -> dict[str, float]:
         with autodiff_conv():
@@ -135,14 +135,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--time-steps", type=int, nargs="+", default=[10, 25])
     parser.add_argument("--modes", nargs="+", choices=network.MODES, default=list(network.MODES))
-    parser.add_argument("--epoch-steps", type=int, default=4,
-                        help="steps per epoch of the conv_nhwc (product) runners (default 4)")
-    parser.add_argument("--autodiff-steps", type=int, default=2,
-                        help="steps per epoch of the (slow) autodiff runners (default 2)")
-    parser.add_argument("--autodiff-time-steps", type=int, nargs="*", default=[10],
-                        help="T at which the autodiff epochs run too (default 10)")
-    parser.add_argument("--steps", type=int, default=10,
-                        help="steps per epoch of snntorch and the host loop (default 10)")
+    parser.add_argument(
+        "--epoch-steps", type=int, default=4, help="steps per epoch of the conv_nhwc (product) runners (default 4)"
+    )
+    parser.add_argument(
+        "--autodiff-steps", type=int, default=2, help="steps per epoch of the (slow) autodiff runners (default 2)"
+    )
+    parser.add_argument(
+        "--autodiff-time-steps",
+        type=int,
+        nargs="*",
+        default=[10],
+        help="T at which the autodiff epochs run too (default 10)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=10, help="steps per epoch of snntorch and the host loop (default 10)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=90.0)
     parser.add_argument("--long-epoch-s", type=float, default=20.0)
@@ -164,24 +172,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)
 
     if jax.default_backend() != "cpu":
-        print(f"conv_layout_experiment: backend {jax.default_backend()}: network.Conv2d uses "
-              "autodiff's convolution there (conv_nhwc is for XLA:CPU); nothing to compare",
-              file=sys.stderr)
+        print(
+            f"conv_layout_experiment: backend {jax.default_backend()}: network.Conv2d uses "
+            "autodiff's convolution there (conv_nhwc is for XLA:CPU); nothing to compare",
+            file=sys.stderr,
+        )
         return 2
     load_before = common.load_average()
     log(f"load {load_before}; checking network.conv_nhwc's gradients against autodiff ...")
     key = jax.random.key(args.seed)
     checks = check_gradients(key)
     worst = max(max(r["rel_err_y_dx_dw"]) for r in checks)
-    log(f"  {len(checks)} cases (kernel 2-5, stride 1-3, valid/same): max relative error "
-        f"{worst:.1e}")
+    log(f"  {len(checks)} cases (kernel 2-5, stride 1-3, valid/same): max relative error {worst:.1e}")
 
     sig, hyper = harness.reference_network()
     with autodiff_conv():
         patched = custom_vjp_calls(sig, hyper)
     if patched >= custom_vjp_calls(sig, hyper):
-        raise RuntimeError("network.Conv2d no longer calls network.conv_nhwc by that name on CPU: "
-                           "the autodiff side cannot be built; update autodiff_conv()")
+        raise RuntimeError(
+            "network.Conv2d no longer calls network.conv_nhwc by that name on CPU: "
+            "the autodiff side cannot be built; update autodiff_conv()"
+        )
     n = max(args.steps, args.epoch_steps, args.autodiff_steps) * harness.BATCH
     images, labels, source = common.load_train_images("mnist", n, args.seed)
     tm, note = None, "skipped (--skip-torch)"
@@ -194,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(err, file=sys.stderr)
 
     def subset(steps):
-        return images[:steps * harness.BATCH], labels[:steps * harness.BATCH]
+        return images[: steps * harness.BATCH], labels[: steps * harness.BATCH]
 
     rows, hlo_counts = [], {}
     for time_steps in args.time_steps:
@@ -203,22 +214,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         runners = []
         for mode in args.modes:
             if time_steps in args.autodiff_time_steps:
-                runners.append(AutodiffTrainer(key_t, sig, hyper, time_steps, mode,
-                                               *subset(args.autodiff_steps)))
-            runners.append(harness.JaxTrainer(key_t, sig, hyper, time_steps, mode,
-                                              *subset(args.epoch_steps),
-                                              label=f"{mode}, conv_nhwc"))
-        runners.append(harness.JaxStepLoop(key_t, sig, hyper, time_steps, network.default_mode(),
-                                           *subset(args.steps)))
+                runners.append(AutodiffTrainer(key_t, sig, hyper, time_steps, mode, *subset(args.autodiff_steps)))
+            runners.append(
+                harness.JaxTrainer(
+                    key_t, sig, hyper, time_steps, mode, *subset(args.epoch_steps), label=f"{mode}, conv_nhwc"
+                )
+            )
+        runners.append(harness.JaxStepLoop(key_t, sig, hyper, time_steps, network.default_mode(), *subset(args.steps)))
         if tm is not None:
-            runners += [harness.TorchTrainer(tm, args.seed, time_steps, *subset(args.steps), threads)
-                        for threads in dict.fromkeys([os.cpu_count() or 1, 1])]
-        rows += harness.measure_throughput(runners, args.repeats, args.budget_s, log,
-                                           long_epoch_s=args.long_epoch_s)
+            runners += [
+                harness.TorchTrainer(tm, args.seed, time_steps, *subset(args.steps), threads)
+                for threads in dict.fromkeys([os.cpu_count() or 1, 1])
+            ]
+        rows += harness.measure_throughput(runners, args.repeats, args.budget_s, log, long_epoch_s=args.long_epoch_s)
         for r in runners:
             if isinstance(r, harness.JaxTrainer) and not isinstance(r, harness.JaxStepLoop):
-                hlo_counts[f"T{time_steps} {r.label}"] = harness.unfused_convolutions(
-                    r.compiled.as_text())
+                hlo_counts[f"T{time_steps} {r.label}"] = harness.unfused_convolutions(r.compiled.as_text())
         del runners
     harness.add_ratios(rows)
     speedups = {}
@@ -231,14 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     table = harness.print_table(rows, network.default_mode())
-    print("unfused convolution ops in each compiled epoch:",
-          ", ".join(f"{k}: {v}" for k, v in hlo_counts.items()))
-    print("conv_nhwc over autodiff (samples/s):",
-          ", ".join(f"{k}: {v}x" for k, v in speedups.items()), flush=True)
+    print("unfused convolution ops in each compiled epoch:", ", ".join(f"{k}: {v}" for k, v in hlo_counts.items()))
+    print("conv_nhwc over autodiff (samples/s):", ", ".join(f"{k}: {v}x" for k, v in speedups.items()), flush=True)
     payload = {
         **common.header("conv_layout_experiment", load_before),
-        "settings": {"phenotype": harness.REFERENCE_PHENOTYPE, "data": source, "snntorch": note,
-                     **vars(args)},
+        "settings": {"phenotype": harness.REFERENCE_PHENOTYPE, "data": source, "snntorch": note, **vars(args)},
         "gradient_check": {"cases": checks, "max_relative_error": worst},
         "results": rows,
         "conv_nhwc_speedup_over_autodiff": speedups,

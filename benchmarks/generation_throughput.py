@@ -114,8 +114,7 @@ def generation(seed: int, offspring: int, parent_pool: int = 1, shared: bool = F
     config = mutation.MutationConfig()
     rng = np.random.default_rng([seed, 0xBE7C])
     pool = [mutation.sample(rng, s, config) for _ in range(parent_pool)]
-    parent = min(pool, key=lambda g: architecture.cost(architecture.signature(s.phenotype(g)),
-                                                        s.input_shape))
+    parent = min(pool, key=lambda g: architecture.cost(architecture.signature(s.phenotype(g)), s.input_shape))
     state = dataclasses.replace(evolution.init(seed), generation=1, parent=parent)
     drawn = offspring * 20 if shared else offspring
     candidates = evolution.ask(evolution.generation_rng(seed, 1), state, s, config, drawn)
@@ -137,9 +136,12 @@ def parse_variant(name: str) -> dict:
     batching, _, threads = variant.partition(":")
     if batching not in ("none", "map", "vmap") or threefry not in ("", "0", "1"):
         raise ValueError(f"bad variant {name!r}: want BATCHING[:THREADS][@LEVEL][/tf0|/tf1]")
-    return {"batching": batching, "compile_threads": int(threads) if threads else None,
-            "opt_level": int(opt_level) if opt_level else None,
-            "threefry": None if not threefry else threefry == "1"}
+    return {
+        "batching": batching,
+        "compile_threads": int(threads) if threads else None,
+        "opt_level": int(opt_level) if opt_level else None,
+        "threefry": None if not threefry else threefry == "1",
+    }
 
 
 # --------------------------------------------------------------------------
@@ -154,21 +156,27 @@ def worker(spec: dict) -> dict:
     threefry = v["threefry"] if v["threefry"] is not None else spec.get("threefry_partitionable")
     if threefry is not None:
         jax.config.update("jax_threefry_partitionable", threefry)
-    _, phenotypes = generation(spec["seed"], spec["offspring"], spec.get("parent_pool", 1),
-                               spec.get("shared", False))
+    _, phenotypes = generation(spec["seed"], spec["offspring"], spec.get("parent_pool", 1), spec.get("shared", False))
     splits, _ = common.load_splits(spec["dataset"], spec["seed"], spec["subset"])
-    settings = fitness_mod.TrainingSettings(time_steps=spec["time_steps"], epochs=spec["epochs"],
-                                        batch_size=spec["batch_size"], eval_batch_size=1000)
+    settings = fitness_mod.TrainingSettings(
+        time_steps=spec["time_steps"], epochs=spec["epochs"], batch_size=spec["batch_size"], eval_batch_size=1000
+    )
     threads = v["compile_threads"]
     if threads is None:
         threads = scheduler.default_compile_threads() if v["batching"] != "none" else 0
-    options = ({"xla_backend_optimization_level": v["opt_level"]}
-               if v["opt_level"] is not None else None)
+    options = {"xla_backend_optimization_level": v["opt_level"]} if v["opt_level"] is not None else None
     devices = scheduler.select_devices(spec.get("devices"))
-    evaluator = scheduler.Evaluator(splits, seed=spec["seed"], input_shape=(28, 28, 1),
-                                    settings=settings, batching=v["batching"],
-                                    compile_threads=threads, devices=devices,
-                                    compiler_options=options, progress=False)
+    evaluator = scheduler.Evaluator(
+        splits,
+        seed=spec["seed"],
+        input_shape=(28, 28, 1),
+        settings=settings,
+        batching=v["batching"],
+        compile_threads=threads,
+        devices=devices,
+        compiler_options=options,
+        progress=False,
+    )
     jax.block_until_ready(jax.jit(lambda x: x + 1)(np.zeros(3)))  # backend start-up
     with evaluator:
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -194,24 +202,36 @@ def worker(spec: dict) -> dict:
         "run_s": sum(e.train_seconds for e in results),
         "failed": sum(not e.ok for e in results),
         "results_sha256": digest.hexdigest(),
-        "individuals": [{"status": e.status, "fitness": e.fitness, "compile_s": e.compile_seconds,
-                         "run_s": e.train_seconds, "parameters": e.parameters,
-                         **({"reason": e.reason} if e.reason else {})} for e in results],
+        "individuals": [
+            {
+                "status": e.status,
+                "fitness": e.fitness,
+                "compile_s": e.compile_seconds,
+                "run_s": e.train_seconds,
+                "parameters": e.parameters,
+                **({"reason": e.reason} if e.reason else {}),
+            }
+            for e in results
+        ],
     }
 
 
 def run_variant(spec: dict, timeout: float | None = None) -> dict:
     """One variant in a fresh process (its own compiles, no persistent cache)."""
     try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                              capture_output=True, text=True, cwd=ROOT, check=False,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"variant {spec['variant']} stopped after {timeout:.0f} s "
-                           "(--budget-s)") from None
+        raise RuntimeError(f"variant {spec['variant']} stopped after {timeout:.0f} s (--budget-s)") from None
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
-            return json.loads(line[len(MARK):])
+            return json.loads(line[len(MARK) :])
     raise RuntimeError(f"variant {spec['variant']} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
@@ -236,8 +256,12 @@ def _relaxed(sig: architecture.Signature, widths: bool, flags: bool):
 
 def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
     s = space()
-    kinds = {"exact": (False, False), "widths_padded": (True, False), "flags_traced": (False, True),
-             "widths_padded_and_flags_traced": (True, True)}
+    kinds = {
+        "exact": (False, False),
+        "widths_padded": (True, False),
+        "flags_traced": (False, True),
+        "widths_padded_and_flags_traced": (True, True),
+    }
     sizes = {k: collections.Counter() for k in kinds}
     seen = {k: set() for k in kinds}
     hits = collections.Counter()
@@ -245,8 +269,9 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
     for seed in range(seeds):
         state = evolution.init(seed)
         for g in range(generations):
-            candidates = evolution.ask(evolution.generation_rng(seed, g), state, s,
-                                       mutation.MutationConfig(), offspring)
+            candidates = evolution.ask(
+                evolution.generation_rng(seed, g), state, s, mutation.MutationConfig(), offspring
+            )
             phenotypes = [s.phenotype(c.genotype) for c in candidates]
             sigs = [architecture.signature(p) for p in phenotypes]
             for kind, (widths, flags) in kinds.items():
@@ -257,18 +282,23 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
                     hits[kind] += sum(k in seen[kind] for k in keys)
                 seen[kind].update(keys)
             later += len(phenotypes) if g else 0
-            fitness = [int.from_bytes(hashlib.sha256(p.text.encode()).digest()[:4], "big") / 2**32
-                       for p in phenotypes]
+            fitness = [int.from_bytes(hashlib.sha256(p.text.encode()).digest()[:4], "big") / 2**32 for p in phenotypes]
             state, _ = evolution.tell(state, candidates, [fitness_mod.Evaluation(f) for f in fitness])
-    out = {"seeds": seeds, "generations_per_seed": generations, "offspring": offspring,
-           "note": "offspring counted by the size of their group of equal (relaxed) signatures "
-                   "within a generation; seen_before: signature compiled in an earlier generation"}
+    out = {
+        "seeds": seeds,
+        "generations_per_seed": generations,
+        "offspring": offspring,
+        "note": "offspring counted by the size of their group of equal (relaxed) signatures "
+        "within a generation; seen_before: signature compiled in an earlier generation",
+    }
     for kind in kinds:
         total = sum(sizes[kind].values())
-        out[kind] = {"offspring_by_group_size": {str(k): v for k, v in sorted(sizes[kind].items())},
-                     "share_alone": sizes[kind][1] / total,
-                     "share_in_groups_of_2_or_more": 1 - sizes[kind][1] / total,
-                     "seen_before_share": hits[kind] / later if later else 0.0}
+        out[kind] = {
+            "offspring_by_group_size": {str(k): v for k, v in sorted(sizes[kind].items())},
+            "share_alone": sizes[kind][1] / total,
+            "share_in_groups_of_2_or_more": 1 - sizes[kind][1] / total,
+            "seen_before_share": hits[kind] / later if later else 0.0,
+        }
     return out
 
 
@@ -276,8 +306,7 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
 # Compile time against T, memory per offspring
 
 
-def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: int,
-                    parent_pool: int = 1) -> dict:
+def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: int, parent_pool: int = 1) -> dict:
     import functools
 
     from spenser_jax import training
@@ -286,15 +315,21 @@ def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: i
     parent, _ = generation(seed, 1, parent_pool)
     sig, hyper = architecture.split(parent)
     n_fit = round(subset * 0.3)
-    shapes = [np.zeros((subset - n_fit, 28, 28, 1), np.uint8), np.zeros(subset - n_fit, np.int32),
-              np.zeros((n_fit, 28, 28, 1), np.uint8), np.zeros(n_fit, np.int32)]
+    shapes = [
+        np.zeros((subset - n_fit, 28, 28, 1), np.uint8),
+        np.zeros(subset - n_fit, np.int32),
+        np.zeros((n_fit, 28, 28, 1), np.uint8),
+        np.zeros(n_fit, np.int32),
+    ]
     out = {}
     for t in time_steps:
-        fn = jax.jit(functools.partial(training.train_and_score, sig, epochs=1, time_steps=t,
-                                       batch_size=batch_size, eval_batch_size=1000))
+        fn = jax.jit(
+            functools.partial(
+                training.train_and_score, sig, epochs=1, time_steps=t, batch_size=batch_size, eval_batch_size=1000
+            )
+        )
         t0 = time.perf_counter()
-        fn.lower(jax.random.key(0), hyper, shapes[0], shapes[1], shapes[2], shapes[3],
-                 jax.random.key(1)).compile()
+        fn.lower(jax.random.key(0), hyper, shapes[0], shapes[1], shapes[2], shapes[3], jax.random.key(1)).compile()
         out[str(t)] = time.perf_counter() - t0
     return {"network": parent.text, "compile_s_by_time_steps": out}
 
@@ -302,9 +337,10 @@ def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: i
 def memory_per_offspring(phenotypes, batch_size: int) -> dict:
     out = {}
     for t in sorted(set(PAPER.values())):
-        sizes = [architecture.training_bytes(architecture.signature(p), (28, 28, 1), time_steps=t,
-                                             batch_size=batch_size)
-                 for p in phenotypes]
+        sizes = [
+            architecture.training_bytes(architecture.signature(p), (28, 28, 1), time_steps=t, batch_size=batch_size)
+            for p in phenotypes
+        ]
         out[f"T{t}"] = {"median_MiB": float(np.median(sizes)) / 2**20, "max_MiB": max(sizes) / 2**20}
     return out
 
@@ -319,8 +355,12 @@ def project(variant: dict, reference_run: float, args, compile_ratio: dict, seen
     for name, t in PAPER.items():
         scale = FULL_SAMPLES / args.subset * t / args.time_steps
         per_gen = exposed * compile_ratio.get(t, 1.0) * (1 - seen_share) + reference_run * scale
-        out[name] = {"time_steps": t, "run_scale": scale, "seconds_per_generation": per_gen,
-                     "hours_200_generations": per_gen * 200 / 3600}
+        out[name] = {
+            "time_steps": t,
+            "run_scale": scale,
+            "seconds_per_generation": per_gen,
+            "hours_200_generations": per_gen * 200 / 3600,
+        }
     return out
 
 
@@ -335,25 +375,49 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--parent-pool", type=int, default=1,
-                        help="draw this many parents, keep the cheapest (default 1: the first drawn)")
-    parser.add_argument("--shared-signature", action="store_true",
-                        help="offspring that share one signature (float genes differ): a group "
-                             "batched as one program (see generation())")
-    parser.add_argument("--devices", type=int, default=None,
-                        help="devices per variant (default: all local devices)")
-    parser.add_argument("--variants", default="none,map",
-                        help="comma list of BATCHING[:COMPILE_THREADS][@XLA_OPT_LEVEL][/tf0|/tf1], e.g. "
-                             "none,map,map:2,vmap,map@1,none/tf0 (/tf0: jax_threefry_partitionable off)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds over the variants, rotated; the (lower) median is reported (default 2; quick 1)")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="stop starting variants after this many seconds; a running one is "
-                             "stopped at it (default: no limit)")
-    parser.add_argument("--threefry-partitionable", choices=("default", "true", "false"), default="default",
-                        help="set jax_threefry_partitionable in the workers")
-    parser.add_argument("--share-generations", type=int, default=None,
-                        help="sampled generations per seed for the sharing statistics (default 50; quick 10)")
+    parser.add_argument(
+        "--parent-pool",
+        type=int,
+        default=1,
+        help="draw this many parents, keep the cheapest (default 1: the first drawn)",
+    )
+    parser.add_argument(
+        "--shared-signature",
+        action="store_true",
+        help="offspring that share one signature (float genes differ): a group "
+        "batched as one program (see generation())",
+    )
+    parser.add_argument("--devices", type=int, default=None, help="devices per variant (default: all local devices)")
+    parser.add_argument(
+        "--variants",
+        default="none,map",
+        help="comma list of BATCHING[:COMPILE_THREADS][@XLA_OPT_LEVEL][/tf0|/tf1], e.g. "
+        "none,map,map:2,vmap,map@1,none/tf0 (/tf0: jax_threefry_partitionable off)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds over the variants, rotated; the (lower) median is reported (default 2; quick 1)",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="stop starting variants after this many seconds; a running one is stopped at it (default: no limit)",
+    )
+    parser.add_argument(
+        "--threefry-partitionable",
+        choices=("default", "true", "false"),
+        default="default",
+        help="set jax_threefry_partitionable in the workers",
+    )
+    parser.add_argument(
+        "--share-generations",
+        type=int,
+        default=None,
+        help="sampled generations per seed for the sharing statistics (default 50; quick 10)",
+    )
     parser.add_argument("--share-seeds", type=int, default=None, help="default 5; quick 2")
     parser.add_argument("--no-compile-scaling", action="store_true")
     parser.add_argument("--name", default=None, help="result file stem")
@@ -385,18 +449,32 @@ def main(argv=None) -> int:
     _, source = common.load_splits(args.dataset, args.seed, args.subset)
     # No JAX backend in this process until the variants are done: on a GPU it
     # would hold most of the device's memory while the workers need it.
-    print(f"generation: λ={args.offspring}, signature groups {groups}, "
-          f"{args.dataset} ({source}) subset {args.subset}, T={args.time_steps}", flush=True)
+    print(
+        f"generation: λ={args.offspring}, signature groups {groups}, "
+        f"{args.dataset} ({source}) subset {args.subset}, T={args.time_steps}",
+        flush=True,
+    )
 
-    settings = {"quick": quick, "dataset": args.dataset, "data": source, "subset": args.subset,
-                "evo_train_samples": args.subset - round(args.subset * 0.3),
-                "fitness_samples": round(args.subset * 0.3), "time_steps": args.time_steps,
-                "epochs": args.epochs, "batch_size": args.batch_size, "offspring": args.offspring,
-                "seed": args.seed, "parent_pool": args.parent_pool, "devices": args.devices,
-                "shared_signature": args.shared_signature,
-                "variants": names, "repeats": args.repeats, "budget_s": args.budget_s,
-                "threefry_partitionable": jax.config.jax_threefry_partitionable
-                if threefry is None else threefry}
+    settings = {
+        "quick": quick,
+        "dataset": args.dataset,
+        "data": source,
+        "subset": args.subset,
+        "evo_train_samples": args.subset - round(args.subset * 0.3),
+        "fitness_samples": round(args.subset * 0.3),
+        "time_steps": args.time_steps,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "offspring": args.offspring,
+        "seed": args.seed,
+        "parent_pool": args.parent_pool,
+        "devices": args.devices,
+        "shared_signature": args.shared_signature,
+        "variants": names,
+        "repeats": args.repeats,
+        "budget_s": args.budget_s,
+        "threefry_partitionable": jax.config.jax_threefry_partitionable if threefry is None else threefry,
+    }
     runs = collections.defaultdict(list)
 
     def stem() -> str:
@@ -410,27 +488,46 @@ def main(argv=None) -> int:
     def save_partial() -> None:
         # After every variant, so that a kill keeps what was measured. No JAX
         # backend here (see above): host facts only until the final write.
-        common.write_result(stem(), {
-            "benchmark": "generation_throughput", "machine": common.host_info(),
-            "versions": common.versions(), "complete": False, "settings": settings,
-            "generation": {"parent": parent.text, "signature_group_sizes": groups},
-            "variants": {name: dict(rs[-1], wall_s_repeats=[v["wall_s"] for v in rs])
-                         for name, rs in runs.items() if rs},
-            "errors": errors}, args.out)
+        common.write_result(
+            stem(),
+            {
+                "benchmark": "generation_throughput",
+                "machine": common.host_info(),
+                "versions": common.versions(),
+                "complete": False,
+                "settings": settings,
+                "generation": {"parent": parent.text, "signature_group_sizes": groups},
+                "variants": {
+                    name: dict(rs[-1], wall_s_repeats=[v["wall_s"] for v in rs]) for name, rs in runs.items() if rs
+                },
+                "errors": errors,
+            },
+            args.out,
+        )
+
     for r in range(args.repeats):
         # Rotated order: a change of the machine's load hits every variant alike.
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - started)
             if left is not None and left <= 0:
                 if not runs[name]:
                     errors[name] = f"skipped: --budget-s {args.budget_s:g} spent before it started"
                 print(f"{name:>10}: skipped (budget)", flush=True)
                 continue
-            spec = {"variant": name, "seed": args.seed, "offspring": args.offspring, "dataset": args.dataset,
-                    "subset": args.subset, "time_steps": args.time_steps, "epochs": args.epochs,
-                    "batch_size": args.batch_size, "threefry_partitionable": threefry,
-                    "parent_pool": args.parent_pool, "devices": args.devices,
-                    "shared": args.shared_signature}
+            spec = {
+                "variant": name,
+                "seed": args.seed,
+                "offspring": args.offspring,
+                "dataset": args.dataset,
+                "subset": args.subset,
+                "time_steps": args.time_steps,
+                "epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "threefry_partitionable": threefry,
+                "parent_pool": args.parent_pool,
+                "devices": args.devices,
+                "shared": args.shared_signature,
+            }
             try:
                 v = run_variant(spec, timeout=left)
             except RuntimeError as err:
@@ -439,9 +536,11 @@ def main(argv=None) -> int:
                 continue
             runs[name].append(v)
             save_partial()
-            print(f"{name:>10}: wall {v['wall_s']:7.1f} s  {v['individuals_per_hour']:7.1f} ind/h  "
-                  f"compile {v['compile_s']:6.1f} s  run {v['run_s']:6.1f} s  load {common.load_average()}",
-                  flush=True)
+            print(
+                f"{name:>10}: wall {v['wall_s']:7.1f} s  {v['individuals_per_hour']:7.1f} ind/h  "
+                f"compile {v['compile_s']:6.1f} s  run {v['run_s']:6.1f} s  load {common.load_average()}",
+                flush=True,
+            )
     variants = {}
     for name in names:
         if not runs[name]:
@@ -457,13 +556,17 @@ def main(argv=None) -> int:
     for name, v in measured.items():
         # Compared with the one-by-one variant of the same XLA and PRNG settings.
         base, _, tf = name.partition("/")
-        ref = measured.get("none" + (base[base.index("@"):] if "@" in base else "") + (f"/{tf}" if tf else ""))
-        v["identical_to_none"] = None if ref is None else all(
-            x["results_sha256"] == ref["results_sha256"] for x in runs[name])
+        ref = measured.get("none" + (base[base.index("@") :] if "@" in base else "") + (f"/{tf}" if tf else ""))
+        v["identical_to_none"] = (
+            None if ref is None else all(x["results_sha256"] == ref["results_sha256"] for x in runs[name])
+        )
 
     sharing = signature_sharing(args.share_seeds, args.share_generations, args.offspring)
-    print(f"sharing: {sharing['exact']['share_alone']:.0%} of offspring alone in their signature group, "
-          f"{sharing['exact']['seen_before_share']:.0%} seen in an earlier generation", flush=True)
+    print(
+        f"sharing: {sharing['exact']['share_alone']:.0%} of offspring alone in their signature group, "
+        f"{sharing['exact']['seen_before_share']:.0%} seen in an earlier generation",
+        flush=True,
+    )
     scaling = None
     compile_ratio = {}
     if not (quick or args.no_compile_scaling):
@@ -482,13 +585,17 @@ def main(argv=None) -> int:
         for v in measured.values():
             v["projected_paper_run"] = project(v, reference_run, args, compile_ratio, seen)
     if reference is not None:
+
         def hours(result, dataset):
             return result["projected_paper_run"][dataset]["hours_200_generations"]
+
         for name, v in measured.items():
             if name != "none":
-                ratios[name] = {"speedup_wall": reference["wall_s"] / v["wall_s"],
-                                "paper_mnist_speedup": hours(reference, "mnist") / hours(v, "mnist"),
-                                "paper_fmnist_speedup": hours(reference, "fmnist") / hours(v, "fmnist")}
+                ratios[name] = {
+                    "speedup_wall": reference["wall_s"] / v["wall_s"],
+                    "paper_mnist_speedup": hours(reference, "mnist") / hours(v, "mnist"),
+                    "paper_fmnist_speedup": hours(reference, "fmnist") / hours(v, "fmnist"),
+                }
     payload = {
         **common.header("generation_throughput", load_before),
         "complete": True,
@@ -500,17 +607,21 @@ def main(argv=None) -> int:
         "compile_scaling": scaling,
         "memory_per_offspring_estimate": memory_per_offspring(phenotypes, args.batch_size),
         "projection_method": "per generation: (wall - run_ref) x compile(T)/compile(T_run) x (1 - seen_before_share) "
-                             "+ run_ref x (60000 / subset) x (T / T_run); run_ref = sum of train_seconds of the "
-                             "one-by-one variant (blocking, so uncontended by compiles)",
+        "+ run_ref x (60000 / subset) x (T / T_run); run_ref = sum of train_seconds of the "
+        "one-by-one variant (blocking, so uncontended by compiles)",
         "benchmark_seconds": time.perf_counter() - started,
     }
     for name, r in ratios.items():
-        print(f"{name}: {r['speedup_wall']:.2f}x faster than one by one "
-              f"(projected paper run: mnist {r['paper_mnist_speedup']:.2f}x, fmnist {r['paper_fmnist_speedup']:.2f}x)")
+        print(
+            f"{name}: {r['speedup_wall']:.2f}x faster than one by one "
+            f"(projected paper run: mnist {r['paper_mnist_speedup']:.2f}x, fmnist {r['paper_fmnist_speedup']:.2f}x)"
+        )
     for name, v in measured.items():
         p = v["projected_paper_run"]
-        print(f"{name:>8}: projected 200 generations: mnist {p['mnist']['hours_200_generations']:.0f} h, "
-              f"fmnist {p['fmnist']['hours_200_generations']:.0f} h; identical to none: {v['identical_to_none']}")
+        print(
+            f"{name:>8}: projected 200 generations: mnist {p['mnist']['hours_200_generations']:.0f} h, "
+            f"fmnist {p['fmnist']['hours_200_generations']:.0f} h; identical to none: {v['identical_to_none']}"
+        )
     print("wrote", common.write_result(stem(), payload, args.out))
     return 0
 

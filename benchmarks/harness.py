@@ -44,17 +44,25 @@ INPUT_SHAPE = (28, 28, 1)
 LR = 5e-4
 BETA, THRESHOLD = 0.9, 1.0
 
-_LIF = (f"layer:act beta:{BETA} beta-trainable:False threshold:{THRESHOLD} "
-        "threshold-trainable:False surr-grad:atan reset:subtract")
-REFERENCE_PHENOTYPE = " ".join([
-    "layer:conv num-filters:32 filter-shape:5 stride:1 padding:valid bias:True",
-    "layer:pool-max kernel-size:2", _LIF,
-    "layer:conv num-filters:64 filter-shape:5 stride:1 padding:valid bias:True",
-    "layer:pool-max kernel-size:2", _LIF,
-    "layer:fc num-units:128 bias:True", _LIF,
-    "layer:fc num-units:10 bias:True", _LIF,
-    f"learning:adam lr:{LR} beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False",
-])
+_LIF = (
+    f"layer:act beta:{BETA} beta-trainable:False threshold:{THRESHOLD} "
+    "threshold-trainable:False surr-grad:atan reset:subtract"
+)
+REFERENCE_PHENOTYPE = " ".join(
+    [
+        "layer:conv num-filters:32 filter-shape:5 stride:1 padding:valid bias:True",
+        "layer:pool-max kernel-size:2",
+        _LIF,
+        "layer:conv num-filters:64 filter-shape:5 stride:1 padding:valid bias:True",
+        "layer:pool-max kernel-size:2",
+        _LIF,
+        "layer:fc num-units:128 bias:True",
+        _LIF,
+        "layer:fc num-units:10 bias:True",
+        _LIF,
+        f"learning:adam lr:{LR} beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False",
+    ]
+)
 
 # Names of the reference network's parameter scopes in the Flax module.
 LAYER_NAMES = {"conv_0": "conv1", "conv_3": "conv2", "dense_6": "fc1", "dense_8": "fc2"}
@@ -69,6 +77,7 @@ def reference_network() -> tuple[architecture.Signature, architecture.Hyper]:
 
 class TorchUnavailable(RuntimeError):
     """torch or snntorch cannot be imported."""
+
 
 # --------------------------------------------------------------------------
 # Our side
@@ -96,9 +105,19 @@ class JaxTrainer:
 
     framework = "spenser_jax"
 
-    def __init__(self, key: jax.Array, sig: architecture.Signature, hyper: Any, time_steps: int,
-                 mode: str, images: np.ndarray, labels: np.ndarray, *, epoch_fn=None,
-                 label: str | None = None):
+    def __init__(
+        self,
+        key: jax.Array,
+        sig: architecture.Signature,
+        hyper: Any,
+        time_steps: int,
+        mode: str,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        epoch_fn=None,
+        label: str | None = None,
+    ):
         self.mode = mode
         self.label = label or mode
         self.time_steps = time_steps
@@ -109,15 +128,13 @@ class JaxTrainer:
         self.images = jax.device_put(images)
         self.labels = jax.device_put(labels)
         # The product's cached builder unless a caller (an experiment) brings its own.
-        self.fn = epoch_fn or training.make_train_epoch(sig, time_steps=time_steps,
-                                                        batch_size=BATCH, mode=mode)
+        self.fn = epoch_fn or training.make_train_epoch(sig, time_steps=time_steps, batch_size=BATCH, mode=mode)
         self.compiled = None
         self.calls = 0
 
     def _args(self):
         self.calls += 1
-        return (self.state, self.hyper, self.images, self.labels,
-                jax.random.fold_in(self.key, self.calls))
+        return (self.state, self.hyper, self.images, self.labels, jax.random.fold_in(self.key, self.calls))
 
     def warmup(self, run_epoch: bool = True) -> dict[str, float]:
         """Trace, lower and compile, then (``run_epoch``) run one epoch."""
@@ -153,21 +170,38 @@ class JaxStepLoop(JaxTrainer):
     what the step costs on its own, with one dispatch per batch.
     """
 
-    def __init__(self, key: jax.Array, sig: architecture.Signature, hyper: Any, time_steps: int,
-                 mode: str, images: np.ndarray, labels: np.ndarray):
-        super().__init__(key, sig, hyper, time_steps, mode, images[:BATCH], labels[:BATCH],
-                         epoch_fn=self._step_fn(sig, time_steps, mode),
-                         label=f"{mode} step, host loop")
+    def __init__(
+        self,
+        key: jax.Array,
+        sig: architecture.Signature,
+        hyper: Any,
+        time_steps: int,
+        mode: str,
+        images: np.ndarray,
+        labels: np.ndarray,
+    ):
+        super().__init__(
+            key,
+            sig,
+            hyper,
+            time_steps,
+            mode,
+            images[:BATCH],
+            labels[:BATCH],
+            epoch_fn=self._step_fn(sig, time_steps, mode),
+            label=f"{mode} step, host loop",
+        )
         self.samples = images.shape[0] // BATCH * BATCH
-        self.batches = [(jax.device_put(images[i:i + BATCH]), jax.device_put(labels[i:i + BATCH]))
-                        for i in range(0, self.samples, BATCH)]
+        self.batches = [
+            (jax.device_put(images[i : i + BATCH]), jax.device_put(labels[i : i + BATCH]))
+            for i in range(0, self.samples, BATCH)
+        ]
 
     @staticmethod
     def _step_fn(sig, time_steps, mode):
         def step(state, hyper, images, labels, key):
             spikes = encoding.rate(key, images, time_steps)
-            state, value, finite = training.train_step(sig, state, hyper, spikes, labels,
-                                                       mode=mode)
+            state, value, finite = training.train_step(sig, state, hyper, spikes, labels, mode=mode)
             return state, {"loss": value, "nonfinite": ~finite}
 
         return jax.jit(step, donate_argnums=(0,))
@@ -177,8 +211,9 @@ class JaxStepLoop(JaxTrainer):
         failed = jnp.bool_(False)
         for images, labels in self.batches:
             self.calls += 1
-            self.state, metrics = self.compiled(self.state, self.hyper, images, labels,
-                                                jax.random.fold_in(self.key, self.calls))
+            self.state, metrics = self.compiled(
+                self.state, self.hyper, images, labels, jax.random.fold_in(self.key, self.calls)
+            )
             failed = failed | metrics["nonfinite"]
         jax.block_until_ready((self.state, failed))
         seconds = time.perf_counter() - start
@@ -210,7 +245,8 @@ def import_torch(device: str = "cpu") -> types.SimpleNamespace:
     except ImportError as err:
         raise TorchUnavailable(
             f"skipped: torch/snntorch not installed ({err}). It is a dev-only tool: "
-            "`pip install torch==2.13.0 snntorch==1.0.0`, or pass --skip-torch.") from err
+            "`pip install torch==2.13.0 snntorch==1.0.0`, or pass --skip-torch."
+        ) from err
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -218,8 +254,9 @@ def import_torch(device: str = "cpu") -> types.SimpleNamespace:
     # torch's default may be fewer threads than cores (and XLA uses them all).
     torch.set_num_threads(os.cpu_count() or 1)
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    return types.SimpleNamespace(torch=torch, snntorch=snntorch, SF=SF, spikegen=spikegen,
-                                 surrogate=surrogate, device=device, device_name=name)
+    return types.SimpleNamespace(
+        torch=torch, snntorch=snntorch, SF=SF, spikegen=spikegen, surrogate=surrogate, device=device, device_name=name
+    )
 
 
 def torch_network(tm: types.SimpleNamespace):
@@ -233,8 +270,7 @@ def torch_network(tm: types.SimpleNamespace):
             spike_grad = tm.surrogate.atan()
 
             def leaky():
-                return snn.Leaky(beta=BETA, threshold=THRESHOLD, spike_grad=spike_grad,
-                                 reset_mechanism="subtract")
+                return snn.Leaky(beta=BETA, threshold=THRESHOLD, spike_grad=spike_grad, reset_mechanism="subtract")
 
             self.conv1, self.lif1 = torch.nn.Conv2d(1, 32, 5), leaky()
             self.conv2, self.lif2 = torch.nn.Conv2d(32, 64, 5), leaky()
@@ -267,8 +303,15 @@ class TorchTrainer:
     framework = "snntorch"
     mode = None
 
-    def __init__(self, tm: types.SimpleNamespace, seed: int, time_steps: int,
-                 images: np.ndarray, labels: np.ndarray, threads: int | None = None):
+    def __init__(
+        self,
+        tm: types.SimpleNamespace,
+        seed: int,
+        time_steps: int,
+        images: np.ndarray,
+        labels: np.ndarray,
+        threads: int | None = None,
+    ):
         torch = tm.torch
         torch.manual_seed(seed)
         self.tm = tm
@@ -284,8 +327,7 @@ class TorchTrainer:
         self.images = torch.from_numpy(np.array(images.transpose(0, 3, 1, 2), order="C")).to(self.device)
         self.labels = torch.from_numpy(labels.astype(np.int64)).to(self.device)
         self.net = torch_network(tm).to(self.device)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, betas=(0.9, 0.999),
-                                    weight_decay=0.0)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, betas=(0.9, 0.999), weight_decay=0.0)
         self.loss_fn = tm.SF.mse_count_loss(correct_rate=1.0, incorrect_rate=0.0)
 
     def sync(self) -> None:
@@ -319,7 +361,7 @@ class TorchTrainer:
         start = time.perf_counter()
         order = self.tm.torch.randperm(self.samples, device=self.device)  # DataLoader(shuffle=True)
         for b in range(self.samples // BATCH):
-            idx = order[b * BATCH:(b + 1) * BATCH]
+            idx = order[b * BATCH : (b + 1) * BATCH]
             value = self.step(self.images[idx], self.labels[idx])
         self.sync()
         seconds = time.perf_counter() - start
@@ -332,8 +374,9 @@ class TorchTrainer:
 # Throughput
 
 
-def measure_throughput(runners: list, repeats: int, budget_s: float, log, *,
-                       warmup_epoch: bool = True, long_epoch_s: float = 20.0) -> list[dict]:
+def measure_throughput(
+    runners: list, repeats: int, budget_s: float, log, *, warmup_epoch: bool = True, long_epoch_s: float = 20.0
+) -> list[dict]:
     """Warms up every runner, then times rotated rounds of one epoch each.
 
     Warm-up: compilation for ours, then one untimed epoch of every runner
@@ -350,10 +393,16 @@ def measure_throughput(runners: list, repeats: int, budget_s: float, log, *,
         log(f"  warm-up {runner.label} (T={runner.time_steps}, {runner.samples} samples) ...")
         warm = runner.warmup(warmup_epoch)
         log("    " + ", ".join(f"{k} {v:.1f}" for k, v in warm.items()))
-        row = {"framework": runner.framework, "label": runner.label, "mode": runner.mode,
-               "time_steps": runner.time_steps, "samples_per_epoch": runner.samples,
-               **{k: round(v, 3) for k, v in warm.items()},
-               **getattr(runner, "extra", {}), "epoch_times_s": []}
+        row = {
+            "framework": runner.framework,
+            "label": runner.label,
+            "mode": runner.mode,
+            "time_steps": runner.time_steps,
+            "samples_per_epoch": runner.samples,
+            **{k: round(v, 3) for k, v in warm.items()},
+            **getattr(runner, "extra", {}),
+            "epoch_times_s": [],
+        }
         if warm.get("first_epoch_s", 0.0) >= long_epoch_s:
             row["epoch_times_s"].append(round(warm["first_epoch_s"], 4))
             row["sample"] = "warm-up epoch (long: no rounds)"
@@ -368,8 +417,10 @@ def measure_throughput(runners: list, repeats: int, budget_s: float, log, *,
         for runner, row in timed[shift:] + timed[:shift]:
             row["epoch_times_s"].append(round(runner.epoch(), 4))
         now = time.perf_counter()
-        log(f"  round {r + 1}/{repeats}: " + ", ".join(
-            f"{row['label']} {row['epoch_times_s'][-1]:.2f}s" for _, row in timed))
+        log(
+            f"  round {r + 1}/{repeats}: "
+            + ", ".join(f"{row['label']} {row['epoch_times_s'][-1]:.2f}s" for _, row in timed)
+        )
         if r + 1 < repeats and now - started + (now - round_start) > budget_s:
             log(f"  stopping after {r + 1} round(s): --budget-s {budget_s:g} reached")
             break
@@ -398,10 +449,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fastest = max(torch_rows, key=lambda x: x["samples_per_s"])
         for row in same_t:
             if row["framework"] != "snntorch":
-                row["ratio_vs_snntorch"] = round(row["samples_per_s"]
-                                                 / torch_rows[0]["samples_per_s"], 3)
-                row["ratio_vs_fastest_snntorch"] = round(row["samples_per_s"]
-                                                         / fastest["samples_per_s"], 3)
+                row["ratio_vs_snntorch"] = round(row["samples_per_s"] / torch_rows[0]["samples_per_s"], 3)
+                row["ratio_vs_fastest_snntorch"] = round(row["samples_per_s"] / fastest["samples_per_s"], 3)
     return rows
 
 
@@ -413,8 +462,7 @@ def _ms(seconds: float) -> float:
     return round(1000 * seconds, 2)
 
 
-def profile_jax(key: jax.Array, sig, hyper, time_steps: int, mode: str, images, labels,
-                repeats: int) -> dict[str, Any]:
+def profile_jax(key: jax.Array, sig, hyper, time_steps: int, mode: str, images, labels, repeats: int) -> dict[str, Any]:
     """Where one train step of ours spends its time (ms, medians)."""
     key_init, key_spikes, key_conv, key_x, key_g = jax.random.split(key, 5)
     model = network.SpikingNetwork(sig, mode=mode)
@@ -455,6 +503,7 @@ def profile_jax(key: jax.Array, sig, hyper, time_steps: int, mode: str, images, 
         # baked into the program.
         def run(cotangent, *inputs):
             return jax.grad(lambda *a: jnp.vdot(f(*a), cotangent), argnums)(*inputs)
+
         return jax.jit(run)
 
     conv1_fwd, conv2_fwd = jax.jit(conv1.apply), jax.jit(conv2.apply)
@@ -468,16 +517,15 @@ def profile_jax(key: jax.Array, sig, hyper, time_steps: int, mode: str, images, 
         "maxpool1_fwd_bwd": lambda: pool_grad(gp1, h1),
         "maxpool2_fwd_bwd": lambda: pool_grad(gp2, h2),
     }
-    out = {"per_batch_ms": {k: _ms(common.timeit(f, repeats)["median_s"])
-                            for k, f in whole.items()},
-           "per_time_step_ms": {k: _ms(common.timeit(f, repeats + 2)["median_s"])
-                                for k, f in layers.items()}}
+    out = {
+        "per_batch_ms": {k: _ms(common.timeit(f, repeats)["median_s"]) for k, f in whole.items()},
+        "per_time_step_ms": {k: _ms(common.timeit(f, repeats + 2)["median_s"]) for k, f in layers.items()},
+    }
     out["step_fn"] = (step, (state, hyper, spikes, y))
     return out
 
 
-def profile_torch(tm, seed: int, time_steps: int, images, labels, repeats: int,
-                  threads: int) -> dict:
+def profile_torch(tm, seed: int, time_steps: int, images, labels, repeats: int, threads: int) -> dict:
     """The same components for the snntorch loop (ms, medians)."""
     torch, F = tm.torch, tm.torch.nn.functional
     torch.set_num_threads(threads)
@@ -514,11 +562,13 @@ def profile_torch(tm, seed: int, time_steps: int, images, labels, repeats: int,
         def run():
             with torch.no_grad():
                 return f()
+
         return run
 
     def grads(f, inputs, cotangent):
         def run():
             return torch.autograd.grad(f(), inputs, cotangent)
+
         return run
 
     x2g = x2.clone().requires_grad_()
@@ -538,13 +588,14 @@ def profile_torch(tm, seed: int, time_steps: int, images, labels, repeats: int,
             out = f()
             trainer.sync()
             return out
+
         return run
 
-    return {"device": dev,
-            "per_batch_ms": {k: _ms(common.timeit(synced(f), repeats)["median_s"])
-                             for k, f in whole.items()},
-            "per_time_step_ms": {k: _ms(common.timeit(synced(f), repeats + 2)["median_s"])
-                                 for k, f in layers.items()}}
+    return {
+        "device": dev,
+        "per_batch_ms": {k: _ms(common.timeit(synced(f), repeats)["median_s"]) for k, f in whole.items()},
+        "per_time_step_ms": {k: _ms(common.timeit(synced(f), repeats + 2)["median_s"]) for k, f in layers.items()},
+    }
 
 
 def _hlo_op_names(hlo_text: str) -> dict[str, str | None]:
@@ -632,12 +683,12 @@ def summarise_loop_gap(rows: list[dict[str, Any]], default_mode: str) -> list[st
                 f"vs the same jitted step from a host loop {h['step_ms']:.0f} ms "
                 f"({e['step_ms'] / h['step_ms']:.1f}x); the compiled epoch has "
                 f"{e.get('unfused_convolutions', '?')} unfused convolution ops (slow generic "
-                f"thunks on XLA:CPU, see conv_layout_experiment.py).")
+                f"thunks on XLA:CPU, see conv_layout_experiment.py)."
+            )
     return lines
 
 
-def summarise_profile(time_steps: int, mode: str, ours: dict,
-                      theirs: dict[str, dict]) -> list[str]:
+def summarise_profile(time_steps: int, mode: str, ours: dict, theirs: dict[str, dict]) -> list[str]:
     """A few plain-text lines on where the time goes."""
     lines = []
 
@@ -652,12 +703,14 @@ def summarise_profile(time_steps: int, mode: str, ours: dict,
             f"(forward {b['forward']:.0f}, forward+backward {fb:.0f}, so backward "
             f"~{fb - b['forward']:.0f} and optimizer/update "
             + (f"~{rest:.0f}" if rest > 0 else "within noise")
-            + f"; rate coding {b['rate_encoding']:.1f}).")
+            + f"; rate coding {b['rate_encoding']:.1f})."
+        )
         lines.append(
             f"  layers alone x T: conv1 fwd+dW {time_steps * layer['conv1_fwd_dW']:.0f} ms, "
             f"conv2 fwd+dX+dW {time_steps * layer['conv2_fwd_dX_dW']:.0f} ms, max-pools "
             f"fwd+bwd {pools:.0f} ms: convolutions ~{100 * convs / fb:.0f}% and pools "
-            f"~{100 * pools / fb:.0f}% of forward+backward.")
+            f"~{100 * pools / fb:.0f}% of forward+backward."
+        )
 
     side(f"spenser_jax ({mode})", ours)
     if "xla_ops_percent" in ours:
@@ -668,15 +721,19 @@ def summarise_profile(time_steps: int, mode: str, ours: dict,
     if theirs:
         name, best = min(theirs.items(), key=lambda kv: kv[1]["per_batch_ms"]["train_step"])
         a, b = ours["per_time_step_ms"], best["per_time_step_ms"]
-        lines.append(f"XLA / torch ({name}) time per layer call (batch 64, one time step): "
-                     + ", ".join(f"{k} {a[k]:.2f}/{b[k]:.2f} ms ({a[k] / b[k]:.1f}x)" for k in a))
+        lines.append(
+            f"XLA / torch ({name}) time per layer call (batch 64, one time step): "
+            + ", ".join(f"{k} {a[k]:.2f}/{b[k]:.2f} ms ({a[k] / b[k]:.1f}x)" for k in a)
+        )
     return lines
 
 
 def print_table(rows: list[dict[str, Any]], default_mode: str) -> list[str]:
     """Prints (and returns) the results as a plain-text table."""
-    header = (f"{'T':>3}  {'runner':<33} {'samples':>7} {'compile s':>9} {'first s':>8} "
-              f"{'epoch s':>8} {'ms/step':>8} {'samples/s':>9} {'ours/snn':>8} {'/fastest':>8}")
+    header = (
+        f"{'T':>3}  {'runner':<33} {'samples':>7} {'compile s':>9} {'first s':>8} "
+        f"{'epoch s':>8} {'ms/step':>8} {'samples/s':>9} {'ours/snn':>8} {'/fastest':>8}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         name = ("spenser_jax " if r["framework"] == "spenser_jax" else "") + r["label"]
@@ -685,18 +742,20 @@ def print_table(rows: list[dict[str, Any]], default_mode: str) -> list[str]:
         compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
         first_s = f"{r['first_call_s']:.1f}" if "first_call_s" in r else "-"
         ratio = f"{r['ratio_vs_snntorch']:.3f}" if "ratio_vs_snntorch" in r else "-"
-        best = (f"{r['ratio_vs_fastest_snntorch']:.3f}" if "ratio_vs_fastest_snntorch" in r
-                else "-")
+        best = f"{r['ratio_vs_fastest_snntorch']:.3f}" if "ratio_vs_fastest_snntorch" in r else "-"
         epoch_s = f"{r['median_epoch_s']:.2f}" + ("+" if "sample" in r else "")
-        lines.append(f"{r['time_steps']:>3}  {name:<33} {r['samples_per_epoch']:>7} "
-                     f"{compile_s:>9} {first_s:>8} {epoch_s:>8} "
-                     f"{r['step_ms']:>8.0f} {r['samples_per_s']:>9.1f} {ratio:>8} {best:>8}")
-    lines.append("* the default order on this backend (network.DEFAULT_MODES). Our orders run "
-                 "through training.make_train_epoch; the host loop is our jitted step called per "
-                 "batch, for reference. ours/snn: median samples/s over those of the first "
-                 "snntorch row of the same T (threads = cores, or CUDA); /fastest: over the "
-                 "fastest snntorch row. +: a long warm-up epoch kept as the only sample "
-                 "(--long-epoch-s).")
+        lines.append(
+            f"{r['time_steps']:>3}  {name:<33} {r['samples_per_epoch']:>7} "
+            f"{compile_s:>9} {first_s:>8} {epoch_s:>8} "
+            f"{r['step_ms']:>8.0f} {r['samples_per_s']:>9.1f} {ratio:>8} {best:>8}"
+        )
+    lines.append(
+        "* the default order on this backend (network.DEFAULT_MODES). Our orders run "
+        "through training.make_train_epoch; the host loop is our jitted step called per "
+        "batch, for reference. ours/snn: median samples/s over those of the first "
+        "snntorch row of the same T (threads = cores, or CUDA); /fastest: over the "
+        "fastest snntorch row. +: a long warm-up epoch kept as the only sample "
+        "(--long-epoch-s)."
+    )
     print("\n".join(lines), flush=True)
     return lines
-

@@ -86,8 +86,7 @@ def _noop(event: mutation.Event) -> bool:
     return old == new
 
 
-def measure(space: SearchSpace, config: mutation.MutationConfig, parents: list, offspring: int,
-            seed: int) -> dict:
+def measure(space: SearchSpace, config: mutation.MutationConfig, parents: list, offspring: int, seed: int) -> dict:
     """Per-offspring statistics of ``config`` over ``parents`` x ``offspring``."""
     n = 0
     changed = collections.Counter()  # module -> offspring whose module differs
@@ -133,11 +132,15 @@ def measure(space: SearchSpace, config: mutation.MutationConfig, parents: list, 
         "offspring": n,
         "module_changed": {m: changed[m] / n for m in modules},
         "dsge_events_per_layer": {m: events[(m, "dsge")] / dsge_layers[m] for m in LAYER_MODULES},
-        "layer_changed_when_module_kept": {m: kept_changed[m] / kept_layers[m] if kept_layers[m] else None
-                                           for m in LAYER_MODULES},
+        "layer_changed_when_module_kept": {
+            m: kept_changed[m] / kept_layers[m] if kept_layers[m] else None for m in LAYER_MODULES
+        },
         "events_per_offspring": {m: {op: events[(m, op)] / n for op in OPS} for m in modules},
-        "rounds_per_offspring": {"mean": statistics.fmean(rounds_all), "max": max(rounds_all),
-                                 "histogram": {str(k): v for k, v in sorted(rounds_hist.items())}},
+        "rounds_per_offspring": {
+            "mean": statistics.fmean(rounds_all),
+            "max": max(rounds_all),
+            "histogram": {str(k): v for k, v in sorted(rounds_hist.items())},
+        },
         "invalid_rounds_per_offspring": invalid_rounds / n,
         "remutated_neutral_share": neutral_offspring / n,
         "identical_to_parent_share": identical / n,
@@ -159,27 +162,40 @@ def table(results: dict[str, dict], config: mutation.MutationConfig) -> list[str
     row("learning unit changed", [x["module_changed"]["learning"] for x in r], f"{config.learning_dsge:.0%}")
     row("output layer changed", [x["module_changed"]["output"] for x in r], f"{config.layer_dsge:.0%}")
     for m in LAYER_MODULES:
-        row(f"{m}: DSGE events per layer", [x["dsge_events_per_layer"][m] for x in r],
-            f"{config.layer_dsge:.0%}", "{:.3f}")
-        row(f"{m}: layer changed (module kept its layers)",
-            [x["layer_changed_when_module_kept"][m] for x in r], f"{config.layer_dsge:.0%}")
+        row(
+            f"{m}: DSGE events per layer",
+            [x["dsge_events_per_layer"][m] for x in r],
+            f"{config.layer_dsge:.0%}",
+            "{:.3f}",
+        )
+        row(
+            f"{m}: layer changed (module kept its layers)",
+            [x["layer_changed_when_module_kept"][m] for x in r],
+            f"{config.layer_dsge:.0%}",
+        )
         row(f"{m}: module changed", [x["module_changed"][m] for x in r])
     nominal_tries = (1 + config.max_tries) / 2
     for m in LAYER_MODULES:
-        for op, p in (("add", config.add_layer * (1 - config.reuse_layer)),
-                      ("reuse", config.add_layer * config.reuse_layer), ("remove", config.remove_layer)):
-            row(f"{m}: {op} events", [x["events_per_offspring"][m][op] for x in r],
-                f"{p * nominal_tries:.3f}", "{:.3f}")
+        for op, p in (
+            ("add", config.add_layer * (1 - config.reuse_layer)),
+            ("reuse", config.add_layer * config.reuse_layer),
+            ("remove", config.remove_layer),
+        ):
+            row(
+                f"{m}: {op} events", [x["events_per_offspring"][m][op] for x in r], f"{p * nominal_tries:.3f}", "{:.3f}"
+            )
     row("re-mutated (a neutral round)", [x["remutated_neutral_share"] for x in r])
     row("identical to the parent", [x["identical_to_parent_share"] for x in r])
     row("rounds (mean)", [x["rounds_per_offspring"]["mean"] for x in r], "1", "{:.3f}")
     row("rounds (max)", [x["rounds_per_offspring"]["max"] for x in r], "", "{:d}")
     row("invalid rounds", [x["invalid_rounds_per_offspring"] for x in r], "", "{:.3f}")
     row("DSGE events that changed nothing", [x["dsge_noop_share"] for x in r])
-    lines.append("Per offspring: what mutation.offspring returns, every round it took counted "
-                 "(invalid rounds are discarded, neutral ones kept and mutated again). Nominal: "
-                 "per round; add/reuse/remove: expected events of 1-2 tries while the module is "
-                 "within its size limits.")
+    lines.append(
+        "Per offspring: what mutation.offspring returns, every round it took counted "
+        "(invalid rounds are discarded, neutral ones kept and mutated again). Nominal: "
+        "per round; add/reuse/remove: expected events of 1-2 tries while the module is "
+        "within its size limits."
+    )
     return lines
 
 
@@ -194,27 +210,36 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     space = SearchSpace(spenser_jax.load_grammar(GRAMMAR))
     default = mutation.MutationConfig()
-    configs = {"remutate_neutral=True": default,
-               "remutate_neutral=False": dataclasses.replace(default, remutate_neutral=False)}
+    configs = {
+        "remutate_neutral=True": default,
+        "remutate_neutral=False": dataclasses.replace(default, remutate_neutral=False),
+    }
     rng = np.random.default_rng([args.seed, 0xA11])
     parents = [mutation.sample(rng, space, default) for _ in range(args.parents)]
     results = {}
     for name, config in configs.items():
         t0 = time.perf_counter()
         results[name] = measure(space, config, parents, args.offspring, args.seed)
-        print(f"{name}: {results[name]['offspring']} offspring in {time.perf_counter() - t0:.1f} s",
-              flush=True)
+        print(f"{name}: {results[name]['offspring']} offspring in {time.perf_counter() - t0:.1f} s", flush=True)
     lines = table(results, default)
     print("\n".join(lines), flush=True)
     if not args.no_write:
-        payload = {"benchmark": "mutation_rates", "machine": common.host_info(),
-                   "versions": common.versions(),
-                   "settings": {"grammar": GRAMMAR, "macro": [dataclasses.astuple(m) for m in space.macro],
-                                "parents": args.parents, "offspring_per_parent": args.offspring,
-                                "seed": args.seed,
-                                "configs": {k: dataclasses.asdict(v) for k, v in configs.items()}},
-                   "results": results, "table": lines,
-                   "total_wall_s": round(time.perf_counter() - started, 1)}
+        payload = {
+            "benchmark": "mutation_rates",
+            "machine": common.host_info(),
+            "versions": common.versions(),
+            "settings": {
+                "grammar": GRAMMAR,
+                "macro": [dataclasses.astuple(m) for m in space.macro],
+                "parents": args.parents,
+                "offspring_per_parent": args.offspring,
+                "seed": args.seed,
+                "configs": {k: dataclasses.asdict(v) for k, v in configs.items()},
+            },
+            "results": results,
+            "table": lines,
+            "total_wall_s": round(time.perf_counter() - started, 1),
+        }
         print("wrote", common.write_result("mutation_rates", payload, args.out))
     return 0
 

@@ -57,8 +57,9 @@ def latest(folder: Path, stem: str) -> Path | None:
     return max(files, key=lambda f: (f.name, f.stat().st_mtime), default=None)
 
 
-def compile_per_signature(compile_result: dict | None, path: str, t: int,
-                          default_mode: str | None) -> tuple[float | None, str]:
+def compile_per_signature(
+    compile_result: dict | None, path: str, t: int, default_mode: str | None
+) -> tuple[float | None, str]:
     """``c(T)`` for ``path`` from a compile_time result, and where it came from."""
     by_t = ((compile_result or {}).get("per_signature_s") or {}).get(path) or {}
     if str(t) in by_t:
@@ -110,7 +111,8 @@ def project(generation: dict, compile_result: dict | None) -> dict:
             rows[dataset] = {
                 "time_steps": t,
                 "train_s_per_generation": run,
-                "compile_s_per_new_signature": c_t, "compile_source": source,
+                "compile_s_per_new_signature": c_t,
+                "compile_source": source,
                 "compile_s_per_generation": compile_total,
                 "host_overhead_s_per_generation": host,
                 "seconds_per_generation": per_gen,
@@ -118,11 +120,18 @@ def project(generation: dict, compile_result: dict | None) -> dict:
                 "hours_training_only": GENERATIONS * run / 3600,
                 "train_us_per_sample_and_step": 1e6 * v["run_s"] / (lam * subset * t_run),
             }
-        out[name] = {"batching": batching, "compile_threads": threads,
-                     "measured": {"wall_s": v["wall_s"], "run_s": v["run_s"],
-                                  "compile_s": v["compile_s"], "programs": programs,
-                                  "compile_s_at_T_run_per_signature": c_run},
-                     **rows}
+        out[name] = {
+            "batching": batching,
+            "compile_threads": threads,
+            "measured": {
+                "wall_s": v["wall_s"],
+                "run_s": v["run_s"],
+                "compile_s": v["compile_s"],
+                "programs": programs,
+                "compile_s_at_T_run_per_signature": c_run,
+            },
+            **rows,
+        }
     return out
 
 
@@ -133,20 +142,27 @@ def reference_check(train: dict | None) -> dict | None:
     default = train["settings"].get("default_mode")
     out = {}
     for dataset, t in PAPER.items():
-        rows = [r for r in train["results"] if r["time_steps"] == t and r["framework"] == "spenser_jax"
-                and r["label"] == default]
+        rows = [
+            r
+            for r in train["results"]
+            if r["time_steps"] == t and r["framework"] == "spenser_jax" and r["label"] == default
+        ]
         if rows:
             per_ind = 0.7 * FULL_SAMPLES / rows[0]["samples_per_s"]
-            out[dataset] = {"samples_per_s": rows[0]["samples_per_s"], "mode": default,
-                            "hours_200_generations": GENERATIONS * OFFSPRING * per_ind / 3600}
+            out[dataset] = {
+                "samples_per_s": rows[0]["samples_per_s"],
+                "mode": default,
+                "hours_200_generations": GENERATIONS * OFFSPRING * per_ind / 3600,
+            }
     return out or None
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default=str(RESULTS), help="folder to read (default benchmarks/results)")
-    parser.add_argument("--tag", default="cpu",
-                        help="read <benchmark>_<tag>_<date>.json, e.g. cpu, gpu, cpu_quick (default cpu)")
+    parser.add_argument(
+        "--tag", default="cpu", help="read <benchmark>_<tag>_<date>.json, e.g. cpu, gpu, cpu_quick (default cpu)"
+    )
     parser.add_argument("--generation", default=None, help="a generation_throughput JSON (default: latest)")
     parser.add_argument("--compile", default=None, help="a compile_time JSON (default: latest)")
     parser.add_argument("--train", default=None, help="a train_throughput JSON (default: latest)")
@@ -174,9 +190,15 @@ def main(argv=None) -> int:
         if "error" in p:
             print(f"{name:>10}: no projection ({p['error'][:80]})")
             continue
-        print(f"{name:>10}: " + ", ".join(
-            f"{d} T={p[d]['time_steps']} {p[d]['hours_200_generations']:.1f} h "
-            f"(training {p[d]['hours_training_only']:.1f} h)" for d in PAPER), flush=True)
+        print(
+            f"{name:>10}: "
+            + ", ".join(
+                f"{d} T={p[d]['time_steps']} {p[d]['hours_200_generations']:.1f} h "
+                f"(training {p[d]['hours_training_only']:.1f} h)"
+                for d in PAPER
+            ),
+            flush=True,
+        )
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import common  # imports jax (no backend starts): only to write the result
 
@@ -186,21 +208,28 @@ def main(argv=None) -> int:
         "machine": generation["machine"],
         "versions": generation["versions"],
         "load_average": generation.get("load_average"),
-        "inputs": {"generation_throughput": str(gen_path),
-                   "compile_time": str(comp_path) if comp_path else None,
-                   "train_throughput": str(train_path) if train_path else None,
-                   "data": generation["settings"].get("data"),
-                   "measured_generation": {k: generation["settings"].get(k) for k in
-                                           ("dataset", "subset", "time_steps", "offspring")},
-                   "seen_before_share": generation["signature_sharing"]["exact"]["seen_before_share"]},
-        "paper": {"generations": GENERATIONS, "offspring": OFFSPRING, "samples": FULL_SAMPLES,
-                  "time_steps": PAPER, "epochs": 1},
+        "inputs": {
+            "generation_throughput": str(gen_path),
+            "compile_time": str(comp_path) if comp_path else None,
+            "train_throughput": str(train_path) if train_path else None,
+            "data": generation["settings"].get("data"),
+            "measured_generation": {
+                k: generation["settings"].get(k) for k in ("dataset", "subset", "time_steps", "offspring")
+            },
+            "seen_before_share": generation["signature_sharing"]["exact"]["seen_before_share"],
+        },
+        "paper": {
+            "generations": GENERATIONS,
+            "offspring": OFFSPRING,
+            "samples": FULL_SAMPLES,
+            "time_steps": PAPER,
+            "epochs": 1,
+        },
         "method": __doc__.split("Model, ", 1)[1].split("Usage::")[0].strip(),
         "projection": projection,
         "reference_network_training_only": reference_check(train),
     }
-    print("wrote", common.write_result(args.name or f"paper_projection_{args.tag}", payload,
-                                       args.out or folder))
+    print("wrote", common.write_result(args.name or f"paper_projection_{args.tag}", payload, args.out or folder))
     return 0
 
 

@@ -68,6 +68,7 @@ def log(msg: str) -> None:
 
 def spearman(a, b) -> float:
     """Spearman's rank correlation (average ranks for ties)."""
+
     def ranks(x):
         x = np.asarray(x, float)
         order = np.argsort(x, kind="stable")
@@ -77,6 +78,7 @@ def spearman(a, b) -> float:
             tie = x == v
             r[tie] = r[tie].mean()
         return r
+
     ra, rb = ranks(a), ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
@@ -102,16 +104,17 @@ class EpochProbe:
         s = settings
         step = jax.jit(lambda state, idx, mask, key: self._step(state, idx, mask, key))
         self.step = step
-        self.score_fn = training.make_evaluate(self.sig, time_steps=s.time_steps,
-                                               batch_size=min(s.eval_batch_size, len(self.fit_labels)))
+        self.score_fn = training.make_evaluate(
+            self.sig, time_steps=s.time_steps, batch_size=min(s.eval_batch_size, len(self.fit_labels))
+        )
 
     def _step(self, state, idx, mask, key):
         s = self.settings
         key_encode, key_dropout = jax.random.split(key)
         spikes = encoding.rate(key_encode, self.images[idx], s.time_steps)
         new, value, finite, count = training.train_step(
-            self.sig, state, self.hyper, spikes, self.labels[idx], mask, key_dropout,
-            output_spikes=True)
+            self.sig, state, self.hyper, spikes, self.labels[idx], mask, key_dropout, output_spikes=True
+        )
         return new, value, finite, count
 
     def run(self, key, checkpoints: dict[str, int], start=None, stop_after: int | None = None):
@@ -218,11 +221,12 @@ def phase_rank(args, space: SearchSpace) -> dict:
             if parent is not None:
                 parent_ph = space.phenotype(parent)
                 parent_params = EpochProbe(parent_ph, splits, settings, fitness_key).params_after(
-                    jax.random.fold_in(key, 99), batches)
+                    jax.random.fold_in(key, 99), batches
+                )
                 if parent_params is not None:
                     values, mask, share = inheritance.inherit(
-                        parent_ph, space.origins(parent), parent_params, ph, space.origins(genome),
-                        space.input_shape)
+                        parent_ph, space.origins(parent), parent_params, ph, space.origins(genome), space.input_shape
+                    )
                     inh, _, _ = probe.run(key, {"q": fast_steps}, start=(values, mask))
                     row["fitness_inherit_0.25"] = inh["q"]
                     row["inherited_share"] = share
@@ -230,16 +234,18 @@ def phase_rank(args, space: SearchSpace) -> dict:
             row["error"] = f"{type(err).__name__}: {err}"[:300]
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
-        log(f"rank {k + 1}/{len(archs)}: paper {row.get('fitness_1')} cheap(.25) {row.get('fitness_0.25')} "
+        log(
+            f"rank {k + 1}/{len(archs)}: paper {row.get('fitness_1')} cheap(.25) {row.get('fitness_0.25')} "
             f"inherit {row.get('fitness_inherit_0.25')} silent {row.get('silent_at_check')} "
-            f"({row['seconds']:.0f} s)")
+            f"({row['seconds']:.0f} s)"
+        )
     ok = [r for r in rows if r.get("fitness_1") is not None]
     paper = [r["fitness_1"] for r in ok]
-    summary = {f"spearman_{name}": spearman([r[f"fitness_{name}"] for r in ok], paper)
-               for name in checkpoints if name != "1"}
+    summary = {
+        f"spearman_{name}": spearman([r[f"fitness_{name}"] for r in ok], paper) for name in checkpoints if name != "1"
+    }
     inh = [r for r in ok if r.get("fitness_inherit_0.25") is not None]
-    summary["spearman_inherit_0.25"] = spearman([r["fitness_inherit_0.25"] for r in inh],
-                                                [r["fitness_1"] for r in inh])
+    summary["spearman_inherit_0.25"] = spearman([r["fitness_inherit_0.25"] for r in inh], [r["fitness_1"] for r in inh])
     summary["spearman_snasnet"] = spearman([r["snasnet"] for r in ok], paper)
     silent = [r for r in ok if r["silent_at_check"]]
     summary["silent_at_check"] = len(silent)
@@ -248,8 +254,7 @@ def phase_rank(args, space: SearchSpace) -> dict:
     summary["chance"] = chance
     summary["architectures"] = len(ok)
     summary["early_stop_fraction"] = args.early_stop
-    summary["early_stop_saves_samples_fraction"] = (
-        len(silent) * (1 - stop_after / batches) / max(len(ok), 1))
+    summary["early_stop_saves_samples_fraction"] = len(silent) * (1 - stop_after / batches) / max(len(ok), 1)
     return {"data": source, "rows": rows, "summary": summary}
 
 
@@ -261,12 +266,23 @@ def search_overrides(args, protocol: str, seed: int, out: Path) -> list[str]:
     if args.preset:  # the preset sets subset, T, generations and offspring, as a user runs it
         sizes = [f"preset={args.preset}", f"dataset={args.dataset}"]
     else:
-        sizes = [f"dataset={args.dataset}", f"dataset.subset={args.subset}",
-                 f"evolution.generations={args.generations}", f"evolution.offspring={args.offspring}",
-                 *([f"dataset.time_steps={args.time_steps}"] if args.time_steps else [])]
-    return [f"seed={seed}", f"search={protocol}", *sizes, "runtime.progress=false",
-            f"runtime.compile_cache={out / 'xla-cache'}", f"experiment=bench-{protocol}",
-            *args.override, *(args.fast_override if protocol == "fast" else [])]
+        sizes = [
+            f"dataset={args.dataset}",
+            f"dataset.subset={args.subset}",
+            f"evolution.generations={args.generations}",
+            f"evolution.offspring={args.offspring}",
+            *([f"dataset.time_steps={args.time_steps}"] if args.time_steps else []),
+        ]
+    return [
+        f"seed={seed}",
+        f"search={protocol}",
+        *sizes,
+        "runtime.progress=false",
+        f"runtime.compile_cache={out / 'xla-cache'}",
+        f"experiment=bench-{protocol}",
+        *args.override,
+        *(args.fast_override if protocol == "fast" else []),
+    ]
 
 
 def plateau(records: list[dict]) -> int:
@@ -297,34 +313,41 @@ def run_search(args, protocol: str, seed: int, out: Path) -> dict:
     identity = json.loads((run_dir / checkpoint.RUN).read_text())
     search_t = min(identity.get("search", {}).get("time_steps") or identity["time_steps"], identity["time_steps"])
     chance = 0.12  # 10 balanced classes: at most chance + 0.02
-    return {"protocol": protocol, "seed": seed, "run_dir": str(run_dir), "overrides": overrides,
-            "dataset": identity["dataset"], "subset": identity["subset"], "search_time_steps": search_t,
-            "data_time_steps": identity["time_steps"],
-            "train_steps_total": sum(i.get("train_steps", 0) for i in individuals),
-            "train_steps_min": min((i.get("train_steps", 0) for i in individuals if i["status"] in ("ok", "stopped")),
-                                   default=0),
-            # Compute in sample-time-steps: T now differs between protocols.
-            "compute_sample_steps": records[-1]["train_samples_total"] * search_t,
-            "at_chance": sum(i["status"] in ("ok", "stopped") and i["fitness"] <= chance for i in individuals),
-            "plateau_generations": plateau(records),
-            "architecture_changes": sum(r["parent_replaced"] for r in records[1:]),
-            "wall_seconds": wall,
-            "compile_seconds": sum(i["compile_seconds"] for i in individuals),
-            "train_seconds": sum(i["train_seconds"] for i in individuals),
-            "evaluations": len(individuals),
-            "stopped": sum(i["status"] == "stopped" for i in individuals),
-            "failed": sum(i["status"] in ("error", "nonfinite_loss") for i in individuals),
-            "curve": [[r["train_samples_total"] * search_t, r["best_fitness"]] for r in records],
-            "wall_curve": np.cumsum([r["wall_seconds"] for r in records]).tolist(),
-            "train_samples_total": records[-1]["train_samples_total"],
-            "best_fitness": records[-1]["best_fitness"],
-            "best_phenotype": json.loads((run_dir / checkpoint.BEST).read_text())["phenotype"]}
+    return {
+        "protocol": protocol,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "overrides": overrides,
+        "dataset": identity["dataset"],
+        "subset": identity["subset"],
+        "search_time_steps": search_t,
+        "data_time_steps": identity["time_steps"],
+        "train_steps_total": sum(i.get("train_steps", 0) for i in individuals),
+        "train_steps_min": min(
+            (i.get("train_steps", 0) for i in individuals if i["status"] in ("ok", "stopped")), default=0
+        ),
+        # Compute in sample-time-steps: T now differs between protocols.
+        "compute_sample_steps": records[-1]["train_samples_total"] * search_t,
+        "at_chance": sum(i["status"] in ("ok", "stopped") and i["fitness"] <= chance for i in individuals),
+        "plateau_generations": plateau(records),
+        "architecture_changes": sum(r["parent_replaced"] for r in records[1:]),
+        "wall_seconds": wall,
+        "compile_seconds": sum(i["compile_seconds"] for i in individuals),
+        "train_seconds": sum(i["train_seconds"] for i in individuals),
+        "evaluations": len(individuals),
+        "stopped": sum(i["status"] == "stopped" for i in individuals),
+        "failed": sum(i["status"] in ("error", "nonfinite_loss") for i in individuals),
+        "curve": [[r["train_samples_total"] * search_t, r["best_fitness"]] for r in records],
+        "wall_curve": np.cumsum([r["wall_seconds"] for r in records]).tolist(),
+        "train_samples_total": records[-1]["train_samples_total"],
+        "best_fitness": records[-1]["best_fitness"],
+        "best_phenotype": json.loads((run_dir / checkpoint.BEST).read_text())["phenotype"],
+    }
 
 
 def retrain_best(args, run: dict) -> dict:
     t0 = time.perf_counter()
-    result = retrain.retrain(Path(run["run_dir"]), epochs=args.retrain_epochs, from_scratch=True,
-                             progress=False)
+    result = retrain.retrain(Path(run["run_dir"]), epochs=args.retrain_epochs, from_scratch=True, progress=False)
     return {"test_accuracy": result["accuracy"], "retrain_seconds": time.perf_counter() - t0}
 
 
@@ -337,12 +360,12 @@ def summarise_searches(runs: list[dict]) -> dict:
             "runs": len(mine),
             "train_samples_total_mean": float(np.mean([r["train_samples_total"] for r in mine])),
             "compute_sample_steps_mean": float(np.mean([r.get("compute_sample_steps", 0) for r in mine])),
-            "compile_share_mean": float(np.mean([r["compile_seconds"] / max(r["wall_seconds"], 1e-9)
-                                                 for r in mine])),
+            "compile_share_mean": float(np.mean([r["compile_seconds"] / max(r["wall_seconds"], 1e-9) for r in mine])),
             "wall_seconds_sd": float(np.std([r["wall_seconds"] for r in mine], ddof=1)) if len(mine) > 1 else None,
             "train_steps_min": min(r.get("train_steps_min", 0) for r in mine),
-            "at_chance_share": float(np.sum([r.get("at_chance", 0) for r in mine])
-                                     / max(np.sum([r["evaluations"] for r in mine]), 1)),
+            "at_chance_share": float(
+                np.sum([r.get("at_chance", 0) for r in mine]) / max(np.sum([r["evaluations"] for r in mine]), 1)
+            ),
             "plateau_generations_mean": float(np.mean([r.get("plateau_generations", 0) for r in mine])),
             "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in mine])),
             "compile_seconds_mean": float(np.mean([r["compile_seconds"] for r in mine])),
@@ -355,8 +378,7 @@ def summarise_searches(runs: list[dict]) -> dict:
     if "paper" in out and "fast" in out:
         p, f = out["paper"], out["fast"]
         out["compute_ratio_paper_over_fast"] = p["train_samples_total_mean"] / max(f["train_samples_total_mean"], 1)
-        out["compute_ratio_sample_steps"] = (p["compute_sample_steps_mean"]
-                                             / max(f["compute_sample_steps_mean"], 1))
+        out["compute_ratio_sample_steps"] = p["compute_sample_steps_mean"] / max(f["compute_sample_steps_mean"], 1)
         out["wall_ratio_paper_over_fast"] = p["wall_seconds_mean"] / max(f["wall_seconds_mean"], 1e-9)
         if p["test_accuracy_mean"] is not None and f["test_accuracy_mean"] is not None:
             spread = max(p["test_accuracy_sd"] or 0.0, f["test_accuracy_sd"] or 0.0)
@@ -378,10 +400,17 @@ def plot(result: dict, path: Path) -> None:
     colors = {"paper": "C0", "fast": "C3"}
     for r in runs:
         curve = np.asarray(r["curve"], float)
-        axes[0].step(curve[:, 0] / 1e3, curve[:, 1], where="post", color=colors.get(r["protocol"], "k"),
-                     alpha=0.8, label=f"{r['protocol']} seed {r['seed']}")
-    axes[0].set(xlabel="training compute (samples × T, thousands)", ylabel="best fitness",
-                title="Best fitness against compute")
+        axes[0].step(
+            curve[:, 0] / 1e3,
+            curve[:, 1],
+            where="post",
+            color=colors.get(r["protocol"], "k"),
+            alpha=0.8,
+            label=f"{r['protocol']} seed {r['seed']}",
+        )
+    axes[0].set(
+        xlabel="training compute (samples × T, thousands)", ylabel="best fitness", title="Best fitness against compute"
+    )
     axes[0].grid(alpha=0.3)
     if runs:
         axes[0].legend(fontsize=7)
@@ -389,21 +418,35 @@ def plot(result: dict, path: Path) -> None:
         acc = [r["test_accuracy"] for r in runs if r["protocol"] == protocol and r.get("test_accuracy")]
         axes[1].scatter([i] * len(acc), acc, color=colors[protocol], zorder=3)
         if acc:
-            axes[1].errorbar(i + 0.15, np.mean(acc), yerr=np.std(acc, ddof=1) if len(acc) > 1 else 0,
-                             fmt="o", color="k", capsize=4)
-    axes[1].set(xticks=[0, 1], xticklabels=["paper", "fast"], ylabel="test accuracy (retrained from scratch)",
-                title="The common yardstick", xlim=(-0.5, 1.5))
+            axes[1].errorbar(
+                i + 0.15, np.mean(acc), yerr=np.std(acc, ddof=1) if len(acc) > 1 else 0, fmt="o", color="k", capsize=4
+            )
+    axes[1].set(
+        xticks=[0, 1],
+        xticklabels=["paper", "fast"],
+        ylabel="test accuracy (retrained from scratch)",
+        title="The common yardstick",
+        xlim=(-0.5, 1.5),
+    )
     axes[1].grid(alpha=0.3)
     ok = [r for r in rank if r.get("fitness_1") is not None]
     if ok:
         paper = [r["fitness_1"] for r in ok]
         axes[2].scatter(paper, [r["fitness_0.25"] for r in ok], s=14, label="fresh, 1/4 epoch")
         inh = [r for r in ok if r.get("fitness_inherit_0.25") is not None]
-        axes[2].scatter([r["fitness_1"] for r in inh], [r["fitness_inherit_0.25"] for r in inh], s=14,
-                        marker="^", label="inherited + 1/4 epoch")
+        axes[2].scatter(
+            [r["fitness_1"] for r in inh],
+            [r["fitness_inherit_0.25"] for r in inh],
+            s=14,
+            marker="^",
+            label="inherited + 1/4 epoch",
+        )
         axes[2].plot([0, 1], [0, 1], color="0.6", lw=0.8)
-        axes[2].set(xlabel="paper fitness (1 epoch, from scratch)", ylabel="cheap fitness",
-                    title="Cheap fitness against the paper's")
+        axes[2].set(
+            xlabel="paper fitness (1 epoch, from scratch)",
+            ylabel="cheap fitness",
+            title="Cheap fitness against the paper's",
+        )
         axes[2].legend(fontsize=8)
         axes[2].grid(alpha=0.3)
     fig.tight_layout()
@@ -419,18 +462,28 @@ def main(argv=None) -> int:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--offspring", type=int, default=4)
     parser.add_argument("--subset", type=int, default=2000)
-    parser.add_argument("--time-steps", type=int, default=None,
-                        help="dataset.time_steps for both protocols (default: the data set's T)")
+    parser.add_argument(
+        "--time-steps", type=int, default=None, help="dataset.time_steps for both protocols (default: the data set's T)"
+    )
     parser.add_argument("--dataset", default="mnist", help="search phase: mnist | fmnist | cifar10")
     parser.add_argument("--preset", default=None, help="search phase: run the preset (quick) as a user would")
     parser.add_argument("--retrain-epochs", type=int, default=3)
-    parser.add_argument("--early-stop", type=float, default=0.05,
-                        help="rank phase: the check, as a fraction of the epoch")
+    parser.add_argument(
+        "--early-stop", type=float, default=0.05, help="rank phase: the check, as a fraction of the epoch"
+    )
     parser.add_argument("--protocols", default="paper,fast", help="search phase: which protocols to run")
-    parser.add_argument("--override", action="append", default=[],
-                        help="extra override for both protocols (repeatable), e.g. training.batch_size=16")
-    parser.add_argument("--fast-override", action="append", default=[],
-                        help="extra override for the fast protocol (repeatable), e.g. training.epochs=0.1")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra override for both protocols (repeatable), e.g. training.batch_size=16",
+    )
+    parser.add_argument(
+        "--fast-override",
+        action="append",
+        default=[],
+        help="extra override for the fast protocol (repeatable), e.g. training.epochs=0.1",
+    )
     parser.add_argument("--work", default="/tmp/spenser-search-efficiency", help="run directories")
     parser.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
     parser.add_argument("--name", default="search_efficiency")
@@ -461,8 +514,10 @@ def main(argv=None) -> int:
             for protocol in args.protocols.split(","):
                 log(f"search {protocol} seed {seed}")
                 runs.append(run_search(args, protocol, seed, out))
-                log(f"  {runs[-1]['train_samples_total']} samples, best {runs[-1]['best_fitness']:.4f}, "
-                    f"{runs[-1]['wall_seconds']:.0f} s")
+                log(
+                    f"  {runs[-1]['train_samples_total']} samples, best {runs[-1]['best_fitness']:.4f}, "
+                    f"{runs[-1]['wall_seconds']:.0f} s"
+                )
                 result["search"] = {"runs": runs}
                 common.write_result(args.name, result, args.out)
     if "retrain" in phases:

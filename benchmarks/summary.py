@@ -50,7 +50,8 @@ def load_manifest(out: Path, tag: str) -> dict:
     manifest = _read(manifest_path(out, tag)) or {
         "benchmark": "gpu_run",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "steps": {}}
+        "steps": {},
+    }
     # Versions as they are now (the install step may have changed them).
     manifest.update(tag=tag, host=common.host_info(), versions=common.versions())
     return manifest
@@ -68,8 +69,13 @@ def record(args) -> int:
     out = Path(args.out)
     if args.skipped is not None:
         manifest = load_manifest(out, args.tag)
-        manifest["steps"][args.step] = {"status": "skipped", "note": args.skipped,
-                                        "seconds": 0.0, "budget_s": args.budget, "result": None}
+        manifest["steps"][args.step] = {
+            "status": "skipped",
+            "note": args.skipped,
+            "seconds": 0.0,
+            "budget_s": args.budget,
+            "result": None,
+        }
         _write(manifest_path(out, args.tag), manifest)
         return 0
     log_tail = ""
@@ -89,17 +95,27 @@ def record(args) -> int:
     if error and args.stem:
         if result is None:  # leave one file per measurement, saying what went wrong
             result = out / f"{args.stem}_{today()}.json"
-            _write(result, {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                            "benchmark": args.stem, "error": error, "log_tail": log_tail,
-                            "machine": common.host_info(), "versions": common.versions()})
+            _write(
+                result,
+                {
+                    "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                    "benchmark": args.stem,
+                    "error": error,
+                    "log_tail": log_tail,
+                    "machine": common.host_info(),
+                    "versions": common.versions(),
+                },
+            )
         else:  # a partial result: keep its figures, add the error
             payload = _read(result) or {}
             payload["error"] = error
             _write(result, payload)
     manifest = load_manifest(out, args.tag)
     manifest["steps"][args.step] = {
-        "status": "error" if error else "ok", "exit_status": args.rc,
-        "seconds": round(args.seconds, 1), "budget_s": args.budget,
+        "status": "error" if error else "ok",
+        "exit_status": args.rc,
+        "seconds": round(args.seconds, 1),
+        "budget_s": args.budget,
         "result": result.name if result else None,
         **({"error": error, "log_tail": log_tail} if error else {}),
     }
@@ -122,8 +138,9 @@ def report(args) -> int:
     lines.append(f"{'step':<22} {'status':<7} {'seconds':>8} {'budget':>7}  result / error")
     for name, step in manifest["steps"].items():
         what = step.get("error") or step.get("note") or step.get("result") or ""
-        lines.append(f"{name:<22} {step['status']:<7} {step['seconds']:>8.1f} "
-                     f"{_fmt(step.get('budget_s'), 'g'):>7}  {what[:110]}")
+        lines.append(
+            f"{name:<22} {step['status']:<7} {step['seconds']:>8.1f} {_fmt(step.get('budget_s'), 'g'):>7}  {what[:110]}"
+        )
 
     def result(stem):
         path = fresh_result(out, f"{stem}_{args.tag}", 0)
@@ -137,40 +154,56 @@ def report(args) -> int:
             rows = [r for r in train["results"] if r["time_steps"] == t]
             if not rows:
                 continue
-            ours = " ".join(f"{r['label']}{'*' if r['label'] == default else ''} "
-                            f"{r['samples_per_s']:.0f} ({_fmt(r.get('ratio_vs_snntorch'), '.2f')}x)"
-                            for r in rows if r["framework"] == "spenser_jax")
+            ours = " ".join(
+                f"{r['label']}{'*' if r['label'] == default else ''} "
+                f"{r['samples_per_s']:.0f} ({_fmt(r.get('ratio_vs_snntorch'), '.2f')}x)"
+                for r in rows
+                if r["framework"] == "spenser_jax"
+            )
             theirs = " ".join(f"{r['samples_per_s']:.0f}" for r in rows if r["framework"] == "snntorch")
             lines.append(f"  T={t:<3} ours: {ours}; snntorch: {theirs or train['settings'].get('snntorch')}")
     gen = result("generation_throughput")
     if gen and gen.get("variants"):
         s = gen["settings"]
-        lines += ["", (f"one generation (λ={s['offspring']}, {s['dataset']} subset {s['subset']}, "
-                       f"T={s['time_steps']}, data {s.get('data')}): wall s, speed-up vs none")]
+        lines += [
+            "",
+            (
+                f"one generation (λ={s['offspring']}, {s['dataset']} subset {s['subset']}, "
+                f"T={s['time_steps']}, data {s.get('data')}): wall s, speed-up vs none"
+            ),
+        ]
         ref = gen["variants"].get("none", {}).get("wall_s")
         for name, v in gen["variants"].items():
             if "error" in v:
                 lines.append(f"  {name:<8} {v['error'][:100]}")
             else:
                 speed = f"{ref / v['wall_s']:.2f}x" if ref else "-"
-                lines.append(f"  {name:<8} wall {v['wall_s']:7.1f}  compile {v['compile_s']:7.1f}  "
-                             f"run {v['run_s']:7.1f}  {speed:>6}  identical to none: "
-                             f"{v.get('identical_to_none')}")
+                lines.append(
+                    f"  {name:<8} wall {v['wall_s']:7.1f}  compile {v['compile_s']:7.1f}  "
+                    f"run {v['run_s']:7.1f}  {speed:>6}  identical to none: "
+                    f"{v.get('identical_to_none')}"
+                )
     comp = result("compile_time")
     if comp and comp.get("per_signature_s"):
         lines += ["", "compile s per new signature (mean over signatures)"]
         for path, by_t in comp["per_signature_s"].items():
-            lines.append(f"  {path:<8} " + ", ".join(f"T={t}: {v['mean_s']:.1f} s (n={v['count']})"
-                                                    for t, v in by_t.items()))
+            lines.append(
+                f"  {path:<8} " + ", ".join(f"T={t}: {v['mean_s']:.1f} s (n={v['count']})" for t, v in by_t.items())
+            )
     proj = result("paper_projection")
     if proj and proj.get("projection"):
         lines += ["", "projected 200-generation paper run (hours; training only in brackets)"]
         for name, p in proj["projection"].items():
             if "error" in p:
                 continue
-            lines.append(f"  {name:<8} " + ", ".join(
-                f"{d} T={p[d]['time_steps']}: {p[d]['hours_200_generations']:.1f} h "
-                f"({p[d]['hours_training_only']:.1f})" for d in ("mnist", "fmnist")))
+            lines.append(
+                f"  {name:<8} "
+                + ", ".join(
+                    f"{d} T={p[d]['time_steps']}: {p[d]['hours_200_generations']:.1f} h "
+                    f"({p[d]['hours_training_only']:.1f})"
+                    for d in ("mnist", "fmnist")
+                )
+            )
     failed = [n for n, s in manifest["steps"].items() if s["status"] == "error"]
     lines += ["", "all steps ok" if not failed else f"FAILED steps: {', '.join(failed)}"]
     print("\n".join(lines), flush=True)

@@ -68,45 +68,87 @@ MARK = "TORCH-ROWS-JSON:"
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Train samples/s of the spiking core vs snntorch (see module docstring).")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimizer steps (batches of 64) per timed epoch of snntorch and of "
-                             "our host-loop reference (default 10; --quick: 2)")
-    parser.add_argument("--epoch-steps", type=int, default=2,
-                        help="steps per timed epoch of our jitted epochs (default 2; >= 2, as XLA "
-                             "removes a loop of one iteration)")
-    parser.add_argument("--time-steps", type=int, nargs="+", default=None,
-                        help="rate-coding steps T (default 10 25; --quick: 10)")
-    parser.add_argument("--modes", nargs="+", choices=network.MODES, default=list(network.MODES),
-                        help="our execution orders to time (default: all three)")
-    parser.add_argument("--no-host-loop", action="store_true",
-                        help="skip the reference runner: our jitted step in a Python loop")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds at most, median reported (default 3; --quick: 1)")
-    parser.add_argument("--budget-s", type=float, default=150.0,
-                        help="per T, start no further round once timed rounds would exceed "
-                             "this many seconds (default 150; one round always runs)")
-    parser.add_argument("--long-epoch-s", type=float, default=20.0,
-                        help="a runner whose warm-up epoch takes this long keeps it as its only "
-                             "sample and skips the rounds (default 20)")
+        description="Train samples/s of the spiking core vs snntorch (see module docstring)."
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps (batches of 64) per timed epoch of snntorch and of "
+        "our host-loop reference (default 10; --quick: 2)",
+    )
+    parser.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=2,
+        help="steps per timed epoch of our jitted epochs (default 2; >= 2, as XLA removes a loop of one iteration)",
+    )
+    parser.add_argument(
+        "--time-steps", type=int, nargs="+", default=None, help="rate-coding steps T (default 10 25; --quick: 10)"
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=network.MODES,
+        default=list(network.MODES),
+        help="our execution orders to time (default: all three)",
+    )
+    parser.add_argument(
+        "--no-host-loop", action="store_true", help="skip the reference runner: our jitted step in a Python loop"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds at most, median reported (default 3; --quick: 1)"
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=150.0,
+        help="per T, start no further round once timed rounds would exceed "
+        "this many seconds (default 150; one round always runs)",
+    )
+    parser.add_argument(
+        "--long-epoch-s",
+        type=float,
+        default=20.0,
+        help="a runner whose warm-up epoch takes this long keeps it as its only "
+        "sample and skips the rounds (default 20)",
+    )
     parser.add_argument("--skip-torch", action="store_true", help="time ours only")
-    parser.add_argument("--torch-device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="snntorch's device (default: cuda when JAX runs on a GPU, else cpu)")
-    parser.add_argument("--torch-threads", type=int, nargs="+", default=None,
-                        help="CPU snntorch runners' intra-op threads; the first is the reference "
-                             "(default: the machine's cores, then 1)")
-    parser.add_argument("--isolate-torch", action="store_true",
-                        help="run the snntorch side in a child process, after ours")
+    parser.add_argument(
+        "--torch-device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="snntorch's device (default: cuda when JAX runs on a GPU, else cpu)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="CPU snntorch runners' intra-op threads; the first is the reference "
+        "(default: the machine's cores, then 1)",
+    )
+    parser.add_argument(
+        "--isolate-torch", action="store_true", help="run the snntorch side in a child process, after ours"
+    )
     parser.add_argument("--only-torch", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--profile", choices=("first", "all", "none"), default="first",
-                        help="profile at the first T (default), at every T, or not at all")
-    parser.add_argument("--data", choices=("mnist", "random"), default="mnist",
-                        help="MNIST train images (default; random if not found) or random pixels")
+    parser.add_argument(
+        "--profile",
+        choices=("first", "all", "none"),
+        default="first",
+        help="profile at the first T (default), at every T, or not at all",
+    )
+    parser.add_argument(
+        "--data",
+        choices=("mnist", "random"),
+        default="mnist",
+        help="MNIST train images (default; random if not found) or random pixels",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: T=10, one round, no warm-up epoch, no trace profile")
-    parser.add_argument("--name", default=None, help="result file stem (default "
-                        "train_throughput_<backend>[_quick])")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: T=10, one round, no warm-up epoch, no trace profile"
+    )
+    parser.add_argument("--name", default=None, help="result file stem (default train_throughput_<backend>[_quick])")
     parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
     parser.add_argument("--no-write", action="store_true", help="print only, write no JSON")
     args = parser.parse_args(argv)
@@ -134,16 +176,20 @@ def torch_profiles(tm, args, time_steps: int, images, labels) -> dict:
     out = {}
     for threads in args.torch_threads:
         label = tm.device if tm.device == "cuda" else f"{threads} thread" + ("s" if threads > 1 else "")
-        out[label] = harness.profile_torch(tm, args.seed, time_steps, images, labels,
-                                           3 if args.quick else 5, threads)
+        out[label] = harness.profile_torch(tm, args.seed, time_steps, images, labels, 3 if args.quick else 5, threads)
     return out
 
 
 def torch_note(tm, args) -> str:
-    return (f"torch {tm.torch.__version__}, snntorch {tm.snntorch.__version__} on {tm.device} "
-            f"({tm.device_name}); runners with {args.torch_threads} intra-op threads"
-            + ("; in a child process after ours" if args.isolate_torch or args.only_torch
-               else "; in the same rounds as ours"))
+    return (
+        f"torch {tm.torch.__version__}, snntorch {tm.snntorch.__version__} on {tm.device} "
+        f"({tm.device_name}); runners with {args.torch_threads} intra-op threads"
+        + (
+            "; in a child process after ours"
+            if args.isolate_torch or args.only_torch
+            else "; in the same rounds as ours"
+        )
+    )
 
 
 def torch_side(args, images, labels, log) -> tuple[list, dict, str]:
@@ -157,11 +203,13 @@ def torch_side(args, images, labels, log) -> tuple[list, dict, str]:
     n = args.steps * harness.BATCH
     for i, time_steps in enumerate(args.time_steps):
         log(f"snntorch, T = {time_steps}")
-        runners = [harness.TorchTrainer(tm, args.seed, time_steps, images[:n], labels[:n], threads)
-                   for threads in args.torch_threads]
-        rows += harness.measure_throughput(runners, args.repeats, args.budget_s, log,
-                                           warmup_epoch=not args.quick,
-                                           long_epoch_s=args.long_epoch_s)
+        runners = [
+            harness.TorchTrainer(tm, args.seed, time_steps, images[:n], labels[:n], threads)
+            for threads in args.torch_threads
+        ]
+        rows += harness.measure_throughput(
+            runners, args.repeats, args.budget_s, log, warmup_epoch=not args.quick, long_epoch_s=args.long_epoch_s
+        )
         if args.profile == "all" or (args.profile == "first" and i == 0):
             profiles[f"T{time_steps}"] = torch_profiles(tm, args, time_steps, images, labels)
     return rows, profiles, torch_note(tm, args)
@@ -171,13 +219,17 @@ def torch_side_isolated(argv: list[str], log) -> tuple[list, dict, str]:
     """:func:`torch_side` in a child process (``--only-torch``)."""
     log("snntorch side in a child process ...")
     # JAX stays on the CPU there: only torch touches the accelerator.
-    proc = subprocess.run([sys.executable, __file__, *argv, "--only-torch", "--no-write"],
-                          capture_output=True, text=True, check=False,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    proc = subprocess.run(
+        [sys.executable, __file__, *argv, "--only-torch", "--no-write"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     sys.stderr.write(proc.stderr[-4000:])
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
-            out = json.loads(line[len(MARK):])
+            out = json.loads(line[len(MARK) :])
             return out["rows"], out["profiles"], out["note"]
         print("  | " + line, flush=True)
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -203,8 +255,9 @@ def main(argv=None) -> int:
     backend = jax.default_backend()
     default_mode = network.default_mode()
     sig, hyper = harness.reference_network()
-    log(f"backend {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} cores, "
-        f"load {load_before}; data {source}")
+    log(
+        f"backend {backend} ({jax.devices()[0].device_kind}), {os.cpu_count()} cores, load {load_before}; data {source}"
+    )
 
     tm, note = None, "skipped (--skip-torch)"
     if not (args.skip_torch or args.isolate_torch):
@@ -224,8 +277,7 @@ def main(argv=None) -> int:
         harness.add_ratios(rows)
         summary = []
         for t, prof in profiles.items():
-            summary += harness.summarise_profile(int(t[1:]), prof["mode"], prof["spenser_jax"],
-                                                 prof["snntorch"])
+            summary += harness.summarise_profile(int(t[1:]), prof["mode"], prof["spenser_jax"], prof["snntorch"])
         ordered = sorted(rows, key=lambda r: r["time_steps"])
         if final:
             print("\n".join(summary) + "\n", flush=True)
@@ -238,19 +290,32 @@ def main(argv=None) -> int:
         payload = {
             **common.header("train_throughput", load_before),
             "settings": {
-                "phenotype": harness.REFERENCE_PHENOTYPE, "batch_size": harness.BATCH,
-                "learning_rate": harness.LR, "time_steps": args.time_steps, "modes": args.modes,
-                "steps": args.steps, "epoch_steps": args.epoch_steps,
-                "host_loop": not args.no_host_loop, "repeats_max": args.repeats,
-                "budget_s": args.budget_s, "long_epoch_s": args.long_epoch_s, "data": source,
-                "seed": args.seed, "quick": args.quick, "default_mode": default_mode,
-                "snntorch": note, "torch_device": None if args.skip_torch else args.torch_device,
+                "phenotype": harness.REFERENCE_PHENOTYPE,
+                "batch_size": harness.BATCH,
+                "learning_rate": harness.LR,
+                "time_steps": args.time_steps,
+                "modes": args.modes,
+                "steps": args.steps,
+                "epoch_steps": args.epoch_steps,
+                "host_loop": not args.no_host_loop,
+                "repeats_max": args.repeats,
+                "budget_s": args.budget_s,
+                "long_epoch_s": args.long_epoch_s,
+                "data": source,
+                "seed": args.seed,
+                "quick": args.quick,
+                "default_mode": default_mode,
+                "snntorch": note,
+                "torch_device": None if args.skip_torch else args.torch_device,
                 "torch_threads": None if args.skip_torch else args.torch_threads,
                 "torch_isolated": args.isolate_torch,
-                "method": ("per runner: compile (ours), then one warm-up epoch; then rounds of one "
-                           "epoch per runner in rotated order; median epoch time. A runner whose "
-                           "warm-up epoch took >= long_epoch_s keeps it as its sample instead"
-                           if not args.quick else "smoke run: compile, then one timed epoch")
+                "method": (
+                    "per runner: compile (ours), then one warm-up epoch; then rounds of one "
+                    "epoch per runner in rotated order; median epoch time. A runner whose "
+                    "warm-up epoch took >= long_epoch_s keeps it as its sample instead"
+                    if not args.quick
+                    else "smoke run: compile, then one timed epoch"
+                )
                 + ("; snntorch in a child process after ours, per T" if args.isolate_torch else ""),
             },
             "complete": final,
@@ -271,24 +336,34 @@ def main(argv=None) -> int:
         log(f"T = {time_steps}")
         key_t = jax.random.fold_in(key, time_steps)
         k = args.epoch_steps * harness.BATCH
-        runners = [harness.JaxTrainer(key_t, sig, hyper, time_steps, mode, images[:k], labels[:k])
-                   for mode in args.modes]
+        runners = [
+            harness.JaxTrainer(key_t, sig, hyper, time_steps, mode, images[:k], labels[:k]) for mode in args.modes
+        ]
         k = args.steps * harness.BATCH
         if not args.no_host_loop:
-            runners.append(harness.JaxStepLoop(key_t, sig, hyper, time_steps, default_mode,
-                                               images[:k], labels[:k]))
+            runners.append(harness.JaxStepLoop(key_t, sig, hyper, time_steps, default_mode, images[:k], labels[:k]))
         if tm is not None:  # in-process snntorch runners share the rounds with ours
-            runners += [harness.TorchTrainer(tm, args.seed, time_steps, images[:k], labels[:k],
-                                             threads) for threads in args.torch_threads]
-        rows += harness.measure_throughput(runners, args.repeats, args.budget_s, log,
-                                           warmup_epoch=not args.quick,
-                                           long_epoch_s=args.long_epoch_s)
+            runners += [
+                harness.TorchTrainer(tm, args.seed, time_steps, images[:k], labels[:k], threads)
+                for threads in args.torch_threads
+            ]
+        rows += harness.measure_throughput(
+            runners, args.repeats, args.budget_s, log, warmup_epoch=not args.quick, long_epoch_s=args.long_epoch_s
+        )
         del runners
         profiled = args.profile == "all" or (args.profile == "first" and t_index == 0)
         if profiled:
             log(f"profile at T = {time_steps} ({default_mode}) ...")
-            ours = harness.profile_jax(jax.random.fold_in(key_t, 1), sig, hyper, time_steps,
-                                       default_mode, images, labels, 3 if args.quick else 5)
+            ours = harness.profile_jax(
+                jax.random.fold_in(key_t, 1),
+                sig,
+                hyper,
+                time_steps,
+                default_mode,
+                images,
+                labels,
+                3 if args.quick else 5,
+            )
             step_fn, step_args = ours.pop("step_fn")
             if not args.quick:
                 try:
@@ -296,19 +371,24 @@ def main(argv=None) -> int:
                 except Exception as err:  # noqa: BLE001  (a profiler detail must not sink the run)
                     ours["xla_ops_percent_error"] = f"{type(err).__name__}: {err}"
             theirs = torch_profiles(tm, args, time_steps, images, labels) if tm else {}
-            profiles[f"T{time_steps}"] = {"mode": default_mode, "spenser_jax": ours,
-                                         "snntorch": theirs}
+            profiles[f"T{time_steps}"] = {"mode": default_mode, "spenser_jax": ours, "snntorch": theirs}
         if args.isolate_torch and not args.skip_torch:
             # The snntorch side of this T in a child process (JAX is idle meanwhile).
             child = [a for a in strip_option(argv, "--time-steps") if a != "--isolate-torch"]
-            child += ["--time-steps", str(time_steps), "--torch-device", args.torch_device,
-                      "--profile", "first" if profiled else "none"]
+            child += [
+                "--time-steps",
+                str(time_steps),
+                "--torch-device",
+                args.torch_device,
+                "--profile",
+                "first" if profiled else "none",
+            ]
             torch_rows, theirs, note = torch_side_isolated(child, log)
             rows += torch_rows
             for t, prof in theirs.items():
                 if t in profiles:
                     profiles[t]["snntorch"] = prof
-        finish(args.time_steps[:t_index + 1])
+        finish(args.time_steps[: t_index + 1])
     return 0
 
 

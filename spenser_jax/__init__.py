@@ -64,6 +64,7 @@ def __getattr__(name: str) -> Any:
 def load_grammar(path):
     """Parse a grammar file; ``grammars/csnn.grammar`` finds the packaged Grammar 2 anywhere."""
     from spenser_jax import grammar
+
     return grammar.load_grammar(grammar.locate(path))
 
 
@@ -79,6 +80,7 @@ def sample(rng, space, config=None):
       A :class:`Genotype`; ``space.phenotype(genotype)`` decodes it.
     """
     from spenser_jax import mutation
+
     return mutation.sample(rng, space, config or mutation.MutationConfig())
 
 
@@ -89,6 +91,7 @@ def mutate(rng, parent, space, config=None):
       ``(child genotype, [mutation.Event, ...])``.
     """
     from spenser_jax import mutation
+
     return mutation.offspring(rng, parent, space, config or mutation.MutationConfig())
 
 
@@ -107,6 +110,7 @@ def init_network(key, phenotype, input_shape):
       spikes ``[T, B, classes]``.
     """
     from spenser_jax import architecture, network
+
     sig, hyper = architecture.split(phenotype)
     return network.SpikingNetwork(sig), network.init_params(key, sig, hyper, input_shape), hyper
 
@@ -131,10 +135,10 @@ def train(phenotype, images, labels, *, time_steps, key, epochs=1, batch_size=64
 
     from spenser_jax import fitness
     from spenser_jax.data import Arrays
+
     settings = fitness.TrainingSettings(time_steps=time_steps, epochs=epochs, batch_size=batch_size)
     trainer = fitness.Trainer(settings, tuple(images.shape[1:]))
-    state, info = trainer.train(phenotype, key, fitness.on_device(Arrays(images, labels)), epochs,
-                                params=params)
+    state, info = trainer.train(phenotype, key, fitness.on_device(Arrays(images, labels)), epochs, params=params)
     return jax.device_get(state.params), info
 
 
@@ -142,6 +146,7 @@ def evaluate(phenotype, params, images, labels, *, time_steps, key, batch_size=1
     """Spike-count accuracy of trained ``params`` on ``images``/``labels`` (rate-coded with ``key``)."""
     from spenser_jax import fitness
     from spenser_jax.data import Arrays
+
     settings = fitness.TrainingSettings(time_steps=time_steps, eval_batch_size=batch_size)
     trainer = fitness.Trainer(settings, tuple(images.shape[1:]))
     accuracy, _, _ = trainer.score(phenotype, params, fitness.on_device(Arrays(images, labels)), key)

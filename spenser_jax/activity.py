@@ -60,18 +60,17 @@ def conv_fanout(layer: Conv, in_shape: Sequence[int]) -> np.ndarray:
     """
     h, w = int(in_shape[0]), int(in_shape[1])
     counts = np.zeros((h, w), np.int64)
-    pads = [same_padding(n, layer.kernel, layer.stride) if layer.padding == "same" else (0, 0)
-            for n in (h, w)]
+    pads = [same_padding(n, layer.kernel, layer.stride) if layer.padding == "same" else (0, 0) for n in (h, w)]
     out = [(n + p[0] + p[1] - layer.kernel) // layer.stride + 1 for n, p in zip((h, w), pads)]
     rows = np.zeros(h, np.int64)
     cols = np.zeros(w, np.int64)
     # The windows of a 2-D convolution are products of 1-D windows.
     for o in range(out[0]):
         start = o * layer.stride - pads[0][0]
-        rows[max(start, 0):min(start + layer.kernel, h)] += 1
+        rows[max(start, 0) : min(start + layer.kernel, h)] += 1
     for o in range(out[1]):
         start = o * layer.stride - pads[1][0]
-        cols[max(start, 0):min(start + layer.kernel, w)] += 1
+        cols[max(start, 0) : min(start + layer.kernel, w)] += 1
     counts[...] = np.outer(rows, cols)
     return counts
 
@@ -103,9 +102,16 @@ def _weighted_inputs(sig: Signature, input_shape, spiking_input: bool):
     return out
 
 
-def summarise(sig: Signature, input_shape: tuple[int, int, int], time_steps: int,
-              totals: Mapping[str, Any], samples: int, *, energy: EnergyModel = EnergyModel(),
-              spiking_input: bool = True) -> dict:
+def summarise(
+    sig: Signature,
+    input_shape: tuple[int, int, int],
+    time_steps: int,
+    totals: Mapping[str, Any],
+    samples: int,
+    *,
+    energy: EnergyModel = EnergyModel(),
+    spiking_input: bool = True,
+) -> dict:
     """Per-sample activity and energy from sums over ``samples`` scored samples.
 
     Args:
@@ -133,10 +139,14 @@ def summarise(sig: Signature, input_shape: tuple[int, int, int], time_steps: int
     spikes = [float(np.asarray(x)) / n for x in totals["lif"]]
     synops_layers, macs = [], 0.0
     for (_, layer, shape_in, spiking, scale), events in zip(
-            _weighted_inputs(sig, input_shape, spiking_input), totals["inputs"]):
+        _weighted_inputs(sig, input_shape, spiking_input), totals["inputs"]
+    ):
         if not spiking:  # analog input: every input element times its fan-out, densely
-            fan = (conv_fanout(layer, shape_in).sum() * shape_in[-1] * layer.filters
-                   if isinstance(layer, Conv) else math.prod(shape_in) * layer.units)
+            fan = (
+                conv_fanout(layer, shape_in).sum() * shape_in[-1] * layer.filters
+                if isinstance(layer, Conv)
+                else math.prod(shape_in) * layer.units
+            )
             macs += float(fan) * time_steps
             synops_layers.append(0.0)
             continue

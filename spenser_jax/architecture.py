@@ -121,17 +121,18 @@ def signature(phenotype: Phenotype) -> Signature:
         if isinstance(layer, Dropout):
             layers.append(DropoutSlot())
         elif isinstance(layer, LIF):
-            layers.append(LIFSlot(layer.beta_trainable, layer.threshold_trainable,
-                                  layer.surrogate, layer.reset))
+            layers.append(LIFSlot(layer.beta_trainable, layer.threshold_trainable, layer.surrogate, layer.reset))
         elif isinstance(layer, (Conv, Pool, Dense)):
             layers.append(layer)
         else:
             raise TypeError(f"unknown layer {layer!r}")
     inputs = None
     if phenotype.inputs is not None:
-        inputs = tuple(None if src is None else tuple(sorted({index_of[j] for j in src}))
-                       for layer, src in zip(phenotype.layers, phenotype.inputs)
-                       if not isinstance(layer, NoOp))
+        inputs = tuple(
+            None if src is None else tuple(sorted({index_of[j] for j in src}))
+            for layer, src in zip(phenotype.layers, phenotype.inputs)
+            if not isinstance(layer, NoOp)
+        )
     loss = phenotype.loss.tag if phenotype.loss is not None else None
     if loss in (MSEMembrane.tag, CEMaxMembrane.tag) and not (layers and isinstance(layers[-1], LIFSlot)):
         raise TypeError(f"the {loss} loss reads the output membrane: the network must end in a LIF layer")
@@ -213,8 +214,7 @@ def trainable_mask(sig: Signature, params: Mapping[str, Any]) -> dict:
     flags = {}
     for i, spec in enumerate(sig.layers):
         if isinstance(spec, LIFSlot):
-            flags[param_name(i, spec)] = {"beta": spec.beta_trainable,
-                                          "threshold": spec.threshold_trainable}
+            flags[param_name(i, spec)] = {"beta": spec.beta_trainable, "threshold": spec.threshold_trainable}
 
     def leaf(path, _):
         names = [p.key for p in path]
@@ -284,8 +284,7 @@ def cost(sig: Signature, input_shape: tuple[int, int, int]) -> float:
     return float(macs(sig, input_shape) + sum(math.prod(s) for s in layer_shapes(sig, input_shape)))
 
 
-def training_bytes(sig: Signature, input_shape: tuple[int, int, int], *, time_steps: int,
-                   batch_size: int) -> int:
+def training_bytes(sig: Signature, input_shape: tuple[int, int, int], *, time_steps: int, batch_size: int) -> int:
     """Rough device memory of training one network (to size vmapped groups).
 
     Activations kept for backpropagation through time (each layer's output,

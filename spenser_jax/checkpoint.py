@@ -98,7 +98,8 @@ class RunLock:
             raise CheckpointError(
                 f"{self.path.parent} is in use by {holder}; one run directory takes one process. "
                 f"Wait for it to finish (or stop it, then run the same command to resume), or "
-                f"choose another directory (experiment=... or hydra.run.dir=...)") from None
+                f"choose another directory (experiment=... or hydra.run.dir=...)"
+            ) from None
         self._fd = fd
         if self._announce:
             self.announce()
@@ -108,8 +109,11 @@ class RunLock:
         if self._fd is None:
             return
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"process {os.getpid()} on {socket.gethostname()} since "
-                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            self._fd,
+            f"process {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+            0,
+        )
 
     def release(self) -> None:
         if self._fd is not None:
@@ -177,13 +181,15 @@ def load(run_dir: Path, identity: dict | None = None) -> State | None:
     try:
         payload = serialization.msgpack_restore(path.read_bytes())
     except Exception as err:  # msgpack raises several unrelated types
-        raise CheckpointError(f"{path}: corrupt checkpoint ({type(err).__name__}: {err}); "
-                              f"it was left as is: move it away to start over") from None
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint ({type(err).__name__}: {err}); it was left as is: move it away to start over"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a spenser_jax checkpoint")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')}, "
-                              f"this spenser_jax reads version {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload.get('version')}, this spenser_jax reads version {VERSION}"
+        )
     saved = json.loads(payload["identity"])
     if identity is not None and saved != identity:
         keys = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
@@ -191,17 +197,23 @@ def load(run_dir: Path, identity: dict | None = None) -> State | None:
         raise CheckpointError(
             f"{path}: the run directory holds a run with a different configuration ({detail}); "
             f"resume with the same settings or choose another run directory "
-            f"(hydra.run.dir=... or experiment=...)")
+            f"(hydra.run.dir=... or experiment=...)"
+        )
     try:
         # Checkpoints written before layers had uids get them here, in order.
         parent = Genotype.loads(payload["parent"]).with_uids() if payload["parent"] else None
     except (SearchSpaceError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable parent genotype ({err})") from None
     weights = payload["weights"] or None
-    return State(seed=int(payload["seed"]), generation=int(payload["generation"]), parent=parent,
-                 parent_fitness=float(payload["parent_fitness"]),
-                 parent_weights=_to_numpy(weights), train_samples=int(payload.get("train_samples", 0)),
-                 parent_score=tuple(float(x) for x in payload.get("parent_score", ())) or None)
+    return State(
+        seed=int(payload["seed"]),
+        generation=int(payload["generation"]),
+        parent=parent,
+        parent_fitness=float(payload["parent_fitness"]),
+        parent_weights=_to_numpy(weights),
+        train_samples=int(payload.get("train_samples", 0)),
+        parent_score=tuple(float(x) for x in payload.get("parent_score", ())) or None,
+    )
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -232,8 +244,9 @@ def truncate_generations(run_dir: Path, generations: int) -> list[dict]:
     """Keep the records of generations < ``generations``; returns them."""
     kept = [r for r in read_generations(run_dir) if r["generation"] < generations]
     if [r["generation"] for r in kept] != list(range(len(kept))) or len(kept) != generations:
-        raise CheckpointError(f"{Path(run_dir) / GENERATIONS} does not hold generations "
-                              f"0..{generations - 1} that the checkpoint covers")
+        raise CheckpointError(
+            f"{Path(run_dir) / GENERATIONS} does not hold generations 0..{generations - 1} that the checkpoint covers"
+        )
     atomic_write(Path(run_dir) / GENERATIONS, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
@@ -249,17 +262,27 @@ def pareto_archive(records: list[dict]) -> dict:
     for r in records:
         for i, ind in enumerate(r["individuals"]):
             if ind["status"] in ("ok", "stopped") and "synops_per_sample" in ind:
-                points.append({"generation": r["generation"], "index": i, "phenotype": ind["phenotype"],
-                               "accuracy": ind["fitness"], "synops_per_sample": ind["synops_per_sample"],
-                               "energy_pj_per_sample": ind["energy_pj_per_sample"],
-                               "parameters": ind["parameters"]})
+                points.append(
+                    {
+                        "generation": r["generation"],
+                        "index": i,
+                        "phenotype": ind["phenotype"],
+                        "accuracy": ind["fitness"],
+                        "synops_per_sample": ind["synops_per_sample"],
+                        "energy_pj_per_sample": ind["energy_pj_per_sample"],
+                        "parameters": ind["parameters"],
+                    }
+                )
 
     def front(key: str) -> list[dict]:
         chosen = pareto_front([(p["accuracy"], -p[key]) for p in points]) if points else []
         return sorted((points[i] for i in chosen), key=lambda p: (p[key], -p["accuracy"]))
 
-    return {"evaluated": len(points), "accuracy_synops": front("synops_per_sample"),
-            "accuracy_parameters": front("parameters")}
+    return {
+        "evaluated": len(points),
+        "accuracy_synops": front("synops_per_sample"),
+        "accuracy_parameters": front("parameters"),
+    }
 
 
 def write_pareto(run_dir: Path) -> None:
@@ -330,16 +353,21 @@ class Run:
         from spenser_jax.fitness import TrainingSettings
 
         tr, search = self.identity["training"], self.identity.get("search", {})
-        fields = dict(time_steps=min(search.get("time_steps") or self.identity["time_steps"],
-                                     self.identity["time_steps"]),
-                      epochs=tr["epochs"], batch_size=tr["batch_size"],
-                      correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
-                      eval_batch_size=tr["eval_batch_size"], init=tr["init"],
-                      early_stop=search.get("early_stop"), min_steps=search.get("min_steps"),
-                      stop_min_steps=search.get("stop_min_steps", 20),
-                      inherit=search.get("inherit", False),
-                      encoding=tr.get("encoding", "rate"),
-                      energy=EnergyModel(**self.config.get("energy", {})))
+        fields = dict(
+            time_steps=min(search.get("time_steps") or self.identity["time_steps"], self.identity["time_steps"]),
+            epochs=tr["epochs"],
+            batch_size=tr["batch_size"],
+            correct_rate=tr["correct_rate"],
+            incorrect_rate=tr["incorrect_rate"],
+            eval_batch_size=tr["eval_batch_size"],
+            init=tr["init"],
+            early_stop=search.get("early_stop"),
+            min_steps=search.get("min_steps"),
+            stop_min_steps=search.get("stop_min_steps", 20),
+            inherit=search.get("inherit", False),
+            encoding=tr.get("encoding", "rate"),
+            energy=EnergyModel(**self.config.get("energy", {})),
+        )
         fields.update(overrides)
         return TrainingSettings(**fields)
 
@@ -348,12 +376,20 @@ class Run:
         from spenser_jax import data
 
         ds_cfg = self.config.get("dataset", {})
-        dataset = data.load(self.identity["dataset"], data_dir if data_dir is not None else ds_cfg.get("data_dir"),
-                            source=self.identity["source"], verify=ds_cfg.get("verify", True),
-                            tfds_name=self.identity.get("tfds_name"))
-        return data.split(dataset, seed=self.identity["seed"], subset=self.identity["subset"],
-                          fitness_fraction=self.identity["fitness_fraction"],
-                          fitness_subset=self.identity.get("search", {}).get("fitness_subset"))
+        dataset = data.load(
+            self.identity["dataset"],
+            data_dir if data_dir is not None else ds_cfg.get("data_dir"),
+            source=self.identity["source"],
+            verify=ds_cfg.get("verify", True),
+            tfds_name=self.identity.get("tfds_name"),
+        )
+        return data.split(
+            dataset,
+            seed=self.identity["seed"],
+            subset=self.identity["subset"],
+            fitness_fraction=self.identity["fitness_fraction"],
+            fitness_subset=self.identity.get("search", {}).get("fitness_subset"),
+        )
 
     def train_again(self, phenotype, generation: int, index: int, splits=None):
         """The weights of individual ``generation:index``, trained again from its key as the search did.
@@ -367,8 +403,12 @@ class Run:
         splits = self.splits() if splits is None else splits
         settings = self.training_settings()
         trainer = fitness.Trainer(settings, tuple(splits.evo_train.images.shape[1:]))
-        state, _ = trainer.train(phenotype, fitness.individual_key(self.identity["seed"], generation, index),
-                                 fitness.on_device(splits.evo_train), settings.epochs)
+        state, _ = trainer.train(
+            phenotype,
+            fitness.individual_key(self.identity["seed"], generation, index),
+            fitness.on_device(splits.evo_train),
+            settings.epochs,
+        )
         return jax.device_get(state.params)
 
     @property
@@ -392,12 +432,17 @@ class Run:
             raise CheckpointError(
                 f"{self.dir}: the grammar {path} changed since this run searched with it "
                 f"(sha256 {saved[:12]}... in {RUN}, {grammar_sha256(path)[:12]}... now); restore "
-                f"the grammar the run used (grammar=... in its config)")
+                f"the grammar the run used (grammar=... in its config)"
+            )
         grammar = load_grammar(path)
         shape = tuple(self.identity.get("input_shape", (28, 28, 1)))
-        return SearchSpace(grammar, macro_from_config(self.identity["macro"]), input_shape=shape,
-                           num_classes=self.identity.get("num_classes", 10),
-                           levels_back=self.identity.get("levels_back", 1))
+        return SearchSpace(
+            grammar,
+            macro_from_config(self.identity["macro"]),
+            input_shape=shape,
+            num_classes=self.identity.get("num_classes", 10),
+            levels_back=self.identity.get("levels_back", 1),
+        )
 
     def individual(self, which: str, retrained: bool = False):
         """One individual of the run: ``which`` is ``"best"`` or ``"G:I"``.
@@ -417,8 +462,7 @@ class Run:
             phenotype = space.phenotype(state.parent)
             if retrained:
                 if self.retrained is None:
-                    raise IndividualError(f"{self.dir}: no retrained weights "
-                                          f"(run python -m spenser_jax.retrain first)")
+                    raise IndividualError(f"{self.dir}: no retrained weights (run python -m spenser_jax.retrain first)")
                 text, weights = self.retrained
                 if text != phenotype.text:
                     raise IndividualError(f"{self.dir}: the retrained weights belong to another phenotype")
@@ -427,26 +471,42 @@ class Run:
         try:
             g, i = (int(x) for x in which.split(":"))
         except ValueError:
-            raise IndividualError(f"--individual must be best or G:I (generation:index, both counted from 0 "
-                                  f"as in {GENERATIONS}), got {which!r}") from None
+            raise IndividualError(
+                f"--individual must be best or G:I (generation:index, both counted from 0 "
+                f"as in {GENERATIONS}), got {which!r}"
+            ) from None
         if not 0 <= g < len(self.records) or not 0 <= i < len(self.records[g]["individuals"]):
-            detail = (f"G is 0..{len(self.records) - 1} and I 0..{len(self.records[g]['individuals']) - 1}, "
-                      if 0 <= g < len(self.records) else
-                      f"G is 0..{len(self.records) - 1}, " if self.records else "")
-            raise IndividualError(f"{self.dir}: no individual {g}:{i} ({len(self.records)} generations "
-                                  f"recorded; {detail}counted from 0 as in {GENERATIONS}: the log's "
-                                  f"'generation 3/5' is G = 2)")
+            detail = (
+                f"G is 0..{len(self.records) - 1} and I 0..{len(self.records[g]['individuals']) - 1}, "
+                if 0 <= g < len(self.records)
+                else f"G is 0..{len(self.records) - 1}, "
+                if self.records
+                else ""
+            )
+            raise IndividualError(
+                f"{self.dir}: no individual {g}:{i} ({len(self.records)} generations "
+                f"recorded; {detail}counted from 0 as in {GENERATIONS}: the log's "
+                f"'generation 3/5' is G = 2)"
+            )
         record = self.records[g]["individuals"][i]
         phenotype = parse(record["phenotype"])
-        if state is not None and state.parent is not None and space.text(state.parent) == phenotype.text \
-                and self.best and self.best.get("generation") == g:
+        if (
+            state is not None
+            and state.parent is not None
+            and space.text(state.parent) == phenotype.text
+            and self.best
+            and self.best.get("generation") == g
+        ):
             return phenotype, state.parent_weights, None
         if record["status"] not in ("ok", "stopped"):
-            raise IndividualError(f"individual {g}:{i} has no trained network ({record['status']}: "
-                                  f"{record.get('reason', '')})")
+            raise IndividualError(
+                f"individual {g}:{i} has no trained network ({record['status']}: {record.get('reason', '')})"
+            )
         if self.identity.get("search", {}).get("inherit"):
-            raise IndividualError(f"individual {g}:{i}: this run inherits weights, so an offspring cannot be "
-                                  f"trained again alone; inspect the best (--individual best)")
+            raise IndividualError(
+                f"individual {g}:{i}: this run inherits weights, so an offspring cannot be "
+                f"trained again alone; inspect the best (--individual best)"
+            )
         return phenotype, None, (g, i)
 
     def choose(self, which: str = "best", weights: str = "auto") -> Chosen:
@@ -470,8 +530,9 @@ class Run:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         best = which == "best"
         if weights == "retrained" and not best:
-            raise IndividualError(f"--retrained is for --individual best only (individual "
-                                  f"{which} has no retrained weights)")
+            raise IndividualError(
+                f"--retrained is for --individual best only (individual {which} has no retrained weights)"
+            )
         phenotype, params, again = self.individual(which, retrained=weights == "retrained")
         source = "retrained" if weights == "retrained" else "search" if again is None else "again"
         notes = []
@@ -484,8 +545,9 @@ class Run:
             if retrained is not None and retrained[0] == phenotype.text:
                 params, source = retrained[1], "retrained"
             elif retrained is not None:
-                notes.append("note: retrain ran for an earlier best individual; using the search's weights "
-                             "of the current best")
+                notes.append(
+                    "note: retrain ran for an earlier best individual; using the search's weights of the current best"
+                )
             elif self.test is not None and not notes:
                 notes.append(f"note: {TEST} exists but {RETRAINED} does not; using the search's weights")
         if params is None and again is None:
@@ -551,19 +613,30 @@ def load_run(run_dir: Path) -> Run:
     config = {}
     if (run_dir / CONFIG).exists():
         from omegaconf import OmegaConf
+
         try:
             config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG), resolve=False)
         except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise several unrelated types
             raise CheckpointError(f"{run_dir / CONFIG}: unreadable ({type(err).__name__}: {err})") from None
-    return Run(dir=run_dir, identity=identity, config=config, records=read_generations(run_dir),
-               best=_read_json(run_dir / BEST), test=_read_json(run_dir / TEST),
-               state=load(run_dir, identity))
+    return Run(
+        dir=run_dir,
+        identity=identity,
+        config=config,
+        records=read_generations(run_dir),
+        best=_read_json(run_dir / BEST),
+        test=_read_json(run_dir / TEST),
+        state=load(run_dir, identity),
+    )
 
 
 def save_weights(path: Path, phenotype_text: str, weights: Any) -> None:
     """Trained weights with the phenotype they belong to, as one atomic msgpack file."""
-    payload = {"format": FORMAT + ".weights", "version": VERSION, "phenotype": phenotype_text,
-               "weights": serialization.to_state_dict(weights)}
+    payload = {
+        "format": FORMAT + ".weights",
+        "version": VERSION,
+        "phenotype": phenotype_text,
+        "weights": serialization.to_state_dict(weights),
+    }
     atomic_write(Path(path), serialization.msgpack_serialize(payload))
 
 

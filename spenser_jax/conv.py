@@ -17,8 +17,9 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-              padding: tuple[tuple[int, int], ...]) -> jax.Array:
+def conv_nhwc(
+    x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...]
+) -> jax.Array:
     """``lax.conv_general_dilated`` in NHWC/HWIO whose gradients stay NHWC/HWIO.
 
     The forward pass is XLA's convolution. The backward pass computes dX and
@@ -48,14 +49,13 @@ def _conv_bwd(strides, padding, residuals, g):
         after = in_size[d] + k[d] - 1 - ((out_size[d] - 1) * strides[d] + 1) - before
         pads_x.append((before, after))
     kernel_t = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    dx = jax.lax.conv_general_dilated(g, kernel_t, (1, 1), pads_x, lhs_dilation=strides,
-                                      dimension_numbers=_DN)
+    dx = jax.lax.conv_general_dilated(g, kernel_t, (1, 1), pads_x, lhs_dilation=strides, dimension_numbers=_DN)
     # dW: channels as the batch, the batch as features, the cotangent as the
     # (stride-dilated) kernel: [C_in, kh, kw, C_out].
-    pads_w = [(padding[d][0], k[d] + (out_size[d] - 1) * strides[d] - in_size[d] - padding[d][0])
-              for d in range(2)]
-    dw = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads_w,
-                                      rhs_dilation=strides, dimension_numbers=_DN)
+    pads_w = [(padding[d][0], k[d] + (out_size[d] - 1) * strides[d] - in_size[d] - padding[d][0]) for d in range(2)]
+    dw = jax.lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1), pads_w, rhs_dilation=strides, dimension_numbers=_DN
+    )
     return dx, dw.transpose(1, 2, 0, 3)
 
 

@@ -108,8 +108,15 @@ def output_folder(text: str) -> str:
 def add_json_argument(parser, what: str) -> None:
     """``--json [PATH]``, the same in every command: ``--json`` alone prints ``what`` as JSON on
     stdout (instead of the text), ``--json PATH`` writes it there (and the text still prints)."""
-    parser.add_argument("--json", nargs="?", const="-", default=None, type=output_file, metavar="PATH",
-                        help=f"{what} as JSON: on stdout instead of the text (--json alone), or into PATH")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        type=output_file,
+        metavar="PATH",
+        help=f"{what} as JSON: on stdout instead of the text (--json alone), or into PATH",
+    )
 
 
 def write_json(dest: str, text: str) -> None:

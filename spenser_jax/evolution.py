@@ -73,8 +73,7 @@ class Objective:
             raise ValueError("the constrained objective needs max_synops or max_parameters")
         for name in ("max_synops", "max_parameters"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not value > 0):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 raise ValueError(f"{name} must be null or a number > 0, got {value!r}")
 
     def score(self, e: Evaluation) -> tuple[float, ...]:
@@ -88,8 +87,10 @@ class Objective:
             raise ValueError(f"the {self.kind} objective needs measured activity (training.activity)")
         if self.kind == "scalarised":
             return (e.fitness * (max(synops, 1.0) / self.synops_reference) ** self.synops_weight,)
-        excess = max((synops / self.max_synops - 1.0) if self.max_synops is not None else 0.0,
-                     (e.parameters / self.max_parameters - 1.0) if self.max_parameters is not None else 0.0)
+        excess = max(
+            (synops / self.max_synops - 1.0) if self.max_synops is not None else 0.0,
+            (e.parameters / self.max_parameters - 1.0) if self.max_parameters is not None else 0.0,
+        )
         return (1.0 if excess <= 0 else -excess, e.fitness)
 
 
@@ -128,8 +129,14 @@ def generation_rng(seed: int, generation: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(generation), 0x5E5E])
 
 
-def ask(rng: np.random.Generator, state: State, space: SearchSpace, config: mutation.MutationConfig,
-        offspring: int, parent_continues: bool = False) -> list[Candidate]:
+def ask(
+    rng: np.random.Generator,
+    state: State,
+    space: SearchSpace,
+    config: mutation.MutationConfig,
+    offspring: int,
+    parent_continues: bool = False,
+) -> list[Candidate]:
     """The λ individuals to evaluate next, drawn from ``rng``.
 
     Generation 0 (or any generation before a first success) is λ random
@@ -153,8 +160,9 @@ def ask(rng: np.random.Generator, state: State, space: SearchSpace, config: muta
     return out
 
 
-def tell(state: State, candidates: Sequence[Candidate], evaluations: Sequence[Evaluation],
-         objective: Objective = ACCURACY) -> tuple[State, dict]:
+def tell(
+    state: State, candidates: Sequence[Candidate], evaluations: Sequence[Evaluation], objective: Objective = ACCURACY
+) -> tuple[State, dict]:
     """Select the next parent: the best-scoring offspring if strictly better than the parent.
 
     With a candidate that is the parent training on (``continued``) and
@@ -190,12 +198,18 @@ def tell(state: State, candidates: Sequence[Candidate], evaluations: Sequence[Ev
     new = state
     replaced = best >= 0 and evaluations[best].scored and (parent_score is None or scores[best] > parent_score)
     if replaced:
-        new = dataclasses.replace(state, parent=candidates[best].genotype,
-                                  parent_fitness=fitness[best],
-                                  parent_weights=evaluations[best].weights,
-                                  parent_score=scores[best])
-    new = dataclasses.replace(new, generation=state.generation + 1,
-                              train_samples=state.train_samples + sum(e.train_samples for e in evaluations))
+        new = dataclasses.replace(
+            state,
+            parent=candidates[best].genotype,
+            parent_fitness=fitness[best],
+            parent_weights=evaluations[best].weights,
+            parent_score=scores[best],
+        )
+    new = dataclasses.replace(
+        new,
+        generation=state.generation + 1,
+        train_samples=state.train_samples + sum(e.train_samples for e in evaluations),
+    )
     scored = [f for f, e in zip(fitness, evaluations) if e.scored]
     metrics = {
         "best_fitness": new.parent_fitness,

@@ -40,10 +40,23 @@ log = logging.getLogger("spenser_jax")
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "conf"
 MODES = ("auto", "stepwise", "scan", "layerwise")
-_PAPER_SEARCH = {"inherit": False, "inherit_partial": False, "early_stop": None, "fitness_subset": None,
-                 "min_steps": None, "stop_min_steps": 20, "time_steps": None, "parent_continues": False}
-_ACCURACY_FITNESS = {"objective": "accuracy", "synops_reference": 1.0e6, "synops_weight": -0.08,
-                     "max_synops": None, "max_parameters": None}
+_PAPER_SEARCH = {
+    "inherit": False,
+    "inherit_partial": False,
+    "early_stop": None,
+    "fitness_subset": None,
+    "min_steps": None,
+    "stop_min_steps": 20,
+    "time_steps": None,
+    "parent_continues": False,
+}
+_ACCURACY_FITNESS = {
+    "objective": "accuracy",
+    "synops_reference": 1.0e6,
+    "synops_weight": -0.08,
+    "max_synops": None,
+    "max_parameters": None,
+}
 
 
 class ConfigError(SpenserError, ValueError):
@@ -77,6 +90,7 @@ def _require(condition: bool, message: str) -> None:
 def to_plain(cfg: Any) -> Any:
     try:
         from omegaconf import OmegaConf
+
         if OmegaConf.is_config(cfg):
             return OmegaConf.to_container(cfg, resolve=True)
     except ImportError:  # pragma: no cover - hydra-core always brings omegaconf
@@ -93,15 +107,16 @@ def _runtime(rt: dict) -> dict:
     from spenser_jax import scheduler
 
     batching = rt.get("batching", "auto")
-    _require(batching in ("auto",) + scheduler.BATCHING,
-             f"runtime.batching must be auto | none | map | vmap, got {batching!r}")
+    _require(
+        batching in ("auto",) + scheduler.BATCHING,
+        f"runtime.batching must be auto | none | map | vmap, got {batching!r}",
+    )
     threads = rt.get("compile_threads")
     _require(threads is None or _is_int(threads, 0), "runtime.compile_threads must be null or an int >= 0")
     devices = rt.get("devices")
     _require(devices in (None, "all") or _is_int(devices, 1), "runtime.devices must be null, all or an int >= 1")
     vmap_group = rt.get("vmap_group")
-    _require(vmap_group in (None, "auto") or _is_int(vmap_group, 1),
-             "runtime.vmap_group must be null or an int >= 1")
+    _require(vmap_group in (None, "auto") or _is_int(vmap_group, 1), "runtime.vmap_group must be null or an int >= 1")
     level = rt.get("xla_opt_level")
     _require(level in (None, 0, 1, 2, 3), f"runtime.xla_opt_level must be null or 0..3, got {level!r}")
     try:
@@ -110,8 +125,7 @@ def _runtime(rt: dict) -> dict:
         raise ConfigError(f"runtime.devices: {err}") from None
     return {
         "batching": "map" if batching == "auto" else batching,
-        "compile_threads": (scheduler.default_compile_threads(selected[0].platform)
-                            if threads is None else threads),
+        "compile_threads": (scheduler.default_compile_threads(selected[0].platform) if threads is None else threads),
         "devices": selected,
         "vmap_group": None if vmap_group in (None, "auto") else vmap_group,
         "compiler_options": {} if level is None else {"xla_backend_optimization_level": level},
@@ -134,8 +148,10 @@ def _check_output(grammar, macro, num_classes: int) -> None:
         text = derive(grammar, "output", rng=rng)[1].split()
         units |= {int(t.split(":")[1]) for t in text if t.startswith("num-units:")}
     if units and num_classes not in units:
-        raise ConfigError(f"{grammar.path}: the output layer has {sorted(units)} units, the data set has "
-                          f"{num_classes} classes: change num-units in the grammar's output rule")
+        raise ConfigError(
+            f"{grammar.path}: the output layer has {sorted(units)} units, the data set has "
+            f"{num_classes} classes: change num-units in the grammar's output rule"
+        )
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
@@ -152,9 +168,11 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     _require(_is_int(cfg["seed"], 0), f"seed must be an int >= 0, got {cfg['seed']!r}")
     source = ds.get("source", "idx")
     _require(source in data.SOURCES, f"dataset.source must be one of {list(data.SOURCES)}, got {source!r}")
-    _require(ds["name"] in data.TIME_STEPS or source == "tfds",
-             f"dataset.name must be one of {sorted(data.TIME_STEPS)} (or any tensorflow-datasets name with "
-             f"dataset.source=tfds), got {ds['name']!r}")
+    _require(
+        ds["name"] in data.TIME_STEPS or source == "tfds",
+        f"dataset.name must be one of {sorted(data.TIME_STEPS)} (or any tensorflow-datasets name with "
+        f"dataset.source=tfds), got {ds['name']!r}",
+    )
     _require(ds.get("tfds_name") is None or source == "tfds", "dataset.tfds_name needs dataset.source=tfds")
     _require(isinstance(ds.get("verify", True), bool), "dataset.verify must be true or false")
     encoding = tr.get("encoding", "rate")
@@ -165,8 +183,10 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     _require(ds["subset"] is None or _is_int(ds["subset"], 20), "dataset.subset must be null or an int >= 20")
     _require(0.0 < ds["fitness_fraction"] < 1.0, "dataset.fitness_fraction must be in (0, 1)")
     epochs = tr["epochs"]
-    _require(_is_int(epochs, 1) or (isinstance(epochs, float) and epochs > 0),
-             f"training.epochs must be a number > 0 (a fraction trains part of an epoch), got {epochs!r}")
+    _require(
+        _is_int(epochs, 1) or (isinstance(epochs, float) and epochs > 0),
+        f"training.epochs must be a number > 0 (a fraction trains part of an epoch), got {epochs!r}",
+    )
     _require(_is_int(tr["batch_size"], 1), "training.batch_size must be an int >= 1")
     _require(_is_int(tr["eval_batch_size"], 1), "training.eval_batch_size must be an int >= 1")
     for key in ("correct_rate", "incorrect_rate"):
@@ -176,28 +196,43 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     sr = {**_PAPER_SEARCH, **cfg.get("search", {})}
     unknown = sorted(set(sr) - set(_PAPER_SEARCH) - {"name"})
     _require(not unknown, f"unknown search keys {unknown} (known: {sorted(_PAPER_SEARCH)})")
-    _require(isinstance(sr["inherit"], bool) and isinstance(sr["inherit_partial"], bool),
-             "search.inherit and search.inherit_partial must be true or false")
+    _require(
+        isinstance(sr["inherit"], bool) and isinstance(sr["inherit_partial"], bool),
+        "search.inherit and search.inherit_partial must be true or false",
+    )
     _require(not sr["inherit_partial"] or sr["inherit"], "search.inherit_partial needs search.inherit")
-    _require(sr["early_stop"] is None or (isinstance(sr["early_stop"], (int, float))
-                                          and 0 < sr["early_stop"] < 1),
-             "search.early_stop must be null or a fraction in (0, 1)")
-    _require(sr["fitness_subset"] is None or _is_int(sr["fitness_subset"], 10),
-             "search.fitness_subset must be null or an int >= 10")
+    _require(
+        sr["early_stop"] is None or (isinstance(sr["early_stop"], (int, float)) and 0 < sr["early_stop"] < 1),
+        "search.early_stop must be null or a fraction in (0, 1)",
+    )
+    _require(
+        sr["fitness_subset"] is None or _is_int(sr["fitness_subset"], 10),
+        "search.fitness_subset must be null or an int >= 10",
+    )
     _require(sr["min_steps"] is None or _is_int(sr["min_steps"], 1), "search.min_steps must be null or an int >= 1")
     _require(_is_int(sr["stop_min_steps"], 1), "search.stop_min_steps must be an int >= 1")
-    _require(sr["time_steps"] is None or _is_int(sr["time_steps"], 1),
-             "search.time_steps must be null (the data set's T) or an int >= 1 (at most this T while searching)")
+    _require(
+        sr["time_steps"] is None or _is_int(sr["time_steps"], 1),
+        "search.time_steps must be null (the data set's T) or an int >= 1 (at most this T while searching)",
+    )
     _require(isinstance(sr["parent_continues"], bool), "search.parent_continues must be true or false")
-    _require(not sr["parent_continues"] or sr["inherit"],
-             "search.parent_continues needs search.inherit (the parent trains on from its own weights)")
-    _require(not sr["parent_continues"] or evo["offspring"] >= 2,
-             "search.parent_continues needs evolution.offspring >= 2 (the parent takes one of the places)")
+    _require(
+        not sr["parent_continues"] or sr["inherit"],
+        "search.parent_continues needs search.inherit (the parent trains on from its own weights)",
+    )
+    _require(
+        not sr["parent_continues"] or evo["offspring"] >= 2,
+        "search.parent_continues needs evolution.offspring >= 2 (the parent takes one of the places)",
+    )
     fit = {**_ACCURACY_FITNESS, **cfg.get("fitness", {})}
     try:
-        objective = evolution.Objective(kind=fit["objective"], synops_reference=float(fit["synops_reference"]),
-                                        synops_weight=float(fit["synops_weight"]),
-                                        max_synops=fit["max_synops"], max_parameters=fit["max_parameters"])
+        objective = evolution.Objective(
+            kind=fit["objective"],
+            synops_reference=float(fit["synops_reference"]),
+            synops_weight=float(fit["synops_weight"]),
+            max_synops=fit["max_synops"],
+            max_parameters=fit["max_parameters"],
+        )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"fitness: {err}") from None
     en = cfg.get("energy", {})
@@ -205,8 +240,10 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         energy = EnergyModel(**en)
     except TypeError as err:
         raise ConfigError(f"energy: {err}") from None
-    _require(all(isinstance(v, (int, float)) and v >= 0 for v in dataclasses.astuple(energy)),
-             "energy.* must be numbers >= 0 (picojoules per operation)")
+    _require(
+        all(isinstance(v, (int, float)) and v >= 0 for v in dataclasses.astuple(energy)),
+        "energy.* must be numbers >= 0 (picojoules per operation)",
+    )
     try:
         grammar_path = locate(cfg["grammar"])
     except GrammarError as err:
@@ -227,13 +264,19 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         raise ConfigError(f"mutation / evolution.macro: {err}") from None
     if load_data:
         try:
-            dataset = data.load(ds["name"], ds["data_dir"], source=source, verify=ds.get("verify", True),
-                                tfds_name=ds.get("tfds_name"))
+            dataset = data.load(
+                ds["name"], ds["data_dir"], source=source, verify=ds.get("verify", True), tfds_name=ds.get("tfds_name")
+            )
         except ValueError as err:
             raise ConfigError(f"dataset: {err}") from None
         try:
-            splits = data.split(dataset, seed=cfg["seed"], subset=ds["subset"],
-                                fitness_fraction=ds["fitness_fraction"], fitness_subset=sr["fitness_subset"])
+            splits = data.split(
+                dataset,
+                seed=cfg["seed"],
+                subset=ds["subset"],
+                fitness_fraction=ds["fitness_fraction"],
+                fitness_subset=sr["fitness_subset"],
+            )
         except ValueError as err:
             raise ConfigError(f"dataset.subset / search.fitness_subset: {err}") from None
         input_shape, num_classes = tuple(splits.train.images.shape[1:]), int(dataset.num_classes)
@@ -242,19 +285,33 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         _require(known is not None, f"dataset {ds['name']!r}: its shape is known only once loaded")
         input_shape, num_classes = known
     _check_output(grammar, macro, num_classes)
-    space = SearchSpace(grammar, macro, input_shape=input_shape, num_classes=num_classes,
-                        max_attempts=int(evo["max_attempts"]), levels_back=levels_back,
-                        fixed_modules=tuple(mut.output_modules),
-                        log_uniform_ratio=mut.log_ratio if mut.log_uniform else None)
+    space = SearchSpace(
+        grammar,
+        macro,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        max_attempts=int(evo["max_attempts"]),
+        levels_back=levels_back,
+        fixed_modules=tuple(mut.output_modules),
+        log_uniform_ratio=mut.log_ratio if mut.log_uniform else None,
+    )
     settings = TrainingSettings(
         # search.time_steps caps T while searching; never above the data set's.
         time_steps=ds["time_steps"] if sr["time_steps"] is None else min(sr["time_steps"], ds["time_steps"]),
-        epochs=tr["epochs"], batch_size=tr["batch_size"], min_steps=sr["min_steps"],
+        epochs=tr["epochs"],
+        batch_size=tr["batch_size"],
+        min_steps=sr["min_steps"],
         stop_min_steps=sr["stop_min_steps"],
-        correct_rate=tr["correct_rate"], incorrect_rate=tr["incorrect_rate"],
-        eval_batch_size=tr["eval_batch_size"], mode=None if tr["mode"] == "auto" else tr["mode"],
-        init=tr["init"], early_stop=None if sr["early_stop"] is None else float(sr["early_stop"]),
-        inherit=sr["inherit"], energy=energy, encoding=encoding)
+        correct_rate=tr["correct_rate"],
+        incorrect_rate=tr["incorrect_rate"],
+        eval_batch_size=tr["eval_batch_size"],
+        mode=None if tr["mode"] == "auto" else tr["mode"],
+        init=tr["init"],
+        early_stop=None if sr["early_stop"] is None else float(sr["early_stop"]),
+        inherit=sr["inherit"],
+        energy=energy,
+        encoding=encoding,
+    )
     runtime = _runtime(cfg.get("runtime", {}))
     identity = {
         "seed": cfg["seed"],
@@ -269,8 +326,9 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         "macro": [list(dataclasses.astuple(m)) for m in macro],
         # Switches added after the paper's runs join only when set.
         "mutation": {k: v for k, v in dataclasses.asdict(mut).items() if k != "log_uniform" or v},
-        "training": {k: tr[k] for k in ("epochs", "batch_size", "correct_rate", "incorrect_rate",
-                                        "eval_batch_size", "init")},
+        "training": {
+            k: tr[k] for k in ("epochs", "batch_size", "correct_rate", "incorrect_rate", "eval_batch_size", "init")
+        },
     }
     # A search protocol other than the paper's changes the numbers; the
     # paper's leaves the identity as it always was.
@@ -297,23 +355,45 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity["runtime"] = {"batching": runtime["batching"], "xla_opt_level": rt.get("xla_opt_level")}
     # JSON round trip so tuples and lists compare equal after a reload.
     identity = json.loads(json.dumps(identity))
-    return Setup(seed=cfg["seed"], generations=evo["generations"], offspring=evo["offspring"], space=space,
-                 mutation=mut, splits=splits, training=settings, runtime=runtime, identity=identity,
-                 grammar_path=grammar_path, inherit_partial=sr["inherit_partial"], objective=objective,
-                 parent_continues=sr["parent_continues"])
+    return Setup(
+        seed=cfg["seed"],
+        generations=evo["generations"],
+        offspring=evo["offspring"],
+        space=space,
+        mutation=mut,
+        splits=splits,
+        training=settings,
+        runtime=runtime,
+        identity=identity,
+        grammar_path=grammar_path,
+        inherit_partial=sr["inherit_partial"],
+        objective=objective,
+        parent_continues=sr["parent_continues"],
+    )
 
 
 # --------------------------------------------------------------------------
 # Records and messages
 
 
-ACTIVITY_FIELDS = ("spikes_per_sample", "input_spikes_per_sample", "synops_per_sample",
-                   "energy_pj_per_sample", "ann_energy_pj_per_sample")
+ACTIVITY_FIELDS = (
+    "spikes_per_sample",
+    "input_spikes_per_sample",
+    "synops_per_sample",
+    "energy_pj_per_sample",
+    "ann_energy_pj_per_sample",
+)
 
 
-def generation_record(generation: int, space: SearchSpace, state: evolution.State,
-                      candidates, evaluations, metrics: dict,
-                      objective: evolution.Objective = evolution.ACCURACY) -> dict:
+def generation_record(
+    generation: int,
+    space: SearchSpace,
+    state: evolution.State,
+    candidates,
+    evaluations,
+    metrics: dict,
+    objective: evolution.Objective = evolution.ACCURACY,
+) -> dict:
     """One line of ``generations.jsonl``: the generation's metrics and every individual."""
     metrics = {k: v for k, v in metrics.items() if k != "best_index"}
     return {
@@ -321,30 +401,36 @@ def generation_record(generation: int, space: SearchSpace, state: evolution.Stat
         **metrics,
         "parent": space.text(state.parent) if state.parent is not None else None,
         "individuals": [
-            {"phenotype": space.text(c.genotype),
-             "fitness": e.fitness,
-             "status": e.status,
-             **({"reason": e.reason} if e.reason else {}),
-             "parameters": e.parameters,
-             "mutations": [list(m) for m in c.mutations],
-             **({"continued": True} if c.continued else {}),
-             "train_samples": e.train_samples,
-             "train_steps": e.train_steps,
-             **({"inherited": e.inherited} if e.inherited is not None else {}),
-             **({k: e.activity[k] for k in ACTIVITY_FIELDS} if e.activity else {}),
-             **({"score": list(objective.score(e))} if objective.kind != "accuracy" and e.scored else {}),
-             "train_seconds": e.train_seconds,
-             "compile_seconds": e.compile_seconds}
-            for c, e in zip(candidates, evaluations)],
+            {
+                "phenotype": space.text(c.genotype),
+                "fitness": e.fitness,
+                "status": e.status,
+                **({"reason": e.reason} if e.reason else {}),
+                "parameters": e.parameters,
+                "mutations": [list(m) for m in c.mutations],
+                **({"continued": True} if c.continued else {}),
+                "train_samples": e.train_samples,
+                "train_steps": e.train_steps,
+                **({"inherited": e.inherited} if e.inherited is not None else {}),
+                **({k: e.activity[k] for k in ACTIVITY_FIELDS} if e.activity else {}),
+                **({"score": list(objective.score(e))} if objective.kind != "accuracy" and e.scored else {}),
+                "train_seconds": e.train_seconds,
+                "compile_seconds": e.compile_seconds,
+            }
+            for c, e in zip(candidates, evaluations)
+        ],
     }
 
 
 def best_record(space: SearchSpace, state: evolution.State) -> dict:
     """``best.json``: the parent after ``state.generation`` generations."""
-    return {"generation": state.generation - 1, "fitness": state.parent_fitness,
-            "phenotype": space.text(state.parent),
-            "phenotype_json": space.phenotype(state.parent).to_json(),
-            "genotype": state.parent.to_json()}
+    return {
+        "generation": state.generation - 1,
+        "fitness": state.parent_fitness,
+        "phenotype": space.text(state.parent),
+        "phenotype_json": space.phenotype(state.parent).to_json(),
+        "genotype": state.parent.to_json(),
+    }
 
 
 def duration(seconds: float) -> str:
@@ -367,8 +453,9 @@ def _write_config(run_dir: Path, cfg: Any, overrides: list[str] | None) -> None:
 # The run
 
 
-def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None = None,
-        on_accept=None) -> evolution.State:
+def run(
+    cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None = None, on_accept=None
+) -> evolution.State:
     """Run (or resume) the search in ``run_dir``; returns the final state.
 
     A process that refuses the run directory (a bad config, another run's
@@ -410,15 +497,21 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
             checkpoint.write_pareto(run_dir)
             if state.parent is not None:  # whatever a kill left of it
                 checkpoint.atomic_write(run_dir / checkpoint.BEST, json.dumps(best_record(s.space, state), indent=1))
-            log.info("resuming %s after generation %d (best fitness %.4f)", run_dir,
-                     state.generation - 1, state.parent_fitness)
+            log.info(
+                "resuming %s after generation %d (best fitness %.4f)",
+                run_dir,
+                state.generation - 1,
+                state.parent_fitness,
+            )
         if state.generation >= s.generations:
             log.info("nothing to do: %d of %d generations done", state.generation, s.generations)
             return state
         if evaluator is None:
             from spenser_jax.scheduler import Evaluator
-            with Evaluator(s.splits, seed=s.seed, input_shape=s.space.input_shape, settings=s.training,
-                           **s.runtime) as owned:
+
+            with Evaluator(
+                s.splits, seed=s.seed, input_shape=s.space.input_shape, settings=s.training, **s.runtime
+            ) as owned:
                 return _loop(s, state, run_dir, owned)
         return _loop(s, state, run_dir, evaluator)
 
@@ -428,9 +521,18 @@ def _inheritance(s: Setup, state: evolution.State, candidates, phenotypes) -> li
     from spenser_jax import inheritance
 
     parent, origins = s.space.phenotype(state.parent), s.space.origins(state.parent)
-    return [inheritance.inherit(parent, origins, state.parent_weights, p, s.space.origins(c.genotype),
-                                s.space.input_shape, partial=s.inherit_partial)
-            for c, p in zip(candidates, phenotypes)]
+    return [
+        inheritance.inherit(
+            parent,
+            origins,
+            state.parent_weights,
+            p,
+            s.space.origins(c.genotype),
+            s.space.input_shape,
+            partial=s.inherit_partial,
+        )
+        for c, p in zip(candidates, phenotypes)
+    ]
 
 
 def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evolution.State:
@@ -439,12 +541,12 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         g = state.generation
         t0 = time.perf_counter()
         rng = evolution.generation_rng(s.seed, g)
-        candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring,
-                                   parent_continues=s.parent_continues)
+        candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring, parent_continues=s.parent_continues)
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
         if s.training.inherit and state.parent is not None and state.parent_weights is not None:
-            evaluations = evaluator.evaluate(phenotypes, generation=g,
-                                             inherited=_inheritance(s, state, candidates, phenotypes))
+            evaluations = evaluator.evaluate(
+                phenotypes, generation=g, inherited=_inheritance(s, state, candidates, phenotypes)
+            )
         else:
             evaluations = evaluator.evaluate(phenotypes, generation=g)
         state, metrics = evolution.tell(state, candidates, evaluations, s.objective)
@@ -466,13 +568,25 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         per_generation = (time.perf_counter() - started) / done_here
         remaining = per_generation * (s.generations - g - 1)
         # Generations count from 0 here as in generations.jsonl and --individual G:I.
-        log.info("generation %d done (%d of %d) | best %.4f | mean %.4f | failed %d | %.2f eval/s | ETA %s",
-                 g, g + 1, s.generations, record["best_fitness"], record["mean_fitness"], record["failed"],
-                 record["evaluations_per_second"], duration(remaining))
+        log.info(
+            "generation %d done (%d of %d) | best %.4f | mean %.4f | failed %d | %.2f eval/s | ETA %s",
+            g,
+            g + 1,
+            s.generations,
+            record["best_fitness"],
+            record["mean_fitness"],
+            record["failed"],
+            record["evaluations_per_second"],
+            duration(remaining),
+        )
         if done_here == 1 and s.generations - g > 1:
-            log.info("projected: %d generations at %s each -> %s for the whole run (a rough figure: "
-                     "later generations reuse compiled programs, larger networks train longer)",
-                     s.generations - g, duration(wall), duration(wall * (s.generations - g)))
+            log.info(
+                "projected: %d generations at %s each -> %s for the whole run (a rough figure: "
+                "later generations reuse compiled programs, larger networks train longer)",
+                s.generations - g,
+                duration(wall),
+                duration(wall * (s.generations - g)),
+            )
     return state
 
 
@@ -493,8 +607,11 @@ class _HeldLog(logging.Handler):
         super().__init__(logging.DEBUG)
         inside = Path(run_dir).resolve()
         self.root = logging.getLogger()
-        self.files = [h for h in self.root.handlers if isinstance(h, logging.FileHandler)
-                      and Path(h.baseFilename).resolve().parent == inside]
+        self.files = [
+            h
+            for h in self.root.handlers
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == inside
+        ]
         self.records: list[logging.LogRecord] = []
         self.accepted = False
         for h in self.files:
@@ -547,6 +664,7 @@ def _hydra_main():
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def main(cfg) -> None:
         from spenser_jax import scheduler
+
         # Hydra logs INFO; JAX's backend probing ("Unable to initialize
         # backend 'tpu'") is noise to a user.
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)

@@ -168,11 +168,13 @@ DT = 1e-4
 
 INPUT_CODINGS = ("rate",)
 
-_NOTE = ("Input coding is not part of the graph: feed spikes [T, C, H, W]. "
-         "input_coding 'rate' means Bernoulli(pixel / 255) drawn independently at "
-         "each of time_steps steps. LIF/IF nodes follow forward Euler at dt "
-         "(metadata) with reset to v_reset in the spike step; r = tau / dt "
-         "(LIF) or 1 / dt (IF) makes the input enter unscaled.")
+_NOTE = (
+    "Input coding is not part of the graph: feed spikes [T, C, H, W]. "
+    "input_coding 'rate' means Bernoulli(pixel / 255) drawn independently at "
+    "each of time_steps steps. LIF/IF nodes follow forward Euler at dt "
+    "(metadata) with reset to v_reset in the spike step; r = tau / dt "
+    "(LIF) or 1 / dt (IF) makes the input enter unscaled."
+)
 
 
 class NotExportable(SpenserError, ValueError):
@@ -195,8 +197,7 @@ def _require_nir():
     try:
         import nir
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependency(
-            "NIR export needs the `nir` package: pip install 'spenser_jax[nir]'") from exc
+        raise MissingDependency("NIR export needs the `nir` package: pip install 'spenser_jax[nir]'") from exc
     return nir
 
 
@@ -218,21 +219,24 @@ def _conv_padding(layer: Conv, in_shape: tuple[int, ...]) -> tuple[tuple[int, in
 def _layer_problem(layer: Any, in_shape: tuple[int, ...]) -> str | None:
     if isinstance(layer, Pool):
         if layer.kind != "avg":
-            return ("NIR has no max pooling (only AvgPool2d and SumPool2d), so "
-                    f"pool-{layer.kind} cannot be expressed")
+            return f"NIR has no max pooling (only AvgPool2d and SumPool2d), so pool-{layer.kind} cannot be expressed"
         return None
     if isinstance(layer, LIF):
         if layer.reset != "zero":
-            return (f"reset:{layer.reset} has no NIR form: NIR's LIF resets the "
-                    "membrane to v_reset (only reset:zero exports)")
+            return (
+                f"reset:{layer.reset} has no NIR form: NIR's LIF resets the "
+                "membrane to v_reset (only reset:zero exports)"
+            )
         return None
     if isinstance(layer, Conv):
         pads = _conv_padding(layer, in_shape)
         if any(before != after for before, after in pads):
-            return (f"padding:same with kernel {layer.kernel} and stride {layer.stride} "
-                    f"on a {in_shape[0]}x{in_shape[1]} input pads (before, after) = "
-                    f"{pads[0]} rows and {pads[1]} columns (XLA/TensorFlow split); "
-                    "NIR's Conv2d padding is symmetric")
+            return (
+                f"padding:same with kernel {layer.kernel} and stride {layer.stride} "
+                f"on a {in_shape[0]}x{in_shape[1]} input pads (before, after) = "
+                f"{pads[0]} rows and {pads[1]} columns (XLA/TensorFlow split); "
+                "NIR's Conv2d padding is symmetric"
+            )
         return None
     if isinstance(layer, (Dense, Dropout, NoOp)):
         return None
@@ -260,8 +264,10 @@ def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[
         if phenotype.inputs is not None and phenotype.inputs[i] is not None:
             # NIR graphs could hold the edges, but our merge (max-pool to the
             # smallest map, concatenate channels) has no NIR node.
-            reasons.append(f"{_label(i, layer)}: reads layers {list(phenotype.inputs[i])} through a skip "
-                           f"connection, whose merge (max-pool and concatenate) NIR cannot express")
+            reasons.append(
+                f"{_label(i, layer)}: reads layers {list(phenotype.inputs[i])} through a skip "
+                f"connection, whose merge (max-pool and concatenate) NIR cannot express"
+            )
             in_shape = out_shape
             continue
         problem = _layer_problem(layer, in_shape)
@@ -306,8 +312,9 @@ def lif_node(beta: float, threshold: float, shape: tuple[int, ...], dt: float = 
     if beta == 1.0:
         return nir.IF(r=full(1.0 / dt), v_threshold=full(float(threshold)), v_reset=full(0.0))
     tau = dt / (1.0 - beta)
-    return nir.LIF(tau=full(tau), r=full(tau / dt), v_leak=full(0.0),
-                   v_threshold=full(float(threshold)), v_reset=full(0.0))
+    return nir.LIF(
+        tau=full(tau), r=full(tau / dt), v_leak=full(0.0), v_threshold=full(float(threshold)), v_reset=full(0.0)
+    )
 
 
 def _unwrap(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -316,8 +323,15 @@ def _unwrap(params: Mapping[str, Any]) -> Mapping[str, Any]:
     return params
 
 
-def to_nir(phenotype: Phenotype, params: Mapping[str, Any], *, input_shape: tuple[int, int, int],
-           time_steps: int, input_coding: str = "rate", dt: float = DT):
+def to_nir(
+    phenotype: Phenotype,
+    params: Mapping[str, Any],
+    *,
+    input_shape: tuple[int, int, int],
+    time_steps: int,
+    input_coding: str = "rate",
+    dt: float = DT,
+):
     """The network of ``phenotype`` with ``params`` as a ``nir.NIRGraph``.
 
     Node names follow the parameter names (``conv_0``, ``lif_1``,
@@ -365,20 +379,23 @@ def to_nir(phenotype: Phenotype, params: Mapping[str, Any], *, input_shape: tupl
         if isinstance(layer, Conv):
             p = params[f"conv_{j}"]
             kernel = np.asarray(p["kernel"], np.float32)  # [kh, kw, in, out]
-            bias = (np.asarray(p["bias"], np.float32) if layer.bias
-                    else np.zeros(layer.filters, np.float32))
+            bias = np.asarray(p["bias"], np.float32) if layer.bias else np.zeros(layer.filters, np.float32)
             pads = _conv_padding(layer, in_shape)
             nodes[f"conv_{j}"] = nir.Conv2d(
                 input_shape=(int(in_shape[0]), int(in_shape[1])),
                 weight=np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)),
                 stride=(layer.stride, layer.stride),
                 padding=(pads[0][0], pads[1][0]),
-                dilation=(1, 1), groups=1, bias=bias)
+                dilation=(1, 1),
+                groups=1,
+                bias=bias,
+            )
             chain.append(f"conv_{j}")
         elif isinstance(layer, Pool):  # avg (exportable() refused max)
             k = layer.kernel
-            nodes[f"pool_{j}"] = nir.AvgPool2d(kernel_size=np.array([k, k]), stride=np.array([k, k]),
-                                               padding=np.array([0, 0]))
+            nodes[f"pool_{j}"] = nir.AvgPool2d(
+                kernel_size=np.array([k, k]), stride=np.array([k, k]), padding=np.array([0, 0])
+            )
             chain.append(f"pool_{j}")
         elif isinstance(layer, Dense):
             p = params[f"dense_{j}"]
@@ -388,8 +405,9 @@ def to_nir(phenotype: Phenotype, params: Mapping[str, Any], *, input_shape: tupl
                 # Columns from (h, w, c) to (c, h, w) order, then [out, in].
                 weight = kernel.reshape(h, w, c, layer.units).transpose(3, 2, 0, 1)
                 weight = weight.reshape(layer.units, h * w * c)
-                nodes[f"flatten_{j}"] = nir.Flatten(input_type={"input": np.array(_chw(in_shape))},
-                                                    start_dim=0, end_dim=-1)
+                nodes[f"flatten_{j}"] = nir.Flatten(
+                    input_type={"input": np.array(_chw(in_shape))}, start_dim=0, end_dim=-1
+                )
                 chain.append(f"flatten_{j}")
             else:
                 weight = kernel.T
@@ -401,8 +419,9 @@ def to_nir(phenotype: Phenotype, params: Mapping[str, Any], *, input_shape: tupl
             chain.append(f"dense_{j}")
         elif isinstance(layer, LIF):
             p = params[f"lif_{j}"]
-            nodes[f"lif_{j}"] = lif_node(float(np.asarray(p["beta"])), float(np.asarray(p["threshold"])),
-                                         _chw(out_shape), dt)
+            nodes[f"lif_{j}"] = lif_node(
+                float(np.asarray(p["beta"])), float(np.asarray(p["threshold"])), _chw(out_shape), dt
+            )
             chain.append(f"lif_{j}")
         # Dropout and NoOp: the identity at inference.
         in_shape = out_shape
@@ -447,8 +466,9 @@ def _size(n: int) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
-def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto", dt: float = DT,
-               data_dir=None, log=print) -> dict:
+def export_run(
+    run_dir, out, *, individual: str = "best", weights: str = "auto", dt: float = DT, data_dir=None, log=print
+) -> dict:
     """Export one individual of a run to ``out`` (what the command line does).
 
     Args:
@@ -512,30 +532,50 @@ def export_run(run_dir, out, *, individual: str = "best", weights: str = "auto",
     while node in nxt:
         node = nxt[node]
         chain.append(node)
-    return {"path": out, "nodes": chain, "bytes": out.stat().st_size, "phenotype": phenotype.text,
-            "weights": "retrained" if chosen.source == "retrained" else "search",
-            "weights_text": chosen.text, "input_shape": _chw(input_shape),
-            "time_steps": time_steps, "dt": float(dt)}
+    return {
+        "path": out,
+        "nodes": chain,
+        "bytes": out.stat().st_size,
+        "phenotype": phenotype.text,
+        "weights": "retrained" if chosen.source == "retrained" else "search",
+        "weights_text": chosen.text,
+        "input_shape": _chw(input_shape),
+        "time_steps": time_steps,
+        "dt": float(dt),
+    }
 
 
 @command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m spenser_jax.export",
-        description="Export one individual of a run to NIR (an HDF5 file) with exactly its spikes.")
+        description="Export one individual of a run to NIR (an HDF5 file) with exactly its spikes.",
+    )
     parser.add_argument("run_dir")
     parser.add_argument("--out", type=output_file, required=True, metavar="PATH.nir", help="the file to write")
-    parser.add_argument("--individual", default="best", metavar="best|G:I",
-                        help="best (default) or G:I, individual I of generation G, both counted from 0 "
-                             "as in generations.jsonl (trained again from its key unless the search kept "
-                             "its weights)")
+    parser.add_argument(
+        "--individual",
+        default="best",
+        metavar="best|G:I",
+        help="best (default) or G:I, individual I of generation G, both counted from 0 "
+        "as in generations.jsonl (trained again from its key unless the search kept "
+        "its weights)",
+    )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--retrained", action="store_true",
-                       help="the best with the weights retrain left (the default when they are readable)")
-    which.add_argument("--search-weights", action="store_true",
-                       help="the weights the search scored, even after a retrain")
-    parser.add_argument("--dt", type=float, default=DT,
-                        help=f"time step the LIF parameters are written for (default {DT:g}, snntorch's)")
+    which.add_argument(
+        "--retrained",
+        action="store_true",
+        help="the best with the weights retrain left (the default when they are readable)",
+    )
+    which.add_argument(
+        "--search-weights", action="store_true", help="the weights the search scored, even after a retrain"
+    )
+    parser.add_argument(
+        "--dt",
+        type=float,
+        default=DT,
+        help=f"time step the LIF parameters are written for (default {DT:g}, snntorch's)",
+    )
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="override the run's dataset.data_dir")
     args = parser.parse_args(argv)
     if not (math.isfinite(args.dt) and args.dt > 0):
@@ -543,18 +583,28 @@ def main(argv=None) -> int:
 
     weights = "retrained" if args.retrained else "search" if args.search_weights else "auto"
     try:
-        result = export_run(args.run_dir, args.out, individual=args.individual, weights=weights,
-                            dt=args.dt, data_dir=args.data_dir,
-                            log=lambda line: print(line, file=sys.stderr))
+        result = export_run(
+            args.run_dir,
+            args.out,
+            individual=args.individual,
+            weights=weights,
+            dt=args.dt,
+            data_dir=args.data_dir,
+            log=lambda line: print(line, file=sys.stderr),
+        )
     except NotExportable as err:
-        return fail(f"individual {args.individual} of {args.run_dir} is {err} (a search with "
-                    f"grammar=grammars/csnn_nir.grammar finds only networks that export)")
+        return fail(
+            f"individual {args.individual} of {args.run_dir} is {err} (a search with "
+            f"grammar=grammars/csnn_nir.grammar finds only networks that export)"
+        )
     c, *hw = result["input_shape"]
     print(f"individual {args.individual} of {args.run_dir}, {result['weights_text']}")
     print(f"wrote {result['path']}: {len(result['nodes'])} nodes, {_size(result['bytes'])}")
     print("  " + " -> ".join(result["nodes"]))
-    print(f"  input: spikes [T, {c}, {', '.join(map(str, hw))}], T = {result['time_steps']} steps, "
-          f"rate-coded outside the graph (Bernoulli(pixel / 255) per step); dt = {result['dt']:g}")
+    print(
+        f"  input: spikes [T, {c}, {', '.join(map(str, hw))}], T = {result['time_steps']} steps, "
+        f"rate-coded outside the graph (Bernoulli(pixel / 255) per step); dt = {result['dt']:g}"
+    )
     return 0
 
 

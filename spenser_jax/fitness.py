@@ -85,11 +85,26 @@ class Evaluation:
         return self.status in ("ok", "stopped")
 
 
-def failed(status: str, reason: str, parameters: int = 0, train_seconds: float = 0.0,
-           compile_seconds: float = 0.0, train_samples: int = 0, train_steps: int = 0) -> Evaluation:
+def failed(
+    status: str,
+    reason: str,
+    parameters: int = 0,
+    train_seconds: float = 0.0,
+    compile_seconds: float = 0.0,
+    train_samples: int = 0,
+    train_steps: int = 0,
+) -> Evaluation:
     """The record of an individual that could not be scored."""
-    return Evaluation(FAILED_FITNESS, status, reason, parameters, train_seconds, compile_seconds,
-                      train_samples=train_samples, train_steps=train_steps)
+    return Evaluation(
+        FAILED_FITNESS,
+        status,
+        reason,
+        parameters,
+        train_seconds,
+        compile_seconds,
+        train_samples=train_samples,
+        train_steps=train_steps,
+    )
 
 
 def reason(err: BaseException) -> str:
@@ -98,19 +113,48 @@ def reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:500]
 
 
-def nonfinite(steps: int, parameters: int, train_seconds: float = 0.0,
-              compile_seconds: float = 0.0, train_samples: int = 0) -> Evaluation:
-    return failed("nonfinite_loss", f"loss or update became non-finite after {steps} steps",
-                  parameters, train_seconds, compile_seconds, train_samples, steps)
+def nonfinite(
+    steps: int, parameters: int, train_seconds: float = 0.0, compile_seconds: float = 0.0, train_samples: int = 0
+) -> Evaluation:
+    return failed(
+        "nonfinite_loss",
+        f"loss or update became non-finite after {steps} steps",
+        parameters,
+        train_seconds,
+        compile_seconds,
+        train_samples,
+        steps,
+    )
 
 
-def scored(accuracy: float, *, stopped: bool, steps: int, parameters: int, train_seconds: float,
-           compile_seconds: float, weights: Any, train_samples: int,
-           inherited: float | None = None, activity: dict | None = None) -> Evaluation:
+def scored(
+    accuracy: float,
+    *,
+    stopped: bool,
+    steps: int,
+    parameters: int,
+    train_seconds: float,
+    compile_seconds: float,
+    weights: Any,
+    train_samples: int,
+    inherited: float | None = None,
+    activity: dict | None = None,
+) -> Evaluation:
     """The record of a scored individual (``"stopped"`` when the early check stopped it)."""
     reason = f"output silent and loss flat after {steps} steps: stopped early" if stopped else ""
-    return Evaluation(accuracy, "stopped" if stopped else "ok", reason, parameters, train_seconds,
-                      compile_seconds, weights, train_samples, inherited, activity, steps)
+    return Evaluation(
+        accuracy,
+        "stopped" if stopped else "ok",
+        reason,
+        parameters,
+        train_seconds,
+        compile_seconds,
+        weights,
+        train_samples,
+        inherited,
+        activity,
+        steps,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,11 +201,21 @@ class TrainingSettings:
 
     def summarise(self, phenotype_or_sig, input_shape, totals, samples: int) -> dict:
         """Per-sample activity and energy (:func:`spenser_jax.activity.summarise`)."""
-        sig = (phenotype_or_sig if isinstance(phenotype_or_sig, architecture.Signature)
-               else architecture.signature(phenotype_or_sig))
+        sig = (
+            phenotype_or_sig
+            if isinstance(phenotype_or_sig, architecture.Signature)
+            else architecture.signature(phenotype_or_sig)
+        )
         totals = jax.tree.map(np.asarray, totals)
-        return activity_lib.summarise(sig, input_shape, self.time_steps, totals, samples,
-                                      energy=self.energy, spiking_input=self.encoding == "rate")
+        return activity_lib.summarise(
+            sig,
+            input_shape,
+            self.time_steps,
+            totals,
+            samples,
+            energy=self.energy,
+            spiking_input=self.encoding == "rate",
+        )
 
     def plan(self, n: int) -> tuple[int | None, ...]:
         """Batches per epoch for ``n`` training samples (:func:`spenser_jax.training.epoch_plan`)."""
@@ -207,8 +261,9 @@ class Trainer:
     Compiled programs are kept in an LRU of :data:`COMPILED_CACHE` entries.
     """
 
-    def __init__(self, settings: TrainingSettings, input_shape: tuple[int, int, int],
-                 compiler_options: dict | None = None):
+    def __init__(
+        self, settings: TrainingSettings, input_shape: tuple[int, int, int], compiler_options: dict | None = None
+    ):
         self.settings = settings
         self.input_shape = tuple(input_shape)
         self.compiler_options = dict(compiler_options or {})
@@ -226,9 +281,16 @@ class Trainer:
             self._compiled.popitem(last=False)
         return compiled, time.perf_counter() - t0
 
-    def train(self, phenotype: Phenotype, key: jax.Array, data: Arrays, epochs: int | float,
-              params: Any = None, progress=None, inherited: tuple[Any, Any] | None = None,
-              ) -> tuple[training.TrainState, dict]:
+    def train(
+        self,
+        phenotype: Phenotype,
+        key: jax.Array,
+        data: Arrays,
+        epochs: int | float,
+        params: Any = None,
+        progress=None,
+        inherited: tuple[Any, Any] | None = None,
+    ) -> tuple[training.TrainState, dict]:
         """Train ``epochs`` epochs from fresh weights (or ``params``, or ``inherited``).
 
         The host-side twin of :func:`spenser_jax.training.train_and_score`'s
@@ -246,18 +308,39 @@ class Trainer:
             state = state.replace(params=jax.tree.map(jnp.asarray, params))
         if inherited is not None:
             state = state.replace(params=training.inherit_params(state.params, inherited))
-        info = {"compile_seconds": 0.0, "train_seconds": 0.0, "losses": [], "nonfinite": False,
-                "stopped": False, "steps": 0, "samples": 0}
+        info = {
+            "compile_seconds": 0.0,
+            "train_seconds": 0.0,
+            "losses": [],
+            "nonfinite": False,
+            "stopped": False,
+            "steps": 0,
+            "samples": 0,
+        }
         n = len(data.labels)
         for epoch, max_steps in enumerate(training.epoch_plan(epochs, n, s.batch_size, s.min_steps)):
-            fn = training.make_train_epoch(sig, time_steps=s.time_steps, batch_size=s.batch_size,
-                                           correct_rate=s.correct_rate, incorrect_rate=s.incorrect_rate,
-                                           mode=s.mode, max_steps=max_steps,
-                                           stop_check=s.stop_check(n) if epoch == 0 else None,
-                                           input_encoding=s.encoding)
+            fn = training.make_train_epoch(
+                sig,
+                time_steps=s.time_steps,
+                batch_size=s.batch_size,
+                correct_rate=s.correct_rate,
+                incorrect_rate=s.incorrect_rate,
+                mode=s.mode,
+                max_steps=max_steps,
+                stop_check=s.stop_check(n) if epoch == 0 else None,
+                input_encoding=s.encoding,
+            )
             key_epoch = jax.random.fold_in(key_epochs, epoch)
-            compiled, seconds = self._compile(("train", max_steps, epoch == 0 and s.stop_check(n)), sig, fn,
-                                              state, hyper, data.images, data.labels, key_epoch)
+            compiled, seconds = self._compile(
+                ("train", max_steps, epoch == 0 and s.stop_check(n)),
+                sig,
+                fn,
+                state,
+                hyper,
+                data.images,
+                data.labels,
+                key_epoch,
+            )
             info["compile_seconds"] += seconds
             t0 = time.perf_counter()
             state, metrics = compiled(state, hyper, data.images, data.labels, key_epoch)
@@ -276,24 +359,35 @@ class Trainer:
                 break
         return state, info
 
-    def score(self, phenotype: Phenotype, params: Any, data: Arrays, key: jax.Array,
-              activity: bool = False) -> tuple[float, float, dict | None]:
+    def score(
+        self, phenotype: Phenotype, params: Any, data: Arrays, key: jax.Array, activity: bool = False
+    ) -> tuple[float, float, dict | None]:
         """(accuracy, compile seconds, activity summary or None) of ``params`` on ``data``."""
         s = self.settings
         sig, hyper = architecture.split(phenotype, s.time_steps)
-        fn = training.make_evaluate(sig, time_steps=s.time_steps,
-                                    batch_size=min(s.eval_batch_size, len(data.labels)), mode=s.mode,
-                                    activity=activity, input_encoding=s.encoding)
-        compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images,
-                                          data.labels, key)
+        fn = training.make_evaluate(
+            sig,
+            time_steps=s.time_steps,
+            batch_size=min(s.eval_batch_size, len(data.labels)),
+            mode=s.mode,
+            activity=activity,
+            input_encoding=s.encoding,
+        )
+        compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images, data.labels, key)
         result = compiled(params, hyper, data.images, data.labels, key)
         summary = s.summarise(sig, self.input_shape, result["activity"], len(data.labels)) if activity else None
         return float(result["accuracy"]), seconds, summary
 
 
-def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_train: Arrays,
-                 fitness: Arrays, score_key: jax.Array,
-                 inherited: tuple[Any, Any, float] | None = None) -> Evaluation:
+def evaluate_one(
+    trainer: Trainer,
+    phenotype: Phenotype,
+    key: jax.Array,
+    evo_train: Arrays,
+    fitness: Arrays,
+    score_key: jax.Array,
+    inherited: tuple[Any, Any, float] | None = None,
+) -> Evaluation:
     """Evaluate one individual alone (three programs, blocking: the original's way).
 
     ``inherited``: ``(values, mask, share)`` from
@@ -311,17 +405,24 @@ def evaluate_one(trainer: Trainer, phenotype: Phenotype, key: jax.Array, evo_tra
         start = None if inherited is None else inherited[:2]
         state, info = trainer.train(phenotype, key, evo_train, trainer.settings.epochs, inherited=start)
         if info["nonfinite"]:
-            return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"],
-                             info["samples"])
+            return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"], info["samples"])
         t0 = time.perf_counter()
-        accuracy, compile_seconds, measured = trainer.score(phenotype, state.params, fitness, score_key,
-                                                            activity=trainer.settings.activity)
+        accuracy, compile_seconds, measured = trainer.score(
+            phenotype, state.params, fitness, score_key, activity=trainer.settings.activity
+        )
         scoring = time.perf_counter() - t0 - compile_seconds
-        return scored(accuracy, stopped=info["stopped"], steps=info["steps"], parameters=parameters,
-                      train_seconds=info["train_seconds"] + scoring,
-                      compile_seconds=info["compile_seconds"] + compile_seconds,
-                      weights=jax.device_get(state.params), train_samples=info["samples"],
-                      inherited=None if inherited is None else inherited[2], activity=measured)
+        return scored(
+            accuracy,
+            stopped=info["stopped"],
+            steps=info["steps"],
+            parameters=parameters,
+            train_seconds=info["train_seconds"] + scoring,
+            compile_seconds=info["compile_seconds"] + compile_seconds,
+            weights=jax.device_get(state.params),
+            train_samples=info["samples"],
+            inherited=None if inherited is None else inherited[2],
+            activity=measured,
+        )
     except Exception as err:  # noqa: BLE001 - one individual must never stop the run
         log.warning("individual failed: %s", reason(err))
         return failed("error", reason(err), parameters)

@@ -104,8 +104,7 @@ class Genotype:
         raise KeyError(name)
 
     def replace_module(self, name: str, layers: Sequence[Derivation]) -> Genotype:
-        return Genotype(tuple(Module(m.name, tuple(layers)) if m.name == name else m
-                              for m in self.modules))
+        return Genotype(tuple(Module(m.name, tuple(layers)) if m.name == name else m for m in self.modules))
 
     @property
     def max_uid(self) -> int:
@@ -129,29 +128,57 @@ class Genotype:
     # JSON: plain lists; ints stay ints and floats stay floats (json writes
     # floats with repr, so values round-trip exactly).
     def to_json(self) -> dict:
-        return {"modules": [
-            {"name": m.name, "layers": [
-                {"expansions": {nt: [[e.choice, [list(v) for v in e.values]] for e in exps]
-                                for nt, exps in layer.expansions},
-                 **({"link": layer.link} if layer.link is not None else {}),
-                 **({"uid": layer.uid} if layer.uid is not None else {}),
-                 **({"inputs": list(layer.inputs)} if layer.inputs is not None else {})}
-                for layer in m.layers]}
-            for m in self.modules]}
+        return {
+            "modules": [
+                {
+                    "name": m.name,
+                    "layers": [
+                        {
+                            "expansions": {
+                                nt: [[e.choice, [list(v) for v in e.values]] for e in exps]
+                                for nt, exps in layer.expansions
+                            },
+                            **({"link": layer.link} if layer.link is not None else {}),
+                            **({"uid": layer.uid} if layer.uid is not None else {}),
+                            **({"inputs": list(layer.inputs)} if layer.inputs is not None else {}),
+                        }
+                        for layer in m.layers
+                    ],
+                }
+                for m in self.modules
+            ]
+        }
 
     @classmethod
     def from_json(cls, obj: dict) -> Genotype:
         try:
-            return cls(tuple(
-                Module(m["name"], tuple(
-                    Derivation(tuple(sorted(
-                        (nt, tuple(Expansion(int(c), tuple(tuple(v) for v in genes))
-                                   for c, genes in exps))
-                        for nt, exps in layer["expansions"].items())),
-                        layer.get("link"), layer.get("uid"),
-                        tuple(int(x) for x in layer["inputs"]) if layer.get("inputs") is not None else None)
-                    for layer in m["layers"]))
-                for m in obj["modules"]))
+            return cls(
+                tuple(
+                    Module(
+                        m["name"],
+                        tuple(
+                            Derivation(
+                                tuple(
+                                    sorted(
+                                        (
+                                            nt,
+                                            tuple(
+                                                Expansion(int(c), tuple(tuple(v) for v in genes)) for c, genes in exps
+                                            ),
+                                        )
+                                        for nt, exps in layer["expansions"].items()
+                                    )
+                                ),
+                                layer.get("link"),
+                                layer.get("uid"),
+                                tuple(int(x) for x in layer["inputs"]) if layer.get("inputs") is not None else None,
+                            )
+                            for layer in m["layers"]
+                        ),
+                    )
+                    for m in obj["modules"]
+                )
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise SearchSpaceError(f"malformed genotype JSON: {err!r}") from None
 
@@ -179,12 +206,10 @@ class MacroModule:
 
     def __post_init__(self):
         if not 0 <= self.min_layers <= self.max_layers:
-            raise ValueError(f"module {self.name}: need 0 <= min ({self.min_layers}) "
-                             f"<= max ({self.max_layers})")
+            raise ValueError(f"module {self.name}: need 0 <= min ({self.min_layers}) <= max ({self.max_layers})")
         bad = [n for n in self.init if not self.min_layers <= n <= self.max_layers]
         if bad:
-            raise ValueError(f"module {self.name}: initial counts {bad} outside "
-                             f"[{self.min_layers}, {self.max_layers}]")
+            raise ValueError(f"module {self.name}: initial counts {bad} outside [{self.min_layers}, {self.max_layers}]")
 
     def initial_counts(self) -> tuple[int, ...]:
         return self.init or (self.min_layers,)
@@ -211,12 +236,17 @@ def macro_from_config(entries: Iterable) -> tuple[MacroModule, ...]:
     out = []
     for entry in entries:
         if isinstance(entry, dict) or hasattr(entry, "keys"):
-            out.append(MacroModule(entry["name"], int(entry["min"]), int(entry["max"]),
-                                   tuple(int(x) for x in entry.get("init", ()) or ())))
+            out.append(
+                MacroModule(
+                    entry["name"],
+                    int(entry["min"]),
+                    int(entry["max"]),
+                    tuple(int(x) for x in entry.get("init", ()) or ()),
+                )
+            )
         else:
             name, lo, hi, *rest = entry
-            out.append(MacroModule(name, int(lo), int(hi),
-                                   tuple(int(x) for x in rest[0]) if rest else ()))
+            out.append(MacroModule(name, int(lo), int(hi), tuple(int(x) for x in rest[0]) if rest else ()))
     if len({m.name for m in out}) != len(out):
         raise ValueError("macro structure names a module twice")
     return tuple(out)
@@ -238,14 +268,18 @@ def sample_gene(rng: np.random.Generator, gene: Gene, log_ratio: float | None = 
         return tuple(int(v) for v in rng.integers(gene.low, gene.high, endpoint=True, size=gene.count))
     if log_ratio is not None and gene.low > 0 and gene.high / gene.low >= log_ratio:
         lo, hi = math.log(gene.low), math.log(gene.high)
-        return tuple(float(min(max(math.exp(v), gene.low), gene.high))
-                     for v in rng.uniform(lo, hi, size=gene.count))
+        return tuple(float(min(max(math.exp(v), gene.low), gene.high)) for v in rng.uniform(lo, hi, size=gene.count))
     return tuple(float(v) for v in rng.uniform(gene.low, gene.high, size=gene.count))
 
 
-def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
-           rng: np.random.Generator | None = None, max_depth: int = 32,
-           log_ratio: float | None = None) -> tuple[Derivation, str]:
+def derive(
+    grammar: Grammar,
+    start: str,
+    existing: Derivation | None = None,
+    rng: np.random.Generator | None = None,
+    max_depth: int = 32,
+    log_ratio: float | None = None,
+) -> tuple[Derivation, str]:
     """Derive ``start``, reusing ``existing`` expansions and sampling the rest.
 
     With ``rng=None`` this is pure decoding: a missing expansion is an error.
@@ -273,8 +307,7 @@ def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
         elif rng is None:
             raise SearchSpaceError(f"incomplete genotype: no expansion #{k} for <{nt}>")
         else:
-            choices = (grammar.terminating_choices(nt) if depth >= max_depth
-                       else range(len(productions)))
+            choices = grammar.terminating_choices(nt) if depth >= max_depth else range(len(productions))
             choice = int(rng.choice(list(choices)))
             values = tuple(sample_gene(rng, s, log_ratio) for s in productions[choice] if isinstance(s, Gene))
             expansion = Expansion(choice, values)
@@ -287,19 +320,19 @@ def derive(grammar: Grammar, start: str, existing: Derivation | None = None,
                 expand(symbol.name, depth + 1)
             else:
                 values = next(gene_values, None)
-                if values is None or len(values) != symbol.count or \
-                        not all(symbol.contains(v) for v in values):
-                    raise SearchSpaceError(f"<{nt}>: gene {symbol.name} has values {values}, "
-                                           f"outside {symbol}")
+                if values is None or len(values) != symbol.count or not all(symbol.contains(v) for v in values):
+                    raise SearchSpaceError(f"<{nt}>: gene {symbol.name} has values {values}, outside {symbol}")
                 tokens.extend(f"{symbol.name}:{v!r}" for v in values)
         if next(gene_values, None) is not None:
-            raise SearchSpaceError(f"<{nt}>: more gene values stored than production "
-                                   f"{expansion.choice} has genes")
+            raise SearchSpaceError(f"<{nt}>: more gene values stored than production {expansion.choice} has genes")
 
     expand(start, 0)
-    layer = Derivation(tuple(sorted((nt, tuple(e)) for nt, e in used.items())),
-                       existing.link if existing else None, existing.uid if existing else None,
-                       existing.inputs if existing else None)
+    layer = Derivation(
+        tuple(sorted((nt, tuple(e)) for nt, e in used.items())),
+        existing.link if existing else None,
+        existing.uid if existing else None,
+        existing.inputs if existing else None,
+    )
     return layer, " ".join(tokens)
 
 
@@ -345,8 +378,9 @@ class SearchSpace:
         for key, known in TAGS.items():
             for value, line in self.grammar.values_of(key):
                 if value not in known:
-                    raise GrammarError(f"{self.grammar.path}:{line}: unknown {key} type {value!r} "
-                                       f"(known: {', '.join(known)})")
+                    raise GrammarError(
+                        f"{self.grammar.path}:{line}: unknown {key} type {value!r} (known: {', '.join(known)})"
+                    )
 
     def bounds(self, name: str) -> MacroModule:
         for m in self.macro:
@@ -361,8 +395,9 @@ class SearchSpace:
         """Layers per module of a new individual, each uniform over the module's ``init``."""
         return tuple(int(rng.choice(m.initial_counts())) for m in self.macro)
 
-    def random_genotype(self, rng: np.random.Generator, counts: Sequence[int] | None = None, *,
-                        reuse: float = 0.0, linked: bool = False) -> Genotype:
+    def random_genotype(
+        self, rng: np.random.Generator, counts: Sequence[int] | None = None, *, reuse: float = 0.0, linked: bool = False
+    ) -> Genotype:
         """A random genotype; it may not be a valid network (see random_individual).
 
         Args:
@@ -423,9 +458,18 @@ class SearchSpace:
 
     def with_inputs(self, genotype: Genotype, inputs: dict) -> Genotype:
         """``genotype`` with the layers at ``(module, index)`` reading ``inputs[...]``."""
-        return Genotype(tuple(Module(m.name, tuple(
-            dataclasses.replace(x, inputs=inputs[(m.name, i)]) if (m.name, i) in inputs else x
-            for i, x in enumerate(m.layers))) for m in genotype.modules))
+        return Genotype(
+            tuple(
+                Module(
+                    m.name,
+                    tuple(
+                        dataclasses.replace(x, inputs=inputs[(m.name, i)]) if (m.name, i) in inputs else x
+                        for i, x in enumerate(m.layers)
+                    ),
+                )
+                for m in genotype.modules
+            )
+        )
 
     def window(self, place: int) -> list[int]:
         """The places a block at ``place`` may read besides ``place - 1`` (-1: the network input)."""
@@ -444,8 +488,10 @@ class SearchSpace:
             for uid in layer.inputs:
                 q = -1 if uid == -1 else place.get(uid)
                 if q is None or q not in allowed or module in self.fixed_modules:
-                    raise SearchSpaceError(f"layer {first}: skip connection to {uid} outside levels_back "
-                                           f"{self.levels_back} (or to a layer that is gone)")
+                    raise SearchSpaceError(
+                        f"layer {first}: skip connection to {uid} outside levels_back "
+                        f"{self.levels_back} (or to a layer that is gone)"
+                    )
                 sources.append(-1 if q == -1 else blocks[q][3])
             previous = blocks[k - 1][3] if k > 0 else -1
             inputs[first] = tuple(sorted({previous, *sources}))
@@ -509,12 +555,15 @@ class SearchSpace:
     def check_structure(self, genotype: Genotype) -> None:
         names = tuple(m.name for m in genotype.modules)
         if names != tuple(m.name for m in self.macro):
-            raise SearchSpaceError(f"genotype modules {names} do not match the macro structure "
-                                   f"{tuple(m.name for m in self.macro)}")
+            raise SearchSpaceError(
+                f"genotype modules {names} do not match the macro structure {tuple(m.name for m in self.macro)}"
+            )
         for module, bounds in zip(genotype.modules, self.macro):
             if not bounds.min_layers <= len(module.layers) <= bounds.max_layers:
-                raise SearchSpaceError(f"module {module.name} has {len(module.layers)} layers, "
-                                       f"outside [{bounds.min_layers}, {bounds.max_layers}]")
+                raise SearchSpaceError(
+                    f"module {module.name} has {len(module.layers)} layers, "
+                    f"outside [{bounds.min_layers}, {bounds.max_layers}]"
+                )
 
     def validate(self, genotype: Genotype) -> Phenotype:
         """Decode and check shapes; raises if the individual is not a valid network."""
@@ -529,8 +578,7 @@ class SearchSpace:
         except (SearchSpaceError, InvalidPhenotype):
             return False
 
-    def random_individual(self, rng: np.random.Generator, *, reuse: float = 0.0,
-                          linked: bool = False) -> Genotype:
+    def random_individual(self, rng: np.random.Generator, *, reuse: float = 0.0, linked: bool = False) -> Genotype:
         """A random genotype that decodes to a valid network (bounded retries).
 
         The layer counts are drawn once and kept; only the layers are drawn
@@ -549,8 +597,10 @@ class SearchSpace:
                 return genotype
             except (SearchSpaceError, InvalidPhenotype) as err:
                 last = err
-        raise SearchSpaceError(f"no valid individual with {dict(zip((m.name for m in self.macro), counts))} "
-                               f"layers in {self.max_attempts} random draws (last problem: {last})")
+        raise SearchSpaceError(
+            f"no valid individual with {dict(zip((m.name for m in self.macro), counts))} "
+            f"layers in {self.max_attempts} random draws (last problem: {last})"
+        )
 
 
 def next_link(layers: Sequence[Derivation]) -> int:

@@ -53,8 +53,10 @@ def _network_layers(phenotype: Phenotype, origins: Origins, input_shape):
         raise ValueError(f"{len(origins)} origins for {len(phenotype.layers)} layers")
     sig = architecture.signature(phenotype)
     ins = layer_inputs(sig.layers, input_shape, sig.inputs)
-    return [(layer, origin, shape_in, architecture.param_name(i, spec))
-            for i, ((layer, origin), spec, shape_in) in enumerate(zip(kept, sig.layers, ins))]
+    return [
+        (layer, origin, shape_in, architecture.param_name(i, spec))
+        for i, ((layer, origin), spec, shape_in) in enumerate(zip(kept, sig.layers, ins))
+    ]
 
 
 def _partial_ok(child, parent, child_in, parent_in) -> bool:
@@ -65,9 +67,16 @@ def _partial_ok(child, parent, child_in, parent_in) -> bool:
     return False
 
 
-def inherit(parent: Phenotype, parent_origins: Origins, parent_params: Mapping[str, Any],
-            child: Phenotype, child_origins: Origins, input_shape: tuple[int, int, int], *,
-            partial: bool = False) -> tuple[dict, dict, float]:
+def inherit(
+    parent: Phenotype,
+    parent_origins: Origins,
+    parent_params: Mapping[str, Any],
+    child: Phenotype,
+    child_origins: Origins,
+    input_shape: tuple[int, int, int],
+    *,
+    partial: bool = False,
+) -> tuple[dict, dict, float]:
     """What ``child`` inherits from its parent's trained ``parent_params``.
 
     Args:
@@ -85,13 +94,15 @@ def inherit(parent: Phenotype, parent_origins: Origins, parent_params: Mapping[s
     """
     sig = architecture.signature(child)
     shapes = architecture.param_shapes(sig, input_shape)
-    parents = {origin: (layer, shape_in, name)
-               for layer, origin, shape_in, name in _network_layers(parent, parent_origins, input_shape)
-               if name is not None and origin[0] is not None}
-    values = {name: {leaf: np.zeros(shape, np.float32) for leaf, shape in leaves.items()}
-              for name, leaves in shapes.items()}
-    mask = {name: {leaf: np.zeros(shape, bool) for leaf, shape in leaves.items()}
-            for name, leaves in shapes.items()}
+    parents = {
+        origin: (layer, shape_in, name)
+        for layer, origin, shape_in, name in _network_layers(parent, parent_origins, input_shape)
+        if name is not None and origin[0] is not None
+    }
+    values = {
+        name: {leaf: np.zeros(shape, np.float32) for leaf, shape in leaves.items()} for name, leaves in shapes.items()
+    }
+    mask = {name: {leaf: np.zeros(shape, bool) for leaf, shape in leaves.items()} for name, leaves in shapes.items()}
     for layer, origin, shape_in, name in _network_layers(child, child_origins, input_shape):
         match = parents.get(origin) if name is not None else None
         if match is None or type(match[0]) is not type(layer):
@@ -106,9 +117,11 @@ def inherit(parent: Phenotype, parent_origins: Origins, parent_params: Mapping[s
                     values[name][leaf][...] = np.asarray(source[leaf])
                     mask[name][leaf][...] = True
             continue
-        same = (set(source) == set(shapes[name])
-                and all(np.shape(source[leaf]) == shapes[name][leaf] for leaf in shapes[name])
-                and (not isinstance(layer, Dense) or tuple(shape_in) == tuple(old_in)))
+        same = (
+            set(source) == set(shapes[name])
+            and all(np.shape(source[leaf]) == shapes[name][leaf] for leaf in shapes[name])
+            and (not isinstance(layer, Dense) or tuple(shape_in) == tuple(old_in))
+        )
         if same:
             for leaf in values[name]:
                 values[name][leaf][...] = np.asarray(source[leaf])

@@ -39,8 +39,9 @@ from spenser_jax import checkpoint, data
 from spenser_jax.errors import add_json_argument, command, output_file, positive_int, write_json
 
 
-def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None,
-            again: tuple[int, int] | None = None) -> dict:
+def measure(
+    run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None, again: tuple[int, int] | None = None
+) -> dict:
     """The per-layer table and totals of one individual (see the module docstring)."""
     import numpy as np
 
@@ -57,8 +58,9 @@ def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_d
         weights = run.train_again(phenotype, *again, splits)
     n = len(splits.fitness.labels) if samples is None else min(samples, len(splits.fitness.labels))
     scored = data.Arrays(splits.fitness.images[:n], splits.fitness.labels[:n])
-    accuracy, _, summary = trainer.score(phenotype, weights, on_device(scored),
-                                         fitness.fitness_key(identity["seed"]), activity=True)
+    accuracy, _, summary = trainer.score(
+        phenotype, weights, on_device(scored), fitness.fitness_key(identity["seed"]), activity=True
+    )
     sig = architecture.signature(phenotype)
     shapes = architecture.layer_shapes(sig, input_shape)
     network_layers = [x for x in phenotype.layers if type(x).__name__ != "NoOp"]
@@ -76,19 +78,38 @@ def measure(run: checkpoint.Run, phenotype, weights, samples: int | None, data_d
             weighted += 1
         layers.append(row)
     reasons = exportable(phenotype, input_shape)
-    return {"run": str(run.dir), "phenotype": phenotype.text, "samples": n, "accuracy": accuracy,
-            "layers": layers,
-            **{k: summary[k] for k in ("spikes_per_sample", "input_spikes_per_sample", "synops_per_sample",
-                                       "macs_per_sample", "neuron_updates_per_sample", "energy_pj_per_sample",
-                                       "ann_energy_pj_per_sample", "parameters")},
-            "exportable": not reasons, "export_problems": reasons,
-            "_weights": weights, "_input": np.asarray(scored.images[:1])}
+    return {
+        "run": str(run.dir),
+        "phenotype": phenotype.text,
+        "samples": n,
+        "accuracy": accuracy,
+        "layers": layers,
+        **{
+            k: summary[k]
+            for k in (
+                "spikes_per_sample",
+                "input_spikes_per_sample",
+                "synops_per_sample",
+                "macs_per_sample",
+                "neuron_updates_per_sample",
+                "energy_pj_per_sample",
+                "ann_energy_pj_per_sample",
+                "parameters",
+            )
+        },
+        "exportable": not reasons,
+        "export_problems": reasons,
+        "_weights": weights,
+        "_input": np.asarray(scored.images[:1]),
+    }
 
 
 def table(result: dict) -> str:
-    lines = [f"{result['phenotype']}", "",
-             f"{'#':>2}  {'layer':<9} {'output':<13} {'neurons':>8} {'spikes/sample':>14} "
-             f"{'rate':>6} {'SynOps/sample':>14}"]
+    lines = [
+        f"{result['phenotype']}",
+        "",
+        f"{'#':>2}  {'layer':<9} {'output':<13} {'neurons':>8} {'spikes/sample':>14} {'rate':>6} {'SynOps/sample':>14}",
+    ]
     for k, row in enumerate(result["layers"]):
         shape = "x".join(str(x) for x in row["shape"])
         neurons = f"{row['neurons']:,}" if "neurons" in row else ""
@@ -97,15 +118,18 @@ def table(result: dict) -> str:
         synops = f"{row['synops_per_sample']:,.0f}" if "synops_per_sample" in row else ""
         lines.append(f"{k:>2}  {row['type']:<9} {shape:<13} {neurons:>8} {spikes:>14} {rate:>6} {synops:>14}")
     ratio = result["ann_energy_pj_per_sample"] / max(result["energy_pj_per_sample"], 1e-12)
-    lines += ["",
-              f"accuracy on {result['samples']} Fitness samples: {result['accuracy']:.4f}",
-              f"input spikes/sample {result['input_spikes_per_sample']:,.1f} | spikes/sample "
-              f"{sum(result['spikes_per_sample']):,.1f} | SynOps/sample {result['synops_per_sample']:,.0f} | "
-              f"parameters {result['parameters']:,}",
-              f"energy/sample {result['energy_pj_per_sample'] / 1e3:,.2f} nJ (ANN equivalent "
-              f"{result['ann_energy_pj_per_sample'] / 1e3:,.2f} nJ: {ratio:.1f}x)",
-              "exports to NIR exactly" if result["exportable"] else
-              "does not export to NIR: " + "; ".join(result["export_problems"])]
+    lines += [
+        "",
+        f"accuracy on {result['samples']} Fitness samples: {result['accuracy']:.4f}",
+        f"input spikes/sample {result['input_spikes_per_sample']:,.1f} | spikes/sample "
+        f"{sum(result['spikes_per_sample']):,.1f} | SynOps/sample {result['synops_per_sample']:,.0f} | "
+        f"parameters {result['parameters']:,}",
+        f"energy/sample {result['energy_pj_per_sample'] / 1e3:,.2f} nJ (ANN equivalent "
+        f"{result['ann_energy_pj_per_sample'] / 1e3:,.2f} nJ: {ratio:.1f}x)",
+        "exports to NIR exactly"
+        if result["exportable"]
+        else "does not export to NIR: " + "; ".join(result["export_problems"]),
+    ]
     return "\n".join(lines)
 
 
@@ -123,18 +147,22 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     phenotype = parse(result["phenotype"])
     settings = run.training_settings()
     sig, hyper = architecture.split(phenotype, settings.time_steps)
-    spikes = training.encode(settings.encoding, fitness.fitness_key(run.identity["seed"]),
-                             result["_input"], settings.time_steps)
+    spikes = training.encode(
+        settings.encoding, fitness.fitness_key(run.identity["seed"]), result["_input"], settings.time_steps
+    )
     _, trains = network.SpikingNetwork(sig).apply({"params": result["_weights"]}, spikes, hyper, trace=True)
-    panels = [("input", np.asarray(spikes)[:, 0])] + [
-        (f"LIF {k}", np.asarray(t)[:, 0]) for k, t in enumerate(trains)]
+    panels = [("input", np.asarray(spikes)[:, 0])] + [(f"LIF {k}", np.asarray(t)[:, 0]) for k, t in enumerate(trains)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
     for ax, (name, train) in zip(axes[0], panels):
         flat = train.reshape(train.shape[0], -1)
         t, neuron = np.nonzero(flat)
         ax.scatter(t, neuron, s=1.5, marker="|", color="k")
-        ax.set(title=f"{name} ({flat.shape[1]:,} neurons)", xlabel="time step", xlim=(-0.5, flat.shape[0] - 0.5),
-               ylim=(-0.5, flat.shape[1] - 0.5))
+        ax.set(
+            title=f"{name} ({flat.shape[1]:,} neurons)",
+            xlabel="time step",
+            xlim=(-0.5, flat.shape[0] - 0.5),
+            ylim=(-0.5, flat.shape[1] - 0.5),
+        )
     axes[0][0].set_ylabel("neuron")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -145,33 +173,45 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.inspect", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--individual", default="best", metavar="best|G:I",
-                        help="best (default) or G:I, individual I of generation G, both counted from 0 "
-                             "as in generations.jsonl (the log's 'generation 3/5' is G = 2)")
+    parser.add_argument(
+        "--individual",
+        default="best",
+        metavar="best|G:I",
+        help="best (default) or G:I, individual I of generation G, both counted from 0 "
+        "as in generations.jsonl (the log's 'generation 3/5' is G = 2)",
+    )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--retrained", action="store_true",
-                       help="the best with the weights retrain left (the default when they are readable)")
-    which.add_argument("--search-weights", action="store_true",
-                       help="the weights the search scored, even after a retrain")
-    parser.add_argument("--samples", type=positive_int, default=None,
-                        help="Fitness samples to measure on (default: all)")
+    which.add_argument(
+        "--retrained",
+        action="store_true",
+        help="the best with the weights retrain left (the default when they are readable)",
+    )
+    which.add_argument(
+        "--search-weights", action="store_true", help="the weights the search scored, even after a retrain"
+    )
+    parser.add_argument(
+        "--samples", type=positive_int, default=None, help="Fitness samples to measure on (default: all)"
+    )
     add_json_argument(parser, "the result")
-    parser.add_argument("--raster", type=output_file, default=None, metavar="PATH.png",
-                        help="draw spike rasters of one sample")
+    parser.add_argument(
+        "--raster", type=output_file, default=None, metavar="PATH.png", help="draw spike rasters of one sample"
+    )
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
     args = parser.parse_args(argv)
     text = sys.stderr if args.json == "-" else sys.stdout  # stdout is the JSON's with --json alone
     run = checkpoint.load_run(Path(args.run_dir))
-    chosen = run.choose(args.individual, "retrained" if args.retrained else
-                        "search" if args.search_weights else "auto")
+    chosen = run.choose(args.individual, "retrained" if args.retrained else "search" if args.search_weights else "auto")
     for note in chosen.notes:
         print(note, file=sys.stderr)
     print(f"individual {args.individual} of {args.run_dir}, {chosen.text}", file=text)
     if chosen.again is not None:
         print(f"training individual {args.individual} again from its key ...", file=sys.stderr)
     result = measure(run, chosen.phenotype, chosen.params, args.samples, args.data_dir, chosen.again)
-    result.update(individual=args.individual, weights="retrained" if chosen.source == "retrained" else "search",
-                  weights_text=chosen.text)
+    result.update(
+        individual=args.individual,
+        weights="retrained" if chosen.source == "retrained" else "search",
+        weights_text=chosen.text,
+    )
     if args.json != "-":
         print(table(result))
     if args.json:

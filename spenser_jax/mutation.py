@@ -98,8 +98,16 @@ class MutationConfig:
     loss_modules: tuple[str, ...] = ("loss",)
 
     def __post_init__(self):
-        for name in ("add_layer", "reuse_layer", "remove_layer", "layer_dsge", "learning_dsge",
-                     "add_connection", "remove_connection", "loss_dsge"):
+        for name in (
+            "add_layer",
+            "reuse_layer",
+            "remove_layer",
+            "layer_dsge",
+            "learning_dsge",
+            "add_connection",
+            "remove_connection",
+            "loss_dsge",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"mutation.{name} must be a probability in [0, 1], got {value}")
@@ -122,12 +130,10 @@ class Event(NamedTuple):
 
 def _mutable_sites(space: SearchSpace, layer: Derivation) -> list[tuple[str, int]]:
     rules = space.grammar.rules
-    return [(nt, k) for nt, exps in layer.expansions for k, e in enumerate(exps)
-            if len(rules[nt]) > 1 or e.values]
+    return [(nt, k) for nt, exps in layer.expansions for k, e in enumerate(exps) if len(rules[nt]) > 1 or e.values]
 
 
-def _float_step(rng: np.random.Generator, value: float, gene: Gene,
-                config: MutationConfig) -> float:
+def _float_step(rng: np.random.Generator, value: float, gene: Gene, config: MutationConfig) -> float:
     lo, hi = gene.low, gene.high
     if config.log_scale and lo > 0 and hi / lo >= config.log_ratio:
         span = math.log(hi) - math.log(lo)
@@ -136,8 +142,9 @@ def _float_step(rng: np.random.Generator, value: float, gene: Gene,
     return float(np.clip(value + rng.normal(0.0, config.gaussian_sigma), lo, hi))
 
 
-def dsge_mutation(rng: np.random.Generator, layer: Derivation, space: SearchSpace, start: str,
-                  config: MutationConfig) -> tuple[Derivation, str]:
+def dsge_mutation(
+    rng: np.random.Generator, layer: Derivation, space: SearchSpace, start: str, config: MutationConfig
+) -> tuple[Derivation, str]:
     """Mutate one site of a layer's derivation. Returns (layer, description)."""
     sites = _mutable_sites(space, layer)
     if not sites:
@@ -152,8 +159,9 @@ def dsge_mutation(rng: np.random.Generator, layer: Derivation, space: SearchSpac
         others = [i for i in range(len(productions)) if i != expansion.choice]
         choice = others[int(rng.integers(len(others)))]
         genes_of = [s for s in productions[choice] if isinstance(s, Gene)]
-        switched = layer.replace(nt, k, Expansion(choice, tuple(sample_gene(rng, g, space.log_uniform_ratio)
-                                                                for g in genes_of)))
+        switched = layer.replace(
+            nt, k, Expansion(choice, tuple(sample_gene(rng, g, space.log_uniform_ratio) for g in genes_of))
+        )
         repaired, _ = derive(space.grammar, start, switched, rng=rng, log_ratio=space.log_uniform_ratio)
         return repaired, f"<{nt}>#{k} production {expansion.choice}->{choice}"
     genes_of = [s for s in productions[expansion.choice] if isinstance(s, Gene)]
@@ -176,8 +184,13 @@ def dsge_mutation(rng: np.random.Generator, layer: Derivation, space: SearchSpac
 # GA level
 
 
-def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
-           config: MutationConfig, uid_start: int | None = None) -> tuple[Genotype, list[Event]]:
+def mutate(
+    rng: np.random.Generator,
+    genotype: Genotype,
+    space: SearchSpace,
+    config: MutationConfig,
+    uid_start: int | None = None,
+) -> tuple[Genotype, list[Event]]:
     """Apply the operators once. The result may be an invalid network.
 
     Surviving layers keep their uid; added and copied layers get new ones,
@@ -235,8 +248,9 @@ def mutate(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
     return space.repair_connections(out), events
 
 
-def _mutate_connections(rng: np.random.Generator, genotype: Genotype, space: SearchSpace,
-                        config: MutationConfig, events: list[Event]) -> Genotype:
+def _mutate_connections(
+    rng: np.random.Generator, genotype: Genotype, space: SearchSpace, config: MutationConfig, events: list[Event]
+) -> Genotype:
     """Add and remove skip connections, each layer within its window (Fast-DENSER's operators)."""
     blocks = space.blocks(genotype)
     changed = {}
@@ -267,8 +281,9 @@ def sample(rng: np.random.Generator, space: SearchSpace, config: MutationConfig)
     return space.random_individual(rng, reuse=reuse, linked=not config.independent_copies)
 
 
-def offspring(rng: np.random.Generator, parent: Genotype, space: SearchSpace,
-              config: MutationConfig) -> tuple[Genotype, list[Event]]:
+def offspring(
+    rng: np.random.Generator, parent: Genotype, space: SearchSpace, config: MutationConfig
+) -> tuple[Genotype, list[Event]]:
     """A valid child of ``parent``.
 
     Invalid children (shapes collapse, output size wrong) are discarded and

@@ -167,7 +167,7 @@ def pool2d(x: jax.Array, kind: str, k: int) -> jax.Array:
     """
     n, h, w, c = x.shape
     ho, wo = h // k, w // k
-    windows = x[:, :ho * k, :wo * k, :].reshape(n, ho, k, wo, k, c)
+    windows = x[:, : ho * k, : wo * k, :].reshape(n, ho, k, wo, k, c)
     if kind == "avg":
         return windows.mean(axis=(2, 4))
     windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, k * k)
@@ -175,8 +175,7 @@ def pool2d(x: jax.Array, kind: str, k: int) -> jax.Array:
     return jnp.sum(windows * first, axis=-1)
 
 
-def dropout_keep(key: jax.Array, layer: int, t: jax.Array | int, rate: jax.Array,
-                 shape: tuple[int, ...]) -> jax.Array:
+def dropout_keep(key: jax.Array, layer: int, t: jax.Array | int, rate: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Inverted-dropout multiplier of one layer at one time step.
 
     ``keep / (1 - rate)`` with ``keep ~ Bernoulli(1 - rate)``, drawn from
@@ -218,8 +217,17 @@ class SpikingNetwork(nn.Module):
         layers = []
         for i, spec in enumerate(self.signature.layers):
             if isinstance(spec, Conv):
-                layers.append(Conv2d(spec.filters, spec.kernel, spec.stride, spec.padding,
-                                     spec.bias, self.init_scheme, name=param_name(i, spec)))
+                layers.append(
+                    Conv2d(
+                        spec.filters,
+                        spec.kernel,
+                        spec.stride,
+                        spec.padding,
+                        spec.bias,
+                        self.init_scheme,
+                        name=param_name(i, spec),
+                    )
+                )
             elif isinstance(spec, Dense):
                 layers.append(Linear(spec.units, spec.bias, self.init_scheme, name=param_name(i, spec)))
             elif isinstance(spec, LIFSlot):
@@ -228,9 +236,16 @@ class SpikingNetwork(nn.Module):
                 layers.append(None)
         self.layers = layers
 
-    def __call__(self, spikes: jax.Array, hyper: Hyper,
-                 dropout_key: jax.Array | None = None, *, trace: bool = False,
-                 activity: bool | jax.Array = False, membrane: bool = False):
+    def __call__(
+        self,
+        spikes: jax.Array,
+        hyper: Hyper,
+        dropout_key: jax.Array | None = None,
+        *,
+        trace: bool = False,
+        activity: bool | jax.Array = False,
+        membrane: bool = False,
+    ):
         """Runs the network over time.
 
         Args:
@@ -280,9 +295,12 @@ class SpikingNetwork(nn.Module):
         spec = self.signature.layers[i]
         j = sum(isinstance(x, LIFSlot) for x in self.signature.layers[:i])
         beta, threshold = self.layers[i](hyper["beta"][j], hyper["threshold"][j])
-        options = dict(reset=spec.reset, spike_fn=SURROGATES[spec.surrogate](),
-                       trainable_beta=spec.beta_trainable,
-                       trainable_threshold=spec.threshold_trainable)
+        options = dict(
+            reset=spec.reset,
+            spike_fn=SURROGATES[spec.surrogate](),
+            trainable_beta=spec.beta_trainable,
+            trainable_threshold=spec.threshold_trainable,
+        )
         return beta, threshold, options
 
     def _dropout_rate(self, i: int, hyper) -> jax.Array:
@@ -355,9 +373,10 @@ class SpikingNetwork(nn.Module):
 
     def _scan(self, spikes, hyper, dropout_key, record=None, weights=None):
         shapes = layer_shapes(self.signature, spikes.shape[2:])
-        mems = tuple(jnp.zeros((spikes.shape[1], *shapes[i]), jnp.float32)
-                     if isinstance(spec, LIFSlot) else None
-                     for i, spec in enumerate(self.signature.layers))
+        mems = tuple(
+            jnp.zeros((spikes.shape[1], *shapes[i]), jnp.float32) if isinstance(spec, LIFSlot) else None
+            for i, spec in enumerate(self.signature.layers)
+        )
 
         if record == "activity":
             return self._scan_activity(spikes, hyper, dropout_key, mems, weights)
@@ -380,9 +399,11 @@ class SpikingNetwork(nn.Module):
             mems, (y, extra) = module._step(mems, x, t, hyper, dropout_key, "activity", weights)
             return (mems, jax.tree.map(jnp.add, sums, extra)), y
 
-        shape = jax.eval_shape(lambda: nn.apply(
-            lambda module: module._step(mems, spikes[0], 0, hyper, dropout_key, "activity", weights)[1][1],
-            self)({"params": self.variables["params"]}))
+        shape = jax.eval_shape(
+            lambda: nn.apply(
+                lambda module: module._step(mems, spikes[0], 0, hyper, dropout_key, "activity", weights)[1][1], self
+            )({"params": self.variables["params"]})
+        )
         sums = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
         scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False})
         (_, sums), out = scan(self, (mems, sums), (spikes, jnp.arange(spikes.shape[0])))
@@ -447,15 +468,19 @@ def merge_inputs(xs: list[jax.Array]) -> jax.Array:
             fh, fw = x.shape[1] // h, x.shape[2] // w
             if fh > 1 or fw > 1:
                 n, rows, cols, c = x.shape
-                x = x[:, :rows // fh * fh, :cols // fw * fw].reshape(
-                    n, rows // fh, fh, cols // fw, fw, c).max(axis=(2, 4))
+                x = (
+                    x[:, : rows // fh * fh, : cols // fw * fw]
+                    .reshape(n, rows // fh, fh, cols // fw, fw, c)
+                    .max(axis=(2, 4))
+                )
             parts.append(x[:, :h, :w])
         return jnp.concatenate(parts, axis=-1)
     return jnp.concatenate([_flatten(x) for x in xs], axis=-1)
 
 
-def init_params(key: jax.Array, sig: Signature, hyper: Hyper,
-                input_shape: tuple[int, int, int], *, init_scheme: str = "torch") -> dict:
+def init_params(
+    key: jax.Array, sig: Signature, hyper: Hyper, input_shape: tuple[int, int, int], *, init_scheme: str = "torch"
+) -> dict:
     """Initial parameters (``{"conv_0": {...}, "lif_2": {...}, ...}``).
 
     Weights and biases are drawn from ``key``; β and θ are the float genes' values.

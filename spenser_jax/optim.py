@@ -82,8 +82,9 @@ def static_key(spec: Optimizer) -> OptimizerKey:
     return OptimizerKey(spec.tag, flags)
 
 
-def make_optimizer(spec: Optimizer | OptimizerKey, hparams: Hparams | None = None, *,
-                   rho_max: float = RHO_MAX) -> optax.GradientTransformation:
+def make_optimizer(
+    spec: Optimizer | OptimizerKey, hparams: Hparams | None = None, *, rho_max: float = RHO_MAX
+) -> optax.GradientTransformation:
     """Build the optax transformation for a learning unit.
 
     Args:
@@ -121,11 +122,12 @@ def make_optimizer(spec: Optimizer | OptimizerKey, hparams: Hparams | None = Non
     names = key.float_names
     for name, value in (hparams or {}).items():
         if name not in names:
-            raise ValueError(f"unknown hyperparameter {name!r} for {key.kind} "
-                             f"(known: {sorted(names)})")
+            raise ValueError(f"unknown hyperparameter {name!r} for {key.kind} (known: {sorted(names)})")
         if jnp.ndim(value) != 0:
-            raise ValueError(f"hyperparameter {name!r} must be a scalar, got shape "
-                             f"{jnp.shape(value)} (vmap over offspring instead of batching)")
+            raise ValueError(
+                f"hyperparameter {name!r} must be a scalar, got shape "
+                f"{jnp.shape(value)} (vmap over offspring instead of batching)"
+            )
         hp[name] = value
     missing = [n for n in names if n not in hp]
     if missing:
@@ -170,30 +172,31 @@ def _rmsprop(flags: dict[str, bool], hp: dict[str, Any], rho_max: float) -> opta
     # after the square root, no bias correction.
     return optax.chain(
         optax.add_decayed_weights(hp["decay"]),
-        optax.scale_by_rms(decay=rho, eps=EPS, initial_scale=0.0, eps_in_sqrt=False,
-                           bias_correction=False),
+        optax.scale_by_rms(decay=rho, eps=EPS, initial_scale=0.0, eps_in_sqrt=False, bias_correction=False),
         optax.scale_by_learning_rate(hp["lr"]),
     )
 
 
 _BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
-    SGD.tag: _sgd, Adam.tag: _adam, RMSProp.tag: _rmsprop,
+    SGD.tag: _sgd,
+    Adam.tag: _adam,
+    RMSProp.tag: _rmsprop,
 }
 
 
 def _check_spec(spec: Any) -> None:
     if type(spec) not in _KINDS.values():
         known = ", ".join(cls.__name__ for cls in _KINDS.values())
-        raise TypeError(f"not a learning unit: {spec!r} (expected one of {known} "
-                        f"from spenser_jax.phenotype)")
+        raise TypeError(f"not a learning unit: {spec!r} (expected one of {known} from spenser_jax.phenotype)")
 
 
 # --------------------------------------------------------------------------
 # AMSGrad as torch computes it
 
 
-def scale_by_torch_amsgrad(b1: jax.typing.ArrayLike, b2: jax.typing.ArrayLike,
-                           eps: jax.typing.ArrayLike = EPS) -> optax.GradientTransformation:
+def scale_by_torch_amsgrad(
+    b1: jax.typing.ArrayLike, b2: jax.typing.ArrayLike, eps: jax.typing.ArrayLike = EPS
+) -> optax.GradientTransformation:
     """AMSGrad scaling exactly as ``torch.optim.Adam(amsgrad=True)``.
 
     torch keeps the running maximum of the *raw* second moment and divides it
@@ -227,9 +230,8 @@ def scale_by_torch_amsgrad(b1: jax.typing.ArrayLike, b2: jax.typing.ArrayLike,
         count = optax.safe_increment(state.count)
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
         mu_hat = optax.tree.bias_correction(mu, b1, count)
-        sqrt_bc2 = jnp.sqrt(1 - b2 ** count)
-        updates = jax.tree.map(
-            lambda m, v: m / (jnp.sqrt(v) / sqrt_bc2.astype(v.dtype) + eps), mu_hat, nu_max)
+        sqrt_bc2 = jnp.sqrt(1 - b2**count)
+        updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) / sqrt_bc2.astype(v.dtype) + eps), mu_hat, nu_max)
         return updates, optax.ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -178,8 +178,7 @@ class MSECount:
     incorrect_rate: float
 
     tag: ClassVar[str] = "mse-count"
-    keys: ClassVar[tuple] = (("correct-rate", "correct_rate", float),
-                             ("incorrect-rate", "incorrect_rate", float))
+    keys: ClassVar[tuple] = (("correct-rate", "correct_rate", float), ("incorrect-rate", "incorrect_rate", float))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -221,15 +220,21 @@ Layer = Conv | Pool | NoOp | Dropout | Dense | LIF
 Optimizer = SGD | Adam | RMSProp
 Loss = MSECount | CECount | CERate | MSEMembrane | CEMaxMembrane
 
-_LAYER_TAGS = {"conv": Conv, "pool-max": Pool, "pool-avg": Pool, "no-op": NoOp,
-               "dropout": Dropout, "fc": Dense, "act": LIF}
+_LAYER_TAGS = {
+    "conv": Conv,
+    "pool-max": Pool,
+    "pool-avg": Pool,
+    "no-op": NoOp,
+    "dropout": Dropout,
+    "fc": Dense,
+    "act": LIF,
+}
 _OPTIMIZER_TAGS = {cls.tag: cls for cls in (SGD, Adam, RMSProp)}
 _LOSS_TAGS = {cls.tag: cls for cls in (MSECount, CECount, CERate, MSEMembrane, CEMaxMembrane)}
 LOSS_TAGS = tuple(_LOSS_TAGS)
 #: What ``layer:``, ``learning:`` and ``loss:`` may name.
 TAGS = {"layer": tuple(_LAYER_TAGS), "learning": tuple(_OPTIMIZER_TAGS), "loss": LOSS_TAGS}
-_CHOICES = {"padding": ("same", "valid"), "surrogate": ("atan", "fast-sigmoid"),
-            "reset": ("subtract", "zero")}
+_CHOICES = {"padding": ("same", "valid"), "surrogate": ("atan", "fast-sigmoid"), "reset": ("subtract", "zero")}
 
 
 def _layer_tag(item: Layer | Optimizer) -> str:
@@ -263,8 +268,8 @@ def _build(cls: type, tag: str, fields: dict[str, str]) -> Layer | Optimizer:
         missing = sorted(expected - set(fields))
         extra = sorted(set(fields) - expected)
         raise InvalidPhenotype(
-            f"{tag}: missing keys {missing}, unexpected keys {extra}"
-            if missing or extra else f"{tag}: bad keys")
+            f"{tag}: missing keys {missing}, unexpected keys {extra}" if missing or extra else f"{tag}: bad keys"
+        )
     kwargs = {attr: _convert(key, fields[key], kind) for key, attr, kind in cls.keys}
     for attr, allowed in _CHOICES.items():
         if attr in kwargs and kwargs[attr] not in allowed:
@@ -318,9 +323,13 @@ class Phenotype:
             if i is not None and self.inputs is not None and self.inputs[i] is not None:
                 out["input"] = list(self.inputs[i])
             return out
-        return {"text": self.text, "layers": [item(x, i) for i, x in enumerate(self.layers)],
-                "learning": item(self.learning),
-                **({"loss": item(self.loss)} if self.loss is not None else {})}
+
+        return {
+            "text": self.text,
+            "layers": [item(x, i) for i, x in enumerate(self.layers)],
+            "learning": item(self.learning),
+            **({"loss": item(self.loss)} if self.loss is not None else {}),
+        }
 
     @classmethod
     def from_json(cls, obj: dict) -> Phenotype:
@@ -376,8 +385,12 @@ def parse(text: str) -> Phenotype:
         raise InvalidPhenotype(f"expected exactly one learning rule, found {len(learning)}")
     if len(losses) > 1:
         raise InvalidPhenotype(f"expected at most one loss unit, found {len(losses)}")
-    return Phenotype(tuple(layers), learning[0], losses[0] if losses else None,
-                     tuple(inputs) if any(x is not None for x in inputs) else None)
+    return Phenotype(
+        tuple(layers),
+        learning[0],
+        losses[0] if losses else None,
+        tuple(inputs) if any(x is not None for x in inputs) else None,
+    )
 
 
 def _parse_inputs(raw: str | None, index: int) -> tuple[int, ...] | None:
@@ -388,8 +401,9 @@ def _parse_inputs(raw: str | None, index: int) -> tuple[int, ...] | None:
     except ValueError:
         raise InvalidPhenotype(f"input:{raw} is not a list of layer indices") from None
     if not sources or len(set(sources)) != len(sources) or not all(-1 <= j < index for j in sources):
-        raise InvalidPhenotype(f"layer {index}: input:{raw} must name distinct earlier layers "
-                               f"(-1 is the network input)")
+        raise InvalidPhenotype(
+            f"layer {index}: input:{raw} must name distinct earlier layers (-1 is the network input)"
+        )
     return sources
 
 
@@ -446,8 +460,9 @@ def merge_shape(shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
     return (sum(math.prod(s) for s in shapes),)
 
 
-def walk_shapes(layers, input_shape: tuple[int, ...],
-                inputs: tuple[tuple[int, ...] | None, ...] | None = None) -> list[tuple[int, ...]]:
+def walk_shapes(
+    layers, input_shape: tuple[int, ...], inputs: tuple[tuple[int, ...] | None, ...] | None = None
+) -> list[tuple[int, ...]]:
     """Per-sample output shape of each of ``layers`` for one ``input_shape`` input.
 
     The one shape walk: phenotypes and network signatures both use it.
@@ -464,8 +479,9 @@ def walk_shapes(layers, input_shape: tuple[int, ...],
     return shapes
 
 
-def layer_inputs(layers, input_shape: tuple[int, ...],
-                 inputs: tuple[tuple[int, ...] | None, ...] | None = None) -> list[tuple[int, ...]]:
+def layer_inputs(
+    layers, input_shape: tuple[int, ...], inputs: tuple[tuple[int, ...] | None, ...] | None = None
+) -> list[tuple[int, ...]]:
     """The (merged) input shape of each layer."""
     shapes = walk_shapes(layers, input_shape, inputs)
     out = []
@@ -477,8 +493,9 @@ def layer_inputs(layers, input_shape: tuple[int, ...],
     return out
 
 
-def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
-                 num_classes: int | None = None) -> list[tuple[int, ...]]:
+def infer_shapes(
+    phenotype: Phenotype, input_shape: tuple[int, int, int], num_classes: int | None = None
+) -> list[tuple[int, ...]]:
     """Output shape of every layer in ``phenotype.layers`` (per sample).
 
     Args:
@@ -493,8 +510,7 @@ def infer_shapes(phenotype: Phenotype, input_shape: tuple[int, int, int],
     if not shapes or len(shapes[-1]) != 1:
         raise InvalidPhenotype("the network must end in a dense (fc) layer")
     if num_classes is not None and shapes[-1][0] != num_classes:
-        raise InvalidPhenotype(f"the output layer has {shapes[-1][0]} units, the data has "
-                               f"{num_classes} classes")
+        raise InvalidPhenotype(f"the output layer has {shapes[-1][0]} units, the data has {num_classes} classes")
     return shapes
 
 
@@ -512,8 +528,9 @@ def layer_parameters(layer: Any, in_shape: tuple[int, ...]) -> int:
     return int(getattr(layer, "beta_trainable", False)) + int(getattr(layer, "threshold_trainable", False))
 
 
-def count_parameters(layers, input_shape: tuple[int, ...],
-                     inputs: tuple[tuple[int, ...] | None, ...] | None = None) -> int:
+def count_parameters(
+    layers, input_shape: tuple[int, ...], inputs: tuple[tuple[int, ...] | None, ...] | None = None
+) -> int:
     """Trainable numbers of a phenotype (or any layer sequence), as PyTorch counts them."""
     if isinstance(layers, Phenotype):
         layers, inputs = layers.layers, layers.inputs

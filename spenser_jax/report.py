@@ -61,8 +61,7 @@ def characteristics(phenotype_texts: list[str]) -> dict[str, dict[str, float]]:
         return {n: 100.0 * counter[n] / total for n in names}
 
     return {
-        "Layer types": pct(layers, ["Convolutional", "Average Pooling", "Max Pooling", "Dropout",
-                                    "Fully-Connected"]),
+        "Layer types": pct(layers, ["Convolutional", "Average Pooling", "Max Pooling", "Dropout", "Fully-Connected"]),
         "Reset mechanism": pct(resets, ["Subtract", "Zero"]),
         "Optimizers": pct(optimizers, ["Adam", "SGD", "RMSProp"]),
         "Surrogate gradients": pct(surrogates, ["ATan", "Fast-Sigmoid"]),
@@ -109,8 +108,7 @@ def fitness_figure(runs: list[Run], dataset: str):
         x = np.arange(len(mean))
         ax.plot(x, mean, color="C0")
         ax.fill_between(x, mean - std, mean + std, color="C0", alpha=0.25, linewidth=0)
-        ax.set(title=f"{title} ({dataset}, {len(with_records)} runs)", xlabel="generation",
-               ylabel="fitness (accuracy)")
+        ax.set(title=f"{title} ({dataset}, {len(with_records)} runs)", xlabel="generation", ylabel="fitness (accuracy)")
         _generations(ax)
         ax.grid(alpha=0.3)
     return fig
@@ -145,8 +143,7 @@ def best_per_generation(run: Run) -> list[dict | None]:
     out, current = [], None
     for rec in run.records:
         for ind in rec["individuals"]:
-            if rec["parent_replaced"] and ind["phenotype"] == rec["parent"] and \
-                    ind["fitness"] == rec["best_fitness"]:
+            if rec["parent_replaced"] and ind["phenotype"] == rec["parent"] and ind["fitness"] == rec["best_fitness"]:
                 evaluated[ind["phenotype"]] = ind
         current = evaluated.get(rec["parent"], current) if rec["parent"] else None
         out.append(current)
@@ -155,8 +152,13 @@ def best_per_generation(run: Run) -> list[dict | None]:
 
 def energy_figure(runs: list[Run], dataset: str):
     """Accuracy against SynOps, and the best's spikes and SynOps per generation (None without activity)."""
-    points = [(r, i) for r in runs for rec in r.records for i in rec["individuals"]
-              if "synops_per_sample" in i and i["status"] in ("ok", "stopped")]
+    points = [
+        (r, i)
+        for r in runs
+        for rec in r.records
+        for i in rec["individuals"]
+        if "synops_per_sample" in i and i["status"] in ("ok", "stopped")
+    ]
     if not points:
         return None
     fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.2))
@@ -169,14 +171,24 @@ def energy_figure(runs: list[Run], dataset: str):
         color = f"C{k % 10}"
         axes[0].scatter(np.maximum(x, 1), y, s=8, alpha=0.4, color=color)
         front = pareto_archive(r.records)["accuracy_synops"]  # what pareto.json holds, by SynOps
-        axes[0].step([max(p["synops_per_sample"], 1) for p in front], [p["accuracy"] for p in front],
-                     where="post", color=color, lw=1.5, label=Path(r.dir).name)
+        axes[0].step(
+            [max(p["synops_per_sample"], 1) for p in front],
+            [p["accuracy"] for p in front],
+            where="post",
+            color=color,
+            lw=1.5,
+            label=Path(r.dir).name,
+        )
         best = best_per_generation(r)
         gens = [g for g, b in enumerate(best) if b and "synops_per_sample" in b]
         axes[1].plot(gens, [sum(best[g]["spikes_per_sample"]) for g in gens], color=color)
         axes[2].plot(gens, [best[g]["synops_per_sample"] for g in gens], color=color)
-    axes[0].set(xscale="log", xlabel="SynOps per sample", ylabel="fitness (accuracy)",
-                title=f"Every evaluated individual and the fronts ({dataset})")
+    axes[0].set(
+        xscale="log",
+        xlabel="SynOps per sample",
+        ylabel="fitness (accuracy)",
+        title=f"Every evaluated individual and the fronts ({dataset})",
+    )
     axes[0].legend(fontsize=7)
     axes[1].set(xlabel="generation", ylabel="spikes per sample", title="Best individual: spikes")
     axes[2].set(xlabel="generation", ylabel="SynOps per sample", yscale="log", title="Best individual: SynOps")
@@ -197,6 +209,7 @@ def _exportable(r: Run) -> str:
         return "-"
     try:
         from spenser_jax.export import exportable
+
         problems = exportable(parse(r.best["phenotype"]), tuple(r.identity.get("input_shape", (28, 28, 1))))
     except Exception as err:  # noqa: BLE001 - a report never fails on one column
         return f"? ({type(err).__name__})"
@@ -206,18 +219,23 @@ def _exportable(r: Run) -> str:
 def markdown(groups: dict[str, list[Run]]) -> str:
     lines = ["# spenser_jax report", ""]
     for dataset, runs in groups.items():
-        lines += [f"## {dataset}", "",
-                  "| run | generations | best fitness | test accuracy | SynOps/sample | energy/sample | "
-                  "ANN energy/sample | ANN / SNN | exports to NIR |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {dataset}",
+            "",
+            "| run | generations | best fitness | test accuracy | SynOps/sample | energy/sample | "
+            "ANN energy/sample | ANN / SNN | exports to NIR |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in runs:
             best = f"{r.best['fitness']:.4f}" if r.best else "-"
             test = f"{r.test['accuracy']:.4f}" if r.test else "-"
             last = (best_per_generation(r) or [None])[-1]
             if last and "synops_per_sample" in last:
                 e, ann = last["energy_pj_per_sample"], last["ann_energy_pj_per_sample"]
-                energy = (f"{last['synops_per_sample']:,.0f} | {e / 1e3:,.1f} nJ | {ann / 1e3:,.1f} nJ | "
-                          f"{ann / max(e, 1e-12):.1f}x")
+                energy = (
+                    f"{last['synops_per_sample']:,.0f} | {e / 1e3:,.1f} nJ | {ann / 1e3:,.1f} nJ | "
+                    f"{ann / max(e, 1e-12):.1f}x"
+                )
             else:
                 energy = "- | - | - | -"
             lines.append(f"| {r.dir} | {len(r.records)} | {best} | {test} | {energy} | {_exportable(r)} |")

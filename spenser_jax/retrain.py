@@ -44,18 +44,34 @@ def main(argv=None) -> int:
     add_json_argument(parser, "the result (test.json's content)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    result = retrain(run_dir, epochs=args.epochs, from_scratch=args.from_scratch,
-                     data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size)
+    result = retrain(
+        run_dir,
+        epochs=args.epochs,
+        from_scratch=args.from_scratch,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
     if args.json != "-":
-        print(f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
-              f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}")
+        print(
+            f"test accuracy {result['accuracy']:.4f} ({result['dataset']}, {result['epochs']} epochs"
+            f"{', from scratch' if result['from_scratch'] else ''}) -> {run_dir / 'test.json'}"
+        )
     if args.json:
         write_json(args.json, json.dumps(result, indent=1))
     return 0
 
 
-def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data_dir=None,
-            seed: int | None = None, batch_size: int | None = None, progress: bool = True) -> dict:
+def retrain(
+    run_dir: Path,
+    *,
+    epochs: int = 50,
+    from_scratch: bool = False,
+    data_dir=None,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the run's best individual further, test it, write ``test.json``.
 
     Raises:
@@ -77,8 +93,14 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     # check, nothing inherited, at the data set's T (a search may have run
     # at a lower one, search.time_steps).
     batch_size = identity["training"]["batch_size"] if batch_size is None else batch_size
-    settings = run.training_settings(epochs=epochs, batch_size=batch_size, early_stop=None, inherit=False,
-                                     min_steps=None, time_steps=identity["time_steps"])
+    settings = run.training_settings(
+        epochs=epochs,
+        batch_size=batch_size,
+        early_stop=None,
+        inherit=False,
+        min_steps=None,
+        time_steps=identity["time_steps"],
+    )
     trainer = Trainer(settings, tuple(splits.train.images.shape[1:]))
     root = jax.random.key(identity["seed"] if seed is None else seed)
     train, test = on_device(splits.train), on_device(splits.test)
@@ -86,6 +108,7 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=epochs, desc="retraining", unit="epoch")
 
     def report(epoch, metrics):
@@ -94,20 +117,27 @@ def retrain(run_dir: Path, *, epochs: int = 50, from_scratch: bool = False, data
             bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
 
     t0 = time.perf_counter()
-    trained, info = trainer.train(phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs,
-                                  params=params, progress=report)
+    trained, info = trainer.train(
+        phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs, params=params, progress=report
+    )
     if bar is not None:
         bar.close()
     if info["nonfinite"]:
-        raise TrainingDiverged(f"training diverged (non-finite loss) after {info['steps']} steps; "
-                         f"nothing written")
+        raise TrainingDiverged(f"training diverged (non-finite loss) after {info['steps']} steps; nothing written")
     accuracy, _, _ = trainer.score(phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM))
-    result = {"accuracy": accuracy, "dataset": identity["dataset"], "epochs": epochs,
-              "from_scratch": from_scratch, "search_fitness": state.parent_fitness,
-              "train_samples": int(len(splits.train.labels)), "test_samples": int(len(splits.test.labels)),
-              "time_steps": settings.time_steps,
-              "losses": info["losses"], "phenotype": phenotype.text,
-              "seconds": time.perf_counter() - t0}
+    result = {
+        "accuracy": accuracy,
+        "dataset": identity["dataset"],
+        "epochs": epochs,
+        "from_scratch": from_scratch,
+        "search_fitness": state.parent_fitness,
+        "train_samples": int(len(splits.train.labels)),
+        "test_samples": int(len(splits.test.labels)),
+        "time_steps": settings.time_steps,
+        "losses": info["losses"],
+        "phenotype": phenotype.text,
+        "seconds": time.perf_counter() - t0,
+    }
     # The weights first: test.json says retraining finished, so it comes last.
     checkpoint.save_weights(Path(run_dir) / checkpoint.RETRAINED, phenotype.text, jax.device_get(trained.params))
     checkpoint.atomic_write(Path(run_dir) / checkpoint.TEST, json.dumps(result, indent=1))

@@ -52,9 +52,9 @@ def _optimizer(sig: Signature, hyper: Hyper) -> optax.GradientTransformation:
     return optim.make_optimizer(sig.optimizer, hparams=hyper["optimizer"])
 
 
-def create_train_state(key: jax.Array, sig: Signature, hyper: Hyper,
-                       input_shape: tuple[int, int, int], *,
-                       init_scheme: str = "torch") -> TrainState:
+def create_train_state(
+    key: jax.Array, sig: Signature, hyper: Hyper, input_shape: tuple[int, int, int], *, init_scheme: str = "torch"
+) -> TrainState:
     """Fresh parameters and optimizer state.
 
     Args:
@@ -120,8 +120,7 @@ def encode(name: str, key: jax.Array, images: jax.Array, time_steps: int) -> jax
     raise ValueError(f"encoding must be one of {ENCODINGS}, got {name!r}")
 
 
-def unit_loss(name: str, outputs: jax.Array, labels: jax.Array, hyper: Hyper,
-              mask: jax.Array | None) -> jax.Array:
+def unit_loss(name: str, outputs: jax.Array, labels: jax.Array, hyper: Hyper, mask: jax.Array | None) -> jax.Array:
     """The loss unit ``name`` (a phenotype's ``loss:``) on the output spikes or membranes.
 
     Its genes come from ``hyper["loss"]`` (traced): the target counts of
@@ -136,11 +135,20 @@ def unit_loss(name: str, outputs: jax.Array, labels: jax.Array, hyper: Hyper,
     return loss.LOSSES[name](outputs, labels, mask=mask)
 
 
-def train_step(sig: Signature, state: TrainState, hyper: Hyper,
-               spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
-               dropout_key: jax.Array | None = None, *, correct_rate: float = 1.0,
-               incorrect_rate: float = 0.0, mode: str | None = None,
-               output_spikes: bool = False) -> tuple:
+def train_step(
+    sig: Signature,
+    state: TrainState,
+    hyper: Hyper,
+    spikes: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array | None = None,
+    dropout_key: jax.Array | None = None,
+    *,
+    correct_rate: float = 1.0,
+    incorrect_rate: float = 0.0,
+    mode: str | None = None,
+    output_spikes: bool = False,
+) -> tuple:
     """One BPTT optimizer step on given input spikes (pure; jit it yourself).
 
     Args:
@@ -187,18 +195,28 @@ def train_step(sig: Signature, state: TrainState, hyper: Hyper,
     # Fixed β/θ are buffers in PyTorch: no update at all, not even decay.
     trainable = trainable_mask(sig, state.params)
     updates = jax.tree.map(lambda u, t: u if t else jnp.zeros_like(u), updates, trainable)
-    new_state = TrainState(params=optax.apply_updates(state.params, updates),
-                           opt_state=opt_state, step=state.step + 1)
+    new_state = TrainState(params=optax.apply_updates(state.params, updates), opt_state=opt_state, step=state.step + 1)
     finite = jnp.isfinite(value) & _all_finite(updates)
     return (new_state, value, finite, count) if output_spikes else (new_state, value, finite)
 
 
-def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
-                images: jax.Array, labels: jax.Array, key: jax.Array, *,
-                time_steps: int, batch_size: int, correct_rate: float = 1.0,
-                incorrect_rate: float = 0.0, mode: str | None = None,
-                max_steps: int | None = None, stop_check: int | None = None,
-                input_encoding: str = "rate") -> tuple[TrainState, dict[str, jax.Array]]:
+def train_epoch(
+    sig: Signature,
+    state: TrainState,
+    hyper: Hyper,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    *,
+    time_steps: int,
+    batch_size: int,
+    correct_rate: float = 1.0,
+    incorrect_rate: float = 0.0,
+    mode: str | None = None,
+    max_steps: int | None = None,
+    stop_check: int | None = None,
+    input_encoding: str = "rate",
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of BPTT training, pure (see :func:`make_train_epoch`).
 
     Traceable under ``jit`` and ``vmap`` (e.g. over ``state``, ``hyper`` and
@@ -239,10 +257,10 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
         order, masks = order[:max_steps], masks[:max_steps]
-    step = functools.partial(train_step, sig, correct_rate=correct_rate,
-                             incorrect_rate=incorrect_rate, mode=mode)
+    step = functools.partial(train_step, sig, correct_rate=correct_rate, incorrect_rate=incorrect_rate, mode=mode)
 
     if stop_check is None:
+
         def body(carry, batch):
             state, failed = carry
             idx, mask, i = batch
@@ -264,7 +282,8 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
             return (state, failed | ~finite), (jnp.where(finite, value, 0.0), finite)
 
         (state, failed), (losses, applied) = jax.lax.scan(
-            body, (state, jnp.bool_(False)), (order, masks, jnp.arange(order.shape[0])))
+            body, (state, jnp.bool_(False)), (order, masks, jnp.arange(order.shape[0]))
+        )
         extra = {}
     else:
         if not isinstance(stop_check, int) or stop_check < 1:
@@ -277,8 +296,9 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
 
             def apply(state):
                 spikes = encode(input_encoding, key_encode, images[idx], time_steps)
-                new, value, finite, count = step(state, hyper, spikes, labels[idx], mask, key_dropout,
-                                                 output_spikes=True)
+                new, value, finite, count = step(
+                    state, hyper, spikes, labels[idx], mask, key_dropout, output_spikes=True
+                )
                 state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
                 return state, value, finite, count
 
@@ -294,25 +314,42 @@ def train_epoch(sig: Signature, state: TrainState, hyper: Hyper,
             # loss is exactly constant; a membrane loss still moves).
             flat = (high - low) <= LOSS_FLAT * jnp.maximum(jnp.abs(low), 1e-12)
             stopped = stopped | ((i == stop_check - 1) & finite & (heard == 0) & flat)
-            return (state, failed | (~finite & ~stopped), stopped, heard, low, high), \
-                (jnp.where(finite, value, 0.0), finite)
+            return (state, failed | (~finite & ~stopped), stopped, heard, low, high), (
+                jnp.where(finite, value, 0.0),
+                finite,
+            )
 
-        init = (state, jnp.bool_(False), jnp.bool_(False), jnp.float32(0), jnp.float32(jnp.inf),
-                jnp.float32(-jnp.inf))
+        init = (state, jnp.bool_(False), jnp.bool_(False), jnp.float32(0), jnp.float32(jnp.inf), jnp.float32(-jnp.inf))
         (state, failed, stopped, *_), (losses, applied) = jax.lax.scan(
-            body, init, (order, masks, jnp.arange(order.shape[0])))
+            body, init, (order, masks, jnp.arange(order.shape[0]))
+        )
         extra = {"stopped": stopped}
     steps = jnp.sum(applied, dtype=jnp.int32)
     samples = jnp.sum(jnp.where(applied[:, None], masks, False), dtype=jnp.int32)
-    metrics = {"loss": jnp.sum(losses) / jnp.maximum(steps, 1),
-               "nonfinite": failed, "steps": steps, "samples": samples, **extra}
+    metrics = {
+        "loss": jnp.sum(losses) / jnp.maximum(steps, 1),
+        "nonfinite": failed,
+        "steps": steps,
+        "samples": samples,
+        **extra,
+    }
     return state, metrics
 
 
-def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
-             labels: jax.Array, key: jax.Array, *, time_steps: int, batch_size: int,
-             mode: str | None = None, activity: bool = False,
-             input_encoding: str = "rate") -> dict[str, jax.Array]:
+def evaluate(
+    sig: Signature,
+    params: Any,
+    hyper: Hyper,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    *,
+    time_steps: int,
+    batch_size: int,
+    mode: str | None = None,
+    activity: bool = False,
+    input_encoding: str = "rate",
+) -> dict[str, jax.Array]:
     """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_evaluate`).
 
     Samples are taken in order, in batches of ``batch_size`` (the padded tail
@@ -348,17 +385,22 @@ def evaluate(sig: Signature, params: Any, hyper: Hyper, images: jax.Array,
 
     zeros = ()
     if activity:
-        spec = jax.eval_shape(lambda: model.apply({"params": params}, encode(
-            input_encoding, key, images[order[0]], time_steps), hyper, None,
-            activity=masks[0].astype(jnp.float32))[1])
+        spec = jax.eval_shape(
+            lambda: model.apply(
+                {"params": params},
+                encode(input_encoding, key, images[order[0]], time_steps),
+                hyper,
+                None,
+                activity=masks[0].astype(jnp.float32),
+            )[1]
+        )
         zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), spec)
     (correct, sums), _ = jax.lax.scan(body, (jnp.int32(0), zeros), (order, masks, jnp.arange(order.shape[0])))
     result = {"correct": correct, "accuracy": correct / images.shape[0]}
     return {**result, "activity": sums} if activity else result
 
 
-def epoch_plan(epochs: int | float, n: int, batch_size: int,
-               min_steps: int | None = None) -> tuple[int | None, ...]:
+def epoch_plan(epochs: int | float, n: int, batch_size: int, min_steps: int | None = None) -> tuple[int | None, ...]:
     """Batches to train in each epoch: None for a whole epoch, else a count.
 
     ``epochs`` may be fractional: 2.5 is two whole epochs and the first half
@@ -407,15 +449,30 @@ def inherit_params(fresh: Any, inherited: tuple[Any, Any] | None) -> Any:
     return jax.tree.map(lambda v, m, f: jnp.where(m, v.astype(f.dtype), f), values, mask, fresh)
 
 
-def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
-                    images: jax.Array, labels: jax.Array, score_images: jax.Array,
-                    score_labels: jax.Array, score_key: jax.Array, *, epochs: int | float,
-                    time_steps: int, batch_size: int, eval_batch_size: int,
-                    correct_rate: float = 1.0, incorrect_rate: float = 0.0,
-                    mode: str | None = None, init_scheme: str = "torch",
-                    inherited: tuple[Any, Any] | None = None, stop_check: int | None = None,
-                    activity: bool = False, input_encoding: str = "rate",
-                    min_steps: int | None = None) -> tuple[Any, dict[str, jax.Array]]:
+def train_and_score(
+    sig: Signature,
+    key: jax.Array,
+    hyper: Hyper,
+    images: jax.Array,
+    labels: jax.Array,
+    score_images: jax.Array,
+    score_labels: jax.Array,
+    score_key: jax.Array,
+    *,
+    epochs: int | float,
+    time_steps: int,
+    batch_size: int,
+    eval_batch_size: int,
+    correct_rate: float = 1.0,
+    incorrect_rate: float = 0.0,
+    mode: str | None = None,
+    init_scheme: str = "torch",
+    inherited: tuple[Any, Any] | None = None,
+    stop_check: int | None = None,
+    activity: bool = False,
+    input_encoding: str = "rate",
+    min_steps: int | None = None,
+) -> tuple[Any, dict[str, jax.Array]]:
     """A whole evaluation of one individual, pure: init, ``epochs`` epochs, score.
 
     The same computation as the host loop ``key_init, key_epochs =
@@ -450,9 +507,16 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
     state = create_train_state(key_init, sig, hyper, images.shape[1:], init_scheme=init_scheme)
     if inherited is not None:
         state = state.replace(params=inherit_params(state.params, inherited))
-    epoch_fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
-                                 correct_rate=correct_rate, incorrect_rate=incorrect_rate,
-                                 mode=mode, input_encoding=input_encoding)
+    epoch_fn = functools.partial(
+        train_epoch,
+        sig,
+        time_steps=time_steps,
+        batch_size=batch_size,
+        correct_rate=correct_rate,
+        incorrect_rate=incorrect_rate,
+        mode=mode,
+        input_encoding=input_encoding,
+    )
 
     if all(p is None for p in plan) and stop_check is None:
         # Whole epochs: one rolled loop (the paper's protocol).
@@ -460,8 +524,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
             state, failed = carry
 
             def run(state):
-                state, metrics = epoch_fn(state, hyper, images, labels,
-                                          jax.random.fold_in(key_epochs, epoch))
+                state, metrics = epoch_fn(state, hyper, images, labels, jax.random.fold_in(key_epochs, epoch))
                 return state, (metrics["loss"], metrics["steps"], metrics["samples"], metrics["nonfinite"])
 
             def skip(state):
@@ -470,8 +533,7 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
             state, (value, steps, samples, nonfinite) = jax.lax.cond(failed, skip, run, state)
             return (state, failed | nonfinite), (value, steps, samples)
 
-        (state, failed), (losses, steps, samples) = jax.lax.scan(
-            body, (state, jnp.bool_(False)), jnp.arange(len(plan)))
+        (state, failed), (losses, steps, samples) = jax.lax.scan(body, (state, jnp.bool_(False)), jnp.arange(len(plan)))
         stopped = jnp.bool_(False)
     else:
         # A budget that ends inside an epoch, or an early check: the epochs
@@ -482,24 +544,41 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
             check = stop_check if epoch == 0 else None
 
             def run(state, max_steps=max_steps, check=check, epoch=epoch):
-                state, metrics = epoch_fn(state, hyper, images, labels, jax.random.fold_in(key_epochs, epoch),
-                                          max_steps=max_steps, stop_check=check)
-                return state, (metrics["loss"], metrics["steps"], metrics["samples"], metrics["nonfinite"],
-                               metrics.get("stopped", jnp.bool_(False)))
+                state, metrics = epoch_fn(
+                    state,
+                    hyper,
+                    images,
+                    labels,
+                    jax.random.fold_in(key_epochs, epoch),
+                    max_steps=max_steps,
+                    stop_check=check,
+                )
+                return state, (
+                    metrics["loss"],
+                    metrics["steps"],
+                    metrics["samples"],
+                    metrics["nonfinite"],
+                    metrics.get("stopped", jnp.bool_(False)),
+                )
 
             def skip(state):
                 return state, (jnp.float32(0), jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
 
-            state, (value, n_steps, n_samples, nonfinite, halted) = jax.lax.cond(
-                failed | stopped, skip, run, state)
+            state, (value, n_steps, n_samples, nonfinite, halted) = jax.lax.cond(failed | stopped, skip, run, state)
             failed, stopped = failed | nonfinite, stopped | halted
             losses.append(value)
             steps.append(n_steps)
             samples.append(n_samples)
         losses, steps, samples = jnp.stack(losses), jnp.stack(steps), jnp.stack(samples)
     n = score_images.shape[0]
-    score_fn = functools.partial(evaluate, sig, time_steps=time_steps,
-                                 batch_size=min(eval_batch_size, n), mode=mode, input_encoding=input_encoding)
+    score_fn = functools.partial(
+        evaluate,
+        sig,
+        time_steps=time_steps,
+        batch_size=min(eval_batch_size, n),
+        mode=mode,
+        input_encoding=input_encoding,
+    )
 
     def scored(params):
         result = score_fn(params, hyper, score_images, score_labels, score_key, activity=activity)
@@ -508,20 +587,35 @@ def train_and_score(sig: Signature, key: jax.Array, hyper: Hyper,
     # A failed individual scores 0 (and no activity) without being scored.
     shape = jax.eval_shape(scored, state.params)
     correct, measured = jax.lax.cond(
-        failed, lambda params: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape),
-        scored, state.params)
+        failed, lambda params: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape), scored, state.params
+    )
     extra = {"activity": measured} if activity else {}
-    metrics = {"losses": losses, "steps": jnp.sum(steps, dtype=jnp.int32),
-               "samples": jnp.sum(samples, dtype=jnp.int32), "nonfinite": failed, "stopped": stopped,
-               "correct": correct, "accuracy": correct / n, **extra}
+    metrics = {
+        "losses": losses,
+        "steps": jnp.sum(steps, dtype=jnp.int32),
+        "samples": jnp.sum(samples, dtype=jnp.int32),
+        "nonfinite": failed,
+        "stopped": stopped,
+        "correct": correct,
+        "accuracy": correct / n,
+        **extra,
+    }
     return state.params, metrics
 
 
 @functools.lru_cache(maxsize=256)
-def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
-                     correct_rate: float = 1.0, incorrect_rate: float = 0.0,
-                     mode: str | None = None, max_steps: int | None = None,
-                     stop_check: int | None = None, input_encoding: str = "rate"):
+def make_train_epoch(
+    sig: Signature,
+    *,
+    time_steps: int,
+    batch_size: int,
+    correct_rate: float = 1.0,
+    incorrect_rate: float = 0.0,
+    mode: str | None = None,
+    max_steps: int | None = None,
+    stop_check: int | None = None,
+    input_encoding: str = "rate",
+):
     """The jitted :func:`train_epoch` for networks with signature ``sig``.
 
     Returns ``train_epoch(state, hyper, images, labels, key) -> (state,
@@ -535,29 +629,51 @@ def make_train_epoch(sig: Signature, *, time_steps: int, batch_size: int,
     compiled program (float genes are traced).
     """
     _check_settings(time_steps, batch_size)
-    fn = functools.partial(train_epoch, sig, time_steps=time_steps, batch_size=batch_size,
-                           correct_rate=correct_rate, incorrect_rate=incorrect_rate, mode=mode,
-                           max_steps=max_steps, stop_check=stop_check, input_encoding=input_encoding)
+    fn = functools.partial(
+        train_epoch,
+        sig,
+        time_steps=time_steps,
+        batch_size=batch_size,
+        correct_rate=correct_rate,
+        incorrect_rate=incorrect_rate,
+        mode=mode,
+        max_steps=max_steps,
+        stop_check=stop_check,
+        input_encoding=input_encoding,
+    )
     return jax.jit(fn, donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=256)
-def make_evaluate(sig: Signature, *, time_steps: int, batch_size: int,
-                  mode: str | None = None, activity: bool = False, input_encoding: str = "rate"):
+def make_evaluate(
+    sig: Signature,
+    *,
+    time_steps: int,
+    batch_size: int,
+    mode: str | None = None,
+    activity: bool = False,
+    input_encoding: str = "rate",
+):
     """The jitted :func:`evaluate` for networks with signature ``sig``.
 
     Returns ``evaluate(params, hyper, images, labels, key) -> {"correct",
     "accuracy"}``; cached like :func:`make_train_epoch`.
     """
     _check_settings(time_steps, batch_size)
-    fn = functools.partial(evaluate, sig, time_steps=time_steps, batch_size=batch_size,
-                           mode=mode, activity=activity, input_encoding=input_encoding)
+    fn = functools.partial(
+        evaluate,
+        sig,
+        time_steps=time_steps,
+        batch_size=batch_size,
+        mode=mode,
+        activity=activity,
+        input_encoding=input_encoding,
+    )
     return jax.jit(fn)
 
 
 def _check_settings(time_steps: int, batch_size: int) -> None:
     if not (isinstance(time_steps, int) and isinstance(batch_size, int)):
-        raise TypeError(f"time_steps and batch_size must be Python ints, got "
-                        f"{time_steps!r}, {batch_size!r}")
+        raise TypeError(f"time_steps and batch_size must be Python ints, got {time_steps!r}, {batch_size!r}")
     if batch_size < 1 or time_steps < 1:
         raise ValueError(f"time_steps and batch_size must be >= 1, got {time_steps}, {batch_size}")

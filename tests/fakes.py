@@ -29,11 +29,22 @@ class FakeEvaluator:
             if self.fail_every and self.calls % self.fail_every == 0:
                 out.append(Evaluation(-1.0, "nonfinite_loss", "loss became nan at step 3"))
             else:
-                activity = {"spikes_per_sample": [synops / 100], "input_spikes_per_sample": 100.0,
-                            "synops_per_sample": synops, "energy_pj_per_sample": 0.9 * synops,
-                            "ann_energy_pj_per_sample": 4.6e6}
-                out.append(Evaluation(fitness, parameters=len(p.layers), train_seconds=0.01,
-                                      weights={"w": np.array([fitness], np.float32)}, train_samples=7,
-                                      activity=activity))
+                activity = {
+                    "spikes_per_sample": [synops / 100],
+                    "input_spikes_per_sample": 100.0,
+                    "synops_per_sample": synops,
+                    "energy_pj_per_sample": 0.9 * synops,
+                    "ann_energy_pj_per_sample": 4.6e6,
+                }
+                out.append(
+                    Evaluation(
+                        fitness,
+                        parameters=len(p.layers),
+                        train_seconds=0.01,
+                        weights={"w": np.array([fitness], np.float32)},
+                        train_samples=7,
+                        activity=activity,
+                    )
+                )
         time.sleep(self.delay)
         return out

@@ -87,8 +87,7 @@ def _windows(x: np.ndarray, kernel, stride, padding, dilation=(1, 1)):
     wo = (wp - dw * (kw - 1) - 1) // sw + 1
     for i in range(kh):
         for j in range(kw):
-            yield i, j, x[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh,
-                          j * dw: j * dw + sw * (wo - 1) + 1: sw]
+            yield i, j, x[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
 
 
 def _conv2d(node, x: np.ndarray) -> np.ndarray:
@@ -128,7 +127,7 @@ def _flatten(node, x: np.ndarray) -> np.ndarray:
     shape = x.shape[1:]  # per sample
     start = int(node.start_dim) % len(shape)
     end = int(node.end_dim) % len(shape)
-    new = shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+    new = shape[:start] + (int(np.prod(shape[start : end + 1])),) + shape[end + 1 :]
     return x.reshape(x.shape[0], *new)
 
 
@@ -214,8 +213,7 @@ def simulate(graph, spikes, *, dt: float | None = None) -> Trace:
         return out[:, 0] if unbatched else out
 
     nodes = {k: stack(v) for k, v in record.items()}
-    return Trace(output=nodes[outputs[0]], nodes=nodes,
-                 membranes={k: stack(v) for k, v in membranes.items()})
+    return Trace(output=nodes[outputs[0]], nodes=nodes, membranes={k: stack(v) for k, v in membranes.items()})
 
 
 def _step(node, name, x, state, membranes, dt, nir):

@@ -12,15 +12,18 @@ from spenser_jax.fitness import Evaluation
 from spenser_jax.phenotype import Conv, same_padding
 
 SHAPE = (9, 8, 2)
-ACT = ("layer:act beta:0.8 beta-trainable:False threshold:0.3 threshold-trainable:False "
-       "surr-grad:atan reset:zero")
+ACT = "layer:act beta:0.8 beta-trainable:False threshold:0.3 threshold-trainable:False surr-grad:atan reset:zero"
 # A valid conv, a strided same conv (asymmetric padding at the border), an
 # avg pool (its pooled values stand for the spikes under it), a dense layer.
 NET = phenotype.parse(
-    "layer:conv num-filters:3 filter-shape:3 stride:1 padding:valid bias:True " + ACT +
-    " layer:conv num-filters:4 filter-shape:2 stride:2 padding:same bias:False " + ACT +
-    " layer:pool-avg kernel-size:2 layer:dropout rate:0.3 layer:fc num-units:10 bias:True " + ACT +
-    " learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False")
+    "layer:conv num-filters:3 filter-shape:3 stride:1 padding:valid bias:True "
+    + ACT
+    + " layer:conv num-filters:4 filter-shape:2 stride:2 padding:same bias:False "
+    + ACT
+    + " layer:pool-avg kernel-size:2 layer:dropout rate:0.3 layer:fc num-units:10 bias:True "
+    + ACT
+    + " learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
+)
 
 
 def brute_fanout(layer: Conv, h: int, w: int) -> np.ndarray:
@@ -37,8 +40,9 @@ def brute_fanout(layer: Conv, h: int, w: int) -> np.ndarray:
     return counts
 
 
-@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, "valid"), (2, 2, "same"), (3, 2, "same"),
-                                                     (4, 3, "valid"), (4, 3, "same")])
+@pytest.mark.parametrize(
+    "kernel, stride, padding", [(3, 1, "valid"), (2, 2, "same"), (3, 2, "same"), (4, 3, "valid"), (4, 3, "same")]
+)
 def test_conv_fanout_is_exact_at_the_borders(kernel, stride, padding):
     layer = Conv(5, kernel, stride, padding, True)
     expected = brute_fanout(layer, 9, 8)
@@ -47,8 +51,10 @@ def test_conv_fanout_is_exact_at_the_borders(kernel, stride, padding):
     pads = tuple(same_padding(n, kernel, stride) if padding == "same" else (0, 0) for n in (9, 8))
 
     def summed(x):
-        return jax.lax.conv_general_dilated(x, jnp.ones((kernel, kernel, 1, 1)), (stride, stride), pads,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+        return jax.lax.conv_general_dilated(
+            x, jnp.ones((kernel, kernel, 1, 1)), (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ).sum()
+
     grad = jax.grad(summed)(jnp.zeros((1, 9, 8, 1)))[0, :, :, 0]
     np.testing.assert_array_equal(grad, expected)
     if kernel > stride:  # overlapping windows: the borders are read less often than the middle
@@ -64,13 +70,13 @@ def measured():
     images = jnp.asarray(rng.integers(0, 256, (11, *SHAPE), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, 11), jnp.int32)
     key = jax.random.key(5)
-    result = training.evaluate(sig, params, hyper, images, labels, key, time_steps=3, batch_size=4,
-                               activity=True)
+    result = training.evaluate(sig, params, hyper, images, labels, key, time_steps=3, batch_size=4, activity=True)
     summary = activity.summarise(sig, SHAPE, 3, jax.tree.map(np.asarray, result["activity"]), 11)
     # The same forward pass, batch by batch, with every spike train kept.
     trains, inputs = [], []
     for b, start in enumerate(range(0, 11, 4)):
         from spenser_jax.snn import encoding
+
         idx = np.arange(start, start + 4) % 11
         spikes = encoding.rate(jax.random.fold_in(key, b), images[idx], 3)
         keep = np.arange(start, start + 4) < 11
@@ -88,8 +94,9 @@ def test_spike_counts_are_the_networks_spikes(measured):
         assert counted * 11 == pytest.approx(train.sum(), abs=1e-3)
     assert summary["input_spikes_per_sample"] * 11 == pytest.approx(inputs.sum(), abs=1e-3)
     neurons = [np.prod(t.shape[2:]) for t in trains]
-    assert summary["firing_rates"] == pytest.approx([s / (k * 3) for s, k in zip(summary["spikes_per_sample"],
-                                                                                  neurons)])
+    assert summary["firing_rates"] == pytest.approx(
+        [s / (k * 3) for s, k in zip(summary["spikes_per_sample"], neurons)]
+    )
 
 
 def test_synops_equal_brute_force_enumeration(measured):
@@ -118,7 +125,8 @@ def test_energy_adds_up(measured):
     updates = sum(np.prod(t.shape[2:]) for t in trains) * 3
     assert summary["neuron_updates_per_sample"] == updates
     assert summary["energy_pj_per_sample"] == pytest.approx(
-        summary["synops_per_sample"] * e.e_ac_pj + updates * e.e_neuron_pj)
+        summary["synops_per_sample"] * e.e_ac_pj + updates * e.e_neuron_pj
+    )
     assert summary["ann_energy_pj_per_sample"] == architecture.macs(sig, SHAPE) * e.e_mac_pj
     assert summary["parameters"] == phenotype.count_parameters(NET, SHAPE)
 
@@ -160,8 +168,11 @@ def test_objectives_select_what_they_should():
     assert not later["parent_replaced"]
     # Over budget, nearer the budget wins over more accurate: by how far over, then accuracy.
     far = evolution.Objective("constrained", max_synops=1e2)
-    assert [far.score(e)[0] for e in evals] == [pytest.approx(-(5e6 / 1e2 - 1)), pytest.approx(-(1e5 / 1e2 - 1)),
-                                                pytest.approx(-9.0)]
+    assert [far.score(e)[0] for e in evals] == [
+        pytest.approx(-(5e6 / 1e2 - 1)),
+        pytest.approx(-(1e5 / 1e2 - 1)),
+        pytest.approx(-9.0),
+    ]
     assert evolution.tell(state, cands, evals, far)[1]["best_index"] == 2
     assert far.score(ev(0.3, 1e2)) == (1.0, 0.3)  # at the budget is within it
     with pytest.raises(ValueError, match="constrained"):
@@ -179,14 +190,38 @@ def test_pareto_front():
 
 
 def test_pareto_archive_from_records():
-    records = [{"generation": 0, "individuals": [
-        {"phenotype": "a", "fitness": 0.9, "status": "ok", "synops_per_sample": 10.0,
-         "energy_pj_per_sample": 9.0, "parameters": 50},
-        {"phenotype": "b", "fitness": 0.7, "status": "ok", "synops_per_sample": 2.0,
-         "energy_pj_per_sample": 1.8, "parameters": 500},
-        {"phenotype": "c", "fitness": -1.0, "status": "error", "parameters": 5},
-        {"phenotype": "d", "fitness": 0.6, "status": "ok", "synops_per_sample": 20.0,
-         "energy_pj_per_sample": 18.0, "parameters": 60}]}]
+    records = [
+        {
+            "generation": 0,
+            "individuals": [
+                {
+                    "phenotype": "a",
+                    "fitness": 0.9,
+                    "status": "ok",
+                    "synops_per_sample": 10.0,
+                    "energy_pj_per_sample": 9.0,
+                    "parameters": 50,
+                },
+                {
+                    "phenotype": "b",
+                    "fitness": 0.7,
+                    "status": "ok",
+                    "synops_per_sample": 2.0,
+                    "energy_pj_per_sample": 1.8,
+                    "parameters": 500,
+                },
+                {"phenotype": "c", "fitness": -1.0, "status": "error", "parameters": 5},
+                {
+                    "phenotype": "d",
+                    "fitness": 0.6,
+                    "status": "ok",
+                    "synops_per_sample": 20.0,
+                    "energy_pj_per_sample": 18.0,
+                    "parameters": 60,
+                },
+            ],
+        }
+    ]
     archive = checkpoint.pareto_archive(records)
     assert archive["evaluated"] == 3
     assert [p["phenotype"] for p in archive["accuracy_synops"]] == ["b", "a"]

@@ -32,8 +32,15 @@ def smoke(tmp_path_factory):
         pytest.skip("needs bash and coreutils' timeout")
     out = tmp_path_factory.mktemp("gpu_smoke")
     env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(SCRIPT), "--smoke", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     return proc, out
 
 

@@ -13,14 +13,24 @@ pytestmark = pytest.mark.slow  # every test here runs a command line
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
-SMALL = ["dataset.subset=200", "dataset.time_steps=2", "evolution.offspring=2",
-         "training.eval_batch_size=256", "runtime.progress=false"]
+SMALL = [
+    "dataset.subset=200",
+    "dataset.time_steps=2",
+    "evolution.offspring=2",
+    "training.eval_batch_size=256",
+    "runtime.progress=false",
+]
 
 
 def cli(module, *args, cache=None, check=True):
     overrides = [f"runtime.compile_cache={cache}"] if cache and module == "evolve" else []
-    proc = subprocess.run([sys.executable, "-m", f"spenser_jax.{module}", *map(str, args), *overrides],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"spenser_jax.{module}", *map(str, args), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -88,8 +98,13 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
     # Generation 1 starts from generation 0's parent and its weights, read back from the checkpoint.
     assert strip(checkpoint.read_generations(resumed)) == strip(records)
     identity = json.loads((whole / "run.json").read_text())
-    assert identity["search"] == {"inherit": True, "early_stop": 0.2, "min_steps": 100, "time_steps": 2,
-                                  "parent_continues": True}
+    assert identity["search"] == {
+        "inherit": True,
+        "early_stop": 0.2,
+        "min_steps": 100,
+        "time_steps": 2,
+        "parent_continues": True,
+    }
     assert identity["training"]["epochs"] == 0.25 and identity["mutation"]["log_uniform"] is True
     total = 0
     for r in records:
@@ -111,8 +126,15 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
 
 def test_plus_grammar_searches_losses_and_connections(tmp_path):
     run = tmp_path / "plus"
-    cli("evolve", *SMALL, "grammar=grammars/csnn_plus.grammar", "evolution.offspring=2", "evolution.generations=1",
-        f"hydra.run.dir={run}", cache=tmp_path / "cache")
+    cli(
+        "evolve",
+        *SMALL,
+        "grammar=grammars/csnn_plus.grammar",
+        "evolution.offspring=2",
+        "evolution.generations=1",
+        f"hydra.run.dir={run}",
+        cache=tmp_path / "cache",
+    )
     records = checkpoint.read_generations(run)
     texts = [i["phenotype"] for r in records for i in r["individuals"]]
     assert all(" loss:" in t for t in texts) and any(" input:" in t for t in texts)
@@ -130,15 +152,20 @@ def test_inspect_measures_the_best_as_the_search_recorded(runs, tmp_path):
     assert "SynOps/sample" in proc.stdout and "energy/sample" in proc.stdout
     records = checkpoint.read_generations(whole)
     best = json.loads((whole / "best.json").read_text())
-    recorded = next(i for r in records for i in r["individuals"]
-                    if i["phenotype"] == best["phenotype"] and i["fitness"] == best["fitness"])
+    recorded = next(
+        i
+        for r in records
+        for i in r["individuals"]
+        if i["phenotype"] == best["phenotype"] and i["fitness"] == best["fitness"]
+    )
     # The whole Fitness split with the run's key: the numbers the search recorded.
     for key in ("spikes_per_sample", "synops_per_sample", "energy_pj_per_sample", "parameters"):
         assert result[key] == pytest.approx(recorded[key], rel=1e-6), key
     lif = [row for row in result["layers"] if "spikes_per_sample" in row]
     assert [row["spikes_per_sample"] for row in lif] == pytest.approx(recorded["spikes_per_sample"])
     assert sum(row.get("synops_per_sample", 0) for row in result["layers"]) == pytest.approx(
-        result["synops_per_sample"])
+        result["synops_per_sample"]
+    )
     assert isinstance(result["exportable"], bool) and png.stat().st_size > 1000
     bad = cli("inspect", whole, "--individual", "7:9", check=False)
     assert bad.returncode == 1 and "no individual 7:9" in bad.stderr
@@ -162,15 +189,17 @@ def test_retrain_and_report(runs, fast_runs, tmp_path):
     assert json.loads((fast / "test.json").read_text())["time_steps"] == 3  # the data set's T, not the search's
 
 
-@pytest.mark.parametrize("args, message", [
-    (["dataset.data_dir=/nonexistent/data"], "/nonexistent/data"),
-    (["evolution.offspring=0"], "offspring"),
-    (["evolution.nope=3"], "nope"),
-    (["grammar=missing.grammar"], "missing.grammar"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["dataset.data_dir=/nonexistent/data"], "/nonexistent/data"),
+        (["evolution.offspring=0"], "offspring"),
+        (["evolution.nope=3"], "nope"),
+        (["grammar=missing.grammar"], "missing.grammar"),
+    ],
+)
 def test_bad_input_fails_clearly(tmp_path, args, message):
-    proc = cli("evolve", *SMALL, "evolution.generations=1", f"hydra.run.dir={tmp_path / 'r'}", *args,
-               check=False)
+    proc = cli("evolve", *SMALL, "evolution.generations=1", f"hydra.run.dir={tmp_path / 'r'}", *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "r").exists()  # a refused config leaves no run directory (nor Hydra's log)
@@ -194,9 +223,18 @@ def test_retrain_without_run(tmp_path):
 
 
 def test_multirun_sweeps_datasets(tmp_path):
-    cli("evolve", "-m", "dataset=mnist,fmnist", "seed=0", "dataset.subset=100", "dataset.time_steps=1",
-        "evolution.generations=1", "evolution.offspring=1", "runtime.progress=false",
-        f"hydra.sweep.dir={tmp_path}")
+    cli(
+        "evolve",
+        "-m",
+        "dataset=mnist,fmnist",
+        "seed=0",
+        "dataset.subset=100",
+        "dataset.time_steps=1",
+        "evolution.generations=1",
+        "evolution.offspring=1",
+        "runtime.progress=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     for name in ("mnist", "fmnist"):
         run = tmp_path / name / "seed0"
         assert json.loads((run / "run.json").read_text())["dataset"] == name

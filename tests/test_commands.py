@@ -67,8 +67,7 @@ def test_a_corrupt_retrained_file_blocks_only_what_needs_it(fake_run, tmp_path, 
             pass
 
         def train(self, phenotype, key, data, epochs, params=None, progress=None):
-            return types.SimpleNamespace(params=state.parent_weights), {"nonfinite": False, "steps": 1,
-                                                                         "losses": [0.5]}
+            return types.SimpleNamespace(params=state.parent_weights), {"nonfinite": False, "steps": 1, "losses": [0.5]}
 
         def score(self, phenotype, params, data, key):
             return 0.75, None, None
@@ -110,12 +109,15 @@ def usage_error(main, args, capsys) -> str:
     return capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got '0'"),
-    (["--epochs", "0"], "argument --epochs: must be a whole number >= 1, got '0'"),
-    (["--epochs", "two"], "argument --epochs: must be a whole number >= 1, got 'two'"),
-    (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got '0'"),
+        (["--epochs", "0"], "argument --epochs: must be a whole number >= 1, got '0'"),
+        (["--epochs", "two"], "argument --epochs: must be a whole number >= 1, got 'two'"),
+        (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+    ],
+)
 def test_retrain_refuses_bad_numbers_before_it_starts(fake_run, args, message, capsys):
     assert message in usage_error(retrain.main, [fake_run, *args], capsys)
 
@@ -145,6 +147,7 @@ def test_report_out_must_be_a_folder(fake_run, tmp_path, capsys):
 
 def test_grammar_seed_must_not_be_negative(capsys):
     from spenser_jax.grammar.__main__ import main
+
     err = usage_error(main, ["grammars/csnn.grammar", "--seed", "-1"], capsys)
     assert err == "error: argument --seed: must be a whole number >= 0, got '-1'\n"
 
@@ -168,6 +171,7 @@ def test_report_counts_generations_in_whole_numbers(fake_run):
 
 def fake_measure(monkeypatch, seen):
     """inspect.measure and table stand-ins: the weights inspect measured go into ``seen``."""
+
     def measure(run, phenotype, weights, samples, data_dir=None, again=None):
         seen.append(weights)
         return {"run": str(run.dir), "phenotype": phenotype.text, "accuracy": 0.5, "_weights": weights}
@@ -236,12 +240,18 @@ def test_inspect_takes_the_weights_export_takes_and_says_which(fake_run, tmp_pat
     checkpoint.save_weights(run_dir / checkpoint.RETRAINED, run.space().text(run.state.parent), retrained)
     checkpoint.atomic_write(run_dir / checkpoint.TEST, json.dumps({"accuracy": 0.25}))
     seen.clear()
-    assert inspected() == (0, f"individual best of {run_dir}, retrained weights (test accuracy 0.2500, "
-                              f"--search-weights for the search's)", "")
+    assert inspected() == (
+        0,
+        f"individual best of {run_dir}, retrained weights (test accuracy 0.2500, --search-weights for the search's)",
+        "",
+    )
     assert inspected("--search-weights")[1] == f"individual best of {run_dir}, the search's weights"
     assert inspected("--retrained")[1] == f"individual best of {run_dir}, retrained weights (test accuracy 0.2500)"
-    assert [float(w["w"][0]) for w in seen] == [float(retrained["w"][0]), float(search["w"][0]),
-                                                float(retrained["w"][0])]
+    assert [float(w["w"][0]) for w in seen] == [
+        float(retrained["w"][0]),
+        float(search["w"][0]),
+        float(retrained["w"][0]),
+    ]
     assert run.choose().source == "retrained"  # what export takes by default
     # Retrained weights that cannot be used: the search's, with a note saying why.
     checkpoint.save_weights(run_dir / checkpoint.RETRAINED, "layer:fc num-units:10 bias:True", retrained)
@@ -265,6 +275,7 @@ def test_individuals_are_counted_from_0_as_in_generations_jsonl(fake_run, monkey
     assert inspect.main([str(fake_run), "--individual", "2"]) == 1
     assert "both counted from 0 as in generations.jsonl" in capsys.readouterr().err
     from spenser_jax import export
+
     for main in (inspect.main, export.main):
         with pytest.raises(SystemExit):
             main(["--help"])

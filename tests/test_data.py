@@ -24,8 +24,7 @@ from spenser_jax import data
 from spenser_jax.data import cifar, locate
 from spenser_jax.data import tfds as tfds_source
 
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # MD5 of the decompressed files, from shared/data/README.md.
 README_MD5 = {
     ("mnist", "train-images-idx3-ubyte"): "6bbc9ace898e44ae57da46a324031adb",
@@ -39,8 +38,10 @@ README_MD5 = {
 }
 # Published class counts (MNIST from LeCun et al.'s files; Fashion-MNIST is balanced).
 CLASS_COUNTS = {
-    "mnist": ([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
-              [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]),
+    "mnist": (
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+    ),
     "fmnist": ([6000] * 10, [1000] * 10),
 }
 
@@ -131,10 +132,12 @@ def test_real_arrays_rebuild_the_published_files(name, request):
     # Writing the parsed arrays back as IDX must give the published content:
     # catches a wrong header offset, axis order or label conversion.
     ds = request.getfixturevalue(name)
-    arrays = {"train-images-idx3-ubyte": ds.train_images[..., 0],
-              "train-labels-idx1-ubyte": ds.train_labels,
-              "t10k-images-idx3-ubyte": ds.test_images[..., 0],
-              "t10k-labels-idx1-ubyte": ds.test_labels}
+    arrays = {
+        "train-images-idx3-ubyte": ds.train_images[..., 0],
+        "train-labels-idx1-ubyte": ds.train_labels,
+        "t10k-images-idx3-ubyte": ds.test_images[..., 0],
+        "t10k-labels-idx1-ubyte": ds.test_labels,
+    }
     for stem, array in arrays.items():
         assert hashlib.md5(idx_bytes(array)).hexdigest() == README_MD5[name, stem], stem
 
@@ -147,8 +150,7 @@ def test_second_load_reuses_the_cached_arrays(mnist, data_root):
 
 def test_default_data_dir_is_the_shared_sibling_or_the_env_var(data_root, monkeypatch, tmp_path):
     assert data.default_data_dir() == data_root
-    assert data_root == (Path(locate.__file__).resolve().parents[2] / ".." / "shared"
-                         / "data").resolve()
+    assert data_root == (Path(locate.__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "elsewhere"))
     assert data.default_data_dir() == tmp_path / "elsewhere"
 
@@ -256,8 +258,9 @@ def test_leftover_goes_to_the_largest_remainders_ties_broken_by_seed():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 4), min_size=2, max_size=200), st.integers(0, 2**32 - 1),
-       st.floats(0.05, 0.95), st.data())
+@given(
+    st.lists(st.integers(0, 4), min_size=2, max_size=200), st.integers(0, 2**32 - 1), st.floats(0.05, 0.95), st.data()
+)
 def test_split_properties_on_any_labels(labels, seed, fraction, draw):
     labels = np.asarray(labels)
     subset = draw.draw(st.one_of(st.none(), st.integers(2, len(labels))))
@@ -280,16 +283,19 @@ def test_split_properties_on_any_labels(labels, seed, fraction, draw):
     assert np.all(np.abs(fit - kept * n_fit / n) < 1)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"subset": 0}, "subset"),
-    ({"subset": 61}, "subset"),
-    ({"subset": True}, "subset"),
-    ({"subset": 10.0}, "subset"),
-    ({"fitness_fraction": 0.0}, "fitness_fraction"),
-    ({"fitness_fraction": 1.0}, "fitness_fraction"),
-    ({"seed": None}, "seed"),
-    ({"labels": np.zeros((6, 10), dtype=np.int32)}, "1-d integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"subset": 0}, "subset"),
+        ({"subset": 61}, "subset"),
+        ({"subset": True}, "subset"),
+        ({"subset": 10.0}, "subset"),
+        ({"fitness_fraction": 0.0}, "fitness_fraction"),
+        ({"fitness_fraction": 1.0}, "fitness_fraction"),
+        ({"seed": None}, "seed"),
+        ({"labels": np.zeros((6, 10), dtype=np.int32)}, "1-d integer"),
+    ],
+)
 def test_split_rejects_bad_arguments(kwargs, match):
     args = {"labels": np.arange(60) % 10, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -447,8 +453,10 @@ def test_tfds_not_installed_says_how_to_get_it(monkeypatch):
 
 def _fake_tfds(monkeypatch, calls, fail=None):
     rng = np.random.default_rng(0)
-    splits = {s: (rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-                  rng.integers(0, 10, n).astype(np.int64)) for s, n in (("train", 12), ("test", 5))}
+    splits = {
+        s: (rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64))
+        for s, n in (("train", 12), ("test", 5))
+    }
 
     def data_source(name, *, split, data_dir=None, download=True):
         calls.append((name, tuple(split), data_dir, download))
@@ -479,7 +487,6 @@ def test_tfds_failure_becomes_a_data_error(monkeypatch):
         data.load("mnist", source="tfds")
 
 
-
 # --------------------------------------------------------------------------
 # CIFAR-10, binary version (tiny files in the official format, made here)
 
@@ -491,8 +498,7 @@ CIFAR_META = b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntr
 def cifar_bytes(images, labels):
     """Official records: 1 label byte, then the R, G and B planes, each row-major 32x32."""
     images = np.asarray(images, dtype=np.uint8)
-    return b"".join(bytes([int(label)]) + image.transpose(2, 0, 1).tobytes()
-                    for image, label in zip(images, labels))
+    return b"".join(bytes([int(label)]) + image.transpose(2, 0, 1).tobytes() for image, label in zip(images, labels))
 
 
 def fake_cifar(directory, n_train=2, n_test=3, seed=0):
@@ -507,8 +513,7 @@ def fake_cifar(directory, n_train=2, n_test=3, seed=0):
     arrays = {}
     for i, name in enumerate(CIFAR_FILES):
         n = n_test if name == "test_batch.bin" else n_train
-        images = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8) + np.array([0, 88, 176],
-                                                                                np.uint8)
+        images = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8) + np.array([0, 88, 176], np.uint8)
         labels = (np.arange(n) + n * i) % 10
         (directory / name).write_bytes(cifar_bytes(images, labels))
         arrays[name] = (images, labels)
@@ -527,8 +532,11 @@ def cifar_archive(path, folder, members=None):
 
 def expected_cifar(arrays):
     train = [arrays[name] for name in CIFAR_TRAIN]
-    return (np.concatenate([images for images, _ in train]),
-            np.concatenate([labels for _, labels in train]), *arrays["test_batch.bin"])
+    return (
+        np.concatenate([images for images, _ in train]),
+        np.concatenate([labels for _, labels in train]),
+        *arrays["test_batch.bin"],
+    )
 
 
 def assert_cifar(ds, arrays):
@@ -556,8 +564,7 @@ def test_cifar_from_its_folder(tmp_path):
     assert data.TIME_STEPS["cifar10"] == 50
 
 
-@pytest.mark.parametrize("folder", ["cifar-10-batches-bin", "cifar10",
-                                    "cifar10/cifar-10-batches-bin"])
+@pytest.mark.parametrize("folder", ["cifar-10-batches-bin", "cifar10", "cifar10/cifar-10-batches-bin"])
 def test_cifar_from_a_parent_dir(tmp_path, folder):
     arrays = fake_cifar(tmp_path / folder)
     assert_cifar(data.load("cifar10", tmp_path, verify=False), arrays)
@@ -593,8 +600,7 @@ def test_cifar_records_are_planes_of_rows(tmp_path):
 
 def test_cifar_from_the_archive(tmp_path):
     arrays = fake_cifar(tmp_path / "src" / "cifar-10-batches-bin")
-    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz",
-                            tmp_path / "src" / "cifar-10-batches-bin")
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src" / "cifar-10-batches-bin")
     assert_cifar(data.load("cifar10", archive, verify=False), arrays)  # the file itself
     assert_cifar(data.load("cifar10", tmp_path, verify=False), arrays)  # its folder
 
@@ -639,8 +645,7 @@ def test_cifar_files_matching_the_pinned_checksums_pass(tmp_path, monkeypatch):
     # must accept them and name a file that holds another one's content.
     folder = tmp_path / "cifar-10-batches-bin"
     arrays = fake_cifar(folder)
-    monkeypatch.setattr(cifar, "_CIFAR_SHA256", {name: sha256(folder / name)
-                                                 for name in CIFAR_FILES})
+    monkeypatch.setattr(cifar, "_CIFAR_SHA256", {name: sha256(folder / name) for name in CIFAR_FILES})
     assert_cifar(data.load("cifar10", folder), arrays)
     (folder / "data_batch_2.bin").write_bytes((folder / "data_batch_3.bin").read_bytes())
     with pytest.raises(data.DataError, match="it is the official data_batch_3.bin") as info:
@@ -652,8 +657,9 @@ def test_cifar_files_matching_only_the_sha1_pins_pass(tmp_path, monkeypatch):
     # Either published set suffices, so that one wrong pin cannot reject real files.
     folder = tmp_path / "cifar-10-batches-bin"
     arrays = fake_cifar(folder)
-    monkeypatch.setattr(cifar, "_CIFAR_SHA1", {
-        name: hashlib.sha1((folder / name).read_bytes()).hexdigest() for name in CIFAR_FILES})
+    monkeypatch.setattr(
+        cifar, "_CIFAR_SHA1", {name: hashlib.sha1((folder / name).read_bytes()).hexdigest() for name in CIFAR_FILES}
+    )
     assert_cifar(data.load("cifar10", folder), arrays)
     (folder / "test_batch.bin").write_bytes((folder / "data_batch_1.bin").read_bytes())
     with pytest.raises(data.DataError, match="it is the official data_batch_1.bin"):
@@ -700,8 +706,7 @@ def test_cifar_truncated_archive_names_it(tmp_path):
 
 def test_cifar_archive_without_a_member_says_which(tmp_path):
     fake_cifar(tmp_path / "src")
-    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src",
-                            members=CIFAR_TRAIN)
+    archive = cifar_archive(tmp_path / "cifar-10-binary.tar.gz", tmp_path / "src", members=CIFAR_TRAIN)
     with pytest.raises(data.DataError, match="the archive lacks test_batch.bin") as info:
         data.load("cifar10", archive, verify=False)
     assert str(archive) in str(info.value)
@@ -765,8 +770,7 @@ def test_cifar_split_is_stratified_with_colour_images(tmp_path):
 
 def _fake_info(num_classes, label_feature=True):
     label = types.SimpleNamespace(num_classes=num_classes) if label_feature else object()
-    return types.SimpleNamespace(features={"image": object(), "label": label},
-                                 supervised_keys=("image", "label"))
+    return types.SimpleNamespace(features={"image": object(), "label": label}, supervised_keys=("image", "label"))
 
 
 class _FakeSource(list):
@@ -780,11 +784,9 @@ class _FakeSource(list):
 def _fake_tfds_any(monkeypatch, calls, splits, info, tensorflow=False):
     def data_source(name, *, split, data_dir=None, download=True):
         calls.append((name, tuple(split), data_dir, download))
-        return [_FakeSource([{"image": img, "label": lab} for img, lab in zip(*splits[s])], info)
-                for s in split]
+        return [_FakeSource([{"image": img, "label": lab} for img, lab in zip(*splits[s])], info) for s in split]
 
-    def load(name, *, split, data_dir=None, batch_size=None, as_supervised=False,
-             with_info=False):
+    def load(name, *, split, data_dir=None, batch_size=None, as_supervised=False, with_info=False):
         calls.append((name, tuple(split), data_dir, batch_size, as_supervised, with_info))
         return [splits[s] for s in split], info
 
@@ -796,8 +798,10 @@ def _fake_tfds_any(monkeypatch, calls, splits, info, tensorflow=False):
 
 def _colour_splits(seed=0):
     rng = np.random.default_rng(seed)
-    return {s: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                rng.integers(0, 10, n).astype(np.int64)) for s, n in (("train", 7), ("test", 4))}
+    return {
+        s: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64))
+        for s, n in (("train", 7), ("test", 4))
+    }
 
 
 @pytest.mark.parametrize("tensorflow", [False, True])
@@ -820,8 +824,10 @@ def test_tfds_any_grey_data_set_takes_its_classes_from_the_builder(monkeypatch):
     calls = []
     rng = np.random.default_rng(1)
     # 47 classes (like emnist/balanced), images without a channel axis.
-    splits = {s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-                  np.arange(n) % 47) for s, n in (("train", 50), ("test", 47))}
+    splits = {
+        s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n) % 47)
+        for s, n in (("train", 50), ("test", 47))
+    }
     _fake_tfds_any(monkeypatch, calls, splits, _fake_info(47))
     ds = data.load("emnist/balanced", source="tfds")
     assert calls == [("emnist/balanced", ("train", "test"), None, False)]
@@ -843,20 +849,22 @@ def test_tfds_int64_images_in_range_are_cast_floats_are_refused(monkeypatch):
     splits = _colour_splits()
     wide = {s: (images.astype(np.int64), labels) for s, (images, labels) in splits.items()}
     _fake_tfds_any(monkeypatch, [], wide, _fake_info(10), tensorflow=True)
-    np.testing.assert_array_equal(data.load("cifar10", source="tfds").train_images,
-                                  splits["train"][0])
+    np.testing.assert_array_equal(data.load("cifar10", source="tfds").train_images, splits["train"][0])
     floats = {s: (images / 255.0, labels) for s, (images, labels) in splits.items()}
     _fake_tfds_any(monkeypatch, [], floats, _fake_info(10), tensorflow=True)
     with pytest.raises(data.DataError, match="tfds cifar10/train: images are float64"):
         data.load("cifar10", source="tfds")
 
 
-@pytest.mark.parametrize("info, labels, match", [
-    (_fake_info(10, label_feature=False), None, "'label' is not a class label"),
-    (_fake_info(10), -1, r"tfds cifar10/test: label -1 is negative"),
-    (_fake_info(5), 7, r"label 7 is not below 5"),
-    (None, None, "number of classes is unknown"),
-])
+@pytest.mark.parametrize(
+    "info, labels, match",
+    [
+        (_fake_info(10, label_feature=False), None, "'label' is not a class label"),
+        (_fake_info(10), -1, r"tfds cifar10/test: label -1 is negative"),
+        (_fake_info(5), 7, r"label 7 is not below 5"),
+        (None, None, "number of classes is unknown"),
+    ],
+)
 def test_tfds_problems_become_data_errors(monkeypatch, info, labels, match):
     splits = _colour_splits()
     if labels is not None:
@@ -870,7 +878,8 @@ def test_tfds_problems_become_data_errors(monkeypatch, info, labels, match):
 def test_tfds_images_of_several_sizes_are_refused(monkeypatch):
     splits = _colour_splits()
     train_images = list(splits["train"][0][:6]) + [np.zeros((40, 30, 3), np.uint8)]
-    _fake_tfds_any(monkeypatch, [], {"train": (train_images, splits["train"][1]),
-                                     "test": splits["test"]}, _fake_info(10))
+    _fake_tfds_any(
+        monkeypatch, [], {"train": (train_images, splits["train"][1]), "test": splits["test"]}, _fake_info(10)
+    )
     with pytest.raises(data.DataError, match="2 different shapes"):
         data.load("cifar10", source="tfds")

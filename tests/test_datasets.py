@@ -37,7 +37,8 @@ def test_colour_network_shapes_and_parameters():
         "layer:act beta:0.5 beta-trainable:True threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero "
         "layer:fc num-units:10 bias:True layer:act beta:0.5 beta-trainable:False threshold:0.5 "
         "threshold-trainable:False surr-grad:atan reset:zero "
-        "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False")
+        "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
+    )
     assert phenotype.infer_shapes(ph, (32, 32, 3), 10) == [(16, 16, 8), (8, 8, 8), (8, 8, 8), (10,), (10,)]
     # conv: 3*3*3*8 + 8; LIF: beta; fc: 8*8*8*10 + 10.
     assert phenotype.count_parameters(ph, (32, 32, 3)) == 3 * 3 * 3 * 8 + 8 + 1 + 512 * 10 + 10
@@ -55,9 +56,16 @@ def test_output_size_must_match_the_classes(tmp_path):
 def cifar_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("cifar")
     fake_cifar(base / "data" / "cifar-10-batches-bin", n_train=40, n_test=20)
-    cfg = config("dataset=cifar10", f"dataset.data_dir={base / 'data'}", "dataset.verify=false",
-                 "dataset.time_steps=2", "evolution.generations=2", "evolution.offspring=2",
-                 "runtime.progress=false", f"runtime.compile_cache={base / 'cache'}")
+    cfg = config(
+        "dataset=cifar10",
+        f"dataset.data_dir={base / 'data'}",
+        "dataset.verify=false",
+        "dataset.time_steps=2",
+        "evolution.generations=2",
+        "evolution.offspring=2",
+        "runtime.progress=false",
+        f"runtime.compile_cache={base / 'cache'}",
+    )
     evolve.run(cfg, base / "run")
     return base
 
@@ -97,14 +105,28 @@ def test_direct_encoding_feeds_the_image_and_costs_macs():
         "layer:act beta:0.5 beta-trainable:False threshold:0.2 threshold-trainable:False surr-grad:atan reset:zero "
         "layer:fc num-units:10 bias:True layer:act beta:0.5 beta-trainable:False threshold:0.2 "
         "threshold-trainable:False surr-grad:atan reset:zero "
-        "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False")
+        "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
+    )
     sig, hyper = architecture.split(ph)
     params = network.init_params(jax.random.key(0), sig, hyper, (6, 6, 3))
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (8, 6, 6, 3), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, 8), jnp.int32)
-    runs = [training.evaluate(sig, params, hyper, images, labels, jax.random.key(k), time_steps=3, batch_size=4,
-                              activity=True, input_encoding="direct") for k in (1, 2)]
+    runs = [
+        training.evaluate(
+            sig,
+            params,
+            hyper,
+            images,
+            labels,
+            jax.random.key(k),
+            time_steps=3,
+            batch_size=4,
+            activity=True,
+            input_encoding="direct",
+        )
+        for k in (1, 2)
+    ]
     assert int(runs[0]["correct"]) == int(runs[1]["correct"])  # no randomness in the input
     totals = jax.tree.map(np.asarray, runs[0]["activity"])
     assert totals["input"] == pytest.approx(float(images.sum()) / 255 * 3, rel=1e-5)  # the image, every step

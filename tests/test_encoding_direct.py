@@ -16,8 +16,7 @@ def test_uint8_images_become_intensities_at_every_step():
     for t in range(4):
         np.testing.assert_allclose(np.asarray(currents[t]), expected, rtol=1e-6)
     # The same scale as rate's spike probabilities: p = x / 255 exactly.
-    np.testing.assert_array_equal(np.asarray(currents[0]),
-                                  np.asarray(jnp.asarray(images).astype(jnp.float32) / 255))
+    np.testing.assert_array_equal(np.asarray(currents[0]), np.asarray(jnp.asarray(images).astype(jnp.float32) / 255))
 
 
 def test_colour_batch_shape_and_float_images_unchanged():
@@ -39,10 +38,13 @@ def test_jit_with_static_time_steps_and_zero_steps():
         jax.jit(encoding.direct)(images, 3)
 
 
-@pytest.mark.parametrize("time_steps, error, match", [
-    (-1, ValueError, ">= 0"),
-    (2.0, TypeError, "static Python int"),
-])
+@pytest.mark.parametrize(
+    "time_steps, error, match",
+    [
+        (-1, ValueError, ">= 0"),
+        (2.0, TypeError, "static Python int"),
+    ],
+)
 def test_bad_time_steps(time_steps, error, match):
     with pytest.raises(error, match=match):
         encoding.direct(np.zeros((2, 2), np.uint8), time_steps)

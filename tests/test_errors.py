@@ -9,13 +9,22 @@ from spenser_jax.errors import SpenserError
 from spenser_jax.grammar import __main__ as grammar_cli
 
 
-@pytest.mark.parametrize("cls, old_base", [
-    (evolve.ConfigError, ValueError), (grammar.GrammarError, ValueError),
-    (genotype.SearchSpaceError, RuntimeError), (data.DataError, Exception),
-    (checkpoint.CheckpointError, RuntimeError), (checkpoint.IndividualError, RuntimeError),
-    (phenotype.InvalidPhenotype, ValueError), (export.NotExportable, ValueError),
-    (export.MissingDependency, ImportError), (report.ReportError, RuntimeError),
-    (retrain.TrainingDiverged, ValueError)])
+@pytest.mark.parametrize(
+    "cls, old_base",
+    [
+        (evolve.ConfigError, ValueError),
+        (grammar.GrammarError, ValueError),
+        (genotype.SearchSpaceError, RuntimeError),
+        (data.DataError, Exception),
+        (checkpoint.CheckpointError, RuntimeError),
+        (checkpoint.IndividualError, RuntimeError),
+        (phenotype.InvalidPhenotype, ValueError),
+        (export.NotExportable, ValueError),
+        (export.MissingDependency, ImportError),
+        (report.ReportError, RuntimeError),
+        (retrain.TrainingDiverged, ValueError),
+    ],
+)
 def test_every_error_has_the_one_base_and_keeps_its_own(cls, old_base):
     assert issubclass(cls, SpenserError) and issubclass(cls, old_base)
 

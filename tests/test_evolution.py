@@ -37,14 +37,26 @@ def strip_timing(records):
         if isinstance(obj, list):
             return [clean(v) for v in obj]
         return obj
+
     return clean(records)
 
 
 def test_public_config_keys():
     cfg = config()
-    for key in ("seed", "grammar", "dataset.name", "dataset.data_dir", "dataset.subset",
-                "dataset.time_steps", "evolution.generations", "evolution.offspring", "training.epochs",
-                "training.batch_size", "training.correct_rate", "training.incorrect_rate"):
+    for key in (
+        "seed",
+        "grammar",
+        "dataset.name",
+        "dataset.data_dir",
+        "dataset.subset",
+        "dataset.time_steps",
+        "evolution.generations",
+        "evolution.offspring",
+        "training.epochs",
+        "training.batch_size",
+        "training.correct_rate",
+        "training.incorrect_rate",
+    ):
         node = cfg
         for part in key.split("."):
             assert part in node, key
@@ -71,8 +83,7 @@ def test_tell_selection_rules():
     assert kids == ask(state, 3)  # (seed, generation) only
     assert kids != ask(dataclasses.replace(state, generation=state.generation + 1), 3)
     # A tie goes to the parent; a failure never becomes parent whatever its number.
-    same, metrics = evolution.tell(state, kids, [Evaluation(0.7), Evaluation(0.1),
-                                                 Evaluation(0.99, "error", "boom")])
+    same, metrics = evolution.tell(state, kids, [Evaluation(0.7), Evaluation(0.1), Evaluation(0.99, "error", "boom")])
     assert same.parent == state.parent and same.generation == 2 and not metrics["parent_replaced"]
     assert metrics["failed"] == 1 and metrics["mean_fitness"] == pytest.approx(0.4)
     better, metrics = evolution.tell(state, kids, [Evaluation(0.7), Evaluation(0.71), Evaluation(0.2)])
@@ -91,8 +102,9 @@ def test_a_parent_that_trains_on_competes_with_its_new_score_not_its_lucky_one()
     assert not any(c.continued for c in cands[:2])
 
     def tell(*fitness):
-        evaluations = [Evaluation(f, weights=k) if f >= 0 else Evaluation(-1.0, "error", "x")
-                       for k, f in enumerate(fitness)]
+        evaluations = [
+            Evaluation(f, weights=k) if f >= 0 else Evaluation(-1.0, "error", "x") for k, f in enumerate(fitness)
+        ]
         return evolution.tell(state, cands, evaluations)
 
     # Its score of 0.9 is forgotten: an offspring at 0.6 beats the parent now at 0.5.
@@ -127,12 +139,14 @@ def test_run_writes_outputs_and_resumes(tmp_path):
         assert len(r["individuals"]) == 3
         for ind in r["individuals"]:
             assert {"phenotype", "fitness", "status", "parameters", "train_seconds"} <= set(ind)
-    assert any(i["status"] == "nonfinite_loss" and i["fitness"] == -1.0 and "nan" in i["reason"]
-               for r in records for i in r["individuals"])
+    assert any(
+        i["status"] == "nonfinite_loss" and i["fitness"] == -1.0 and "nan" in i["reason"]
+        for r in records
+        for i in r["individuals"]
+    )
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["fitness"] == max(r["best_fitness"] for r in records) == final.parent_fitness
-    assert np.asarray(checkpoint.load(tmp_path).parent_weights["w"]).tolist() == [
-        pytest.approx(final.parent_fitness)]
+    assert np.asarray(checkpoint.load(tmp_path).parent_weights["w"]).tolist() == [pytest.approx(final.parent_fitness)]
     # Rerunning does nothing; asking for more generations continues.
     calls = fake.calls
     evolve.run(cfg, tmp_path, evaluator=fake)
@@ -146,13 +160,11 @@ def test_resume_refuses_other_config_and_corrupt_checkpoint(tmp_path):
     evolve.run(config("evolution.generations=1", "evolution.offspring=2"), tmp_path, evaluator=FakeEvaluator())
     before = (tmp_path / checkpoint.CHECKPOINT).read_bytes()
     with pytest.raises(checkpoint.CheckpointError, match="offspring: 2 -> 3"):
-        evolve.run(config("evolution.generations=2", "evolution.offspring=3"), tmp_path,
-                   evaluator=FakeEvaluator())
+        evolve.run(config("evolution.generations=2", "evolution.offspring=3"), tmp_path, evaluator=FakeEvaluator())
     assert (tmp_path / checkpoint.CHECKPOINT).read_bytes() == before
     (tmp_path / checkpoint.CHECKPOINT).write_bytes(before[: len(before) // 2])
     with pytest.raises(checkpoint.CheckpointError, match="corrupt checkpoint"):
-        evolve.run(config("evolution.generations=2", "evolution.offspring=2"), tmp_path,
-                   evaluator=FakeEvaluator())
+        evolve.run(config("evolution.generations=2", "evolution.offspring=2"), tmp_path, evaluator=FakeEvaluator())
     assert (tmp_path / checkpoint.CHECKPOINT).read_bytes() == before[: len(before) // 2]
 
 
@@ -162,12 +174,18 @@ def snapshot(run_dir):
 
 def test_a_refused_process_leaves_the_run_directory_as_it_found_it(tmp_path):
     run_dir = tmp_path / "run"
-    evolve.run(config("evolution.generations=1", "evolution.offspring=2"), run_dir, evaluator=FakeEvaluator(),
-               overrides=["evolution.generations=1", "evolution.offspring=2"])
+    evolve.run(
+        config("evolution.generations=1", "evolution.offspring=2"),
+        run_dir,
+        evaluator=FakeEvaluator(),
+        overrides=["evolution.generations=1", "evolution.offspring=2"],
+    )
     before = snapshot(run_dir)
     assert {checkpoint.CONFIG, Path(".hydra/overrides.yaml"), Path(checkpoint.LOCK)} <= set(before)
-    for refused, message in ((["evolution.offspring=3"], "offspring: 2 -> 3"),
-                             (["grammar=grammars/csnn_plus.grammar"], "grammar_sha256")):
+    for refused, message in (
+        (["evolution.offspring=3"], "offspring: 2 -> 3"),
+        (["grammar=grammars/csnn_plus.grammar"], "grammar_sha256"),
+    ):
         overrides = ["evolution.generations=2", "evolution.offspring=2", *refused]
         with pytest.raises(checkpoint.CheckpointError, match=message):
             evolve.run(config(*overrides), run_dir, evaluator=FakeEvaluator(), overrides=overrides)
@@ -187,24 +205,28 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
 
     def boom(*args):
         raise OSError("disk full")
+
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
         checkpoint.atomic_write(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("evolution.offspring=0", "offspring"),
-    ("dataset.name=cifar", "dataset.name"),
-    ("training.correct_rate=2.0", "correct_rate"),
-    ("mutation.add_layer=1.5", "add_layer"),
-    ("grammar=nope.grammar", "not found"),
-    ("search.min_steps=0", "search.min_steps"),
-    ("search.stop_min_steps=0", "search.stop_min_steps"),
-    ("search.time_steps=0", "search.time_steps"),
-    ("search.parent_continues=true", "needs search.inherit"),
-    ("search.parent_continues=true search.inherit=true evolution.offspring=1", "offspring >= 2"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("evolution.offspring=0", "offspring"),
+        ("dataset.name=cifar", "dataset.name"),
+        ("training.correct_rate=2.0", "correct_rate"),
+        ("mutation.add_layer=1.5", "add_layer"),
+        ("grammar=nope.grammar", "not found"),
+        ("search.min_steps=0", "search.min_steps"),
+        ("search.stop_min_steps=0", "search.stop_min_steps"),
+        ("search.time_steps=0", "search.time_steps"),
+        ("search.parent_continues=true", "needs search.inherit"),
+        ("search.parent_continues=true search.inherit=true evolution.offspring=1", "offspring >= 2"),
+    ],
+)
 def test_bad_config_values(override, message):
     with pytest.raises(evolve.ConfigError, match=message):
         evolve.setup(config(*override.split()), load_data=False)
@@ -259,8 +281,7 @@ class Interrupt(BaseException):
 def interrupted_run(tmp_path, monkeypatch, after, at_generation):
     """Run 4 generations, interrupting right after ``after`` is written for ``at_generation``."""
     cfg = config("evolution.generations=4", "evolution.offspring=3")
-    original = {"append": checkpoint.append_generation, "atomic": checkpoint.atomic_write,
-                "save": checkpoint.save}
+    original = {"append": checkpoint.append_generation, "atomic": checkpoint.atomic_write, "save": checkpoint.save}
 
     def append(run_dir, record):
         original["append"](run_dir, record)
@@ -269,8 +290,11 @@ def interrupted_run(tmp_path, monkeypatch, after, at_generation):
 
     def atomic(path, payload):
         original["atomic"](path, payload)
-        if after == "best" and Path(path).name == checkpoint.BEST and \
-                json.loads(payload)["generation"] == at_generation:
+        if (
+            after == "best"
+            and Path(path).name == checkpoint.BEST
+            and json.loads(payload)["generation"] == at_generation
+        ):
             raise Interrupt
 
     monkeypatch.setattr(checkpoint, "append_generation", append)
@@ -335,27 +359,33 @@ def test_second_process_on_a_busy_run_directory_stops_at_once(tmp_path):
 
 
 def test_energy_constrained_search_keeps_its_best_within_budget(tmp_path):
-    cfg = config("evolution.generations=5", "evolution.offspring=4", "fitness.objective=constrained",
-                 "fitness.max_synops=300000")
+    cfg = config(
+        "evolution.generations=5", "evolution.offspring=4", "fitness.objective=constrained", "fitness.max_synops=300000"
+    )
     final = evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
     records = checkpoint.read_generations(tmp_path)
     over = [i for r in records for i in r["individuals"] if i["synops_per_sample"] > 300000]
     assert over  # the budget binds: some candidates were over it
-    best = next(i for r in records for i in r["individuals"]
-                if i["phenotype"] == records[-1]["parent"] and i["score"][0] == 1.0)
+    best = next(
+        i for r in records for i in r["individuals"] if i["phenotype"] == records[-1]["parent"] and i["score"][0] == 1.0
+    )
     assert best["synops_per_sample"] <= 300000 and records[-1]["best_score"] == best["score"]
     # Unconstrained, the same seed ends with a parent over the budget: the objective mattered.
-    free = evolve.run(config("evolution.generations=5", "evolution.offspring=4"), tmp_path / "free",
-                      evaluator=FakeEvaluator())
+    free = evolve.run(
+        config("evolution.generations=5", "evolution.offspring=4"), tmp_path / "free", evaluator=FakeEvaluator()
+    )
     assert free.parent != final.parent
     identity = json.loads((tmp_path / "run.json").read_text())
     assert identity["fitness"]["kind"] == "constrained" and "fitness" not in json.loads(
-        (tmp_path / "free" / "run.json").read_text())
+        (tmp_path / "free" / "run.json").read_text()
+    )
     archive = json.loads((tmp_path / checkpoint.PARETO).read_text())
     assert archive["evaluated"] == sum(len(r["individuals"]) for r in records)
     front = archive["accuracy_synops"]
-    assert all(a["synops_per_sample"] < b["synops_per_sample"] and a["accuracy"] < b["accuracy"]
-               for a, b in zip(front, front[1:]))
+    assert all(
+        a["synops_per_sample"] < b["synops_per_sample"] and a["accuracy"] < b["accuracy"]
+        for a, b in zip(front, front[1:])
+    )
 
 
 def test_bad_objectives_are_config_errors():
@@ -385,8 +415,7 @@ def test_search_time_steps_caps_t_while_searching_and_joins_the_identity():
     assert low.identity["search"] == {"time_steps": 6}
     # A cap, never a raise: MNIST at T = 4 stays at 4.
     assert evolve.setup(config("dataset.time_steps=4", "search.time_steps=6"), load_data=False).training.time_steps == 4
-    run = checkpoint.Run(dir=Path("."), identity=low.identity, config={}, records=[], best=None, test=None,
-                         state=None)
+    run = checkpoint.Run(dir=Path("."), identity=low.identity, config={}, records=[], best=None, test=None, state=None)
     assert run.training_settings().time_steps == 6  # how the search trained its individuals
     assert run.training_settings(time_steps=low.identity["time_steps"]).time_steps == 25
 
@@ -396,7 +425,9 @@ def test_new_switches_stay_out_of_the_paper_identity():
     assert "log_uniform" not in paper.identity["mutation"] and paper.space.log_uniform_ratio is None
     wide = evolve.setup(config("mutation.log_uniform=true"), load_data=False)
     assert wide.identity["mutation"]["log_uniform"] is True and wide.space.log_uniform_ratio == 100.0
-    steps = evolve.setup(config("search.min_steps=50", "search.inherit=true", "search.parent_continues=true",
-                                "training.epochs=0.25"), load_data=False)
+    steps = evolve.setup(
+        config("search.min_steps=50", "search.inherit=true", "search.parent_continues=true", "training.epochs=0.25"),
+        load_data=False,
+    )
     assert steps.training.min_steps == 50 and steps.parent_continues
     assert steps.identity["search"] == {"inherit": True, "min_steps": 50, "parent_continues": True}

@@ -46,8 +46,10 @@ T, B = 8, 4
 
 
 def lif(beta, threshold, trainable=(True, True), surrogate="atan", reset="zero"):
-    return (f"layer:act beta:{beta} beta-trainable:{trainable[0]} threshold:{threshold} "
-            f"threshold-trainable:{trainable[1]} surr-grad:{surrogate} reset:{reset}")
+    return (
+        f"layer:act beta:{beta} beta-trainable:{trainable[0]} threshold:{threshold} "
+        f"threshold-trainable:{trainable[1]} surr-grad:{surrogate} reset:{reset}"
+    )
 
 
 ADAM = "learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
@@ -55,22 +57,24 @@ ADAM = "learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
 
 def network_text(beta4: float) -> str:
     """Every exportable layer kind; layer 5 has β = ``beta4`` (1.0: an IF node)."""
-    return " ".join([
-        "layer:conv num-filters:6 filter-shape:3 stride:1 padding:valid bias:True",   # 0 -> 10x10x6
-        lif(0.5, 0.5, (True, False)),                                                 # 1
-        "layer:conv num-filters:6 filter-shape:3 stride:1 padding:same bias:False",   # 2 pads (1, 1)
-        "layer:no-op",                                                                # 3
-        "layer:pool-avg kernel-size:3",                                               # 4 -> 3x3 (floor)
-        lif(beta4, 0.5, (False, True), "fast-sigmoid"),                               # 5
-        "layer:conv num-filters:8 filter-shape:3 stride:2 padding:same bias:True",    # 6 -> 2x2, pads (1, 1)
-        lif(0.0, 0.3),                                                                # 7
-        "layer:dropout rate:0.3",                                                     # 8
-        "layer:fc num-units:16 bias:True",                                            # 9
-        lif(0.9, 0.3),                                                                # 10
-        "layer:fc num-units:10 bias:False",                                           # 11
-        lif(0.75, 0.5, (False, False)),                                               # 12
-        ADAM,
-    ])
+    return " ".join(
+        [
+            "layer:conv num-filters:6 filter-shape:3 stride:1 padding:valid bias:True",  # 0 -> 10x10x6
+            lif(0.5, 0.5, (True, False)),  # 1
+            "layer:conv num-filters:6 filter-shape:3 stride:1 padding:same bias:False",  # 2 pads (1, 1)
+            "layer:no-op",  # 3
+            "layer:pool-avg kernel-size:3",  # 4 -> 3x3 (floor)
+            lif(beta4, 0.5, (False, True), "fast-sigmoid"),  # 5
+            "layer:conv num-filters:8 filter-shape:3 stride:2 padding:same bias:True",  # 6 -> 2x2, pads (1, 1)
+            lif(0.0, 0.3),  # 7
+            "layer:dropout rate:0.3",  # 8
+            "layer:fc num-units:16 bias:True",  # 9
+            lif(0.9, 0.3),  # 10
+            "layer:fc num-units:10 bias:False",  # 11
+            lif(0.75, 0.5, (False, False)),  # 12
+            ADAM,
+        ]
+    )
 
 
 TEXT = network_text(1.0)
@@ -86,21 +90,20 @@ def make_params(ph: phenotype.Phenotype, seed: int = 0, gain: float = GAIN) -> d
     the phenotype's float genes, as ``init_params`` sets them.
     """
     sig, hyper = split(ph)
-    tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, INPUT_SHAPE),
-                          jax.random.key(0))
+    tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, INPUT_SHAPE), jax.random.key(0))
     rng = np.random.default_rng(seed)
     betas, thresholds = np.asarray(hyper["beta"]), np.asarray(hyper["threshold"])
     params, lif_index = {}, 0
     for name in sorted(tree, key=lambda n: int(n.rsplit("_", 1)[1])):
         if name.startswith("lif_"):
-            params[name] = {"beta": np.float32(betas[lif_index]),
-                            "threshold": np.float32(thresholds[lif_index])}
+            params[name] = {"beta": np.float32(betas[lif_index]), "threshold": np.float32(thresholds[lif_index])}
             lif_index += 1
         else:
             fan_in = int(np.prod(tree[name]["kernel"].shape[:-1]))
             bound = gain / np.sqrt(fan_in)
-            params[name] = {leaf: rng.uniform(-bound, bound, s.shape).astype(np.float32)
-                            for leaf, s in tree[name].items()}
+            params[name] = {
+                leaf: rng.uniform(-bound, bound, s.shape).astype(np.float32) for leaf, s in tree[name].items()
+            }
     return params
 
 
@@ -121,7 +124,7 @@ def lif_outputs_fn(sig):
     def run(params, spikes, hyper):
         out = {}
         for j in lif_layers:
-            sub = dataclasses.replace(sig, layers=sig.layers[:j + 1])
+            sub = dataclasses.replace(sig, layers=sig.layers[: j + 1])
             sub_params = {k: v for k, v in params.items() if layer_index(k) <= j}
             out[f"lif_{j}"] = network.SpikingNetwork(sub).apply({"params": sub_params}, spikes, hyper, None)
         return out
@@ -133,8 +136,7 @@ def ours(ph, params, spikes) -> dict:
     """Our network's spikes per LIF layer, channels first; the last one is the output."""
     sig, hyper = split(ph)
     out = lif_outputs_fn(sig)(params, jnp.asarray(spikes), hyper)
-    return {k: np.asarray(v).transpose(0, 1, 4, 2, 3) if v.ndim == 5 else np.asarray(v)
-            for k, v in out.items()}
+    return {k: np.asarray(v).transpose(0, 1, 4, 2, 3) if v.ndim == 5 else np.asarray(v) for k, v in out.items()}
 
 
 def chw(spikes: np.ndarray) -> np.ndarray:
@@ -190,8 +192,22 @@ def test_round_trip_gives_our_spikes_exactly(exported):
 
 def test_graph_structure(exported):
     _, params, graph = exported
-    chain = ["input", "conv_0", "lif_1", "conv_2", "pool_3", "lif_4", "conv_5", "lif_6",
-             "flatten_8", "dense_8", "lif_9", "dense_10", "lif_11", "output"]
+    chain = [
+        "input",
+        "conv_0",
+        "lif_1",
+        "conv_2",
+        "pool_3",
+        "lif_4",
+        "conv_5",
+        "lif_6",
+        "flatten_8",
+        "dense_8",
+        "lif_9",
+        "dense_10",
+        "lif_11",
+        "output",
+    ]
     assert sorted(graph.nodes) == sorted(chain)  # no-op and dropout are left out
     assert sorted(graph.edges) == sorted(itertools.pairwise(chain))
     n = graph.nodes
@@ -238,8 +254,9 @@ def test_dt_is_a_free_choice(exported, tmp_path):
     spikes = chw(input_spikes(1))
     reference = nir_sim.simulate(exported[2], spikes).output
     for dt in (1e-3, 1.0):
-        graph = round_trip(export.to_nir(ph, params, input_shape=INPUT_SHAPE, time_steps=T, dt=dt),
-                           tmp_path, f"dt{dt}.nir")
+        graph = round_trip(
+            export.to_nir(ph, params, input_shape=INPUT_SHAPE, time_steps=T, dt=dt), tmp_path, f"dt{dt}.nir"
+        )
         assert float(graph.metadata["dt"]) == dt
         np.testing.assert_array_equal(nir_sim.simulate(graph, spikes).output, reference)
 
@@ -247,15 +264,27 @@ def test_dt_is_a_free_choice(exported, tmp_path):
 def test_non_square_input_and_lif_first(tmp_path):
     """H != W (a transposed axis would show), a LIF on the input, a dense layer on a map."""
     shape = (6, 9, 3)
-    ph = phenotype.parse(" ".join([
-        lif(0.6, 0.5), "layer:conv num-filters:4 filter-shape:3 stride:1 padding:valid bias:True",
-        "layer:pool-avg kernel-size:2", lif(0.8, 0.4), "layer:fc num-units:5 bias:True",
-        lif(0.7, 0.4), ADAM]))
+    ph = phenotype.parse(
+        " ".join(
+            [
+                lif(0.6, 0.5),
+                "layer:conv num-filters:4 filter-shape:3 stride:1 padding:valid bias:True",
+                "layer:pool-avg kernel-size:2",
+                lif(0.8, 0.4),
+                "layer:fc num-units:5 bias:True",
+                lif(0.7, 0.4),
+                ADAM,
+            ]
+        )
+    )
     sig, hyper = split(ph)
     tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, shape), jax.random.key(0))
     rng = np.random.default_rng(11)
-    params = {name: {leaf: rng.uniform(-1.5, 1.5, s.shape).astype(np.float32) for leaf, s in leaves.items()}
-              for name, leaves in tree.items() if not name.startswith("lif_")}
+    params = {
+        name: {leaf: rng.uniform(-1.5, 1.5, s.shape).astype(np.float32) for leaf, s in leaves.items()}
+        for name, leaves in tree.items()
+        if not name.startswith("lif_")
+    }
     # Layers: 0 act, 1 conv, 2 pool, 3 act, 4 fc, 5 act.
     for name, beta, theta in (("lif_0", 0.6, 0.5), ("lif_3", 0.8, 0.4), ("lif_5", 0.7, 0.4)):
         params[name] = {"beta": np.float32(beta), "threshold": np.float32(theta)}
@@ -273,8 +302,10 @@ def test_non_square_input_and_lif_first(tmp_path):
 
 
 def test_invalid_phenotype_is_not_a_refusal():
-    ph = phenotype.parse("layer:fc num-units:10 bias:True layer:conv num-filters:3 filter-shape:3 "
-                         "stride:1 padding:valid bias:True " + lif(0.5, 1.0) + " " + FC + " " + ADAM)
+    ph = phenotype.parse(
+        "layer:fc num-units:10 bias:True layer:conv num-filters:3 filter-shape:3 "
+        "stride:1 padding:valid bias:True " + lif(0.5, 1.0) + " " + FC + " " + ADAM
+    )
     with pytest.raises(phenotype.InvalidPhenotype):
         export.exportable(ph, INPUT_SHAPE)
 
@@ -284,9 +315,8 @@ def test_trained_params_wrapped_and_clamped(tmp_path):
     ph = phenotype.parse(TEXT)
     params = make_params(ph, seed=3)
     params["lif_1"]["beta"] = np.float32(-0.25)  # -> 0
-    params["lif_9"]["beta"] = np.float32(1.5)    # -> 1: an IF node
-    graph = round_trip(export.to_nir(ph, {"params": params}, input_shape=INPUT_SHAPE, time_steps=T),
-                       tmp_path)
+    params["lif_9"]["beta"] = np.float32(1.5)  # -> 1: an IF node
+    graph = round_trip(export.to_nir(ph, {"params": params}, input_shape=INPUT_SHAPE, time_steps=T), tmp_path)
     assert isinstance(graph.nodes["lif_9"], nir.IF)
     np.testing.assert_array_equal(graph.nodes["lif_1"].tau, export.DT)
     spikes = input_spikes(2)
@@ -302,16 +332,27 @@ CONV = "layer:conv num-filters:3 filter-shape:{k} stride:{s} padding:{p} bias:Tr
 FC = "layer:fc num-units:10 bias:True " + lif(0.9, 1.0)
 
 
-@pytest.mark.parametrize("layers, label, words", [
-    ([CONV.format(k=3, s=1, p="valid"), "layer:pool-max kernel-size:2", lif(0.9, 1.0)],
-     "layer 1 (pool-max)", "max pooling"),
-    ([CONV.format(k=3, s=1, p="valid"), lif(0.9, 1.0, reset="subtract")],
-     "layer 1 (act)", "reset:subtract"),
-    (["layer:no-op", CONV.format(k=2, s=1, p="same"), lif(0.9, 1.0)],  # even kernel: total 1
-     "layer 1 (conv)", "(0, 1)"),
-    ([CONV.format(k=3, s=2, p="same"), lif(0.9, 1.0)],  # 12 -> 6: total 5*2 + 3 - 12 = 1
-     "layer 0 (conv)", "symmetric"),
-])
+@pytest.mark.parametrize(
+    "layers, label, words",
+    [
+        (
+            [CONV.format(k=3, s=1, p="valid"), "layer:pool-max kernel-size:2", lif(0.9, 1.0)],
+            "layer 1 (pool-max)",
+            "max pooling",
+        ),
+        ([CONV.format(k=3, s=1, p="valid"), lif(0.9, 1.0, reset="subtract")], "layer 1 (act)", "reset:subtract"),
+        (
+            ["layer:no-op", CONV.format(k=2, s=1, p="same"), lif(0.9, 1.0)],  # even kernel: total 1
+            "layer 1 (conv)",
+            "(0, 1)",
+        ),
+        (
+            [CONV.format(k=3, s=2, p="same"), lif(0.9, 1.0)],  # 12 -> 6: total 5*2 + 3 - 12 = 1
+            "layer 0 (conv)",
+            "symmetric",
+        ),
+    ],
+)
 def test_refusals_name_the_layer(layers, label, words):
     ph = phenotype.parse(" ".join(layers + [FC, ADAM]))
     reasons = export.exportable(ph, INPUT_SHAPE)
@@ -323,8 +364,11 @@ def test_refusals_name_the_layer(layers, label, words):
 
 
 def test_every_refused_layer_is_named():
-    ph = phenotype.parse(" ".join([CONV.format(k=4, s=1, p="same"), "layer:pool-max kernel-size:2",
-                                   lif(0.5, 1.0, reset="subtract"), FC, ADAM]))
+    ph = phenotype.parse(
+        " ".join(
+            [CONV.format(k=4, s=1, p="same"), "layer:pool-max kernel-size:2", lif(0.5, 1.0, reset="subtract"), FC, ADAM]
+        )
+    )
     reasons = export.exportable(ph, INPUT_SHAPE)
     assert [r.split(":")[0] for r in reasons] == ["layer 0 (conv)", "layer 1 (pool-max)", "layer 2 (act)"]
 
@@ -390,9 +434,15 @@ def test_lif_mapping(beta, dt, tmp_path):
     spikes_ours, _ = _lif_zero(jnp.asarray(currents), np.float32(beta), theta)
     spikes_ours = np.asarray(spikes_ours)
     assert spikes_ours.sum(axis=0).min() >= 2
-    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([3])), "lif": node,
-                                "output": nir.Output(output_type=np.array([3]))},
-                         edges=[("input", "lif"), ("lif", "output")], metadata={"dt": dt})
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type=np.array([3])),
+            "lif": node,
+            "output": nir.Output(output_type=np.array([3])),
+        },
+        edges=[("input", "lif"), ("lif", "output")],
+        metadata={"dt": dt},
+    )
     graph = round_trip(graph, tmp_path)
     trace = nir_sim.simulate(graph, currents)
     np.testing.assert_array_equal(trace.output, spikes_ours)
@@ -452,8 +502,9 @@ def test_snntorch_import_agrees():
     for name, node in again.nodes.items():
         for field in ("weight", "bias", "tau", "r", "v_threshold", "padding", "stride"):
             if hasattr(node, field):
-                np.testing.assert_array_equal(getattr(graph.nodes[name], field), getattr(node, field),
-                                              err_msg=f"{name}.{field}")
+                np.testing.assert_array_equal(
+                    getattr(graph.nodes[name], field), getattr(node, field), err_msg=f"{name}.{field}"
+                )
     trace = nir_sim.simulate(graph, chw(ref["spikes"]))
     np.testing.assert_array_equal(trace.output, ref["snntorch_output"])
     assert_margin(trace, graph)
@@ -484,10 +535,13 @@ def test_export_grammar_restricts_only_what_does_not_export():
     SearchSpace(g)
 
 
-@pytest.mark.parametrize("input_shape, config", [
-    ((28, 28, 1), mutation.MutationConfig()),
-    ((32, 32, 3), mutation.MutationConfig(independent_copies=False, log_scale=True)),
-])
+@pytest.mark.parametrize(
+    "input_shape, config",
+    [
+        ((28, 28, 1), mutation.MutationConfig()),
+        ((32, 32, 3), mutation.MutationConfig(independent_copies=False, log_scale=True)),
+    ],
+)
 def test_every_network_of_the_export_grammar_exports(input_shape, config):
     """Random individuals and chains of their mutants (what a search visits) all export."""
     space = SearchSpace(load_grammar(NIR_GRAMMAR), input_shape=input_shape)
@@ -501,20 +555,39 @@ def test_every_network_of_the_export_grammar_exports(input_shape, config):
             ph = space.phenotype(genotype)
             assert export.exportable(ph, input_shape) == [], ph.text
             checked += 1
-            seen.update(t for t in ph.text.split()
-                        if t.startswith(("padding:", "stride:", "filter-shape:", "layer:pool", "reset:")))
+            seen.update(
+                t
+                for t in ph.text.split()
+                if t.startswith(("padding:", "stride:", "filter-shape:", "layer:pool", "reset:"))
+            )
     assert checked == 300
     # The search still has every choice that exports.
-    assert set(seen) == {"padding:same", "padding:valid", "stride:1", "stride:2", "stride:3", "filter-shape:2",
-                         "filter-shape:3", "filter-shape:4", "layer:pool-avg", "reset:zero"}
+    assert set(seen) == {
+        "padding:same",
+        "padding:valid",
+        "stride:1",
+        "stride:2",
+        "stride:3",
+        "filter-shape:2",
+        "filter-shape:3",
+        "filter-shape:4",
+        "layer:pool-avg",
+        "reset:zero",
+    }
 
 
 def test_grammar_2_networks_mostly_do_not_export():
     """The property above is not vacuous: Grammar 2's networks are refused most of the time."""
     space = SearchSpace(load_grammar(GRAMMAR_2))
     rng = np.random.default_rng(5)
-    refused = [bool(export.exportable(space.phenotype(mutation.sample(rng, space, mutation.MutationConfig())),
-                                      space.input_shape)) for _ in range(50)]
+    refused = [
+        bool(
+            export.exportable(
+                space.phenotype(mutation.sample(rng, space, mutation.MutationConfig())), space.input_shape
+            )
+        )
+        for _ in range(50)
+    ]
     assert sum(refused) > 35
 
 
@@ -523,8 +596,14 @@ def test_grammar_2_networks_mostly_do_not_export():
 
 
 def cli(module, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", f"spenser_jax.{module}", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"spenser_jax.{module}", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -561,9 +640,17 @@ def nir_run(tmp_path_factory):
         pytest.skip(message)
     base = tmp_path_factory.mktemp("nir-search")
     run = base / "run"
-    cli("evolve", "grammar=grammars/csnn_nir.grammar", "dataset.subset=100", "dataset.time_steps=2",
-        "evolution.generations=1", "evolution.offspring=1", "runtime.progress=false",
-        f"hydra.run.dir={run}", f"runtime.compile_cache={base / 'xla-cache'}")
+    cli(
+        "evolve",
+        "grammar=grammars/csnn_nir.grammar",
+        "dataset.subset=100",
+        "dataset.time_steps=2",
+        "evolution.generations=1",
+        "evolution.offspring=1",
+        "runtime.progress=false",
+        f"hydra.run.dir={run}",
+        f"runtime.compile_cache={base / 'xla-cache'}",
+    )
     return run
 
 
@@ -578,8 +665,10 @@ def lif_io_fn(sig):
         return network.SpikingNetwork(sub).apply({"params": sub_params}, spikes, hyper, None)
 
     def run(params, spikes, hyper):
-        return ({j: prefix(params, spikes, hyper, j + 1) for j in lif_layers},
-                {j: prefix(params, spikes, hyper, j) for j in lif_layers if j > 0})
+        return (
+            {j: prefix(params, spikes, hyper, j + 1) for j in lif_layers},
+            {j: prefix(params, spikes, hyper, j) for j in lif_layers if j > 0},
+        )
 
     return jax.jit(run)
 
@@ -715,21 +804,36 @@ def hand_made_run(run_dir: Path, space: SearchSpace, genotype, **identity) -> Pa
     sig, hyper = split(ph)
     tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, space.input_shape), jax.random.key(0))
     weights = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), tree)
-    identity = {"seed": 0, "dataset": "mnist", "subset": 100, "source": "idx", "time_steps": 2,
-                "fitness_fraction": 0.3, "input_shape": list(space.input_shape),
-                "grammar_sha256": checkpoint.grammar_sha256(GRAMMAR_2),
-                "macro": [list(dataclasses.astuple(m)) for m in space.macro], **identity}
+    identity = {
+        "seed": 0,
+        "dataset": "mnist",
+        "subset": 100,
+        "source": "idx",
+        "time_steps": 2,
+        "fitness_fraction": 0.3,
+        "input_shape": list(space.input_shape),
+        "grammar_sha256": checkpoint.grammar_sha256(GRAMMAR_2),
+        "macro": [list(dataclasses.astuple(m)) for m in space.macro],
+        **identity,
+    }
     identity = json.loads(json.dumps(identity))
     run_dir.mkdir(parents=True)
     checkpoint.atomic_write(run_dir / checkpoint.RUN, json.dumps(identity))
     other = space.text(mutation.sample(np.random.default_rng(1), space, mutation.MutationConfig()))
-    record = {"generation": 0, "individuals": [{"phenotype": ph.text, "status": "ok", "fitness": 0.5},
-                                               {"phenotype": other, "status": "ok", "fitness": 0.25}]}
+    record = {
+        "generation": 0,
+        "individuals": [
+            {"phenotype": ph.text, "status": "ok", "fitness": 0.5},
+            {"phenotype": other, "status": "ok", "fitness": 0.25},
+        ],
+    }
     checkpoint.append_generation(run_dir, record)
-    checkpoint.atomic_write(run_dir / checkpoint.BEST,
-                            json.dumps({"generation": 0, "fitness": 0.5, "phenotype": ph.text}))
-    checkpoint.save(run_dir, State(seed=0, generation=1, parent=genotype, parent_fitness=0.5,
-                                   parent_weights=weights), identity)
+    checkpoint.atomic_write(
+        run_dir / checkpoint.BEST, json.dumps({"generation": 0, "fitness": 0.5, "phenotype": ph.text})
+    )
+    checkpoint.save(
+        run_dir, State(seed=0, generation=1, parent=genotype, parent_fitness=0.5, parent_weights=weights), identity
+    )
     return run_dir
 
 
@@ -742,8 +846,7 @@ def test_cli_refuses_max_pool_and_subtract_reset(tmp_path):
     run_dir = hand_made_run(tmp_path / "g2", space, genotype)
     out = tmp_path / "net.nir"
     proc = cli("export", run_dir, "--out", out, check=False)
-    assert_error(proc.returncode, proc.stderr, "not exportable to NIR", "grammar=grammars/csnn_nir.grammar",
-                 *reasons)
+    assert_error(proc.returncode, proc.stderr, "not exportable to NIR", "grammar=grammars/csnn_nir.grammar", *reasons)
     assert proc.stdout == "" and not out.exists() and not list(tmp_path.glob(".net.nir*"))
 
 
@@ -782,7 +885,13 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
 
 def test_skip_connections_are_refused():
     act = lif(0.5, 0.5)
-    ph = phenotype.parse("layer:conv num-filters:2 filter-shape:3 stride:1 padding:valid bias:True " + act +
-                         " layer:fc num-units:10 bias:True input:-1,1 " + act + " " + ADAM)
+    ph = phenotype.parse(
+        "layer:conv num-filters:2 filter-shape:3 stride:1 padding:valid bias:True "
+        + act
+        + " layer:fc num-units:10 bias:True input:-1,1 "
+        + act
+        + " "
+        + ADAM
+    )
     reasons = export.exportable(ph, (6, 6, 1))
     assert len(reasons) == 1 and reasons[0].startswith("layer 2 (fc): reads layers [-1, 1] through a skip")

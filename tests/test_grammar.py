@@ -30,28 +30,31 @@ def test_grammar2_structure(csnn):
     assert features[0] == features[1] == features[2] == (gm.NonTerminal("aux-convolution"),)
     assert features[3] == (gm.NonTerminal("dropout"),)
     assert csnn.rules["fully-last"] == (
-        (gm.Terminal("layer:fc"), gm.Terminal("num-units:10"), gm.Terminal("bias:True")),)
+        (gm.Terminal("layer:fc"), gm.Terminal("num-units:10"), gm.Terminal("bias:True")),
+    )
     assert len(csnn.rules["learning"]) == 3
-    assert csnn.rules["surr-grad"] == ((gm.Terminal("surr-grad:atan"),),
-                                       (gm.Terminal("surr-grad:fast-sigmoid"),))
+    assert csnn.rules["surr-grad"] == ((gm.Terminal("surr-grad:atan"),), (gm.Terminal("surr-grad:fast-sigmoid"),))
 
 
-@pytest.mark.parametrize("nt, name, kind, low, high", [
-    ("convolution", "num-filters", "int", 32, 128),
-    ("convolution", "filter-shape", "int", 2, 4),
-    ("convolution", "stride", "int", 1, 3),
-    ("pooling", "kernel-size", "int", 2, 4),
-    ("dropout", "rate", "float", 0.0, 0.5),
-    ("fully-connected", "num-units", "int", 32, 256),
-    ("beta", "beta", "float", 0.0, 1.0),
-    ("threshold", "threshold", "float", 0.5, 1.5),
-    ("gradient-descent", "lr", "float", 0.0001, 0.1),
-    ("gradient-descent", "momentum", "float", 0.68, 0.99),
-    ("gradient-descent", "decay", "float", 0.000001, 0.001),
-    ("adam", "beta1", "float", 0.5, 0.9999),
-    ("adam", "beta2", "float", 0.5, 0.9999),
-    ("rmsprop", "rho", "float", 0.5, 1.0),
-])
+@pytest.mark.parametrize(
+    "nt, name, kind, low, high",
+    [
+        ("convolution", "num-filters", "int", 32, 128),
+        ("convolution", "filter-shape", "int", 2, 4),
+        ("convolution", "stride", "int", 1, 3),
+        ("pooling", "kernel-size", "int", 2, 4),
+        ("dropout", "rate", "float", 0.0, 0.5),
+        ("fully-connected", "num-units", "int", 32, 256),
+        ("beta", "beta", "float", 0.0, 1.0),
+        ("threshold", "threshold", "float", 0.5, 1.5),
+        ("gradient-descent", "lr", "float", 0.0001, 0.1),
+        ("gradient-descent", "momentum", "float", 0.68, 0.99),
+        ("gradient-descent", "decay", "float", 0.000001, 0.001),
+        ("adam", "beta1", "float", 0.5, 0.9999),
+        ("adam", "beta2", "float", 0.5, 0.9999),
+        ("rmsprop", "rho", "float", 0.5, 1.0),
+    ],
+)
 def test_grammar2_gene_ranges(csnn, nt, name, kind, low, high):
     gene = genes_of(csnn, nt)[name]
     assert (gene.type, gene.count, gene.low, gene.high) == (kind, 1, low, high)
@@ -60,10 +63,9 @@ def test_grammar2_gene_ranges(csnn, nt, name, kind, low, high):
 
 def test_continuation_comments_and_spaces():
     g = gm.parse_grammar(
-        "# header\n\n<a> ::= <b>   # trailing comment\n   | key : v  [x, int, 2, 1, 3]\n"
-        "<b> ::= k:1\n     k2 :  two\n")
-    assert g.rules["a"] == ((gm.NonTerminal("b"),),
-                            (gm.Terminal("key:v"), gm.Gene("x", "int", 2, 1, 3)))
+        "# header\n\n<a> ::= <b>   # trailing comment\n   | key : v  [x, int, 2, 1, 3]\n<b> ::= k:1\n     k2 :  two\n"
+    )
+    assert g.rules["a"] == ((gm.NonTerminal("b"),), (gm.Terminal("key:v"), gm.Gene("x", "int", 2, 1, 3)))
     assert g.rules["b"] == ((gm.Terminal("k:1"), gm.Terminal("k2:two")),)
 
 
@@ -111,16 +113,19 @@ def test_recursive_grammar_terminates():
         assert derive(g, "list", layer)[1] == text
 
 
-@pytest.mark.parametrize("line, message", [
-    ("%levels-back banana", "%levels-back needs a whole number >= 1, got 'banana'"),
-    ("%levels-back 2.5", "%levels-back needs a whole number >= 1, got '2.5'"),
-    ("%levels-back -2", "%levels-back needs a whole number >= 1, got -2"),
-    ("%levels-back 0", "%levels-back needs a whole number >= 1, got 0"),
-    ("%add-connection lots", "%add-connection needs a probability in [0, 1], got 'lots'"),
-    ("%remove-connection 1.5", "%remove-connection needs a probability in [0, 1], got 1.5"),
-    ("%add-connection nan", "%add-connection needs a probability in [0, 1], got nan"),
-    ("%colour blue", "unknown option %colour (known: %levels-back, %add-connection, %remove-connection)"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("%levels-back banana", "%levels-back needs a whole number >= 1, got 'banana'"),
+        ("%levels-back 2.5", "%levels-back needs a whole number >= 1, got '2.5'"),
+        ("%levels-back -2", "%levels-back needs a whole number >= 1, got -2"),
+        ("%levels-back 0", "%levels-back needs a whole number >= 1, got 0"),
+        ("%add-connection lots", "%add-connection needs a probability in [0, 1], got 'lots'"),
+        ("%remove-connection 1.5", "%remove-connection needs a probability in [0, 1], got 1.5"),
+        ("%add-connection nan", "%add-connection needs a probability in [0, 1], got nan"),
+        ("%colour blue", "unknown option %colour (known: %levels-back, %add-connection, %remove-connection)"),
+    ],
+)
 def test_bad_options_name_file_and_line(tmp_path, capsys, line, message):
     path = tmp_path / "g.grammar"
     path.write_text(CSNN.read_text() + f"\n{line}\n")
@@ -134,6 +139,7 @@ def test_bad_options_name_file_and_line(tmp_path, capsys, line, message):
     from hydra import compose, initialize_config_dir
 
     from spenser_jax import evolve
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"grammar={path}"])
     with pytest.raises(gm.GrammarError, match=f"{path}:{number}: "):
@@ -186,8 +192,9 @@ def test_cli_mutate_prints_parent_and_children(capsys):
     assert all(child != lines[0] for child in lines[1:])  # neutral offspring re-mutated
 
 
-@pytest.mark.parametrize("args", [["missing.grammar"], [CSNN, "--sample", "x"],
-                                  [CSNN, "--sample", "-1"], [CSNN, "--bogus"]])
+@pytest.mark.parametrize(
+    "args", [["missing.grammar"], [CSNN, "--sample", "x"], [CSNN, "--sample", "-1"], [CSNN, "--bogus"]]
+)
 def test_cli_errors_are_one_line(args, capsys):
     try:
         code = sampler_main([str(a) for a in args])
@@ -202,8 +209,7 @@ def test_cli_errors_are_one_line(args, capsys):
 def test_cli_bad_grammar_exits_nonzero(tmp_path):
     path = tmp_path / "bad.grammar"
     path.write_text("<features> ::= <nothing>\n")
-    proc = subprocess.run([sys.executable, "-m", "spenser_jax.grammar", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "spenser_jax.grammar", str(path)], capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "unknown nonterminal <nothing>" in proc.stderr
 

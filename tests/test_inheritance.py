@@ -34,16 +34,26 @@ SPACE = SearchSpace(TINY, input_shape=SHAPE)
 
 def conv_block(filters: int, beta: float, uid: int) -> Derivation:
     which = {4: "c4", 6: "c6"}[filters]
-    return Derivation(tuple(sorted({
-        "features": (Expansion(0 if filters == 4 else 1),),
-        which: (Expansion(0),),
-        "act": (Expansion(0, ((beta,),)),)}.items())), uid=uid)
+    return Derivation(
+        tuple(
+            sorted(
+                {
+                    "features": (Expansion(0 if filters == 4 else 1),),
+                    which: (Expansion(0),),
+                    "act": (Expansion(0, ((beta,),)),),
+                }.items()
+            )
+        ),
+        uid=uid,
+    )
 
 
 def genotype(*blocks: Derivation) -> Genotype:
     fixed = {"classification": 10, "output": 11, "learning": 12}
-    return Genotype((Module("features", tuple(blocks)),) + tuple(
-        Module(name, (Derivation(((name, (Expansion(0),)),), uid=uid),)) for name, uid in fixed.items()))
+    return Genotype(
+        (Module("features", tuple(blocks)),)
+        + tuple(Module(name, (Derivation(((name, (Expansion(0),)),), uid=uid),)) for name, uid in fixed.items())
+    )
 
 
 PARENT = genotype(conv_block(4, 0.6, 0), conv_block(6, 0.7, 1), conv_block(4, 0.8, 2))
@@ -61,14 +71,22 @@ def tagged_params(genome: Genotype) -> dict:
         name = architecture.param_name(i, spec)
         if name:
             uid = kept[i][0]
-            out[name] = {leaf: np.full(shape, 10 * uid + LEAF[leaf], np.float32)
-                         for leaf, shape in shapes[name].items()}
+            out[name] = {
+                leaf: np.full(shape, 10 * uid + LEAF[leaf], np.float32) for leaf, shape in shapes[name].items()
+            }
     return out
 
 
 def inherit(child: Genotype, partial=False):
-    return inheritance.inherit(SPACE.phenotype(PARENT), SPACE.origins(PARENT), tagged_params(PARENT),
-                               SPACE.phenotype(child), SPACE.origins(child), SHAPE, partial=partial)
+    return inheritance.inherit(
+        SPACE.phenotype(PARENT),
+        SPACE.origins(PARENT),
+        tagged_params(PARENT),
+        SPACE.phenotype(child),
+        SPACE.origins(child),
+        SHAPE,
+        partial=partial,
+    )
 
 
 def source_of(values, mask, name):
@@ -104,9 +122,11 @@ def test_uids_are_unique_and_survive_mutation():
     parent = mutation.sample(rng, CSNN, mutation.MutationConfig())
     uids = [x.uid for m in parent.modules for x in m.layers]
     assert None not in uids and len(set(uids)) == len(uids)
-    ops = {"add": dict(add_layer=1.0, reuse_layer=0.0, remove_layer=0.0),
-           "reuse": dict(add_layer=1.0, reuse_layer=1.0, remove_layer=0.0),
-           "remove": dict(add_layer=0.0, remove_layer=1.0)}
+    ops = {
+        "add": dict(add_layer=1.0, reuse_layer=0.0, remove_layer=0.0),
+        "reuse": dict(add_layer=1.0, reuse_layer=1.0, remove_layer=0.0),
+        "remove": dict(add_layer=0.0, remove_layer=1.0),
+    }
     for op, rates in ops.items():
         config = mutation.MutationConfig(layer_dsge=0.3, learning_dsge=0.3, remutate_neutral=False, **rates)
         for _ in range(30):
@@ -123,8 +143,11 @@ def test_uids_are_unique_and_survive_mutation():
 
 
 def test_a_copy_is_a_new_layer():
-    child = genotype(PARENT.module("features").layers[0], dataclasses.replace(
-        PARENT.module("features").layers[0], uid=None), *PARENT.module("features").layers[1:]).with_uids(13)
+    child = genotype(
+        PARENT.module("features").layers[0],
+        dataclasses.replace(PARENT.module("features").layers[0], uid=None),
+        *PARENT.module("features").layers[1:],
+    ).with_uids(13)
     copy = child.module("features").layers[1]
     assert copy.uid == 13 and copy.expansions == child.module("features").layers[0].expansions
 
@@ -197,9 +220,23 @@ def test_inherited_weights_are_where_training_starts():
     given = jax.tree.map(lambda x: np.asarray(x) + 0.25, fresh)
     mask = jax.tree.map(lambda x: np.ones(np.shape(x), bool), fresh)
     mask["conv_0"]["kernel"][...] = False
-    params, metrics = jax.jit(lambda key: training.train_and_score(
-        sig, key, hyper, images, labels, images, labels, jax.random.key(9), epochs=0.5, time_steps=2,
-        batch_size=8, eval_batch_size=20, inherited=(given, mask)))(jax.random.key(1))
+    params, metrics = jax.jit(
+        lambda key: training.train_and_score(
+            sig,
+            key,
+            hyper,
+            images,
+            labels,
+            images,
+            labels,
+            jax.random.key(9),
+            epochs=0.5,
+            time_steps=2,
+            batch_size=8,
+            eval_batch_size=20,
+            inherited=(given, mask),
+        )
+    )(jax.random.key(1))
     assert int(metrics["steps"]) == 2 and int(metrics["samples"]) == 16  # half of 3 batches, rounded up
     np.testing.assert_array_equal(params["conv_2"]["kernel"], given["conv_2"]["kernel"])
     np.testing.assert_array_equal(params["conv_0"]["kernel"], fresh["conv_0"]["kernel"])
@@ -207,6 +244,7 @@ def test_inherited_weights_are_where_training_starts():
 
 def network_params(sig, hyper):
     from spenser_jax import network
+
     key_init, _ = jax.random.split(jax.random.key(1))
     return jax.device_get(network.init_params(key_init, sig, hyper, SHAPE))
 
@@ -214,8 +252,9 @@ def network_params(sig, hyper):
 # --- budgets and early stops ------------------------------------------------------
 
 
-@pytest.mark.parametrize("epochs, plan", [(1, (None,)), (2, (None, None)), (0.25, (3,)),
-                                          (1.5, (None, 5)), (0.01, (1,))])
+@pytest.mark.parametrize(
+    "epochs, plan", [(1, (None,)), (2, (None, None)), (0.25, (3,)), (1.5, (None, 5)), (0.01, (1,))]
+)
 def test_epoch_plan(epochs, plan):
     assert training.epoch_plan(epochs, 600, 64) == plan  # 10 batches per epoch
 
@@ -228,16 +267,31 @@ def test_epoch_plan_rejects_bad_budgets():
 
 @pytest.mark.slow
 def test_a_silent_output_stops_at_the_check_and_competes_with_its_score():
-    silent = phenotype.parse(SPACE.phenotype(PARENT).text.replace(
-        "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5",
-        "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:1000.0"))
+    silent = phenotype.parse(
+        SPACE.phenotype(PARENT).text.replace(
+            "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5",
+            "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:1000.0",
+        )
+    )
     sig, hyper = architecture.split(silent)
     rng = np.random.default_rng(1)
     images = jnp.asarray(rng.integers(0, 256, (40, *SHAPE), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, 40), jnp.int32)
-    _, metrics = training.train_and_score(sig, jax.random.key(0), hyper, images, labels, images, labels,
-                                          jax.random.key(1), epochs=1, time_steps=2, batch_size=8,
-                                          eval_batch_size=40, stop_check=2)
+    _, metrics = training.train_and_score(
+        sig,
+        jax.random.key(0),
+        hyper,
+        images,
+        labels,
+        images,
+        labels,
+        jax.random.key(1),
+        epochs=1,
+        time_steps=2,
+        batch_size=8,
+        eval_batch_size=40,
+        stop_check=2,
+    )
     assert bool(metrics["stopped"]) and not bool(metrics["nonfinite"])
     assert int(metrics["steps"]) == 2 and int(metrics["samples"]) == 16
     assert float(metrics["accuracy"]) == float(jnp.mean(labels == 0))  # silent: class 0 for all
@@ -255,14 +309,17 @@ def test_a_silent_output_stops_at_the_check_and_competes_with_its_score():
 # --- budgets in steps (issue 16) -----------------------------------------------------
 
 
-@pytest.mark.parametrize("epochs, min_steps, plan", [
-    (0.25, 5, (5,)),          # a quarter of 10 batches is 3: the floor lifts it to 5
-    (0.25, 2, (3,)),          # the fraction is above the floor
-    (0.25, 10, (None,)),      # the floor reaches the epoch: the paper's budget, the same program
-    (0.25, 50, (None,)),      # never more than one epoch
-    (1, 50, (None,)),         # whole epochs are left alone
-    (1.5, 50, (None, 5)),
-])
+@pytest.mark.parametrize(
+    "epochs, min_steps, plan",
+    [
+        (0.25, 5, (5,)),  # a quarter of 10 batches is 3: the floor lifts it to 5
+        (0.25, 2, (3,)),  # the fraction is above the floor
+        (0.25, 10, (None,)),  # the floor reaches the epoch: the paper's budget, the same program
+        (0.25, 50, (None,)),  # never more than one epoch
+        (1, 50, (None,)),  # whole epochs are left alone
+        (1.5, 50, (None, 5)),
+    ],
+)
 def test_a_fractional_budget_has_a_step_floor_and_never_exceeds_an_epoch(epochs, min_steps, plan):
     assert training.epoch_plan(epochs, 600, 64, min_steps) == plan  # 10 batches per epoch
     assert training.budget_steps(plan, 600, 64) == sum(10 if p is None else p for p in plan)
@@ -274,11 +331,11 @@ def test_the_early_check_waits_for_its_floor_and_is_dropped_when_it_is_the_whole
     def check(n, **kw):
         return TrainingSettings(time_steps=2, epochs=0.25, early_stop=0.2, min_steps=100, **kw).stop_check(n)
 
-    assert check(64 * 1000) == 50    # budget 250 steps: a fifth of it
-    assert check(64 * 200) == 20     # budget 100 steps: a fifth is 20, the floor
+    assert check(64 * 1000) == 50  # budget 250 steps: a fifth of it
+    assert check(64 * 200) == 20  # budget 100 steps: a fifth is 20, the floor
     assert check(64 * 200, stop_min_steps=30) == 30
-    assert check(64 * 30) == 20      # budget 30 steps: the floor
-    assert check(64 * 15) is None    # budget 15 steps (the epoch): shorter than the floor
+    assert check(64 * 30) == 20  # budget 30 steps: the floor
+    assert check(64 * 15) is None  # budget 15 steps (the epoch): shorter than the floor
     assert TrainingSettings(time_steps=2, epochs=0.25, early_stop=None).stop_check(64 * 1000) is None
 
 
@@ -288,15 +345,28 @@ def test_a_silent_output_whose_loss_moves_is_not_stopped():
     # still learning, so the early check must not stop it.
     base = SPACE.phenotype(PARENT).text.replace(
         "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:0.5",
-        "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:1000.0")
+        "layer:fc num-units:10 bias:True layer:act beta:0.9 beta-trainable:False threshold:1000.0",
+    )
     rng = np.random.default_rng(1)
     images = jnp.asarray(rng.integers(0, 256, (40, *SHAPE), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, 40), jnp.int32)
     stopped = {}
     for name, text in (("count", base), ("membrane", base + " loss:mse-membrane on-target:1.0 off-target:0.0")):
         sig, hyper = architecture.split(phenotype.parse(text))
-        _, metrics = training.train_and_score(sig, jax.random.key(0), hyper, images, labels, images, labels,
-                                              jax.random.key(1), epochs=1, time_steps=2, batch_size=8,
-                                              eval_batch_size=40, stop_check=3)
+        _, metrics = training.train_and_score(
+            sig,
+            jax.random.key(0),
+            hyper,
+            images,
+            labels,
+            images,
+            labels,
+            jax.random.key(1),
+            epochs=1,
+            time_steps=2,
+            batch_size=8,
+            eval_batch_size=40,
+            stop_check=3,
+        )
         stopped[name] = (bool(metrics["stopped"]), int(metrics["steps"]))
     assert stopped == {"count": (True, 3), "membrane": (False, 5)}

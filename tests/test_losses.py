@@ -51,17 +51,13 @@ def _settings(name, case):
     return {key: float(case[key]) for key in SETTINGS.get(name, ())}
 
 
-CASES = [
-    (name, k)
-    for name in NAMES
-    for k in range(int(FIXTURE[f"{name.replace('-', '_')}_cases"]))
-]
+CASES = [(name, k) for name in NAMES for k in range(int(FIXTURE[f"{name.replace('-', '_')}_cases"]))]
 
 # One compilation per (loss, settings, shape); mask None or an array.
 _value_and_grad = jax.jit(
-    lambda name, x, labels, mask, kw: jax.value_and_grad(
-        lambda x: snn.LOSSES[name](x, labels, mask=mask, **dict(kw))
-    )(x),
+    lambda name, x, labels, mask, kw: jax.value_and_grad(lambda x: snn.LOSSES[name](x, labels, mask=mask, **dict(kw)))(
+        x
+    ),
     static_argnames=("name", "kw"),
 )
 
@@ -90,9 +86,7 @@ def test_fixture_records_versions_and_covers_every_loss():
 def test_loss_matches_snntorch(name, k):
     case = _case(name, k)
     assert case["input"].dtype == np.float32 and case["input"].shape[-1] == 10
-    value, grad = value_and_grad(
-        name, case["input"], case["labels"], **_settings(name, case)
-    )
+    value, grad = value_and_grad(name, case["input"], case["labels"], **_settings(name, case))
     np.testing.assert_allclose(value, case["value"], rtol=RTOL, atol=0)
     assert_grad_close(grad, case["grad"])
     np.testing.assert_array_equal(np.asarray(grad) == 0, case["grad"] == 0)
@@ -175,9 +169,7 @@ def test_ce_rate_averages_per_step_losses_over_time():
     spikes = np.array([[[1.0, 0.0]], [[0.0, 1.0]]], np.float32)
     labels = np.array([0], np.int32)
     rate = value_and_grad("ce-rate", spikes, labels)[0]
-    np.testing.assert_allclose(
-        rate, (np.log1p(np.exp(-1.0)) + np.log1p(np.exp(1.0))) / 2, rtol=RTOL
-    )
+    np.testing.assert_allclose(rate, (np.log1p(np.exp(-1.0)) + np.log1p(np.exp(1.0))) / 2, rtol=RTOL)
     count = value_and_grad("ce-count", spikes, labels)[0]
     np.testing.assert_allclose(count, np.log(2.0), rtol=RTOL)
 
@@ -190,9 +182,7 @@ def test_targets_core_with_traced_counts_equals_the_python_path():
 
     def core(spikes, labels, on, off, mask):
         traces.append(None)
-        return jax.value_and_grad(snn.mse_count_loss_targets)(
-            spikes, labels, on, off, mask
-        )
+        return jax.value_and_grad(snn.mse_count_loss_targets)(spikes, labels, on, off, mask)
 
     core_jit = jax.jit(core)
     spikes, labels = _case("mse-count", 1)["input"], _case("mse-count", 1)["labels"]
@@ -203,9 +193,7 @@ def test_targets_core_with_traced_counts_equals_the_python_path():
         for m in (None, mask):
             want = value_and_grad("mse-count", spikes, labels, m, **kw)
             for dtype in (jnp.float32, jnp.int32):
-                got = core_jit(
-                    spikes, labels, jnp.asarray(on, dtype), jnp.asarray(off, dtype), m
-                )
+                got = core_jit(spikes, labels, jnp.asarray(on, dtype), jnp.asarray(off, dtype), m)
                 np.testing.assert_array_equal(got[0], want[0])
                 np.testing.assert_array_equal(got[1], want[1])
     # Traced counts: one compilation per (dtype, mask or not), not per rate.

@@ -12,18 +12,20 @@ from spenser_jax.snn.loss import mse_count_loss
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_network.npz"
 
-LIF_TRAINABLE = ("layer:act beta:0.9 beta-trainable:True threshold:0.5 "
-                 "threshold-trainable:True surr-grad:atan reset:subtract")
-LIF_FIXED = ("layer:act beta:0.8 beta-trainable:False threshold:0.6 "
-             "threshold-trainable:False surr-grad:fast-sigmoid reset:zero")
+LIF_TRAINABLE = (
+    "layer:act beta:0.9 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:subtract"
+)
+LIF_FIXED = (
+    "layer:act beta:0.8 beta-trainable:False threshold:0.6 threshold-trainable:False surr-grad:fast-sigmoid reset:zero"
+)
 ADAM = "learning:adam lr:0.01 beta1:0.9 beta2:0.99 decay:0.001 amsgrad:True"
 # Every kind of layer, a strided `same` conv and a dropout before a dense layer.
 SMALL = (
     "layer:conv num-filters:4 filter-shape:3 stride:2 padding:same bias:True "
     "layer:pool-max kernel-size:2 " + LIF_TRAINABLE + " layer:dropout rate:0.3 "
     "layer:conv num-filters:5 filter-shape:2 stride:1 padding:valid bias:False "
-    "layer:no-op " + LIF_FIXED + " layer:dropout rate:0.2 layer:fc num-units:10 bias:True "
-    + LIF_TRAINABLE + " " + ADAM)
+    "layer:no-op " + LIF_FIXED + " layer:dropout rate:0.2 layer:fc num-units:10 bias:True " + LIF_TRAINABLE + " " + ADAM
+)
 
 
 def load_fixture():
@@ -75,8 +77,7 @@ def test_matches_snntorch(mode):
             if expected is None:  # a fixed β/θ: a buffer in torch
                 assert value == 0, (layer, leaf)
             else:
-                np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6,
-                                           err_msg=f"{layer}/{leaf}")
+                np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=f"{layer}/{leaf}")
 
 
 def test_weights_in_fixture_layout_match_init_shapes():
@@ -108,17 +109,18 @@ def test_modes_agree_with_dropout(small_net):
     labels = jnp.array([1, 2, 3])
     results = {}
     for mode in network.MODES:
+
         def loss_fn(params, mode=mode):
             out = run(sig, params, spikes, genes, jax.random.key(3), mode)
             return mse_count_loss(out, labels), out
+
         results[mode] = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
     (_, out), grads = results["stepwise"]
     assert 0 < out.sum() < out.size
     for mode in ("scan", "layerwise"):
         (_, other_out), other_grads = results[mode]
         np.testing.assert_array_equal(other_out, out, err_msg=mode)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                     other_grads, grads)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), other_grads, grads)
 
 
 def test_dropout_changes_output_and_zero_rate_is_identity(small_net):
@@ -150,8 +152,9 @@ def test_same_padding_matches_xla_with_stride():
     x = jax.random.normal(jax.random.key(0), (2, 11, 12, 3))
     params = conv.init(jax.random.key(1), x)
     y = conv.apply(params, x)
-    expected = jax.lax.conv_general_dilated(x, params["params"]["kernel"], (2, 2), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    expected = jax.lax.conv_general_dilated(
+        x, params["params"]["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     assert y.shape == (2, 6, 6, 4)
     np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
 
@@ -167,18 +170,20 @@ def test_pooling_matches_reduce_window(kind, k):
 
 
 def test_max_pool_gradient_goes_to_first_maximum_like_torch():
-    x = jnp.array([[0.0, 0.0, 1.0, 2.0],
-                   [0.0, 0.0, 2.0, 2.0]])[None, :, :, None]
+    x = jnp.array([[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 2.0, 2.0]])[None, :, :, None]
     grad = jax.grad(lambda x: network.pool2d(x, "max", 2).sum())(x)[0, :, :, 0]
     # torch.nn.functional.max_pool2d sends a tied window's gradient to its
     # first element in row-major order.
     np.testing.assert_array_equal(grad, [[1, 0, 0, 1], [0, 0, 0, 0]])
 
 
-@pytest.mark.parametrize("fan_in_shape,layer", [
-    ((1, 6, 6, 8), network.Conv2d(64, 3, 1, "valid", True)),
-    ((1, 200), network.Linear(300, True)),
-])
+@pytest.mark.parametrize(
+    "fan_in_shape,layer",
+    [
+        ((1, 6, 6, 8), network.Conv2d(64, 3, 1, "valid", True)),
+        ((1, 200), network.Linear(300, True)),
+    ],
+)
 def test_torch_init_bounds(fan_in_shape, layer):
     params = layer.init(jax.random.key(0), jnp.zeros(fan_in_shape))["params"]
     kernel = params["kernel"]
@@ -204,8 +209,9 @@ def test_lecun_init_has_zero_bias():
 
 def test_signature_ignores_float_genes_only():
     base = phenotype.parse(SMALL)
-    floats = phenotype.parse(SMALL.replace("beta:0.9", "beta:0.7").replace("rate:0.3", "rate:0.1")
-                             .replace("lr:0.01", "lr:0.05"))
+    floats = phenotype.parse(
+        SMALL.replace("beta:0.9", "beta:0.7").replace("rate:0.3", "rate:0.1").replace("lr:0.01", "lr:0.05")
+    )
     ints = phenotype.parse(SMALL.replace("num-filters:5", "num-filters:6"))
     flags = phenotype.parse(SMALL.replace("amsgrad:True", "amsgrad:False"))
     assert architecture.signature(floats) == architecture.signature(base)
@@ -259,6 +265,7 @@ def test_init_rejects_an_input_too_small():
 def test_conv_nhwc_gradients_equal_autodiff(padding):
     from spenser_jax.conv import _DN, conv_nhwc
     from spenser_jax.phenotype import same_padding
+
     key = jax.random.key(0)
     for kernel in (2, 3, 4):
         for stride in (1, 2, 3):
@@ -270,9 +277,9 @@ def test_conv_nhwc_gradients_equal_autodiff(padding):
             def ours(x, w):
                 return conv_nhwc(x, w, (stride, stride), pads)  # noqa: B023 (used in this iteration)
 
-            def ref(x, w):
-                return jax.lax.conv_general_dilated(x, w, (stride, stride), pads,  # noqa: B023 (as ours)
-                                                    dimension_numbers=_DN)
+            def ref(x, w, stride=stride, pads=pads):
+                return jax.lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=_DN)
+
             y, vjp = jax.vjp(ours, x, w)
             y_ref, vjp_ref = jax.vjp(ref, x, w)
             g = jax.random.normal(kg, y.shape)

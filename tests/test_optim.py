@@ -31,8 +31,7 @@ def ref():
         "meta": meta,
         "init": {k: data[f"init/{k}"] for k in leaves},
         "noise": {k: data[f"noise/{k}"] for k in leaves},
-        "traj": {v["name"]: {k: data[f"traj/{v['name']}/{k}"] for k in leaves}
-                 for v in meta["variants"]},
+        "traj": {v["name"]: {k: data[f"traj/{v['name']}/{k}"] for k in leaves} for v in meta["variants"]},
         "variants": {v["name"]: v for v in meta["variants"]},
     }
 
@@ -81,8 +80,7 @@ def test_matches_torch(ref, name, traced):
     spec = _spec(ref["variants"][name])
     ours = _run64(ref, spec, traced)
     for leaf, expected in ref["traj"][name].items():
-        np.testing.assert_allclose(ours[leaf], expected, rtol=1e-10, atol=1e-12,
-                                   err_msg=f"{name}/{leaf}")
+        np.testing.assert_allclose(ours[leaf], expected, rtol=1e-10, atol=1e-12, err_msg=f"{name}/{leaf}")
 
 
 def test_fixture_exercises_amsgrad_max(ref):
@@ -101,8 +99,7 @@ def test_rho_one_is_clamped_to_rho_max(ref):
         ours = _run64(ref, RMSProp(**hp), traced)
         for leaf in ref["init"]:
             # Equal to torch at ρ = RHO_MAX ...
-            np.testing.assert_allclose(ours[leaf], ref["traj"]["rmsprop_rho_max"][leaf],
-                                       rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(ours[leaf], ref["traj"]["rmsprop_rho_max"][leaf], rtol=1e-10, atol=1e-12)
             # ... and bounded, where torch's raw ρ = 1 explodes (lr·g/eps per step).
             bound = hp["lr"] / np.sqrt(1 - optim.RHO_MAX) * (1 + 1e-9)
             assert np.abs(np.diff(ours[leaf], axis=0)).max() <= bound
@@ -139,19 +136,23 @@ def test_rho_max_keyword(ref):
 # One spec per static key; the float genes of the three offspring differ in
 # every field (ρ = 1.0 also exercises the clamp under vmap).
 VMAP_CASES = {
-    "sgd": (SGD(0.05, 0.9, 1e-3, False),
-            dict(lr=[0.01, 0.05, 0.1], momentum=[0.7, 0.9, 0.99], decay=[1e-6, 1e-4, 1e-3])),
-    "sgd_nesterov": (SGD(0.05, 0.9, 1e-3, True),
-                     dict(lr=[0.01, 0.05, 0.1], momentum=[0.7, 0.9, 0.99],
-                          decay=[1e-6, 1e-4, 1e-3])),
-    "adam": (Adam(0.01, 0.9, 0.999, 1e-3, False),
-             dict(lr=[1e-3, 0.01, 0.1], beta1=[0.5, 0.8, 0.9999], beta2=[0.5, 0.9, 0.9999],
-                  decay=[1e-6, 1e-4, 1e-3])),
-    "adam_amsgrad": (Adam(0.01, 0.9, 0.999, 1e-3, True),
-                     dict(lr=[1e-3, 0.01, 0.1], beta1=[0.5, 0.8, 0.9999],
-                          beta2=[0.5, 0.9, 0.9999], decay=[1e-6, 1e-4, 1e-3])),
-    "rmsprop": (RMSProp(0.01, 0.9, 1e-3),
-                dict(lr=[1e-3, 0.01, 0.1], rho=[0.5, 0.9, 1.0], decay=[1e-6, 1e-4, 1e-3])),
+    "sgd": (
+        SGD(0.05, 0.9, 1e-3, False),
+        dict(lr=[0.01, 0.05, 0.1], momentum=[0.7, 0.9, 0.99], decay=[1e-6, 1e-4, 1e-3]),
+    ),
+    "sgd_nesterov": (
+        SGD(0.05, 0.9, 1e-3, True),
+        dict(lr=[0.01, 0.05, 0.1], momentum=[0.7, 0.9, 0.99], decay=[1e-6, 1e-4, 1e-3]),
+    ),
+    "adam": (
+        Adam(0.01, 0.9, 0.999, 1e-3, False),
+        dict(lr=[1e-3, 0.01, 0.1], beta1=[0.5, 0.8, 0.9999], beta2=[0.5, 0.9, 0.9999], decay=[1e-6, 1e-4, 1e-3]),
+    ),
+    "adam_amsgrad": (
+        Adam(0.01, 0.9, 0.999, 1e-3, True),
+        dict(lr=[1e-3, 0.01, 0.1], beta1=[0.5, 0.8, 0.9999], beta2=[0.5, 0.9, 0.9999], decay=[1e-6, 1e-4, 1e-3]),
+    ),
+    "rmsprop": (RMSProp(0.01, 0.9, 1e-3), dict(lr=[1e-3, 0.01, 0.1], rho=[0.5, 0.9, 1.0], decay=[1e-6, 1e-4, 1e-3])),
 }
 
 
@@ -183,8 +184,7 @@ def test_vmap_over_float_genes_traces_once(ref, name):
             alone = _trajectory(dataclasses.replace(spec, **genes), None, init, noise, quad)
             for leaf in init:
                 np.testing.assert_allclose(got[leaf][i], alone[leaf], rtol=1e-10, atol=1e-12)
-                np.testing.assert_allclose(got_again[leaf][2 - i], alone[leaf],
-                                           rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(got_again[leaf][2 - i], alone[leaf], rtol=1e-10, atol=1e-12)
 
 
 def test_static_key_and_float_hparams():

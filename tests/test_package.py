@@ -31,11 +31,12 @@ def project_imports(path: Path) -> set[str]:
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)
-    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-               for p in PACKAGE.rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in PACKAGE.rglob("*.py")
+    }
     return {m for m in found if m in modules and m != name}
 
 
@@ -84,19 +85,41 @@ def borrowing_venv(env_dir: Path) -> Path:
     """
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
-    inner = json.loads(subprocess.run(
-        [str(python), "-c",
-         "import json, sys, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sys.path]))"],
-        capture_output=True, text=True, check=True, env={}).stdout)
+    inner = json.loads(
+        subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import json, sys, sysconfig; print(json.dumps([sysconfig.get_path('purelib'), sys.path]))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={},
+        ).stdout
+    )
     purelib, own = Path(inner[0]), {Path(p).resolve() for p in inner[1] if p}
-    borrowed = [p for p in map(Path, sys.path) if p.is_dir() and p.resolve() not in own
-                and p.resolve() != ROOT and ROOT not in p.resolve().parents and not (p / "spenser_jax").exists()]
+    borrowed = [
+        p
+        for p in map(Path, sys.path)
+        if p.is_dir()
+        and p.resolve() not in own
+        and p.resolve() != ROOT
+        and ROOT not in p.resolve().parents
+        and not (p / "spenser_jax").exists()
+    ]
     (purelib / "_borrowed_packages.pth").write_text("".join(f"{p.resolve()}\n" for p in borrowed))
     return python
 
 
-WHEEL_RUN = ["dataset.subset=100", "dataset.time_steps=1", "evolution.generations=1",
-             "evolution.offspring=2", "runtime.progress=false", "runtime.compile_cache=null"]
+WHEEL_RUN = [
+    "dataset.subset=100",
+    "dataset.time_steps=1",
+    "evolution.generations=1",
+    "evolution.offspring=2",
+    "runtime.progress=false",
+    "runtime.compile_cache=null",
+]
 
 
 @pytest.mark.slow
@@ -104,26 +127,63 @@ WHEEL_RUN = ["dataset.subset=100", "dataset.time_steps=1", "evolution.generation
 def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     """``pip install`` of the wheel (not editable) runs the search from a directory with nothing in it."""
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(wheels), str(ROOT)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     wheel = next(wheels.glob("spenser_jax-*.whl"))
     assert wheel.name.startswith(f"spenser_jax-{spenser_jax.__version__}-")  # one version, in __init__.py
     env_dir = tmp_path / "venv"
     python = borrowing_venv(env_dir)
     # --ignore-installed: the borrowed directories may list spenser_jax (an
     # editable install); it is neither reused nor uninstalled.
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                    "--no-index", "--ignore-installed", "-q", str(wheel)], check=True, timeout=300,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPENSER_DATA_DIR")}
-    where = subprocess.run([str(python), "-c", "import spenser_jax; print(spenser_jax.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [str(python), "-c", "import spenser_jax; print(spenser_jax.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert str(env_dir) in where.stdout, where.stdout
-    proc = subprocess.run([str(python), "-m", "spenser_jax.evolve", f"dataset.data_dir={DATA / 'mnist'}",
-                           "hydra.run.dir=run", *WHEEL_RUN], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "spenser_jax.evolve",
+            f"dataset.data_dir={DATA / 'mnist'}",
+            "hydra.run.dir=run",
+            *WHEEL_RUN,
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (work / "run" / "generations.jsonl").read_text().splitlines()]
     assert len(records) == 1 and any(i["status"] == "ok" for i in records[0]["individuals"])

@@ -17,8 +17,7 @@ from spenser_jax.phenotype import (
     same_padding,
 )
 
-ACT = ("layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:False "
-       "surr-grad:atan reset:subtract")
+ACT = "layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:False surr-grad:atan reset:subtract"
 ADAM = "learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:1e-06 amsgrad:False"
 
 
@@ -27,8 +26,12 @@ def net(*layers):
 
 
 def test_parse_typed_layers():
-    p = net("layer:conv num-filters:8 filter-shape:3 stride:2 padding:same bias:False",
-            "layer:pool-avg kernel-size:2", "layer:no-op", ACT)
+    p = net(
+        "layer:conv num-filters:8 filter-shape:3 stride:2 padding:same bias:False",
+        "layer:pool-avg kernel-size:2",
+        "layer:no-op",
+        ACT,
+    )
     assert p.layers[:3] == (Conv(8, 3, 2, "same", False), Pool("avg", 2), NoOp())
     assert p.layers[3] == LIF(0.9, True, 1.0, False, "atan", "subtract")
     assert p.learning == Adam(0.001, 0.9, 0.999, 1e-06, False)
@@ -36,18 +39,21 @@ def test_parse_typed_layers():
     assert parse(p.text) == p
 
 
-@pytest.mark.parametrize("text, message", [
-    ("layer:warp speed:9 " + ADAM, "unknown layer type 'warp'"),
-    ("layer:dropout " + ADAM, "missing keys"),
-    ("layer:dropout rate:0.1 extra:1 " + ADAM, "unexpected keys"),
-    ("layer:dropout rate:abc " + ADAM, "not a valid float"),
-    ("layer:fc num-units:10 bias:yes " + ADAM, "not a valid bool"),
-    ("layer:dropout rate:0.1", "exactly one learning rule"),
-    ("rate:0.1 " + ADAM, "before any layer"),
-    ("layer:dropout rate:0.1 rate:0.2 " + ADAM, "repeated"),
-    (ACT.replace("reset:subtract", "reset:never") + " " + ADAM, "reset must be one of"),
-    ("layer:dropout rate " + ADAM, "not key:value"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("layer:warp speed:9 " + ADAM, "unknown layer type 'warp'"),
+        ("layer:dropout " + ADAM, "missing keys"),
+        ("layer:dropout rate:0.1 extra:1 " + ADAM, "unexpected keys"),
+        ("layer:dropout rate:abc " + ADAM, "not a valid float"),
+        ("layer:fc num-units:10 bias:yes " + ADAM, "not a valid bool"),
+        ("layer:dropout rate:0.1", "exactly one learning rule"),
+        ("rate:0.1 " + ADAM, "before any layer"),
+        ("layer:dropout rate:0.1 rate:0.2 " + ADAM, "repeated"),
+        (ACT.replace("reset:subtract", "reset:never") + " " + ADAM, "reset must be one of"),
+        ("layer:dropout rate " + ADAM, "not key:value"),
+    ],
+)
 def test_parse_errors(text, message):
     with pytest.raises(InvalidPhenotype, match=message):
         parse(text)
@@ -64,9 +70,13 @@ def test_same_padding_rule(n, k, s):
 
 
 def test_shapes_and_parameters():
-    p = net("layer:conv num-filters:4 filter-shape:3 stride:1 padding:valid bias:True",
-            "layer:pool-max kernel-size:2", ACT,
-            "layer:conv num-filters:6 filter-shape:2 stride:2 padding:same bias:False", ACT)
+    p = net(
+        "layer:conv num-filters:4 filter-shape:3 stride:1 padding:valid bias:True",
+        "layer:pool-max kernel-size:2",
+        ACT,
+        "layer:conv num-filters:6 filter-shape:2 stride:2 padding:same bias:False",
+        ACT,
+    )
     shapes = infer_shapes(p, (28, 28, 1), num_classes=10)
     assert shapes[:5] == [(26, 26, 4), (13, 13, 4), (13, 13, 4), (7, 7, 6), (7, 7, 6)]
     assert shapes[-2:] == [(10,), (10,)]
@@ -74,12 +84,26 @@ def test_shapes_and_parameters():
     assert count_parameters(p, (28, 28, 1)) == 40 + 96 + 2950 + 3
 
 
-@pytest.mark.parametrize("layers, message", [
-    (("layer:conv num-filters:4 filter-shape:4 stride:1 padding:valid bias:True",
-      "layer:pool-max kernel-size:4", "layer:pool-max kernel-size:4"), "reached zero"),
-    (("layer:fc num-units:5 bias:True", "layer:conv num-filters:4 filter-shape:2 stride:1 "
-      "padding:valid bias:True"), "follows a dense"),
-])
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        (
+            (
+                "layer:conv num-filters:4 filter-shape:4 stride:1 padding:valid bias:True",
+                "layer:pool-max kernel-size:4",
+                "layer:pool-max kernel-size:4",
+            ),
+            "reached zero",
+        ),
+        (
+            (
+                "layer:fc num-units:5 bias:True",
+                "layer:conv num-filters:4 filter-shape:2 stride:1 padding:valid bias:True",
+            ),
+            "follows a dense",
+        ),
+    ],
+)
 def test_invalid_shapes(layers, message):
     with pytest.raises(InvalidPhenotype, match=message):
         infer_shapes(net(*layers), (8, 8, 1))

@@ -16,8 +16,9 @@ from spenser_jax.phenotype import InvalidPhenotype, Phenotype, infer_shapes, par
 
 GRAMMAR = load_grammar(locate("grammars/csnn_plus.grammar"))
 SPACE = SearchSpace(GRAMMAR, macro_for(GRAMMAR), levels_back=GRAMMAR.option("levels-back"))
-CONFIG = mutation.MutationConfig(add_connection=GRAMMAR.option("add-connection"),
-                                 remove_connection=GRAMMAR.option("remove-connection"))
+CONFIG = mutation.MutationConfig(
+    add_connection=GRAMMAR.option("add-connection"), remove_connection=GRAMMAR.option("remove-connection")
+)
 SLOW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -78,9 +79,11 @@ def test_connections_and_losses_are_drawn_and_mutated():
 
 def test_removing_a_layer_drops_the_connections_that_reached_it():
     rng = np.random.default_rng(5)
-    genotype = next(g for g in (mutation.sample(rng, SPACE, CONFIG) for _ in range(200))
-                    if any(x.inputs and any(u != -1 for u in x.inputs)
-                           for m in g.modules for x in m.layers))
+    genotype = next(
+        g
+        for g in (mutation.sample(rng, SPACE, CONFIG) for _ in range(200))
+        if any(x.inputs and any(u != -1 for u in x.inputs) for m in g.modules for x in m.layers)
+    )
     target = next(u for m in genotype.modules for x in m.layers if x.inputs for u in x.inputs if u != -1)
     module = next(m for m in genotype.modules if any(x.uid == target for x in m.layers))
     if len(module.layers) == 1:
@@ -100,9 +103,11 @@ def test_levels_back_one_and_no_rates_is_grammar_2_exactly():
 
 
 def test_phenotype_inputs_are_checked():
-    text = ("layer:fc num-units:10 bias:True input:0 layer:act beta:0.5 beta-trainable:False threshold:0.5 "
-            "threshold-trainable:False surr-grad:atan reset:zero "
-            "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False")
+    text = (
+        "layer:fc num-units:10 bias:True input:0 layer:act beta:0.5 beta-trainable:False threshold:0.5 "
+        "threshold-trainable:False surr-grad:atan reset:zero "
+        "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
+    )
     with pytest.raises(InvalidPhenotype, match="earlier layers"):
         parse(text)
     with pytest.raises(InvalidPhenotype, match="one loss unit"):
@@ -121,14 +126,16 @@ def test_grammar_options_are_parsed_and_checked():
         parse_grammar("%levels-back\n<a> ::= x:y\n")
 
 
-SKIP = ("layer:conv num-filters:6 filter-shape:3 stride:1 padding:same bias:True "
-        "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:zero "
-        "layer:conv num-filters:6 filter-shape:3 stride:2 padding:valid bias:True input:-1,1 "
-        "layer:pool-max kernel-size:1 "
-        "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:zero "
-        "layer:fc num-units:10 bias:True input:1,4 "
-        "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero "
-        "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False")
+SKIP = (
+    "layer:conv num-filters:6 filter-shape:3 stride:1 padding:same bias:True "
+    "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:zero "
+    "layer:conv num-filters:6 filter-shape:3 stride:2 padding:valid bias:True input:-1,1 "
+    "layer:pool-max kernel-size:1 "
+    "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:zero "
+    "layer:fc num-units:10 bias:True input:1,4 "
+    "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero "
+    "learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
+)
 
 
 def toy(seed, n):
@@ -142,8 +149,7 @@ def toy(seed, n):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("unit", [" loss:mse-count correct-rate:0.8 incorrect-rate:0.1",
-                                  " loss:ce-max-membrane"])
+@pytest.mark.parametrize("unit", [" loss:mse-count correct-rate:0.8 incorrect-rate:0.1", " loss:ce-max-membrane"])
 def test_a_network_with_skip_connections_learns(unit):
     ph = parse(SKIP + unit)
     sig, hyper = architecture.split(ph, 4)
@@ -165,8 +171,10 @@ def test_execution_orders_agree_with_skip_connections():
     assert params["dense_5"]["kernel"].shape == (4 * 4 * 12, 10)  # 10x10x6 pooled to 4x4, and 4x4x6
     params = jax.tree.map(lambda x: 2 * x if x.ndim else x, params)
     spikes = jax.random.bernoulli(jax.random.key(2), 0.5, (4, 3, 10, 10, 1)).astype(jnp.float32)
-    outs = {mode: network.SpikingNetwork(sig, mode=mode).apply({"params": params}, spikes, hyper,
-                                                               membrane=True) for mode in network.MODES}
+    outs = {
+        mode: network.SpikingNetwork(sig, mode=mode).apply({"params": params}, spikes, hyper, membrane=True)
+        for mode in network.MODES
+    }
     assert 0 < float(outs["stepwise"][0].sum())
     for mode in ("scan", "layerwise"):
         np.testing.assert_array_equal(outs[mode][0], outs["stepwise"][0])

@@ -24,20 +24,24 @@ from spenser_jax.scheduler import Evaluator
 
 SHAPE = (10, 10, 1)
 # Low thresholds so that the tiny networks spike and learn something.
-NET = ("layer:conv num-filters:{f} filter-shape:3 stride:1 padding:same bias:True "
-       "layer:pool-max kernel-size:2 "
-       "layer:act beta:{b} beta-trainable:True threshold:0.5 threshold-trainable:False "
-       "surr-grad:atan reset:subtract "
-       "layer:dropout rate:{d} layer:fc num-units:10 bias:True "
-       "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:True "
-       "surr-grad:fast-sigmoid reset:zero "
-       "learning:adam lr:{lr} beta1:0.9 beta2:0.999 decay:0.0001 amsgrad:False")
+NET = (
+    "layer:conv num-filters:{f} filter-shape:3 stride:1 padding:same bias:True "
+    "layer:pool-max kernel-size:2 "
+    "layer:act beta:{b} beta-trainable:True threshold:0.5 threshold-trainable:False "
+    "surr-grad:atan reset:subtract "
+    "layer:dropout rate:{d} layer:fc num-units:10 bias:True "
+    "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:True "
+    "surr-grad:fast-sigmoid reset:zero "
+    "learning:adam lr:{lr} beta1:0.9 beta2:0.999 decay:0.0001 amsgrad:False"
+)
 
 
 def phenotypes():
     """Four individuals: three share a signature (one with a NaN gene), one does not."""
-    same = [phenotype.parse(NET.format(f=4, b=b, d=d, lr=lr))
-            for b, d, lr in [(0.5, 0.1, 0.01), (0.8, 0.3, 0.003), (0.6, 0.0, 0.02)]]
+    same = [
+        phenotype.parse(NET.format(f=4, b=b, d=d, lr=lr))
+        for b, d, lr in [(0.5, 0.1, 0.01), (0.8, 0.3, 0.003), (0.6, 0.0, 0.02)]
+    ]
     nan = dataclasses.replace(same[2], learning=dataclasses.replace(same[2].learning, lr=float("nan")))
     other = phenotype.parse(NET.format(f=6, b=0.7, d=0.2, lr=0.01).replace("pool-max", "pool-avg"))
     return [same[0], other, nan, same[1]]
@@ -47,8 +51,7 @@ def toy_splits(seed=0, n_train=48, n_fitness=24):
     rng = np.random.default_rng(seed)
 
     def arrays(n):
-        return Arrays(rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8),
-                      rng.integers(0, 10, n).astype(np.int32))
+        return Arrays(rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32))
 
     train, fitness = arrays(n_train), arrays(n_fitness)
     return Splits(evo_train=train, fitness=fitness, train=train, test=fitness)
@@ -86,8 +89,7 @@ def test_one_by_one_reference_is_not_trivial(one_by_one):
     assert "after 0 steps" in one_by_one[2].reason
     # Same signature, other genes and key: other weights (the comparison below
     # is between differently trained networks, not copies).
-    assert not np.array_equal(one_by_one[0].weights["conv_0"]["kernel"],
-                              one_by_one[3].weights["conv_0"]["kernel"])
+    assert not np.array_equal(one_by_one[0].weights["conv_0"]["kernel"], one_by_one[3].weights["conv_0"]["kernel"])
 
 
 @pytest.mark.slow
@@ -178,8 +180,14 @@ def test_four_devices_equal_one_by_one():
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     tests = str(Path(__file__).resolve().parent)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(tests).parent), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE.format(tests=tests)], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE.format(tests=tests)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     programs = json.loads(proc.stdout.strip().splitlines()[-1])["programs"]
     # The three-member group ran sharded over three devices, the other alone
@@ -243,8 +251,7 @@ def test_search_budget_and_inheritance_batched_equal_one_by_one(one_by_one):
     starts = [None, None, None, (values, mask, 0.5)]  # the last shares the first's signature
 
     def run(batching):
-        ev = Evaluator(toy_splits(), seed=3, input_shape=SHAPE, settings=settings, batching=batching,
-                       compile_threads=0)
+        ev = Evaluator(toy_splits(), seed=3, input_shape=SHAPE, settings=settings, batching=batching, compile_threads=0)
         return ev.evaluate(phenotypes(), generation=2, inherited=starts)
 
     alone, together = run("none"), run("map")

@@ -117,11 +117,14 @@ def test_reuse_at_creation_switch():
         config = mutation.MutationConfig(reuse_at_creation=reuse_at_creation)
         rng = np.random.default_rng(5)
         return [mutation.sample(rng, SPACE, config).module("features").layers for _ in range(200)]
-    dup = [sum(any(_same_derivation(ls[k], ls[j]) for j in range(k)) for k in range(1, len(ls)))
-           for ls in features(True)]
+
+    dup = [
+        sum(any(_same_derivation(ls[k], ls[j]) for j in range(k)) for k in range(1, len(ls))) for ls in features(True)
+    ]
     assert sum(dup) > 0
-    assert all(not any(_same_derivation(ls[k], ls[j]) for k in range(len(ls)) for j in range(k))
-               for ls in features(False))
+    assert all(
+        not any(_same_derivation(ls[k], ls[j]) for k in range(len(ls)) for j in range(k)) for ls in features(False)
+    )
 
 
 def test_decoding_does_not_depend_on_randomness():
@@ -138,8 +141,8 @@ def test_same_seed_same_individuals():
     def draw(seed):
         rng = np.random.default_rng(seed)
         parent = SPACE.random_individual(rng)
-        return [SPACE.text(parent)] + [SPACE.text(mutation.offspring(rng, parent, SPACE, CONFIG)[0])
-                                       for _ in range(5)]
+        return [SPACE.text(parent)] + [SPACE.text(mutation.offspring(rng, parent, SPACE, CONFIG)[0]) for _ in range(5)]
+
     assert draw(11) == draw(11)
     assert draw(11) != draw(12)
 
@@ -183,7 +186,8 @@ def test_impossible_space_gives_clear_error():
         "<features> ::= layer:conv num-filters:4 filter-shape:5 stride:1 padding:valid bias:True\n"
         "<classification> ::= layer:fc num-units:8 bias:True\n"
         "<output> ::= layer:fc num-units:10 bias:True\n"
-        "<learning> ::= learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False\n")
+        "<learning> ::= learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False\n"
+    )
     space = SearchSpace(g, input_shape=(3, 3, 1), max_attempts=20)
     with pytest.raises(SearchSpaceError, match=r"no valid individual with \{'features': [135], .* in 20 random draws"):
         space.random_individual(np.random.default_rng(0))
@@ -191,7 +195,9 @@ def test_impossible_space_gives_clear_error():
 
 def test_macro_from_config_checks_bounds():
     assert macro_from_config([["features", 1, 6, [1, 3, 5]], {"name": "learning", "min": 1, "max": 1}]) == (
-        MacroModule("features", 1, 6, (1, 3, 5)), MacroModule("learning", 1, 1))
+        MacroModule("features", 1, 6, (1, 3, 5)),
+        MacroModule("learning", 1, 1),
+    )
     with pytest.raises(ValueError, match="min"):
         macro_from_config([["features", 3, 2]])
     with pytest.raises(ValueError, match="initial counts"):
@@ -255,18 +261,22 @@ def test_remove_rate():
     rng = np.random.default_rng(5)
     config = mutation.MutationConfig(add_layer=0.0, remutate_neutral=False)
     # Five feature layers, min 1: every try has something to remove.
-    parent = next(g for g in (SPACE.random_individual(rng) for _ in range(1000))
-                  if len(g.module("features").layers) == 5)
+    parent = next(
+        g for g in (SPACE.random_individual(rng) for _ in range(1000)) if len(g.module("features").layers) == 5
+    )
     n = 4000
-    removed = sum(sum(e.op == "remove" and e.module == "features"
-                      for e in mutation.mutate(rng, parent, SPACE, config)[1]) for _ in range(n))
+    removed = sum(
+        sum(e.op == "remove" and e.module == "features" for e in mutation.mutate(rng, parent, SPACE, config)[1])
+        for _ in range(n)
+    )
     assert abs(removed / n - 0.375) < 4.5 * math.sqrt(0.2 / n)
 
 
 @pytest.mark.parametrize("rate", [0.0, 1.0])
 def test_extreme_rates(rate):
-    config = mutation.MutationConfig(add_layer=rate, remove_layer=0.0, layer_dsge=0.0,
-                                     learning_dsge=0.0, remutate_neutral=False)
+    config = mutation.MutationConfig(
+        add_layer=rate, remove_layer=0.0, layer_dsge=0.0, learning_dsge=0.0, remutate_neutral=False
+    )
     rng = np.random.default_rng(0)
     parent = SPACE.random_individual(rng)
     child, events = mutation.mutate(rng, parent, SPACE, config)
@@ -294,22 +304,34 @@ def test_layer_counts_stay_in_bounds_under_pressure():
 
 
 def reuse_only(independent):
-    return mutation.MutationConfig(add_layer=1.0, reuse_layer=1.0, remove_layer=0.0, layer_dsge=0.0,
-                                   learning_dsge=0.0, remutate_neutral=False,
-                                   independent_copies=independent)
+    return mutation.MutationConfig(
+        add_layer=1.0,
+        reuse_layer=1.0,
+        remove_layer=0.0,
+        layer_dsge=0.0,
+        learning_dsge=0.0,
+        remutate_neutral=False,
+        independent_copies=independent,
+    )
 
 
 @pytest.mark.parametrize("independent", [True, False])
 def test_copies_independent_or_shared(independent):
     rng = np.random.default_rng(3)
-    parent = next(g for g in (SPACE.random_individual(rng) for _ in range(100))
-                  if len(g.module("features").layers) == 1)
+    parent = next(
+        g for g in (SPACE.random_individual(rng) for _ in range(100)) if len(g.module("features").layers) == 1
+    )
     child, events = mutation.mutate(rng, parent, SPACE, reuse_only(independent))
     layers = child.module("features").layers
     assert len(layers) >= 2 and all(e.op == "reuse" for e in events if e.module == "features")
-    dsge_all = mutation.MutationConfig(add_layer=0.0, remove_layer=0.0, layer_dsge=1.0,
-                                       learning_dsge=0.0, remutate_neutral=False,
-                                       independent_copies=independent)
+    dsge_all = mutation.MutationConfig(
+        add_layer=0.0,
+        remove_layer=0.0,
+        layer_dsge=1.0,
+        learning_dsge=0.0,
+        remutate_neutral=False,
+        independent_copies=independent,
+    )
     # Mutate until the copies' texts diverge or 30 rounds pass.
     for _ in range(30):
         child, _ = mutation.mutate(rng, child, SPACE, dsge_all)
@@ -328,16 +350,16 @@ def test_output_frozen_when_switched_off():
         assert child.module("output") == parent.module("output")
         assert not [e for e in events if e.module == "output"]
     on = mutation.MutationConfig(layer_dsge=1.0, remutate_neutral=False)
-    assert any(mutation.mutate(rng, parent, SPACE, on)[0].module("output") != parent.module("output")
-               for _ in range(20))
+    assert any(
+        mutation.mutate(rng, parent, SPACE, on)[0].module("output") != parent.module("output") for _ in range(20)
+    )
 
 
 def test_neutral_offspring_kept_when_switched_off():
     rng = np.random.default_rng(8)
     config = mutation.MutationConfig(remutate_neutral=False)
     parent = SPACE.random_individual(rng)
-    same = sum(SPACE.text(mutation.offspring(rng, parent, SPACE, config)[0]) == SPACE.text(parent)
-               for _ in range(200))
+    same = sum(SPACE.text(mutation.offspring(rng, parent, SPACE, config)[0]) == SPACE.text(parent) for _ in range(200))
     assert same > 10  # the paper's rates leave many offspring unchanged
 
 

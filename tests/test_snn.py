@@ -25,9 +25,7 @@ def spike_fn_for(name):
 
 
 def _objective(currents, beta, threshold, w1, w2, reset, spike_fn):
-    spikes, mems = snn.lif_sequence(
-        currents, beta, threshold, reset=reset, spike_fn=spike_fn
-    )
+    spikes, mems = snn.lif_sequence(currents, beta, threshold, reset=reset, spike_fn=spike_fn)
     return jnp.sum(w1 * spikes) + jnp.sum(w2 * mems), (spikes, mems)
 
 
@@ -86,9 +84,7 @@ def test_lif_step_loop_matches_lif_sequence():
     reset = str(FIXTURE["lif_reset"][k])
     mem = jnp.zeros(currents.shape[1:])
     for t in range(currents.shape[0]):
-        mem, spike = snn.lif_step(
-            mem, currents[t], beta, thr, reset=reset, spike_fn=spike_fn
-        )
+        mem, spike = snn.lif_step(mem, currents[t], beta, thr, reset=reset, spike_fn=spike_fn)
         np.testing.assert_array_equal(spike, FIXTURE["lif_spikes"][k, t])
         np.testing.assert_allclose(mem, FIXTURE["lif_membranes"][k, t], **TOL)
 
@@ -107,15 +103,9 @@ def test_mse_count_loss_matches_snntorch(k):
 
 def test_accuracy_matches_snntorch_on_ties():
     spikes, labels = FIXTURE["acc_spikes"], FIXTURE["acc_labels"]
-    np.testing.assert_array_equal(
-        snn.spike_count_predictions(spikes), FIXTURE["acc_predictions"]
-    )
-    np.testing.assert_allclose(
-        snn.spike_count_accuracy(spikes, labels), FIXTURE["acc_value"], rtol=1e-6
-    )
-    assert int(snn.correct_count(spikes, labels)) == round(
-        float(FIXTURE["acc_value"]) * len(labels)
-    )
+    np.testing.assert_array_equal(snn.spike_count_predictions(spikes), FIXTURE["acc_predictions"])
+    np.testing.assert_allclose(snn.spike_count_accuracy(spikes, labels), FIXTURE["acc_value"], rtol=1e-6)
+    assert int(snn.correct_count(spikes, labels)) == round(float(FIXTURE["acc_value"]) * len(labels))
 
 
 # --- surrogates --------------------------------------------------------------
@@ -146,6 +136,7 @@ def test_spike_functions_are_cached_per_parameters():
     assert snn.fast_sigmoid(2.0) is not snn.atan(2.0)
     # Every surrogate the shipped grammars can choose has an implementation.
     from spenser_jax.grammar import PACKAGE_GRAMMARS, load_grammar
+
     for path in PACKAGE_GRAMMARS.glob("*.grammar"):
         rules = load_grammar(path).rules
         names = {p[0].text.split(":")[1] for p in rules.get("surr-grad", ())}
@@ -181,9 +172,7 @@ def test_zero_reset_sets_membrane_to_input_after_a_spike(beta):
     spikes, mems = snn.lif_sequence(currents, beta, 0.7, reset="zero")
     spiked = np.asarray(spikes[:-1]) == 1
     assert spiked.sum() > 10 and (~spiked).sum() > 10
-    np.testing.assert_array_equal(
-        np.asarray(mems[1:])[spiked], np.asarray(currents[1:])[spiked]
-    )
+    np.testing.assert_array_equal(np.asarray(mems[1:])[spiked], np.asarray(currents[1:])[spiked])
     # Without a spike the membrane carries over, so it differs from the input.
     assert np.all(np.asarray(mems[1:])[~spiked] != np.asarray(currents[1:])[~spiked])
 
@@ -195,9 +184,7 @@ def test_subtract_reset_keeps_the_excess():
     spiked = np.asarray(spikes[:-1]) == 1
     assert spiked.sum() > 10
     expected = np.asarray(mems[:-1]) - 0.7 + np.asarray(currents[1:])
-    np.testing.assert_allclose(
-        np.asarray(mems[1:])[spiked], expected[spiked], rtol=1e-6, atol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(mems[1:])[spiked], expected[spiked], rtol=1e-6, atol=1e-6)
 
 
 def test_trainable_flags_stop_gradients():
@@ -217,9 +204,7 @@ def test_trainable_flags_stop_gradients():
     g_beta, g_thr = grads(trainable_threshold=False)
     assert g_beta != 0 and g_thr == 0
     # The flags do not change the forward pass.
-    fixed = snn.lif_sequence(
-        currents, 0.8, 0.9, trainable_beta=False, trainable_threshold=False
-    )
+    fixed = snn.lif_sequence(currents, 0.8, 0.9, trainable_beta=False, trainable_threshold=False)
     free = snn.lif_sequence(currents, 0.8, 0.9)
     np.testing.assert_array_equal(fixed[1], free[1])
 
@@ -246,9 +231,7 @@ def test_unroll_does_not_change_results(unroll):
     currents = _random_currents(3)
 
     def f(beta, u):
-        spikes, mems = snn.lif_sequence(
-            currents, beta, 0.8, reset="zero", spike_fn=snn.fast_sigmoid(), unroll=u
-        )
+        spikes, mems = snn.lif_sequence(currents, beta, 0.8, reset="zero", spike_fn=snn.fast_sigmoid(), unroll=u)
         return jnp.sum(spikes * mems), (spikes, mems)
 
     f_jit = jax.jit(jax.value_and_grad(f, has_aux=True), static_argnums=1)
@@ -357,9 +340,7 @@ def test_loss_mask_excludes_padded_samples():
     # Without the mask the padding would count.
     assert abs(float(_loss_and_grad(padded, padded_labels, **rates)[0]) - loss) > 1e-3
 
-    assert int(snn.correct_count(padded, padded_labels, mask)) == int(
-        snn.correct_count(spikes, labels)
-    )
+    assert int(snn.correct_count(padded, padded_labels, mask)) == int(snn.correct_count(spikes, labels))
     np.testing.assert_allclose(
         snn.spike_count_accuracy(padded, padded_labels, mask),
         snn.spike_count_accuracy(spikes, labels),
@@ -381,6 +362,4 @@ def test_loss_rejects_bad_shapes():
     with pytest.raises(ValueError, match="labels must have shape"):
         snn.mse_count_loss(jnp.ones((2, 3, 4)), jnp.zeros(4, jnp.int32))
     with pytest.raises(ValueError, match="mask must have shape"):
-        snn.spike_count_accuracy(
-            jnp.ones((2, 3, 4)), jnp.zeros(3, jnp.int32), jnp.ones(2)
-        )
+        snn.spike_count_accuracy(jnp.ones((2, 3, 4)), jnp.zeros(3, jnp.int32), jnp.ones(2))

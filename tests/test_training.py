@@ -62,17 +62,20 @@ def test_two_adam_steps_match_torch():
     sig, genes = architecture.split(phenotype.parse(str(ref["text"])))
     state = training.create_train_state(jax.random.key(0), sig, genes, ref["spikes"].shape[2:])
     state = state.replace(params=ref["params"])
-    step = jax.jit(lambda state: training.train_step(
-        sig, state, genes, jnp.asarray(ref["spikes"]), jnp.asarray(ref["labels"]),
-        dropout_key=jax.random.key(1)))
+    step = jax.jit(
+        lambda state: training.train_step(
+            sig, state, genes, jnp.asarray(ref["spikes"]), jnp.asarray(ref["labels"]), dropout_key=jax.random.key(1)
+        )
+    )
     for _ in range(2):
         state, loss, finite = step(state)
         assert finite
     assert int(state.step) == 2
     for layer, leaves in ref["after2"].items():
         for leaf, expected in leaves.items():
-            np.testing.assert_allclose(state.params[layer][leaf], expected, rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{layer}/{leaf}")
+            np.testing.assert_allclose(
+                state.params[layer][leaf], expected, rtol=1e-5, atol=1e-6, err_msg=f"{layer}/{leaf}"
+            )
 
 
 @pytest.mark.slow
@@ -81,15 +84,13 @@ def test_padded_batch_equals_the_smaller_batch():
     images, labels = toy_data(0, 8)
     spikes = encoding.rate(jax.random.key(1), images, 3)
     state = training.create_train_state(jax.random.key(2), sig, genes, SHAPE)
-    step = jax.jit(lambda state, spikes, labels, mask: training.train_step(
-        sig, state, genes, spikes, labels, mask))
+    step = jax.jit(lambda state, spikes, labels, mask: training.train_step(sig, state, genes, spikes, labels, mask))
     small, small_loss, _ = step(state, spikes[:, :6], labels[:6], None)
     mask = jnp.arange(8) < 6
     padded, padded_loss, _ = step(state, spikes, labels, mask)
     assert small_loss > 0
     np.testing.assert_allclose(padded_loss, small_loss, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 padded.params, small.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), padded.params, small.params)
 
 
 @pytest.mark.slow
@@ -99,8 +100,11 @@ def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
     monkeypatch.setattr(encoding, "rate", lambda *a, **k: traces.append(1) or rate(*a, **k))
     first = phenotype.parse(NET)
     other = phenotype.parse(
-        NET.replace("beta:0.9", "beta:0.8").replace("rate:0.2", "rate:0.1")
-        .replace("lr:0.05", "lr:0.02").replace("threshold:0.6", "threshold:0.5"))
+        NET.replace("beta:0.9", "beta:0.8")
+        .replace("rate:0.2", "rate:0.1")
+        .replace("lr:0.05", "lr:0.02")
+        .replace("threshold:0.6", "threshold:0.5")
+    )
     sig, genes = architecture.split(first)
     assert architecture.signature(other) == sig
     # time_steps=3 is used by no other test: a fresh cache entry.
@@ -200,17 +204,16 @@ def test_conv_snn_learns_fashion_mnist():
         "layer:fc num-units:10 bias:True "
         "layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:True "
         "surr-grad:fast-sigmoid reset:subtract "
-        "learning:adam lr:0.005 beta1:0.9 beta2:0.999 decay:0.000001 amsgrad:False")
+        "learning:adam lr:0.005 beta1:0.9 beta2:0.999 decay:0.000001 amsgrad:False"
+    )
     sig, genes = architecture.split(pheno)
     key_init, key_train, key_eval = jax.random.split(jax.random.key(0), 3)
     state = training.create_train_state(key_init, sig, genes, (28, 28, 1))
     epoch = training.make_train_epoch(sig, time_steps=4, batch_size=32)
-    state, metrics = epoch(state, genes, jnp.asarray(train_x), jnp.asarray(train_y, jnp.int32),
-                           key_train)
+    state, metrics = epoch(state, genes, jnp.asarray(train_x), jnp.asarray(train_y, jnp.int32), key_train)
     assert int(metrics["steps"]) == 300 and not metrics["nonfinite"]
     evaluate = training.make_evaluate(sig, time_steps=4, batch_size=250)
-    accuracy = evaluate(state.params, genes, jnp.asarray(test_x), jnp.asarray(test_y, jnp.int32),
-                        key_eval)["accuracy"]
+    accuracy = evaluate(state.params, genes, jnp.asarray(test_x), jnp.asarray(test_y, jnp.int32), key_eval)["accuracy"]
     assert accuracy >= 0.6, accuracy
 
 
@@ -224,14 +227,21 @@ def test_train_epoch_vmaps_over_offspring():
     keys = jax.random.split(jax.random.key(5), 2)
     states = [training.create_train_state(k, sig, g, SHAPE) for k, g in zip(keys, genes)]
     stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
-    batched = jax.jit(jax.vmap(
-        lambda state, genes, key: training.train_epoch(
-            sig, state, genes, images, labels, key, time_steps=3, batch_size=32),
-        in_axes=(0, 0, 0)))
+    batched = jax.jit(
+        jax.vmap(
+            lambda state, genes, key: training.train_epoch(
+                sig, state, genes, images, labels, key, time_steps=3, batch_size=32
+            ),
+            in_axes=(0, 0, 0),
+        )
+    )
     together, metrics = batched(stack(states), stack(genes), keys)
     epoch = training.make_train_epoch(sig, time_steps=3, batch_size=32)
     for i in range(2):
         alone, alone_metrics = epoch(states[i], genes[i], images, labels, keys[i])
         np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),  # noqa: B023 (called at once)
-                     together.params, alone.params)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),  # noqa: B023 (called at once)
+            together.params,
+            alone.params,
+        )

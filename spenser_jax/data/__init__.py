@@ -123,8 +123,14 @@ _FORMATS = {"idx": _load_idx, "cifar_bin": _load_cifar}
 SOURCES = ("files", "idx", "tfds")
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None, source: str = "files",
-         verify: bool = True, *, tfds_name: str | None = None) -> Dataset:
+def load(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    source: str = "files",
+    verify: bool = True,
+    *,
+    tfds_name: str | None = None,
+) -> Dataset:
     """Loads a whole data set (official train and test splits).
 
     Args:

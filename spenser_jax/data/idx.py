@@ -21,8 +21,7 @@ from spenser_jax.data.locate import DATA_DIR_ENV, _candidate_dirs, _file_key
 
 _IMAGES_MAGIC = 2051
 _LABELS_MAGIC = 2049
-_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def _variants(stem: str) -> tuple[str, ...]:
@@ -138,7 +137,7 @@ def _parse_idx(raw: bytes, path: Path, expect_magic: int | None) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: {len(raw)} bytes, too short for a {ndim}-d IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     size = int(np.prod(shape, dtype=np.int64))
     if len(raw) != header + size:
         raise DataError(
@@ -162,8 +161,10 @@ def _load_idx(name: str, data_dir: str | os.PathLike | None, verify: bool) -> Da
     for prefix in ("train", "t10k"):
         images = arrays[f"{prefix}-images-idx3-ubyte"]
         labels = arrays[f"{prefix}-labels-idx1-ubyte"]
-        for stem, array, ndim in ((f"{prefix}-images-idx3-ubyte", images, 3),
-                                  (f"{prefix}-labels-idx1-ubyte", labels, 1)):
+        for stem, array, ndim in (
+            (f"{prefix}-images-idx3-ubyte", images, 3),
+            (f"{prefix}-labels-idx1-ubyte", labels, 1),
+        ):
             if array.ndim != ndim:
                 raise DataError(f"{paths[stem]}: {array.ndim}-d, expected {ndim}-d")
         parts.append((images, labels, paths[f"{prefix}-labels-idx1-ubyte"]))

@@ -48,18 +48,17 @@ def _allocate(rng: np.random.Generator, counts: np.ndarray, total: int) -> np.nd
     return alloc
 
 
-def _stratified_pick(rng: np.random.Generator, labels: np.ndarray,
-                     total: int) -> np.ndarray:
+def _stratified_pick(rng: np.random.Generator, labels: np.ndarray, total: int) -> np.ndarray:
     """Positions (into ``labels``) of ``total`` samples drawn stratified by class."""
     classes, counts = np.unique(labels, return_counts=True)
     alloc = _allocate(rng, counts.astype(np.int64), total)
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:k]
-              for c, k in zip(classes, alloc)]
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, alloc)]
     return np.sort(np.concatenate(picked))
 
 
-def split_indices(labels: np.ndarray, seed: int, subset: int | None = None,
-                  fitness_fraction: float = 0.3) -> SplitIndices:
+def split_indices(
+    labels: np.ndarray, seed: int, subset: int | None = None, fitness_fraction: float = 0.3
+) -> SplitIndices:
     """Draws the EvoTrain / Fitness partition of a train split's labels.
 
     Both draws are stratified by class: first ``subset`` samples of the
@@ -101,16 +100,23 @@ def split_indices(labels: np.ndarray, seed: int, subset: int | None = None,
     n = len(kept)
     n_fitness = round(n * fitness_fraction)
     if not 0 < n_fitness < n:
-        raise ValueError(f"{n} samples with fitness_fraction={fitness_fraction} leave "
-                         f"{n_fitness} for Fitness and {n - n_fitness} for EvoTrain; both "
-                         "must be non-empty")
+        raise ValueError(
+            f"{n} samples with fitness_fraction={fitness_fraction} leave "
+            f"{n_fitness} for Fitness and {n - n_fitness} for EvoTrain; both "
+            "must be non-empty"
+        )
     fitness = kept[_stratified_pick(rng, labels[kept], n_fitness)]
     evo_train = np.setdiff1d(kept, fitness, assume_unique=True)
     return SplitIndices(evo_train=evo_train, fitness=fitness, train=kept)
 
 
-def split(dataset: Dataset, seed: int, subset: int | None = None,
-          fitness_fraction: float = 0.3, fitness_subset: int | None = None) -> Splits:
+def split(
+    dataset: Dataset,
+    seed: int,
+    subset: int | None = None,
+    fitness_fraction: float = 0.3,
+    fitness_subset: int | None = None,
+) -> Splits:
     """The paper's splits of ``dataset`` for the run with ``seed``.
 
     See :func:`split_indices` for how EvoTrain and Fitness are drawn. Test is
@@ -140,8 +146,12 @@ def split(dataset: Dataset, seed: int, subset: int | None = None,
     fitness = take(idx.fitness)
     if fitness_subset is not None:
         fitness = stratified_subset(fitness, fitness_subset, seed)
-    return Splits(evo_train=take(idx.evo_train), fitness=fitness, train=train,
-                  test=Arrays(dataset.test_images, dataset.test_labels))
+    return Splits(
+        evo_train=take(idx.evo_train),
+        fitness=fitness,
+        train=train,
+        test=Arrays(dataset.test_images, dataset.test_labels),
+    )
 
 
 def stratified_subset(arrays: Arrays, total: int, seed: int) -> Arrays:

@@ -67,8 +67,7 @@ class Gene:
         return self.type == "int"
 
     def contains(self, value) -> bool:
-        ok_type = (isinstance(value, int) and not isinstance(value, bool)) if self.is_int \
-            else isinstance(value, float)
+        ok_type = (isinstance(value, int) and not isinstance(value, bool)) if self.is_int else isinstance(value, float)
         return ok_type and self.low <= value <= self.high
 
 
@@ -110,13 +109,15 @@ class Grammar:
         for nt, productions in self.rules.items():
             lines = self.production_lines.get(nt, (self.lines.get(nt, 0),) * len(productions))
             for production, line in zip(productions, lines):
-                found += [(s.text.partition(":")[2], line) for s in production
-                          if isinstance(s, Terminal) and s.text.partition(":")[0] == key]
+                found += [
+                    (s.text.partition(":")[2], line)
+                    for s in production
+                    if isinstance(s, Terminal) and s.text.partition(":")[0] == key
+                ]
         return found
 
     def production_height(self, production: Production) -> int:
-        return 1 + max((self.min_height[s.name] for s in production
-                        if isinstance(s, NonTerminal)), default=0)
+        return 1 + max((self.min_height[s.name] for s in production if isinstance(s, NonTerminal)), default=0)
 
     def terminating_choices(self, nt: str) -> list[int]:
         """Indices of ``nt``'s productions that finish in the fewest levels."""
@@ -128,8 +129,9 @@ class Grammar:
         """Raise if any of ``names`` (e.g. the GA modules) is not defined."""
         missing = [n for n in names if n not in self.rules]
         if missing:
-            raise GrammarError(f"{self.path}: module nonterminal(s) {missing} not defined "
-                               f"(defined: {sorted(self.rules)})")
+            raise GrammarError(
+                f"{self.path}: module nonterminal(s) {missing} not defined (defined: {sorted(self.rules)})"
+            )
 
 
 _RULE = re.compile(r"^\s*<([^<>\s]+)>\s*::=(.*)$")
@@ -232,8 +234,7 @@ def parse_grammar(text: str, path: str = "<string>") -> Grammar:
         if match:
             current = match.group(1)
             if current in raw:
-                raise GrammarError(f"{path}:{number}: <{current}> is defined again "
-                                   f"(first at line {lines[current]})")
+                raise GrammarError(f"{path}:{number}: <{current}> is defined again (first at line {lines[current]})")
             raw[current], lines[current] = [(number, match.group(2))], number
         elif "::=" in line:
             raise GrammarError(f"{path}:{number}: malformed rule head (expected '<name> ::= ...')")
@@ -318,8 +319,7 @@ def _parse_option(text: str, path: str, number: int) -> tuple[str, int | float]:
         raise GrammarError(f"{path}:{number}: malformed option (expected '%name value')")
     name, raw = parts
     if name not in OPTIONS:
-        raise GrammarError(f"{path}:{number}: unknown option %{name} (known: "
-                           f"{', '.join('%' + n for n in OPTIONS)})")
+        raise GrammarError(f"{path}:{number}: unknown option %{name} (known: {', '.join('%' + n for n in OPTIONS)})")
     try:
         return name, OPTIONS[name](raw)
     except ValueError as err:
@@ -360,9 +360,11 @@ def _min_heights(rules, lines, path) -> dict[str, int]:
                                 seen.add(s.name)
                                 todo.append(s.name)
             return False
+
         line, nt = min((lines[nt], nt) for nt in stuck if reaches_itself(nt))
-        raise GrammarError(f"{path}:{line}: unbounded recursion: <{nt}> can never finish "
-                           f"deriving (every production recurses)")
+        raise GrammarError(
+            f"{path}:{line}: unbounded recursion: <{nt}> can never finish deriving (every production recurses)"
+        )
     return height
 
 
@@ -384,8 +386,7 @@ def locate(path: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise GrammarError(f"grammar file {str(path)!r} not found (looked in {Path.cwd()} and "
-                       f"{PACKAGE_GRAMMARS})")
+    raise GrammarError(f"grammar file {str(path)!r} not found (looked in {Path.cwd()} and {PACKAGE_GRAMMARS})")
 
 
 def load_grammar(path: str | Path) -> Grammar:

@@ -32,13 +32,21 @@ class _Parser(argparse.ArgumentParser):
 
 @command
 def main(argv=None) -> int:
-    parser = _Parser(prog="python -m spenser_jax.grammar",
-                     description="Sample individuals from a grammar and print their phenotypes.")
+    parser = _Parser(
+        prog="python -m spenser_jax.grammar",
+        description="Sample individuals from a grammar and print their phenotypes.",
+    )
     parser.add_argument("grammar", help="grammar file, e.g. grammars/csnn.grammar")
-    parser.add_argument("--sample", type=count, default=None, metavar="N",
-                        help="print N random individuals (default 1 without --mutate)")
-    parser.add_argument("--mutate", type=count, default=None, metavar="K",
-                        help="print a random parent and K of its offspring")
+    parser.add_argument(
+        "--sample",
+        type=count,
+        default=None,
+        metavar="N",
+        help="print N random individuals (default 1 without --mutate)",
+    )
+    parser.add_argument(
+        "--mutate", type=count, default=None, metavar="K", help="print a random parent and K of its offspring"
+    )
     parser.add_argument("--seed", type=count, default=0)
     add_json_argument(parser, "the genotypes (one a line)")
     args = parser.parse_args(argv)
@@ -46,8 +54,10 @@ def main(argv=None) -> int:
     # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
     space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
     rng = np.random.default_rng(args.seed)
-    config = mutation.MutationConfig(add_connection=float(grammar.option("add-connection", 0.0)),
-                                     remove_connection=float(grammar.option("remove-connection", 0.0)))
+    config = mutation.MutationConfig(
+        add_connection=float(grammar.option("add-connection", 0.0)),
+        remove_connection=float(grammar.option("remove-connection", 0.0)),
+    )
 
     if args.mutate is None:
         genomes = [mutation.sample(rng, space, config) for _ in range(1 if args.sample is None else args.sample)]

@@ -151,10 +151,20 @@ class Evaluator(_Planning, _Execution):
     threads.
     """
 
-    def __init__(self, splits: Splits, *, seed: int, input_shape: tuple[int, int, int],
-                 settings: TrainingSettings, batching: str = "map", compile_threads: int = 0,
-                 devices: Sequence[Any] | None = None, vmap_group: int | None = None,
-                 compiler_options: dict | None = None, progress: bool = False):
+    def __init__(
+        self,
+        splits: Splits,
+        *,
+        seed: int,
+        input_shape: tuple[int, int, int],
+        settings: TrainingSettings,
+        batching: str = "map",
+        compile_threads: int = 0,
+        devices: Sequence[Any] | None = None,
+        vmap_group: int | None = None,
+        compiler_options: dict | None = None,
+        progress: bool = False,
+    ):
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
         if not isinstance(compile_threads, int) or isinstance(compile_threads, bool) or compile_threads < 0:
@@ -176,8 +186,11 @@ class Evaluator(_Planning, _Execution):
         self.fitness_key = fitness.fitness_key(seed)
         self.programs = LRU(PROGRAM_CACHE)
         self._placed = LRU(PLACEMENTS)
-        self._pool = (concurrent.futures.ThreadPoolExecutor(compile_threads, thread_name_prefix="spenser-compile")
-                      if compile_threads and batching != "none" else None)
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(compile_threads, thread_name_prefix="spenser-compile")
+            if compile_threads and batching != "none"
+            else None
+        )
 
     def close(self) -> None:
         """Stop the compile threads (idempotent)."""
@@ -192,11 +205,13 @@ class Evaluator(_Planning, _Execution):
         self.close()
 
     def evaluate_one(self, phenotype: Phenotype, key: jax.Array, inherited=None) -> Evaluation:
-        return fitness.evaluate_one(self.trainer, phenotype, key, self.evo_train, self.fitness,
-                                    self.fitness_key, inherited)
+        return fitness.evaluate_one(
+            self.trainer, phenotype, key, self.evo_train, self.fitness, self.fitness_key, inherited
+        )
 
-    def evaluate(self, phenotypes: Sequence[Phenotype], generation: int,
-                 inherited: Sequence[tuple | None] | None = None) -> list[Evaluation]:
+    def evaluate(
+        self, phenotypes: Sequence[Phenotype], generation: int, inherited: Sequence[tuple | None] | None = None
+    ) -> list[Evaluation]:
         """The evaluations of one generation's phenotypes, in order.
 
         ``inherited``: per phenotype, ``(values, mask, share)`` from
@@ -215,6 +230,7 @@ class Evaluator(_Planning, _Execution):
         bar = None
         if self.progress:
             from tqdm import tqdm
+
             bar = tqdm(total=len(phenotypes), desc=f"generation {generation}", unit="ind", leave=False)
         tick = bar.update if bar is not None else (lambda n: None)
         try:

@@ -81,16 +81,31 @@ class _Execution:
     def _data_on(self, devices: tuple) -> tuple:
         def place():
             target = devices[0] if len(devices) == 1 else NamedSharding(_mesh(devices), PartitionSpec())
-            return tuple(jax.device_put(x, target) for x in (
-                self.evo_train.images, self.evo_train.labels, self.fitness.images,
-                self.fitness.labels, self.fitness_key))
+            return tuple(
+                jax.device_put(x, target)
+                for x in (
+                    self.evo_train.images,
+                    self.evo_train.labels,
+                    self.fitness.images,
+                    self.fitness.labels,
+                    self.fitness_key,
+                )
+            )
+
         return self._placed.get_or_make(tuple(d.id for d in devices), place)
 
     def _program_fn(self, sig, devices: tuple):
         s = self.settings
-        options = dict(epochs=s.epochs, time_steps=s.time_steps, batch_size=s.batch_size,
-                       eval_batch_size=s.eval_batch_size, correct_rate=s.correct_rate,
-                       incorrect_rate=s.incorrect_rate, mode=s.mode, init_scheme=s.init)
+        options = dict(
+            epochs=s.epochs,
+            time_steps=s.time_steps,
+            batch_size=s.batch_size,
+            eval_batch_size=s.eval_batch_size,
+            correct_rate=s.correct_rate,
+            incorrect_rate=s.incorrect_rate,
+            mode=s.mode,
+            init_scheme=s.init,
+        )
         if s.early_stop is not None:
             options["stop_check"] = s.stop_check(self.evo_train.labels.shape[0])
         if s.min_steps is not None:
@@ -119,8 +134,15 @@ class _Execution:
         spec = PartitionSpec(_AXIS)
         # check_vma=False: the training loops' carries start replicated
         # (constants) and become per-member; every output is per-member.
-        return jax.jit(jax.shard_map(local, mesh=_mesh(devices), in_specs=(spec, spec, spec) + (PartitionSpec(),) * 5,
-                                     out_specs=spec, check_vma=False))
+        return jax.jit(
+            jax.shard_map(
+                local,
+                mesh=_mesh(devices),
+                in_specs=(spec, spec, spec) + (PartitionSpec(),) * 5,
+                out_specs=spec,
+                check_vma=False,
+            )
+        )
 
     def _prepare(self, job: _Job) -> _Job:
         """Build the job's arguments and compile (or fetch) its program."""
@@ -129,21 +151,24 @@ class _Execution:
         if len(job.devices) == 1:
             place = functools.partial(jax.device_put, device=job.devices[0])
         else:
-            place = functools.partial(jax.device_put, device=NamedSharding(_mesh(job.devices),
-                                                                           PartitionSpec(_AXIS)))
+            place = functools.partial(jax.device_put, device=NamedSharding(_mesh(job.devices), PartitionSpec(_AXIS)))
         for start in range(0, len(job.members), width):
-            chunk = job.members[start:start + width]
+            chunk = job.members[start : start + width]
             slots = chunk + [chunk[-1]] * (width - len(chunk))  # padding: results dropped
-            start = (None if not self.settings.inherit
-                     else place(_stack([(m.inherited[0], m.inherited[1]) for m in slots])))
+            start = (
+                None if not self.settings.inherit else place(_stack([(m.inherited[0], m.inherited[1]) for m in slots]))
+            )
             args = (place(jnp.stack([m.key for m in slots])), place(_stack([m.hyper for m in slots])), start, *data)
             job.dispatches.append(_Dispatch(chunk, args, job.per_device))
         cache_key = (job.sig, tuple(d.id for d in job.devices), job.per_device, self.batching)
         program = self.programs.get(cache_key)
         if program is None:
             t0 = time.perf_counter()
-            program = self._program_fn(job.sig, job.devices).lower(
-                *job.dispatches[0].args).compile(compiler_options=self.compiler_options or None)
+            program = (
+                self._program_fn(job.sig, job.devices)
+                .lower(*job.dispatches[0].args)
+                .compile(compiler_options=self.compiler_options or None)
+            )
             job.compile_seconds = time.perf_counter() - t0
             self.programs.put(cache_key, program)
         job.program = program
@@ -186,8 +211,11 @@ class _Execution:
             except Exception as err:  # noqa: BLE001 - e.g. out of memory while running
                 job.error = err
         if job.error is not None:
-            fitness.log.warning("group of %d failed (%s); evaluating its members one by one",
-                                len(job.members), fitness.reason(job.error))
+            fitness.log.warning(
+                "group of %d failed (%s); evaluating its members one by one",
+                len(job.members),
+                fitness.reason(job.error),
+            )
             return [(m, self.evaluate_one(m.phenotype, m.key, m.inherited)) for m in job.members]
         out = []
         compile_share = job.compile_seconds / len(job.members)
@@ -197,17 +225,27 @@ class _Execution:
             for slot, m in enumerate(d.members):
                 mine = jax.tree.map(lambda v, i=slot: v[i], metrics)
                 if bool(mine["nonfinite"]):
-                    ev = fitness.nonfinite(int(mine["steps"]), m.parameters, seconds, compile_share,
-                                           int(mine["samples"]))
+                    ev = fitness.nonfinite(
+                        int(mine["steps"]), m.parameters, seconds, compile_share, int(mine["samples"])
+                    )
                 else:
                     ev = fitness.scored(
-                        float(mine["accuracy"]), stopped=bool(mine["stopped"]), steps=int(mine["steps"]),
-                        parameters=m.parameters, train_seconds=seconds, compile_seconds=compile_share,
+                        float(mine["accuracy"]),
+                        stopped=bool(mine["stopped"]),
+                        steps=int(mine["steps"]),
+                        parameters=m.parameters,
+                        train_seconds=seconds,
+                        compile_seconds=compile_share,
                         weights=jax.tree.map(lambda x, i=slot: np.array(x[i]), params),
                         train_samples=int(mine["samples"]),
                         inherited=None if m.inherited is None else m.inherited[2],
-                        activity=(self.settings.summarise(m.sig, self.input_shape, mine["activity"],
-                                                          self.fitness.labels.shape[0])
-                                  if "activity" in mine else None))
+                        activity=(
+                            self.settings.summarise(
+                                m.sig, self.input_shape, mine["activity"], self.fitness.labels.shape[0]
+                            )
+                            if "activity" in mine
+                            else None
+                        ),
+                    )
                 out.append((m, ev))
         return out

@@ -98,6 +98,5 @@ class _Planning:
 
     def _vmap_fit(self, sig, device) -> int:
         s = self.settings
-        need = architecture.training_bytes(sig, self.input_shape, time_steps=s.time_steps,
-                                           batch_size=s.batch_size)
+        need = architecture.training_bytes(sig, self.input_shape, time_steps=s.time_steps, batch_size=s.batch_size)
         return max(1, int(0.5 * free_bytes(device) // max(need, 1)))

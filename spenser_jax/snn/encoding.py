@@ -37,8 +37,7 @@ def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
         time_steps = operator.index(time_steps)
     except TypeError:
         raise TypeError(
-            "time_steps must be a static Python int (mark it static under "
-            f"jax.jit), got {type(time_steps).__name__}"
+            f"time_steps must be a static Python int (mark it static under jax.jit), got {type(time_steps).__name__}"
         ) from None
     if time_steps < 0:
         raise ValueError(f"time_steps must be >= 0, got {time_steps}")
@@ -84,8 +83,7 @@ def direct(images: jax.Array, time_steps: int) -> jax.Array:
         time_steps = operator.index(time_steps)
     except TypeError:
         raise TypeError(
-            "time_steps must be a static Python int (mark it static under "
-            f"jax.jit), got {type(time_steps).__name__}"
+            f"time_steps must be a static Python int (mark it static under jax.jit), got {type(time_steps).__name__}"
         ) from None
     if time_steps < 0:
         raise ValueError(f"time_steps must be >= 0, got {time_steps}")
@@ -95,7 +93,5 @@ def direct(images: jax.Array, time_steps: int) -> jax.Array:
     elif jnp.issubdtype(images.dtype, jnp.floating):
         current = images
     else:
-        raise TypeError(
-            f"images must be uint8 (0..255) or floating point (0..1), got {images.dtype}"
-        )
+        raise TypeError(f"images must be uint8 (0..255) or floating point (0..1), got {images.dtype}")
     return jnp.broadcast_to(current, (time_steps, *images.shape))

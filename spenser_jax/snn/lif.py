@@ -40,10 +40,7 @@ _DEFAULT_SPIKE = atan()
 
 def _check_reset(reset: str) -> None:
     if reset not in RESETS:
-        raise ValueError(
-            f"reset must be one of {RESETS!r} (the grammar's `reset` values), "
-            f"got {reset!r}"
-        )
+        raise ValueError(f"reset must be one of {RESETS!r} (the grammar's `reset` values), got {reset!r}")
 
 
 def _clamp01(beta: jax.Array) -> jax.Array:
@@ -152,8 +149,7 @@ def lif_sequence(
     _check_reset(reset)
     if jnp.ndim(currents) < 1:
         raise ValueError(
-            "currents must be time-major [T, ...] with at least one axis, got "
-            f"shape {jnp.shape(currents)}"
+            f"currents must be time-major [T, ...] with at least one axis, got shape {jnp.shape(currents)}"
         )
     beta, threshold = _params(beta, threshold, trainable_beta, trainable_threshold)
     # The carry's dtype must not change across steps, so start it in the

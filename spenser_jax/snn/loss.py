@@ -23,18 +23,12 @@ import jax.numpy as jnp
 
 def _check(outputs, labels, mask, name="spikes"):
     if jnp.ndim(outputs) != 3:
-        raise ValueError(
-            f"{name} must be time-major [T, B, C], got shape {jnp.shape(outputs)}"
-        )
+        raise ValueError(f"{name} must be time-major [T, B, C], got shape {jnp.shape(outputs)}")
     _, batch, _ = jnp.shape(outputs)
     if jnp.shape(labels) != (batch,):
-        raise ValueError(
-            f"labels must have shape [B] = ({batch},), got {jnp.shape(labels)}"
-        )
+        raise ValueError(f"labels must have shape [B] = ({batch},), got {jnp.shape(labels)}")
     if mask is not None and jnp.shape(mask) != (batch,):
-        raise ValueError(
-            f"mask must have shape [B] = ({batch},), got {jnp.shape(mask)}"
-        )
+        raise ValueError(f"mask must have shape [B] = ({batch},), got {jnp.shape(mask)}")
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -86,9 +80,7 @@ def _label_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.where(is_label, log_p, 0), axis=-1)
 
 
-def count_targets(
-    num_steps: int, correct_rate: float = 1.0, incorrect_rate: float = 0.0
-) -> tuple[int, int]:
+def count_targets(num_steps: int, correct_rate: float = 1.0, incorrect_rate: float = 0.0) -> tuple[int, int]:
     """Target spike counts of ``mse_count_loss``, computed as snntorch does.
 
     ``int(T * rate)`` in Python float64 with truncation. Call this on the
@@ -177,9 +169,7 @@ def mse_count_loss(
     return mse_count_loss_targets(spikes, labels, on, off, mask)
 
 
-def ce_count_loss(
-    spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
+def ce_count_loss(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Cross entropy of the spike counts.
 
     Matches snntorch's ``functional.ce_count_loss``: the raw counts
@@ -199,9 +189,7 @@ def ce_count_loss(
     return _masked_mean(_label_nll(jnp.sum(spikes, axis=0), labels), mask)
 
 
-def ce_rate_loss(
-    spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
+def ce_rate_loss(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Cross entropy of the spikes at every time step, averaged over time.
 
     Matches snntorch's ``functional.ce_rate_loss``: the spikes of each step
@@ -264,9 +252,7 @@ def mse_membrane_loss(
     return _sum_over_time(per_step) / num_steps
 
 
-def ce_max_membrane_loss(
-    membranes: jax.Array, labels: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
+def ce_max_membrane_loss(membranes: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Cross entropy of each output's peak membrane potential over time.
 
     Matches snntorch's ``functional.ce_max_membrane_loss``: the maximum over
@@ -325,9 +311,7 @@ def _correct(spikes, labels, mask):
     return spike_count_predictions(spikes) == jnp.asarray(labels)
 
 
-def correct_count(
-    spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
+def correct_count(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Number of correctly classified samples (those ``mask`` keeps).
 
     Args:
@@ -344,9 +328,7 @@ def correct_count(
     return jnp.sum(correct)
 
 
-def spike_count_accuracy(
-    spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
+def spike_count_accuracy(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Fraction of correctly classified samples (those ``mask`` keeps).
 
     Args:

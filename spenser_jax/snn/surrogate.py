@@ -100,6 +100,6 @@ def fast_sigmoid(slope: float = 25.0) -> SpikeFn:
 
 # Keyed by the grammar's `surr-grad` values; each entry is a factory.
 SURROGATES: dict[str, Callable[..., SpikeFn]] = {
-        "atan": atan,
-        "fast-sigmoid": fast_sigmoid,
+    "atan": atan,
+    "fast-sigmoid": fast_sigmoid,
 }
