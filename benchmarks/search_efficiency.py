@@ -454,8 +454,50 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_protocols(paths: list[Path], out: Path) -> dict:
+    """One figure and table over several protocols' results (``--combine``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {}
+    for path in paths:
+        summary = json.loads(Path(path).read_text()).get("search", {}).get("summary", {})
+        if "paper" in summary and "fast" in summary:
+            rows[Path(path).stem] = summary
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    names = list(rows)
+    for i, name in enumerate(names):
+        r = rows[name]
+        for j, protocol in enumerate(("paper", "fast")):
+            acc = r[protocol]["test_accuracies"]
+            x = i + (j - 0.5) * 0.3
+            axes[0].scatter([x] * len(acc), acc, color=("C0", "C3")[j], s=16, label=protocol if i == 0 else None)
+            if acc:
+                sd = r[protocol]["test_accuracy_sd"] or 0.0
+                axes[0].errorbar(x + 0.08, np.mean(acc), yerr=sd, fmt="o", color="k", capsize=3, ms=3)
+        axes[1].bar(i, r["compute_ratio_sample_steps"], color="C2")
+        axes[2].bar(i, r["wall_ratio_paper_over_fast"], color="C1")
+    labels = [n.replace("search_efficiency_", "").rsplit("_", 1)[0] for n in names]
+    axes[0].set(ylabel="test accuracy, retrained from scratch", title="Test accuracy (official test split)")
+    axes[1].set(ylabel="paper / fast", title="Training compute saved (samples × T)")
+    axes[2].set(ylabel="paper / fast", title="Wall time saved (loaded machine)")
+    for ax in axes:
+        ax.set_xticks(range(len(names)), labels)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--combine", nargs="+", default=None, help="only plot these result JSON files side by side (--out: the PNG)"
+    )
     parser.add_argument("--phases", default="rank,search,retrain")
     parser.add_argument("--archs", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=3)
@@ -489,6 +531,28 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="search_efficiency")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claim")
     args = parser.parse_args(argv)
+    if args.combine:
+        out = Path(args.out or common.RESULTS_DIR / f"search_efficiency_protocols_{common.today()}.png")
+        rows = plot_protocols([Path(p) for p in args.combine], out)
+        print(
+            json.dumps(
+                {
+                    k: {
+                        p: v.get(p)
+                        for p in (
+                            "compute_ratio_sample_steps",
+                            "wall_ratio_paper_over_fast",
+                            "test_accuracy_difference",
+                            "as_good",
+                        )
+                    }
+                    for k, v in rows.items()
+                },
+                indent=1,
+            )
+        )
+        print(f"wrote {out}")
+        return 0
     if args.quick:
         args.archs, args.seeds, args.generations, args.offspring = 4, 1, 2, 2
         args.subset, args.time_steps, args.retrain_epochs = 300, 2, 1
