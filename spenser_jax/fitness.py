@@ -179,9 +179,12 @@ def individual_key(seed: int, generation: int, index: int) -> jax.Array:
 
 
 class Trainer:
-    """Compiles (once per signature and data shape) and runs training and scoring.
+    """Compiles (once per signature and data shape) and runs training and scoring, as ``protocol`` says.
 
-    Compiled programs are kept in an LRU of :data:`COMPILED_CACHE` entries.
+    ``protocol`` (a :class:`~spenser_jax.protocol.Protocol`) goes whole to
+    :func:`~spenser_jax.training.make_train_epoch` and
+    :func:`~spenser_jax.training.make_evaluate`. Compiled programs are kept
+    in an LRU of :data:`COMPILED_CACHE` entries.
     """
 
     def __init__(self, protocol: Protocol, input_shape: tuple[int, int, int], compiler_options: dict | None = None):
