@@ -31,6 +31,7 @@ import common  # noqa: E402
 from spenser_jax import architecture, mutation, network, training  # noqa: E402
 from spenser_jax.genotype import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
+from spenser_jax.protocol import Protocol  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,7 +54,9 @@ def main(argv=None) -> int:
         sig, hyper = architecture.split(ph)
         params = network.init_params(jax.random.key(k), sig, hyper, (28, 28, 1))
         fns = {
-            flag: training.make_evaluate(sig, time_steps=args.time_steps, batch_size=args.batch_size, activity=flag)
+            flag: training.make_evaluate(
+                sig, Protocol(time_steps=args.time_steps), batch_size=args.batch_size, activity=flag
+            )
             for flag in (False, True)
         }
         key = jax.random.key(1)

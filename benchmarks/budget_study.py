@@ -48,6 +48,7 @@ from search_efficiency import spearman  # noqa: E402
 from spenser_jax import architecture, data, mutation, training  # noqa: E402
 from spenser_jax.genotype import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
+from spenser_jax.protocol import Protocol  # noqa: E402
 from spenser_jax.snn import encoding  # noqa: E402
 
 STEPS = (10, 20, 50, 100)
@@ -70,7 +71,9 @@ class Probe:
         self.fit_labels = jnp.asarray(splits.fitness.labels, jnp.int32)
         self.fitness_key = fitness_key
         self.step = jax.jit(self._step)
-        self.score = training.make_evaluate(self.sig, time_steps=time_steps, batch_size=min(1000, len(self.fit_labels)))
+        self.score = training.make_evaluate(
+            self.sig, Protocol(time_steps=time_steps), batch_size=min(1000, len(self.fit_labels))
+        )
 
     def _step(self, state, hyper, idx, mask, key):
         key_encode, key_dropout = jax.random.split(key)

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spenser_jax import architecture, network, training
+from spenser_jax.protocol import Protocol
 
 INPUT_SHAPE = (28, 28, 1)
 
@@ -72,10 +73,9 @@ def compile_fused(sig, hyper, time_steps: int, n_train: int, n_fit: int, batch_s
         functools.partial(
             training.train_and_score,
             sig,
-            epochs=1,
-            time_steps=time_steps,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
+            protocol=Protocol(
+                time_steps=time_steps, epochs=1, batch_size=batch_size, eval_batch_size=eval_batch_size, activity=False
+            ),
         )
     )
     t0 = time.perf_counter()

@@ -89,6 +89,7 @@ from spenser_jax import architecture, evolution, mutation
 from spenser_jax import fitness as fitness_mod
 from spenser_jax.genotype import SearchSpace
 from spenser_jax.phenotype import Conv, Dense
+from spenser_jax.protocol import Protocol
 
 ROOT = common.ROOT
 GRAMMAR = "grammars/csnn.grammar"  # found in the package wherever it runs
@@ -158,7 +159,7 @@ def worker(spec: dict) -> dict:
         jax.config.update("jax_threefry_partitionable", threefry)
     _, phenotypes = generation(spec["seed"], spec["offspring"], spec.get("parent_pool", 1), spec.get("shared", False))
     splits, _ = common.load_splits(spec["dataset"], spec["seed"], spec["subset"])
-    settings = fitness_mod.TrainingSettings(
+    settings = Protocol(
         time_steps=spec["time_steps"], epochs=spec["epochs"], batch_size=spec["batch_size"], eval_batch_size=1000
     )
     threads = v["compile_threads"]
@@ -170,7 +171,7 @@ def worker(spec: dict) -> dict:
         splits,
         seed=spec["seed"],
         input_shape=(28, 28, 1),
-        settings=settings,
+        protocol=settings,
         batching=v["batching"],
         compile_threads=threads,
         devices=devices,
@@ -325,7 +326,9 @@ def compile_scaling(seed: int, subset: int, time_steps: list[int], batch_size: i
     for t in time_steps:
         fn = jax.jit(
             functools.partial(
-                training.train_and_score, sig, epochs=1, time_steps=t, batch_size=batch_size, eval_batch_size=1000
+                training.train_and_score,
+                sig,
+                protocol=Protocol(time_steps=t, epochs=1, batch_size=batch_size, eval_batch_size=1000, activity=False),
             )
         )
         t0 = time.perf_counter()

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spenser_jax import architecture, network, training
+from spenser_jax.protocol import Protocol
 from spenser_jax.snn import encoding, loss
 
 BATCH = 64
@@ -128,7 +129,9 @@ class JaxTrainer:
         self.images = jax.device_put(images)
         self.labels = jax.device_put(labels)
         # The product's cached builder unless a caller (an experiment) brings its own.
-        self.fn = epoch_fn or training.make_train_epoch(sig, time_steps=time_steps, batch_size=BATCH, mode=mode)
+        self.fn = epoch_fn or training.make_train_epoch(
+            sig, Protocol(time_steps=time_steps, batch_size=BATCH, mode=mode)
+        )
         self.compiled = None
         self.calls = 0
 

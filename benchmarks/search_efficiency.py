@@ -54,9 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from spenser_jax import architecture, checkpoint, evolve, inheritance, mutation, network, retrain, training  # noqa: E402
-from spenser_jax.fitness import TrainingSettings  # noqa: E402
 from spenser_jax.genotype import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
+from spenser_jax.protocol import Protocol  # noqa: E402
 from spenser_jax.snn import encoding  # noqa: E402
 
 FRACTIONS = (0.1, 0.25, 0.5)  # of an epoch: the cheap fitness read along the paper's epoch
@@ -92,7 +92,7 @@ def spearman(a, b) -> float:
 class EpochProbe:
     """Trains one architecture batch by batch exactly as train_epoch does, scoring along the way."""
 
-    def __init__(self, phenotype, splits, settings: TrainingSettings, fitness_key):
+    def __init__(self, phenotype, splits, settings: Protocol, fitness_key):
         self.phenotype = phenotype
         self.sig, self.hyper = architecture.split(phenotype)
         self.settings = settings
@@ -104,9 +104,7 @@ class EpochProbe:
         s = settings
         step = jax.jit(lambda state, idx, mask, key: self._step(state, idx, mask, key))
         self.step = step
-        self.score_fn = training.make_evaluate(
-            self.sig, time_steps=s.time_steps, batch_size=min(s.eval_batch_size, len(self.fit_labels))
-        )
+        self.score_fn = training.make_evaluate(self.sig, s, batch_size=min(s.eval_batch_size, len(self.fit_labels)))
 
     def _step(self, state, idx, mask, key):
         s = self.settings
@@ -188,7 +186,7 @@ def snasnet_score(phenotype, images, time_steps: int, key) -> float:
 def phase_rank(args, space: SearchSpace) -> dict:
     splits, source = common.load_splits("mnist", seed=0, subset=args.subset)
     time_steps = args.time_steps or 4
-    settings = TrainingSettings(time_steps=time_steps, eval_batch_size=1000)
+    settings = Protocol(time_steps=time_steps, eval_batch_size=1000)
     fitness_key = jax.random.fold_in(jax.random.key(0), 0x0F17)
     batches = -(-len(splits.evo_train.labels) // settings.batch_size)
     checkpoints = {f"{f:g}": max(1, math.ceil(f * batches)) for f in FRACTIONS} | {"1": batches}

@@ -17,7 +17,7 @@ The handful of names a researcher needs, from a grammar to a trained network
 
 Submodules hold the rest, in the order data flows: ``grammar`` -> ``genotype``
 / ``mutation`` -> ``phenotype`` -> ``architecture`` -> ``network`` /
-``optim`` / ``snn`` -> ``training`` -> ``fitness`` -> ``scheduler`` ->
+``optim`` / ``snn`` -> ``protocol`` -> ``training`` -> ``fitness`` -> ``scheduler`` ->
 ``evolution`` -> ``checkpoint`` -> ``evolve`` (the CLI), then ``retrain``
 and ``report``.
 
@@ -135,9 +135,10 @@ def train(phenotype, images, labels, *, time_steps, key, epochs=1, batch_size=64
 
     from spenser_jax import fitness
     from spenser_jax.data import Arrays
+    from spenser_jax.protocol import Protocol
 
-    settings = fitness.TrainingSettings(time_steps=time_steps, epochs=epochs, batch_size=batch_size)
-    trainer = fitness.Trainer(settings, tuple(images.shape[1:]))
+    protocol = Protocol(time_steps=time_steps, epochs=epochs, batch_size=batch_size)
+    trainer = fitness.Trainer(protocol, tuple(images.shape[1:]))
     state, info = trainer.train(phenotype, key, fitness.on_device(Arrays(images, labels)), epochs, params=params)
     return jax.device_get(state.params), info
 
@@ -146,8 +147,9 @@ def evaluate(phenotype, params, images, labels, *, time_steps, key, batch_size=1
     """Spike-count accuracy of trained ``params`` on ``images``/``labels`` (rate-coded with ``key``)."""
     from spenser_jax import fitness
     from spenser_jax.data import Arrays
+    from spenser_jax.protocol import Protocol
 
-    settings = fitness.TrainingSettings(time_steps=time_steps, eval_batch_size=batch_size)
-    trainer = fitness.Trainer(settings, tuple(images.shape[1:]))
+    protocol = Protocol(time_steps=time_steps, eval_batch_size=batch_size)
+    trainer = fitness.Trainer(protocol, tuple(images.shape[1:]))
     accuracy, _, _ = trainer.score(phenotype, params, fitness.on_device(Arrays(images, labels)), key)
     return accuracy

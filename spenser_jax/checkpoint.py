@@ -342,34 +342,24 @@ class Run:
     def dataset(self) -> str:
         return self.identity.get("dataset", "?")
 
-    def training_settings(self, **overrides):
-        """How the search trained and scored its individuals (a ``fitness.TrainingSettings``).
+    def protocol(self, **overrides):
+        """How the search trained and scored its individuals (a :class:`spenser_jax.protocol.Protocol`).
 
-        ``overrides`` replace fields (``epochs``, ``batch_size``, ...), e.g.
-        for retraining. ``time_steps`` is the search's (``search.time_steps``
-        where set); the data set's is ``identity["time_steps"]``.
+        Rebuilt from the identity (:func:`spenser_jax.protocol.from_identity`,
+        the mapping :func:`spenser_jax.evolve.setup` used) and the config's
+        energy constants. ``overrides`` replace fields (``epochs``,
+        ``batch_size``, ...), e.g. for retraining. ``time_steps`` is the
+        search's (``search.time_steps`` where set); the data set's is
+        ``identity["time_steps"]``.
         """
         from spenser_jax.activity import EnergyModel
-        from spenser_jax.fitness import TrainingSettings
+        from spenser_jax.protocol import from_identity
 
-        tr, search = self.identity["training"], self.identity.get("search", {})
-        fields = dict(
-            time_steps=min(search.get("time_steps") or self.identity["time_steps"], self.identity["time_steps"]),
-            epochs=tr["epochs"],
-            batch_size=tr["batch_size"],
-            correct_rate=tr["correct_rate"],
-            incorrect_rate=tr["incorrect_rate"],
-            eval_batch_size=tr["eval_batch_size"],
-            init=tr["init"],
-            early_stop=search.get("early_stop"),
-            min_steps=search.get("min_steps"),
-            stop_min_steps=search.get("stop_min_steps", 20),
-            inherit=search.get("inherit", False),
-            encoding=tr.get("encoding", "rate"),
-            energy=EnergyModel(**self.config.get("energy", {})),
-        )
-        fields.update(overrides)
-        return TrainingSettings(**fields)
+        return from_identity(self.identity, EnergyModel(**self.config.get("energy", {})), **overrides)
+
+    def training_settings(self, **overrides):
+        """The former name of :meth:`protocol`."""
+        return self.protocol(**overrides)
 
     def splits(self, data_dir=None):
         """The run's data splits, drawn again from its seed (``data_dir`` overrides the run's)."""
@@ -401,13 +391,13 @@ class Run:
         from spenser_jax import fitness
 
         splits = self.splits() if splits is None else splits
-        settings = self.training_settings()
-        trainer = fitness.Trainer(settings, tuple(splits.evo_train.images.shape[1:]))
+        protocol = self.protocol()
+        trainer = fitness.Trainer(protocol, tuple(splits.evo_train.images.shape[1:]))
         state, _ = trainer.train(
             phenotype,
             fitness.individual_key(self.identity["seed"], generation, index),
             fitness.on_device(splits.evo_train),
-            settings.epochs,
+            protocol.epochs,
         )
         return jax.device_get(state.params)
 

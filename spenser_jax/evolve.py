@@ -73,7 +73,7 @@ class Setup:
     space: SearchSpace
     mutation: mutation.MutationConfig
     splits: data.Splits | None
-    training: Any  # fitness.TrainingSettings
+    training: Any  # protocol.Protocol: how every individual trains and is scored
     runtime: dict  # Evaluator keyword arguments, resolved
     identity: dict
     grammar_path: Path
@@ -160,7 +160,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     With ``load_data=False`` nothing is read from disk but the grammar (for
     checks, and for runs with an evaluator of their own).
     """
-    from spenser_jax.fitness import TrainingSettings
+    from spenser_jax import protocol as protocol_lib
     from spenser_jax.training import ENCODINGS
 
     cfg = to_plain(cfg)
@@ -295,23 +295,6 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         fixed_modules=tuple(mut.output_modules),
         log_uniform_ratio=mut.log_ratio if mut.log_uniform else None,
     )
-    settings = TrainingSettings(
-        # search.time_steps caps T while searching; never above the data set's.
-        time_steps=ds["time_steps"] if sr["time_steps"] is None else min(sr["time_steps"], ds["time_steps"]),
-        epochs=tr["epochs"],
-        batch_size=tr["batch_size"],
-        min_steps=sr["min_steps"],
-        stop_min_steps=sr["stop_min_steps"],
-        correct_rate=tr["correct_rate"],
-        incorrect_rate=tr["incorrect_rate"],
-        eval_batch_size=tr["eval_batch_size"],
-        mode=None if tr["mode"] == "auto" else tr["mode"],
-        init=tr["init"],
-        early_stop=None if sr["early_stop"] is None else float(sr["early_stop"]),
-        inherit=sr["inherit"],
-        energy=energy,
-        encoding=encoding,
-    )
     runtime = _runtime(cfg.get("runtime", {}))
     identity = {
         "seed": cfg["seed"],
@@ -355,6 +338,10 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity["runtime"] = {"batching": runtime["batching"], "xla_opt_level": rt.get("xla_opt_level")}
     # JSON round trip so tuples and lists compare equal after a reload.
     identity = json.loads(json.dumps(identity))
+    # The run's one training protocol, from the identity as a finished run
+    # rebuilds it (checkpoint.Run.protocol); the execution order changes
+    # speed only, so it is not part of the identity.
+    protocol = protocol_lib.from_identity(identity, energy, mode=None if tr["mode"] == "auto" else tr["mode"])
     return Setup(
         seed=cfg["seed"],
         generations=evo["generations"],
@@ -362,7 +349,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         space=space,
         mutation=mut,
         splits=splits,
-        training=settings,
+        training=protocol,
         runtime=runtime,
         identity=identity,
         grammar_path=grammar_path,
@@ -510,7 +497,7 @@ def run(
             from spenser_jax.scheduler import Evaluator
 
             with Evaluator(
-                s.splits, seed=s.seed, input_shape=s.space.input_shape, settings=s.training, **s.runtime
+                s.splits, seed=s.seed, input_shape=s.space.input_shape, protocol=s.training, **s.runtime
             ) as owned:
                 return _loop(s, state, run_dir, owned)
         return _loop(s, state, run_dir, evaluator)

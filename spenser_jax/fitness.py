@@ -24,18 +24,16 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import math
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from spenser_jax import activity as activity_lib
 from spenser_jax import architecture, training
 from spenser_jax.data import Arrays
 from spenser_jax.phenotype import Phenotype, count_parameters
+from spenser_jax.protocol import Protocol
 
 log = logging.getLogger("spenser_jax")
 
@@ -157,83 +155,8 @@ def scored(
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """How an individual is trained and scored (the paper's: 1 epoch, batch 64).
-
-    Attributes:
-      epochs: training epochs; a fraction trains on the first part of an
-        epoch's shuffle (:func:`spenser_jax.training.epoch_plan`).
-      mode: a concrete execution order (``"stepwise"``, ``"scan"``,
-        ``"layerwise"``) or None for the backend's default
-        (:func:`spenser_jax.network.default_mode`).
-      min_steps: the floor of optimizer steps of a budget under one epoch
-        (:func:`spenser_jax.training.epoch_plan`); None: the fraction alone.
-      early_stop: None, or the fraction of the first epoch's budget after
-        which an individual whose output has not spiked once and whose loss
-        has not moved stops training (and is scored as it is, status
-        ``"stopped"``); never before ``stop_min_steps`` steps, and no check
-        at all when that is the whole budget.
-      inherit: individuals may start from inherited weights (the program
-        takes them as arguments; see :mod:`spenser_jax.inheritance`).
-      activity: measure spikes, SynOps and energy while scoring (the same
-        forward pass; :mod:`spenser_jax.activity`).
-      energy: the energy constants.
-      encoding: how images enter the network: ``"rate"`` spikes (the paper)
-        or ``"direct"`` currents (:func:`spenser_jax.training.encode`).
-    """
-
-    time_steps: int
-    epochs: int | float = 1
-    batch_size: int = 64
-    correct_rate: float = 1.0
-    incorrect_rate: float = 0.0
-    eval_batch_size: int = 1000
-    mode: str | None = None
-    init: str = "torch"
-    early_stop: float | None = None
-    inherit: bool = False
-    min_steps: int | None = None
-    stop_min_steps: int = 20
-    activity: bool = True
-    energy: activity_lib.EnergyModel = activity_lib.EnergyModel()
-    encoding: str = "rate"
-
-    def summarise(self, phenotype_or_sig, input_shape, totals, samples: int) -> dict:
-        """Per-sample activity and energy (:func:`spenser_jax.activity.summarise`)."""
-        sig = (
-            phenotype_or_sig
-            if isinstance(phenotype_or_sig, architecture.Signature)
-            else architecture.signature(phenotype_or_sig)
-        )
-        totals = jax.tree.map(np.asarray, totals)
-        return activity_lib.summarise(
-            sig,
-            input_shape,
-            self.time_steps,
-            totals,
-            samples,
-            energy=self.energy,
-            spiking_input=self.encoding == "rate",
-        )
-
-    def plan(self, n: int) -> tuple[int | None, ...]:
-        """Batches per epoch for ``n`` training samples (:func:`spenser_jax.training.epoch_plan`)."""
-        return training.epoch_plan(self.epochs, n, self.batch_size, self.min_steps)
-
-    def stop_check(self, n: int) -> int | None:
-        """The early check's batch count for ``n`` training samples (None: no check).
-
-        ``early_stop`` of the first epoch's budget, at least
-        ``stop_min_steps``; None when that reaches the end of the budget
-        (stopping there would save nothing).
-        """
-        if self.early_stop is None:
-            return None
-        first = self.plan(n)[0]
-        batches = first if first is not None else -(-n // self.batch_size)
-        check = max(1, self.stop_min_steps, math.ceil(self.early_stop * batches))
-        return check if check < batches else None
+TrainingSettings = Protocol
+"""The former name of :class:`spenser_jax.protocol.Protocol` (kept for existing imports)."""
 
 
 def on_device(arrays: Arrays) -> Arrays:
@@ -256,15 +179,16 @@ def individual_key(seed: int, generation: int, index: int) -> jax.Array:
 
 
 class Trainer:
-    """Compiles (once per signature and data shape) and runs training and scoring.
+    """Compiles (once per signature and data shape) and runs training and scoring, as ``protocol`` says.
 
-    Compiled programs are kept in an LRU of :data:`COMPILED_CACHE` entries.
+    ``protocol`` (a :class:`~spenser_jax.protocol.Protocol`) goes whole to
+    :func:`~spenser_jax.training.make_train_epoch` and
+    :func:`~spenser_jax.training.make_evaluate`. Compiled programs are kept
+    in an LRU of :data:`COMPILED_CACHE` entries.
     """
 
-    def __init__(
-        self, settings: TrainingSettings, input_shape: tuple[int, int, int], compiler_options: dict | None = None
-    ):
-        self.settings = settings
+    def __init__(self, protocol: Protocol, input_shape: tuple[int, int, int], compiler_options: dict | None = None):
+        self.protocol = protocol
         self.input_shape = tuple(input_shape)
         self.compiler_options = dict(compiler_options or {})
         self._compiled: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
@@ -300,7 +224,7 @@ class Trainer:
         ``train_seconds``, ``losses``, ``steps``, ``samples``, ``nonfinite``
         and ``stopped``.
         """
-        s = self.settings
+        s = self.protocol
         sig, hyper = architecture.split(phenotype, s.time_steps)
         key_init, key_epochs = jax.random.split(key)
         state = training.create_train_state(key_init, sig, hyper, self.input_shape, init_scheme=s.init)
@@ -320,15 +244,7 @@ class Trainer:
         n = len(data.labels)
         for epoch, max_steps in enumerate(training.epoch_plan(epochs, n, s.batch_size, s.min_steps)):
             fn = training.make_train_epoch(
-                sig,
-                time_steps=s.time_steps,
-                batch_size=s.batch_size,
-                correct_rate=s.correct_rate,
-                incorrect_rate=s.incorrect_rate,
-                mode=s.mode,
-                max_steps=max_steps,
-                stop_check=s.stop_check(n) if epoch == 0 else None,
-                input_encoding=s.encoding,
+                sig, s, max_steps=max_steps, stop_check=s.stop_check(n) if epoch == 0 else None
             )
             key_epoch = jax.random.fold_in(key_epochs, epoch)
             compiled, seconds = self._compile(
@@ -363,16 +279,9 @@ class Trainer:
         self, phenotype: Phenotype, params: Any, data: Arrays, key: jax.Array, activity: bool = False
     ) -> tuple[float, float, dict | None]:
         """(accuracy, compile seconds, activity summary or None) of ``params`` on ``data``."""
-        s = self.settings
+        s = self.protocol
         sig, hyper = architecture.split(phenotype, s.time_steps)
-        fn = training.make_evaluate(
-            sig,
-            time_steps=s.time_steps,
-            batch_size=min(s.eval_batch_size, len(data.labels)),
-            mode=s.mode,
-            activity=activity,
-            input_encoding=s.encoding,
-        )
+        fn = training.make_evaluate(sig, s, batch_size=min(s.eval_batch_size, len(data.labels)), activity=activity)
         compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images, data.labels, key)
         result = compiled(params, hyper, data.images, data.labels, key)
         summary = s.summarise(sig, self.input_shape, result["activity"], len(data.labels)) if activity else None
@@ -403,12 +312,12 @@ def evaluate_one(
         return failed("error", reason(err))
     try:
         start = None if inherited is None else inherited[:2]
-        state, info = trainer.train(phenotype, key, evo_train, trainer.settings.epochs, inherited=start)
+        state, info = trainer.train(phenotype, key, evo_train, trainer.protocol.epochs, inherited=start)
         if info["nonfinite"]:
             return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"], info["samples"])
         t0 = time.perf_counter()
         accuracy, compile_seconds, measured = trainer.score(
-            phenotype, state.params, fitness, score_key, activity=trainer.settings.activity
+            phenotype, state.params, fitness, score_key, activity=trainer.protocol.activity
         )
         scoring = time.perf_counter() - t0 - compile_seconds
         return scored(

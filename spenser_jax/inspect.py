@@ -51,9 +51,9 @@ def measure(
 
     identity = run.identity
     splits = run.splits(data_dir)
-    settings = run.training_settings()
+    protocol = run.protocol()
     input_shape = tuple(splits.fitness.images.shape[1:])
-    trainer = Trainer(settings, input_shape)
+    trainer = Trainer(protocol, input_shape)
     if weights is None:  # train it again, exactly as the search did
         weights = run.train_again(phenotype, *again, splits)
     n = len(splits.fitness.labels) if samples is None else min(samples, len(splits.fitness.labels))
@@ -145,10 +145,10 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     from spenser_jax.phenotype import parse
 
     phenotype = parse(result["phenotype"])
-    settings = run.training_settings()
-    sig, hyper = architecture.split(phenotype, settings.time_steps)
+    protocol = run.protocol()
+    sig, hyper = architecture.split(phenotype, protocol.time_steps)
     spikes = training.encode(
-        settings.encoding, fitness.fitness_key(run.identity["seed"]), result["_input"], settings.time_steps
+        protocol.encoding, fitness.fitness_key(run.identity["seed"]), result["_input"], protocol.time_steps
     )
     _, trains = network.SpikingNetwork(sig).apply({"params": result["_weights"]}, spikes, hyper, trace=True)
     panels = [("input", np.asarray(spikes)[:, 0])] + [(f"LIF {k}", np.asarray(t)[:, 0]) for k, t in enumerate(trains)]

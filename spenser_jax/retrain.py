@@ -93,7 +93,7 @@ def retrain(
     # check, nothing inherited, at the data set's T (a search may have run
     # at a lower one, search.time_steps).
     batch_size = identity["training"]["batch_size"] if batch_size is None else batch_size
-    settings = run.training_settings(
+    protocol = run.protocol(
         epochs=epochs,
         batch_size=batch_size,
         early_stop=None,
@@ -101,7 +101,7 @@ def retrain(
         min_steps=None,
         time_steps=identity["time_steps"],
     )
-    trainer = Trainer(settings, tuple(splits.train.images.shape[1:]))
+    trainer = Trainer(protocol, tuple(splits.train.images.shape[1:]))
     root = jax.random.key(identity["seed"] if seed is None else seed)
     train, test = on_device(splits.train), on_device(splits.test)
     params = None if from_scratch else state.parent_weights
@@ -133,7 +133,7 @@ def retrain(
         "search_fitness": state.parent_fitness,
         "train_samples": int(len(splits.train.labels)),
         "test_samples": int(len(splits.test.labels)),
-        "time_steps": settings.time_steps,
+        "time_steps": protocol.time_steps,
         "losses": info["losses"],
         "phenotype": phenotype.text,
         "seconds": time.perf_counter() - t0,

@@ -6,16 +6,18 @@ the whole data set already on device and rate coding inside the step, so the
 host never loops over batches.
 
 The compiled programs depend on the network's :class:`~spenser_jax.architecture.
-Signature` and the static settings only; the float genes (β/θ initial values,
-dropout rates, optimizer hyperparameters) are traced arguments. Builders are
-cached (:func:`make_train_epoch`, :func:`make_evaluate`), so offspring that
-share a signature share one compiled program::
+Signature` and the static :class:`~spenser_jax.protocol.Protocol` only; the
+float genes (β/θ initial values, dropout rates, optimizer hyperparameters) are
+traced arguments. Builders are cached (:func:`make_train_epoch`,
+:func:`make_evaluate`), so offspring that share a signature share one compiled
+program::
 
     sig, hyper = architecture.split(phenotype)
+    protocol = Protocol(time_steps=10, batch_size=64, eval_batch_size=256)
     state = create_train_state(key_init, sig, hyper, (28, 28, 1))
-    run_epoch = make_train_epoch(sig, time_steps=10, batch_size=64)
+    run_epoch = make_train_epoch(sig, protocol)
     state, metrics = run_epoch(state, hyper, images, labels, key_epoch)
-    score = make_evaluate(sig, time_steps=10, batch_size=256)
+    score = make_evaluate(sig, protocol)
     accuracy = score(state.params, hyper, test_images, test_labels, key_eval)["accuracy"]
 
 The pure functions behind them (:func:`train_step`, :func:`train_epoch`,
@@ -26,7 +28,6 @@ that share a signature.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import flax.struct
@@ -36,6 +37,7 @@ import optax
 
 from spenser_jax import network, optim
 from spenser_jax.architecture import Hyper, Signature, trainable_mask
+from spenser_jax.protocol import Protocol, budget_steps, epoch_plan  # noqa: F401 - the plan's functions, re-exported
 from spenser_jax.snn import encoding, loss
 
 
@@ -400,42 +402,6 @@ def evaluate(
     return {**result, "activity": sums} if activity else result
 
 
-def epoch_plan(epochs: int | float, n: int, batch_size: int, min_steps: int | None = None) -> tuple[int | None, ...]:
-    """Batches to train in each epoch: None for a whole epoch, else a count.
-
-    ``epochs`` may be fractional: 2.5 is two whole epochs and the first half
-    of a third one's shuffle (``ceil(0.5 * batches)`` batches, at least one).
-
-    ``min_steps`` is a floor on a budget of less than one epoch: such a
-    budget trains ``max(ceil(epochs * batches), min_steps)`` batches, and
-    never more than the whole epoch (where an epoch is shorter than the
-    floor, the budget is that epoch). A fraction means different step counts
-    at different data set and batch sizes; the floor keeps a small run from
-    judging networks after a handful of steps. Budgets of one epoch or more
-    are left as they are.
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
-        raise ValueError(f"epochs must be a number > 0, got {epochs!r}")
-    if min_steps is not None and (isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 1):
-        raise ValueError(f"min_steps must be None or an int >= 1, got {min_steps!r}")
-    whole = int(epochs)
-    plan: list[int | None] = [None] * whole
-    if epochs > whole:
-        batches = -(-n // batch_size)
-        steps = math.ceil((epochs - whole) * batches - 1e-9)
-        if whole == 0 and min_steps is not None:
-            steps = max(steps, min_steps)
-        steps = max(1, min(batches, steps))
-        plan.append(None if whole == 0 and steps == batches and min_steps is not None else steps)
-    return tuple(plan)
-
-
-def budget_steps(plan: tuple[int | None, ...], n: int, batch_size: int) -> int:
-    """Optimizer steps an :func:`epoch_plan` trains (a whole epoch: ``ceil(n / batch_size)``)."""
-    batches = -(-n // batch_size)
-    return sum(batches if p is None else p for p in plan)
-
-
 def inherit_params(fresh: Any, inherited: tuple[Any, Any] | None) -> Any:
     """``fresh`` parameters where ``mask`` is False, the inherited ``values`` where it is True.
 
@@ -449,6 +415,23 @@ def inherit_params(fresh: Any, inherited: tuple[Any, Any] | None) -> Any:
     return jax.tree.map(lambda v, m, f: jnp.where(m, v.astype(f.dtype), f), values, mask, fresh)
 
 
+def _epoch_options(protocol: Protocol) -> dict:
+    """The keyword arguments of :func:`train_epoch` that ``protocol`` fixes."""
+    return dict(
+        time_steps=protocol.time_steps,
+        batch_size=protocol.batch_size,
+        correct_rate=protocol.correct_rate,
+        incorrect_rate=protocol.incorrect_rate,
+        mode=protocol.mode,
+        input_encoding=protocol.encoding,
+    )
+
+
+def _score_options(protocol: Protocol) -> dict:
+    """The keyword arguments of :func:`evaluate` that ``protocol`` fixes (all but the batch size)."""
+    return dict(time_steps=protocol.time_steps, mode=protocol.mode, input_encoding=protocol.encoding)
+
+
 def train_and_score(
     sig: Signature,
     key: jax.Array,
@@ -458,41 +441,33 @@ def train_and_score(
     score_images: jax.Array,
     score_labels: jax.Array,
     score_key: jax.Array,
+    protocol: Protocol,
     *,
-    epochs: int | float,
-    time_steps: int,
-    batch_size: int,
-    eval_batch_size: int,
-    correct_rate: float = 1.0,
-    incorrect_rate: float = 0.0,
-    mode: str | None = None,
-    init_scheme: str = "torch",
     inherited: tuple[Any, Any] | None = None,
-    stop_check: int | None = None,
-    activity: bool = False,
-    input_encoding: str = "rate",
-    min_steps: int | None = None,
 ) -> tuple[Any, dict[str, jax.Array]]:
-    """A whole evaluation of one individual, pure: init, ``epochs`` epochs, score.
+    """A whole evaluation of one individual, pure: init, the protocol's epochs, score.
 
     The same computation as the host loop ``key_init, key_epochs =
     split(key)``; :func:`create_train_state` from ``key_init`` (then
     :func:`inherit_params`); epoch ``e`` of :func:`train_epoch` with
-    ``fold_in(key_epochs, e)`` and :func:`epoch_plan`'s batches, stopping
-    after an epoch that went non-finite or stopped; then :func:`evaluate` of
-    the final parameters on ``score_images`` with ``score_key`` and batches
-    of ``min(eval_batch_size, N)``. One program instead of three, so one
-    compile per signature; traceable under ``vmap``/``lax.map``/
+    ``fold_in(key_epochs, e)`` and the batches of ``protocol.plan(N)``
+    (:func:`~spenser_jax.protocol.epoch_plan`), stopping after an epoch that
+    went non-finite or stopped; then :func:`evaluate` of the final
+    parameters on ``score_images`` with ``score_key`` and batches of
+    ``min(protocol.eval_batch_size, N)``. One program instead of three, so
+    one compile per signature; traceable under ``vmap``/``lax.map``/
     ``shard_map`` over ``key``, ``hyper`` and ``inherited``.
 
     Args:
-      epochs: training epochs, possibly fractional (:func:`epoch_plan`).
-      min_steps: the step floor of a budget under one epoch (:func:`epoch_plan`).
+      protocol: how to train and score (static: bind it before ``jit``).
+        Its ``epochs`` and ``min_steps`` make the plan; its early check
+        (:meth:`~spenser_jax.protocol.Protocol.stop_check` of the ``N =
+        images.shape[0]`` training samples) applies in the first epoch (see
+        :func:`train_epoch`); with ``activity`` the scoring also measures
+        activity (``metrics["activity"]``, see :func:`evaluate`; zeros for
+        a failed individual).
       inherited: ``(values, mask)`` to start from (see
         :func:`inherit_params`); None: fresh weights.
-      stop_check: see :func:`train_epoch` (applied in the first epoch).
-      activity: also measure activity while scoring (``metrics["activity"]``,
-        see :func:`evaluate`; zeros for a failed individual).
 
     Returns:
       ``(params, metrics)``; ``metrics``: ``losses`` ``[epochs]`` (0 for
@@ -501,22 +476,15 @@ def train_and_score(
       ``correct`` and ``accuracy`` (0 when ``nonfinite``: a failed
       individual is not scored; a stopped one is).
     """
-    plan = epoch_plan(epochs, images.shape[0], batch_size, min_steps)
+    plan = protocol.plan(images.shape[0])
+    stop_check = protocol.stop_check(images.shape[0])
+    activity = protocol.activity
     key_init, key_epochs = jax.random.split(key)
     del key
-    state = create_train_state(key_init, sig, hyper, images.shape[1:], init_scheme=init_scheme)
+    state = create_train_state(key_init, sig, hyper, images.shape[1:], init_scheme=protocol.init)
     if inherited is not None:
         state = state.replace(params=inherit_params(state.params, inherited))
-    epoch_fn = functools.partial(
-        train_epoch,
-        sig,
-        time_steps=time_steps,
-        batch_size=batch_size,
-        correct_rate=correct_rate,
-        incorrect_rate=incorrect_rate,
-        mode=mode,
-        input_encoding=input_encoding,
-    )
+    epoch_fn = functools.partial(train_epoch, sig, **_epoch_options(protocol))
 
     if all(p is None for p in plan) and stop_check is None:
         # Whole epochs: one rolled loop (the paper's protocol).
@@ -571,14 +539,7 @@ def train_and_score(
             samples.append(n_samples)
         losses, steps, samples = jnp.stack(losses), jnp.stack(steps), jnp.stack(samples)
     n = score_images.shape[0]
-    score_fn = functools.partial(
-        evaluate,
-        sig,
-        time_steps=time_steps,
-        batch_size=min(eval_batch_size, n),
-        mode=mode,
-        input_encoding=input_encoding,
-    )
+    score_fn = functools.partial(evaluate, sig, batch_size=min(protocol.eval_batch_size, n), **_score_options(protocol))
 
     def scored(params):
         result = score_fn(params, hyper, score_images, score_labels, score_key, activity=activity)
@@ -605,70 +566,42 @@ def train_and_score(
 
 @functools.lru_cache(maxsize=256)
 def make_train_epoch(
-    sig: Signature,
-    *,
-    time_steps: int,
-    batch_size: int,
-    correct_rate: float = 1.0,
-    incorrect_rate: float = 0.0,
-    mode: str | None = None,
-    max_steps: int | None = None,
-    stop_check: int | None = None,
-    input_encoding: str = "rate",
+    sig: Signature, protocol: Protocol, *, max_steps: int | None = None, stop_check: int | None = None
 ):
-    """The jitted :func:`train_epoch` for networks with signature ``sig``.
+    """The jitted :func:`train_epoch` for networks with signature ``sig``, trained as ``protocol`` says.
 
     Returns ``train_epoch(state, hyper, images, labels, key) -> (state,
     metrics)``. One ``lax.scan`` over the batches of a shuffle drawn from
     ``key``, data already on device, rate coding inside; a non-finite loss or
     update freezes the state from that batch on (the remaining batches are
-    skipped) and sets ``metrics["nonfinite"]``.
+    skipped) and sets ``metrics["nonfinite"]``. ``max_steps`` and
+    ``stop_check`` are those of :func:`train_epoch` (the epoch's share of
+    the protocol's plan and early check; the protocol's ``epochs`` are not
+    read here).
 
     ``state`` is donated: do not reuse the one passed in. Equal arguments
     return the same function, so offspring that share a signature share its
     compiled program (float genes are traced).
     """
-    _check_settings(time_steps, batch_size)
-    fn = functools.partial(
-        train_epoch,
-        sig,
-        time_steps=time_steps,
-        batch_size=batch_size,
-        correct_rate=correct_rate,
-        incorrect_rate=incorrect_rate,
-        mode=mode,
-        max_steps=max_steps,
-        stop_check=stop_check,
-        input_encoding=input_encoding,
-    )
+    _check_settings(protocol.time_steps, protocol.batch_size)
+    fn = functools.partial(train_epoch, sig, **_epoch_options(protocol), max_steps=max_steps, stop_check=stop_check)
     return jax.jit(fn, donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=256)
-def make_evaluate(
-    sig: Signature,
-    *,
-    time_steps: int,
-    batch_size: int,
-    mode: str | None = None,
-    activity: bool = False,
-    input_encoding: str = "rate",
-):
-    """The jitted :func:`evaluate` for networks with signature ``sig``.
+def make_evaluate(sig: Signature, protocol: Protocol, *, batch_size: int | None = None, activity: bool = False):
+    """The jitted :func:`evaluate` for networks with signature ``sig``, scored as ``protocol`` says.
 
     Returns ``evaluate(params, hyper, images, labels, key) -> {"correct",
-    "accuracy"}``; cached like :func:`make_train_epoch`.
+    "accuracy"}``; cached like :func:`make_train_epoch`. ``batch_size``:
+    samples per batch (None: the protocol's ``eval_batch_size``; pass
+    ``min(eval_batch_size, N)`` for a split of ``N`` samples, as
+    :func:`train_and_score` scores). ``activity``: also sum what the network
+    did (:func:`evaluate`); the protocol's ``activity`` is not read here.
     """
-    _check_settings(time_steps, batch_size)
-    fn = functools.partial(
-        evaluate,
-        sig,
-        time_steps=time_steps,
-        batch_size=batch_size,
-        mode=mode,
-        activity=activity,
-        input_encoding=input_encoding,
-    )
+    batch_size = protocol.eval_batch_size if batch_size is None else batch_size
+    _check_settings(protocol.time_steps, batch_size)
+    fn = functools.partial(evaluate, sig, batch_size=batch_size, activity=activity, **_score_options(protocol))
     return jax.jit(fn)
 
 

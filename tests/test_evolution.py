@@ -416,8 +416,20 @@ def test_search_time_steps_caps_t_while_searching_and_joins_the_identity():
     # A cap, never a raise: MNIST at T = 4 stays at 4.
     assert evolve.setup(config("dataset.time_steps=4", "search.time_steps=6"), load_data=False).training.time_steps == 4
     run = checkpoint.Run(dir=Path("."), identity=low.identity, config={}, records=[], best=None, test=None, state=None)
-    assert run.training_settings().time_steps == 6  # how the search trained its individuals
-    assert run.training_settings(time_steps=low.identity["time_steps"]).time_steps == 25
+    assert run.protocol().time_steps == 6  # how the search trained its individuals
+    assert run.protocol(time_steps=low.identity["time_steps"]).time_steps == 25
+
+
+@pytest.mark.parametrize(
+    "overrides", [(), ("search=fast",), ("training.encoding=direct", "search.early_stop=0.25", "search.inherit=true")]
+)
+def test_a_run_rebuilds_the_protocol_its_setup_built(overrides):
+    # The writer's side (setup) and the reader's (Run.protocol) share one
+    # mapping from the identity; only the execution order stays outside it.
+    s = evolve.setup(config(*overrides), load_data=False)
+    run = checkpoint.Run(dir=Path("."), identity=s.identity, config={}, records=[], best=None, test=None, state=None)
+    assert run.protocol(mode=s.training.mode) == s.training
+    assert hash(s.training) == hash(run.protocol(mode=s.training.mode))
 
 
 def test_new_switches_stay_out_of_the_paper_identity():

@@ -17,6 +17,7 @@ from spenser_jax import architecture, evolution, inheritance, mutation, phenotyp
 from spenser_jax.fitness import Evaluation
 from spenser_jax.genotype import Derivation, Expansion, Genotype, Module, SearchSpace
 from spenser_jax.grammar import load_grammar, parse_grammar
+from spenser_jax.protocol import Protocol
 
 CSNN = SearchSpace(load_grammar("grammars/csnn.grammar"))
 TINY = parse_grammar("""
@@ -230,10 +231,7 @@ def test_inherited_weights_are_where_training_starts():
             images,
             labels,
             jax.random.key(9),
-            epochs=0.5,
-            time_steps=2,
-            batch_size=8,
-            eval_batch_size=20,
+            Protocol(time_steps=2, epochs=0.5, batch_size=8, eval_batch_size=20, activity=False),
             inherited=(given, mask),
         )
     )(jax.random.key(1))
@@ -286,11 +284,8 @@ def test_a_silent_output_stops_at_the_check_and_competes_with_its_score():
         images,
         labels,
         jax.random.key(1),
-        epochs=1,
-        time_steps=2,
-        batch_size=8,
-        eval_batch_size=40,
-        stop_check=2,
+        # 5 batches; the check after stop_min_steps = 2 of them
+        Protocol(time_steps=2, batch_size=8, eval_batch_size=40, early_stop=0.2, stop_min_steps=2, activity=False),
     )
     assert bool(metrics["stopped"]) and not bool(metrics["nonfinite"])
     assert int(metrics["steps"]) == 2 and int(metrics["samples"]) == 16
@@ -326,17 +321,15 @@ def test_a_fractional_budget_has_a_step_floor_and_never_exceeds_an_epoch(epochs,
 
 
 def test_the_early_check_waits_for_its_floor_and_is_dropped_when_it_is_the_whole_budget():
-    from spenser_jax.fitness import TrainingSettings
-
     def check(n, **kw):
-        return TrainingSettings(time_steps=2, epochs=0.25, early_stop=0.2, min_steps=100, **kw).stop_check(n)
+        return Protocol(time_steps=2, epochs=0.25, early_stop=0.2, min_steps=100, **kw).stop_check(n)
 
     assert check(64 * 1000) == 50  # budget 250 steps: a fifth of it
     assert check(64 * 200) == 20  # budget 100 steps: a fifth is 20, the floor
     assert check(64 * 200, stop_min_steps=30) == 30
     assert check(64 * 30) == 20  # budget 30 steps: the floor
     assert check(64 * 15) is None  # budget 15 steps (the epoch): shorter than the floor
-    assert TrainingSettings(time_steps=2, epochs=0.25, early_stop=None).stop_check(64 * 1000) is None
+    assert Protocol(time_steps=2, epochs=0.25, early_stop=None).stop_check(64 * 1000) is None
 
 
 @pytest.mark.slow
@@ -362,11 +355,8 @@ def test_a_silent_output_whose_loss_moves_is_not_stopped():
             images,
             labels,
             jax.random.key(1),
-            epochs=1,
-            time_steps=2,
-            batch_size=8,
-            eval_batch_size=40,
-            stop_check=3,
+            # 5 batches; the check after stop_min_steps = 3 of them
+            Protocol(time_steps=2, batch_size=8, eval_batch_size=40, early_stop=0.2, stop_min_steps=3, activity=False),
         )
         stopped[name] = (bool(metrics["stopped"]), int(metrics["steps"]))
     assert stopped == {"count": (True, 3), "membrane": (False, 5)}

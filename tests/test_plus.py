@@ -13,6 +13,7 @@ from spenser_jax import architecture, mutation, network, phenotype, training
 from spenser_jax.genotype import Genotype, SearchSpace, macro_for
 from spenser_jax.grammar import GrammarError, load_grammar, locate, parse_grammar
 from spenser_jax.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
+from spenser_jax.protocol import Protocol
 
 GRAMMAR = load_grammar(locate("grammars/csnn_plus.grammar"))
 SPACE = SearchSpace(GRAMMAR, macro_for(GRAMMAR), levels_back=GRAMMAR.option("levels-back"))
@@ -156,7 +157,7 @@ def test_a_network_with_skip_connections_learns(unit):
     assert sig.inputs is not None
     images, labels = toy(0, 96)
     state = training.create_train_state(jax.random.key(0), sig, hyper, (10, 10, 1))
-    epoch = training.make_train_epoch(sig, time_steps=4, batch_size=16)
+    epoch = training.make_train_epoch(sig, Protocol(time_steps=4, batch_size=16))
     losses = []
     for e in range(4):
         state, metrics = epoch(state, hyper, images, labels, jax.random.key(e))

@@ -19,7 +19,7 @@ import pytest
 
 from spenser_jax import architecture, fitness, phenotype, scheduler, training
 from spenser_jax.data import Arrays, Splits
-from spenser_jax.fitness import TrainingSettings
+from spenser_jax.protocol import Protocol
 from spenser_jax.scheduler import Evaluator
 
 SHAPE = (10, 10, 1)
@@ -57,7 +57,7 @@ def toy_splits(seed=0, n_train=48, n_fitness=24):
     return Splits(evo_train=train, fitness=fitness, train=train, test=fitness)
 
 
-SETTINGS = TrainingSettings(time_steps=2, epochs=2, batch_size=16, eval_batch_size=16)
+SETTINGS = Protocol(time_steps=2, epochs=2, batch_size=16, eval_batch_size=16)
 
 
 def evaluator(**kwargs):

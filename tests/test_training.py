@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from spenser_jax import architecture, network, phenotype, training
+from spenser_jax.protocol import Protocol
 from spenser_jax.snn import encoding
 
 from compiles import compilations
@@ -108,8 +109,8 @@ def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
     sig, genes = architecture.split(first)
     assert architecture.signature(other) == sig
     # time_steps=3 is used by no other test: a fresh cache entry.
-    epoch = training.make_train_epoch(sig, time_steps=3, batch_size=32)
-    assert training.make_train_epoch(architecture.signature(other), time_steps=3, batch_size=32) is epoch
+    epoch = training.make_train_epoch(sig, Protocol(time_steps=3, batch_size=32))
+    assert training.make_train_epoch(architecture.signature(other), Protocol(time_steps=3, batch_size=32)) is epoch
     images, labels = toy_data(0, 70)
 
     def train(pheno):
@@ -150,7 +151,7 @@ def test_evaluate_masks_the_padded_tail():
     params = network.init_params(jax.random.key(0), sig, genes, SHAPE)
     params = jax.tree.map(lambda x: 4 * x if x.ndim else x, params)  # make it spike
     images, labels = toy_data(3, 70, binary=True)
-    evaluate = training.make_evaluate(sig, time_steps=3, batch_size=32)
+    evaluate = training.make_evaluate(sig, Protocol(time_steps=3), batch_size=32)
     metrics = evaluate(params, genes, images, labels, jax.random.key(1))
     spikes = encoding.rate(jax.random.key(2), images, 3)
     out = network.SpikingNetwork(sig).apply({"params": params}, spikes, genes)
@@ -162,7 +163,7 @@ def test_evaluate_masks_the_padded_tail():
 
 def test_bad_data_is_rejected():
     sig, genes = architecture.split(phenotype.parse(NET))
-    evaluate = training.make_evaluate(sig, time_steps=3, batch_size=32)
+    evaluate = training.make_evaluate(sig, Protocol(time_steps=3), batch_size=32)
     images, labels = toy_data(0, 10)
     with pytest.raises(ValueError, match="labels"):
         evaluate(None, genes, images, labels[:5], jax.random.key(0))
@@ -209,10 +210,10 @@ def test_conv_snn_learns_fashion_mnist():
     sig, genes = architecture.split(pheno)
     key_init, key_train, key_eval = jax.random.split(jax.random.key(0), 3)
     state = training.create_train_state(key_init, sig, genes, (28, 28, 1))
-    epoch = training.make_train_epoch(sig, time_steps=4, batch_size=32)
+    epoch = training.make_train_epoch(sig, Protocol(time_steps=4, batch_size=32))
     state, metrics = epoch(state, genes, jnp.asarray(train_x), jnp.asarray(train_y, jnp.int32), key_train)
     assert int(metrics["steps"]) == 300 and not metrics["nonfinite"]
-    evaluate = training.make_evaluate(sig, time_steps=4, batch_size=250)
+    evaluate = training.make_evaluate(sig, Protocol(time_steps=4, eval_batch_size=250))
     accuracy = evaluate(state.params, genes, jnp.asarray(test_x), jnp.asarray(test_y, jnp.int32), key_eval)["accuracy"]
     assert accuracy >= 0.6, accuracy
 
@@ -236,7 +237,7 @@ def test_train_epoch_vmaps_over_offspring():
         )
     )
     together, metrics = batched(stack(states), stack(genes), keys)
-    epoch = training.make_train_epoch(sig, time_steps=3, batch_size=32)
+    epoch = training.make_train_epoch(sig, Protocol(time_steps=3, batch_size=32))
     for i in range(2):
         alone, alone_metrics = epoch(states[i], genes[i], images, labels, keys[i])
         np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)

@@ -93,8 +93,9 @@ import jax
 
 from spenser_jax import architecture, fitness, inheritance
 from spenser_jax.data import Splits
-from spenser_jax.fitness import Evaluation, TrainingSettings
+from spenser_jax.fitness import Evaluation
 from spenser_jax.phenotype import Phenotype, count_parameters
+from spenser_jax.protocol import Protocol
 from spenser_jax.scheduler.dispatch import _Execution, _Timeline
 from spenser_jax.scheduler.plan import _Member, _Planning
 from spenser_jax.scheduler.resources import (
@@ -134,7 +135,8 @@ class Evaluator(_Planning, _Execution):
       splits: the run's data (EvoTrain and Fitness are used).
       seed: the run's seed.
       input_shape: ``(H, W, C)`` of one image.
-      settings: how each individual trains and is scored.
+      protocol: how each individual trains and is scored (``settings``:
+        its former name, still accepted).
       batching: ``"none"``, ``"map"`` or ``"vmap"``.
       compile_threads: threads compiling ahead of training; 0: compile, then
         train, one group after the other (no overlap). See
@@ -157,21 +159,25 @@ class Evaluator(_Planning, _Execution):
         *,
         seed: int,
         input_shape: tuple[int, int, int],
-        settings: TrainingSettings,
+        protocol: Protocol | None = None,
         batching: str = "map",
         compile_threads: int = 0,
         devices: Sequence[Any] | None = None,
         vmap_group: int | None = None,
         compiler_options: dict | None = None,
         progress: bool = False,
+        settings: Protocol | None = None,
     ):
+        if (protocol is None) == (settings is None):
+            raise TypeError("Evaluator needs a protocol (settings= is its former name), exactly once")
+        protocol = settings if protocol is None else protocol
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
         if not isinstance(compile_threads, int) or isinstance(compile_threads, bool) or compile_threads < 0:
             raise ValueError(f"compile_threads must be an int >= 0, got {compile_threads!r}")
         if vmap_group is not None and (not isinstance(vmap_group, int) or vmap_group < 1):
             raise ValueError(f"vmap_group must be an int >= 1 or None, got {vmap_group!r}")
-        self.settings = settings
+        self.protocol = protocol
         self.input_shape = tuple(input_shape)
         self.batching = batching
         self.compile_threads = compile_threads
@@ -180,7 +186,7 @@ class Evaluator(_Planning, _Execution):
         self.compiler_options = dict(compiler_options or {})
         self.progress = progress
         self.seed = seed
-        self.trainer = fitness.Trainer(settings, self.input_shape, self.compiler_options)
+        self.trainer = fitness.Trainer(protocol, self.input_shape, self.compiler_options)
         self.evo_train = fitness.on_device(splits.evo_train)
         self.fitness = fitness.on_device(splits.fitness)
         self.fitness_key = fitness.fitness_key(seed)
@@ -216,15 +222,15 @@ class Evaluator(_Planning, _Execution):
 
         ``inherited``: per phenotype, ``(values, mask, share)`` from
         :func:`spenser_jax.inheritance.inherit` or None (fresh weights); only
-        with ``settings.inherit``.
+        with ``protocol.inherit``.
         """
         phenotypes = list(phenotypes)
         inherited = list(inherited) if inherited is not None else [None] * len(phenotypes)
         if len(inherited) != len(phenotypes):
             raise ValueError("one inheritance per phenotype")
-        if any(x is not None for x in inherited) and not self.settings.inherit:
-            raise ValueError("inherited weights given, but settings.inherit is off")
-        if self.settings.inherit:  # one program shape for all: nothing inherited is an all-False mask
+        if any(x is not None for x in inherited) and not self.protocol.inherit:
+            raise ValueError("inherited weights given, but protocol.inherit is off")
+        if self.protocol.inherit:  # one program shape for all: nothing inherited is an all-False mask
             inherited = [self._fresh(p) if x is None else x for p, x in zip(phenotypes, inherited)]
         keys = [fitness.individual_key(self.seed, generation, i) for i in range(len(phenotypes))]
         bar = None
@@ -256,7 +262,7 @@ class Evaluator(_Planning, _Execution):
         members = []
         for i, (p, k, inh) in enumerate(zip(phenotypes, keys, inherited)):
             try:
-                sig, hyper = architecture.split(p, self.settings.time_steps)
+                sig, hyper = architecture.split(p, self.protocol.time_steps)
                 architecture.layer_shapes(sig, self.input_shape)
                 members.append(_Member(i, p, sig, hyper, k, count_parameters(p, self.input_shape), inh))
             except Exception:  # noqa: BLE001 - evaluate_one records the reason

@@ -72,7 +72,7 @@ def _mesh(devices: tuple) -> Mesh:
 class _Execution:
     """The :class:`~spenser_jax.scheduler.Evaluator`'s compiling, dispatching and collecting half.
 
-    Reads ``settings``, ``input_shape``, ``batching``, ``compiler_options``,
+    Reads ``protocol``, ``input_shape``, ``batching``, ``compiler_options``,
     the on-device data (``evo_train``, ``fitness``, ``fitness_key``), the
     caches ``programs`` and ``_placed``, the compile pool ``_pool``, and
     falls back to ``evaluate_one``, all of the evaluator.
@@ -95,28 +95,10 @@ class _Execution:
         return self._placed.get_or_make(tuple(d.id for d in devices), place)
 
     def _program_fn(self, sig, devices: tuple):
-        s = self.settings
-        options = dict(
-            epochs=s.epochs,
-            time_steps=s.time_steps,
-            batch_size=s.batch_size,
-            eval_batch_size=s.eval_batch_size,
-            correct_rate=s.correct_rate,
-            incorrect_rate=s.incorrect_rate,
-            mode=s.mode,
-            init_scheme=s.init,
-        )
-        if s.early_stop is not None:
-            options["stop_check"] = s.stop_check(self.evo_train.labels.shape[0])
-        if s.min_steps is not None:
-            options["min_steps"] = s.min_steps
-        if s.activity:
-            options["activity"] = True
-        if s.encoding != "rate":
-            options["input_encoding"] = s.encoding
+        protocol = self.protocol
 
         def one(key, hyper, start, *data):
-            return training.train_and_score(sig, key, hyper, *data, inherited=start, **options)
+            return training.train_and_score(sig, key, hyper, *data, protocol, inherited=start)
 
         vmapped = self.batching == "vmap"
 
@@ -156,7 +138,7 @@ class _Execution:
             chunk = job.members[start : start + width]
             slots = chunk + [chunk[-1]] * (width - len(chunk))  # padding: results dropped
             start = (
-                None if not self.settings.inherit else place(_stack([(m.inherited[0], m.inherited[1]) for m in slots]))
+                None if not self.protocol.inherit else place(_stack([(m.inherited[0], m.inherited[1]) for m in slots]))
             )
             args = (place(jnp.stack([m.key for m in slots])), place(_stack([m.hyper for m in slots])), start, *data)
             job.dispatches.append(_Dispatch(chunk, args, job.per_device))
@@ -240,7 +222,7 @@ class _Execution:
                         train_samples=int(mine["samples"]),
                         inherited=None if m.inherited is None else m.inherited[2],
                         activity=(
-                            self.settings.summarise(
+                            self.protocol.summarise(
                                 m.sig, self.input_shape, mine["activity"], self.fitness.labels.shape[0]
                             )
                             if "activity" in mine

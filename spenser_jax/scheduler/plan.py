@@ -31,7 +31,7 @@ class _Member:
     hyper: dict
     key: jax.Array
     parameters: int
-    inherited: tuple | None = None  # (values, mask, share) with settings.inherit
+    inherited: tuple | None = None  # (values, mask, share) with protocol.inherit
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class _Job:
 class _Planning:
     """The :class:`~spenser_jax.scheduler.Evaluator`'s planning half.
 
-    Reads ``devices``, ``batching``, ``vmap_group``, ``settings`` and
+    Reads ``devices``, ``batching``, ``vmap_group``, ``protocol`` and
     ``input_shape`` of the evaluator.
     """
 
@@ -97,6 +97,6 @@ class _Planning:
         return jobs
 
     def _vmap_fit(self, sig, device) -> int:
-        s = self.settings
+        s = self.protocol
         need = architecture.training_bytes(sig, self.input_shape, time_steps=s.time_steps, batch_size=s.batch_size)
         return max(1, int(0.5 * free_bytes(device) // max(need, 1)))

@@ -1,0 +1,182 @@
+"""The training protocol: how every individual of a run is trained and scored.
+
+One :class:`Protocol` is built once per run from the configuration
+(:func:`spenser_jax.evolve.setup`, through :func:`from_identity`) and passed
+whole to everything that trains or scores: the jitted program
+(:func:`spenser_jax.training.train_and_score`), the scheduler, the reference
+:class:`~spenser_jax.fitness.Trainer`, retraining, inspection and export. A
+finished run rebuilds the same protocol from its ``run.json``
+(:meth:`spenser_jax.checkpoint.Run.protocol`).
+
+It is frozen and hashable, so it can be a static argument of ``jax.jit`` (or
+bound with ``functools.partial``) and a cache key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from spenser_jax import activity as activity_lib
+from spenser_jax import architecture
+
+
+def epoch_plan(epochs: int | float, n: int, batch_size: int, min_steps: int | None = None) -> tuple[int | None, ...]:
+    """Batches to train in each epoch: None for a whole epoch, else a count.
+
+    ``epochs`` may be fractional: 2.5 is two whole epochs and the first half
+    of a third one's shuffle (``ceil(0.5 * batches)`` batches, at least one).
+
+    ``min_steps`` is a floor on a budget of less than one epoch: such a
+    budget trains ``max(ceil(epochs * batches), min_steps)`` batches, and
+    never more than the whole epoch (where an epoch is shorter than the
+    floor, the budget is that epoch). A fraction means different step counts
+    at different data set and batch sizes; the floor keeps a small run from
+    judging networks after a handful of steps. Budgets of one epoch or more
+    are left as they are.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
+        raise ValueError(f"epochs must be a number > 0, got {epochs!r}")
+    if min_steps is not None and (isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 1):
+        raise ValueError(f"min_steps must be None or an int >= 1, got {min_steps!r}")
+    whole = int(epochs)
+    plan: list[int | None] = [None] * whole
+    if epochs > whole:
+        batches = -(-n // batch_size)
+        steps = math.ceil((epochs - whole) * batches - 1e-9)
+        if whole == 0 and min_steps is not None:
+            steps = max(steps, min_steps)
+        steps = max(1, min(batches, steps))
+        plan.append(None if whole == 0 and steps == batches and min_steps is not None else steps)
+    return tuple(plan)
+
+
+def budget_steps(plan: tuple[int | None, ...], n: int, batch_size: int) -> int:
+    """Optimizer steps an :func:`epoch_plan` trains (a whole epoch: ``ceil(n / batch_size)``)."""
+    batches = -(-n // batch_size)
+    return sum(batches if p is None else p for p in plan)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How an individual is trained and scored (the paper's: 1 epoch, batch 64).
+
+    Attributes:
+      time_steps: input steps ``T`` per sample.
+      epochs: training epochs; a fraction trains on the first part of an
+        epoch's shuffle (:func:`epoch_plan`).
+      batch_size: training samples per optimizer step.
+      correct_rate, incorrect_rate: the spike-count loss's targets where the
+        network has no loss unit of its own (Grammar 2).
+      eval_batch_size: samples per scoring batch (at most the split's size).
+      mode: a concrete execution order (``"stepwise"``, ``"scan"``,
+        ``"layerwise"``) or None for the backend's default
+        (:func:`spenser_jax.network.default_mode`).
+      init: the weight initialisation, ``"torch"`` or ``"lecun"``.
+      early_stop: None, or the fraction of the first epoch's budget after
+        which an individual whose output has not spiked once and whose loss
+        has not moved stops training (and is scored as it is, status
+        ``"stopped"``); never before ``stop_min_steps`` steps, and no check
+        at all when that is the whole budget (:meth:`stop_check`).
+      inherit: individuals may start from inherited weights (the program
+        takes them as arguments; see :mod:`spenser_jax.inheritance`).
+      min_steps: the floor of optimizer steps of a budget under one epoch
+        (:func:`epoch_plan`); None: the fraction alone.
+      stop_min_steps: the early check's floor of steps.
+      activity: measure spikes, SynOps and energy while scoring (the same
+        forward pass; :mod:`spenser_jax.activity`).
+      energy: the energy constants (host side only: the programs never
+        read them).
+      encoding: how images enter the network: ``"rate"`` spikes (the paper)
+        or ``"direct"`` currents (:func:`spenser_jax.training.encode`).
+    """
+
+    time_steps: int
+    epochs: int | float = 1
+    batch_size: int = 64
+    correct_rate: float = 1.0
+    incorrect_rate: float = 0.0
+    eval_batch_size: int = 1000
+    mode: str | None = None
+    init: str = "torch"
+    early_stop: float | None = None
+    inherit: bool = False
+    min_steps: int | None = None
+    stop_min_steps: int = 20
+    activity: bool = True
+    energy: activity_lib.EnergyModel = activity_lib.EnergyModel()
+    encoding: str = "rate"
+
+    def summarise(self, phenotype_or_sig, input_shape, totals, samples: int) -> dict:
+        """Per-sample activity and energy (:func:`spenser_jax.activity.summarise`)."""
+        sig = (
+            phenotype_or_sig
+            if isinstance(phenotype_or_sig, architecture.Signature)
+            else architecture.signature(phenotype_or_sig)
+        )
+        totals = jax.tree.map(np.asarray, totals)
+        return activity_lib.summarise(
+            sig,
+            input_shape,
+            self.time_steps,
+            totals,
+            samples,
+            energy=self.energy,
+            spiking_input=self.encoding == "rate",
+        )
+
+    def plan(self, n: int) -> tuple[int | None, ...]:
+        """Batches per epoch for ``n`` training samples (:func:`epoch_plan`)."""
+        return epoch_plan(self.epochs, n, self.batch_size, self.min_steps)
+
+    def stop_check(self, n: int) -> int | None:
+        """The early check's batch count for ``n`` training samples (None: no check).
+
+        ``early_stop`` of the first epoch's budget, at least
+        ``stop_min_steps``; None when that reaches the end of the budget
+        (stopping there would save nothing).
+        """
+        if self.early_stop is None:
+            return None
+        first = self.plan(n)[0]
+        batches = first if first is not None else -(-n // self.batch_size)
+        check = max(1, self.stop_min_steps, math.ceil(self.early_stop * batches))
+        return check if check < batches else None
+
+
+def from_identity(identity: Mapping[str, Any], energy: activity_lib.EnergyModel | None = None, **overrides) -> Protocol:
+    """The protocol a run's identity (its ``run.json``) describes.
+
+    The one mapping from the settings that determine results to a
+    :class:`Protocol`: :func:`spenser_jax.evolve.setup` builds the run's
+    protocol with it, and :meth:`spenser_jax.checkpoint.Run.protocol`
+    rebuilds it from a finished run. ``time_steps`` is the search's
+    (``search.time_steps`` where set, never above the data set's
+    ``identity["time_steps"]``). ``energy``: the run's energy constants
+    (not part of the identity; None: the defaults). ``overrides`` replace
+    fields (``mode``, ``epochs``, ...).
+    """
+    tr, search = identity["training"], identity.get("search", {})
+    early_stop = search.get("early_stop")
+    fields = dict(
+        time_steps=min(search.get("time_steps") or identity["time_steps"], identity["time_steps"]),
+        epochs=tr["epochs"],
+        batch_size=tr["batch_size"],
+        correct_rate=tr["correct_rate"],
+        incorrect_rate=tr["incorrect_rate"],
+        eval_batch_size=tr["eval_batch_size"],
+        init=tr["init"],
+        early_stop=None if early_stop is None else float(early_stop),
+        min_steps=search.get("min_steps"),
+        stop_min_steps=search.get("stop_min_steps", 20),
+        inherit=search.get("inherit", False),
+        encoding=tr.get("encoding", "rate"),
+        energy=activity_lib.EnergyModel() if energy is None else energy,
+    )
+    fields.update(overrides)
+    return Protocol(**fields)
