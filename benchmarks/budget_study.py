@@ -203,6 +203,33 @@ def phase_steps(args, space: SearchSpace) -> dict:
     }
 
 
+def summarise_time(rows: list[dict], t_values, reference: int, chance: float, batches: int) -> dict:
+    """Rank agreement and chance shares of the time phase's rows (also over rows of several runs)."""
+    ref = f"fitness_T{reference}"
+    ok = [r for r in rows if all(r.get(f"fitness_T{t}") is not None for t in t_values)]
+    summary = {
+        "chance": chance,
+        "batches_per_epoch": batches,
+        "reference_T": reference,
+        "architectures": len(ok),
+        "spearman_with_reference": {
+            f"T{t}": spearman([r[f"fitness_T{t}"] for r in ok], [r[ref] for r in ok])
+            for t in t_values
+            if t != reference
+        },
+        "at_chance": {f"T{t}": sum(r[f"fitness_T{t}"] <= chance + 0.02 for r in ok) for t in t_values},
+        "mean_fitness": {f"T{t}": float(np.mean([r[f"fitness_T{t}"] for r in ok])) if ok else None for t in t_values},
+        "train_seconds": {f"T{t}": float(np.sum([r[f"train_seconds_T{t}"] for r in ok])) for t in t_values},
+    }
+    # Does the best at a low T stay near the top at the reference T? (what (1+λ) selection needs)
+    if ok:
+        summary["reference_fitness_of_best_at"] = {
+            f"T{t}": max(ok, key=lambda r: r[f"fitness_T{t}"])[ref] for t in t_values
+        }
+        summary["best_reference_fitness"] = max(r[ref] for r in ok)
+    return summary
+
+
 def phase_time(args, space: SearchSpace) -> dict:
     splits, source = _splits("fmnist", args.t_subset, args.fitness_subset)
     batches = -(-len(splits.evo_train.labels) // 64)
@@ -212,6 +239,8 @@ def phase_time(args, space: SearchSpace) -> dict:
     rows = []
     started = time.perf_counter()
     for k, (_, genome) in enumerate(draw_pairs(space, args.t_archs, 2027)):
+        if k < args.t_start:  # another process measured these (merge with --merge-time)
+            continue
         if args.deadline and time.perf_counter() - started > args.deadline:
             log(f"time: deadline of {args.deadline:.0f} s reached after {k} architectures")
             break
@@ -236,29 +265,7 @@ def phase_time(args, space: SearchSpace) -> dict:
             )
             + f" ({row['seconds']:.0f} s)"
         )
-    ref = f"fitness_T{args.t_reference}"
-    ok = [r for r in rows if all(r.get(f"fitness_T{t}") is not None for t in t_values)]
-    summary = {
-        "chance": chance,
-        "batches_per_epoch": batches,
-        "reference_T": args.t_reference,
-        "architectures": len(ok),
-        "spearman_with_reference": {
-            f"T{t}": spearman([r[f"fitness_T{t}"] for r in ok], [r[ref] for r in ok])
-            for t in t_values
-            if t != args.t_reference
-        },
-        "at_chance": {f"T{t}": sum(r[f"fitness_T{t}"] <= chance + 0.02 for r in ok) for t in t_values},
-        "mean_fitness": {f"T{t}": float(np.mean([r[f"fitness_T{t}"] for r in ok])) if ok else None for t in t_values},
-        "train_seconds": {f"T{t}": float(np.sum([r[f"train_seconds_T{t}"] for r in ok])) for t in t_values},
-    }
-    # Does the best at a low T stay near the top at the reference T? (what (1+λ) selection needs)
-    if ok:
-        best_ref = max(r[ref] for r in ok)
-        summary["reference_fitness_of_best_at"] = {
-            f"T{t}": max(ok, key=lambda r: r[f"fitness_T{t}"])[ref] for t in t_values
-        }
-        summary["best_reference_fitness"] = best_ref
+    summary = summarise_time(rows, t_values, args.t_reference, chance, batches)
     return {
         "data": source,
         "subset": args.t_subset,
@@ -339,6 +346,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--deadline", type=float, default=None, help="time phase: start no new architecture after this many seconds"
     )
+    parser.add_argument("--t-start", type=int, default=0, help="time phase: skip the first architectures")
+    parser.add_argument(
+        "--merge-time", nargs="+", default=None, help="merge the time phases of these result files into --name's"
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--name", default="budget_study")
     parser.add_argument("--quick", action="store_true")
@@ -354,6 +365,20 @@ def main(argv=None) -> int:
     result.update(common.header("budget_study", load_before))
     result["settings"] = vars(args)
     t0 = time.perf_counter()
+    if args.merge_time:
+        parts = [json.loads(Path(p).read_text())["time"] for p in args.merge_time]
+        # One row per architecture (the parts may overlap).
+        rows = sorted(
+            {r["arch"]: r for part in reversed(parts) for r in part["rows"]}.values(), key=lambda r: r["arch"]
+        )
+        t_values = sorted({int(k[len("fitness_T") :]) for r in rows for k in r if k.startswith("fitness_T")})
+        first = parts[0]["summary"]
+        result["time"] = {**parts[0], "rows": rows, "merged_from": [str(p) for p in args.merge_time]}
+        result["time"]["summary"] = summarise_time(
+            rows, t_values, first["reference_T"], first["chance"], first["batches_per_epoch"]
+        )
+        log(json.dumps(result["time"]["summary"]))
+        args.phases = ""
     phases = args.phases.split(",")
     if "steps" in phases:
         result["steps"] = phase_steps(args, space)
