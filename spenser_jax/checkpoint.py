@@ -476,7 +476,7 @@ class Run:
             raise IndividualError(
                 f"{self.dir}: no individual {g}:{i} ({len(self.records)} generations "
                 f"recorded; {detail}counted from 0 as in {GENERATIONS}: the log's "
-                f"'generation 3/5' is G = 2)"
+                f"'generation 2 done' is G = 2)"
             )
         record = self.records[g]["individuals"][i]
         phenotype = parse(record["phenotype"])

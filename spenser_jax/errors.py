@@ -119,6 +119,34 @@ def add_json_argument(parser, what: str) -> None:
     )
 
 
+def add_individual_arguments(parser, note: str) -> None:
+    """``--individual best|G:I`` and ``--retrained`` / ``--search-weights``, as inspect and export take them.
+
+    ``note`` ends the ``--individual`` help (what happens to an individual that is not the best).
+    """
+    parser.add_argument(
+        "--individual",
+        default="best",
+        metavar="best|G:I",
+        help=f"best (default) or G:I, individual I of generation G, both counted from 0 as in generations.jsonl "
+        f"({note})",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--retrained",
+        action="store_true",
+        help="the best with the weights retrain left (the default when they are readable)",
+    )
+    which.add_argument(
+        "--search-weights", action="store_true", help="the weights the search scored, even after a retrain"
+    )
+
+
+def chosen_weights(args) -> str:
+    """The ``weights`` argument of ``checkpoint.Run.choose`` that :func:`add_individual_arguments` parsed."""
+    return "retrained" if args.retrained else "search" if args.search_weights else "auto"
+
+
 def write_json(dest: str, text: str) -> None:
     """JSON text to stdout (``dest`` ``-``) or to the file ``dest``, whole or not at all."""
     import os

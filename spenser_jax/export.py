@@ -25,7 +25,7 @@ the metadata :func:`to_nir` sets (``dt``, ``time_steps``, ``input_coding``,
   the retrain; without either flag that case falls back to the search's
   weights, with a note).
 * ``--individual G:I``: individual I of generation G (both counted from 0,
-  as in ``generations.jsonl``; the log's "generation 3/5" is G = 2), as in
+  as in ``generations.jsonl``; the log's "generation 2 done" is G = 2), as in
   ``python -m spenser_jax.inspect``: the weights the search kept when it is
   the best of its generation's checkpoint, otherwise trained again from its
   own key, exactly as the search trained it (not possible when the run
@@ -160,7 +160,7 @@ from typing import Any
 
 import numpy as np
 
-from spenser_jax.errors import SpenserError, command, fail, output_file
+from spenser_jax.errors import SpenserError, add_individual_arguments, chosen_weights, command, fail, output_file
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, NoOp, Phenotype, Pool, infer_shapes, same_padding
 
 DT = 1e-4
@@ -553,23 +553,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("run_dir")
     parser.add_argument("--out", type=output_file, required=True, metavar="PATH.nir", help="the file to write")
-    parser.add_argument(
-        "--individual",
-        default="best",
-        metavar="best|G:I",
-        help="best (default) or G:I, individual I of generation G, both counted from 0 "
-        "as in generations.jsonl (trained again from its key unless the search kept "
-        "its weights)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--retrained",
-        action="store_true",
-        help="the best with the weights retrain left (the default when they are readable)",
-    )
-    which.add_argument(
-        "--search-weights", action="store_true", help="the weights the search scored, even after a retrain"
-    )
+    add_individual_arguments(parser, "trained again from its key unless the search kept its weights")
     parser.add_argument(
         "--dt",
         type=float,
@@ -581,7 +565,7 @@ def main(argv=None) -> int:
     if not (math.isfinite(args.dt) and args.dt > 0):
         parser.error(f"--dt must be a positive number, got {args.dt!r}")
 
-    weights = "retrained" if args.retrained else "search" if args.search_weights else "auto"
+    weights = chosen_weights(args)
     try:
         result = export_run(
             args.run_dir,

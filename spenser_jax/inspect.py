@@ -13,7 +13,7 @@ whole split (the default) the figures are the ones the search recorded.
 belong to it (``--retrained`` insists on them), otherwise the ones it was
 scored with in the search (``--search-weights`` asks for these); the first
 line says which. ``G:I`` is individual I of generation G, both counted from
-0 as in ``generations.jsonl`` (the log's "generation 3/5" is G = 2): unless
+0 as in ``generations.jsonl`` (the log's "generation 2 done" is G = 2): unless
 it is the best its generation's checkpoint kept, its weights are gone, so it
 is trained again from its own key, exactly as the search trained it (not
 possible when the run inherits weights: an offspring's start depends on its
@@ -36,7 +36,15 @@ import sys
 from pathlib import Path
 
 from spenser_jax import checkpoint, data
-from spenser_jax.errors import add_json_argument, command, output_file, positive_int, write_json
+from spenser_jax.errors import (
+    add_individual_arguments,
+    add_json_argument,
+    chosen_weights,
+    command,
+    output_file,
+    positive_int,
+    write_json,
+)
 
 
 def measure(
@@ -173,22 +181,7 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spenser_jax.inspect", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
-    parser.add_argument(
-        "--individual",
-        default="best",
-        metavar="best|G:I",
-        help="best (default) or G:I, individual I of generation G, both counted from 0 "
-        "as in generations.jsonl (the log's 'generation 3/5' is G = 2)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--retrained",
-        action="store_true",
-        help="the best with the weights retrain left (the default when they are readable)",
-    )
-    which.add_argument(
-        "--search-weights", action="store_true", help="the weights the search scored, even after a retrain"
-    )
+    add_individual_arguments(parser, "the log's 'generation 2 done' is G = 2")
     parser.add_argument(
         "--samples", type=positive_int, default=None, help="Fitness samples to measure on (default: all)"
     )
@@ -200,7 +193,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     text = sys.stderr if args.json == "-" else sys.stdout  # stdout is the JSON's with --json alone
     run = checkpoint.load_run(Path(args.run_dir))
-    chosen = run.choose(args.individual, "retrained" if args.retrained else "search" if args.search_weights else "auto")
+    chosen = run.choose(args.individual, chosen_weights(args))
     for note in chosen.notes:
         print(note, file=sys.stderr)
     print(f"individual {args.individual} of {args.run_dir}, {chosen.text}", file=text)
