@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spenser_jax import draws
 from spenser_jax.activity_sums import activity_sums, input_sums, sample_sums
 from spenser_jax.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
 from spenser_jax.conv import _DN, conv_nhwc
@@ -75,6 +77,10 @@ def default_mode(backend: str | None = None) -> str:
 # Initialisers
 
 
+_deferred = threading.local()
+"""While :func:`_init_fn`'s program is traced: the weight draws it still owes (see there)."""
+
+
 def _torch_uniform(fan_in: int):
     # PyTorch's default for Conv2d/Linear: kaiming_uniform(a=sqrt(5)) for the
     # weights and U(±1/sqrt(fan_in)) for the bias; both bounds are
@@ -82,7 +88,12 @@ def _torch_uniform(fan_in: int):
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        owed = getattr(_deferred, "draws", None)
+        if owed is not None and dtype == jnp.float32:
+            placeholder = jnp.zeros(shape, dtype)
+            owed.append(((key, tuple(shape), -bound, bound), placeholder))
+            return placeholder
+        return draws.uniform(key, shape, dtype, -bound, bound)
 
     return init
 
@@ -183,7 +194,7 @@ def dropout_keep(key: jax.Array, layer: int, t: jax.Array | int, rate: jax.Array
     same mask. ``rate = 0`` gives exactly 1 everywhere.
     """
     step_key = jax.random.fold_in(jax.random.fold_in(key, layer), t)
-    keep = jax.random.uniform(step_key, shape) >= rate  # P = 1 - rate
+    keep = draws.uniform(step_key, shape) >= rate  # P = 1 - rate
     scale = jnp.where(rate < 1, 1 / (1 - rate), 0.0)
     return keep.astype(jnp.float32) * scale
 
@@ -499,4 +510,23 @@ def _init_fn(sig: Signature, input_shape: tuple[int, ...], init_scheme: str):
     # NumPy, not jnp: a jnp array made during a caller's trace would be a
     # tracer, and this cached closure would leak it into later calls.
     dummy = np.zeros((1, 1, *input_shape), np.float32)
-    return jax.jit(lambda key, hyper: model.init(key, dummy, hyper)["params"])
+
+    def init(key, hyper):
+        # Flax asks for one weight at a time, and every threefry draw
+        # compiles to a loop of its own (a second per network). So the
+        # draws are owed during Flax's init and made afterwards in a few
+        # shared loops (draws.uniform_many): the same keys, the same bits.
+        _deferred.draws = []
+        try:
+            params = model.init(key, dummy, hyper)["params"]
+            owed = _deferred.draws
+        finally:
+            _deferred.draws = None
+        values = draws.uniform_many([request for request, _ in owed])
+        by_placeholder = {id(placeholder): value for (_, placeholder), value in zip(owed, values, strict=True)}
+        params = jax.tree.map(lambda x: by_placeholder.pop(id(x), x), params)
+        if by_placeholder:  # pragma: no cover - Flax returned a copy of a placeholder
+            raise RuntimeError("internal: weight draws owed to parameters Flax did not return")
+        return params
+
+    return jax.jit(init)

@@ -7,6 +7,8 @@ import operator
 import jax
 import jax.numpy as jnp
 
+from spenser_jax import draws
+
 
 def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
     """Rate-codes intensities as independent Bernoulli spikes at every step.
@@ -46,7 +48,7 @@ def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
         p = images.astype(jnp.float32) / 255
     else:
         p = images
-    u = jax.random.uniform(key, (time_steps, *images.shape), jnp.float32)
+    u = draws.uniform(key, (time_steps, *images.shape), jnp.float32)
     return (u < p).astype(jnp.float32)
 
 
