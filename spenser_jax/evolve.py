@@ -119,6 +119,8 @@ def _runtime(rt: dict) -> dict:
     _require(vmap_group in (None, "auto") or _is_int(vmap_group, 1), "runtime.vmap_group must be null or an int >= 1")
     level = rt.get("xla_opt_level")
     _require(level in (None, 0, 1, 2, 3), f"runtime.xla_opt_level must be null or 0..3, got {level!r}")
+    emitters = rt.get("xla_cpu_fusion_emitters", True)
+    _require(isinstance(emitters, bool), f"runtime.xla_cpu_fusion_emitters must be true or false, got {emitters!r}")
     try:
         selected = scheduler.select_devices(None if devices in (None, "all") else devices)
     except ValueError as err:
@@ -128,7 +130,9 @@ def _runtime(rt: dict) -> dict:
         "compile_threads": (scheduler.default_compile_threads(selected[0].platform) if threads is None else threads),
         "devices": selected,
         "vmap_group": None if vmap_group in (None, "auto") else vmap_group,
-        "compiler_options": {} if level is None else {"xla_backend_optimization_level": level},
+        "compiler_options": scheduler.compiler_options(
+            selected[0].platform, opt_level=level, cpu_fusion_emitters=emitters
+        ),
         "progress": bool(rt.get("progress", True)),
     }
 
@@ -331,11 +335,13 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     if objective != evolution.ACCURACY:
         identity["fitness"] = dataclasses.asdict(objective)
     # Runtime settings that change the numbers (not only the speed) belong
-    # to the identity too: vmapped groups round differently, and so does
-    # another XLA optimisation level.
+    # to the identity too: vmapped groups round differently, and so do
+    # another XLA optimisation level and XLA:CPU's loop emitters.
     rt = cfg.get("runtime", {})
-    if runtime["batching"] == "vmap" or runtime["compiler_options"]:
+    if runtime["batching"] == "vmap" or rt.get("xla_opt_level") is not None:
         identity["runtime"] = {"batching": runtime["batching"], "xla_opt_level": rt.get("xla_opt_level")}
+    if not rt.get("xla_cpu_fusion_emitters", True):
+        identity.setdefault("runtime", {})["xla_cpu_fusion_emitters"] = False
     # JSON round trip so tuples and lists compare equal after a reload.
     identity = json.loads(json.dumps(identity))
     # The run's one training protocol, from the identity as a finished run

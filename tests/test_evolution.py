@@ -434,6 +434,12 @@ def test_a_run_rebuilds_the_protocol_its_setup_built(overrides):
 
 def test_new_switches_stay_out_of_the_paper_identity():
     paper = evolve.setup(config(), load_data=False)
+    assert "runtime" not in paper.identity and paper.runtime["compiler_options"] == {}
+    loop = evolve.setup(config("runtime.xla_cpu_fusion_emitters=false"), load_data=False)
+    assert loop.identity["runtime"] == {"xla_cpu_fusion_emitters": False}
+    assert loop.runtime["compiler_options"] == {"xla_cpu_use_fusion_emitters": False}
+    with pytest.raises(evolve.ConfigError, match="xla_cpu_fusion_emitters must be true or false"):
+        evolve.setup(config("runtime.xla_cpu_fusion_emitters=3"), load_data=False)
     assert "log_uniform" not in paper.identity["mutation"] and paper.space.log_uniform_ratio is None
     wide = evolve.setup(config("mutation.log_uniform=true"), load_data=False)
     assert wide.identity["mutation"]["log_uniform"] is True and wide.space.log_uniform_ratio == 100.0

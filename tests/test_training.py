@@ -246,3 +246,81 @@ def test_train_epoch_vmaps_over_offspring():
             together.params,
             alone.params,
         )
+
+
+# --------------------------------------------------------------------------
+# Cheaper programs compute what the old ones did
+
+# With NET (conv valid + bias, pool-avg, fixed fast-sigmoid/zero LIF,
+# dropout, fc, trainable atan/subtract LIF, SGD with Nesterov): every layer
+# type, reset, surrogate and optimizer of Grammar 2, and a skip connection
+# with a loss unit of grammars/csnn_plus.grammar.
+COVER = {
+    "sgd": NET,
+    "adam": (
+        "layer:conv num-filters:4 filter-shape:2 stride:2 padding:same bias:False layer:pool-max kernel-size:2 "
+        "layer:act beta:0.5 beta-trainable:True threshold:0.7 threshold-trainable:False surr-grad:atan reset:zero "
+        "layer:fc num-units:12 bias:False "
+        "layer:act beta:0.8 beta-trainable:False threshold:0.5 threshold-trainable:True "
+        "surr-grad:fast-sigmoid reset:subtract layer:dropout rate:0.3 layer:fc num-units:10 bias:True "
+        "layer:act beta:0.9 beta-trainable:True threshold:0.6 threshold-trainable:True surr-grad:atan reset:zero "
+        "learning:adam lr:0.02 beta1:0.8 beta2:0.95 decay:0.0005 amsgrad:True"
+    ),
+    "rmsprop-skip": (
+        "layer:conv num-filters:3 filter-shape:3 stride:1 padding:same bias:True "
+        "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:zero "
+        "layer:conv num-filters:3 filter-shape:3 stride:2 padding:valid bias:True input:-1,1 "
+        "layer:act beta:0.6 beta-trainable:True threshold:0.5 threshold-trainable:True surr-grad:atan reset:subtract "
+        "layer:fc num-units:10 bias:True input:1,3 "
+        "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:False surr-grad:atan reset:zero "
+        "learning:rmsprop lr:0.01 rho:0.9 decay:0.0001 loss:mse-membrane on-target:1.0 off-target:0.0"
+    ),
+}
+
+
+def _shaped_uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0):
+    return jax.random.uniform(key, tuple(shape), dtype, minval, maxval)
+
+
+def _whole_evaluation(text, compiler_options=None):
+    """Params and metrics of one train_and_score program (2 steps, then scored), compiled afresh."""
+    sig, hyper = architecture.split(phenotype.parse(text), 2)
+    network._init_fn.cache_clear()  # the initialisation's trace is cached per signature
+    images, labels = toy_data(5, 48)
+    protocol = Protocol(time_steps=2, batch_size=16, eval_batch_size=16, activity=False)
+    args = (jax.random.key(4), hyper, images[:32], labels[:32], images[32:], labels[32:], jax.random.key(6))
+    fn = jax.jit(lambda *a: training.train_and_score(sig, *a, protocol=protocol))
+    return jax.tree.map(np.asarray, fn.lower(*args).compile(compiler_options=compiler_options)(*args))
+
+
+@pytest.mark.parametrize("name", COVER)
+def test_flat_and_shared_draws_train_bit_for_bit_as_shaped_draws(name, monkeypatch):
+    from spenser_jax import draws
+
+    now = _whole_evaluation(COVER[name])
+    with monkeypatch.context() as m:  # the draws as they were: each in its own shape and loop
+        m.setattr(draws, "uniform", _shaped_uniform)
+        m.setattr(draws, "uniform_many", lambda rs: [_shaped_uniform(k, s, jnp.float32, lo, hi) for k, s, lo, hi in rs])
+        before = _whole_evaluation(COVER[name])
+    network._init_fn.cache_clear()
+    assert int(now[1]["steps"]) == 2
+    for path, value in jax.tree_util.tree_leaves_with_path(before):
+        got = now
+        for entry in path:
+            got = got[entry.key] if hasattr(entry, "key") else got[entry.idx]
+        assert np.array_equal(got, value), jax.tree_util.keystr(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", COVER)
+def test_loop_emitters_round_only_the_last_bits(name):
+    from spenser_jax import scheduler
+
+    default = _whole_evaluation(COVER[name])
+    loop = _whole_evaluation(COVER[name], scheduler.compiler_options("cpu", cpu_fusion_emitters=False))
+    for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(loop), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    assert scheduler.compiler_options("cpu", cpu_fusion_emitters=False) == {"xla_cpu_use_fusion_emitters": False}
+    assert scheduler.compiler_options("gpu", cpu_fusion_emitters=False, opt_level=1) == {
+        "xla_backend_optimization_level": 1
+    }

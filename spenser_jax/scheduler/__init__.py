@@ -100,6 +100,7 @@ from spenser_jax.scheduler.dispatch import _Execution, _Timeline
 from spenser_jax.scheduler.plan import _Member, _Planning
 from spenser_jax.scheduler.resources import (
     LRU,
+    compiler_options,
     default_compile_threads,
     enable_compile_cache,
     free_bytes,
@@ -112,6 +113,7 @@ __all__ = [
     "PLACEMENTS",
     "PROGRAM_CACHE",
     "Evaluator",
+    "compiler_options",
     "default_compile_threads",
     "enable_compile_cache",
     "free_bytes",

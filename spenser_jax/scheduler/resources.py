@@ -44,6 +44,25 @@ def default_compile_threads(backend: str | None = None) -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def compiler_options(platform: str, *, opt_level: int | None = None, cpu_fusion_emitters: bool = True) -> dict:
+    """XLA options for every program a run compiles.
+
+    On CPU, ``cpu_fusion_emitters=False`` selects XLA's loop emitters instead
+    of its newer fusion emitters: each elementwise fusion is cheaper to
+    generate, so a network's program compiles in about 0.6x the time
+    (``benchmarks/compile_cost.py``); every operation alone computes the
+    same bits, but whole programs differ in the last bits (~3e-8 after a few
+    steps), so like ``opt_level`` (``xla_backend_optimization_level``) it
+    belongs to a run's identity.
+    """
+    options = {}
+    if platform == "cpu" and not cpu_fusion_emitters:
+        options["xla_cpu_use_fusion_emitters"] = False
+    if opt_level is not None:
+        options["xla_backend_optimization_level"] = opt_level
+    return options
+
+
 def select_devices(devices: int | Sequence[Any] | None) -> tuple:
     """This process's devices to use: all (None), the first ``n``, or the ones given.
 
