@@ -230,7 +230,8 @@ def summarise_time(rows: list[dict], t_values, reference: int, chance: float, ba
     return summary
 
 
-def phase_time(args, space: SearchSpace) -> dict:
+def phase_time(args, space: SearchSpace, partial=None) -> dict:
+    """The T study; ``partial(rows)`` is called after every architecture (a kill keeps them)."""
     splits, source = _splits("fmnist", args.t_subset, args.fitness_subset)
     batches = -(-len(splits.evo_train.labels) // 64)
     fitness_key = jax.random.fold_in(jax.random.key(0), 0x0F17)
@@ -238,8 +239,18 @@ def phase_time(args, space: SearchSpace) -> dict:
     t_values = sorted(set(args.t_values) | {args.t_reference})
     rows = []
     started = time.perf_counter()
-    for k, (_, genome) in enumerate(draw_pairs(space, args.t_archs, 2027)):
+    pairs = list(enumerate(draw_pairs(space, args.t_archs, 2027)))
+    if args.t_only is not None:  # these architectures, in this order (cheapest first keeps partial results useful)
+        by_index = dict(pairs)
+        pairs = [(k, by_index[k]) for k in args.t_only]
+    skipped = []
+    for k, (_, genome) in pairs:
         if k < args.t_start:  # another process measured these (merge with --merge-time)
+            continue
+        cost = architecture.cost(architecture.signature(space.phenotype(genome)), space.input_shape)
+        if args.t_max_cost and cost > args.t_max_cost:
+            skipped.append({"arch": k, "cost": cost})
+            log(f"time: architecture {k} skipped, cost {cost:.3g} > {args.t_max_cost:.3g}")
             continue
         if args.deadline and time.perf_counter() - started > args.deadline:
             log(f"time: deadline of {args.deadline:.0f} s reached after {k} architectures")
@@ -257,6 +268,8 @@ def phase_time(args, space: SearchSpace) -> dict:
                 row[f"error_T{t}"] = f"{type(err).__name__}: {err}"[:300]
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
+        if partial is not None:
+            partial({"rows": rows, "skipped": skipped})
         log(
             f"time {k + 1}/{args.t_archs}: "
             + " ".join(
@@ -272,6 +285,7 @@ def phase_time(args, space: SearchSpace) -> dict:
         "fitness_subset": args.fitness_subset,
         "batch_size": 64,
         "rows": rows,
+        "skipped_for_cost": skipped,
         "summary": summary,
     }
 
@@ -347,6 +361,13 @@ def main(argv=None) -> int:
         "--deadline", type=float, default=None, help="time phase: start no new architecture after this many seconds"
     )
     parser.add_argument("--t-start", type=int, default=0, help="time phase: skip the first architectures")
+    parser.add_argument("--t-only", type=int, nargs="+", default=None, help="time phase: only these architectures")
+    parser.add_argument(
+        "--t-max-cost",
+        type=float,
+        default=None,
+        help="time phase: skip architectures whose architecture.cost exceeds this (recorded as skipped)",
+    )
     parser.add_argument(
         "--merge-time", nargs="+", default=None, help="merge the time phases of these result files into --name's"
     )
@@ -385,7 +406,12 @@ def main(argv=None) -> int:
         log(json.dumps(result["steps"]["summary"]))
         common.write_result(args.name, result, args.out)
     if "time" in phases:
-        result["time"] = phase_time(args, space)
+
+        def partial(part):
+            result["time"] = {"data": "fmnist", "subset": args.t_subset, **part, "complete": False}
+            common.write_result(args.name, result, args.out)
+
+        result["time"] = phase_time(args, space, partial)
         log(json.dumps(result["time"]["summary"]))
         common.write_result(args.name, result, args.out)
     result["seconds"] = time.perf_counter() - t0

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # the benchmarks' smoke run trains networks
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 TAG = "cpu_smoke"
-MEASUREMENTS = ("train_throughput", "generation_throughput", "compile_time", "paper_projection")
+MEASUREMENTS = ("train_throughput", "generation_throughput", "compile_time", "compile_cost", "paper_projection")
 HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "snntorch"))
 
 
@@ -120,6 +120,15 @@ def test_compile_time(smoke):
     per = payload["per_signature_s"]
     assert per["fused"]["2"]["mean_s"] > 0 and per["separate"]["2"]["mean_s"] > 0
     assert all("error" not in r for r in payload["results"])
+
+
+def test_compile_cost(smoke):
+    _, out = smoke
+    payload = result(out, "compile_cost")
+    assert payload["complete"] is True and len(payload["rows"]) == 1
+    assert payload["baseline"]["median_compile_seconds"] > 0 and payload["new"]["median_compile_seconds"] > 0
+    assert payload["max_abs_difference"]["new"] == 0.0  # the cheaper draws give the same bits
+    assert payload["compile_ratio_to_baseline"]["loop_emitters"]["count"] == 1
 
 
 def test_paper_projection(smoke):
