@@ -73,7 +73,7 @@ class Setup:
     space: SearchSpace
     mutation: mutation.MutationConfig
     splits: data.Splits | None
-    training: Any  # protocol.Protocol: how every individual trains and is scored
+    protocol: Any  # protocol.Protocol: how every individual trains and is scored
     runtime: dict  # Evaluator keyword arguments, resolved
     identity: dict
     grammar_path: Path
@@ -355,7 +355,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         space=space,
         mutation=mut,
         splits=splits,
-        training=protocol,
+        protocol=protocol,
         runtime=runtime,
         identity=identity,
         grammar_path=grammar_path,
@@ -503,7 +503,7 @@ def run(
             from spenser_jax.scheduler import Evaluator
 
             with Evaluator(
-                s.splits, seed=s.seed, input_shape=s.space.input_shape, protocol=s.training, **s.runtime
+                s.splits, seed=s.seed, input_shape=s.space.input_shape, protocol=s.protocol, **s.runtime
             ) as owned:
                 return _loop(s, state, run_dir, owned)
         return _loop(s, state, run_dir, evaluator)
@@ -536,7 +536,7 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         rng = evolution.generation_rng(s.seed, g)
         candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring, parent_continues=s.parent_continues)
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
-        if s.training.inherit and state.parent is not None and state.parent_weights is not None:
+        if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
             evaluations = evaluator.evaluate(
                 phenotypes, generation=g, inherited=_inheritance(s, state, candidates, phenotypes)
             )

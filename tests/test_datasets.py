@@ -94,7 +94,7 @@ def test_direct_encoding_joins_the_identity():
     plain = evolve.setup(config(), load_data=False)
     direct = evolve.setup(config("training.encoding=direct"), load_data=False)
     assert "encoding" not in plain.identity["training"] and direct.identity["training"]["encoding"] == "direct"
-    assert direct.training.encoding == "direct"
+    assert direct.protocol.encoding == "direct"
     with pytest.raises(evolve.ConfigError, match="encoding"):
         evolve.setup(config("training.encoding=latency"), load_data=False)
 

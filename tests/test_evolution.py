@@ -409,12 +409,12 @@ def test_fitness_subset_scores_on_part_of_the_fitness_split():
 
 def test_search_time_steps_caps_t_while_searching_and_joins_the_identity():
     paper = evolve.setup(config("dataset=fmnist"), load_data=False)
-    assert paper.training.time_steps == 25 and "search" not in paper.identity
+    assert paper.protocol.time_steps == 25 and "search" not in paper.identity
     low = evolve.setup(config("dataset=fmnist", "search.time_steps=6"), load_data=False)
-    assert low.training.time_steps == 6 and low.identity["time_steps"] == 25  # the data set's, for retrain
+    assert low.protocol.time_steps == 6 and low.identity["time_steps"] == 25  # the data set's, for retrain
     assert low.identity["search"] == {"time_steps": 6}
     # A cap, never a raise: MNIST at T = 4 stays at 4.
-    assert evolve.setup(config("dataset.time_steps=4", "search.time_steps=6"), load_data=False).training.time_steps == 4
+    assert evolve.setup(config("dataset.time_steps=4", "search.time_steps=6"), load_data=False).protocol.time_steps == 4
     run = checkpoint.Run(dir=Path("."), identity=low.identity, config={}, records=[], best=None, test=None, state=None)
     assert run.protocol().time_steps == 6  # how the search trained its individuals
     assert run.protocol(time_steps=low.identity["time_steps"]).time_steps == 25
@@ -428,8 +428,8 @@ def test_a_run_rebuilds_the_protocol_its_setup_built(overrides):
     # mapping from the identity; only the execution order stays outside it.
     s = evolve.setup(config(*overrides), load_data=False)
     run = checkpoint.Run(dir=Path("."), identity=s.identity, config={}, records=[], best=None, test=None, state=None)
-    assert run.protocol(mode=s.training.mode) == s.training
-    assert hash(s.training) == hash(run.protocol(mode=s.training.mode))
+    assert run.protocol(mode=s.protocol.mode) == s.protocol
+    assert hash(s.protocol) == hash(run.protocol(mode=s.protocol.mode))
 
 
 def test_new_switches_stay_out_of_the_paper_identity():
@@ -447,5 +447,5 @@ def test_new_switches_stay_out_of_the_paper_identity():
         config("search.min_steps=50", "search.inherit=true", "search.parent_continues=true", "training.epochs=0.25"),
         load_data=False,
     )
-    assert steps.training.min_steps == 50 and steps.parent_continues
+    assert steps.protocol.min_steps == 50 and steps.parent_continues
     assert steps.identity["search"] == {"inherit": True, "min_steps": 50, "parent_continues": True}
