@@ -1,6 +1,6 @@
 """Realised mutation rates per offspring, against the nominal ones of the paper's Table 2.
 
-The nominal rates apply per *round* of mutation (``mutation.mutate``), but an
+The nominal rates apply per *round* of mutation (``mutation.mutation_round``), but an
 offspring is what ``mutation.offspring`` returns: invalid children are thrown
 away and the parent is mutated afresh, and with ``remutate_neutral`` (our
 default) a child whose phenotype equals its parent's is mutated once more.
@@ -12,7 +12,7 @@ Method: ``--parents`` random parents of the paper's grammar
 ``mutation.sample``), ``--offspring`` offspring each, drawn by the product's
 ``mutation.offspring`` under ``mutation.MutationConfig()`` (the defaults) and
 again with ``remutate_neutral=False`` (same parents, same seeds). Each round
-``mutation.offspring`` runs is observed by wrapping ``mutation.mutate`` (the
+``mutation.offspring`` runs is observed by wrapping ``mutation.mutation_round`` (the
 product's code runs unchanged); a round is *invalid* (the network cannot be
 built), *neutral* (same phenotype as the parent) or the final one.
 
@@ -62,20 +62,20 @@ OPS = ("add", "reuse", "remove", "dsge")
 
 @contextlib.contextmanager
 def observed_rounds():
-    """Collects every ``(candidate, events)`` that ``mutation.mutate`` returns meanwhile."""
+    """Collects every ``(candidate, events)`` that ``mutation.mutation_round`` returns meanwhile."""
     rounds: list = []
-    product = mutation.mutate
+    product = mutation.mutation_round
 
     def mutate(*args, **kwargs):
         out = product(*args, **kwargs)
         rounds.append(out)
         return out
 
-    mutation.mutate = mutate
+    mutation.mutation_round = mutate
     try:
         yield rounds
     finally:
-        mutation.mutate = product
+        mutation.mutation_round = product
 
 
 def _noop(event: mutation.Event) -> bool:

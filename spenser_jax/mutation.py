@@ -184,7 +184,7 @@ def dsge_mutation(
 # GA level
 
 
-def mutate(
+def mutation_round(
     rng: np.random.Generator,
     genotype: Genotype,
     space: SearchSpace,
@@ -295,7 +295,7 @@ def offspring(
     child, events = parent, []
     last = "no mutation applied"
     for _ in range(space.max_attempts):
-        candidate, new_events = mutate(rng, child, space, config, uid_start=parent.max_uid + 1)
+        candidate, new_events = mutation_round(rng, child, space, config, uid_start=parent.max_uid + 1)
         try:
             space.validate(candidate)
         except (SearchSpaceError, InvalidPhenotype) as err:

@@ -131,7 +131,7 @@ def test_uids_are_unique_and_survive_mutation():
     for op, rates in ops.items():
         config = mutation.MutationConfig(layer_dsge=0.3, learning_dsge=0.3, remutate_neutral=False, **rates)
         for _ in range(30):
-            child, events = mutation.mutate(rng, parent, CSNN, config)
+            child, events = mutation.mutation_round(rng, parent, CSNN, config)
             before = {x.uid: x for m in parent.modules for x in m.layers}
             after = [x for m in child.modules for x in m.layers]
             assert len({x.uid for x in after}) == len(after)

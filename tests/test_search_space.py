@@ -227,7 +227,7 @@ def test_operator_rates_match_config():
     tries_hist = []
     for i in range(n):
         parent = parents[i % len(parents)]
-        _, events = mutation.mutate(rng, parent, SPACE, config)
+        _, events = mutation.mutation_round(rng, parent, SPACE, config)
         feats = len(parent.module("features").layers)
         # Count only the first module, where the counts are known up front:
         # with 1..2 tries, each add try happens while there is room.
@@ -266,7 +266,7 @@ def test_remove_rate():
     )
     n = 4000
     removed = sum(
-        sum(e.op == "remove" and e.module == "features" for e in mutation.mutate(rng, parent, SPACE, config)[1])
+        sum(e.op == "remove" and e.module == "features" for e in mutation.mutation_round(rng, parent, SPACE, config)[1])
         for _ in range(n)
     )
     assert abs(removed / n - 0.375) < 4.5 * math.sqrt(0.2 / n)
@@ -279,7 +279,7 @@ def test_extreme_rates(rate):
     )
     rng = np.random.default_rng(0)
     parent = SPACE.random_individual(rng)
-    child, events = mutation.mutate(rng, parent, SPACE, config)
+    child, events = mutation.mutation_round(rng, parent, SPACE, config)
     if rate == 0.0:
         assert child == parent and not events
     else:
@@ -294,7 +294,7 @@ def test_layer_counts_stay_in_bounds_under_pressure():
     shrink = mutation.MutationConfig(add_layer=0.0, remove_layer=1.0, remutate_neutral=False)
     genotype = SPACE.random_individual(rng)
     for config in (grow,) * 10 + (shrink,) * 10:
-        genotype, _ = mutation.mutate(rng, genotype, SPACE, config)
+        genotype, _ = mutation.mutation_round(rng, genotype, SPACE, config)
         for module, bounds in zip(genotype.modules, SPACE.macro):
             assert bounds.min_layers <= len(module.layers) <= bounds.max_layers
     assert [len(m.layers) for m in genotype.modules] == [1, 1, 1, 1]
@@ -321,7 +321,7 @@ def test_copies_independent_or_shared(independent):
     parent = next(
         g for g in (SPACE.random_individual(rng) for _ in range(100)) if len(g.module("features").layers) == 1
     )
-    child, events = mutation.mutate(rng, parent, SPACE, reuse_only(independent))
+    child, events = mutation.mutation_round(rng, parent, SPACE, reuse_only(independent))
     layers = child.module("features").layers
     assert len(layers) >= 2 and all(e.op == "reuse" for e in events if e.module == "features")
     dsge_all = mutation.MutationConfig(
@@ -334,7 +334,7 @@ def test_copies_independent_or_shared(independent):
     )
     # Mutate until the copies' texts diverge or 30 rounds pass.
     for _ in range(30):
-        child, _ = mutation.mutate(rng, child, SPACE, dsge_all)
+        child, _ = mutation.mutation_round(rng, child, SPACE, dsge_all)
         texts = {tuple(sorted(x.expansions)) for x in child.module("features").layers}
         if len(texts) > 1:
             break
@@ -346,12 +346,13 @@ def test_output_frozen_when_switched_off():
     config = mutation.MutationConfig(mutate_output=False, layer_dsge=1.0, remutate_neutral=False)
     parent = SPACE.random_individual(rng)
     for _ in range(100):
-        child, events = mutation.mutate(rng, parent, SPACE, config)
+        child, events = mutation.mutation_round(rng, parent, SPACE, config)
         assert child.module("output") == parent.module("output")
         assert not [e for e in events if e.module == "output"]
     on = mutation.MutationConfig(layer_dsge=1.0, remutate_neutral=False)
     assert any(
-        mutation.mutate(rng, parent, SPACE, on)[0].module("output") != parent.module("output") for _ in range(20)
+        mutation.mutation_round(rng, parent, SPACE, on)[0].module("output") != parent.module("output")
+        for _ in range(20)
     )
 
 
