@@ -381,26 +381,6 @@ class Run:
             fitness_subset=self.identity.get("search", {}).get("fitness_subset"),
         )
 
-    def train_again(self, phenotype, generation: int, index: int, splits=None):
-        """The weights of individual ``generation:index``, trained again from its key as the search did.
-
-        ``splits``: the run's splits when already loaded (:meth:`splits`).
-        """
-        import jax
-
-        from spenser_jax import fitness
-
-        splits = self.splits() if splits is None else splits
-        protocol = self.protocol()
-        trainer = fitness.Trainer(protocol, tuple(splits.evo_train.images.shape[1:]))
-        state, _ = trainer.train(
-            phenotype,
-            fitness.individual_key(self.identity["seed"], generation, index),
-            fitness.on_device(splits.evo_train),
-            protocol.epochs,
-        )
-        return jax.device_get(state.params)
-
     @property
     def grammar_path(self) -> Path:
         try:

@@ -496,7 +496,7 @@ def export_run(
       DataError: the run's data (needed for the input shape or to train
         ``G:I`` again) cannot be loaded.
     """
-    from spenser_jax import checkpoint
+    from spenser_jax import checkpoint, fitness
 
     if weights not in checkpoint.WEIGHTS:
         raise ValueError(f"weights must be auto, retrained or search, got {weights!r}")
@@ -521,7 +521,7 @@ def export_run(
         raise NotExportable(reasons)
     if again is not None:
         log(f"training individual {individual} again from its key, as the search did ...")
-        params = run.train_again(phenotype, *again, data_splits())
+        params = fitness.train_again(run, phenotype, *again, data_splits())
     time_steps = int(run.identity["time_steps"])
     graph = to_nir(phenotype, params, input_shape=input_shape, time_steps=time_steps, dt=dt)
     out = Path(out)

@@ -335,3 +335,20 @@ def evaluate_one(
     except Exception as err:  # noqa: BLE001 - one individual must never stop the run
         log.warning("individual failed: %s", reason(err))
         return failed("error", reason(err), parameters)
+
+
+def train_again(run, phenotype: Phenotype, generation: int, index: int, splits=None) -> Any:
+    """The weights of individual ``generation:index`` of ``run`` (a :class:`~spenser_jax.checkpoint.Run`),
+    trained again from its key exactly as the search trained it.
+
+    The run's records keep no weights but the best's, so ``inspect`` and
+    ``export`` rebuild any other individual's this way. ``splits``: the run's
+    splits when already loaded (``run.splits()``).
+    """
+    splits = run.splits() if splits is None else splits
+    protocol = run.protocol()
+    trainer = Trainer(protocol, tuple(splits.evo_train.images.shape[1:]))
+    state, _ = trainer.train(
+        phenotype, individual_key(run.identity["seed"], generation, index), on_device(splits.evo_train), protocol.epochs
+    )
+    return jax.device_get(state.params)

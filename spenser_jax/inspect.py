@@ -63,7 +63,7 @@ def measure(
     input_shape = tuple(splits.fitness.images.shape[1:])
     trainer = Trainer(protocol, input_shape)
     if weights is None:  # train it again, exactly as the search did
-        weights = run.train_again(phenotype, *again, splits)
+        weights = fitness.train_again(run, phenotype, *again, splits)
     n = len(splits.fitness.labels) if samples is None else min(samples, len(splits.fitness.labels))
     scored = data.Arrays(splits.fitness.images[:n], splits.fitness.labels[:n])
     accuracy, _, summary = trainer.score(
