@@ -27,9 +27,7 @@ def test_flat_draws_are_jax_random_uniform(partitionable):
 def test_shared_loops_give_each_request_its_own_draw(make_key, monkeypatch):
     monkeypatch.setattr(draws, "SHARED_MAX", 64)  # so that one request below is drawn alone
     shapes = [(4, 3), (5,), (2, 2, 2, 2), (9, 9), ()]
-    requests = [
-        (jax.random.fold_in(make_key(1), i), s, -0.1 * (i + 1), 0.2 * (i + 1)) for i, s in enumerate(shapes)
-    ]
+    requests = [(jax.random.fold_in(make_key(1), i), s, -0.1 * (i + 1), 0.2 * (i + 1)) for i, s in enumerate(shapes)]
     got = jax.jit(lambda: draws.uniform_many(requests))()
     for (key, shape, lo, hi), value in zip(requests, got, strict=True):
         assert bool(jnp.array_equal(value, jax.random.uniform(key, shape, jnp.float32, lo, hi))), shape
