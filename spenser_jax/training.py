@@ -272,7 +272,10 @@ def train_epoch(
                 spikes = encode(input_encoding, key_encode, images[idx], time_steps)
                 new, value, finite = step(state, hyper, spikes, labels[idx], mask, key_dropout)
                 # Keep the old state on failure, so NaN never reaches params.
-                state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+                # A cond, not a select per leaf: the same values, and it
+                # compiles no kernel per parameter (a second per network on
+                # CPU; under vmap it becomes those selects again).
+                state = jax.lax.cond(finite, lambda: new, lambda: state)
                 return state, value, finite
 
             def skip(state):
@@ -301,7 +304,7 @@ def train_epoch(
                 new, value, finite, count = step(
                     state, hyper, spikes, labels[idx], mask, key_dropout, output_spikes=True
                 )
-                state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+                state = jax.lax.cond(finite, lambda: new, lambda: state)  # as above
                 return state, value, finite, count
 
             def skip(state):
