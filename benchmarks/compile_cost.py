@@ -8,20 +8,22 @@ search makes it (a random parent of the paper's grammar, its λ offspring by
 ``evolution.ask``, one of them the next parent, and so on) until it holds
 ``--archs`` distinct signatures, and for each compiles the batched path's
 per-individual program (``training.train_and_score``: initialisation, the
-epochs and the scoring in one program) in the same process, three ways:
+epochs and the scoring in one program) in the same process, three ways
+(the old implementations are swapped in for ``baseline``):
 
-* ``baseline``: the path before this change: ``jax.random.uniform`` drawn
-  in the parameters' and input spikes' own shapes, XLA's default options;
+* ``baseline``: the path before these changes: ``jax.random.uniform`` drawn
+  in the parameters' and input spikes' own shapes, a failed step's state
+  kept by a ``where`` per leaf, XLA's default options;
 * ``new``: the default now: the same draws made flat, the weights' small
-  draws sharing one loop (:mod:`spenser_jax.draws`; the same bits, so
-  ``max_abs_difference`` is 0);
+  draws sharing one loop (:mod:`spenser_jax.draws`), the state kept by a
+  cond (``training.keep_if``); the same bits, so ``max_abs_difference`` is 0;
 * ``loop_emitters``: ``new`` with XLA:CPU's loop emitters
   (``runtime.xla_cpu_fusion_emitters=false``, which ``search=fast`` sets):
   cheaper still, results that differ in the last bits.
 
-On the first ``--variant-archs`` architectures it also compiles flat draws
-without shared loops (``flat_only``) and the emitters alone
-(``emitters_only``), to say what each change is worth. Each compiled
+On the first ``--variant-archs`` architectures it also compiles each change
+alone (``draws_only``, ``cond_only``, ``emitters_only``), to say what each is
+worth. Each compiled
 program then trains one epoch of ``--train-samples`` MNIST images (random
 images when the data is not there) and scores ``--fitness-samples``:
 ``epoch_seconds`` is that run's wall time, and ``max_abs_difference`` (per
@@ -60,6 +62,11 @@ from spenser_jax.grammar import load_grammar, locate  # noqa: E402
 from spenser_jax.protocol import Protocol  # noqa: E402
 
 UNIFORM, UNIFORM_MANY = draws.uniform, draws.uniform_many
+KEEP_IF = training.keep_if
+
+
+def _keep_if_per_leaf(ok, new, old):  # how a failed step kept the old state before: a select per leaf
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
 def _shaped_uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0):
@@ -71,21 +78,21 @@ def _one_by_one(uniform):
 
 
 # How the draws are made: in their own shapes, one loop each (before); flat,
-# one loop each; flat, the weights' small draws sharing one loop (now).
+# the weights' small draws sharing one loop (now).
 DRAWS = {
     "shaped": (_shaped_uniform, _one_by_one(_shaped_uniform)),
-    "flat": (UNIFORM, _one_by_one(UNIFORM)),
     "shared": (UNIFORM, UNIFORM_MANY),
 }
-# path -> (draws, XLA:CPU fusion emitters)
+# path -> (draws, XLA:CPU fusion emitters, state kept by a cond)
 PATHS = {
-    "baseline": ("shaped", True),  # before this change
-    "new": ("shared", True),  # the default now (the same bits)
-    "loop_emitters": ("shared", False),  # and runtime.xla_cpu_fusion_emitters=false (search=fast)
-    "flat_only": ("flat", True),  # attribution: flat draws without shared loops
-    "emitters_only": ("shaped", False),  # attribution: the emitters alone
+    "baseline": ("shaped", True, False),  # before these changes
+    "new": ("shared", True, True),  # the default now (the same bits)
+    "loop_emitters": ("shared", False, True),  # and runtime.xla_cpu_fusion_emitters=false (search=fast)
+    "draws_only": ("shared", True, False),  # attribution: the draws alone
+    "cond_only": ("shaped", True, True),  # attribution: the cond alone
+    "emitters_only": ("shaped", False, False),  # attribution: the emitters alone
 }
-VARIANTS = ("flat_only", "emitters_only")
+VARIANTS = ("draws_only", "cond_only", "emitters_only")
 
 
 def log(msg: str) -> None:
@@ -146,8 +153,9 @@ def layer_reuse(phenotypes: list, input_shape: tuple[int, int, int]) -> dict:
 
 
 def compile_and_run(path: str, phenotype, protocol: Protocol, data: tuple, platform: str) -> dict:
-    how, emitters = PATHS[path]
+    how, emitters, cond = PATHS[path]
     draws.uniform, draws.uniform_many = DRAWS[how]
+    training.keep_if = KEEP_IF if cond else _keep_if_per_leaf
     # Traces of inner jitted functions (the initialisation) are cached per
     # signature: without this the first path's draws would serve them all.
     network._init_fn.cache_clear()
@@ -164,6 +172,7 @@ def compile_and_run(path: str, phenotype, protocol: Protocol, data: tuple, platf
     params, metrics = jax.block_until_ready(compiled(*args))
     t3 = time.perf_counter()
     draws.uniform, draws.uniform_many = UNIFORM, UNIFORM_MANY
+    training.keep_if = KEEP_IF
     return {
         "trace_lower_seconds": t1 - t0,
         "compile_seconds": t2 - t0,

@@ -102,6 +102,16 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
+def keep_if(ok: jax.Array, new: Any, old: Any) -> Any:
+    """``new`` where ``ok`` (a scalar bool), else ``old``: two pytrees of one structure.
+
+    A cond, not a ``where`` per leaf: the same values, and XLA:CPU generates
+    no kernel per parameter and optimizer moment (about a second of a
+    network's compile). Under ``vmap`` the cond becomes those selects again.
+    """
+    return jax.lax.cond(ok, lambda: new, lambda: old)
+
+
 ENCODINGS = ("rate", "direct")
 
 LOSS_FLAT = 1e-4
@@ -271,11 +281,7 @@ def train_epoch(
             def apply(state):
                 spikes = encode(input_encoding, key_encode, images[idx], time_steps)
                 new, value, finite = step(state, hyper, spikes, labels[idx], mask, key_dropout)
-                # Keep the old state on failure, so NaN never reaches params.
-                # A cond, not a select per leaf: the same values, and it
-                # compiles no kernel per parameter (a second per network on
-                # CPU; under vmap it becomes those selects again).
-                state = jax.lax.cond(finite, lambda: new, lambda: state)
+                state = keep_if(finite, new, state)  # NaN never reaches params
                 return state, value, finite
 
             def skip(state):
@@ -304,7 +310,7 @@ def train_epoch(
                 new, value, finite, count = step(
                     state, hyper, spikes, labels[idx], mask, key_dropout, output_spikes=True
                 )
-                state = jax.lax.cond(finite, lambda: new, lambda: state)  # as above
+                state = keep_if(finite, new, state)
                 return state, value, finite, count
 
             def skip(state):
