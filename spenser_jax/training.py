@@ -271,53 +271,34 @@ def train_epoch(
         order, masks = order[:max_steps], masks[:max_steps]
     step = functools.partial(train_step, sig, correct_rate=correct_rate, incorrect_rate=incorrect_rate, mode=mode)
 
-    if stop_check is None:
+    checking = stop_check is not None
+    if checking and (not isinstance(stop_check, int) or stop_check < 1):
+        raise ValueError(f"stop_check must be an int >= 1, got {stop_check!r}")
 
-        def body(carry, batch):
-            state, failed = carry
-            idx, mask, i = batch
-            key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
+    def body(carry, batch):
+        # ``evidence``: (stopped, output spikes heard, lowest and highest
+        # batch loss) while checking, else () (the paper's program).
+        state, failed, evidence = carry
+        idx, mask, i = batch
+        key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
 
-            def apply(state):
-                spikes = encode(input_encoding, key_encode, images[idx], time_steps)
-                new, value, finite = step(state, hyper, spikes, labels[idx], mask, key_dropout)
-                state = keep_if(finite, new, state)  # NaN never reaches params
-                return state, value, finite
+        def apply(state):
+            spikes = encode(input_encoding, key_encode, images[idx], time_steps)
+            new, value, finite, *count = step(
+                state, hyper, spikes, labels[idx], mask, key_dropout, output_spikes=checking
+            )
+            return keep_if(finite, new, state), value, finite, *count  # NaN never reaches params
 
-            def skip(state):
-                return state, jnp.float32(0), jnp.bool_(False)
+        def skip(state):
+            return state, jnp.float32(0), jnp.bool_(False), *([jnp.float32(0)] if checking else [])
 
-            # After a failure the remaining batches cost nothing (outside vmap,
-            # where cond becomes a select).
-            state, value, finite = jax.lax.cond(failed, skip, apply, state)
-            return (state, failed | ~finite), (jnp.where(finite, value, 0.0), finite)
-
-        (state, failed), (losses, applied) = jax.lax.scan(
-            body, (state, jnp.bool_(False)), (order, masks, jnp.arange(order.shape[0]))
-        )
-        extra = {}
-    else:
-        if not isinstance(stop_check, int) or stop_check < 1:
-            raise ValueError(f"stop_check must be an int >= 1, got {stop_check!r}")
-
-        def body(carry, batch):
-            state, failed, stopped, heard, low, high = carry
-            idx, mask, i = batch
-            key_encode, key_dropout = jax.random.split(jax.random.fold_in(key_steps, i))
-
-            def apply(state):
-                spikes = encode(input_encoding, key_encode, images[idx], time_steps)
-                new, value, finite, count = step(
-                    state, hyper, spikes, labels[idx], mask, key_dropout, output_spikes=True
-                )
-                state = keep_if(finite, new, state)
-                return state, value, finite, count
-
-            def skip(state):
-                return state, jnp.float32(0), jnp.bool_(False), jnp.float32(0)
-
-            state, value, finite, count = jax.lax.cond(failed | stopped, skip, apply, state)
-            heard = heard + count
+        # After a failure (or a stop) the remaining batches cost nothing
+        # (outside vmap, where cond becomes a select).
+        halted = failed | evidence[0] if checking else failed
+        state, value, finite, *count = jax.lax.cond(halted, skip, apply, state)
+        if checking:
+            stopped, heard, low, high = evidence
+            heard = heard + count[0]
             low = jnp.where(finite, jnp.minimum(low, value), low)
             high = jnp.where(finite, jnp.maximum(high, value), high)
             # The evidence that a network cannot learn: its output never
@@ -325,16 +306,16 @@ def train_epoch(
             # loss is exactly constant; a membrane loss still moves).
             flat = (high - low) <= LOSS_FLAT * jnp.maximum(jnp.abs(low), 1e-12)
             stopped = stopped | ((i == stop_check - 1) & finite & (heard == 0) & flat)
-            return (state, failed | (~finite & ~stopped), stopped, heard, low, high), (
-                jnp.where(finite, value, 0.0),
-                finite,
-            )
+            failed, evidence = failed | (~finite & ~stopped), (stopped, heard, low, high)
+        else:
+            failed = failed | ~finite
+        return (state, failed, evidence), (jnp.where(finite, value, 0.0), finite)
 
-        init = (state, jnp.bool_(False), jnp.bool_(False), jnp.float32(0), jnp.float32(jnp.inf), jnp.float32(-jnp.inf))
-        (state, failed, stopped, *_), (losses, applied) = jax.lax.scan(
-            body, init, (order, masks, jnp.arange(order.shape[0]))
-        )
-        extra = {"stopped": stopped}
+    evidence = (jnp.bool_(False), jnp.float32(0), jnp.float32(jnp.inf), jnp.float32(-jnp.inf)) if checking else ()
+    (state, failed, evidence), (losses, applied) = jax.lax.scan(
+        body, (state, jnp.bool_(False), evidence), (order, masks, jnp.arange(order.shape[0]))
+    )
+    extra = {"stopped": evidence[0]} if checking else {}
     steps = jnp.sum(applied, dtype=jnp.int32)
     samples = jnp.sum(jnp.where(applied[:, None], masks, False), dtype=jnp.int32)
     metrics = {
