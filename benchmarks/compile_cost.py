@@ -156,23 +156,25 @@ def compile_and_run(path: str, phenotype, protocol: Protocol, data: tuple, platf
     how, emitters, cond = PATHS[path]
     draws.uniform, draws.uniform_many = DRAWS[how]
     training.keep_if = KEEP_IF if cond else _keep_if_per_leaf
-    # Traces of inner jitted functions (the initialisation) are cached per
-    # signature: without this the first path's draws would serve them all.
-    network._init_fn.cache_clear()
-    jax.clear_caches()
-    options = scheduler.compiler_options(platform, cpu_fusion_emitters=emitters)
-    sig, hyper = architecture.split(phenotype, protocol.time_steps)
-    fn = jax.jit(functools.partial(training.train_and_score, sig, protocol=protocol))
-    args = (jax.random.key(1), hyper, *data, jax.random.key(2))
-    t0 = time.perf_counter()
-    lowered = fn.lower(*args)
-    t1 = time.perf_counter()
-    compiled = lowered.compile(compiler_options=options or None)
-    t2 = time.perf_counter()
-    params, metrics = jax.block_until_ready(compiled(*args))
-    t3 = time.perf_counter()
-    draws.uniform, draws.uniform_many = UNIFORM, UNIFORM_MANY
-    training.keep_if = KEEP_IF
+    try:
+        # Traces of inner jitted functions (the initialisation) are cached per
+        # signature: without this the first path's draws would serve them all.
+        network._init_fn.cache_clear()
+        jax.clear_caches()
+        options = scheduler.compiler_options(platform, cpu_fusion_emitters=emitters)
+        sig, hyper = architecture.split(phenotype, protocol.time_steps)
+        fn = jax.jit(functools.partial(training.train_and_score, sig, protocol=protocol))
+        args = (jax.random.key(1), hyper, *data, jax.random.key(2))
+        t0 = time.perf_counter()
+        lowered = fn.lower(*args)
+        t1 = time.perf_counter()
+        compiled = lowered.compile(compiler_options=options or None)
+        t2 = time.perf_counter()
+        params, metrics = jax.block_until_ready(compiled(*args))
+        t3 = time.perf_counter()
+    finally:  # the product's own functions again, whatever happened
+        draws.uniform, draws.uniform_many = UNIFORM, UNIFORM_MANY
+        training.keep_if = KEEP_IF
     return {
         "trace_lower_seconds": t1 - t0,
         "compile_seconds": t2 - t0,

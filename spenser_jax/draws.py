@@ -44,14 +44,13 @@ def uniform_many(requests: list[tuple[jax.Array, tuple[int, ...], float, float]]
     """
     out: list[jax.Array | None] = [None] * len(requests)
     shared = [i for i, (_, shape, _, _) in enumerate(requests) if shape and math.prod(shape) <= SHARED_MAX]
+    if len(shared) < 2:  # one draw has nothing to share a loop with
+        shared = []
     alone = set(range(len(requests))) - set(shared)
     for i, (key, shape, lo, hi) in enumerate(requests):
         if i in alone:
             out[i] = uniform(key, shape, jnp.float32, lo, hi)
-    if len(shared) == 1:
-        key, shape, lo, hi = requests[shared[0]]
-        out[shared[0]] = uniform(key, shape, jnp.float32, lo, hi)
-    elif shared:
+    if shared:
         width = max(math.prod(requests[i][1]) for i in shared)
         keys = jnp.stack([requests[i][0] for i in shared])
         lows = jnp.asarray([requests[i][2] for i in shared], jnp.float32)

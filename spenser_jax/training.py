@@ -294,7 +294,7 @@ def train_epoch(
 
         # After a failure (or a stop) the remaining batches cost nothing
         # (outside vmap, where cond becomes a select).
-        halted = failed | evidence[0] if checking else failed
+        halted = (failed | evidence[0]) if checking else failed
         state, value, finite, *count = jax.lax.cond(halted, skip, apply, state)
         if checking:
             stopped, heard, low, high = evidence
