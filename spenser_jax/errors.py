@@ -79,6 +79,20 @@ def count(text: str) -> int:
     return _whole(text, 0)
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
 def output_file(text: str) -> str:
     """argparse type: a file to write; its folder must exist (``-`` is stdout) and it must not be a folder."""
     import argparse

@@ -212,13 +212,16 @@ class Trainer:
         data: Arrays,
         epochs: int | float,
         params: Any = None,
-        progress=None,
+        after_epoch=None,
         inherited: tuple[Any, Any] | None = None,
     ) -> tuple[training.TrainState, dict]:
         """Train ``epochs`` epochs from fresh weights (or ``params``, or ``inherited``).
 
         The host-side twin of :func:`spenser_jax.training.train_and_score`'s
         training: the same keys, the same batches, the same early check.
+        ``after_epoch(epoch, metrics, state)`` runs after every epoch; when it
+        returns True training ends there (the epochs run are a prefix of the
+        whole: epoch ``e``'s key does not depend on how many follow).
 
         Returns (train state, info) where info has ``compile_seconds``,
         ``train_seconds``, ``losses``, ``steps``, ``samples``, ``nonfinite``
@@ -265,13 +268,13 @@ class Trainer:
             info["losses"].append(float(metrics["loss"]))
             info["steps"] += int(metrics["steps"])
             info["samples"] += int(metrics["samples"])
-            if progress is not None:
-                progress(epoch, metrics)
             if bool(metrics["nonfinite"]):
                 info["nonfinite"] = True
                 break
             if bool(metrics.get("stopped", False)):
                 info["stopped"] = True
+                break
+            if after_epoch is not None and after_epoch(epoch, metrics, state):
                 break
         return state, info
 

@@ -1,6 +1,6 @@
 """After the search: train the best individual further and test it.
 
-``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch] [--json [PATH]]``
+``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch] [--curve] [--minutes M] [--json [PATH]]``
 
 As the paper: the run's best individual (the checkpoint's parent) trains
 ``--epochs`` more epochs on the whole train split (EvoTrain + Fitness, or the
@@ -8,7 +8,10 @@ run's stratified subset of it), then its accuracy on the official test split
 is written to ``RUN_DIR/test.json`` and printed. By default training continues
 from the weights it had after its evaluation during the search (with a fresh
 optimizer state: the search keeps no optimizer state); ``--from-scratch``
-starts from new weights.
+starts from new weights. ``--curve`` also tests after every epoch (the
+learning curve, in ``test.json``); ``--minutes`` ends training after the last
+epoch that fits in that many minutes (at most ``--epochs``; the epochs run are
+the first of a longer retraining, so ``--epochs N`` repeats them exactly).
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from pathlib import Path
 import jax
 
 from spenser_jax import checkpoint
-from spenser_jax.errors import SpenserError, add_json_argument, command, count, positive_int, write_json
+from spenser_jax.errors import (
+    SpenserError,
+    add_json_argument,
+    command,
+    count,
+    positive_float,
+    positive_int,
+    write_json,
+)
 from spenser_jax.fitness import Trainer, on_device
 
 _RETRAIN_STREAM = 0x2E7A
@@ -41,6 +52,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
     parser.add_argument("--seed", type=count, default=None, help="training seed (default: the run's)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's")
+    parser.add_argument("--curve", action="store_true", help="test after every epoch (the learning curve)")
+    parser.add_argument(
+        "--minutes", type=positive_float, default=None, help="end after the last epoch that fits in this time"
+    )
     add_json_argument(parser, "the result (test.json's content)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
@@ -51,6 +66,8 @@ def main(argv=None) -> int:
         data_dir=args.data_dir,
         seed=args.seed,
         batch_size=args.batch_size,
+        curve=args.curve,
+        minutes=args.minutes,
     )
     if args.json != "-":
         print(
@@ -70,6 +87,8 @@ def retrain(
     data_dir=None,
     seed: int | None = None,
     batch_size: int | None = None,
+    curve: bool = False,
+    minutes: float | None = None,
     progress: bool = True,
 ) -> dict:
     """Train the run's best individual further, test it, write ``test.json``.
@@ -79,10 +98,12 @@ def retrain(
         grammar changed since the search.
       DataError: the data set cannot be loaded.
       TrainingDiverged: training diverged (nothing is written then; a ValueError).
-      ValueError: ``epochs`` or ``batch_size`` below 1.
+      ValueError: ``epochs`` or ``batch_size`` below 1, ``minutes`` not positive.
     """
     if epochs < 1 or batch_size is not None and batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"minutes must be > 0, got {minutes}")
     run = checkpoint.load_run(run_dir)
     identity, state = run.identity, run.state
     if state is None or state.parent is None:
@@ -111,24 +132,38 @@ def retrain(
 
         bar = tqdm(total=epochs, desc="retraining", unit="epoch")
 
-    def report(epoch, metrics):
+    test_key = jax.random.fold_in(root, _TEST_STREAM)
+    points = []  # the learning curve, with --curve
+    t0 = time.perf_counter()
+
+    def after_epoch(epoch, metrics, state):
+        seconds = time.perf_counter() - t0
+        loss = float(metrics["loss"])
+        if curve:
+            accuracy, _, _ = trainer.score(phenotype, state.params, test, test_key)
+            points.append({"epoch": epoch + 1, "loss": loss, "accuracy": accuracy, "seconds": seconds})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}", **({"test": f"{points[-1]['accuracy']:.4f}"} if curve else {}))
+        # Another epoch as long as the slowest so far (the first compiles) must still fit.
+        return minutes is not None and seconds / (epoch + 1) * (epoch + 2) > minutes * 60
 
-    t0 = time.perf_counter()
     trained, info = trainer.train(
-        phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs, params=params, progress=report
+        phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs, params=params, after_epoch=after_epoch
     )
     if bar is not None:
         bar.close()
     if info["nonfinite"]:
         raise TrainingDiverged(f"training diverged (non-finite loss) after {info['steps']} steps; nothing written")
-    accuracy, _, _ = trainer.score(phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM))
+    trained_epochs = len(info["losses"])
+    if curve:
+        accuracy = points[-1]["accuracy"]
+    else:
+        accuracy, _, _ = trainer.score(phenotype, trained.params, test, test_key)
     result = {
         "accuracy": accuracy,
         "dataset": identity["dataset"],
-        "epochs": epochs,
+        "epochs": trained_epochs,
         "from_scratch": from_scratch,
         "search_fitness": state.parent_fitness,
         "train_samples": int(len(splits.train.labels)),
@@ -137,6 +172,8 @@ def retrain(
         "losses": info["losses"],
         "phenotype": phenotype.text,
         "seconds": time.perf_counter() - t0,
+        **({"minutes": minutes} if minutes is not None else {}),
+        **({"curve": points} if curve else {}),
     }
     # The weights first: test.json says retraining finished, so it comes last.
     checkpoint.save_weights(Path(run_dir) / checkpoint.RETRAINED, phenotype.text, jax.device_get(trained.params))

@@ -187,7 +187,14 @@ def test_retrain_and_report(runs, fast_runs, tmp_path):
     assert "ANN / SNN" in table and " nJ |" in table
     assert (whole / "retrained.msgpack").exists()
     cli("retrain", fast, "--epochs", 1, "--from-scratch")
-    assert json.loads((fast / "test.json").read_text())["time_steps"] == 3  # the data set's T, not the search's
+    one = json.loads((fast / "test.json").read_text())
+    assert one["time_steps"] == 3  # the data set's T, not the search's
+    # A time limit ends after the first epoch that leaves no room for another: the first epoch of the same
+    # retraining, so the same network; --curve tests it after that epoch.
+    cli("retrain", fast, "--epochs", 3, "--from-scratch", "--minutes", 1e-6, "--curve")
+    limited = json.loads((fast / "test.json").read_text())
+    assert limited["epochs"] == 1 and limited["losses"] == one["losses"] and limited["accuracy"] == one["accuracy"]
+    assert [(p["epoch"], p["loss"], p["accuracy"]) for p in limited["curve"]] == [(1, *one["losses"], one["accuracy"])]
 
 
 @pytest.mark.parametrize(

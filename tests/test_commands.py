@@ -66,7 +66,7 @@ def test_a_corrupt_retrained_file_blocks_only_what_needs_it(fake_run, tmp_path, 
         def __init__(self, settings, input_shape):
             pass
 
-        def train(self, phenotype, key, data, epochs, params=None, progress=None):
+        def train(self, phenotype, key, data, epochs, params=None, after_epoch=None):
             return types.SimpleNamespace(params=state.parent_weights), {"nonfinite": False, "steps": 1, "losses": [0.5]}
 
         def score(self, phenotype, params, data, key):
@@ -116,6 +116,8 @@ def usage_error(main, args, capsys) -> str:
         (["--epochs", "0"], "argument --epochs: must be a whole number >= 1, got '0'"),
         (["--epochs", "two"], "argument --epochs: must be a whole number >= 1, got 'two'"),
         (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+        (["--minutes", "0"], "argument --minutes: must be a number > 0, got '0'"),
+        (["--minutes", "nan"], "argument --minutes: must be a number > 0, got 'nan'"),
     ],
 )
 def test_retrain_refuses_bad_numbers_before_it_starts(fake_run, args, message, capsys):
@@ -126,6 +128,8 @@ def test_retrain_batch_size_zero_is_not_the_runs(fake_run):
     # The function too: 0 was taken for "not given" and trained with the run's batch size.
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         retrain.retrain(fake_run, epochs=1, batch_size=0)
+    with pytest.raises(ValueError, match="minutes must be > 0"):
+        retrain.retrain(fake_run, epochs=1, minutes=-1.0)
 
 
 def test_inspect_checks_where_it_writes_before_it_measures(fake_run, tmp_path, monkeypatch, capsys):
@@ -209,7 +213,7 @@ def test_json_alone_prints_it_and_json_path_writes_it(fake_run, tmp_path, monkey
         def __init__(self, settings, input_shape):
             pass
 
-        def train(self, phenotype, key, data, epochs, params=None, progress=None):
+        def train(self, phenotype, key, data, epochs, params=None, after_epoch=None):
             return types.SimpleNamespace(params=params), {"nonfinite": False, "steps": 1, "losses": [0.5]}
 
         def score(self, phenotype, params, data, key):
