@@ -3,7 +3,7 @@
 Every individual is scored on the Fitness split; with ``training.activity``
 (on by default) the same forward pass also sums each LIF layer's spikes and
 what enters each weighted layer (``spenser_jax.network.activity_sums``). This
-times ``training.make_evaluate`` with ``activity`` off and on for a few
+times ``training.make_score`` with ``activity`` off and on for a few
 networks of the paper's grammar (random, seeded), on MNIST-shaped inputs, in
 alternating rounds so that load from other processes hits both alike, and
 reports the median ratio per network with its spread (min-max over rounds).
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         sig, hyper = architecture.split(ph)
         params = network.init_params(jax.random.key(k), sig, hyper, (28, 28, 1))
         fns = {
-            flag: training.make_evaluate(
+            flag: training.make_score(
                 sig, Protocol(time_steps=args.time_steps), batch_size=args.batch_size, activity=flag
             )
             for flag in (False, True)

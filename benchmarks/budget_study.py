@@ -71,7 +71,7 @@ class Probe:
         self.fit_labels = jnp.asarray(splits.fitness.labels, jnp.int32)
         self.fitness_key = fitness_key
         self.step = jax.jit(self._step)
-        self.score = training.make_evaluate(
+        self.score = training.make_score(
             self.sig, Protocol(time_steps=time_steps), batch_size=min(1000, len(self.fit_labels))
         )
 

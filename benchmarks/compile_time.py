@@ -13,7 +13,7 @@ shapes matter, no data is read) and at each ``T``:
   one program), jitted afresh, then ``lower()`` and ``compile()``;
 * ``separate``: the one-by-one path's three programs: the initialisation
   (what ``network.init_params`` jits once per signature), one epoch
-  (``training.train_epoch``) and the scoring (``training.evaluate``), each
+  (``training.train_epoch``) and the scoring (``training.score``), each
   jitted afresh, lowered and compiled.
 
 Each figure is trace + lower + compile wall time in this process (the
@@ -103,7 +103,7 @@ def compile_separate(
         functools.partial(training.train_epoch, sig, time_steps=time_steps, batch_size=batch_size), donate_argnums=(0,)
     )
     score = jax.jit(
-        functools.partial(training.evaluate, sig, time_steps=time_steps, batch_size=min(eval_batch_size, n_fit))
+        functools.partial(training.score, sig, time_steps=time_steps, batch_size=min(eval_batch_size, n_fit))
     )
     t0 = time.perf_counter()
     epoch.lower(state, hyper, *_shapes(n_train), jax.random.key(1)).compile()

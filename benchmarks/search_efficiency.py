@@ -104,7 +104,7 @@ class EpochProbe:
         s = settings
         step = jax.jit(lambda state, idx, mask, key: self._step(state, idx, mask, key))
         self.step = step
-        self.score_fn = training.make_evaluate(self.sig, s, batch_size=min(s.eval_batch_size, len(self.fit_labels)))
+        self.score_fn = training.make_score(self.sig, s, batch_size=min(s.eval_batch_size, len(self.fit_labels)))
 
     def _step(self, state, idx, mask, key):
         s = self.settings

@@ -11,8 +11,8 @@ The handful of names a researcher needs, from a grammar to a trained network
     child, events = sj.mutate(rng, parent, space)   # one offspring, and what changed
     phenotype = space.phenotype(child)              # typed layers; .text is the paper's form
     params, info = sj.train(phenotype, images, labels, time_steps=10, key=jax.random.key(0))
-    accuracy = sj.evaluate(phenotype, params, test_images, test_labels, time_steps=10,
-                           key=jax.random.key(1))
+    accuracy = sj.score(phenotype, params, test_images, test_labels, time_steps=10,
+                        key=jax.random.key(1))
     run = sj.load_run("runs/paper/mnist/seed0")     # a finished or running search
 
 Submodules hold the rest, in the order data flows: ``grammar`` -> ``genotype``
@@ -42,7 +42,7 @@ _LAZY = {
     "load_run": ("spenser_jax.checkpoint", "load_run"),
 }
 
-__all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "train", "evaluate"])
+__all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "train", "score"])
 
 if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
     from spenser_jax.checkpoint import load_run
@@ -58,6 +58,11 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
+    if name == "evaluate":  # its name until 0.2: "evaluate" now means train and score (fitness.evaluate_one)
+        import warnings
+
+        warnings.warn("spenser_jax.evaluate is now spenser_jax.score", DeprecationWarning, stacklevel=2)
+        return score
     raise AttributeError(f"module 'spenser_jax' has no attribute {name!r}")
 
 
@@ -143,7 +148,7 @@ def train(phenotype, images, labels, *, time_steps, key, epochs=1, batch_size=64
     return jax.device_get(state.params), info
 
 
-def evaluate(phenotype, params, images, labels, *, time_steps, key, batch_size=1000):
+def score(phenotype, params, images, labels, *, time_steps, key, batch_size=1000):
     """Spike-count accuracy of trained ``params`` on ``images``/``labels`` (rate-coded with ``key``)."""
     from spenser_jax import fitness
     from spenser_jax.data import Arrays

@@ -120,7 +120,7 @@ def summarise(
       time_steps: T.
       totals: ``{"input": scalar, "lif": [per LIF layer], "inputs": [per
         conv/fc layer: [H, W] or scalar]}``, summed over the samples (what
-        :func:`spenser_jax.training.evaluate` returns with ``activity``).
+        :func:`spenser_jax.training.score` returns with ``activity``).
       samples: how many samples the sums cover.
       energy: the energy constants.
       spiking_input: the input is a spike train (rate coding); False for a

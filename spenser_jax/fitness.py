@@ -183,7 +183,7 @@ class Trainer:
 
     ``protocol`` (a :class:`~spenser_jax.protocol.Protocol`) goes whole to
     :func:`~spenser_jax.training.make_train_epoch` and
-    :func:`~spenser_jax.training.make_evaluate`. Compiled programs are kept
+    :func:`~spenser_jax.training.make_score`. Compiled programs are kept
     in an LRU of :data:`COMPILED_CACHE` entries.
     """
 
@@ -284,7 +284,7 @@ class Trainer:
         """(accuracy, compile seconds, activity summary or None) of ``params`` on ``data``."""
         s = self.protocol
         sig, hyper = architecture.split(phenotype, s.time_steps)
-        fn = training.make_evaluate(sig, s, batch_size=min(s.eval_batch_size, len(data.labels)), activity=activity)
+        fn = training.make_score(sig, s, batch_size=min(s.eval_batch_size, len(data.labels)), activity=activity)
         compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images, data.labels, key)
         result = compiled(params, hyper, data.images, data.labels, key)
         summary = s.summarise(sig, self.input_shape, result["activity"], len(data.labels)) if activity else None
@@ -296,7 +296,7 @@ def evaluate_one(
     phenotype: Phenotype,
     key: jax.Array,
     evo_train: Arrays,
-    fitness: Arrays,
+    fitness_data: Arrays,
     score_key: jax.Array,
     inherited: tuple[Any, Any, float] | None = None,
 ) -> Evaluation:
@@ -320,7 +320,7 @@ def evaluate_one(
             return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"], info["samples"])
         t0 = time.perf_counter()
         accuracy, compile_seconds, measured = trainer.score(
-            phenotype, state.params, fitness, score_key, activity=trainer.protocol.activity
+            phenotype, state.params, fitness_data, score_key, activity=trainer.protocol.activity
         )
         scoring = time.perf_counter() - t0 - compile_seconds
         return scored(

@@ -9,7 +9,7 @@ The compiled programs depend on the network's :class:`~spenser_jax.architecture.
 Signature` and the static :class:`~spenser_jax.protocol.Protocol` only; the
 float genes (β/θ initial values, dropout rates, optimizer hyperparameters) are
 traced arguments. Builders are cached (:func:`make_train_epoch`,
-:func:`make_evaluate`), so offspring that share a signature share one compiled
+:func:`make_score`), so offspring that share a signature share one compiled
 program::
 
     sig, hyper = architecture.split(phenotype)
@@ -17,11 +17,11 @@ program::
     state = create_train_state(key_init, sig, hyper, (28, 28, 1))
     run_epoch = make_train_epoch(sig, protocol)
     state, metrics = run_epoch(state, hyper, images, labels, key_epoch)
-    score = make_evaluate(sig, protocol)
+    score = make_score(sig, protocol)
     accuracy = score(state.params, hyper, test_images, test_labels, key_eval)["accuracy"]
 
 The pure functions behind them (:func:`train_step`, :func:`train_epoch`,
-:func:`evaluate`) also ``vmap`` over the states, hyper and keys of offspring
+:func:`score`) also ``vmap`` over the states, hyper and keys of offspring
 that share a signature.
 """
 
@@ -328,7 +328,7 @@ def train_epoch(
     return state, metrics
 
 
-def evaluate(
+def score(
     sig: Signature,
     params: Any,
     hyper: Hyper,
@@ -342,7 +342,7 @@ def evaluate(
     activity: bool = False,
     input_encoding: str = "rate",
 ) -> dict[str, jax.Array]:
-    """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_evaluate`).
+    """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_score`).
 
     Samples are taken in order, in batches of ``batch_size`` (the padded tail
     of the last one masked out); ``key`` draws the input spikes; dropout is
@@ -418,7 +418,7 @@ def _epoch_options(protocol: Protocol) -> dict:
 
 
 def _score_options(protocol: Protocol) -> dict:
-    """The keyword arguments of :func:`evaluate` that ``protocol`` fixes (all but the batch size)."""
+    """The keyword arguments of :func:`score` that ``protocol`` fixes (all but the batch size)."""
     return dict(time_steps=protocol.time_steps, mode=protocol.mode, input_encoding=protocol.encoding)
 
 
@@ -442,7 +442,7 @@ def train_and_score(
     :func:`inherit_params`); epoch ``e`` of :func:`train_epoch` with
     ``fold_in(key_epochs, e)`` and the batches of ``protocol.plan(N)``
     (:func:`~spenser_jax.protocol.epoch_plan`), stopping after an epoch that
-    went non-finite or stopped; then :func:`evaluate` of the final
+    went non-finite or stopped; then :func:`score` of the final
     parameters on ``score_images`` with ``score_key`` and batches of
     ``min(protocol.eval_batch_size, N)``. One program instead of three, so
     one compile per signature; traceable under ``vmap``/``lax.map``/
@@ -454,7 +454,7 @@ def train_and_score(
         (:meth:`~spenser_jax.protocol.Protocol.stop_check` of the ``N =
         images.shape[0]`` training samples) applies in the first epoch (see
         :func:`train_epoch`); with ``activity`` the scoring also measures
-        activity (``metrics["activity"]``, see :func:`evaluate`; zeros for
+        activity (``metrics["activity"]``, see :func:`score`; zeros for
         a failed individual).
       inherited: ``(values, mask)`` to start from (see
         :func:`inherit_params`); None: fresh weights.
@@ -529,7 +529,7 @@ def train_and_score(
             samples.append(n_samples)
         losses, steps, samples = jnp.stack(losses), jnp.stack(steps), jnp.stack(samples)
     n = score_images.shape[0]
-    score_fn = functools.partial(evaluate, sig, batch_size=min(protocol.eval_batch_size, n), **_score_options(protocol))
+    score_fn = functools.partial(score, sig, batch_size=min(protocol.eval_batch_size, n), **_score_options(protocol))
 
     def scored(params):
         result = score_fn(params, hyper, score_images, score_labels, score_key, activity=activity)
@@ -579,19 +579,19 @@ def make_train_epoch(
 
 
 @functools.lru_cache(maxsize=256)
-def make_evaluate(sig: Signature, protocol: Protocol, *, batch_size: int | None = None, activity: bool = False):
-    """The jitted :func:`evaluate` for networks with signature ``sig``, scored as ``protocol`` says.
+def make_score(sig: Signature, protocol: Protocol, *, batch_size: int | None = None, activity: bool = False):
+    """The jitted :func:`score` for networks with signature ``sig``, scored as ``protocol`` says.
 
-    Returns ``evaluate(params, hyper, images, labels, key) -> {"correct",
+    Returns ``score(params, hyper, images, labels, key) -> {"correct",
     "accuracy"}``; cached like :func:`make_train_epoch`. ``batch_size``:
     samples per batch (None: the protocol's ``eval_batch_size``; pass
     ``min(eval_batch_size, N)`` for a split of ``N`` samples, as
     :func:`train_and_score` scores). ``activity``: also sum what the network
-    did (:func:`evaluate`); the protocol's ``activity`` is not read here.
+    did (:func:`score`); the protocol's ``activity`` is not read here.
     """
     batch_size = protocol.eval_batch_size if batch_size is None else batch_size
     _check_settings(protocol.time_steps, batch_size)
-    fn = functools.partial(evaluate, sig, batch_size=batch_size, activity=activity, **_score_options(protocol))
+    fn = functools.partial(score, sig, batch_size=batch_size, activity=activity, **_score_options(protocol))
     return jax.jit(fn)
 
 

@@ -113,7 +113,7 @@ def test_direct_encoding_feeds_the_image_and_costs_macs():
     images = jnp.asarray(rng.integers(0, 256, (8, 6, 6, 3), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, 8), jnp.int32)
     runs = [
-        training.evaluate(
+        training.score(
             sig,
             params,
             hyper,

@@ -72,6 +72,38 @@ def test_public_names_import_and_work(tmp_path):
     assert spenser_jax.parse_phenotype(space.text(child)) == space.phenotype(child)
 
 
+def test_public_train_and_score_are_the_search_s_training_and_scoring():
+    import jax
+
+    from spenser_jax import fitness
+    from spenser_jax.data import Arrays
+    from spenser_jax.protocol import Protocol
+
+    phenotype = spenser_jax.parse_phenotype(
+        "layer:conv num-filters:2 filter-shape:3 stride:2 padding:valid bias:True "
+        "layer:act beta:0.7 beta-trainable:False threshold:0.6 threshold-trainable:False "
+        "surr-grad:fast-sigmoid reset:zero layer:fc num-units:10 bias:True "
+        "layer:act beta:0.9 beta-trainable:True threshold:0.8 threshold-trainable:True "
+        "surr-grad:atan reset:subtract learning:adam lr:0.01 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
+    )
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (48, 8, 8, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, 48).astype(np.int32)
+    params, info = spenser_jax.train(
+        phenotype, images, labels, time_steps=2, key=jax.random.key(0), epochs=2, batch_size=16
+    )
+    assert info["steps"] == 6 and len(info["losses"]) == 2 and not info["nonfinite"]
+    # The same as the search's Trainer, key for key.
+    trainer = fitness.Trainer(Protocol(time_steps=2, epochs=2, batch_size=16), (8, 8, 1))
+    data = fitness.on_device(Arrays(images, labels))
+    state, _ = trainer.train(phenotype, jax.random.key(0), data, 2)
+    jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(state.params))
+    accuracy = spenser_jax.score(phenotype, params, images, labels, time_steps=2, key=jax.random.key(1), batch_size=20)
+    assert accuracy == trainer.score(phenotype, state.params, data, jax.random.key(1))[0]
+    with pytest.warns(DeprecationWarning, match="spenser_jax.score"):
+        assert spenser_jax.evaluate is spenser_jax.score
+
+
 def borrowing_venv(env_dir: Path) -> Path:
     """A fresh venv that imports this interpreter's packages (jax, hydra, ...) but not spenser_jax.
 

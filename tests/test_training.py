@@ -146,13 +146,13 @@ def test_epoch_compiles_once_per_signature_and_keeps_fixed_lif(monkeypatch):
     assert len(traces) == 1
 
 
-def test_evaluate_masks_the_padded_tail():
+def test_score_masks_the_padded_tail():
     sig, genes = architecture.split(phenotype.parse(NET))
     params = network.init_params(jax.random.key(0), sig, genes, SHAPE)
     params = jax.tree.map(lambda x: 4 * x if x.ndim else x, params)  # make it spike
     images, labels = toy_data(3, 70, binary=True)
-    evaluate = training.make_evaluate(sig, Protocol(time_steps=3), batch_size=32)
-    metrics = evaluate(params, genes, images, labels, jax.random.key(1))
+    score = training.make_score(sig, Protocol(time_steps=3), batch_size=32)
+    metrics = score(params, genes, images, labels, jax.random.key(1))
     spikes = encoding.rate(jax.random.key(2), images, 3)
     out = network.SpikingNetwork(sig).apply({"params": params}, spikes, genes)
     assert out.sum() > 0
@@ -163,12 +163,12 @@ def test_evaluate_masks_the_padded_tail():
 
 def test_bad_data_is_rejected():
     sig, genes = architecture.split(phenotype.parse(NET))
-    evaluate = training.make_evaluate(sig, Protocol(time_steps=3), batch_size=32)
+    score = training.make_score(sig, Protocol(time_steps=3), batch_size=32)
     images, labels = toy_data(0, 10)
     with pytest.raises(ValueError, match="labels"):
-        evaluate(None, genes, images, labels[:5], jax.random.key(0))
+        score(None, genes, images, labels[:5], jax.random.key(0))
     with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
-        evaluate(None, genes, images[..., 0], labels, jax.random.key(0))
+        score(None, genes, images[..., 0], labels, jax.random.key(0))
 
 
 # --------------------------------------------------------------------------
@@ -213,8 +213,8 @@ def test_conv_snn_learns_fashion_mnist():
     epoch = training.make_train_epoch(sig, Protocol(time_steps=4, batch_size=32))
     state, metrics = epoch(state, genes, jnp.asarray(train_x), jnp.asarray(train_y, jnp.int32), key_train)
     assert int(metrics["steps"]) == 300 and not metrics["nonfinite"]
-    evaluate = training.make_evaluate(sig, Protocol(time_steps=4, eval_batch_size=250))
-    accuracy = evaluate(state.params, genes, jnp.asarray(test_x), jnp.asarray(test_y, jnp.int32), key_eval)["accuracy"]
+    score = training.make_score(sig, Protocol(time_steps=4, eval_batch_size=250))
+    accuracy = score(state.params, genes, jnp.asarray(test_x), jnp.asarray(test_y, jnp.int32), key_eval)["accuracy"]
     assert accuracy >= 0.6, accuracy
 
 

@@ -190,7 +190,7 @@ class Evaluator(_Planning, _Execution):
         self.seed = seed
         self.trainer = fitness.Trainer(protocol, self.input_shape, self.compiler_options)
         self.evo_train = fitness.on_device(splits.evo_train)
-        self.fitness = fitness.on_device(splits.fitness)
+        self.fitness_data = fitness.on_device(splits.fitness)
         self.fitness_key = fitness.fitness_key(seed)
         self.programs = LRU(PROGRAM_CACHE)
         self._placed = LRU(PLACEMENTS)
@@ -214,7 +214,7 @@ class Evaluator(_Planning, _Execution):
 
     def evaluate_one(self, phenotype: Phenotype, key: jax.Array, inherited=None) -> Evaluation:
         return fitness.evaluate_one(
-            self.trainer, phenotype, key, self.evo_train, self.fitness, self.fitness_key, inherited
+            self.trainer, phenotype, key, self.evo_train, self.fitness_data, self.fitness_key, inherited
         )
 
     def evaluate(

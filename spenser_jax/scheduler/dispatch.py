@@ -73,7 +73,7 @@ class _Execution:
     """The :class:`~spenser_jax.scheduler.Evaluator`'s compiling, dispatching and collecting half.
 
     Reads ``protocol``, ``input_shape``, ``batching``, ``compiler_options``,
-    the on-device data (``evo_train``, ``fitness``, ``fitness_key``), the
+    the on-device data (``evo_train``, ``fitness_data``, ``fitness_key``), the
     caches ``programs`` and ``_placed``, the compile pool ``_pool``, and
     falls back to ``evaluate_one``, all of the evaluator.
     """
@@ -86,8 +86,8 @@ class _Execution:
                 for x in (
                     self.evo_train.images,
                     self.evo_train.labels,
-                    self.fitness.images,
-                    self.fitness.labels,
+                    self.fitness_data.images,
+                    self.fitness_data.labels,
                     self.fitness_key,
                 )
             )
@@ -223,7 +223,7 @@ class _Execution:
                         inherited=None if m.inherited is None else m.inherited[2],
                         activity=(
                             self.protocol.summarise(
-                                m.sig, self.input_shape, mine["activity"], self.fitness.labels.shape[0]
+                                m.sig, self.input_shape, mine["activity"], self.fitness_data.labels.shape[0]
                             )
                             if "activity" in mine
                             else None
