@@ -170,7 +170,9 @@ def snasnet_score(phenotype, images, time_steps: int, key) -> float:
     sig, hyper = architecture.split(phenotype)
     params = network.init_params(key, sig, hyper, images.shape[1:])
     spikes = encoding.rate(jax.random.fold_in(key, 1), images, time_steps)
-    _, trains = network.SpikingNetwork(sig).apply({"params": params}, spikes, hyper, trace=True)
+    _, trains = network.SpikingNetwork(sig).apply(
+        {"params": params}, spikes, hyper, method=network.SpikingNetwork.recording, what="trace"
+    )
     total = 0.0
     for train in trains:
         codes = np.asarray(train).reshape(train.shape[0], train.shape[1], -1)  # [T, B, N]

@@ -158,7 +158,9 @@ def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
     spikes = training.encode(
         protocol.encoding, fitness.fitness_key(run.identity["seed"]), result["_input"], protocol.time_steps
     )
-    _, trains = network.SpikingNetwork(sig).apply({"params": result["_weights"]}, spikes, hyper, trace=True)
+    _, trains = network.SpikingNetwork(sig).apply(
+        {"params": result["_weights"]}, spikes, hyper, method=network.SpikingNetwork.recording, what="trace"
+    )
     panels = [("input", np.asarray(spikes)[:, 0])] + [(f"LIF {k}", np.asarray(t)[:, 0]) for k, t in enumerate(trains)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
     for ax, (name, train) in zip(axes[0], panels):

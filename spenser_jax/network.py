@@ -23,9 +23,10 @@ dropout masks; see :func:`dropout_keep`), at different speeds:
 * ``"layerwise"``: every stateless layer (conv, pool, dropout, dense) applied
   once to all ``T * B`` inputs, only the LIF recurrences scanned over ``T``.
 
-Crossed with the orders, a call records nothing, every LIF layer's spikes
-(``trace``), the last membrane (``membrane``) or the activity sums
-(``activity``; the reductions are :mod:`spenser_jax.activity_sums`). The
+Crossed with the orders, a call (``__call__``: the output) records nothing,
+and :meth:`SpikingNetwork.recording` (``(output, recorded)``) records every LIF
+layer's spikes (``trace``), the last membrane (``membrane``) or the activity
+sums (``activity``; the reductions are :mod:`spenser_jax.activity_sums`). The
 convolution on CPU is :func:`spenser_jax.conv.conv_nhwc`, kept apart as XLA
 layout work; both stay importable from here.
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -50,6 +52,7 @@ from spenser_jax.snn.lif import lif_sequence, lif_step
 from spenser_jax.snn.surrogate import SURROGATES
 
 MODES = ("stepwise", "scan", "layerwise")
+RECORDS = ("trace", "membrane", "activity")  # what SpikingNetwork.recording can return beside the output
 
 DEFAULT_MODES = {"cpu": "scan"}
 """Default execution order per backend (others get ``"layerwise"``).
@@ -247,16 +250,7 @@ class SpikingNetwork(nn.Module):
                 layers.append(None)
         self.layers = layers
 
-    def __call__(
-        self,
-        spikes: jax.Array,
-        hyper: Hyper,
-        dropout_key: jax.Array | None = None,
-        *,
-        trace: bool = False,
-        activity: bool | jax.Array = False,
-        membrane: bool = False,
-    ):
+    def __call__(self, spikes: jax.Array, hyper: Hyper, dropout_key: jax.Array | None = None) -> jax.Array:
         """Runs the network over time.
 
         Args:
@@ -265,21 +259,50 @@ class SpikingNetwork(nn.Module):
             ``threshold`` (read at initialisation) and ``dropout`` are used.
           dropout_key: PRNG key for the dropout masks; ``None`` disables
             dropout (evaluation).
-          trace: also return every LIF layer's spikes.
-          activity: also return what each sample did, summed over time:
-            :func:`activity_sums` says what. An array of per-sample weights
-            ``[B]`` (0 for padding) instead returns their weighted sums over
-            the batch (cheaper: nothing of size B is carried through time).
-          membrane: also return the last (LIF) layer's membrane potentials,
-            ``[T, B, K]``, which membrane losses read.
 
         Returns:
           The last layer's output, ``[T, B, K]``: spikes if it is a LIF layer.
-          With ``trace``: ``(output, lif_spikes)``, ``lif_spikes`` a tuple of
-          ``[T, B, ...]`` arrays, one per LIF layer in network order. With
-          ``activity``: ``(output, activity)``. With ``membrane``:
-          ``(output, membranes)``. At most one of the three.
         """
+        return self._run(spikes, hyper, dropout_key, None, None)
+
+    def recording(
+        self,
+        spikes: jax.Array,
+        hyper: Hyper,
+        dropout_key: jax.Array | None = None,
+        *,
+        what: str,
+        weights: jax.Array | None = None,
+    ) -> tuple[jax.Array, Any]:
+        """Runs the network over time as :meth:`__call__` and also returns what it did.
+
+        Call it as ``model.apply(variables, spikes, hyper, key,
+        method=SpikingNetwork.recording, what=...)``.
+
+        Args:
+          what: ``"trace"``: every LIF layer's spikes, a tuple of ``[T, B,
+            ...]`` arrays in network order; ``"membrane"``: the last (LIF)
+            layer's membrane potentials ``[T, B, K]``, which membrane losses
+            read; ``"activity"``: what each sample did, summed over time
+            (:func:`activity_sums` says what).
+          weights: ``"activity"`` only: per-sample weights ``[B]`` (0 for
+            padding); the sums are then weighted sums over the batch (cheaper:
+            nothing of size B is carried through time).
+
+        Returns:
+          ``(output, recorded)``.
+        """
+        if what not in RECORDS:
+            raise ValueError(f"what must be one of {RECORDS}, got {what!r}")
+        if weights is not None and what != "activity":
+            raise ValueError("weights weigh activity sums; what is " + repr(what))
+        weights = None if weights is None else jnp.asarray(weights, jnp.float32)
+        out, extra = self._run(spikes, hyper, dropout_key, what, weights)
+        if what == "activity":
+            return out, activity_sums(self.signature, spikes, *extra, weights=weights)
+        return out, extra
+
+    def _run(self, spikes, hyper, dropout_key, record, weights):
         if spikes.ndim != 5:
             raise ValueError(f"spikes must be [T, B, H, W, C], got shape {spikes.shape}")
         mode = self.mode or default_mode()
@@ -287,18 +310,10 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if self.is_initializing():
             mode = "layerwise"  # parameters are created outside any transform
-        weights = None if isinstance(activity, bool) else jnp.asarray(activity, jnp.float32)
-        measure = weights is not None or activity is True
-        if trace + measure + membrane > 1:
-            raise ValueError("trace, activity and membrane exclude each other")
-        record = "trace" if trace else "activity" if measure else "membrane" if membrane else None
         run = {"stepwise": self._stepwise, "scan": self._scan, "layerwise": self._layerwise}[mode]
         if record is None:
             return run(spikes, hyper, dropout_key)
-        out, extra = run(spikes, hyper, dropout_key, record, weights)
-        if record == "activity":
-            return out, activity_sums(self.signature, spikes, *extra, weights=weights)
-        return out, extra
+        return run(spikes, hyper, dropout_key, record, weights)
 
     # Helpers shared by the orders ------------------------------------------
 

@@ -187,7 +187,9 @@ def train_step(
 
     def loss_fn(params):
         if sig.reads_membrane:  # the loss reads the output membranes, not the spikes
-            out, outputs = model.apply({"params": params}, spikes, hyper, dropout_key, membrane=True)
+            out, outputs = model.apply(
+                {"params": params}, spikes, hyper, dropout_key, method=network.SpikingNetwork.recording, what="membrane"
+            )
         else:
             out = outputs = model.apply({"params": params}, spikes, hyper, dropout_key)
         if sig.loss is None:  # the configuration's loss (Grammar 2)
@@ -369,7 +371,15 @@ def score(
         spikes = encode(input_encoding, jax.random.fold_in(key, i), images[idx], time_steps)
         if activity:
             # The mask weights the sums, so padding never counts.
-            out, act = model.apply({"params": params}, spikes, hyper, None, activity=mask.astype(jnp.float32))
+            out, act = model.apply(
+                {"params": params},
+                spikes,
+                hyper,
+                None,
+                method=network.SpikingNetwork.recording,
+                what="activity",
+                weights=mask.astype(jnp.float32),
+            )
             sums = jax.tree.map(jnp.add, sums, act)
         else:
             out = model.apply({"params": params}, spikes, hyper, None)
@@ -383,7 +393,9 @@ def score(
                 encode(input_encoding, key, images[order[0]], time_steps),
                 hyper,
                 None,
-                activity=masks[0].astype(jnp.float32),
+                method=network.SpikingNetwork.recording,
+                what="activity",
+                weights=masks[0].astype(jnp.float32),
             )[1]
         )
         zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), spec)

@@ -80,7 +80,9 @@ def measured():
         idx = np.arange(start, start + 4) % 11
         spikes = encoding.rate(jax.random.fold_in(key, b), images[idx], 3)
         keep = np.arange(start, start + 4) < 11
-        out, lif = network.SpikingNetwork(sig).apply({"params": params}, spikes, hyper, trace=True)
+        out, lif = network.SpikingNetwork(sig).apply(
+            {"params": params}, spikes, hyper, method=network.SpikingNetwork.recording, what="trace"
+        )
         inputs.append(np.asarray(spikes)[:, keep])
         trains.append([np.asarray(x)[:, keep] for x in lif])
     trains = [np.concatenate([t[k] for t in trains], axis=1) for k in range(3)]

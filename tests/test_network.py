@@ -253,6 +253,34 @@ def test_bad_inputs_are_rejected(small_net):
         run(sig, params, spikes[0], genes)
     with pytest.raises(ValueError, match="mode"):
         run(sig, params, spikes, genes, mode="fast")
+    model = network.SpikingNetwork(sig)
+    with pytest.raises(ValueError, match="what must be one of"):
+        model.apply({"params": params}, spikes, genes, method=network.SpikingNetwork.recording, what="spikes")
+    with pytest.raises(ValueError, match="weights weigh activity sums"):
+        model.apply(
+            {"params": params},
+            spikes,
+            genes,
+            method=network.SpikingNetwork.recording,
+            what="trace",
+            weights=jnp.ones(3),
+        )
+
+
+@pytest.mark.parametrize("mode", network.MODES)
+def test_a_recording_call_outputs_what_a_plain_call_does(small_net, mode):
+    sig, genes, params, spikes = small_net
+    model = network.SpikingNetwork(sig, mode=mode)
+    out = model.apply({"params": params}, spikes, genes, jax.random.key(3))
+    assert isinstance(out, jax.Array) and out.shape == (4, 3, 10)
+    for what in network.RECORDS:
+        recorded_out, recorded = model.apply(
+            {"params": params}, spikes, genes, jax.random.key(3), method=network.SpikingNetwork.recording, what=what
+        )
+        np.testing.assert_array_equal(recorded_out, out, err_msg=what)
+        assert recorded is not None
+    _, trace = model.apply({"params": params}, spikes, genes, method=network.SpikingNetwork.recording, what="trace")
+    assert len(trace) == sum(isinstance(s, network.LIFSlot) for s in sig.layers)
 
 
 def test_init_rejects_an_input_too_small():

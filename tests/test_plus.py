@@ -173,7 +173,9 @@ def test_execution_orders_agree_with_skip_connections():
     params = jax.tree.map(lambda x: 2 * x if x.ndim else x, params)
     spikes = jax.random.bernoulli(jax.random.key(2), 0.5, (4, 3, 10, 10, 1)).astype(jnp.float32)
     outs = {
-        mode: network.SpikingNetwork(sig, mode=mode).apply({"params": params}, spikes, hyper, membrane=True)
+        mode: network.SpikingNetwork(sig, mode=mode).apply(
+            {"params": params}, spikes, hyper, method=network.SpikingNetwork.recording, what="membrane"
+        )
         for mode in network.MODES
     }
     assert 0 < float(outs["stepwise"][0].sum())
