@@ -40,6 +40,7 @@ from spenser_jax.evolution import State, pareto_front
 from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
 from spenser_jax.phenotype import parse
+from spenser_jax.population import Member, PopulationState
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -151,7 +152,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         os.close(dir_fd)
 
 
-def save(run_dir: Path, state: State, identity: dict) -> None:
+def save(run_dir: Path, state: State | PopulationState, identity: dict) -> None:
+    if isinstance(state, PopulationState):
+        payload = _population_payload(state, identity)
+        atomic_write(Path(run_dir) / CHECKPOINT, serialization.msgpack_serialize(payload))
+        return
     weights = state.parent_weights
     payload = {
         "format": FORMAT,
@@ -199,6 +204,8 @@ def load(run_dir: Path, identity: dict | None = None) -> State | None:
             f"resume with the same settings or choose another run directory "
             f"(hydra.run.dir=... or experiment=...)"
         )
+    if payload.get("strategy") == "nsga2":
+        return _population_state(payload, path)
     try:
         # Checkpoints written before layers had uids get them here, in order.
         parent = Genotype.loads(payload["parent"]).with_uids() if payload["parent"] else None
@@ -214,6 +221,59 @@ def load(run_dir: Path, identity: dict | None = None) -> State | None:
         train_samples=int(payload.get("train_samples", 0)),
         parent_score=tuple(float(x) for x in payload.get("parent_score", ())) or None,
     )
+
+
+def _population_payload(state: PopulationState, identity: dict) -> dict:
+    # msgpack keeps infinite crowding distances and nested lists as they are.
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "strategy": "nsga2",
+        "identity": json.dumps(identity, sort_keys=True),
+        "seed": state.seed,
+        "generation": state.generation,
+        "train_samples": state.train_samples,
+        "members": {
+            str(k): {
+                "genotype": m.genotype.dumps(),
+                "fitness": m.fitness,
+                "values": list(m.values),
+                "born": list(m.born),
+                "weights": serialization.to_state_dict(m.weights) if m.weights is not None else {},
+            }
+            for k, m in enumerate(state.members)
+        },
+        "ranks": list(state.ranks),
+        "crowding": list(state.crowding),
+        "archive": {str(k): list(p) for k, p in enumerate(state.archive)},
+    }
+
+
+def _population_state(payload: dict, path: Path) -> PopulationState:
+    try:
+        members = []
+        for k in range(len(payload["members"])):
+            m = payload["members"][str(k)]
+            members.append(
+                Member(
+                    genotype=Genotype.loads(m["genotype"]),
+                    fitness=float(m["fitness"]),
+                    values=tuple(float(v) for v in m["values"]),
+                    born=(int(m["born"][0]), int(m["born"][1])),
+                    weights=_to_numpy(m["weights"] or None),
+                )
+            )
+        return PopulationState(
+            seed=int(payload["seed"]),
+            generation=int(payload["generation"]),
+            members=tuple(members),
+            ranks=tuple(int(r) for r in payload["ranks"]),
+            crowding=tuple(float(d) for d in payload["crowding"]),
+            archive=tuple(tuple(float(v) for v in payload["archive"][str(k)]) for k in range(len(payload["archive"]))),
+            train_samples=int(payload["train_samples"]),
+        )
+    except (KeyError, TypeError, ValueError, SearchSpaceError) as err:
+        raise CheckpointError(f"{path}: unreadable population ({type(err).__name__}: {err})") from None
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -332,7 +392,7 @@ class Run:
     records: list[dict]
     best: dict | None
     test: dict | None
-    state: State | None
+    state: State | PopulationState | None
 
     @functools.cached_property
     def retrained(self) -> tuple[str, Any] | None:

@@ -100,11 +100,14 @@ ACCURACY = Objective()
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     """An individual to evaluate: an offspring (with the mutations that made
-    it), a random one, or the parent itself training on (``continued``)."""
+    it), a random one, or the parent itself training on (``continued``).
+    ``parent``: in a population (:mod:`spenser_jax.population`), the index of
+    the member it was mutated from; None in (1 + λ), whose parent is the one."""
 
     genotype: Genotype
     mutations: tuple[mutation.Event, ...] = ()
     continued: bool = False
+    parent: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

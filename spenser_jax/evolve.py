@@ -56,7 +56,9 @@ _ACCURACY_FITNESS = {
     "synops_weight": -0.08,
     "max_synops": None,
     "max_parameters": None,
+    "objectives": None,
 }
+STRATEGIES = ("one_plus_lambda", "nsga2")
 
 
 class ConfigError(SpenserError, ValueError):
@@ -80,6 +82,9 @@ class Setup:
     inherit_partial: bool = False
     objective: Any = None  # evolution.Objective
     parent_continues: bool = False
+    strategy: str = "one_plus_lambda"  # or "nsga2" (spenser_jax.population)
+    population: int = 0  # μ, nsga2 only
+    objectives: tuple[str, ...] = ()  # nsga2 only
 
 
 def _require(condition: bool, message: str) -> None:
@@ -239,6 +244,32 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"fitness: {err}") from None
+    strategy = evo.get("strategy", "one_plus_lambda")
+    _require(strategy in STRATEGIES, f"evolution.strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    objectives, mu = (), 0
+    if strategy == "nsga2":
+        from spenser_jax import population
+
+        mu = evo.get("population", 10)
+        _require(_is_int(mu, 2), f"evolution.population must be an int >= 2, got {mu!r}")
+        _require(
+            objective == evolution.ACCURACY,
+            "evolution.strategy=nsga2 trades off fitness.objectives itself: leave fitness.objective at accuracy "
+            "(scalarised and constrained are for one_plus_lambda)",
+        )
+        try:
+            objectives = population.check_objectives(fit["objectives"] or population.DEFAULT_OBJECTIVES)
+        except ValueError as err:
+            raise ConfigError(f"fitness.objectives: {err}") from None
+        if sr["parent_continues"]:  # search=fast sets it for (1 + λ)
+            log.warning(
+                "search.parent_continues is a (1 + λ) rule; nsga2 keeps its members with the scores they earned"
+            )
+    else:
+        _require(
+            fit["objectives"] is None,
+            "fitness.objectives is for evolution.strategy=nsga2; one_plus_lambda ranks by fitness.objective",
+        )
     en = cfg.get("energy", {})
     try:
         energy = EnergyModel(**en)
@@ -334,6 +365,14 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity["search"] = changed
     if objective != evolution.ACCURACY:
         identity["fitness"] = dataclasses.asdict(objective)
+    if strategy == "nsga2":
+        identity["strategy"] = {
+            "name": strategy,
+            "population": mu,
+            "objectives": list(objectives),
+            # The hypervolume's reference point, in objective space (spenser_jax.population).
+            "reference": list(population.reference_point(objectives)),
+        }
     # Runtime settings that change the numbers (not only the speed) belong
     # to the identity too: vmapped groups round differently, and so do
     # another XLA optimisation level and XLA:CPU's loop emitters.
@@ -361,7 +400,10 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         grammar_path=grammar_path,
         inherit_partial=sr["inherit_partial"],
         objective=objective,
-        parent_continues=sr["parent_continues"],
+        parent_continues=sr["parent_continues"] and strategy != "nsga2",
+        strategy=strategy,
+        population=mu,
+        objectives=objectives,
     )
 
 
@@ -479,7 +521,7 @@ def run(
         if on_accept is not None:
             on_accept()
         if state is None:
-            state = evolution.init(s.seed)
+            state = _strategy(s).init(s.seed)
             if checkpoint.read_generations(run_dir):
                 # Generation 0 finished its log line but not its checkpoint.
                 checkpoint.truncate_generations(run_dir, 0)
@@ -509,23 +551,41 @@ def run(
         return _loop(s, state, run_dir, evaluator)
 
 
-def _inheritance(s: Setup, state: evolution.State, candidates, phenotypes) -> list:
-    """What each candidate inherits from the parent (see :mod:`spenser_jax.inheritance`)."""
+def _strategy(s: Setup):
+    """The module whose ``init``, ``ask`` and ``tell`` run the search."""
+    from spenser_jax import population
+
+    return population if s.strategy == "nsga2" else evolution
+
+
+def _inheritance(s: Setup, state, candidates, phenotypes) -> list:
+    """What each candidate inherits from its parent (see :mod:`spenser_jax.inheritance`)."""
     from spenser_jax import inheritance
 
-    parent, origins = s.space.phenotype(state.parent), s.space.origins(state.parent)
-    return [
-        inheritance.inherit(
-            parent,
-            origins,
-            state.parent_weights,
-            p,
-            s.space.origins(c.genotype),
-            s.space.input_shape,
-            partial=s.inherit_partial,
+    def parent_of(c):  # (genotype, weights): the one parent, or the population's member it came from
+        if c.parent is None:
+            return state.parent, state.parent_weights
+        member = state.members[c.parent]
+        return member.genotype, member.weights
+
+    out = []
+    for c, p in zip(candidates, phenotypes):
+        genotype, weights = parent_of(c)
+        if weights is None:  # a member that failed has nothing to give
+            out.append(None)
+            continue
+        out.append(
+            inheritance.inherit(
+                s.space.phenotype(genotype),
+                s.space.origins(genotype),
+                weights,
+                p,
+                s.space.origins(c.genotype),
+                s.space.input_shape,
+                partial=s.inherit_partial,
+            )
         )
-        for c, p in zip(candidates, phenotypes)
-    ]
+    return out
 
 
 def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evolution.State:
@@ -534,7 +594,12 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         g = state.generation
         t0 = time.perf_counter()
         rng = evolution.generation_rng(s.seed, g)
-        candidates = evolution.ask(rng, state, s.space, s.mutation, s.offspring, parent_continues=s.parent_continues)
+        if s.strategy == "nsga2":
+            candidates = _strategy(s).ask(rng, state, s.space, s.mutation, s.offspring, s.population)
+        else:
+            candidates = evolution.ask(
+                rng, state, s.space, s.mutation, s.offspring, parent_continues=s.parent_continues
+            )
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
         if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
             evaluations = evaluator.evaluate(
@@ -542,7 +607,10 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
             )
         else:
             evaluations = evaluator.evaluate(phenotypes, generation=g)
-        state, metrics = evolution.tell(state, candidates, evaluations, s.objective)
+        if s.strategy == "nsga2":
+            state, metrics = _strategy(s).tell(state, candidates, evaluations, s.objectives, s.population)
+        else:
+            state, metrics = evolution.tell(state, candidates, evaluations, s.objective)
         for i, e in enumerate(evaluations):
             if e.status == "stopped":  # by design (search.early_stop), not a failure
                 log.info("generation %d, individual %d: %s", g, i, e.reason)
