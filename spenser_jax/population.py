@@ -68,7 +68,8 @@ def check_objectives(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def _minimised(name: str, value: float) -> float:
+def minimised(name: str, value: float) -> float:
+    """A record's value of objective ``name`` in objective space (see the module docstring)."""
     return 1.0 - value if name == "accuracy" else math.log10(max(value, 1.0))
 
 
@@ -87,13 +88,13 @@ def values(e: Evaluation, names: Sequence[str]) -> tuple[float, ...]:
             raw = (e.activity or {}).get(field)
             if raw is None:
                 raise ValueError(f"the {name} objective needs measured activity (training.activity)")
-        out.append(_minimised(name, float(raw)))
+        out.append(minimised(name, float(raw)))
     return tuple(out)
 
 
 def reference_point(names: Sequence[str]) -> tuple[float, ...]:
     """The hypervolume's reference point in objective space (stated in ``run.json``)."""
-    return tuple(_minimised(n, OBJECTIVES[n][1]) for n in names)
+    return tuple(minimised(n, OBJECTIVES[n][1]) for n in names)
 
 
 def ranks(points: Sequence[tuple[float, ...]]) -> list[int]:

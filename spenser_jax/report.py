@@ -10,6 +10,9 @@ data set found among the runs:
 * ``energy_<dataset>.png``: accuracy against SynOps per sample of every
   evaluated individual, each run's Pareto front drawn, and the spikes and
   SynOps of each run's best individual per generation;
+* ``front_<dataset>.png`` (population searches, ``evolution.strategy=nsga2``):
+  the non-dominated set of everything each run scored, at four generations,
+  and its hypervolume per generation;
 * ``report.md``: the best individuals' characteristics in percent (Table 3):
   layer types (share of all conv / pool / dropout / fc layers, the output fc
   included), reset mechanism and surrogate (share of LIF layers), optimizer
@@ -143,7 +146,12 @@ def best_per_generation(run: Run) -> list[dict | None]:
     out, current = [], None
     for rec in run.records:
         for ind in rec["individuals"]:
-            if rec["parent_replaced"] and ind["phenotype"] == rec["parent"] and ind["fitness"] == rec["best_fitness"]:
+            # A population's record (nsga2) has no parent_replaced: its best may be new in any generation.
+            if (
+                rec.get("parent_replaced", True)
+                and ind["phenotype"] == rec["parent"]
+                and ind["fitness"] == rec["best_fitness"]
+            ):
                 evaluated[ind["phenotype"]] = ind
         current = evaluated.get(rec["parent"], current) if rec["parent"] else None
         out.append(current)
@@ -196,6 +204,62 @@ def energy_figure(runs: list[Run], dataset: str):
         ax.grid(alpha=0.3)
     _generations(axes[1])
     _generations(axes[2])
+    return fig
+
+
+def front_at(run: Run, generation: int, cost: str) -> list[tuple[float, float]]:
+    """The non-dominated (cost, accuracy) points of everything a run scored up to ``generation``, by cost."""
+    from spenser_jax import population
+
+    field = population.OBJECTIVES[cost][0]
+    seen = [
+        (float(i[field]), float(i["fitness"]))
+        for rec in run.records[: generation + 1]
+        for i in rec["individuals"]
+        if i["status"] in ("ok", "stopped") and field in i
+    ]
+    front = population.nondominated([(population.minimised(cost, c), 1.0 - a) for c, a in seen])
+    kept = {(population.minimised(cost, c), 1.0 - a): (c, a) for c, a in seen}
+    return sorted(kept[p] for p in front)
+
+
+def front_figure(runs: list[Run], dataset: str):
+    """A population search's front at several generations, and its hypervolume per generation (None without one)."""
+    searched = [r for r in runs if r.records and "hypervolume" in r.records[-1] and "strategy" in r.identity]
+    if not searched:
+        return None
+    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2))
+    for k, r in enumerate(searched):
+        cost = r.identity["strategy"]["objectives"][1]
+        last = len(r.records) - 1
+        shown = sorted({round(last * f) for f in (0, 1 / 3, 2 / 3, 1)})
+        for j, g in enumerate(shown):
+            front = front_at(r, g, cost)
+            axes[0].step(
+                [max(c, 1) for c, _ in front],
+                [a for _, a in front],
+                where="post",
+                color=f"C{k % 10}",
+                alpha=0.3 + 0.7 * (j + 1) / len(shown),
+                lw=1.5,
+                marker="o",
+                ms=3,
+                label=f"{Path(r.dir).name}, generation {g}",
+            )
+        axes[1].plot([rec["hypervolume"] for rec in r.records], color=f"C{k % 10}", label=Path(r.dir).name)
+    costs = sorted({r.identity["strategy"]["objectives"][1] for r in searched})
+    axes[0].set(
+        xscale="log",
+        xlabel=" / ".join(f"{c} per sample" if c != "parameters" else c for c in costs),
+        ylabel="fitness (accuracy)",
+        title=f"Non-dominated set of everything scored ({dataset})",
+    )
+    axes[0].legend(fontsize=7)
+    axes[1].set(xlabel="generation", ylabel="hypervolume (error x decades)", title="Hypervolume of that set")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    _generations(axes[1])
     return fig
 
 
@@ -276,6 +340,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
     made += [p for dataset, runs in groups.items() if (p := plot_energy(runs, dataset, out))]
+    made += [
+        _save(fig, out / f"front_{dataset}.png")
+        for dataset, runs in groups.items()
+        if (fig := front_figure(runs, dataset)) is not None
+    ]
     (out / "report.md").write_text(markdown(groups))
     made.append(out / "report.md")
     for p in made:

@@ -1,6 +1,7 @@
 """After the search: train the best individual further and test it.
 
 ``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch] [--curve] [--minutes M] [--json [PATH]]``
+``python -m spenser_jax.retrain RUN_DIR --front [--epochs 50] [--json [PATH]]``
 
 As the paper: the run's best individual (the checkpoint's parent) trains
 ``--epochs`` more epochs on the whole train split (EvoTrain + Fitness, or the
@@ -12,6 +13,12 @@ starts from new weights. ``--curve`` also tests after every epoch (the
 learning curve, in ``test.json``); ``--minutes`` ends training after the last
 epoch that fits in that many minutes (at most ``--epochs``; the epochs run are
 the first of a longer retraining, so ``--epochs N`` repeats them exactly).
+
+``--front`` (a population search, ``evolution.strategy=nsga2``): every member
+of the final population's first front trains ``--epochs`` from scratch with
+the same key, and its test accuracy, SynOps and energy per sample on the
+official test split go to ``RUN_DIR/front_test.json``: the front on data no
+search saw.
 """
 
 from __future__ import annotations
@@ -56,9 +63,32 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--minutes", type=positive_float, default=None, help="end after the last epoch that fits in this time"
     )
+    parser.add_argument(
+        "--front",
+        action="store_true",
+        help="a population search (nsga2): retrain every member of its first front from scratch, into front_test.json",
+    )
     add_json_argument(parser, "the result (test.json's content)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
+    if args.front:
+        if args.curve or args.minutes is not None or args.from_scratch:
+            parser.error(
+                "--front retrains from scratch for --epochs; --curve, --minutes and --from-scratch are for one"
+            )
+        result = retrain_front(
+            run_dir, epochs=args.epochs, data_dir=args.data_dir, seed=args.seed, batch_size=args.batch_size
+        )
+        if args.json:
+            write_json(args.json, json.dumps(result, indent=1))
+        if args.json != "-":
+            for m in result["members"]:
+                print(
+                    f"generation {m['generation']} individual {m['index']}: test accuracy {m['accuracy']:.4f}, "
+                    f"{m['synops_per_sample']:.3g} SynOps per sample"
+                )
+            print(f"-> {run_dir / checkpoint.FRONT_TEST}")
+        return 0
     result = retrain(
         run_dir,
         epochs=args.epochs,
@@ -77,6 +107,94 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, json.dumps(result, indent=1))
     return 0
+
+
+def _retraining(run, data_dir, batch_size, epochs):
+    """The run's splits on the device and a Trainer for retraining: the whole budget, at the data set's T."""
+    identity = run.identity
+    splits = run.splits(data_dir)
+    # Retraining trains the whole budget, from the weights given: no early
+    # check, nothing inherited, at the data set's T (a search may have run
+    # at a lower one, search.time_steps).
+    batch_size = identity["training"]["batch_size"] if batch_size is None else batch_size
+    protocol = run.protocol(
+        epochs=epochs,
+        batch_size=batch_size,
+        early_stop=None,
+        inherit=False,
+        min_steps=None,
+        time_steps=identity["time_steps"],
+    )
+    trainer = Trainer(protocol, tuple(splits.train.images.shape[1:]))
+    return trainer, on_device(splits.train), on_device(splits.test)
+
+
+def retrain_front(
+    run_dir: Path,
+    *,
+    epochs: int = 50,
+    data_dir=None,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Retrain every first-front member of a population search from scratch, test each, write ``front_test.json``.
+
+    Each member trains with the same key (the run's seed, or ``seed``), so
+    the front is compared on one yardstick; its test accuracy and activity
+    (SynOps, energy per sample) are measured on the official test split.
+
+    Raises:
+      CheckpointError: not a run, not a population search, or no completed generation.
+      TrainingDiverged: a member's training diverged (nothing is written).
+    """
+    if epochs < 1 or batch_size is not None and batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    run = checkpoint.load_run(run_dir)
+    state = run.state
+    if state is None or not getattr(state, "members", ()):
+        raise checkpoint.CheckpointError(
+            f"{run_dir}: --front needs a population search (evolution.strategy=nsga2) with a completed generation"
+        )
+    trainer, train, test = _retraining(run, data_dir, batch_size, epochs)
+    root = jax.random.key(run.identity["seed"] if seed is None else seed)
+    space = run.space()
+    front = [m for m, r in zip(state.members, state.ranks) if r == 0 and m.values]
+    members = []
+    for k, m in enumerate(front):
+        phenotype = space.phenotype(m.genotype)
+        if progress:
+            print(f"[{k + 1}/{len(front)}] generation {m.born[0]} individual {m.born[1]}", flush=True)
+        trained, info = trainer.train(phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs)
+        if info["nonfinite"]:
+            raise TrainingDiverged(
+                f"generation {m.born[0]} individual {m.born[1]}: training diverged after {info['steps']} steps; "
+                "nothing written"
+            )
+        accuracy, _, summary = trainer.score(
+            phenotype, trained.params, test, jax.random.fold_in(root, _TEST_STREAM), activity=True
+        )
+        members.append(
+            {
+                "generation": m.born[0],
+                "index": m.born[1],
+                "phenotype": phenotype.text,
+                "search_fitness": m.fitness,
+                "accuracy": accuracy,
+                **{k: summary[k] for k in ("synops_per_sample", "energy_pj_per_sample", "spikes_per_sample")},
+                "losses": info["losses"],
+            }
+        )
+    result = {
+        "dataset": run.identity["dataset"],
+        "epochs": epochs,
+        "objectives": run.identity["strategy"]["objectives"],
+        "time_steps": run.identity["time_steps"],
+        "test_samples": int(test.labels.shape[0]),
+        "members": sorted(members, key=lambda m: m["synops_per_sample"]),
+    }
+    checkpoint.atomic_write(Path(run_dir) / checkpoint.FRONT_TEST, json.dumps(result, indent=1))
+    return result
 
 
 def retrain(
@@ -109,22 +227,8 @@ def retrain(
     if state is None or state.parent is None:
         raise checkpoint.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
     phenotype = run.space().phenotype(state.parent)
-    splits = run.splits(data_dir)
-    # Retraining trains the whole budget, from the weights given: no early
-    # check, nothing inherited, at the data set's T (a search may have run
-    # at a lower one, search.time_steps).
-    batch_size = identity["training"]["batch_size"] if batch_size is None else batch_size
-    protocol = run.protocol(
-        epochs=epochs,
-        batch_size=batch_size,
-        early_stop=None,
-        inherit=False,
-        min_steps=None,
-        time_steps=identity["time_steps"],
-    )
-    trainer = Trainer(protocol, tuple(splits.train.images.shape[1:]))
+    trainer, train, test = _retraining(run, data_dir, batch_size, epochs)
     root = jax.random.key(identity["seed"] if seed is None else seed)
-    train, test = on_device(splits.train), on_device(splits.test)
     params = None if from_scratch else state.parent_weights
     bar = None
     if progress:
@@ -166,9 +270,9 @@ def retrain(
         "epochs": trained_epochs,
         "from_scratch": from_scratch,
         "search_fitness": state.parent_fitness,
-        "train_samples": int(len(splits.train.labels)),
-        "test_samples": int(len(splits.test.labels)),
-        "time_steps": protocol.time_steps,
+        "train_samples": int(train.labels.shape[0]),
+        "test_samples": int(test.labels.shape[0]),
+        "time_steps": identity["time_steps"],  # the data set's: retraining never searches at a lower T
         "losses": info["losses"],
         "phenotype": phenotype.text,
         "seconds": time.perf_counter() - t0,

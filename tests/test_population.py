@@ -2,6 +2,7 @@
 
 import json
 import math
+import types
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +242,54 @@ def test_offspring_inherit_from_the_member_they_were_mutated_from(tmp_path, monk
     # Generation 1's offspring took the weights of their own parents (the fake's weights are [fitness]).
     expected = [first["individuals"][members[c.parent]["index"]]["fitness"] for c in asked[1]]
     assert [float(w["w"][0]) for w in taken] == pytest.approx(expected)
+
+
+def test_report_draws_the_front_and_retrain_tests_every_first_front_member(tmp_path, monkeypatch, capsys):
+    from spenser_jax import report, retrain
+
+    run_dir = tmp_path / "run"
+    final = evolve.run(config("evolution.generations=3", *NSGA2), run_dir, evaluator=FakeEvaluator())
+    run = checkpoint.load_run(run_dir)
+    # The plotted front at a generation is the non-dominated set of what was scored up to it.
+    records = run.records
+    upto1 = [(i["synops_per_sample"], i["fitness"]) for r in records[:2] for i in r["individuals"]]
+    front = report.front_at(run, 1, "synops")
+    assert front and set(front) <= set(upto1)
+    assert all(not (c2 <= c and a2 >= a and (c2, a2) != (c, a)) for c, a in front for c2, a2 in upto1)
+    out = tmp_path / "report"
+    assert report.main([str(run_dir), "--out", str(out)]) == 0
+    assert (out / "front_mnist.png").stat().st_size > 1000
+    capsys.readouterr()
+
+    trained = []
+
+    class Trainer:
+        def __init__(self, protocol, input_shape):
+            assert protocol.time_steps == 10 and protocol.early_stop is None and not protocol.inherit
+
+        def train(self, phenotype, key, data, epochs, params=None, after_epoch=None):
+            trained.append(phenotype.text)
+            return types.SimpleNamespace(params={"n": len(trained)}), {"nonfinite": False, "steps": 1, "losses": [0.5]}
+
+        def score(self, phenotype, params, data, key, activity=False):
+            assert activity
+            n = params["n"]
+            summary = {"synops_per_sample": 10.0**n, "energy_pj_per_sample": 9.0**n, "spikes_per_sample": [n]}
+            return 0.5 + n / 100, 0.0, summary
+
+    monkeypatch.setattr(retrain, "Trainer", Trainer)
+    assert retrain.main([str(run_dir), "--front", "--epochs", "2"]) == 0
+    result = json.loads((run_dir / checkpoint.FRONT_TEST).read_text())
+    first = [m for m, r in zip(final.members, final.ranks) if r == 0]
+    texts = [SPACE.text(m.genotype) for m in first]
+    assert trained == texts and [m["phenotype"] for m in result["members"]] == texts  # sorted by SynOps
+    assert result["epochs"] == 2 and result["objectives"] == ["accuracy", "synops"]
+    assert [m["search_fitness"] for m in result["members"]] == [m.fitness for m in first]
+    assert "test accuracy 0.5100" in capsys.readouterr().out
+    # One network's retrain is not a population's.
+    with pytest.raises(SystemExit):
+        retrain.main([str(run_dir), "--front", "--curve"])
+    single = tmp_path / "single"
+    evolve.run(config("evolution.generations=1", "evolution.offspring=2"), single, evaluator=FakeEvaluator())
+    with pytest.raises(checkpoint.CheckpointError, match="--front needs a population search"):
+        retrain.retrain_front(single, epochs=1)
