@@ -44,11 +44,23 @@ from spenser_jax.phenotype import Conv, Dense, Pool, layer_inputs, same_padding
 
 @dataclasses.dataclass(frozen=True)
 class EnergyModel:
-    """Energy per operation in picojoules (Horowitz 2014, 45 nm, 32-bit float)."""
+    """Energy per operation in picojoules (Horowitz 2014, 45 nm, 32-bit float).
+
+    With ``memory`` the estimate also counts memory traffic, as the
+    analytical model of Lemaire et al. (2022) argues one must (operations
+    alone flatter sparse networks): every SynOp reads its weight, every
+    neuron update reads and writes its membrane, every spike is written for
+    the next layer; an ANN's MAC reads a weight and an input, and every
+    activation is written once. ``e_read_pj`` and ``e_write_pj`` default to a
+    32-bit access of an 8 KB SRAM (Horowitz 2014: 10 pJ per 64 bits).
+    """
 
     e_ac_pj: float = 0.9
     e_mac_pj: float = 4.6
     e_neuron_pj: float = 4.6
+    memory: bool = False
+    e_read_pj: float = 5.0
+    e_write_pj: float = 5.0
 
 
 def conv_fanout(layer: Conv, in_shape: Sequence[int]) -> np.ndarray:
@@ -131,7 +143,8 @@ def summarise(
       ``input_spikes_per_sample``, ``synops_per_sample`` (network total),
       ``synops_per_layer`` (per conv/fc layer), ``macs_per_sample`` (analog
       inputs only), ``neuron_updates_per_sample``, ``energy_pj_per_sample``,
-      ``ann_energy_pj_per_sample``, ``parameters``.
+      ``ann_energy_pj_per_sample``, ``break_even_synops_per_sample`` (the
+      SynOps at which the two estimates cross), ``parameters``.
     """
     n = max(int(samples), 1)
     shapes = architecture.layer_shapes(sig, input_shape)
@@ -158,6 +171,20 @@ def summarise(
     synops = float(sum(synops_layers))
     updates = float(sum(lif_neurons) * time_steps)
     e = energy
+    ann_macs = float(architecture.macs(sig, input_shape))
+    if e.memory:
+        per_synop = e.e_ac_pj + e.e_read_pj  # the weight's read
+        fixed = (
+            macs * (e.e_mac_pj + 2 * e.e_read_pj)  # a weight and an input read
+            + updates * (e.e_neuron_pj + e.e_read_pj + e.e_write_pj)  # the membrane read and written
+            + sum(spikes) * e.e_write_pj  # each spike written for the next layer
+        )
+        ann = ann_macs * (e.e_mac_pj + 2 * e.e_read_pj) + sum(lif_neurons) * e.e_write_pj
+        total = synops * per_synop + fixed
+    else:
+        per_synop, fixed = e.e_ac_pj, macs * e.e_mac_pj + updates * e.e_neuron_pj
+        ann = ann_macs * e.e_mac_pj
+        total = synops * e.e_ac_pj + macs * e.e_mac_pj + updates * e.e_neuron_pj  # as it always was, bit for bit
     return {
         "spikes_per_sample": spikes,
         "firing_rates": [s / (k * time_steps) for s, k in zip(spikes, lif_neurons)],
@@ -166,7 +193,10 @@ def summarise(
         "synops_per_layer": synops_layers,
         "macs_per_sample": macs,
         "neuron_updates_per_sample": updates,
-        "energy_pj_per_sample": synops * e.e_ac_pj + macs * e.e_mac_pj + updates * e.e_neuron_pj,
-        "ann_energy_pj_per_sample": float(architecture.macs(sig, input_shape)) * e.e_mac_pj,
+        "energy_pj_per_sample": total,
+        "ann_energy_pj_per_sample": ann,
+        # Where the estimate crosses the ANN's: the SynOps per sample at which
+        # the spiking network stops being the cheaper (negative: never cheaper).
+        "break_even_synops_per_sample": (ann - fixed) / per_synop if per_synop > 0 else math.inf,
         "parameters": architecture.parameter_count(sig, input_shape),
     }

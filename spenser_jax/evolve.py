@@ -275,8 +275,13 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         energy = EnergyModel(**en)
     except TypeError as err:
         raise ConfigError(f"energy: {err}") from None
+    _require(isinstance(energy.memory, bool), f"energy.memory must be true or false, got {energy.memory!r}")
     _require(
-        all(isinstance(v, (int, float)) and v >= 0 for v in dataclasses.astuple(energy)),
+        all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for k, v in dataclasses.asdict(energy).items()
+            if k != "memory"
+        ),
         "energy.* must be numbers >= 0 (picojoules per operation)",
     )
     try:
@@ -373,6 +378,10 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
             # The hypervolume's reference point, in objective space (spenser_jax.population).
             "reference": list(population.reference_point(objectives)),
         }
+        if "energy" in objectives:  # the constants then decide selection
+            identity["strategy"]["energy"] = dataclasses.asdict(energy)
+    if energy.memory and "energy" not in identity.get("strategy", {}):  # records' energy changes meaning
+        identity["energy"] = dataclasses.asdict(energy)
     # Runtime settings that change the numbers (not only the speed) belong
     # to the identity too: vmapped groups round differently, and so do
     # another XLA optimisation level and XLA:CPU's loop emitters.

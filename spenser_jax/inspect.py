@@ -102,6 +102,7 @@ def measure(
                 "neuron_updates_per_sample",
                 "energy_pj_per_sample",
                 "ann_energy_pj_per_sample",
+                "break_even_synops_per_sample",
                 "parameters",
             )
         },
@@ -110,6 +111,13 @@ def measure(
         "_weights": weights,
         "_input": np.asarray(scored.images[:1]),
     }
+
+
+def _break_even(result: dict) -> str:
+    crossing = result["break_even_synops_per_sample"]
+    if crossing <= 0:
+        return "its ANN equivalent costs less at any activity (neuron updates alone cost more)"
+    return f"cheaper than its ANN equivalent while SynOps/sample stay under {crossing:,.0f}"
 
 
 def table(result: dict) -> str:
@@ -134,6 +142,7 @@ def table(result: dict) -> str:
         f"parameters {result['parameters']:,}",
         f"energy/sample {result['energy_pj_per_sample'] / 1e3:,.2f} nJ (ANN equivalent "
         f"{result['ann_energy_pj_per_sample'] / 1e3:,.2f} nJ: {ratio:.1f}x)",
+        _break_even(result),
         "exports to NIR exactly"
         if result["exportable"]
         else "does not export to NIR: " + "; ".join(result["export_problems"]),

@@ -62,7 +62,7 @@ def test_conv_fanout_is_exact_at_the_borders(kernel, stride, padding):
 
 
 @pytest.fixture(scope="module")
-def measured():
+def measured_with_totals():
     sig, hyper = architecture.split(NET)
     params = network.init_params(jax.random.key(0), sig, hyper, SHAPE)
     params = jax.tree.map(lambda x: 2.5 * x if x.ndim else x, params)  # make every layer spike
@@ -71,7 +71,8 @@ def measured():
     labels = jnp.asarray(rng.integers(0, 10, 11), jnp.int32)
     key = jax.random.key(5)
     result = training.score(sig, params, hyper, images, labels, key, time_steps=3, batch_size=4, activity=True)
-    summary = activity.summarise(sig, SHAPE, 3, jax.tree.map(np.asarray, result["activity"]), 11)
+    totals = jax.tree.map(np.asarray, result["activity"])
+    summary = activity.summarise(sig, SHAPE, 3, totals, 11)
     # The same forward pass, batch by batch, with every spike train kept.
     trains, inputs = [], []
     for b, start in enumerate(range(0, 11, 4)):
@@ -86,7 +87,12 @@ def measured():
         inputs.append(np.asarray(spikes)[:, keep])
         trains.append([np.asarray(x)[:, keep] for x in lif])
     trains = [np.concatenate([t[k] for t in trains], axis=1) for k in range(3)]
-    return sig, summary, np.concatenate(inputs, axis=1), trains
+    return sig, summary, np.concatenate(inputs, axis=1), trains, totals
+
+
+@pytest.fixture(scope="module")
+def measured(measured_with_totals):
+    return measured_with_totals[:4]
 
 
 def test_spike_counts_are_the_networks_spikes(measured):
@@ -131,6 +137,30 @@ def test_energy_adds_up(measured):
     )
     assert summary["ann_energy_pj_per_sample"] == architecture.macs(sig, SHAPE) * e.e_mac_pj
     assert summary["parameters"] == phenotype.count_parameters(NET, SHAPE)
+    # The break-even point: at that many SynOps the spiking estimate equals the ANN's.
+    fixed = summary["energy_pj_per_sample"] - summary["synops_per_sample"] * e.e_ac_pj
+    crossing = fixed + summary["break_even_synops_per_sample"] * e.e_ac_pj
+    assert crossing == pytest.approx(summary["ann_energy_pj_per_sample"], rel=1e-9)
+
+
+def test_memory_traffic_counts_every_read_and_write(measured_with_totals):
+    sig, summary, _, trains, totals = measured_with_totals
+    e = activity.EnergyModel(memory=True, e_read_pj=5.0, e_write_pj=7.0)
+    spikes = sum(float(t.sum()) for t in trains) / 11
+    neurons = sum(np.prod(t.shape[2:]) for t in trains)
+    updates = neurons * 3
+    with_memory = activity.summarise(sig, SHAPE, 3, totals, 11, energy=e)
+    # Operations as before, plus: a weight read per SynOp, a membrane read and
+    # write per update, a write per spike; the ANN reads a weight and an
+    # input per MAC and writes each activation once.
+    expected = summary["synops_per_sample"] * (0.9 + 5.0) + updates * (4.6 + 5.0 + 7.0) + spikes * 7.0
+    assert with_memory["energy_pj_per_sample"] == pytest.approx(expected, rel=1e-6)
+    macs = architecture.macs(sig, SHAPE)
+    assert with_memory["ann_energy_pj_per_sample"] == pytest.approx(macs * (4.6 + 10.0) + neurons * 7.0)
+    assert with_memory["synops_per_sample"] == summary["synops_per_sample"]
+    # Memory traffic costs the sparse network more in proportion: the ratio to the ANN falls.
+    ratio = summary["ann_energy_pj_per_sample"] / summary["energy_pj_per_sample"]
+    assert with_memory["ann_energy_pj_per_sample"] / with_memory["energy_pj_per_sample"] < ratio
 
 
 def test_analog_inputs_count_as_macs():

@@ -151,6 +151,8 @@ def test_inspect_measures_the_best_as_the_search_recorded(runs, tmp_path):
     proc = cli("inspect", whole, "--search-weights", "--json", out, "--raster", png)
     result = json.loads(out.read_text())
     assert "SynOps/sample" in proc.stdout and "energy/sample" in proc.stdout
+    crossing = result["break_even_synops_per_sample"]
+    assert ("ANN equivalent costs less" if crossing <= 0 else f"stay under {crossing:,.0f}") in proc.stdout
     records = checkpoint.read_generations(whole)
     best = json.loads((whole / "best.json").read_text())
     recorded = next(

@@ -199,6 +199,12 @@ def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
     s = evolve.setup(config(*NSGA2, "fitness.objectives=[accuracy,energy,parameters]"), load_data=False)
     assert s.objectives == ("accuracy", "energy", "parameters") and s.population == 4
     assert s.identity["strategy"]["reference"] == [1.0, 12.0, 8.0]
+    assert s.identity["strategy"]["energy"]["e_ac_pj"] == 0.9  # energy constants decide selection now
+    assert "energy" not in s.identity and "energy" not in evolve.setup(config(*NSGA2), load_data=False).identity
+    memory = evolve.setup(config("energy.memory=true"), load_data=False)
+    assert memory.identity["energy"]["memory"] is True and memory.protocol.energy.memory
+    with pytest.raises(evolve.ConfigError, match="energy.memory must be true or false"):
+        evolve.setup(config("energy.memory=2"), load_data=False)
     # search=fast's (1 + λ) rule does not apply to a population; the rest of fast does.
     fast = evolve.setup(config("search=fast", *NSGA2), load_data=False)
     assert not fast.parent_continues and fast.protocol.inherit
