@@ -299,3 +299,24 @@ def test_report_draws_the_front_and_retrain_tests_every_first_front_member(tmp_p
     evolve.run(config("evolution.generations=1", "evolution.offspring=2"), single, evaluator=FakeEvaluator())
     with pytest.raises(checkpoint.CheckpointError, match="--front needs a population search"):
         retrain.retrain_front(single, epochs=1)
+
+
+@pytest.mark.slow
+def test_the_multi_objective_benchmark_runs_and_records_what_it_compares(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("multi_objective", ROOT / "benchmarks" / "multi_objective.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--work", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    (path,) = (tmp_path / "out").glob("multi_objective_*.json")
+    result = json.loads(path.read_text())
+    assert result["settings"]["candidates_per_arm"] == 4 and (tmp_path / "out" / path.with_suffix(".png").name).exists()
+    runs = result["runs"]
+    assert runs["nsga2"][0]["candidates"] == runs["random"][0]["candidates"] == 4
+    assert runs["scalarised"][0]["candidates"] == 3  # three runs of one candidate: the budget split between them
+    volumes = runs["nsga2"][0]["hypervolume_per_generation"]
+    assert volumes == sorted(volumes) and volumes[-1] == pytest.approx(runs["nsga2"][0]["hypervolume"])
+    assert runs["nsga2"][0]["front_tested"] and all(0 <= m["accuracy"] <= 1 for m in runs["nsga2"][0]["front_tested"])
+    for arm in ("nsga2", "scalarised", "random"):
+        assert result["summary"][arm]["hypervolume"]["values"] == [r["hypervolume"] for r in runs[arm]]
