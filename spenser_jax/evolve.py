@@ -82,6 +82,7 @@ class Setup:
     inherit_partial: bool = False
     objective: Any = None  # evolution.Objective
     parent_continues: bool = False
+    executor: dict = dataclasses.field(default_factory=lambda: {"name": "local"})  # where individuals evaluate
     strategy: str = "one_plus_lambda"  # or "nsga2" (spenser_jax.population)
     population: int = 0  # μ, nsga2 only
     objectives: tuple[str, ...] = ()  # nsga2 only
@@ -140,6 +141,28 @@ def _runtime(rt: dict) -> dict:
         ),
         "progress": bool(rt.get("progress", True)),
     }
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _executor(rt: dict) -> dict:
+    """Where individuals are evaluated (``runtime.executor`` and its ``ray_*`` keys); results do not depend on it."""
+    name = rt.get("executor", "local")
+    _require(name in EXECUTORS, f"runtime.executor must be one of {list(EXECUTORS)}, got {name!r}")
+    if name == "local":
+        return {"name": name}
+    address = rt.get("ray_address")
+    _require(address is None or isinstance(address, str), "runtime.ray_address must be null, auto or host:port")
+    cpus, gpus, workers = rt.get("ray_cpus", 1), rt.get("ray_gpus", 0), rt.get("ray_workers")
+    for key, value in (("ray_cpus", cpus), ("ray_gpus", gpus)):
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+            f"runtime.{key} must be a number >= 0, got {value!r}",
+        )
+    _require(cpus > 0 or gpus > 0, "runtime.ray_cpus and runtime.ray_gpus cannot both be 0")
+    _require(workers is None or _is_int(workers, 1), "runtime.ray_workers must be null or an int >= 1")
+    return {"name": name, "address": address, "cpus": float(cpus), "gpus": float(gpus), "workers": workers}
 
 
 def _check_output(grammar, macro, num_classes: int) -> None:
@@ -336,6 +359,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         log_uniform_ratio=mut.log_ratio if mut.log_uniform else None,
     )
     runtime = _runtime(cfg.get("runtime", {}))
+    executor = _executor(cfg.get("runtime", {}))
     identity = {
         "seed": cfg["seed"],
         "dataset": ds["name"],
@@ -410,6 +434,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         inherit_partial=sr["inherit_partial"],
         objective=objective,
         parent_continues=sr["parent_continues"] and strategy != "nsga2",
+        executor=executor,
         strategy=strategy,
         population=mu,
         objectives=objectives,
@@ -550,6 +575,24 @@ def run(
         if state.generation >= s.generations:
             log.info("nothing to do: %d of %d generations done", state.generation, s.generations)
             return state
+        if evaluator is None and s.executor["name"] == "ray":
+            from spenser_jax.scheduler.ray_executor import RayEvaluator
+
+            rt = to_plain(cfg).get("runtime", {})
+            with RayEvaluator(
+                s.splits,
+                seed=s.seed,
+                input_shape=s.space.input_shape,
+                protocol=s.protocol,
+                address=s.executor["address"],
+                cpus=s.executor["cpus"],
+                gpus=s.executor["gpus"],
+                workers=s.executor["workers"],
+                evaluator_options={k: v for k, v in s.runtime.items() if k != "progress"},
+                compile_cache=rt.get("compile_cache"),
+                progress=s.runtime["progress"],
+            ) as owned:
+                return _loop(s, state, run_dir, owned)
         if evaluator is None:
             from spenser_jax.scheduler import Evaluator
 
@@ -629,6 +672,8 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0
+        if hasattr(evaluator, "retries"):  # a distributed executor: individuals evaluated again after a lost worker
+            record["retries"] = evaluator.retries
         checkpoint.append_generation(run_dir, record)
         checkpoint.write_pareto(run_dir)
         if state.parent is not None:

@@ -218,13 +218,19 @@ class Evaluator(_Planning, _Execution):
         )
 
     def evaluate(
-        self, phenotypes: Sequence[Phenotype], generation: int, inherited: Sequence[tuple | None] | None = None
+        self,
+        phenotypes: Sequence[Phenotype],
+        generation: int,
+        inherited: Sequence[tuple | None] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> list[Evaluation]:
         """The evaluations of one generation's phenotypes, in order.
 
         ``inherited``: per phenotype, ``(values, mask, share)`` from
         :func:`spenser_jax.inheritance.inherit` or None (fresh weights); only
-        with ``protocol.inherit``.
+        with ``protocol.inherit``. ``indices``: each phenotype's place in its
+        generation, which makes its training key (default ``0, 1, ...``; a
+        worker evaluating part of a generation passes them).
         """
         phenotypes = list(phenotypes)
         inherited = list(inherited) if inherited is not None else [None] * len(phenotypes)
@@ -234,7 +240,10 @@ class Evaluator(_Planning, _Execution):
             raise ValueError("inherited weights given, but protocol.inherit is off")
         if self.protocol.inherit:  # one program shape for all: nothing inherited is an all-False mask
             inherited = [self._fresh(p) if x is None else x for p, x in zip(phenotypes, inherited)]
-        keys = [fitness.individual_key(self.seed, generation, i) for i in range(len(phenotypes))]
+        indices = range(len(phenotypes)) if indices is None else list(indices)
+        if len(indices) != len(phenotypes):
+            raise ValueError("one index per phenotype")
+        keys = [fitness.individual_key(self.seed, generation, i) for i in indices]
         bar = None
         if self.progress:
             from tqdm import tqdm
