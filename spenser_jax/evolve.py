@@ -399,8 +399,10 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
             "name": strategy,
             "population": mu,
             "objectives": list(objectives),
-            # The hypervolume's reference point, in objective space (spenser_jax.population).
-            "reference": list(population.reference_point(objectives)),
+            # Networks at or below this accuracy are infeasible (spenser_jax.population).
+            "chance": population.chance_level(num_classes),
+            # The hypervolume's reference point, in objective space.
+            "reference": list(population.reference_point(objectives, population.chance_level(num_classes))),
         }
         if "energy" in objectives:  # the constants then decide selection
             identity["strategy"]["energy"] = dataclasses.asdict(energy)
@@ -660,7 +662,9 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         else:
             evaluations = evaluator.evaluate(phenotypes, generation=g)
         if s.strategy == "nsga2":
-            state, metrics = _strategy(s).tell(state, candidates, evaluations, s.objectives, s.population)
+            state, metrics = _strategy(s).tell(
+                state, candidates, evaluations, s.objectives, s.population, s.identity["strategy"]["chance"]
+            )
         else:
             state, metrics = evolution.tell(state, candidates, evaluations, s.objective)
         for i, e in enumerate(evaluations):

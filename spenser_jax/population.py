@@ -15,11 +15,18 @@ Rules:
   sample) as ``log10(max(cost, 1))``, so crowding and hypervolume count
   decades, not the largest networks' raw numbers. Ranks do not depend on the
   scale (non-dominated sorting is invariant to monotone transforms).
+* **Networks at chance** (accuracy at most ``chance``: 1 / classes + 0.02)
+  are infeasible, as in NSGA-II's constrained domination: every network that
+  learned dominates them, and they rank after all its fronts. A silent
+  network costs almost nothing, so on the cost axes alone it would sit on
+  the front and fill the population with networks that do not classify.
 * **Failures** (a non-finite loss, a network that cannot be built) have no
   objective values: they are dominated by every scored network and rank
   after the last front.
 * **Hypervolume** is that of the non-dominated set of every network scored so
-  far (the state keeps it), against a fixed reference point: it never falls.
+  far above chance (the state keeps it), against a fixed reference point
+  whose accuracy is the chance level: it never falls, and a network at
+  chance adds nothing.
 * **Randomness** as in :mod:`spenser_jax.evolution`: generation ``g`` draws
   from ``generation_rng(seed, g)`` alone, and the state holds everything else,
   so a resumed run equals an uninterrupted one.
@@ -53,6 +60,12 @@ OBJECTIVES: dict[str, tuple[str, float]] = {
     "spikes": ("spikes_per_sample", 1e7),
 }
 DEFAULT_OBJECTIVES = ("accuracy", "synops")
+CHANCE_MARGIN = 0.02  # above 1 / classes: about 1.6 standard deviations of a guesser's accuracy on 600 images
+
+
+def chance_level(num_classes: int) -> float:
+    """The accuracy a network must exceed to be feasible (to have learned anything)."""
+    return 1.0 / num_classes + CHANCE_MARGIN
 
 
 def check_objectives(names: Sequence[str]) -> tuple[str, ...]:
@@ -92,26 +105,35 @@ def values(e: Evaluation, names: Sequence[str]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def reference_point(names: Sequence[str]) -> tuple[float, ...]:
-    """The hypervolume's reference point in objective space (stated in ``run.json``)."""
-    return tuple(minimised(n, OBJECTIVES[n][1]) for n in names)
+def reference_point(names: Sequence[str], chance: float = 0.0) -> tuple[float, ...]:
+    """The hypervolume's reference point in objective space (stated in ``run.json``).
+
+    Its accuracy is ``chance``: a network no better adds nothing.
+    """
+    return tuple(minimised(n, chance if n == "accuracy" else OBJECTIVES[n][1]) for n in names)
 
 
-def ranks(points: Sequence[tuple[float, ...]]) -> list[int]:
-    """Front of each point, 0 the non-dominated one; a failure (``()``) after the last front."""
+def ranks(points: Sequence[tuple[float, ...]], feasible: Sequence[bool] | None = None) -> list[int]:
+    """Front of each point, 0 the non-dominated one.
+
+    Infeasible points (``feasible[i]`` false) rank after every feasible
+    front, sorted into fronts of their own; a failure (``()``) after all.
+    """
     import moocore
 
-    scored = [i for i, p in enumerate(points) if p]
+    feasible = [True] * len(points) if feasible is None else list(feasible)
     out = [0] * len(points)
-    worst = -1
-    if scored:
-        found = moocore.pareto_rank(np.asarray([points[i] for i in scored], float))
-        for i, r in zip(scored, found):
-            out[i] = int(r)
-        worst = int(max(found))
+    offset = 0
+    for group in (True, False):
+        members = [i for i, p in enumerate(points) if p and feasible[i] == group]
+        if members:
+            found = moocore.pareto_rank(np.asarray([points[i] for i in members], float))
+            for i, r in zip(members, found):
+                out[i] = offset + int(r)
+            offset += int(max(found)) + 1
     for i, p in enumerate(points):
         if not p:
-            out[i] = worst + 1
+            out[i] = offset
     return out
 
 
@@ -254,8 +276,12 @@ def tell(
     evaluations: Sequence[Evaluation],
     objectives: Sequence[str],
     population: int,
+    chance: float = 0.0,
 ) -> tuple[PopulationState, dict]:
     """Keep the best μ of members and candidates: whole fronts first, the last one cut by crowding.
+
+    ``chance``: the accuracy a network must exceed to be feasible
+    (:func:`chance_level`); 0 makes every scored network feasible.
 
     Returns ``(state, metrics)``: ``best_fitness`` (the most accurate
     member's), ``mean_fitness`` and ``generation_best_fitness`` (over this
@@ -274,13 +300,13 @@ def tell(
     ]
     pool = list(state.members) + new
     points = [m.values for m in pool]
-    front_of = ranks(points)
+    front_of = ranks(points, [m.fitness > chance for m in pool])
     distance = crowding_distances(points, front_of)
     # Whole fronts while they fit, then the most isolated of the front that
     # does not; equal keys keep the older member (pool order).
     order = sorted(range(len(pool)), key=lambda i: (front_of[i], -distance[i], i))
     kept = order[:population]
-    archive = tuple(nondominated(list(state.archive) + [m.values for m in new]))
+    archive = tuple(nondominated(list(state.archive) + [m.values for m in new if m.fitness > chance]))
     new_state = PopulationState(
         seed=state.seed,
         generation=g + 1,
@@ -299,7 +325,7 @@ def tell(
         "best_index": best,
         "failed": len(evaluations) - len(scored),
         "train_samples_total": new_state.train_samples,
-        "hypervolume": hypervolume(archive, reference_point(objectives)),
+        "hypervolume": hypervolume(archive, reference_point(objectives, chance)),
         "front_size": len(archive),
         "population": [
             {

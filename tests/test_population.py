@@ -45,6 +45,24 @@ def test_ranks_are_the_fronts_peeled_one_by_one_and_failures_come_last():
     assert population.ranks([(), ()]) == [0, 0]
 
 
+def test_networks_at_chance_rank_after_every_network_that_learned_and_add_no_hypervolume():
+    g0 = [mutation.sample(np.random.default_rng(i), SPACE, mutation.MutationConfig()) for i in range(4)]
+    # A silent network costs nothing: on the objectives alone it is on the front.
+    evals = [evaluation(0.1, 1.0), evaluation(0.9, 1e6), evaluation(0.5, 1e4), evaluation(0.11, 1e2)]
+    points = [population.values(e, ("accuracy", "synops")) for e in evals]
+    assert population.ranks(points) == [0, 0, 0, 0]
+    assert population.ranks(points, [False, True, True, False]) == [1, 0, 0, 1]
+    new, metrics = population.tell(
+        population.init(0), [Candidate(g) for g in g0], evals, ("accuracy", "synops"), population=2, chance=0.12
+    )
+    assert [m.born[1] for m in new.members] == [1, 2] and new.ranks == (0, 0)
+    assert len(new.archive) == 2  # only what learned
+    reference = population.reference_point(("accuracy", "synops"), 0.12)
+    assert reference == (pytest.approx(0.88), 10.0)
+    assert metrics["hypervolume"] == pytest.approx(population.hypervolume([points[1], points[2]], reference))
+    assert population.hypervolume([points[0], points[3]], reference) == 0.0
+
+
 def test_crowding_distance_follows_its_definition():
     # One front of four points on a line from (0, 3) to (3, 0), plus a
     # dominated point alone in its front.
@@ -177,7 +195,8 @@ def test_a_population_search_records_its_front_and_resumes_exactly(tmp_path):
         "name": "nsga2",
         "population": 4,
         "objectives": ["accuracy", "synops"],
-        "reference": [1.0, 10.0],
+        "chance": pytest.approx(0.12),
+        "reference": [pytest.approx(0.88), 10.0],
     }
     # The checkpoint holds every member with its weights; a run cut after 2
     # generations and resumed equals the uninterrupted one.
@@ -198,7 +217,7 @@ def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
     assert "strategy" not in evolve.setup(config(), load_data=False).identity
     s = evolve.setup(config(*NSGA2, "fitness.objectives=[accuracy,energy,parameters]"), load_data=False)
     assert s.objectives == ("accuracy", "energy", "parameters") and s.population == 4
-    assert s.identity["strategy"]["reference"] == [1.0, 12.0, 8.0]
+    assert s.identity["strategy"]["reference"] == [pytest.approx(0.88), 12.0, 8.0]
     assert s.identity["strategy"]["energy"]["e_ac_pj"] == 0.9  # energy constants decide selection now
     assert "energy" not in s.identity and "energy" not in evolve.setup(config(*NSGA2), load_data=False).identity
     memory = evolve.setup(config("energy.memory=true"), load_data=False)
