@@ -208,15 +208,16 @@ def energy_figure(runs: list[Run], dataset: str):
 
 
 def front_at(run: Run, generation: int, cost: str) -> list[tuple[float, float]]:
-    """The non-dominated (cost, accuracy) points of everything a run scored up to ``generation``, by cost."""
+    """The non-dominated (cost, accuracy) points of everything a run scored above chance up to ``generation``."""
     from spenser_jax import population
 
     field = population.OBJECTIVES[cost][0]
+    chance = run.identity.get("strategy", {}).get("chance", 0.0)
     seen = [
         (float(i[field]), float(i["fitness"]))
         for rec in run.records[: generation + 1]
         for i in rec["individuals"]
-        if i["status"] in ("ok", "stopped") and field in i
+        if i["status"] in ("ok", "stopped") and field in i and i["fitness"] > chance
     ]
     front = population.nondominated([(population.minimised(cost, c), 1.0 - a) for c, a in seen])
     kept = {(population.minimised(cost, c), 1.0 - a): (c, a) for c, a in seen}
@@ -252,7 +253,7 @@ def front_figure(runs: list[Run], dataset: str):
         xscale="log",
         xlabel=" / ".join(f"{c} per sample" if c != "parameters" else c for c in costs),
         ylabel="fitness (accuracy)",
-        title=f"Non-dominated set of everything scored ({dataset})",
+        title=f"Non-dominated set of everything above chance ({dataset})",
     )
     axes[0].legend(fontsize=7)
     axes[1].set(xlabel="generation", ylabel="hypervolume (error x decades)", title="Hypervolume of that set")
