@@ -219,7 +219,9 @@ def plot(arms: dict, summary: dict, path: Path) -> None:
             color="C0",
             label="nsga2 front retrained, on the test split",
         )
-    axes[0].set(xscale="log", xlabel="SynOps per sample", ylabel="accuracy", title="Fronts of everything scored above chance")
+    axes[0].set(
+        xscale="log", xlabel="SynOps per sample", ylabel="accuracy", title="Fronts of everything scored above chance"
+    )
     axes[0].legend(fontsize=7)
     names = list(summary)
     axes[1].bar(
