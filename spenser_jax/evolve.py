@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spenser_jax import checkpoint, data, errors, evolution, mutation
+from spenser_jax import checkpoint, data, errors, evolution, mutation, population
 from spenser_jax.activity import EnergyModel
 from spenser_jax.errors import SpenserError
 from spenser_jax.genotype import SearchSpace, macro_for, macro_from_config
@@ -162,7 +162,14 @@ def _executor(rt: dict) -> dict:
         )
     _require(cpus > 0 or gpus > 0, "runtime.ray_cpus and runtime.ray_gpus cannot both be 0")
     _require(workers is None or _is_int(workers, 1), "runtime.ray_workers must be null or an int >= 1")
-    return {"name": name, "address": address, "cpus": float(cpus), "gpus": float(gpus), "workers": workers}
+    return {
+        "name": name,
+        "address": address,
+        "cpus": float(cpus),
+        "gpus": float(gpus),
+        "workers": workers,
+        "compile_cache": rt.get("compile_cache"),  # each worker opens the same persistent cache
+    }
 
 
 def _check_output(grammar, macro, num_classes: int) -> None:
@@ -271,8 +278,6 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     _require(strategy in STRATEGIES, f"evolution.strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     objectives, mu = (), 0
     if strategy == "nsga2":
-        from spenser_jax import population
-
         mu = evo.get("population", 10)
         _require(_is_int(mu, 2), f"evolution.population must be an int >= 2, got {mu!r}")
         _require(
@@ -395,14 +400,15 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     if objective != evolution.ACCURACY:
         identity["fitness"] = dataclasses.asdict(objective)
     if strategy == "nsga2":
+        chance = population.chance_level(num_classes)
         identity["strategy"] = {
             "name": strategy,
             "population": mu,
             "objectives": list(objectives),
             # Networks at or below this accuracy are infeasible (spenser_jax.population).
-            "chance": population.chance_level(num_classes),
+            "chance": chance,
             # The hypervolume's reference point, in objective space.
-            "reference": list(population.reference_point(objectives, population.chance_level(num_classes))),
+            "reference": list(population.reference_point(objectives, chance)),
         }
         if "energy" in objectives:  # the constants then decide selection
             identity["strategy"]["energy"] = dataclasses.asdict(energy)
@@ -557,7 +563,7 @@ def run(
         if on_accept is not None:
             on_accept()
         if state is None:
-            state = _strategy(s).init(s.seed)
+            state = (population.init if s.strategy == "nsga2" else evolution.init)(s.seed)
             if checkpoint.read_generations(run_dir):
                 # Generation 0 finished its log line but not its checkpoint.
                 checkpoint.truncate_generations(run_dir, 0)
@@ -580,7 +586,6 @@ def run(
         if evaluator is None and s.executor["name"] == "ray":
             from spenser_jax.scheduler.ray_executor import RayEvaluator
 
-            rt = to_plain(cfg).get("runtime", {})
             with RayEvaluator(
                 s.splits,
                 seed=s.seed,
@@ -591,7 +596,7 @@ def run(
                 gpus=s.executor["gpus"],
                 workers=s.executor["workers"],
                 evaluator_options={k: v for k, v in s.runtime.items() if k != "progress"},
-                compile_cache=rt.get("compile_cache"),
+                compile_cache=s.executor["compile_cache"],
                 progress=s.runtime["progress"],
             ) as owned:
                 return _loop(s, state, run_dir, owned)
@@ -603,13 +608,6 @@ def run(
             ) as owned:
                 return _loop(s, state, run_dir, owned)
         return _loop(s, state, run_dir, evaluator)
-
-
-def _strategy(s: Setup):
-    """The module whose ``init``, ``ask`` and ``tell`` run the search."""
-    from spenser_jax import population
-
-    return population if s.strategy == "nsga2" else evolution
 
 
 def _inheritance(s: Setup, state, candidates, phenotypes) -> list:
@@ -649,7 +647,7 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         t0 = time.perf_counter()
         rng = evolution.generation_rng(s.seed, g)
         if s.strategy == "nsga2":
-            candidates = _strategy(s).ask(rng, state, s.space, s.mutation, s.offspring, s.population)
+            candidates = population.ask(rng, state, s.space, s.mutation, s.offspring, s.population)
         else:
             candidates = evolution.ask(
                 rng, state, s.space, s.mutation, s.offspring, parent_continues=s.parent_continues
@@ -662,7 +660,7 @@ def _loop(s: Setup, state: evolution.State, run_dir: Path, evaluator) -> evoluti
         else:
             evaluations = evaluator.evaluate(phenotypes, generation=g)
         if s.strategy == "nsga2":
-            state, metrics = _strategy(s).tell(
+            state, metrics = population.tell(
                 state, candidates, evaluations, s.objectives, s.population, s.identity["strategy"]["chance"]
             )
         else:
