@@ -234,8 +234,6 @@ class PopulationState:
     def parent_weights(self) -> Any:
         return self.members[self.best].weights if self.members else None
 
-    parent_score = None
-
 
 def init(seed: int) -> PopulationState:
     return PopulationState(seed=int(seed))

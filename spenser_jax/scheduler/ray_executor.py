@@ -13,8 +13,8 @@ fitness and weights equal the local executor's: a run may resume on either.
 Faults: when a worker (or its node) dies mid-evaluation, a new worker takes
 its place (Ray places it wherever resources are), and the driver submits the
 lost individual again, to whichever worker is free; ``retries`` counts these
-per generation. A driver killed
-mid-generation resumes from its checkpoint as always.
+per generation. A driver killed mid-generation resumes from its checkpoint
+as always.
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ class _Worker:
         enable_compile_cache(compile_cache)
         self.evaluator = Evaluator(splits, seed=seed, input_shape=input_shape, protocol=protocol, **evaluator_options)
 
-    def evaluate(self, phenotype, generation: int, index: int, inherited) -> tuple[Evaluation, int]:
+    def evaluate(self, phenotype, generation: int, index: int, inherited) -> Evaluation:
         [evaluation] = self.evaluator.evaluate(
             [phenotype], generation, None if inherited is None else [inherited], indices=[index]
         )
-        return evaluation, os.getpid()
+        return evaluation
 
     def pid(self) -> int:
         return os.getpid()
@@ -130,6 +130,8 @@ class RayEvaluator:
         if gpus > 0:
             fits = min(fits, int(resources.get("GPU", 0) // gpus))
         if fits < 1:
+            if self._started:  # nothing of this process's Ray is left running
+                ray.shutdown()
             raise RayUnavailable(
                 f"the Ray cluster ({resources.get('CPU', 0)} CPUs, {resources.get('GPU', 0)} GPUs) "
                 f"cannot hold one worker of {cpus} CPUs and {gpus} GPUs (runtime.ray_cpus, runtime.ray_gpus)"
@@ -198,7 +200,7 @@ class RayEvaluator:
                 for future in done:
                     i, a = running.pop(future)
                     try:
-                        results[i], _ = ray.get(future)
+                        results[i] = ray.get(future)
                         free.append(a)
                     except _lost(ray) as err:
                         # A new worker takes the lost one's place (Ray schedules it where resources are).
