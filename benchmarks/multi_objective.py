@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from spenser_jax import checkpoint, evolve, population, retrain  # noqa: E402
+from spenser_jax import checkpoint, evolve, population, report, retrain  # noqa: E402
 
 CHANCE = population.chance_level(10)  # MNIST: what a search counts as having learned nothing
 REFERENCE = population.reference_point(("accuracy", "synops"), CHANCE)
@@ -60,22 +60,23 @@ def search(overrides: list[str], run_dir: Path) -> list[dict]:
 def front_of(records: list[dict]) -> dict:
     """The non-dominated (SynOps, accuracy) set of every individual above chance, and its measures."""
     scored = [
-        (float(i["synops_per_sample"]), float(i["fitness"]))
+        i["fitness"]
         for r in records
         for i in r["individuals"]
         if i["status"] in ("ok", "stopped") and "synops_per_sample" in i and i["fitness"] > CHANCE
     ]
-    points = {(1.0 - a, population.minimised("synops", s)): (s, a) for s, a in scored}
-    front = sorted(points[p] for p in population.nondominated(list(points)))
+    front = report.front_of_records(records, "synops", CHANCE)
     synops = [max(s, 1.0) for s, _ in front]
     return {
         "front": [{"synops_per_sample": s, "accuracy": a} for s, a in front],
-        "hypervolume": population.hypervolume(list(points), REFERENCE),
+        "hypervolume": population.hypervolume(
+            [(1.0 - a, population.minimised("synops", s)) for s, a in front], REFERENCE
+        ),
         "front_size": len(front),
         "synops_decades": math.log10(max(synops) / min(synops)) if synops else 0.0,
         "candidates": sum(len(r["individuals"]) for r in records),
         "train_samples": sum(i["train_samples"] for r in records for i in r["individuals"]),
-        "best_accuracy": max((a for _, a in scored), default=None),
+        "best_accuracy": max(scored, default=None),
         "above_chance": len(scored),
         "wall_seconds": sum(r["wall_seconds"] for r in records),
     }

@@ -207,21 +207,25 @@ def energy_figure(runs: list[Run], dataset: str):
     return fig
 
 
-def front_at(run: Run, generation: int, cost: str) -> list[tuple[float, float]]:
-    """The non-dominated (cost, accuracy) points of everything a run scored above chance up to ``generation``."""
+def front_of_records(records: list[dict], cost: str, chance: float = 0.0) -> list[tuple[float, float]]:
+    """The non-dominated (cost, accuracy) points of every individual above ``chance`` in ``records``, by cost."""
     from spenser_jax import population
 
     field = population.OBJECTIVES[cost][0]
-    chance = run.identity.get("strategy", {}).get("chance", 0.0)
     seen = [
         (float(i[field]), float(i["fitness"]))
-        for rec in run.records[: generation + 1]
+        for rec in records
         for i in rec["individuals"]
         if i["status"] in ("ok", "stopped") and field in i and i["fitness"] > chance
     ]
-    front = population.nondominated([(population.minimised(cost, c), 1.0 - a) for c, a in seen])
     kept = {(population.minimised(cost, c), 1.0 - a): (c, a) for c, a in seen}
-    return sorted(kept[p] for p in front)
+    return sorted(kept[p] for p in population.nondominated(list(kept)))
+
+
+def front_at(run: Run, generation: int, cost: str) -> list[tuple[float, float]]:
+    """The non-dominated (cost, accuracy) points of everything a run scored above chance up to ``generation``."""
+    chance = run.identity.get("strategy", {}).get("chance", 0.0)
+    return front_of_records(run.records[: generation + 1], cost, chance)
 
 
 def front_figure(runs: list[Run], dataset: str):
