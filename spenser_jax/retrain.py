@@ -109,6 +109,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _check_budget(epochs: int, batch_size: int | None) -> None:
+    # Before anything is loaded: 0 would otherwise pass for "not given" (batch size) or fail late.
+    if epochs < 1 or batch_size is not None and batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+
+
 def _retraining(run, data_dir, batch_size, epochs):
     """The run's splits on the device and a Trainer for retraining: the whole budget, at the data set's T."""
     identity = run.identity
@@ -148,8 +154,7 @@ def retrain_front(
       CheckpointError: not a run, not a population search, or no completed generation.
       TrainingDiverged: a member's training diverged (nothing is written).
     """
-    if epochs < 1 or batch_size is not None and batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    _check_budget(epochs, batch_size)
     run = checkpoint.load_run(run_dir)
     state = run.state
     if state is None or not getattr(state, "members", ()):
@@ -218,8 +223,7 @@ def retrain(
       TrainingDiverged: training diverged (nothing is written then; a ValueError).
       ValueError: ``epochs`` or ``batch_size`` below 1, ``minutes`` not positive.
     """
-    if epochs < 1 or batch_size is not None and batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    _check_budget(epochs, batch_size)
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
     run = checkpoint.load_run(run_dir)
