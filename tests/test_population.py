@@ -211,6 +211,17 @@ def test_a_population_search_records_its_front_and_resumes_exactly(tmp_path):
     # The commands after the search read it as a run.
     run = checkpoint.load_run(whole)
     assert run.state.parent == final.parent and run.state.parent_weights is not None
+    # A population checkpoint that lost a part is a clear error, and the file is left as it was.
+    from flax import serialization
+
+    path = whole / checkpoint.CHECKPOINT
+    payload = serialization.msgpack_restore(path.read_bytes())
+    del payload["members"]["1"]["genotype"]
+    path.write_bytes(serialization.msgpack_serialize(payload))
+    broken = path.read_bytes()
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint.msgpack: unreadable population \(KeyError"):
+        evolve.run(config("evolution.generations=6", *NSGA2), whole, evaluator=FakeEvaluator(fail_every=7))
+    assert path.read_bytes() == broken and len(checkpoint.read_generations(whole)) == 5
 
 
 def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
