@@ -127,6 +127,11 @@ def _runtime(rt: dict) -> dict:
     _require(level in (None, 0, 1, 2, 3), f"runtime.xla_opt_level must be null or 0..3, got {level!r}")
     emitters = rt.get("xla_cpu_fusion_emitters", True)
     _require(isinstance(emitters, bool), f"runtime.xla_cpu_fusion_emitters must be true or false, got {emitters!r}")
+    unit = rt.get("compile_unit", "network")
+    _require(
+        unit in scheduler.COMPILE_UNITS,
+        f"runtime.compile_unit must be one of {list(scheduler.COMPILE_UNITS)}, got {unit!r}",
+    )
     try:
         selected = scheduler.select_devices(None if devices in (None, "all") else devices)
     except ValueError as err:
@@ -140,6 +145,7 @@ def _runtime(rt: dict) -> dict:
             selected[0].platform, opt_level=level, cpu_fusion_emitters=emitters
         ),
         "progress": bool(rt.get("progress", True)),
+        "compile_unit": unit,
     }
 
 
@@ -422,6 +428,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity["runtime"] = {"batching": runtime["batching"], "xla_opt_level": rt.get("xla_opt_level")}
     if not rt.get("xla_cpu_fusion_emitters", True):
         identity.setdefault("runtime", {})["xla_cpu_fusion_emitters"] = False
+    if runtime["compile_unit"] != "network":  # separate programs round differently
+        identity.setdefault("runtime", {})["compile_unit"] = runtime["compile_unit"]
     # JSON round trip so tuples and lists compare equal after a reload.
     identity = json.loads(json.dumps(identity))
     # The run's one training protocol, from the identity as a finished run

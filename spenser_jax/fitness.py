@@ -350,8 +350,18 @@ def train_again(run, phenotype: Phenotype, generation: int, index: int, splits=N
     """
     splits = run.splits() if splits is None else splits
     protocol = run.protocol()
+    key = individual_key(run.identity["seed"], generation, index)
+    train = on_device(splits.evo_train)
+    if run.identity.get("runtime", {}).get("compile_unit") == "layer":  # the search's programs, the search's rounding
+        from spenser_jax import architecture, layer_programs
+
+        sig, hyper = architecture.split(phenotype, protocol.time_steps)
+        if layer_programs.supports(sig, protocol.init):
+            one = (train.images[:1], train.labels[:1])  # scoring is not wanted; one sample is cheapest
+            params, _ = layer_programs.train_and_score(
+                sig, key, hyper, train.images, train.labels, *one, fitness_key(run.identity["seed"]), protocol
+            )
+            return params
     trainer = Trainer(protocol, tuple(splits.evo_train.images.shape[1:]))
-    state, _ = trainer.train(
-        phenotype, individual_key(run.identity["seed"], generation, index), on_device(splits.evo_train), protocol.epochs
-    )
+    state, _ = trainer.train(phenotype, key, train, protocol.epochs)
     return jax.device_get(state.params)

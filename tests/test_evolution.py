@@ -440,6 +440,11 @@ def test_new_switches_stay_out_of_the_paper_identity():
     assert loop.runtime["compiler_options"] == {"xla_cpu_use_fusion_emitters": False}
     with pytest.raises(evolve.ConfigError, match="xla_cpu_fusion_emitters must be true or false"):
         evolve.setup(config("runtime.xla_cpu_fusion_emitters=3"), load_data=False)
+    assert paper.runtime["compile_unit"] == "network"
+    layer = evolve.setup(config("runtime.compile_unit=layer"), load_data=False)
+    assert layer.identity["runtime"] == {"compile_unit": "layer"} and layer.runtime["compile_unit"] == "layer"
+    with pytest.raises(evolve.ConfigError, match=r"compile_unit must be one of \['network', 'layer'\]"):
+        evolve.setup(config("runtime.compile_unit=layers"), load_data=False)
     assert "log_uniform" not in paper.identity["mutation"] and paper.space.log_uniform_ratio is None
     wide = evolve.setup(config("mutation.log_uniform=true"), load_data=False)
     assert wide.identity["mutation"]["log_uniform"] is True and wide.space.log_uniform_ratio == 100.0

@@ -11,13 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, fitness, phenotype, scheduler, training
+from spenser_jax import architecture, fitness, layer_programs, phenotype, scheduler, training
 from spenser_jax.data import Arrays, Splits
 from spenser_jax.protocol import Protocol
 from spenser_jax.scheduler import Evaluator
@@ -261,3 +262,30 @@ def test_search_budget_and_inheritance_batched_equal_one_by_one(one_by_one):
     assert [e.inherited for e in together] == [e.inherited for e in alone] == [0.0, 0.0, None, 0.5]
     with pytest.raises(ValueError, match="inherit is off"):
         evaluator().evaluate(phenotypes(), generation=2, inherited=starts)
+
+
+@pytest.mark.slow
+def test_programs_per_layer_evaluate_as_the_whole_program(one_by_one, monkeypatch):
+    """runtime.compile_unit=layer: the same statuses and fitness, weights to rounding, nothing compiled twice."""
+    ev = evaluator(compile_unit="layer")
+    results = ev.evaluate(phenotypes(), generation=2)
+    assert [e.status for e in results] == [e.status for e in one_by_one]
+    assert [e.fitness for e in results] == [e.fitness for e in one_by_one]
+    for e, a in zip(one_by_one, results):
+        if e.weights is not None:  # the tolerance of tests/test_layer_programs.py, and its reason
+            jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=1e-6), a.weights, e.weights)
+            assert a.activity["spikes_per_sample"] == pytest.approx(e.activity["spikes_per_sample"], rel=1e-6)
+    assert results[0].compile_seconds > 0 and len(ev.programs) == 0  # no whole program was built
+    again = ev.evaluate(phenotypes(), generation=2)
+    assert all(e.compile_seconds == 0 for e in again)
+    assert [e.fitness for e in again] == [e.fitness for e in results]  # same keys, same results
+    # inspect and export rebuild an individual's weights the way the search trained them.
+    run = types.SimpleNamespace(identity={"seed": 3, "runtime": {"compile_unit": "layer"}}, protocol=lambda: SETTINGS)
+    rebuilt = fitness.train_again(run, phenotypes()[3], 2, 3, toy_splits())
+    jax.tree.map(np.testing.assert_array_equal, rebuilt, results[3].weights)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no programs for you")
+
+    monkeypatch.setattr(layer_programs, "train_and_score", broken)
+    assert_same(one_by_one, evaluator(compile_unit="layer").evaluate(phenotypes(), generation=2))

@@ -91,7 +91,7 @@ from typing import Any
 
 import jax
 
-from spenser_jax import architecture, fitness, inheritance
+from spenser_jax import architecture, fitness, inheritance, layer_programs
 from spenser_jax.data import Splits
 from spenser_jax.fitness import Evaluation
 from spenser_jax.phenotype import Phenotype, count_parameters
@@ -109,6 +109,7 @@ from spenser_jax.scheduler.resources import (
 
 __all__ = [
     "BATCHING",
+    "COMPILE_UNITS",
     "LRU",
     "PLACEMENTS",
     "PROGRAM_CACHE",
@@ -121,6 +122,7 @@ __all__ = [
 ]
 
 BATCHING = ("none", "map", "vmap")
+COMPILE_UNITS = ("network", "layer")
 PROGRAM_CACHE = 64
 """Compiled group programs kept in memory (least recently used go first)."""
 PLACEMENTS = 8
@@ -150,6 +152,13 @@ class Evaluator(_Planning, _Execution):
         (e.g. ``{"xla_backend_optimization_level": 1}``, which halves XLA:CPU
         compile time but rounds differently).
       progress: show a progress bar per generation.
+      compile_unit: ``"network"``: one program per architecture (batched as
+        ``batching`` says); ``"layer"``: each individual in turn, on the
+        first device, through programs per layer and time step shared
+        across architectures (:mod:`spenser_jax.layer_programs`; results
+        equal to rounding, a fraction of the compile time per new
+        architecture). Signatures those programs do not cover (skip
+        connections) go the ``"network"`` way.
 
     Call :meth:`close` (or use it as a context manager) to stop its compile
     threads.
@@ -169,6 +178,7 @@ class Evaluator(_Planning, _Execution):
         compiler_options: dict | None = None,
         progress: bool = False,
         settings: Protocol | None = None,
+        compile_unit: str = "network",
     ):
         if (protocol is None) == (settings is None):
             raise TypeError("Evaluator needs a protocol (settings= is its former name), exactly once")
@@ -177,11 +187,16 @@ class Evaluator(_Planning, _Execution):
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
         if not isinstance(compile_threads, int) or isinstance(compile_threads, bool) or compile_threads < 0:
             raise ValueError(f"compile_threads must be an int >= 0, got {compile_threads!r}")
+        if compile_unit not in COMPILE_UNITS:
+            raise ValueError(f"compile_unit must be one of {COMPILE_UNITS}, got {compile_unit!r}")
         if vmap_group is not None and (not isinstance(vmap_group, int) or vmap_group < 1):
             raise ValueError(f"vmap_group must be an int >= 1 or None, got {vmap_group!r}")
         self.protocol = protocol
         self.input_shape = tuple(input_shape)
         self.batching = batching
+        self.compile_unit = compile_unit
+        if compile_unit == "layer":
+            layer_programs.persist_small_programs()
         self.compile_threads = compile_threads
         self.devices = tuple(devices) if devices is not None else select_devices(None)
         self.vmap_group = vmap_group
@@ -251,7 +266,7 @@ class Evaluator(_Planning, _Execution):
             bar = tqdm(total=len(phenotypes), desc=f"generation {generation}", unit="ind", leave=False)
         tick = bar.update if bar is not None else (lambda n: None)
         try:
-            if self.batching == "none":
+            if self.batching == "none" and self.compile_unit == "network":
                 results = []
                 for p, k, inh in zip(phenotypes, keys, inherited):
                     results.append(self.evaluate_one(p, k, inh))
@@ -279,6 +294,15 @@ class Evaluator(_Planning, _Execution):
             except Exception:  # noqa: BLE001 - evaluate_one records the reason
                 results[i] = self.evaluate_one(p, k, inh)
                 tick(1)
+        if self.compile_unit == "layer":
+            whole = []  # what programs per layer cannot train goes the usual way
+            for m in members:
+                if layer_programs.supports(m.sig, self.protocol.init):
+                    results[m.index] = self._evaluate_layers(m)
+                    tick(1)
+                else:
+                    whole.append(m)
+            members = whole
         jobs = self.plan(members)
         self._dispatch(jobs)
         timeline = _Timeline()

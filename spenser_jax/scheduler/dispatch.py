@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from spenser_jax import fitness, training
+from spenser_jax import fitness, layer_programs, training
 from spenser_jax.fitness import Evaluation
 from spenser_jax.scheduler.plan import _Dispatch, _Job, _Member
 
@@ -206,28 +206,54 @@ class _Execution:
             params, metrics = d.host
             for slot, m in enumerate(d.members):
                 mine = jax.tree.map(lambda v, i=slot: v[i], metrics)
-                if bool(mine["nonfinite"]):
-                    ev = fitness.nonfinite(
-                        int(mine["steps"]), m.parameters, seconds, compile_share, int(mine["samples"])
-                    )
-                else:
-                    ev = fitness.scored(
-                        float(mine["accuracy"]),
-                        stopped=bool(mine["stopped"]),
-                        steps=int(mine["steps"]),
-                        parameters=m.parameters,
-                        train_seconds=seconds,
-                        compile_seconds=compile_share,
-                        weights=jax.tree.map(lambda x, i=slot: np.array(x[i]), params),
-                        train_samples=int(mine["samples"]),
-                        inherited=None if m.inherited is None else m.inherited[2],
-                        activity=(
-                            self.protocol.summarise(
-                                m.sig, self.input_shape, mine["activity"], self.fitness_data.labels.shape[0]
-                            )
-                            if "activity" in mine
-                            else None
-                        ),
-                    )
-                out.append((m, ev))
+                weights = jax.tree.map(lambda x, i=slot: np.array(x[i]), params)
+                out.append((m, self._evaluation(m, mine, weights, seconds, compile_share)))
         return out
+
+    def _evaluation(
+        self, m: _Member, metrics: dict, weights: Any, seconds: float, compile_seconds: float
+    ) -> Evaluation:
+        """One member's :class:`~spenser_jax.fitness.Evaluation` from its ``train_and_score`` outputs (on the host)."""
+        if bool(metrics["nonfinite"]):
+            return fitness.nonfinite(
+                int(metrics["steps"]), m.parameters, seconds, compile_seconds, int(metrics["samples"])
+            )
+        return fitness.scored(
+            float(metrics["accuracy"]),
+            stopped=bool(metrics["stopped"]),
+            steps=int(metrics["steps"]),
+            parameters=m.parameters,
+            train_seconds=seconds,
+            compile_seconds=compile_seconds,
+            weights=weights,
+            train_samples=int(metrics["samples"]),
+            inherited=None if m.inherited is None else m.inherited[2],
+            activity=(
+                self.protocol.summarise(m.sig, self.input_shape, metrics["activity"], self.fitness_data.labels.shape[0])
+                if "activity" in metrics
+                else None
+            ),
+        )
+
+    def _evaluate_layers(self, m: _Member) -> Evaluation:
+        """One member through programs per layer and step (:mod:`spenser_jax.layer_programs`), on the first device.
+
+        Its ``compile_seconds`` are those JAX spent compiling the programs
+        it was the first to need; an error falls back to :meth:`evaluate_one`.
+        """
+        data = self._data_on(self.devices[:1])
+        options = tuple(sorted(self.compiler_options.items()))
+        compiled_before = layer_programs.compile_seconds()
+        t0 = time.perf_counter()
+        try:
+            start = None if m.inherited is None else m.inherited[:2]
+            params, metrics = layer_programs.train_and_score(
+                m.sig, m.key, m.hyper, *data, self.protocol, inherited=start, options=options
+            )
+            metrics = jax.device_get(metrics)
+        except Exception as err:  # noqa: BLE001 - the member is evaluated alone, where errors are recorded
+            fitness.log.warning("programs per layer failed (%s); evaluating it whole", fitness.reason(err))
+            return self.evaluate_one(m.phenotype, m.key, m.inherited)
+        compiling = layer_programs.compile_seconds() - compiled_before
+        seconds = max(0.0, time.perf_counter() - t0 - compiling)
+        return self._evaluation(m, metrics, params, seconds, compiling)
