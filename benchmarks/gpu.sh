@@ -9,6 +9,8 @@
 #   (c) compile_time        compile seconds per new signature, T = 10 and 25
 #   (c') compile_cost       compile seconds of a run's new offspring, the path before the
 #                           cheaper draws against the one now
+#   (c'') layer_programs    the same offspring with programs per block shared across
+#                           architectures (runtime.compile_unit=layer) against one per network
 #   (d) paper_projection    200-generation paper runs (MNIST T = 10, Fashion-MNIST
 #                           T = 25) projected from (b) and (c)
 #
@@ -175,14 +177,17 @@ if [[ $SMOKE -eq 1 ]]; then
   step compile_cost 90 "compile_cost_$TAG" \
     "$PYTHON" benchmarks/compile_cost.py --archs 1 --variant-archs 0 --time-steps 2 --batch-size 16 \
       --train-samples 32 --fitness-samples 16 --name "compile_cost_$TAG" --out "$OUT"
+  step layer_programs 90 "layer_programs_$TAG" \
+    "$PYTHON" benchmarks/layer_programs.py --archs 2 --time-steps 2 --batch-size 16 \
+      --train-samples 32 --fitness-samples 16 --name "layer_programs_$TAG" --out "$OUT"
 else
   step train_throughput 130 "train_throughput_$TAG" \
     "$PYTHON" benchmarks/train_throughput.py --time-steps 10 25 --steps 50 --epoch-steps 50 \
       --repeats 3 --budget-s 10 --modes layerwise scan stepwise --no-host-loop --profile none \
       --isolate-torch --name "train_throughput_$TAG" --out "$OUT"
-  step generation_throughput 190 "generation_throughput_$TAG" \
+  step generation_throughput 150 "generation_throughput_$TAG" \
     "$PYTHON" benchmarks/generation_throughput.py --dataset mnist --subset 3000 --time-steps 10 \
-      --offspring 10 --variants none,map:4,vmap,map:0,map:1 --repeats 1 --budget-s 160 \
+      --offspring 10 --variants none,map:4,vmap,map:0,map:1 --repeats 1 --budget-s 120 \
       --no-compile-scaling --name "generation_throughput_$TAG" --out "$OUT"
   step compile_time 50 "compile_time_$TAG" \
     "$PYTHON" benchmarks/compile_time.py --time-steps 10 25 --signatures 3 --budget-s 30 \
@@ -190,6 +195,8 @@ else
   step compile_cost 50 "compile_cost_$TAG" \
     "$PYTHON" benchmarks/compile_cost.py --archs 12 --variant-archs 0 --budget-s 25 \
       --name "compile_cost_$TAG" --out "$OUT"
+  step layer_programs 40 "layer_programs_$TAG" \
+    "$PYTHON" benchmarks/layer_programs.py --archs 20 --budget-s 25 --name "layer_programs_$TAG" --out "$OUT"
 fi
 step paper_projection 30 "paper_projection_$TAG" \
   "$PYTHON" benchmarks/paper_projection.py --results "$OUT" --tag "$TAG" --out "$OUT"

@@ -190,6 +190,17 @@ def report(args) -> int:
             lines.append(
                 f"  {path:<8} " + ", ".join(f"T={t}: {v['mean_s']:.1f} s (n={v['count']})" for t, v in by_t.items())
             )
+    layer = result("layer_programs")
+    if layer and layer.get("new"):
+        lines += [
+            "",
+            "compile s per new architecture, one program per network -> programs per block "
+            "(runtime.compile_unit=layer)",
+            f"  median {layer['baseline']['median_compile_seconds']:.2f}"
+            f" -> {layer['new']['median_compile_seconds']:.2f}"
+            f" ({layer['compile_ratio']['median']:.2f}x); epoch time {layer['epoch_ratio']['median']:.2f}x;"
+            f" largest difference {layer['max_abs_difference']:.1e}",
+        ]
     proj = result("paper_projection")
     if proj and proj.get("projection"):
         lines += ["", "projected 200-generation paper run (hours; training only in brackets)"]

@@ -22,7 +22,14 @@ pytestmark = pytest.mark.slow  # the benchmarks' smoke run trains networks
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 TAG = "cpu_smoke"
-MEASUREMENTS = ("train_throughput", "generation_throughput", "compile_time", "compile_cost", "paper_projection")
+MEASUREMENTS = (
+    "train_throughput",
+    "generation_throughput",
+    "compile_time",
+    "compile_cost",
+    "layer_programs",
+    "paper_projection",
+)
 HAVE_TORCH = all(importlib.util.find_spec(m) is not None for m in ("torch", "snntorch"))
 
 
@@ -129,6 +136,16 @@ def test_compile_cost(smoke):
     assert payload["baseline"]["median_compile_seconds"] > 0 and payload["new"]["median_compile_seconds"] > 0
     assert payload["max_abs_difference"]["new"] == 0.0  # the cheaper draws give the same bits
     assert payload["compile_ratio_to_baseline"]["loop_emitters"]["count"] == 1
+
+
+def test_layer_programs(smoke):
+    _, out = smoke
+    payload = result(out, "layer_programs")
+    assert payload["complete"] is True and len(payload["rows"]) == 2
+    assert payload["baseline"]["median_compile_seconds"] > 0 and payload["new"]["median_compile_seconds"] > 0
+    # The second architecture reuses programs of the first (the point of the path).
+    assert payload["rows"][1]["layer"]["programs_compiled"] < payload["rows"][0]["layer"]["programs_compiled"]
+    assert payload["max_abs_difference"] < 1e-5 and payload["accuracy_equal"] == 2
 
 
 def test_paper_projection(smoke):
