@@ -281,10 +281,6 @@ class Block:
     raw: tuple[bool, ...]
     mem_shape: tuple[int, ...] | None  # a LIF block's membrane per sample
 
-    @property
-    def stateful(self) -> bool:
-        return isinstance(self.specs[-1], LIFSlot)
-
 
 def _run_block(block: Block, params: tuple, mem, x, drops: tuple, activity=None):
     """One time step of ``block``: ``(mem, y)``, and with ``activity = (weights, sums)`` the new sums.
@@ -338,7 +334,11 @@ def _run_sequence(block: Block, flat, xs, dropout, membranes: bool = False, acti
     return ys, mems, sums
 
 
-@functools.cache
+BLOCKS_KEPT = 512
+"""Blocks whose programs stay compiled in memory (least recently used go first); a long search meets thousands."""
+
+
+@functools.lru_cache(maxsize=BLOCKS_KEPT)
 def _forward(block: Block, activity: bool, options: Options):
     """Scoring: ``(ys, (), sums)`` (no dropout)."""
     if activity:
@@ -348,13 +348,13 @@ def _forward(block: Block, activity: bool, options: Options):
     return _jit(lambda params, xs: _run_sequence(block, params, xs, None), options)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=BLOCKS_KEPT)
 def _forward_saving(block: Block, input_grad: bool, membranes: bool, options: Options):
     """Training: ``(ys, mems, vjp)``; ``vjp`` holds the block's residuals for :func:`_backward`.
 
     ``jax.vjp``'s function is a pytree (a ``Partial`` over its residuals), so
     it leaves one program and enters another; its structure is fixed per
-    compiled forward, so :func:`_backward` compiles once per block.
+    compiled forward, so the block's :func:`_backward` compiles once.
     """
 
     def forward_saving(params, xs, dropout):
@@ -367,8 +367,10 @@ def _forward_saving(block: Block, input_grad: bool, membranes: bool, options: Op
     return _jit(forward_saving, options)
 
 
-@functools.cache
-def _backward(options: Options):
+@functools.lru_cache(maxsize=BLOCKS_KEPT)
+def _backward(block: Block, input_grad: bool, membranes: bool, options: Options):
+    del block, input_grad, membranes  # the key: one program per block, dropped with its forward
+
     def backward_block(vjp, ct_ys, ct_mems):
         """``(parameter gradients, cotangent of the input or None)``."""
         g, *ct_xs = vjp((ct_ys, ct_mems))
@@ -544,10 +546,11 @@ class _Net:
 
     def backward(self, saved: list, ct_out, ct_membrane) -> list:
         """Each block's gradient, packed (BPTT within each block, block after block)."""
-        backward = _backward(self.options)
         grads, ct = [None] * len(self.blocks), ct_out
         for b in reversed(range(len(self.blocks))):
-            grads[b], ct = backward(saved[b], ct, ct_membrane if b == len(self.blocks) - 1 else ())
+            last = b == len(self.blocks) - 1
+            backward = _backward(self.blocks[b][1], b > 0, last and self.sig.reads_membrane, self.options)
+            grads[b], ct = backward(saved[b], ct, ct_membrane if last else ())
         return grads
 
     def score(self, params, spikes, weights, input_shape_of):
@@ -570,13 +573,7 @@ class _Net:
         return x, all_sums
 
 
-@functools.cache
-def _add_fn(options: Options):
-    return _jit(jnp.add, options)
-
-
-def _add(a, b):
-    return _add_fn(())(a, b)
+_add = jax.jit(jnp.add)  # the activity sums of a batch to the total's (a cached program per shape)
 
 
 # --------------------------------------------------------------------------
