@@ -719,6 +719,39 @@ def train_and_score(
     return net.unpack(params), metrics
 
 
+def compile_ahead(
+    sig: Signature,
+    hyper: Hyper,
+    images: jax.Array,
+    labels: jax.Array,
+    score_images: jax.Array,
+    score_labels: jax.Array,
+    protocol: Protocol,
+    *,
+    options: Options = (),
+) -> float:
+    """Compile what :func:`train_and_score` of ``sig`` will need, by running one step and one scoring batch.
+
+    Meant for a thread of its own while another individual trains (the
+    evaluator's compile threads): the programs are then in the caches when
+    this one's turn comes. Returns the seconds this thread spent compiling.
+    Errors are left to the evaluation itself.
+    """
+    before = compile_seconds()
+    try:
+        one_step = dataclasses.replace(protocol, epochs=1e-9, min_steps=None, early_stop=None)
+        m = min(protocol.eval_batch_size, score_images.shape[0])
+        key = jax.random.key(0)
+        jax.block_until_ready(
+            train_and_score(
+                sig, key, hyper, images, labels, score_images[:m], score_labels[:m], key, one_step, options=options
+            )
+        )
+    except Exception:  # noqa: BLE001, S110 - the evaluation meets and records the same error
+        pass
+    return compile_seconds() - before
+
+
 def _score(net: _Net, params, images, labels, key, protocol: Protocol, options: Options):
     """Correct count and (with ``protocol.activity``) the activity sums, as :func:`training.score`."""
     m = images.shape[0]

@@ -276,6 +276,9 @@ def test_programs_per_layer_evaluate_as_the_whole_program(one_by_one, monkeypatc
             jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=1e-6), a.weights, e.weights)
             assert a.activity["spikes_per_sample"] == pytest.approx(e.activity["spikes_per_sample"], rel=1e-6)
     assert results[0].compile_seconds > 0 and len(ev.programs) == 0  # no whole program was built
+    # The next member's programs compile while one trains (a compile thread): the same results.
+    alone = evaluator(compile_unit="layer", compile_threads=0).evaluate(phenotypes(), generation=2)
+    assert_same(alone, results)
     again = ev.evaluate(phenotypes(), generation=2)
     assert all(e.compile_seconds == 0 for e in again)
     assert [e.fitness for e in again] == [e.fitness for e in results]  # same keys, same results

@@ -295,14 +295,12 @@ class Evaluator(_Planning, _Execution):
                 results[i] = self.evaluate_one(p, k, inh)
                 tick(1)
         if self.compile_unit == "layer":
-            whole = []  # what programs per layer cannot train goes the usual way
-            for m in members:
-                if layer_programs.supports(m.sig, self.protocol.init):
-                    results[m.index] = self._evaluate_layers(m)
-                    tick(1)
-                else:
-                    whole.append(m)
-            members = whole
+            layered = [m for m in members if layer_programs.supports(m.sig, self.protocol.init)]
+            for m, evaluation in self._evaluate_layered(layered):
+                results[m.index] = evaluation
+                tick(1)
+            done = {m.index for m in layered}
+            members = [m for m in members if m.index not in done]  # the usual way
         jobs = self.plan(members)
         self._dispatch(jobs)
         timeline = _Timeline()

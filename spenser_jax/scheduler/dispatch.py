@@ -235,14 +235,37 @@ class _Execution:
             ),
         )
 
-    def _evaluate_layers(self, m: _Member) -> Evaluation:
-        """One member through programs per layer and step (:mod:`spenser_jax.layer_programs`), on the first device.
+    def _evaluate_layered(self, members: list[_Member]):
+        """Each member in turn through programs per block (:mod:`spenser_jax.layer_programs`), on the first device.
 
-        Its ``compile_seconds`` are those JAX spent compiling the programs
-        it was the first to need; an error falls back to :meth:`evaluate_one`.
+        With a compile pool, the next member's new programs compile while
+        this one trains (:func:`~spenser_jax.layer_programs.compile_ahead`),
+        as whole programs compile ahead of their group. Yields ``(member,
+        evaluation)``.
         """
         data = self._data_on(self.devices[:1])
         options = tuple(sorted(self.compiler_options.items()))
+
+        def ahead(m: _Member) -> float:
+            images, labels, score_images, score_labels, _ = data
+            return layer_programs.compile_ahead(
+                m.sig, m.hyper, images, labels, score_images, score_labels, self.protocol, options=options
+            )
+
+        pending = None
+        for i, m in enumerate(members):
+            compiled = pending.result() if pending is not None else 0.0
+            pending = None
+            if self._pool is not None and i + 1 < len(members):
+                pending = self._pool.submit(ahead, members[i + 1])
+            yield m, self._evaluate_layers(m, data, options, compiled)
+
+    def _evaluate_layers(self, m: _Member, data: tuple, options: tuple, compiled_ahead: float) -> Evaluation:
+        """One member through programs per block; an error falls back to :meth:`evaluate_one`.
+
+        Its ``compile_seconds`` are those JAX spent compiling the programs
+        it was the first to need, ahead (``compiled_ahead``) or now.
+        """
         compiled_before = layer_programs.compile_seconds()
         t0 = time.perf_counter()
         try:
@@ -256,4 +279,4 @@ class _Execution:
             return self.evaluate_one(m.phenotype, m.key, m.inherited)
         compiling = layer_programs.compile_seconds() - compiled_before
         seconds = max(0.0, time.perf_counter() - t0 - compiling)
-        return self._evaluation(m, metrics, params, seconds, compiling)
+        return self._evaluation(m, metrics, params, seconds, compiling + compiled_ahead)
