@@ -632,13 +632,13 @@ def train_and_score(
     inherited: tuple[Any, Any] | None = None,
     options: Options = (),
 ) -> tuple[Any, dict[str, Any]]:
-    """:func:`spenser_jax.training.train_and_score` through programs per layer and step.
+    """:func:`spenser_jax.training.train_and_score` through programs per block of layers.
 
     The same arguments, plan, early check, failure handling and outputs
-    (``metrics`` as there, device arrays); the results equal the whole
-    program's up to rounding. ``options``: XLA compiler options of every
-    program. Raises ``NotImplementedError`` for a signature that
-    :func:`supports` refuses.
+    (the parameter tree as NumPy arrays, ``metrics`` with the same keys);
+    the results equal the whole program's up to rounding. ``options``: XLA
+    compiler options of every program. Raises ``NotImplementedError`` for a
+    signature that :func:`supports` refuses.
     """
     if not supports(sig, protocol.init):
         raise NotImplementedError("programs per layer: no skip connections and torch init only")
