@@ -53,7 +53,6 @@ from spenser_jax.phenotype import Conv, Dense, Pool
 from spenser_jax.protocol import Protocol
 from spenser_jax.snn import loss
 from spenser_jax.snn.lif import lif_step
-from spenser_jax.snn.surrogate import SURROGATES
 
 COMPILE_EVENTS = (  # JAX's monitoring events of tracing, lowering and compiling a program
     "/jax/core/compile/jaxpr_trace_duration",
@@ -107,6 +106,11 @@ def _jit(fn, options: Options):
 
 # --------------------------------------------------------------------------
 # Initialisation
+
+
+def _bucket(size: int) -> int:
+    """``size`` rounded up to a power of two: the padded sizes that draw and update programs are keyed by."""
+    return 1 << max(size - 1, 0).bit_length()
 
 
 @functools.cache
@@ -177,7 +181,7 @@ def init_params(
     params: dict = {}
     for (path, shape, lo, hi, _), k in zip(plan, keys, strict=True):
         size = math.prod(shape)
-        row = _draw(1 << (size - 1).bit_length(), options)(k, np.float32(lo), np.float32(hi))
+        row = _draw(_bucket(size), options)(k, np.float32(lo), np.float32(hi))
         node = params
         for part in path[:-1]:
             node = node.setdefault(part.key, {})
@@ -204,16 +208,7 @@ def apply_step(spec, params, mem, x: jax.Array, dropout: tuple | None):
     ``dropout``: ``(key, layer index, step, rate)`` while training, None while scoring.
     """
     if isinstance(spec, LIFSlot):
-        return lif_step(
-            mem,
-            x,
-            params["beta"],
-            params["threshold"],
-            reset=spec.reset,
-            spike_fn=SURROGATES[spec.surrogate](),
-            trainable_beta=spec.beta_trainable,
-            trainable_threshold=spec.threshold_trainable,
-        )
+        return lif_step(mem, x, params["beta"], params["threshold"], **network.lif_options(spec))
     if isinstance(spec, DropoutSlot):
         if dropout is None:
             return mem, x
@@ -231,10 +226,6 @@ def apply_step(spec, params, mem, x: jax.Array, dropout: tuple | None):
 
 Layout = tuple[tuple[tuple[str, tuple[int, ...]], ...], ...]
 """A block's parameters as one flat vector: per layer, its ``(leaf, shape)`` in order (``()``: none)."""
-
-
-def _bucket(size: int) -> int:
-    return 1 << max(size - 1, 0).bit_length()
 
 
 def pack(values: tuple, layout: Layout) -> np.ndarray:
@@ -380,7 +371,7 @@ def _backward(block: Block, input_grad: bool, membranes: bool, options: Options)
 
 
 # --------------------------------------------------------------------------
-# Loss, optimizer, commit
+# Loss, optimizer, batches
 
 
 @functools.cache
@@ -641,7 +632,7 @@ def train_and_score(
     signature that :func:`supports` refuses.
     """
     if not supports(sig, protocol.init):
-        raise NotImplementedError("programs per layer: no skip connections and torch init only")
+        raise NotImplementedError("programs per block: no skip connections and torch init only")
     n = images.shape[0]
     plan = protocol.plan(n)
     stop_check = protocol.stop_check(n)

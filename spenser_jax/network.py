@@ -169,6 +169,16 @@ class LIFParams(nn.Module):
         return beta, threshold
 
 
+def lif_options(spec: LIFSlot) -> dict:
+    """The keyword arguments of :func:`~spenser_jax.snn.lif.lif_step` / ``lif_sequence`` for a LIF slot."""
+    return dict(
+        reset=spec.reset,
+        spike_fn=SURROGATES[spec.surrogate](),
+        trainable_beta=spec.beta_trainable,
+        trainable_threshold=spec.threshold_trainable,
+    )
+
+
 def pool2d(x: jax.Array, kind: str, k: int) -> jax.Array:
     """Pooling with stride = kernel, no padding, floor (NHWC).
 
@@ -321,13 +331,7 @@ class SpikingNetwork(nn.Module):
         spec = self.signature.layers[i]
         j = sum(isinstance(x, LIFSlot) for x in self.signature.layers[:i])
         beta, threshold = self.layers[i](hyper["beta"][j], hyper["threshold"][j])
-        options = dict(
-            reset=spec.reset,
-            spike_fn=SURROGATES[spec.surrogate](),
-            trainable_beta=spec.beta_trainable,
-            trainable_threshold=spec.threshold_trainable,
-        )
-        return beta, threshold, options
+        return beta, threshold, lif_options(spec)
 
     def _dropout_rate(self, i: int, hyper) -> jax.Array:
         j = sum(isinstance(x, DropoutSlot) for x in self.signature.layers[:i])

@@ -154,10 +154,10 @@ class Evaluator(_Planning, _Execution):
       progress: show a progress bar per generation.
       compile_unit: ``"network"``: one program per architecture (batched as
         ``batching`` says); ``"layer"``: each individual in turn, on the
-        first device, through programs per layer and time step shared
-        across architectures (:mod:`spenser_jax.layer_programs`; results
-        equal to rounding, a fraction of the compile time per new
-        architecture). Signatures those programs do not cover (skip
+        first device, through programs per block of layers shared across
+        architectures (:mod:`spenser_jax.layer_programs`; results equal to
+        rounding, a fraction of the compile time per new architecture, a
+        slower epoch). Signatures those programs do not cover (skip
         connections) go the ``"network"`` way.
 
     Call :meth:`close` (or use it as a context manager) to stop its compile

@@ -275,7 +275,7 @@ class _Execution:
             )
             metrics = jax.device_get(metrics)
         except Exception as err:  # noqa: BLE001 - the member is evaluated alone, where errors are recorded
-            fitness.log.warning("programs per layer failed (%s); evaluating it whole", fitness.reason(err))
+            fitness.log.warning("programs per block failed (%s); evaluating it whole", fitness.reason(err))
             return self.evaluate_one(m.phenotype, m.key, m.inherited)
         compiling = layer_programs.compile_seconds() - compiled_before
         seconds = max(0.0, time.perf_counter() - t0 - compiling)
