@@ -40,6 +40,7 @@ import dataclasses
 import functools
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -175,6 +176,11 @@ def init_params(
     key: jax.Array, sig: Signature, hyper: Hyper, input_shape: tuple[int, int, int], options: Options = ()
 ) -> dict:
     """:func:`spenser_jax.network.init_params` (torch init), bit for bit, without a program per architecture."""
+    return jax.tree.map(jnp.asarray, _host_init_params(key, sig, hyper, input_shape, options))
+
+
+def _host_init_params(key, sig: Signature, hyper: Hyper, input_shape, options: Options) -> dict:
+    """:func:`init_params` as NumPy arrays (the loop packs them on the host before they go to the device)."""
     plan = _init_plan(sig, tuple(input_shape))
     data = np.asarray([d for *_, d in plan], np.uint32)
     keys = _fold_in(options)(key, data) if len(plan) else []
@@ -185,15 +191,12 @@ def init_params(
         node = params
         for part in path[:-1]:
             node = node.setdefault(part.key, {})
-        node[path[-1].key] = jnp.asarray(np.asarray(row)[:size].reshape(shape))
+        node[path[-1].key] = np.asarray(row)[:size].reshape(shape)
     betas, thresholds = np.asarray(hyper["beta"], np.float32), np.asarray(hyper["threshold"], np.float32)
     j = 0
     for i, spec in enumerate(sig.layers):
         if isinstance(spec, LIFSlot):
-            params[architecture.param_name(i, spec)] = {
-                "beta": jnp.asarray(betas[j]),
-                "threshold": jnp.asarray(thresholds[j]),
-            }
+            params[architecture.param_name(i, spec)] = {"beta": betas[j], "threshold": thresholds[j]}
             j += 1
     return params
 
@@ -458,9 +461,10 @@ class _Net:
         self.sig, self.options = sig, options
         self.names = [architecture.param_name(i, spec) for i, spec in enumerate(sig.layers)]
         shapes = architecture.param_shapes(sig, input_shape)
-        rates = np.asarray(hyper["dropout"], np.float32)
+        genes = np.asarray(hyper["dropout"], np.float32)
         drops = [i for i, spec in enumerate(sig.layers) if isinstance(spec, DropoutSlot)]
-        self.rates = {i: jnp.asarray(rates[j]) for j, i in enumerate(drops)}
+        rates = dict(zip(drops, genes, strict=True))
+        self.dropouts: list[tuple] = []  # per block: layer indices and rates (0 where no dropout)
         out_shapes = architecture.layer_shapes(sig, input_shape)
         # Blocks end at each LIF layer; layers after the last one make a block of their own.
         self.blocks: list[tuple[range, Block]] = []
@@ -486,6 +490,12 @@ class _Net:
                     tuple(out_shapes[i]) if isinstance(spec, LIFSlot) else None,
                 )
                 self.blocks.append((members, block))
+                self.dropouts.append(
+                    (
+                        np.asarray(list(members), np.int32),
+                        jnp.asarray([rates.get(k, 0.0) for k in members], jnp.float32),
+                    )
+                )
                 # Fixed β/θ are buffers in PyTorch: no update at all (architecture.trainable_mask).
                 flags = tuple(
                     {
@@ -515,23 +525,16 @@ class _Net:
                     out[self.names[k]] = layer
         return out
 
-    def _dropout(self, members: range, dropout_key):
-        if dropout_key is None:
-            return None
-        indices = np.asarray(list(members), np.int32)
-        rates = jnp.stack([self.rates.get(k, jnp.float32(0)) for k in members])
-        return dropout_key, indices, rates
-
     def forward(self, params, spikes, dropout_key, saved: list):
         """Training: output spikes ``[T, B, K]`` and the last block's membranes (or ``()``).
 
         ``saved`` receives each block's VJP (its residuals), for :meth:`backward`.
         """
         x, mems = spikes, ()
-        for b, (members, block) in enumerate(self.blocks):
+        for b, (_, block) in enumerate(self.blocks):
             membranes = b == len(self.blocks) - 1 and self.sig.reads_membrane
             forward = _forward_saving(block, b > 0, membranes, self.options)
-            x, mems, vjp = forward(params[b], x, self._dropout(members, dropout_key))
+            x, mems, vjp = forward(params[b], x, (dropout_key, *self.dropouts[b]))
             saved.append(vjp)
         return x, mems
 
@@ -637,14 +640,11 @@ def train_and_score(
     plan = protocol.plan(n)
     stop_check = protocol.stop_check(n)
     key_init, key_epochs = jax.random.split(key)
-    params = init_params(key_init, sig, hyper, images.shape[1:], options)
+    params = _host_init_params(key_init, sig, hyper, images.shape[1:], options)
     if inherited is not None:  # training.inherit_params, on the host (no program per shape)
         values, mask = inherited
         params = jax.tree.map(
-            lambda v, m, f: np.where(np.asarray(m), np.asarray(v).astype(np.float32), np.asarray(f)),
-            values,
-            mask,
-            params,
+            lambda v, m, f: np.where(np.asarray(m), np.asarray(v).astype(f.dtype), f), values, mask, params
         )
     net = _Net(sig, hyper, images.shape[1:], options)
     params = net.pack(params)
@@ -691,10 +691,10 @@ def train_and_score(
         losses.append(ledger.mean_loss())
         steps += ledger.applied
         samples += int(real[: ledger.applied].sum())
-    correct, measured = _score(net, params, score_images, score_labels, score_key, protocol, options)
-    if failed:  # a failed individual is not scored
-        correct = np.int32(0)
-        measured = jax.tree.map(np.zeros_like, jax.device_get(measured))
+    if failed:  # a failed individual is not scored: zeros, as the whole program's cond gives
+        correct, measured = np.int32(0), _no_activity(net, score_images.shape[1:])
+    else:
+        correct, measured = _score(net, params, score_images, score_labels, score_key, protocol, options)
     m = score_images.shape[0]
     metrics = {
         "losses": np.asarray(losses, np.float32),
@@ -743,18 +743,35 @@ def compile_ahead(
     return compile_seconds() - before
 
 
+def _input_sums_shape(net: _Net, image_shape) -> Callable[[int], tuple]:
+    """What :func:`~spenser_jax.activity_sums.input_sums` gives for layer ``k``'s input: ``[H, W]`` or a scalar."""
+    out_shapes = architecture.layer_shapes(net.sig, image_shape)
+
+    def shape_of(k: int) -> tuple:
+        shape = tuple(image_shape) if k == 0 else out_shapes[k - 1]
+        return tuple(shape[:2]) if len(shape) == 3 else ()
+
+    return shape_of
+
+
+def _no_activity(net: _Net, image_shape) -> dict:
+    """The activity sums of nothing scored, in :func:`_score`'s layout."""
+    shape_of = _input_sums_shape(net, image_shape)
+    layers = list(enumerate(net.sig.layers))
+    return {
+        "input": np.float32(0),
+        "lif": tuple(np.float32(0) for _, spec in layers if isinstance(spec, LIFSlot)),
+        "inputs": tuple(np.zeros(shape_of(k), np.float32) for k, spec in layers if isinstance(spec, (Conv, Dense))),
+    }
+
+
 def _score(net: _Net, params, images, labels, key, protocol: Protocol, options: Options):
     """Correct count and (with ``protocol.activity``) the activity sums, as :func:`training.score`."""
     m = images.shape[0]
     batch_size = min(protocol.eval_batch_size, m)
     order, masks = _batches(m, batch_size, options)(None)
     score_batch = _score_batch(protocol.encoding, protocol.time_steps, options)
-    out_shapes = architecture.layer_shapes(net.sig, images.shape[1:])
-
-    def input_shape_of(k):  # what input_sums returns for layer k's input: [H, W] or a scalar
-        shape = out_shapes[k - 1]
-        return tuple(shape[:2]) if len(shape) == 3 else ()
-
+    input_shape_of = _input_sums_shape(net, images.shape[1:])
     correct, totals = jnp.int32(0), None
     for i in range(order.shape[0]):
         spikes, y, weights, (input_sum, raw_sums) = score_batch(images, labels, order[i], masks[i], key, np.int32(i))
