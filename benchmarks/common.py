@@ -249,6 +249,18 @@ def load_splits(name: str, seed: int, subset: int | None):
     return data.split(ds, seed=seed, subset=subset), source
 
 
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median, 10th and 90th percentile and count of per-item ratios ({} when there are none)."""
+    if not values:
+        return {}
+    return {
+        "median": statistics.median(values),
+        "p10": float(np.percentile(values, 10)),
+        "p90": float(np.percentile(values, 90)),
+        "count": len(values),
+    }
+
+
 def today() -> str:
     """Local date as ``YYYY-MM-DD`` (the results' file-name stamp)."""
     return datetime.date.today().isoformat()

@@ -209,15 +209,7 @@ def summarise(rows: list[dict], path: str) -> dict:
 
 
 def ratios(rows: list[dict], path: str, key: str) -> dict:
-    values = [r[path][key] / r["baseline"][key] for r in rows if path in r and "baseline" in r]
-    if not values:
-        return {}
-    return {
-        "median": statistics.median(values),
-        "p10": float(np.percentile(values, 10)),
-        "p90": float(np.percentile(values, 90)),
-        "count": len(values),
-    }
+    return common.spread([r[path][key] / r["baseline"][key] for r in rows if path in r and "baseline" in r])
 
 
 def main(argv=None) -> int:

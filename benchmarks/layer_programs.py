@@ -118,15 +118,7 @@ def summarise(rows: list[dict], path: str) -> dict:
 
 
 def ratios(rows: list[dict], key: str, skip_first: bool = False) -> dict:
-    values = [r["layer"][key] / r["network"][key] for r in rows[1 if skip_first else 0 :]]
-    if not values:
-        return {}
-    return {
-        "median": statistics.median(values),
-        "p10": float(np.percentile(values, 10)),
-        "p90": float(np.percentile(values, 90)),
-        "count": len(values),
-    }
+    return common.spread([r["layer"][key] / r["network"][key] for r in rows[1 if skip_first else 0 :]])
 
 
 def main(argv=None) -> int:
