@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_evolution import strip_timing
 
 from spenser_jax import checkpoint
 
 pytestmark = pytest.mark.slow  # every test here runs a command line
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
 SMALL = [
     "dataset.subset=200",
     "dataset.time_steps=2",
@@ -34,14 +34,6 @@ def cli(module, *args, cache=None, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def strip(records):
-    if isinstance(records, dict):
-        return {k: strip(v) for k, v in records.items() if k not in TIMING}
-    if isinstance(records, list):
-        return [strip(v) for v in records]
-    return records
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +88,7 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
     records = checkpoint.read_generations(whole)
     assert "resuming" in log.stderr + log.stdout
     # Generation 1 starts from generation 0's parent and its weights, read back from the checkpoint.
-    assert strip(checkpoint.read_generations(resumed)) == strip(records)
+    assert strip_timing(checkpoint.read_generations(resumed)) == strip_timing(records)
     identity = json.loads((whole / "run.json").read_text())
     assert identity["search"] == {
         "inherit": True,

@@ -1,18 +1,17 @@
-"""Programs per layer and time step (runtime.compile_unit=layer) compute what the whole program computes."""
+"""Programs per block of layers (runtime.compile_unit=layer) compute what the whole program computes."""
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_evolution import config, strip_timing
 
 from spenser_jax import architecture, checkpoint, evolve, layer_programs, network, training
 from spenser_jax.phenotype import parse
 from spenser_jax.protocol import Protocol
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (10, 10, 1)
 ACT = "layer:act beta:{beta} beta-trainable:{bt} threshold:0.3 threshold-trainable:{tt} surr-grad:{surr} reset:{reset}"
 TOLERANCE = 1e-6
@@ -180,18 +179,10 @@ def test_programs_are_shared_across_architectures():
     assert child_seconds > 0
 
 
-def _config(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 @pytest.mark.slow
 def test_a_search_with_programs_per_layer_resumes_exactly(tmp_path):
     """search=fast (inheritance, the early check, the parent training on) with runtime.compile_unit=layer."""
-    small = [
-        "dataset.subset=200",
+    small = [  # with dataset.subset=200 (config)
         "dataset.time_steps=3",
         "search.time_steps=2",
         "evolution.offspring=3",
@@ -201,22 +192,13 @@ def test_a_search_with_programs_per_layer_resumes_exactly(tmp_path):
         "runtime.compile_unit=layer",
     ]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    evolve.run(_config(*small, "evolution.generations=2"), whole)
-    evolve.run(_config(*small, "evolution.generations=1"), resumed)
-    evolve.run(_config(*small, "evolution.generations=2"), resumed)
+    evolve.run(config(*small, "evolution.generations=2"), whole)
+    evolve.run(config(*small, "evolution.generations=1"), resumed)
+    evolve.run(config(*small, "evolution.generations=2"), resumed)
     records = checkpoint.read_generations(whole)
-    assert _strip(checkpoint.read_generations(resumed)) == _strip(records)
+    assert strip_timing(checkpoint.read_generations(resumed)) == strip_timing(records)
     assert any(i["status"] == "ok" for r in records for i in r["individuals"])
     assert json.loads((whole / "run.json").read_text())["runtime"] == {
         "xla_cpu_fusion_emitters": False,
         "compile_unit": "layer",
     }
-
-
-def _strip(records):
-    timing = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
-    if isinstance(records, dict):
-        return {k: _strip(v) for k, v in records.items() if k not in timing}
-    if isinstance(records, list):
-        return [_strip(v) for v in records]
-    return records
