@@ -258,9 +258,9 @@ class _Execution:
             pending = None
             if self._pool is not None and i + 1 < len(members):
                 pending = self._pool.submit(ahead, members[i + 1])
-            yield m, self._evaluate_layers(m, data, options, compiled)
+            yield m, self._evaluate_one_layered(m, data, options, compiled)
 
-    def _evaluate_layers(self, m: _Member, data: tuple, options: tuple, compiled_ahead: float) -> Evaluation:
+    def _evaluate_one_layered(self, m: _Member, data: tuple, options: tuple, compiled_ahead: float) -> Evaluation:
         """One member through programs per block; an error falls back to :meth:`evaluate_one`.
 
         Its ``compile_seconds`` are those JAX spent compiling the programs
