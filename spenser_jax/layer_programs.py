@@ -109,20 +109,30 @@ def _jit(fn, options: Options):
 # Initialisation
 
 
+SMALLEST_BUCKET = 1 << 14
+"""Below this, one padded size: a program fewer per size a small block has, at a few microseconds a step."""
+
+
 def _bucket(size: int) -> int:
-    """``size`` rounded up to a power of two: the padded sizes that draw and update programs are keyed by."""
-    return 1 << max(size - 1, 0).bit_length()
+    """``size`` rounded up to a power of two (at least :data:`SMALLEST_BUCKET`): the sizes programs are keyed by."""
+    return max(1 << max(size - 1, 0).bit_length(), SMALLEST_BUCKET)
 
 
 @functools.cache
-def _draw(size: int, options: Options):
-    # Traced bounds: the bits of draws.uniform_many's rows (and of draws.uniform).
-    return _jit(lambda key, lo, hi: jax.random.uniform(key, (size,), jnp.float32, lo, hi), options)
+def _draw(size: int, impl: str, options: Options):
+    # Traced bounds: the bits of draws.uniform_many's rows (and of draws.uniform). The key comes as its
+    # raw data, so the host holds the keys (iterating a device array of keys compiles a program per length).
+    def draw(data, lo, hi):
+        return jax.random.uniform(jax.random.wrap_key_data(data, impl=impl), (size,), jnp.float32, lo, hi)
+
+    return _jit(draw, options)
 
 
 @functools.cache
 def _fold_in(options: Options):
-    return _jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), options)
+    return _jit(
+        lambda key, data: jax.random.key_data(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, data)), options
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -183,11 +193,12 @@ def _host_init_params(key, sig: Signature, hyper: Hyper, input_shape, options: O
     """:func:`init_params` as NumPy arrays (the loop packs them on the host before they go to the device)."""
     plan = _init_plan(sig, tuple(input_shape))
     data = np.asarray([d for *_, d in plan], np.uint32)
-    keys = _fold_in(options)(key, data) if len(plan) else []
+    keys = np.asarray(_fold_in(options)(key, data)) if len(plan) else []
+    impl = str(jax.random.key_impl(key))
     params: dict = {}
     for (path, shape, lo, hi, _), k in zip(plan, keys, strict=True):
         size = math.prod(shape)
-        row = _draw(_bucket(size), options)(k, np.float32(lo), np.float32(hi))
+        row = _draw(_bucket(size), impl, options)(k, np.float32(lo), np.float32(hi))
         node = params
         for part in path[:-1]:
             node = node.setdefault(part.key, {})
@@ -449,16 +460,25 @@ def _correct(options: Options):
 
 
 @functools.lru_cache(maxsize=64)
-def _zeros(shape: tuple) -> jax.Array:
-    # Made on the host: an eager jnp.zeros would compile a program per shape.
-    return jnp.asarray(np.zeros(shape, np.float32))
+def _zeros(shape: tuple, device) -> jax.Array:
+    return jax.device_put(np.zeros(shape, np.float32), device)
+
+
+def _device_of(images) -> jax.Device:
+    """The device the data lives on, where every program of an evaluation runs."""
+    if isinstance(images, jax.Array) and len(images.devices()) == 1:
+        return next(iter(images.devices()))
+    return jax.devices()[0]
 
 
 class _Net:
     """A signature's blocks as program calls; the host loops over blocks, each over all time steps."""
 
-    def __init__(self, sig: Signature, hyper: Hyper, input_shape, options: Options):
-        self.sig, self.options = sig, options
+    def __init__(self, sig: Signature, hyper: Hyper, input_shape, options: Options, device: jax.Device):
+        # Every array a program reads is placed on ``device`` by ``jax.device_put`` (committed): a jit
+        # compiles anew when an argument changes from uncommitted (``jnp.asarray``, which also compiles
+        # a small program per shape) to committed (another program's output) between steps.
+        self.sig, self.options, self.device = sig, options, device
         self.names = [architecture.param_name(i, spec) for i, spec in enumerate(sig.layers)]
         shapes = architecture.param_shapes(sig, input_shape)
         genes = np.asarray(hyper["dropout"], np.float32)
@@ -493,7 +513,7 @@ class _Net:
                 self.dropouts.append(
                     (
                         np.asarray(list(members), np.int32),
-                        jnp.asarray([rates.get(k, 0.0) for k in members], jnp.float32),
+                        jax.device_put(np.asarray([rates.get(k, 0.0) for k in members], np.float32), device),
                     )
                 )
                 # Fixed β/θ are buffers in PyTorch: no update at all (architecture.trainable_mask).
@@ -506,13 +526,15 @@ class _Net:
                     else {leaf: np.ones(shape, bool) for leaf, shape in names}
                     for k, names in zip(members, layout, strict=True)
                 )
-                self.trainable.append(jnp.asarray(pack(flags, layout) > 0))
+                self.trainable.append(jax.device_put(pack(flags, layout) > 0, device))
                 start = i + 1
 
     def pack(self, params: dict) -> list:
         """The network's parameter tree -> one packed vector per block (:func:`pack`), on device."""
         return [
-            jnp.asarray(pack(tuple(params[self.names[k]] if self.names[k] else {} for k in members), block.layout))
+            jax.device_put(
+                pack(tuple(params[self.names[k]] if self.names[k] else {} for k in members), block.layout), self.device
+            )
             for members, block in self.blocks
         ]
 
@@ -555,9 +577,9 @@ class _Net:
                 x, _, _ = _forward(block, False, self.options)(p, x)
                 continue
             zeros = tuple(
-                _zeros(())
+                _zeros((), self.device)
                 if isinstance(spec, LIFSlot)
-                else _zeros(input_shape_of(k))
+                else _zeros(input_shape_of(k), self.device)
                 if isinstance(spec, (Conv, Dense)) and not raw
                 else None
                 for k, spec, raw in zip(members, block.specs, block.raw, strict=True)
@@ -646,11 +668,13 @@ def train_and_score(
         params = jax.tree.map(
             lambda v, m, f: np.where(np.asarray(m), np.asarray(v).astype(f.dtype), f), values, mask, params
         )
-    net = _Net(sig, hyper, images.shape[1:], options)
+    device = _device_of(images)
+    net = _Net(sig, hyper, images.shape[1:], options, device)
     params = net.pack(params)
     hparams = hyper["optimizer"]
     loss_genes = hyper.get("loss", {})
-    opt_states = [_opt_init(sig.optimizer, options)(p, hparams) for p in params]
+    # device_put: the initial state is a constant, which a jit leaves uncommitted (see _Net).
+    opt_states = [jax.device_put(_opt_init(sig.optimizer, options)(p, hparams), device) for p in params]
     loss_grad = _loss_grad(sig.loss, sig.reads_membrane, protocol.correct_rate, protocol.incorrect_rate, options)
     train_batch = _train_batch(protocol.encoding, protocol.time_steps, options)
     update = _update(sig.optimizer, options)
@@ -661,8 +685,9 @@ def train_and_score(
             losses.append(np.float32(0))
             continue
         key_order, key_steps = jax.random.split(jax.random.fold_in(key_epochs, epoch))
-        order, masks = _batches(n, protocol.batch_size, options)(key_order)
-        real = np.asarray(masks).sum(1)
+        # On the host: a step's rows go with its call (slicing a device array is an eager program per step).
+        order, masks = jax.device_get(_batches(n, protocol.batch_size, options)(key_order))
+        real = masks.sum(1)
         count = order.shape[0] if max_steps is None else max_steps
         check = stop_check if epoch == 0 else None
         # Steps are applied at once and checked in groups (one transfer to the host per group): a step
@@ -769,10 +794,10 @@ def _score(net: _Net, params, images, labels, key, protocol: Protocol, options: 
     """Correct count and (with ``protocol.activity``) the activity sums, as :func:`training.score`."""
     m = images.shape[0]
     batch_size = min(protocol.eval_batch_size, m)
-    order, masks = _batches(m, batch_size, options)(None)
+    order, masks = jax.device_get(_batches(m, batch_size, options)(None))
     score_batch = _score_batch(protocol.encoding, protocol.time_steps, options)
     input_shape_of = _input_sums_shape(net, images.shape[1:])
-    correct, totals = jnp.int32(0), None
+    correct, totals = jax.device_put(np.int32(0), net.device), None
     for i in range(order.shape[0]):
         spikes, y, weights, (input_sum, raw_sums) = score_batch(images, labels, order[i], masks[i], key, np.int32(i))
         out, sums = net.score(params, spikes, weights if protocol.activity else None, input_shape_of)

@@ -1,6 +1,7 @@
 """Programs per block of layers (runtime.compile_unit=layer) compute what the whole program computes."""
 
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -177,6 +178,36 @@ def test_programs_are_shared_across_architectures():
     )
     assert layer_programs.compile_seconds() == before  # nothing new the second time
     assert child_seconds > 0
+
+
+def test_each_program_compiles_once_for_data_on_a_device():
+    """As the evaluator calls it: the data placed on a device, so every program's outputs are committed there.
+
+    A jit compiles again when an argument goes from uncommitted (the first step's) to committed (a program's
+    output): every block's programs compiled twice in a search until its arrays were all placed on the device.
+    """
+    text = (  # a network of this test only, so the programs counted are this run's
+        f"layer:conv num-filters:5 filter-shape:2 stride:1 padding:same bias:True layer:pool-avg kernel-size:2 "
+        f"{act()} layer:dropout rate:0.2 layer:fc num-units:10 bias:True {act()} {ADAM.format(amsgrad=True)}"
+    )
+    sig, hyper = architecture.split(parse(text), 2)
+    device = jax.devices()[0]
+    images, labels = jax.device_put(toy(0, 24), device)
+    options = (("xla_cpu_use_fusion_emitters", False),)
+    protocol = Protocol(time_steps=2, batch_size=8, eval_batch_size=8)
+    _, metrics = layer_programs.train_and_score(
+        sig, jax.random.key(0), hyper, images, labels, images, labels, jax.random.key(1), protocol, options=options
+    )
+    assert int(metrics["steps"]) == 3
+    net = layer_programs._Net(sig, hyper, SHAPE, options, device)
+    for b, (_, block) in enumerate(net.blocks):
+        assert layer_programs._forward_saving(block, b > 0, False, options)._cache_size() == 1
+        assert layer_programs._backward(block, b > 0, False, options)._cache_size() == 1
+        assert layer_programs._forward(block, True, options)._cache_size() == 1
+    sizes = {
+        layer_programs._bucket(sum(math.prod(s) for names in block.layout for _, s in names)) for _, block in net.blocks
+    }
+    assert layer_programs._update(sig.optimizer, options)._cache_size() == len(sizes)
 
 
 @pytest.mark.slow
