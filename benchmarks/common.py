@@ -295,3 +295,20 @@ def write_result(name: str, payload: dict[str, Any], directory: Path | None = No
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_plain) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def keep_host_memory_as_the_cli(overrides: Iterable[str] = ()) -> bool:
+    """Apply ``runtime.keep_host_memory`` (from ``overrides``, else ``auto``) as ``python -m spenser_jax.evolve``
+    does, so a benchmark times what a user's run does; call it first. Returns whether memory is kept.
+
+    ``overrides`` are Hydra's (``runtime.compile_unit=layer`` among them); a preset that sets
+    ``compile_unit`` (``search=fast``) is not seen here: name it in the overrides too."""
+    from spenser_jax import scheduler
+
+    found: dict[str, Any] = {"keep_host_memory": "auto", "compile_unit": "network"}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith("runtime.") and key[len("runtime.") :] in found:
+            found[key[len("runtime.") :]] = {"true": True, "false": False}.get(value.lower(), value)
+    per_block = found["compile_unit"] in ("layer", "auto")
+    return scheduler.wants_host_memory_kept(found["keep_host_memory"], per_block) and scheduler.keep_host_memory()

@@ -1,8 +1,8 @@
-"""Compile cost of new architectures: programs per layer and time step against a program per network.
+"""Compile cost of new architectures: programs per block of layers against a program per network.
 
 Issue 18. ``runtime.compile_unit=layer`` (:mod:`spenser_jax.layer_programs`)
-trains and scores a network as a loop over small programs keyed by layer and
-shape, cached across architectures; the default compiles one program per
+trains and scores a network as a loop over small programs keyed by block of
+layers and shape, cached across architectures; the default compiles one program per
 network (:func:`spenser_jax.training.train_and_score`). This script walks a
 search's lineage (Grammar 2, λ offspring per generation, as
 ``compile_cost.py`` walks it) and evaluates each new architecture both ways
@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="layer_programs")
     parser.add_argument("--quick", action="store_true", help="4 architectures at T = 2 (a smoke test)")
     args = parser.parse_args(argv)
+    kept = common.keep_host_memory_as_the_cli(["runtime.compile_unit=layer"])  # as a layer run keeps it
     if args.quick:
         args.archs, args.time_steps, args.train_samples, args.fitness_samples = 4, 2, 128, 64
         args.name += "_quick"
@@ -172,6 +173,7 @@ def main(argv=None) -> int:
                 "data": source,
                 "compiler_options": options,
                 "protocol": "train_and_score, one epoch, activity on",
+                "keep_host_memory": kept,
             },
             "complete": complete,
             "baseline": network,

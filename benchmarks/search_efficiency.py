@@ -531,6 +531,7 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="search_efficiency")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claim")
     args = parser.parse_args(argv)
+    kept = common.keep_host_memory_as_the_cli(args.override)
     if args.combine:
         out = Path(args.out or common.RESULTS_DIR / f"search_efficiency_protocols_{common.today()}.png")
         rows = plot_protocols([Path(p) for p in args.combine], out)
@@ -565,7 +566,7 @@ def main(argv=None) -> int:
     previous = Path(args.out or common.RESULTS_DIR) / f"{args.name}_{common.today()}.json"
     result = json.loads(previous.read_text()) if previous.exists() else {}
     result.update(common.header("search_efficiency", load_before))
-    result["settings"] = {k: v for k, v in vars(args).items()}
+    result["settings"] = {k: v for k, v in vars(args).items()} | {"keep_host_memory": kept}
     t0 = time.perf_counter()
     if "rank" in phases:
         log(f"rank agreement over {args.archs} architectures")

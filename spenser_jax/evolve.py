@@ -108,6 +108,21 @@ def _is_int(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+def _keeps_host_memory(rt: dict) -> bool:
+    """``runtime.keep_host_memory`` resolved (:func:`spenser_jax.scheduler.keep_host_memory`).
+
+    Decided before the backend starts, so ``compile_unit=auto`` counts as
+    programs per block here (what it resolves to on a CPU).
+    """
+    from spenser_jax import scheduler
+
+    per_block = rt.get("compile_unit", "network") in ("layer", "auto")
+    try:
+        return scheduler.wants_host_memory_kept(rt.get("keep_host_memory", "auto"), per_block)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _runtime(rt: dict) -> dict:
     """The Evaluator's runtime options from ``runtime.*``, every default resolved."""
     from spenser_jax import scheduler
@@ -127,15 +142,19 @@ def _runtime(rt: dict) -> dict:
     _require(level in (None, 0, 1, 2, 3), f"runtime.xla_opt_level must be null or 0..3, got {level!r}")
     emitters = rt.get("xla_cpu_fusion_emitters", True)
     _require(isinstance(emitters, bool), f"runtime.xla_cpu_fusion_emitters must be true or false, got {emitters!r}")
+    _keeps_host_memory(rt)  # applied by the command line, before anything starts the backend
     unit = rt.get("compile_unit", "network")
     _require(
-        unit in scheduler.COMPILE_UNITS,
-        f"runtime.compile_unit must be one of {list(scheduler.COMPILE_UNITS)}, got {unit!r}",
+        unit == "auto" or unit in scheduler.COMPILE_UNITS,
+        f"runtime.compile_unit must be one of {['auto', *scheduler.COMPILE_UNITS]}, got {unit!r}",
     )
     try:
         selected = scheduler.select_devices(None if devices in (None, "all") else devices)
     except ValueError as err:
         raise ConfigError(f"runtime.devices: {err}") from None
+    if unit == "auto":  # blocks on one CPU, where they were measured to pay; whole programs spread over devices
+        single_cpu = len(selected) == 1 and selected[0].platform == "cpu"
+        unit = "layer" if single_cpu and batching != "vmap" else "network"
     return {
         "batching": "map" if batching == "auto" else batching,
         "compile_threads": (scheduler.default_compile_threads(selected[0].platform) if threads is None else threads),
@@ -175,6 +194,11 @@ def _executor(rt: dict) -> dict:
         "gpus": float(gpus),
         "workers": workers,
         "compile_cache": rt.get("compile_cache"),  # each worker opens the same persistent cache
+        # Resolved on each worker's host as it starts.
+        "keep_host_memory": (
+            rt.get("keep_host_memory", "auto"),
+            rt.get("compile_unit", "network") in ("layer", "auto"),
+        ),
     }
 
 
@@ -605,6 +629,7 @@ def run(
                 workers=s.executor["workers"],
                 evaluator_options={k: v for k, v in s.runtime.items() if k != "progress"},
                 compile_cache=s.executor["compile_cache"],
+                keep_host_memory=s.executor["keep_host_memory"],
                 progress=s.runtime["progress"],
             ) as owned:
                 return _loop(s, state, run_dir, owned)
@@ -797,7 +822,11 @@ def _hydra_main():
         run_dir = Path(hc.runtime.output_dir)
         held = _HeldLog(run_dir)
         try:
-            scheduler.enable_compile_cache(to_plain(cfg).get("runtime", {}).get("compile_cache"))
+            rt = to_plain(cfg).get("runtime", {})
+            # First: the allocator's settings reach only threads that start after them (the backend's).
+            if _keeps_host_memory(rt):
+                scheduler.keep_host_memory()
+            scheduler.enable_compile_cache(rt.get("compile_cache"))
             run(cfg, run_dir, overrides=list(hc.overrides.task), on_accept=held.release)
         except KNOWN_ERRORS as err:
             if held.accepted:  # the run's own error: its log keeps it

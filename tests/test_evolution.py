@@ -443,8 +443,22 @@ def test_new_switches_stay_out_of_the_paper_identity():
     assert paper.runtime["compile_unit"] == "network"
     layer = evolve.setup(config("runtime.compile_unit=layer"), load_data=False)
     assert layer.identity["runtime"] == {"compile_unit": "layer"} and layer.runtime["compile_unit"] == "layer"
-    with pytest.raises(evolve.ConfigError, match=r"compile_unit must be one of \['network', 'layer'\]"):
+    with pytest.raises(evolve.ConfigError, match=r"compile_unit must be one of \['auto', 'network', 'layer'\]"):
         evolve.setup(config("runtime.compile_unit=layers"), load_data=False)
+    # auto: blocks on one CPU device; whole programs where a run spreads over devices or vmaps its groups.
+    auto = evolve.setup(config("runtime.compile_unit=auto"), load_data=False)
+    assert auto.runtime["compile_unit"] == "layer" and auto.identity["runtime"] == {"compile_unit": "layer"}
+    vmapped = evolve.setup(config("runtime.compile_unit=auto", "runtime.batching=vmap"), load_data=False)
+    assert vmapped.runtime["compile_unit"] == "network"
+    # The allocator's setting changes no result: not in the identity; auto keeps memory for programs per
+    # block only; a bad value is refused.
+    kept = evolve.setup(config("runtime.keep_host_memory=true"), load_data=False)
+    assert "runtime" not in kept.identity
+    assert not evolve._keeps_host_memory({}) and evolve._keeps_host_memory({"keep_host_memory": True})
+    assert evolve._keeps_host_memory({"compile_unit": "layer"}) and evolve._keeps_host_memory({"compile_unit": "auto"})
+    assert not evolve._keeps_host_memory({"compile_unit": "layer", "keep_host_memory": False})
+    with pytest.raises(evolve.ConfigError, match="keep_host_memory must be auto, true or false"):
+        evolve.setup(config("runtime.keep_host_memory=always"), load_data=False)
     assert "log_uniform" not in paper.identity["mutation"] and paper.space.log_uniform_ratio is None
     wide = evolve.setup(config("mutation.log_uniform=true"), load_data=False)
     assert wide.identity["mutation"]["log_uniform"] is True and wide.space.log_uniform_ratio == 100.0

@@ -197,6 +197,32 @@ def test_four_devices_equal_one_by_one():
     assert len({d for devices in programs for d in devices}) == 4
 
 
+HOST_MEMORY = """
+import resource
+from spenser_jax import scheduler
+assert scheduler.keep_host_memory()
+import jax, jax.numpy as jnp, numpy as np
+double = jax.jit(lambda x: x * 2.0)
+x = jnp.asarray(np.ones(1 << 24, np.float32))  # each call's output: 64 MiB, over glibc's largest heap block
+faults = []
+for _ in range(32):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    double(x).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(faults)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
+def test_kept_host_memory_is_reused_by_the_next_call():
+    """By default glibc maps a block this large afresh at every call, faulting in its 16384 pages again."""
+    proc = subprocess.run([sys.executable, "-c", HOST_MEMORY], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    faults = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert faults[0] >= 1 << 14  # the first call touches its output's pages
+    assert max(faults[-8:]) < 100  # once the heap has settled (a few calls), the same pages serve every call
+
+
 @pytest.mark.slow
 def test_runtime_failure_in_a_group_is_recorded_per_individual(one_by_one, monkeypatch):
     """A group that fails on the device (not at compile) is evaluated again member by member.

@@ -104,7 +104,9 @@ from spenser_jax.scheduler.resources import (
     default_compile_threads,
     enable_compile_cache,
     free_bytes,
+    keep_host_memory,
     select_devices,
+    wants_host_memory_kept,
 )
 
 __all__ = [
@@ -118,7 +120,9 @@ __all__ = [
     "default_compile_threads",
     "enable_compile_cache",
     "free_bytes",
+    "keep_host_memory",
     "select_devices",
+    "wants_host_memory_kept",
 ]
 
 BATCHING = ("none", "map", "vmap")

@@ -63,9 +63,11 @@ def _lost(ray) -> tuple[type[BaseException], ...]:
 class _Worker:
     """A Ray actor's state: one Evaluator on the worker's devices (its class is wrapped by ``ray.remote``)."""
 
-    def __init__(self, splits, seed, input_shape, protocol, evaluator_options, compile_cache):
-        from spenser_jax.scheduler import Evaluator, enable_compile_cache
+    def __init__(self, splits, seed, input_shape, protocol, evaluator_options, compile_cache, keep_memory):
+        from spenser_jax.scheduler import Evaluator, enable_compile_cache, keep_host_memory, wants_host_memory_kept
 
+        if wants_host_memory_kept(*keep_memory):  # this worker's host decides "auto"
+            keep_host_memory()
         enable_compile_cache(compile_cache)
         self.evaluator = Evaluator(splits, seed=seed, input_shape=input_shape, protocol=protocol, **evaluator_options)
 
@@ -92,6 +94,9 @@ class RayEvaluator:
         threads, compiler options), devices excluded: each worker uses its own.
       compile_cache: the persistent XLA cache path (a shared file system
         lets every node reuse every compile).
+      keep_host_memory: ``(runtime.keep_host_memory, per block)`` for each
+        worker's process (``"auto"`` is resolved on the worker's host; see
+        :func:`~spenser_jax.scheduler.wants_host_memory_kept`).
       init_options: passed to ``ray.init`` when it starts a local instance.
     """
 
@@ -108,6 +113,7 @@ class RayEvaluator:
         workers: int | None = None,
         evaluator_options: dict | None = None,
         compile_cache: str | None = None,
+        keep_host_memory: tuple[bool | str, bool] = (False, False),
         progress: bool = False,
         init_options: dict | None = None,
     ):
@@ -141,7 +147,9 @@ class RayEvaluator:
         options.pop("devices", None)
         actor = ray.remote(_Worker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0, max_concurrency=1)
         data = ray.put(splits)
-        self._new_worker = lambda: actor.remote(data, seed, tuple(input_shape), protocol, options, compile_cache)
+        self._new_worker = lambda: actor.remote(
+            data, seed, tuple(input_shape), protocol, options, compile_cache, keep_host_memory
+        )
         self.actors = [self._new_worker() for _ in range(self.workers_count)]
         self.retries = 0  # in the last generation
         log.info(

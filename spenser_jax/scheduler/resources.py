@@ -27,6 +27,68 @@ def enable_compile_cache(path: str | os.PathLike | None) -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))
 
 
+_MALLOPT = {  # glibc's mallopt parameters (malloc.h) and the values keep_host_memory sets
+    -8: 1,  # M_ARENA_MAX: every thread allocates from the main heap, which the settings below govern
+    -4: 0,  # M_MMAP_MAX: no block gets a mapping of its own (unmapped again when freed)
+    -1: 2**31 - 1,  # M_TRIM_THRESHOLD: hand freed heap back to the kernel only beyond 2 GiB free at its top
+}
+
+
+def keep_host_memory() -> bool:
+    """Keep freed host memory in the C allocator for the next program, instead of returning it to the kernel.
+
+    XLA:CPU allocates a program's buffers at every call. glibc gives large
+    blocks mappings of their own and unmaps them when they are freed, so
+    every call faults its pages in again and the kernel zeroes them: on this
+    project's 2-core host (``benchmarks/host_memory.py``) that was a sixth of
+    a large network's epoch and a third for programs per block, which are
+    called several times per step. With these settings freed memory is
+    reused. Nothing computed changes; the process keeps its peak memory
+    until it exits.
+
+    Call it before the backend starts (before the first computation): threads
+    that already hold an allocator arena keep it. Returns False where the C
+    library has no ``mallopt`` (not glibc: nothing changed).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in _MALLOPT.items())
+
+
+def wants_host_memory_kept(setting: bool | str, per_block: bool) -> bool:
+    """``runtime.keep_host_memory`` resolved for a run that trains through programs per block (``per_block``) or not.
+
+    ``"auto"`` keeps it for programs per block on a CPU: they gain most
+    (``benchmarks/host_memory.py``). One program per network gains too when
+    it runs alone, but on 2 cores with a program compiling beside it the
+    compiler's allocations wait on the one arena: ``preset=quick
+    search=fast`` took 44-49 s with glibc's default and 53-63 s with memory
+    kept, while per block it went from 38.5 to 33.5 s. Accelerators: not measured.
+    """
+    if setting == "auto":
+        return per_block and not accelerator_installed()
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"runtime.keep_host_memory must be auto, true or false, got {setting!r}")
+
+
+def accelerator_installed() -> bool:
+    """Whether a JAX accelerator plugin is installed, found without starting a backend (which starts threads)."""
+    import importlib.util
+
+    names = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms:
+        return platforms.split(",")[0].strip() not in ("cpu", "")
+    return any(importlib.util.find_spec(name) is not None for name in names)
+
+
 def default_compile_threads(backend: str | None = None) -> int:
     """Compile threads for ``backend`` (default: JAX's default backend).
 
