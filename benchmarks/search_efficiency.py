@@ -531,7 +531,10 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="search_efficiency")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, not the claim")
     args = parser.parse_args(argv)
-    kept = common.keep_host_memory_as_the_cli(args.override)
+    # search=fast sets runtime.compile_unit=auto, which keeps host memory on a CPU; one process holds one
+    # allocator setting, so a run of both protocols keeps it only if an override asks.
+    only_fast = args.phases != "rank" and set(args.protocols.split(",")) == {"fast"}
+    kept = common.keep_host_memory_as_the_cli((["runtime.compile_unit=auto"] if only_fast else []) + args.override)
     if args.combine:
         out = Path(args.out or common.RESULTS_DIR / f"search_efficiency_protocols_{common.today()}.png")
         rows = plot_protocols([Path(p) for p in args.combine], out)

@@ -98,7 +98,8 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
         "parent_continues": True,
     }
     assert identity["training"]["epochs"] == 0.25 and identity["mutation"]["log_uniform"] is True
-    assert identity["runtime"] == {"xla_cpu_fusion_emitters": False}  # it rounds differently: part of the identity
+    # They round differently: part of the identity (compile_unit=auto resolved, to layer on this CPU).
+    assert identity["runtime"] == {"xla_cpu_fusion_emitters": False, "compile_unit": "layer"}
     total = 0
     for r in records:
         for ind in r["individuals"]:
