@@ -160,9 +160,10 @@ class Evaluator(_Planning, _Execution):
         ``batching`` says); ``"layer"``: each individual in turn, on the
         first device, through programs per block of layers shared across
         architectures (:mod:`spenser_jax.layer_programs`; results equal to
-        rounding, a fraction of the compile time per new architecture, a
-        slower epoch). Signatures those programs do not cover (skip
-        connections) go the ``"network"`` way.
+        rounding, a fraction of the compile time per new architecture, an
+        epoch about as fast where host memory is kept:
+        :func:`keep_host_memory`). Signatures those programs do not cover
+        (skip connections) go the ``"network"`` way.
 
     Call :meth:`close` (or use it as a context manager) to stop its compile
     threads.
