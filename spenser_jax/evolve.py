@@ -108,17 +108,18 @@ def _is_int(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _keeps_host_memory(rt: dict) -> bool:
-    """``runtime.keep_host_memory`` resolved (:func:`spenser_jax.scheduler.keep_host_memory`).
+def _per_block(rt: dict) -> bool:
+    """Whether the run may train through programs per block: known before the backend starts, so
+    ``compile_unit=auto`` counts (it resolves to them on a CPU)."""
+    return rt.get("compile_unit", "network") in ("layer", "auto")
 
-    Decided before the backend starts, so ``compile_unit=auto`` counts as
-    programs per block here (what it resolves to on a CPU).
-    """
+
+def _keeps_host_memory(rt: dict) -> bool:
+    """``runtime.keep_host_memory`` resolved (:func:`spenser_jax.scheduler.keep_host_memory`)."""
     from spenser_jax import scheduler
 
-    per_block = rt.get("compile_unit", "network") in ("layer", "auto")
     try:
-        return scheduler.wants_host_memory_kept(rt.get("keep_host_memory", "auto"), per_block)
+        return scheduler.wants_host_memory_kept(rt.get("keep_host_memory", "auto"), _per_block(rt))
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
@@ -195,10 +196,7 @@ def _executor(rt: dict) -> dict:
         "workers": workers,
         "compile_cache": rt.get("compile_cache"),  # each worker opens the same persistent cache
         # Resolved on each worker's host as it starts.
-        "keep_host_memory": (
-            rt.get("keep_host_memory", "auto"),
-            rt.get("compile_unit", "network") in ("layer", "auto"),
-        ),
+        "keep_host_memory": (rt.get("keep_host_memory", "auto"), _per_block(rt)),
     }
 
 
