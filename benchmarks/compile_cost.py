@@ -99,6 +99,17 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def add_lineage_arguments(parser) -> None:
+    """The walked lineage's and the evaluation's settings, shared with ``layer_programs.py``."""
+    parser.add_argument("--archs", type=int, default=50)
+    parser.add_argument("--offspring", type=int, default=10, help="λ of the walked lineage")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--train-samples", type=int, default=320, help="one epoch of this many (5 steps at batch 64)")
+    parser.add_argument("--fitness-samples", type=int, default=256)
+
+
 def lineage(space: SearchSpace, seed: int, offspring: int, count: int) -> list:
     """``count`` phenotypes of distinct signatures, in the order a search meets them."""
     config = mutation.MutationConfig()
@@ -214,14 +225,8 @@ def ratios(rows: list[dict], path: str, key: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", type=int, default=50)
+    add_lineage_arguments(parser)
     parser.add_argument("--variant-archs", type=int, default=10, help="also measure each change alone on these")
-    parser.add_argument("--offspring", type=int, default=10, help="λ of the walked lineage")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--train-samples", type=int, default=320, help="one epoch of this many (5 steps at batch 64)")
-    parser.add_argument("--fitness-samples", type=int, default=256)
     parser.add_argument("--budget-s", type=float, default=None, help="start no new architecture after this long")
     parser.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
     parser.add_argument("--name", default="compile_cost")

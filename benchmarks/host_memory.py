@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 SETTINGS = ("system", "keep")
+CHILD_ARGS = ("archs", "seed", "time_steps", "batch_size", "train_samples", "fitness_samples")  # passed to each child
 
 
 def child(args) -> dict:
@@ -177,8 +178,6 @@ def main(argv=None) -> int:
     print(out)
     return 0
 
-
-CHILD_ARGS = ("archs", "seed", "time_steps", "batch_size", "train_samples", "fitness_samples")
 
 if __name__ == "__main__":
     sys.exit(main())

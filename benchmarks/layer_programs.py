@@ -123,13 +123,7 @@ def ratios(rows: list[dict], key: str, skip_first: bool = False) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", type=int, default=50)
-    parser.add_argument("--offspring", type=int, default=10, help="λ of the walked lineage")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--train-samples", type=int, default=320, help="one epoch of this many (5 steps at batch 64)")
-    parser.add_argument("--fitness-samples", type=int, default=256)
+    compile_cost.add_lineage_arguments(parser)
     parser.add_argument(
         "--emitters", choices=("default", "loop"), default="default", help="loop: search=fast's XLA:CPU option"
     )
