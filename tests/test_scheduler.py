@@ -215,12 +215,17 @@ print(faults)
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
 def test_kept_host_memory_is_reused_by_the_next_call():
-    """By default glibc maps a block this large afresh at every call, faulting in its 16384 pages again."""
+    """By default glibc maps a block this large afresh at every call, faulting in its 16384 pages again.
+
+    Kept, most calls reuse freed pages. Not all: JAX may free an output after the next call has
+    allocated, and the heap then grows (1 to 12 of the 31 later calls faulted, over 20 runs).
+    """
     proc = subprocess.run([sys.executable, "-c", HOST_MEMORY], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     faults = json.loads(proc.stdout.strip().splitlines()[-1])
     assert faults[0] >= 1 << 14  # the first call touches its output's pages
-    assert max(faults[-8:]) < 100  # once the heap has settled (a few calls), the same pages serve every call
+    faulted_again = sum(f >= 1 << 13 for f in faults[1:])
+    assert faulted_again < len(faults[1:]) * 3 // 4  # glibc's default: every one of them
 
 
 @pytest.mark.slow
