@@ -27,6 +27,9 @@ Importing the package is cheap: JAX loads with the first name that needs it.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
@@ -52,6 +55,53 @@ if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
     from spenser_jax.network import SpikingNetwork
     from spenser_jax.phenotype import Phenotype
     from spenser_jax.phenotype import parse as parse_phenotype
+
+
+# Modules that moved in 0.3 (issue 27, a layout that shows the layers): the old
+# name imports the new module, with a DeprecationWarning, for one release.
+# Each layer's moves in a block of their own.
+MOVED: dict[str, str] = {
+    # genome and snn
+    # (end of genome and snn)
+}
+MOVED.update(
+    {
+        # training
+        # (end of training)
+    }
+)
+MOVED.update(
+    {
+        # search and run
+        # (end of search and run)
+    }
+)
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds a moved module under its old name; consulted only after the real files (sys.meta_path's end)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in MOVED:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self)
+
+    def create_module(self, spec):
+        import warnings
+
+        warnings.warn(
+            f"{spec.name} moved to {MOVED[spec.name]}; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module(MOVED[spec.name])
+
+    def exec_module(self, module):
+        pass  # the new module is imported and run already
+
+
+if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedFinder())
 
 
 def __getattr__(name: str) -> Any:
