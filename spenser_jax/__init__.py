@@ -36,12 +36,12 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "parse_grammar": ("spenser_jax.grammar", "parse_grammar"),
-    "SearchSpace": ("spenser_jax.genotype", "SearchSpace"),
-    "Genotype": ("spenser_jax.genotype", "Genotype"),
-    "MutationConfig": ("spenser_jax.mutation", "MutationConfig"),
-    "Phenotype": ("spenser_jax.phenotype", "Phenotype"),
-    "parse_phenotype": ("spenser_jax.phenotype", "parse"),
-    "SpikingNetwork": ("spenser_jax.network", "SpikingNetwork"),
+    "SearchSpace": ("spenser_jax.genome.genotype", "SearchSpace"),
+    "Genotype": ("spenser_jax.genome.genotype", "Genotype"),
+    "MutationConfig": ("spenser_jax.genome.mutation", "MutationConfig"),
+    "Phenotype": ("spenser_jax.genome.phenotype", "Phenotype"),
+    "parse_phenotype": ("spenser_jax.genome.phenotype", "parse"),
+    "SpikingNetwork": ("spenser_jax.snn.network", "SpikingNetwork"),
     "load_run": ("spenser_jax.checkpoint", "load_run"),
 }
 
@@ -49,12 +49,12 @@ __all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "t
 
 if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
     from spenser_jax.checkpoint import load_run
-    from spenser_jax.genotype import Genotype, SearchSpace
+    from spenser_jax.genome.genotype import Genotype, SearchSpace
+    from spenser_jax.genome.mutation import MutationConfig
+    from spenser_jax.genome.phenotype import Phenotype
+    from spenser_jax.genome.phenotype import parse as parse_phenotype
     from spenser_jax.grammar import parse_grammar
-    from spenser_jax.mutation import MutationConfig
-    from spenser_jax.network import SpikingNetwork
-    from spenser_jax.phenotype import Phenotype
-    from spenser_jax.phenotype import parse as parse_phenotype
+    from spenser_jax.snn.network import SpikingNetwork
 
 
 # Modules that moved in 0.3 (issue 27, a layout that shows the layers): the old
@@ -62,6 +62,15 @@ if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
 # Each layer's moves in a block of their own.
 MOVED: dict[str, str] = {
     # genome and snn
+    "spenser_jax.genotype": "spenser_jax.genome.genotype",
+    "spenser_jax.phenotype": "spenser_jax.genome.phenotype",
+    "spenser_jax.mutation": "spenser_jax.genome.mutation",
+    "spenser_jax.draws": "spenser_jax.genome.draws",
+    "spenser_jax.network": "spenser_jax.snn.network",
+    "spenser_jax.conv": "spenser_jax.snn.conv",
+    "spenser_jax.architecture": "spenser_jax.snn.architecture",
+    "spenser_jax.activity": "spenser_jax.snn.activity",
+    "spenser_jax.activity_sums": "spenser_jax.snn.activity_sums",
     # (end of genome and snn)
 }
 MOVED.update(
@@ -134,7 +143,7 @@ def sample(rng, space, config=None):
     Returns:
       A :class:`Genotype`; ``space.phenotype(genotype)`` decodes it.
     """
-    from spenser_jax import mutation
+    from spenser_jax.genome import mutation
 
     return mutation.sample(rng, space, config or mutation.MutationConfig())
 
@@ -145,7 +154,7 @@ def mutate(rng, parent, space, config=None):
     Returns:
       ``(child genotype, [mutation.Event, ...])``.
     """
-    from spenser_jax import mutation
+    from spenser_jax.genome import mutation
 
     return mutation.offspring(rng, parent, space, config or mutation.MutationConfig())
 
@@ -164,7 +173,7 @@ def init_network(key, phenotype, input_shape):
       spikes, hyper)`` on input spikes ``[T, B, H, W, C]`` to get the output
       spikes ``[T, B, classes]``.
     """
-    from spenser_jax import architecture, network
+    from spenser_jax.snn import architecture, network
 
     sig, hyper = architecture.split(phenotype)
     return network.SpikingNetwork(sig), network.init_params(key, sig, hyper, input_shape), hyper

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import activity, architecture, checkpoint, evolution, network, phenotype, training
+from spenser_jax import checkpoint, evolution, training
 from spenser_jax.fitness import Evaluation
-from spenser_jax.phenotype import Conv, same_padding
+from spenser_jax.genome import phenotype
+from spenser_jax.genome.phenotype import Conv, same_padding
+from spenser_jax.snn import activity, architecture, network
 
 SHAPE = (9, 8, 2)
 ACT = "layer:act beta:0.8 beta-trainable:False threshold:0.3 threshold-trainable:False surr-grad:atan reset:zero"

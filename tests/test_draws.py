@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from spenser_jax import draws
+from spenser_jax.genome import draws
 
 SHAPES = [(), (7,), (3, 5), (2, 3, 4, 5), (2, 3, 4, 5, 2)]
 

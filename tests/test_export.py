@@ -29,11 +29,13 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-from spenser_jax import checkpoint, data, export, mutation, network, phenotype
-from spenser_jax.architecture import LIFSlot, split
+from spenser_jax import checkpoint, data, export
 from spenser_jax.evolution import State
-from spenser_jax.genotype import SearchSpace
+from spenser_jax.genome import mutation, phenotype
+from spenser_jax.genome.genotype import SearchSpace
 from spenser_jax.grammar import NonTerminal, Terminal, load_grammar
+from spenser_jax.snn import network
+from spenser_jax.snn.architecture import LIFSlot, split
 from spenser_jax.snn.lif import lif_sequence
 
 import nir_sim  # tests/ is on sys.path, as for fakes.py

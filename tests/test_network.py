@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, network, phenotype
+from spenser_jax.genome import phenotype
+from spenser_jax.snn import architecture, network
 from spenser_jax.snn.loss import mse_count_loss
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_network.npz"
@@ -291,8 +292,8 @@ def test_init_rejects_an_input_too_small():
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_conv_nhwc_gradients_equal_autodiff(padding):
-    from spenser_jax.conv import _DN, conv_nhwc
-    from spenser_jax.phenotype import same_padding
+    from spenser_jax.genome.phenotype import same_padding
+    from spenser_jax.snn.conv import _DN, conv_nhwc
 
     key = jax.random.key(0)
     for kernel in (2, 3, 4):

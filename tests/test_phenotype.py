@@ -2,7 +2,7 @@
 
 import pytest
 
-from spenser_jax.phenotype import (
+from spenser_jax.genome.phenotype import (
     LIF,
     Adam,
     Conv,

@@ -9,11 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spenser_jax import architecture, mutation, network, phenotype, training
-from spenser_jax.genotype import Genotype, SearchSpace, macro_for
+from spenser_jax import training
+from spenser_jax.genome import mutation, phenotype
+from spenser_jax.genome.genotype import Genotype, SearchSpace, macro_for
+from spenser_jax.genome.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
 from spenser_jax.grammar import GrammarError, load_grammar, locate, parse_grammar
-from spenser_jax.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
 from spenser_jax.protocol import Protocol
+from spenser_jax.snn import architecture, network
 
 GRAMMAR = load_grammar(locate("grammars/csnn_plus.grammar"))
 SPACE = SearchSpace(GRAMMAR, macro_for(GRAMMAR), levels_back=GRAMMAR.option("levels-back"))

@@ -18,9 +18,9 @@ import sys
 
 import numpy as np
 
-from spenser_jax import genotype as gt
-from spenser_jax import mutation
 from spenser_jax.errors import add_json_argument, command, count, write_json
+from spenser_jax.genome import genotype as gt
+from spenser_jax.genome import mutation
 from spenser_jax.grammar import load_grammar, locate
 
 

@@ -7,7 +7,7 @@ import operator
 import jax
 import jax.numpy as jnp
 
-from spenser_jax import draws
+from spenser_jax.genome import draws
 
 
 def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:

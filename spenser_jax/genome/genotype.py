@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from spenser_jax.errors import SpenserError
+from spenser_jax.genome.phenotype import TAGS, InvalidPhenotype, Phenotype, infer_shapes, parse
 from spenser_jax.grammar import Gene, Grammar, GrammarError, NonTerminal, Terminal
-from spenser_jax.phenotype import TAGS, InvalidPhenotype, Phenotype, infer_shapes, parse
 
 
 class SearchSpaceError(SpenserError, RuntimeError):

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spenser_jax.genotype import (
+from spenser_jax.genome.genotype import (
     Derivation,
     Expansion,
     Genotype,
@@ -38,8 +38,8 @@ from spenser_jax.genotype import (
     next_link,
     sample_gene,
 )
+from spenser_jax.genome.phenotype import InvalidPhenotype
 from spenser_jax.grammar import Gene
-from spenser_jax.phenotype import InvalidPhenotype
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,11 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spenser_jax import draws
-from spenser_jax.activity_sums import activity_sums, input_sums, sample_sums
-from spenser_jax.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
-from spenser_jax.conv import _DN, conv_nhwc
-from spenser_jax.phenotype import Conv, Dense, Pool, same_padding
+from spenser_jax.genome import draws
+from spenser_jax.genome.phenotype import Conv, Dense, Pool, same_padding
+from spenser_jax.snn.activity_sums import activity_sums, input_sums, sample_sums
+from spenser_jax.snn.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
+from spenser_jax.snn.conv import _DN, conv_nhwc
 from spenser_jax.snn.lif import lif_sequence, lif_step
 from spenser_jax.snn.surrogate import SURROGATES
 

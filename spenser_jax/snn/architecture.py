@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from spenser_jax import optim
-from spenser_jax.phenotype import (
+from spenser_jax.genome.phenotype import (
     LIF,
     CEMaxMembrane,
     Conv,

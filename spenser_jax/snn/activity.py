@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from spenser_jax import architecture
-from spenser_jax.architecture import LIFSlot, Signature
-from spenser_jax.phenotype import Conv, Dense, Pool, layer_inputs, same_padding
+from spenser_jax.genome.phenotype import Conv, Dense, Pool, layer_inputs, same_padding
+from spenser_jax.snn import architecture
+from spenser_jax.snn.architecture import LIFSlot, Signature
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from spenser_jax.architecture import Signature
+from spenser_jax.snn.architecture import Signature
 
 
 def sample_sums(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
