@@ -36,7 +36,7 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "parse_grammar": ("spenser_jax.grammar", "parse_grammar"),
-    "SearchSpace": ("spenser_jax.genome.genotype", "SearchSpace"),
+    "SearchSpace": ("spenser_jax.genome.space", "SearchSpace"),
     "Genotype": ("spenser_jax.genome.genotype", "Genotype"),
     "MutationConfig": ("spenser_jax.genome.mutation", "MutationConfig"),
     "Phenotype": ("spenser_jax.genome.phenotype", "Phenotype"),
@@ -49,10 +49,11 @@ __all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "t
 
 if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
     from spenser_jax.checkpoint import load_run
-    from spenser_jax.genome.genotype import Genotype, SearchSpace
+    from spenser_jax.genome.genotype import Genotype
     from spenser_jax.genome.mutation import MutationConfig
     from spenser_jax.genome.phenotype import Phenotype
     from spenser_jax.genome.phenotype import parse as parse_phenotype
+    from spenser_jax.genome.space import SearchSpace
     from spenser_jax.grammar import parse_grammar
     from spenser_jax.snn.network import SpikingNetwork
 
@@ -62,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
 # Each layer's moves in a block of their own.
 MOVED: dict[str, str] = {
     # genome and snn
-    "spenser_jax.genotype": "spenser_jax.genome.genotype",
+    "spenser_jax.genotype": "spenser_jax.genome.space",  # imports the genotype types too
     "spenser_jax.phenotype": "spenser_jax.genome.phenotype",
     "spenser_jax.mutation": "spenser_jax.genome.mutation",
     "spenser_jax.draws": "spenser_jax.genome.draws",

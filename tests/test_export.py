@@ -32,7 +32,7 @@ nir = pytest.importorskip("nir")
 from spenser_jax import checkpoint, data, export
 from spenser_jax.evolution import State
 from spenser_jax.genome import mutation, phenotype
-from spenser_jax.genome.genotype import SearchSpace
+from spenser_jax.genome.space import SearchSpace
 from spenser_jax.grammar import NonTerminal, Terminal, load_grammar
 from spenser_jax.snn import network
 from spenser_jax.snn.architecture import LIFSlot, split

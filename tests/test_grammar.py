@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spenser_jax import grammar as gm
-from spenser_jax.genome.genotype import SearchSpace, derive, macro_for
+from spenser_jax.genome.space import SearchSpace, derive, macro_for
 from spenser_jax.grammar.__main__ import main as sampler_main
 
 ROOT = Path(__file__).resolve().parents[1]

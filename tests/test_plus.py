@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from spenser_jax import training
 from spenser_jax.genome import mutation, phenotype
-from spenser_jax.genome.genotype import Genotype, SearchSpace, macro_for
+from spenser_jax.genome.genotype import Genotype
 from spenser_jax.genome.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
+from spenser_jax.genome.space import SearchSpace, macro_for
 from spenser_jax.grammar import GrammarError, load_grammar, locate, parse_grammar
 from spenser_jax.protocol import Protocol
 from spenser_jax.snn import architecture, network

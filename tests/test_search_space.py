@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spenser_jax.genome import mutation
-from spenser_jax.genome.genotype import Genotype, MacroModule, SearchSpace, SearchSpaceError, macro_from_config
+from spenser_jax.genome.genotype import Genotype, SearchSpaceError
 from spenser_jax.genome.phenotype import Phenotype, infer_shapes, parse
+from spenser_jax.genome.space import MacroModule, SearchSpace, macro_from_config
 from spenser_jax.grammar import Gene, load_grammar, parse_grammar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -388,7 +389,7 @@ def test_bad_rates_rejected():
 
 
 def test_log_uniform_draws_spread_wide_ranges_over_their_decades():
-    from spenser_jax.genome.genotype import sample_gene
+    from spenser_jax.genome.space import sample_gene
 
     lr, beta = Gene("lr", "float", 4000, 1e-4, 0.1), Gene("beta", "float", 50, 0.5, 0.9)
     a, b = np.random.default_rng(3), np.random.default_rng(3)

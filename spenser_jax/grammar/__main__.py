@@ -19,8 +19,8 @@ import sys
 import numpy as np
 
 from spenser_jax.errors import add_json_argument, command, count, write_json
-from spenser_jax.genome import genotype as gt
 from spenser_jax.genome import mutation
+from spenser_jax.genome.space import SearchSpace, macro_for
 from spenser_jax.grammar import load_grammar, locate
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     grammar = load_grammar(locate(args.grammar))
     # The grammar's own units (a loss unit) and options (skip connections), as a run takes them.
-    space = gt.SearchSpace(grammar, gt.macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
+    space = SearchSpace(grammar, macro_for(grammar), levels_back=int(grammar.option("levels-back", 1)))
     rng = np.random.default_rng(args.seed)
     config = mutation.MutationConfig(
         add_connection=float(grammar.option("add-connection", 0.0)),
