@@ -161,7 +161,8 @@ from typing import Any
 import numpy as np
 
 from spenser_jax.errors import SpenserError, add_individual_arguments, chosen_weights, command, fail, output_file
-from spenser_jax.genome.phenotype import LIF, Conv, Dense, Dropout, NoOp, Phenotype, Pool, infer_shapes, same_padding
+from spenser_jax.genome.phenotype import Phenotype, infer_shapes, same_padding
+from spenser_jax.genome.units import LIF, Conv, Dense, Dropout, NoOp, Pool
 
 DT = 1e-4
 """Default time step written to the graph (snntorch's fixed import step)."""

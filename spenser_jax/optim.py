@@ -25,7 +25,6 @@ Deliberate deviation: RMSProp's ρ is clamped to at most :data:`RHO_MAX`
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spenser_jax.genome.units import OptimizerKey, float_hparams, static_key
 from spenser_jax.phenotype import SGD, Adam, Optimizer, RMSProp
 
 EPS = 1e-8
@@ -43,43 +43,6 @@ RHO_MAX = 0.999
 second moment never accumulates and every step is ``lr * g / eps``."""
 
 Hparams = Mapping[str, jax.typing.ArrayLike]
-
-_KINDS: dict[str, type] = {cls.tag: cls for cls in (SGD, Adam, RMSProp)}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OptimizerKey:
-    """What fixes an optimizer's program: its kind and its boolean genes.
-
-    Hashable and static. Two learning units with equal keys build the same
-    computation; their float genes are passed as (possibly traced) ``hparams``.
-
-    Attributes:
-      kind: the learning unit's tag (``"gradient-descent"``, ``"adam"``,
-        ``"rmsprop"``).
-      flags: its boolean genes, ``(name, value)`` in the unit's key order.
-    """
-
-    kind: str
-    flags: tuple[tuple[str, bool], ...]
-
-    @property
-    def float_names(self) -> tuple[str, ...]:
-        """Names of the float genes ``make_optimizer`` needs with this key."""
-        return tuple(attr for _, attr, kind in _KINDS[self.kind].keys if kind is float)
-
-
-def float_hparams(spec: Optimizer) -> dict[str, float]:
-    """The float genes of a learning unit, by field name (e.g. ``lr``, ``rho``)."""
-    _check_spec(spec)
-    return {attr: getattr(spec, attr) for _, attr, kind in spec.keys if kind is float}
-
-
-def static_key(spec: Optimizer) -> OptimizerKey:
-    """The :class:`OptimizerKey` of a learning unit."""
-    _check_spec(spec)
-    flags = tuple((attr, getattr(spec, attr)) for _, attr, kind in spec.keys if kind is bool)
-    return OptimizerKey(spec.tag, flags)
 
 
 def make_optimizer(
@@ -182,12 +145,6 @@ _BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     Adam.tag: _adam,
     RMSProp.tag: _rmsprop,
 }
-
-
-def _check_spec(spec: Any) -> None:
-    if type(spec) not in _KINDS.values():
-        known = ", ".join(cls.__name__ for cls in _KINDS.values())
-        raise TypeError(f"not a learning unit: {spec!r} (expected one of {known} from spenser_jax.phenotype)")
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from spenser_jax import checkpoint, evolution, training
 from spenser_jax.fitness import Evaluation
 from spenser_jax.genome import phenotype
-from spenser_jax.genome.phenotype import Conv, same_padding
+from spenser_jax.genome.phenotype import same_padding
+from spenser_jax.genome.units import Conv
 from spenser_jax.snn import activity, architecture, network
 
 SHAPE = (9, 8, 2)

@@ -2,20 +2,8 @@
 
 import pytest
 
-from spenser_jax.genome.phenotype import (
-    LIF,
-    Adam,
-    Conv,
-    Dense,
-    InvalidPhenotype,
-    NoOp,
-    Pool,
-    conv_output,
-    count_parameters,
-    infer_shapes,
-    parse,
-    same_padding,
-)
+from spenser_jax.genome.phenotype import conv_output, count_parameters, infer_shapes, parse, same_padding
+from spenser_jax.genome.units import LIF, Adam, Conv, Dense, InvalidPhenotype, NoOp, Pool
 
 ACT = "layer:act beta:0.9 beta-trainable:True threshold:1.0 threshold-trainable:False surr-grad:atan reset:subtract"
 ADAM = "learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:1e-06 amsgrad:False"

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spenser_jax import training
-from spenser_jax.genome import mutation, phenotype
+from spenser_jax.genome import mutation, units
 from spenser_jax.genome.genotype import Genotype
-from spenser_jax.genome.phenotype import InvalidPhenotype, Phenotype, infer_shapes, parse
+from spenser_jax.genome.phenotype import Phenotype, infer_shapes, parse
 from spenser_jax.genome.space import SearchSpace, macro_for
+from spenser_jax.genome.units import InvalidPhenotype
 from spenser_jax.grammar import GrammarError, load_grammar, locate, parse_grammar
 from spenser_jax.protocol import Protocol
 from spenser_jax.snn import architecture, network
@@ -45,7 +46,7 @@ def check(genotype: Genotype):
             assert (blocks[k - 1][3] if k else -1) in sources
     assert parse(ph.text) == ph and Phenotype.from_json(json.loads(ph.dumps())) == ph
     assert Genotype.loads(genotype.dumps()) == genotype
-    assert isinstance(ph.loss, tuple(phenotype._LOSS_TAGS.values()))
+    assert isinstance(ph.loss, tuple(units._LOSS_TAGS.values()))
     return ph
 
 

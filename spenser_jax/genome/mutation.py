@@ -29,8 +29,8 @@ from typing import NamedTuple
 import numpy as np
 
 from spenser_jax.genome.genotype import Derivation, Expansion, Genotype, SearchSpaceError, next_link
-from spenser_jax.genome.phenotype import InvalidPhenotype
 from spenser_jax.genome.space import SearchSpace, derive, sample_gene
+from spenser_jax.genome.units import InvalidPhenotype
 from spenser_jax.grammar import Gene
 
 

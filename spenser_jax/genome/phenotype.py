@@ -6,8 +6,9 @@ decodes to. It has three equivalent forms:
 * the text form of the original SPENSER code, one ``key:value`` token after
   the other (``layer:conv num-filters:64 ... learning:adam lr:0.001 ...``),
   used in logs;
-* typed, frozen, hashable dataclasses (:class:`Conv`, :class:`Pool`, ...),
-  used to build networks;
+* typed, frozen, hashable dataclasses, a :class:`Phenotype` of the units
+  in :mod:`spenser_jax.genome.units` (:class:`Conv`, :class:`Pool`, ...), used
+  to build networks;
 * a JSON object (``to_json``/``from_json``), used in run files.
 
 ``parse(text)`` and ``Phenotype.text`` convert between the first two exactly:
@@ -31,253 +32,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, ClassVar
+from typing import Any
 
-from spenser_jax.errors import SpenserError
-
-
-class InvalidPhenotype(SpenserError, ValueError):
-    """The phenotype cannot be built as a network (bad tokens or shapes)."""
-
-
-# --------------------------------------------------------------------------
-# Layers
-
-
-def _fmt(value: Any) -> str:
-    # repr() is the shortest string that round-trips a float exactly; str()
-    # of a bool gives the original's ``True``/``False``.
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Conv:
-    filters: int
-    kernel: int
-    stride: int
-    padding: str  # "same" | "valid"
-    bias: bool
-
-    tag: ClassVar[str] = "conv"
-    keys: ClassVar[tuple] = (
-        ("num-filters", "filters", int),
-        ("filter-shape", "kernel", int),
-        ("stride", "stride", int),
-        ("padding", "padding", str),
-        ("bias", "bias", bool),
-    )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Pool:
-    kind: str  # "max" | "avg"
-    kernel: int
-
-    tag: ClassVar[str] = "pool"
-    keys: ClassVar[tuple] = (("kernel-size", "kernel", int),)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class NoOp:
-    """``layer:no-op``: the grammar's "no pooling"; kept so text round-trips."""
-
-    tag: ClassVar[str] = "no-op"
-    keys: ClassVar[tuple] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Dropout:
-    rate: float
-
-    tag: ClassVar[str] = "dropout"
-    keys: ClassVar[tuple] = (("rate", "rate", float),)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Dense:
-    units: int
-    bias: bool
-
-    tag: ClassVar[str] = "fc"
-    keys: ClassVar[tuple] = (("num-units", "units", int), ("bias", "bias", bool))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LIF:
-    beta: float
-    beta_trainable: bool
-    threshold: float
-    threshold_trainable: bool
-    surrogate: str  # "atan" | "fast-sigmoid"
-    reset: str  # "subtract" | "zero"
-
-    tag: ClassVar[str] = "act"
-    keys: ClassVar[tuple] = (
-        ("beta", "beta", float),
-        ("beta-trainable", "beta_trainable", bool),
-        ("threshold", "threshold", float),
-        ("threshold-trainable", "threshold_trainable", bool),
-        ("surr-grad", "surrogate", str),
-        ("reset", "reset", str),
-    )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SGD:
-    lr: float
-    momentum: float
-    decay: float
-    nesterov: bool
-
-    tag: ClassVar[str] = "gradient-descent"
-    keys: ClassVar[tuple] = (
-        ("lr", "lr", float),
-        ("momentum", "momentum", float),
-        ("decay", "decay", float),
-        ("nesterov", "nesterov", bool),
-    )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Adam:
-    lr: float
-    beta1: float
-    beta2: float
-    decay: float
-    amsgrad: bool
-
-    tag: ClassVar[str] = "adam"
-    keys: ClassVar[tuple] = (
-        ("lr", "lr", float),
-        ("beta1", "beta1", float),
-        ("beta2", "beta2", float),
-        ("decay", "decay", float),
-        ("amsgrad", "amsgrad", bool),
-    )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RMSProp:
-    lr: float
-    rho: float
-    decay: float
-
-    tag: ClassVar[str] = "rmsprop"
-    keys: ClassVar[tuple] = (
-        ("lr", "lr", float),
-        ("rho", "rho", float),
-        ("decay", "decay", float),
-    )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MSECount:
-    """snntorch's ``mse_count_loss``: target counts ``int(T * rate)``."""
-
-    correct_rate: float
-    incorrect_rate: float
-
-    tag: ClassVar[str] = "mse-count"
-    keys: ClassVar[tuple] = (("correct-rate", "correct_rate", float), ("incorrect-rate", "incorrect_rate", float))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CECount:
-    """snntorch's ``ce_count_loss``: cross entropy of the spike counts."""
-
-    tag: ClassVar[str] = "ce-count"
-    keys: ClassVar[tuple] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CERate:
-    """snntorch's ``ce_rate_loss``: cross entropy at every step, averaged."""
-
-    tag: ClassVar[str] = "ce-rate"
-    keys: ClassVar[tuple] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MSEMembrane:
-    """snntorch's ``mse_membrane_loss``: the output membrane against fixed targets."""
-
-    on_target: float
-    off_target: float
-
-    tag: ClassVar[str] = "mse-membrane"
-    keys: ClassVar[tuple] = (("on-target", "on_target", float), ("off-target", "off_target", float))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CEMaxMembrane:
-    """snntorch's ``ce_max_membrane_loss``: cross entropy of each output's peak membrane."""
-
-    tag: ClassVar[str] = "ce-max-membrane"
-    keys: ClassVar[tuple] = ()
-
-
-Layer = Conv | Pool | NoOp | Dropout | Dense | LIF
-Optimizer = SGD | Adam | RMSProp
-Loss = MSECount | CECount | CERate | MSEMembrane | CEMaxMembrane
-
-_LAYER_TAGS = {
-    "conv": Conv,
-    "pool-max": Pool,
-    "pool-avg": Pool,
-    "no-op": NoOp,
-    "dropout": Dropout,
-    "fc": Dense,
-    "act": LIF,
-}
-_OPTIMIZER_TAGS = {cls.tag: cls for cls in (SGD, Adam, RMSProp)}
-_LOSS_TAGS = {cls.tag: cls for cls in (MSECount, CECount, CERate, MSEMembrane, CEMaxMembrane)}
-LOSS_TAGS = tuple(_LOSS_TAGS)
-#: What ``layer:``, ``learning:`` and ``loss:`` may name.
-TAGS = {"layer": tuple(_LAYER_TAGS), "learning": tuple(_OPTIMIZER_TAGS), "loss": LOSS_TAGS}
-_CHOICES = {"padding": ("same", "valid"), "surrogate": ("atan", "fast-sigmoid"), "reset": ("subtract", "zero")}
-
-
-def _layer_tag(item: Layer | Optimizer) -> str:
-    return f"pool-{item.kind}" if isinstance(item, Pool) else item.tag
-
-
-def _item_text(head: str, item: Layer | Optimizer) -> str:
-    tokens = [f"{head}:{_layer_tag(item)}"]
-    tokens += [f"{key}:{_fmt(getattr(item, attr))}" for key, attr, _ in item.keys]
-    return " ".join(tokens)
-
-
-def _convert(key: str, raw: str, kind: type) -> Any:
-    try:
-        if kind is bool:
-            if raw not in ("True", "False"):
-                raise ValueError
-            return raw == "True"
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        return raw
-    except ValueError:
-        raise InvalidPhenotype(f"{key}:{raw} is not a valid {kind.__name__}") from None
-
-
-def _build(cls: type, tag: str, fields: dict[str, str]) -> Layer | Optimizer:
-    expected = {key for key, _, _ in cls.keys}
-    if set(fields) != expected:
-        missing = sorted(expected - set(fields))
-        extra = sorted(set(fields) - expected)
-        raise InvalidPhenotype(
-            f"{tag}: missing keys {missing}, unexpected keys {extra}" if missing or extra else f"{tag}: bad keys"
-        )
-    kwargs = {attr: _convert(key, fields[key], kind) for key, attr, kind in cls.keys}
-    for attr, allowed in _CHOICES.items():
-        if attr in kwargs and kwargs[attr] not in allowed:
-            raise InvalidPhenotype(f"{tag}: {attr} must be one of {allowed}, got {kwargs[attr]!r}")
-    if cls is Pool:
-        kwargs["kind"] = tag.split("-")[1]
-    return cls(**kwargs)
-
+# The units are offered here too: ``from spenser_jax.phenotype import Conv`` (the
+# old module) reads them from this one.
+from spenser_jax.genome.units import (  # noqa: F401
+    LIF,
+    LOSS_TAGS,
+    SGD,
+    TAGS,
+    Adam,
+    CECount,
+    CEMaxMembrane,
+    CERate,
+    Conv,
+    Dense,
+    Dropout,
+    InvalidPhenotype,
+    Layer,
+    Loss,
+    MSECount,
+    MSEMembrane,
+    NoOp,
+    Optimizer,
+    Pool,
+    RMSProp,
+    tag_of,
+    unit_from_text,
+    unit_text,
+)
 
 # --------------------------------------------------------------------------
 # Phenotype
@@ -308,18 +91,18 @@ class Phenotype:
         """The original code's text form (plus ``input:`` and the loss unit where present)."""
         parts = []
         for i, layer in enumerate(self.layers):
-            part = _item_text("layer", layer)
+            part = unit_text("layer", layer)
             if self.inputs is not None and self.inputs[i] is not None:
                 part += " input:" + ",".join(str(j) for j in self.inputs[i])
             parts.append(part)
-        parts.append(_item_text("learning", self.learning))
+        parts.append(unit_text("learning", self.learning))
         if self.loss is not None:
-            parts.append(_item_text("loss", self.loss))
+            parts.append(unit_text("loss", self.loss))
         return " ".join(parts)
 
     def to_json(self) -> dict:
         def item(x, i=None):
-            out = {"type": _layer_tag(x), **dataclasses.asdict(x)}
+            out = {"type": tag_of(x), **dataclasses.asdict(x)}
             if i is not None and self.inputs is not None and self.inputs[i] is not None:
                 out["input"] = list(self.inputs[i])
             return out
@@ -371,16 +154,12 @@ def parse(text: str) -> Phenotype:
         else:
             groups[-1][2][key] = value
     layers, learning, losses, inputs = [], [], [], []
-    tables = {"layer": _LAYER_TAGS, "learning": _OPTIMIZER_TAGS, "loss": _LOSS_TAGS}
     for head, tag, fields in groups:
-        table = tables[head]
-        if tag not in table:
-            raise InvalidPhenotype(f"unknown {head} type {tag!r} (known: {sorted(table)})")
         if head == "layer":
             inputs.append(_parse_inputs(fields.pop("input", None), len(layers)))
-            layers.append(_build(table[tag], tag, fields))
+            layers.append(unit_from_text(head, tag, fields))
         else:
-            (learning if head == "learning" else losses).append(_build(table[tag], tag, fields))
+            (learning if head == "learning" else losses).append(unit_from_text(head, tag, fields))
     if len(learning) != 1:
         raise InvalidPhenotype(f"expected exactly one learning rule, found {len(learning)}")
     if len(losses) > 1:
@@ -432,7 +211,7 @@ def next_shape(shape: tuple[int, ...], layer: Any, index: int) -> tuple[int, ...
     Raises:
       InvalidPhenotype: a conv/pool after a dense layer, or a size reaching zero.
     """
-    name = _layer_tag(layer) if hasattr(layer, "tag") else type(layer).__name__
+    name = tag_of(layer) if hasattr(layer, "tag") else type(layer).__name__
     if isinstance(layer, (Conv, Pool)) and len(shape) != 3:
         raise InvalidPhenotype(f"layer {index} ({name}) follows a dense layer")
     if isinstance(layer, Conv):

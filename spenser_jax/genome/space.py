@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from spenser_jax.genome.genotype import Derivation, Expansion, Genotype, Module, SearchSpaceError, next_link
-from spenser_jax.genome.phenotype import TAGS, InvalidPhenotype, Phenotype, infer_shapes, parse
+from spenser_jax.genome.phenotype import Phenotype, infer_shapes, parse
+from spenser_jax.genome.units import TAGS, InvalidPhenotype
 from spenser_jax.grammar import Gene, Grammar, GrammarError, NonTerminal, Terminal
 
 # --------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from spenser_jax.genome.phenotype import Conv, Dense, Pool, layer_inputs, same_padding
+from spenser_jax.genome.phenotype import layer_inputs, same_padding
+from spenser_jax.genome.units import Conv, Dense, Pool
 from spenser_jax.snn import architecture
 from spenser_jax.snn.architecture import LIFSlot, Signature
 

@@ -4,7 +4,7 @@ A phenotype is split in two (:func:`split`):
 
 * a static, hashable :class:`Signature`: layer types, integer genes, padding,
   bias flags, surrogate, reset, which β/θ are trainable, and the optimizer's
-  :class:`~spenser_jax.optim.OptimizerKey`; everything that shapes the
+  :class:`~spenser_jax.OptimizerKey`; everything that shapes the
   compiled program;
 * its :data:`Hyper` floats: a pytree of float32 arrays holding per-LIF β and
   θ (initial values), per-dropout rates and the optimizer's float
@@ -31,8 +31,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from spenser_jax import optim
-from spenser_jax.genome.phenotype import (
+from spenser_jax.genome.phenotype import Phenotype, count_parameters, layer_inputs, walk_shapes
+from spenser_jax.genome.units import (
     LIF,
     CEMaxMembrane,
     Conv,
@@ -41,11 +41,10 @@ from spenser_jax.genome.phenotype import (
     MSECount,
     MSEMembrane,
     NoOp,
-    Phenotype,
+    OptimizerKey,
     Pool,
-    count_parameters,
-    layer_inputs,
-    walk_shapes,
+    float_hparams,
+    static_key,
 )
 
 Hyper = dict[str, Any]
@@ -87,7 +86,7 @@ class Signature:
     """
 
     layers: tuple[SignatureLayer, ...]
-    optimizer: optim.OptimizerKey
+    optimizer: OptimizerKey
     inputs: tuple[tuple[int, ...] | None, ...] | None = None
     loss: str | None = None
 
@@ -136,7 +135,7 @@ def signature(phenotype: Phenotype) -> Signature:
     loss = phenotype.loss.tag if phenotype.loss is not None else None
     if loss in (MSEMembrane.tag, CEMaxMembrane.tag) and not (layers and isinstance(layers[-1], LIFSlot)):
         raise TypeError(f"the {loss} loss reads the output membrane: the network must end in a LIF layer")
-    return Signature(tuple(layers), optim.static_key(phenotype.learning), inputs, loss)
+    return Signature(tuple(layers), static_key(phenotype.learning), inputs, loss)
 
 
 def hyper(phenotype: Phenotype, time_steps: int | None = None) -> Hyper:
@@ -162,7 +161,7 @@ def hyper(phenotype: Phenotype, time_steps: int | None = None) -> Hyper:
         "beta": f32([x.beta for x in lifs]).reshape(len(lifs)),
         "threshold": f32([x.threshold for x in lifs]).reshape(len(lifs)),
         "dropout": f32([x.rate for x in phenotype.layers if isinstance(x, Dropout)]).reshape(-1),
-        "optimizer": {k: f32(v) for k, v in optim.float_hparams(phenotype.learning).items()},
+        "optimizer": {k: f32(v) for k, v in float_hparams(phenotype.learning).items()},
     }
     unit = phenotype.loss
     if isinstance(unit, MSECount):

@@ -44,7 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from spenser_jax.genome import draws
-from spenser_jax.genome.phenotype import Conv, Dense, Pool, same_padding
+from spenser_jax.genome.phenotype import same_padding
+from spenser_jax.genome.units import Conv, Dense, Pool
 from spenser_jax.snn.activity_sums import activity_sums, input_sums, sample_sums
 from spenser_jax.snn.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
 from spenser_jax.snn.conv import _DN, conv_nhwc
