@@ -51,6 +51,7 @@ import jax.numpy as jnp
 
 from spenser_jax import network, training
 from spenser_jax.phenotype import same_padding
+from spenser_jax.snn import layers
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -63,12 +64,12 @@ def plain_conv(x, kernel, strides, padding):
 @contextlib.contextmanager
 def autodiff_conv():
     """While tracing inside this block, ``network.Conv2d`` convolves with :func:`plain_conv`."""
-    product = network.conv_nhwc
-    network.conv_nhwc = plain_conv
+    product = layers.conv_nhwc  # Conv2d reads it from its own module (spenser_jax.snn.layers)
+    layers.conv_nhwc = plain_conv
     try:
         yield
     finally:
-        network.conv_nhwc = product
+        layers.conv_nhwc = product
 
 
 def custom_vjp_calls(sig, hyper) -> int:

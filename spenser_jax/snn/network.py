@@ -1,7 +1,7 @@
 """The spiking network a signature describes, as a Flax linen module.
 
-The network is built from an :class:`~spenser_jax.architecture.Signature`
-(static) and reads its float genes (:data:`~spenser_jax.architecture.Hyper`:
+The network is built from an :class:`~spenser_jax.snn.architecture.Signature`
+(static) and reads its float genes (:data:`~spenser_jax.snn.architecture.Hyper`:
 β/θ initial values, dropout rates) as traced inputs, so offspring that differ
 only in float genes share one compiled program.
 
@@ -18,7 +18,7 @@ dropout masks; see :func:`dropout_keep`), at different speeds:
 * ``"stepwise"``: the whole network per time step, the time loop unrolled in
   Python; compile time grows with ``T``.
 * ``"scan"``: the same step inside a rolled ``lax.scan``: the smallest
-  program, and on CPU (with :func:`conv_nhwc`) the fastest; see
+  program, and on CPU (with :func:`~spenser_jax.snn.conv.conv_nhwc`) the fastest; see
   :data:`DEFAULT_MODES`.
 * ``"layerwise"``: every stateless layer (conv, pool, dropout, dense) applied
   once to all ``T * B`` inputs, only the LIF recurrences scanned over ``T``.
@@ -26,16 +26,13 @@ dropout masks; see :func:`dropout_keep`), at different speeds:
 Crossed with the orders, a call (``__call__``: the output) records nothing,
 and :meth:`SpikingNetwork.recording` (``(output, recorded)``) records every LIF
 layer's spikes (``trace``), the last membrane (``membrane``) or the activity
-sums (``activity``; the reductions are :mod:`spenser_jax.activity_sums`). The
-convolution on CPU is :func:`spenser_jax.conv.conv_nhwc`, kept apart as XLA
-layout work; both stay importable from here.
+sums (``activity``; the reductions are :mod:`spenser_jax.snn.activity_sums`).
+The layers and primitives every order shares are in :mod:`spenser_jax.snn.layers`.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import threading
 from typing import Any
 
 import flax.linen as nn
@@ -44,13 +41,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from spenser_jax.genome import draws
-from spenser_jax.genome.phenotype import same_padding
 from spenser_jax.genome.units import Conv, Dense, Pool
 from spenser_jax.snn.activity_sums import activity_sums, input_sums, sample_sums
 from spenser_jax.snn.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
-from spenser_jax.snn.conv import _DN, conv_nhwc
+from spenser_jax.snn.layers import (
+    Conv2d,
+    LIFParams,
+    Linear,
+    _deferred,
+    _flatten,
+    dropout_keep,
+    lif_options,
+    merge_inputs,
+    pool2d,
+)
 from spenser_jax.snn.lif import lif_sequence, lif_step
-from spenser_jax.snn.surrogate import SURROGATES
 
 MODES = ("stepwise", "scan", "layerwise")
 RECORDS = ("trace", "membrane", "activity")  # what SpikingNetwork.recording can return beside the output
@@ -69,152 +74,10 @@ batched convolutions, a short elementwise scan) is the default by reasoning
 only: it has not been measured.
 """
 
-INIT_SCHEMES = ("torch", "lecun")
-
 
 def default_mode(backend: str | None = None) -> str:
     """The execution order for ``backend`` (default: JAX's default backend)."""
     return DEFAULT_MODES.get(backend or jax.default_backend(), "layerwise")
-
-
-# --------------------------------------------------------------------------
-# Initialisers
-
-
-_deferred = threading.local()
-"""While :func:`_init_fn`'s program is traced: the weight draws it still owes (see there)."""
-
-
-def _torch_uniform(fan_in: int):
-    # PyTorch's default for Conv2d/Linear: kaiming_uniform(a=sqrt(5)) for the
-    # weights and U(±1/sqrt(fan_in)) for the bias; both bounds are
-    # 1/sqrt(fan_in).
-    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-
-    def init(key, shape, dtype=jnp.float32):
-        owed = getattr(_deferred, "draws", None)
-        if owed is not None and dtype == jnp.float32:
-            placeholder = jnp.zeros(shape, dtype)
-            owed.append(((key, tuple(shape), -bound, bound), placeholder))
-            return placeholder
-        return draws.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-def _initializers(scheme: str, fan_in: int):
-    if scheme == "torch":
-        return _torch_uniform(fan_in), _torch_uniform(fan_in)
-    if scheme == "lecun":
-        return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
-    raise ValueError(f"init must be one of {INIT_SCHEMES}, got {scheme!r}")
-
-
-# --------------------------------------------------------------------------
-# Layers
-
-
-class Conv2d(nn.Module):
-    """2-D convolution, NHWC input, HWIO kernel, explicit padding pairs."""
-
-    filters: int
-    kernel: int
-    stride: int
-    padding: str  # "same" | "valid"
-    bias: bool
-    init_scheme: str = "torch"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        in_ch = x.shape[-1]
-        w_init, b_init = _initializers(self.init_scheme, self.kernel * self.kernel * in_ch)
-        kernel = self.param("kernel", w_init, (self.kernel, self.kernel, in_ch, self.filters))
-        if self.padding == "same":
-            pads = [same_padding(n, self.kernel, self.stride) for n in x.shape[1:3]]
-        else:
-            pads = [(0, 0), (0, 0)]
-        strides = (self.stride, self.stride)
-        pads = tuple(tuple(p) for p in pads)
-        if jax.default_backend() == "cpu":
-            y = conv_nhwc(x, kernel, strides, pads)
-        else:
-            y = jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN)
-        if self.bias:
-            y = y + self.param("bias", b_init, (self.filters,))
-        return y
-
-
-class Linear(nn.Module):
-    """Dense layer ``x @ W + b`` on ``[N, features]``."""
-
-    units: int
-    bias: bool
-    init_scheme: str = "torch"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        w_init, b_init = _initializers(self.init_scheme, x.shape[-1])
-        y = x @ self.param("kernel", w_init, (x.shape[-1], self.units))
-        if self.bias:
-            y = y + self.param("bias", b_init, (self.units,))
-        return y
-
-
-class LIFParams(nn.Module):
-    """Holds one LIF layer's β and θ (scalars), initialised from its float genes."""
-
-    @nn.compact
-    def __call__(self, beta0: jax.Array, threshold0: jax.Array) -> tuple[jax.Array, jax.Array]:
-        beta = self.param("beta", lambda _: jnp.asarray(beta0, jnp.float32))
-        threshold = self.param("threshold", lambda _: jnp.asarray(threshold0, jnp.float32))
-        return beta, threshold
-
-
-def lif_options(spec: LIFSlot) -> dict:
-    """The keyword arguments of :func:`~spenser_jax.snn.lif.lif_step` / ``lif_sequence`` for a LIF slot."""
-    return dict(
-        reset=spec.reset,
-        spike_fn=SURROGATES[spec.surrogate](),
-        trainable_beta=spec.beta_trainable,
-        trainable_threshold=spec.threshold_trainable,
-    )
-
-
-def pool2d(x: jax.Array, kind: str, k: int) -> jax.Array:
-    """Pooling with stride = kernel, no padding, floor (NHWC).
-
-    Crops to a multiple of ``k`` and reduces a reshaped window axis: on
-    XLA:CPU this trains about 2-4x faster than ``lax.reduce_window``. Max
-    pooling selects the first maximum of each window (row-major) through a
-    one-hot mask, so on ties the whole gradient goes to that element, as in
-    PyTorch's ``max_pool2d`` (``jnp.max`` would split it between the tied
-    elements); it is also the fastest variant measured.
-    """
-    n, h, w, c = x.shape
-    ho, wo = h // k, w // k
-    windows = x[:, : ho * k, : wo * k, :].reshape(n, ho, k, wo, k, c)
-    if kind == "avg":
-        return windows.mean(axis=(2, 4))
-    windows = windows.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, k * k)
-    first = jax.nn.one_hot(jnp.argmax(windows, axis=-1), k * k, dtype=x.dtype)
-    return jnp.sum(windows * first, axis=-1)
-
-
-def dropout_keep(key: jax.Array, layer: int, t: jax.Array | int, rate: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Inverted-dropout multiplier of one layer at one time step.
-
-    ``keep / (1 - rate)`` with ``keep ~ Bernoulli(1 - rate)``, drawn from
-    ``fold_in(fold_in(key, layer), t)``, so every execution order draws the
-    same mask. ``rate = 0`` gives exactly 1 everywhere.
-    """
-    step_key = jax.random.fold_in(jax.random.fold_in(key, layer), t)
-    keep = draws.uniform(step_key, shape) >= rate  # P = 1 - rate
-    scale = jnp.where(rate < 1, 1 / (1 - rate), 0.0)
-    return keep.astype(jnp.float32) * scale
-
-
-def _flatten(x: jax.Array) -> jax.Array:
-    return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
 
 
 # --------------------------------------------------------------------------
@@ -482,31 +345,6 @@ def _recorded(record: str | None, x: jax.Array, lif_spikes: list, inputs: list, 
     if record == "trace":
         return x, tuple(lif_spikes)
     return x, membrane
-
-
-def merge_inputs(xs: list[jax.Array]) -> jax.Array:
-    """Several layers' outputs as one input (:func:`spenser_jax.phenotype.merge_shape`).
-
-    Feature maps ``[N, H, W, C]`` are max-pooled by the integer factor to
-    the smallest height and width among them and cropped to it (spikes stay
-    spikes), then concatenated along the channels; if any input is flat
-    ``[N, F]``, all are flattened (H, W, C order) and concatenated.
-    """
-    if all(x.ndim == 4 for x in xs):
-        h, w = min(x.shape[1] for x in xs), min(x.shape[2] for x in xs)
-        parts = []
-        for x in xs:
-            fh, fw = x.shape[1] // h, x.shape[2] // w
-            if fh > 1 or fw > 1:
-                n, rows, cols, c = x.shape
-                x = (
-                    x[:, : rows // fh * fh, : cols // fw * fw]
-                    .reshape(n, rows // fh, fh, cols // fw, fw, c)
-                    .max(axis=(2, 4))
-                )
-            parts.append(x[:, :h, :w])
-        return jnp.concatenate(parts, axis=-1)
-    return jnp.concatenate([_flatten(x) for x in xs], axis=-1)
 
 
 def init_params(
