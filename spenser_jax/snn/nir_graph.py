@@ -1,0 +1,401 @@
+"""Exact export of evolved networks to NIR (the Neuromorphic Intermediate Representation).
+
+:func:`to_nir` turns a phenotype and its (trained) parameters into a
+``nir.NIRGraph`` whose discrete-time simulation gives the same spikes as
+:class:`spenser_jax.snn.network.SpikingNetwork` at inference (dropout off);
+``nir.write(path, graph)`` saves it. :func:`exportable` tells beforehand why a
+phenotype cannot be exported (it needs no ``nir`` package). The command that
+exports a run's individual is :mod:`spenser_jax.export`.
+
+What exports, layer by layer
+----------------------------
+* ``conv`` -> ``nir.Conv2d``: weight ``[out, in, kh, kw]`` (our HWIO kernel
+  transposed), stride ``(s, s)``, explicit symmetric integer padding, bias
+  (zeros when ``bias:False``; NIR's Conv2d always has one). ``padding:valid``
+  is ``(0, 0)``. ``padding:same`` pads ``total // 2`` before and the rest
+  after (XLA/TensorFlow); NIR's padding is symmetric, so ``same`` exports only
+  where ``total`` is even on both axes. That always holds with stride 1 and an
+  odd kernel; an odd ``total`` (an even kernel at stride 1, or some stride > 1
+  layouts) is refused.
+* ``pool-avg`` -> ``nir.AvgPool2d`` (stride = kernel, no padding, floor).
+* ``no-op`` and ``dropout`` -> nothing (dropout is the identity at inference).
+* ``fc`` -> ``nir.Affine`` (``nir.Linear`` when ``bias:False``), weight
+  ``[out, in]``. Before the first ``fc`` after a feature map a
+  ``nir.Flatten(start_dim=0, end_dim=-1)`` is inserted (NIR types carry no
+  batch axis). We flatten NHWC maps in H, W, C order, NIR's maps are C, H, W,
+  so that layer's input columns are permuted to C, H, W order.
+* ``act`` with ``reset:zero`` -> ``nir.LIF`` (``nir.IF`` when the clamped
+  β is 1), parameters as per-neuron arrays shaped like the layer's output,
+  channels first.
+* Refused: ``pool-max`` (NIR has no max pooling), ``reset:subtract`` (NIR's
+  neurons reset *to* ``v_reset``; there is no subtractive reset), the
+  asymmetric ``same`` padding above.
+
+Feature maps are channels first in the graph: the Input node is ``(C, H, W)``
+while our images are ``(H, W, C)``.
+
+The LIF mapping
+---------------
+Ours (snntorch ``Leaky``, ``reset_mechanism="zero"``), per neuron, ``U[-1] = 0``::
+
+    R[t] = H(U[t-1] - θ)
+    U[t] = β·(1 - R[t])·U[t-1] + I[t]          β := clamp(β, 0, 1)
+    S[t] = H(U[t] - θ)                          H(x) = 1 iff x > 0
+
+NIR's LIF is the ODE ``tau·dv/dt = (v_leak - v) + r·I`` with spike
+``z = v > v_threshold`` and ``v <- v_reset`` where ``z``. NIR stores no time
+step; the discrete-time importers (snntorch, norse, spyx) integrate it with
+forward Euler at a step ``dt`` (snntorch and norse reset in the step of the
+spike)::
+
+    v'[t] = v[t-1] + dt/tau·(v_leak - v[t-1]) + dt/tau·r·I[t]
+    z[t]  = v'[t] > v_threshold
+    v[t]  = v_reset if z[t] else v'[t]
+
+With ``v_leak = 0`` this is ``v'[t] = (1 - dt/tau)·v[t-1] + (r·dt/tau)·I[t]``,
+so ours is matched by::
+
+    tau = dt / (1 - β),   r = tau / dt = 1 / (1 - β),   v_leak = 0,
+    v_threshold = θ,      v_reset = 0                    (0 <= β < 1)
+
+(``1 - dt/tau = β`` and ``r·dt/tau = 1``). The reset moment differs (ours
+zeroes the previous membrane at the step after the spike, NIR at the spike
+step) but not the spikes: by induction ``v'[t] = U[t]``. Both start at 0; if
+``v'[t-1] = U[t-1]`` then ``v[t-1] = (1 - H(U[t-1] - θ))·U[t-1] =
+(1 - R[t])·U[t-1]``, so ``v'[t] = β·v[t-1] + I[t] = U[t]`` and
+``z[t] = S[t]``, for any θ. (Only because ``v_reset = 0``: a subtractive
+reset has no NIR form.)
+
+Edge cases, exactly: β is clamped to [0, 1] first, as our forward pass does.
+β = 0 gives ``tau = dt``, ``r = 1`` (``v' = I``). β = 1 would need
+``tau = r = inf`` (and ``inf·0`` in the update), so a layer with clamped
+β = 1 is written as NIR's integrate-and-fire node ``nir.IF`` with
+``r = 1/dt``, ``v_threshold = θ``, ``v_reset = 0``: its Euler step
+``v' = v + dt·r·I`` is ``U[t] = (1 - R[t])·U[t-1] + I[t]``. The LIF
+parameters are float64 (from our float32 β and θ, which float64 holds
+exactly); weights stay float32.
+
+``dt`` is a free choice of the exporter; it is stored in the graph's
+metadata. The default ``DT = 1e-4`` is the step that snntorch hard-codes in
+``import_from_nir``/``export_to_nir`` (1.0.0), so snntorch reads our LIF
+nodes back as ``Leaky(beta=β, threshold=θ, reset_mechanism="zero",
+reset_delay=False)``: the same spikes. What the importers' source shows:
+
+* snntorch 1.0.0 (``snntorch/import_nir.py``): ``β = 1 - 1e-4/tau`` (``dt``
+  hard-coded, metadata ignored), input scaled by ``r·dt/tau`` (θ divided by it
+  unless it is close to 1), ``Leaky(reset_mechanism="zero",
+  reset_delay=False)``: resets in the spike step. Agrees exactly with ours for
+  LIF nodes at ``dt = 1e-4`` (tested with a stored fixture, hidden layers
+  included). Its ``nir.IF`` import asserts ``r == 1`` (and would otherwise
+  build ``Leaky(beta=0.9)`` with subtractive reset), so graphs with β = 1
+  layers do not import into snntorch. nirtorch maps ``Flatten(0, -1)`` to
+  ``torch.nn.Flatten(0, -1)``, which flattens a batch axis too: run imported
+  graphs one unbatched sample ``[C, H, W]`` at a time.
+* norse (``norse/torch/utils/import_nir.py``, ``lif_box``): Euler step
+  ``v += dt/tau·(v_leak - v + I)`` with a user ``dt`` (default 1e-3),
+  ignoring ``r`` (it warns when ``r != 1``), so its input is scaled by
+  ``dt/tau = 1 - β``; no ``AvgPool2d`` mapping.
+* spyx (``spyx/nir.py``): ``β = 1 - dt/tau`` with a user ``dt``; scales the
+  weights of the node *before* a LIF by ``dt/tau`` (ignoring ``r``; by ``dt``
+  when a pool sits between them); ``SumPool2d`` only.
+
+So norse and spyx would need ``dt = metadata["dt"]`` and the input of every
+LIF layer multiplied by ``r`` to reproduce ours, and an avg-pool mapping.
+
+Input coding is outside the graph: the graph's input is spikes
+``[T, C, H, W]``; our networks see rate-coded images (``Bernoulli(pixel/255)``
+independently at each of ``time_steps`` steps,
+:func:`spenser_jax.snn.encoding.rate`).
+Metadata: ``dt``, ``time_steps``, ``input_coding``, ``input_shape`` (C, H, W),
+``note``, ``phenotype`` (text) and ``source``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from spenser_jax.errors import SpenserError
+from spenser_jax.genome.phenotype import Phenotype, infer_shapes, same_padding
+from spenser_jax.genome.units import LIF, Conv, Dense, Dropout, NoOp, Pool
+
+DT = 1e-4
+"""Default time step written to the graph (snntorch's fixed import step)."""
+
+INPUT_CODINGS = ("rate",)
+
+_NOTE = (
+    "Input coding is not part of the graph: feed spikes [T, C, H, W]. "
+    "input_coding 'rate' means Bernoulli(pixel / 255) drawn independently at "
+    "each of time_steps steps. LIF/IF nodes follow forward Euler at dt "
+    "(metadata) with reset to v_reset in the spike step; r = tau / dt "
+    "(LIF) or 1 / dt (IF) makes the input enter unscaled."
+)
+
+
+class NotExportable(SpenserError, ValueError):
+    """The phenotype has layers that NIR cannot express exactly.
+
+    Attributes:
+      reasons: one ``"layer I (TYPE): why"`` string per offending layer.
+    """
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = list(reasons)
+        super().__init__("not exportable to NIR: " + "; ".join(self.reasons))
+
+
+class MissingDependency(SpenserError, ImportError):
+    """An optional package the export needs is not installed."""
+
+
+def require_nir():
+    """The ``nir`` package, or :class:`MissingDependency` saying how to install it."""
+    try:
+        import nir
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependency("NIR export needs the `nir` package: pip install 'spenser_jax[nir]'") from exc
+    return nir
+
+
+# --------------------------------------------------------------------------
+# What can be exported
+
+
+def _label(index: int, layer: Any) -> str:
+    tag = f"pool-{layer.kind}" if isinstance(layer, Pool) else getattr(layer, "tag", type(layer).__name__)
+    return f"layer {index} ({tag})"
+
+
+def _conv_padding(layer: Conv, in_shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    if layer.padding == "valid":
+        return ((0, 0), (0, 0))
+    return tuple(same_padding(n, layer.kernel, layer.stride) for n in in_shape[:2])
+
+
+def _layer_problem(layer: Any, in_shape: tuple[int, ...]) -> str | None:
+    if isinstance(layer, Pool):
+        if layer.kind != "avg":
+            return f"NIR has no max pooling (only AvgPool2d and SumPool2d), so pool-{layer.kind} cannot be expressed"
+        return None
+    if isinstance(layer, LIF):
+        if layer.reset != "zero":
+            return (
+                f"reset:{layer.reset} has no NIR form: NIR's LIF resets the "
+                "membrane to v_reset (only reset:zero exports)"
+            )
+        return None
+    if isinstance(layer, Conv):
+        pads = _conv_padding(layer, in_shape)
+        if any(before != after for before, after in pads):
+            return (
+                f"padding:same with kernel {layer.kernel} and stride {layer.stride} "
+                f"on a {in_shape[0]}x{in_shape[1]} input pads (before, after) = "
+                f"{pads[0]} rows and {pads[1]} columns (XLA/TensorFlow split); "
+                "NIR's Conv2d padding is symmetric"
+            )
+        return None
+    if isinstance(layer, (Dense, Dropout, NoOp)):
+        return None
+    return f"{type(layer).__name__} has no NIR export"
+
+
+def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[str]:
+    """Why ``phenotype`` cannot be exported exactly (an empty list: it can).
+
+    Args:
+      phenotype: the network.
+      input_shape: ``(H, W, C)`` of one input image.
+
+    Returns:
+      One ``"layer I (TYPE): reason"`` per offending layer, ``I`` its index in
+      ``phenotype.layers`` and ``TYPE`` its tag in the phenotype text.
+
+    Raises:
+      InvalidPhenotype: the phenotype is not a network for ``input_shape``.
+    """
+    shapes = infer_shapes(phenotype, input_shape)
+    reasons = []
+    in_shape = tuple(input_shape)
+    for i, (layer, out_shape) in enumerate(zip(phenotype.layers, shapes)):
+        if phenotype.inputs is not None and phenotype.inputs[i] is not None:
+            # NIR graphs could hold the edges, but our merge (max-pool to the
+            # smallest map, concatenate channels) has no NIR node.
+            reasons.append(
+                f"{_label(i, layer)}: reads layers {list(phenotype.inputs[i])} through a skip "
+                f"connection, whose merge (max-pool and concatenate) NIR cannot express"
+            )
+            in_shape = out_shape
+            continue
+        problem = _layer_problem(layer, in_shape)
+        if problem is not None:
+            reasons.append(f"{_label(i, layer)}: {problem}")
+        in_shape = out_shape
+    return reasons
+
+
+# --------------------------------------------------------------------------
+# Nodes
+
+
+def chw(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Our per-sample shape (H, W, C) or (N,) in NIR's order (C, H, W) or (N,)."""
+    return (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+
+
+def lif_node(beta: float, threshold: float, shape: tuple[int, ...], dt: float = DT):
+    """The NIR neuron node of one of our zero-reset LIF layers (see the module doc).
+
+    Args:
+      beta: the layer's β (clamped to [0, 1] here, as in our forward pass).
+      threshold: the layer's θ.
+      shape: the layer's per-neuron shape in NIR order (channels first).
+      dt: the simulation step the graph is written for.
+
+    Returns:
+      ``nir.LIF(tau=dt/(1-β), r=1/(1-β), v_leak=0, v_threshold=θ, v_reset=0)``
+      for clamped β < 1, ``nir.IF(r=1/dt, v_threshold=θ, v_reset=0)`` for β = 1;
+      float64 arrays of ``shape``.
+    """
+    nir = require_nir()
+    if not (math.isfinite(beta) and math.isfinite(threshold)):
+        raise ValueError(f"beta and threshold must be finite, got {beta!r}, {threshold!r}")
+    beta = float(np.clip(np.float32(beta), 0, 1))  # our clamp is in float32
+    shape = tuple(int(n) for n in shape)
+
+    def full(value):
+        return np.full(shape, value, np.float64)
+
+    if beta == 1.0:
+        return nir.IF(r=full(1.0 / dt), v_threshold=full(float(threshold)), v_reset=full(0.0))
+    tau = dt / (1.0 - beta)
+    return nir.LIF(
+        tau=full(tau), r=full(tau / dt), v_leak=full(0.0), v_threshold=full(float(threshold)), v_reset=full(0.0)
+    )
+
+
+def _unwrap(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    if set(params) == {"params"}:
+        return params["params"]
+    return params
+
+
+def to_nir(
+    phenotype: Phenotype,
+    params: Mapping[str, Any],
+    *,
+    input_shape: tuple[int, int, int],
+    time_steps: int,
+    input_coding: str = "rate",
+    dt: float = DT,
+):
+    """The network of ``phenotype`` with ``params`` as a ``nir.NIRGraph``.
+
+    Node names follow the parameter names (``conv_0``, ``lif_1``,
+    ``dense_8``, ...; pools ``pool_J``, the flatten ``flatten_J`` for the
+    dense layer ``J``), plus ``input`` and ``output``.
+
+    Args:
+      phenotype: the network (see :func:`exportable` for what exports).
+      params: its parameters, as :func:`spenser_jax.snn.network.init_params` or
+        training returns them (``{"conv_0": {"kernel", "bias"}, "lif_1":
+        {"beta", "threshold"}, ...}``, indexed by layer position with
+        ``no-op`` layers removed); ``{"params": ...}`` is accepted too.
+      input_shape: ``(H, W, C)`` of one input image (our order).
+      time_steps: steps per sample, stored in the metadata.
+      input_coding: how images become input spikes (stored; only ``"rate"``).
+      dt: the time step the LIF parameters are written for (default
+        :data:`DT`, snntorch's).
+
+    Raises:
+      NotExportable: a layer has no exact NIR form (all such layers named).
+      InvalidPhenotype: the phenotype is not a network for ``input_shape``.
+      ImportError: the ``nir`` package is missing.
+      ValueError: bad ``time_steps``, ``input_coding`` or ``dt``.
+    """
+    reasons = exportable(phenotype, input_shape)
+    if reasons:
+        raise NotExportable(reasons)
+    if input_coding not in INPUT_CODINGS:
+        raise ValueError(f"input_coding must be one of {INPUT_CODINGS}, got {input_coding!r}")
+    if int(time_steps) != time_steps or time_steps < 1:
+        raise ValueError(f"time_steps must be a positive integer, got {time_steps!r}")
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive finite number, got {dt!r}")
+    nir = require_nir()
+    params = _unwrap(params)
+
+    shapes = infer_shapes(phenotype, input_shape)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array(chw(tuple(input_shape))))}
+    chain = ["input"]
+    in_shape = tuple(input_shape)
+    j = -1  # index in the signature (no-op layers removed) = parameter index
+    for layer, out_shape in zip(phenotype.layers, shapes):
+        if not isinstance(layer, NoOp):
+            j += 1
+        if isinstance(layer, Conv):
+            p = params[f"conv_{j}"]
+            kernel = np.asarray(p["kernel"], np.float32)  # [kh, kw, in, out]
+            bias = np.asarray(p["bias"], np.float32) if layer.bias else np.zeros(layer.filters, np.float32)
+            pads = _conv_padding(layer, in_shape)
+            nodes[f"conv_{j}"] = nir.Conv2d(
+                input_shape=(int(in_shape[0]), int(in_shape[1])),
+                weight=np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)),
+                stride=(layer.stride, layer.stride),
+                padding=(pads[0][0], pads[1][0]),
+                dilation=(1, 1),
+                groups=1,
+                bias=bias,
+            )
+            chain.append(f"conv_{j}")
+        elif isinstance(layer, Pool):  # avg (exportable() refused max)
+            k = layer.kernel
+            nodes[f"pool_{j}"] = nir.AvgPool2d(
+                kernel_size=np.array([k, k]), stride=np.array([k, k]), padding=np.array([0, 0])
+            )
+            chain.append(f"pool_{j}")
+        elif isinstance(layer, Dense):
+            p = params[f"dense_{j}"]
+            kernel = np.asarray(p["kernel"], np.float32)  # [in, out], in in H, W, C order
+            if len(in_shape) == 3:
+                h, w, c = in_shape
+                # Columns from (h, w, c) to (c, h, w) order, then [out, in].
+                weight = kernel.reshape(h, w, c, layer.units).transpose(3, 2, 0, 1)
+                weight = weight.reshape(layer.units, h * w * c)
+                nodes[f"flatten_{j}"] = nir.Flatten(
+                    input_type={"input": np.array(chw(in_shape))}, start_dim=0, end_dim=-1
+                )
+                chain.append(f"flatten_{j}")
+            else:
+                weight = kernel.T
+            weight = np.ascontiguousarray(weight)
+            if layer.bias:
+                nodes[f"dense_{j}"] = nir.Affine(weight=weight, bias=np.asarray(p["bias"], np.float32))
+            else:
+                nodes[f"dense_{j}"] = nir.Linear(weight=weight)
+            chain.append(f"dense_{j}")
+        elif isinstance(layer, LIF):
+            p = params[f"lif_{j}"]
+            nodes[f"lif_{j}"] = lif_node(
+                float(np.asarray(p["beta"])), float(np.asarray(p["threshold"])), chw(out_shape), dt
+            )
+            chain.append(f"lif_{j}")
+        # Dropout and NoOp: the identity at inference.
+        in_shape = out_shape
+    nodes["output"] = nir.Output(output_type=np.array(chw(shapes[-1])))
+    chain.append("output")
+    metadata = {
+        "dt": float(dt),
+        "time_steps": int(time_steps),
+        "input_coding": input_coding,
+        "input_shape": np.array(chw(tuple(input_shape)), np.int64),
+        "note": _NOTE,
+        "phenotype": phenotype.text,
+        "source": "spenser_jax",
+    }
+    edges = list(itertools.pairwise(chain))
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
