@@ -25,10 +25,6 @@ class SearchSpaceError(SpenserError, RuntimeError):
     """No valid individual could be produced (or a genotype does not fit)."""
 
 
-# --------------------------------------------------------------------------
-# Data
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Expansion:
     """One expansion of a nonterminal: its production and its genes' values.

@@ -211,7 +211,7 @@ def next_shape(shape: tuple[int, ...], layer: Any, index: int) -> tuple[int, ...
     Raises:
       InvalidPhenotype: a conv/pool after a dense layer, or a size reaching zero.
     """
-    name = tag_of(layer) if hasattr(layer, "tag") else type(layer).__name__
+    name = tag_of(layer)
     if isinstance(layer, (Conv, Pool)) and len(shape) != 3:
         raise InvalidPhenotype(f"layer {index} ({name}) follows a dense layer")
     if isinstance(layer, Conv):

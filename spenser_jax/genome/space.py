@@ -374,13 +374,7 @@ class SearchSpace:
         matches a child's layers to its parent's by these.
         """
         self.check_structure(genotype)
-        out = []
-        for m in genotype.modules:
-            for layer in m.layers:
-                text = derive(self.grammar, m.name, layer)[1]
-                count = sum(token.startswith("layer:") for token in text.split())
-                out.extend((layer.uid, k) for k in range(count))
-        return tuple(out)
+        return tuple((layer.uid, k) for _, layer, first, last in self.blocks(genotype) for k in range(last - first + 1))
 
     def phenotype(self, genotype: Genotype) -> Phenotype:
         """Decode (pure). Raises SearchSpaceError / InvalidPhenotype if it can't."""

@@ -221,9 +221,9 @@ TAGS = {"layer": tuple(_LAYER_TAGS), "learning": tuple(_OPTIMIZER_TAGS), "loss":
 _CHOICES = {"padding": ("same", "valid"), "surrogate": ("atan", "fast-sigmoid"), "reset": ("subtract", "zero")}
 
 
-def tag_of(item: Layer | Optimizer) -> str:
-    """The tag that names ``item`` in the text form (``pool-max``, ``adam``, ...)."""
-    return f"pool-{item.kind}" if isinstance(item, Pool) else item.tag
+def tag_of(item: Any) -> str:
+    """The tag that names ``item`` in the text form (``pool-max``, ``adam``, ...); a signature slot's class name."""
+    return f"pool-{item.kind}" if isinstance(item, Pool) else getattr(item, "tag", type(item).__name__)
 
 
 def unit_text(head: str, item: Layer | Optimizer) -> str:

@@ -35,14 +35,7 @@ def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
         TypeError: If ``time_steps`` is not a static integer.
         ValueError: If ``time_steps`` is negative.
     """
-    try:
-        time_steps = operator.index(time_steps)
-    except TypeError:
-        raise TypeError(
-            f"time_steps must be a static Python int (mark it static under jax.jit), got {type(time_steps).__name__}"
-        ) from None
-    if time_steps < 0:
-        raise ValueError(f"time_steps must be >= 0, got {time_steps}")
+    time_steps = _time_steps(time_steps)
     images = jnp.asarray(images)
     if images.dtype == jnp.uint8:
         p = images.astype(jnp.float32) / 255
@@ -81,14 +74,7 @@ def direct(images: jax.Array, time_steps: int) -> jax.Array:
             strong).
         ValueError: If ``time_steps`` is negative.
     """
-    try:
-        time_steps = operator.index(time_steps)
-    except TypeError:
-        raise TypeError(
-            f"time_steps must be a static Python int (mark it static under jax.jit), got {type(time_steps).__name__}"
-        ) from None
-    if time_steps < 0:
-        raise ValueError(f"time_steps must be >= 0, got {time_steps}")
+    time_steps = _time_steps(time_steps)
     images = jnp.asarray(images)
     if images.dtype == jnp.uint8:
         current = images.astype(jnp.float32) / 255
@@ -97,3 +83,15 @@ def direct(images: jax.Array, time_steps: int) -> jax.Array:
     else:
         raise TypeError(f"images must be uint8 (0..255) or floating point (0..1), got {images.dtype}")
     return jnp.broadcast_to(current, (time_steps, *images.shape))
+
+
+def _time_steps(time_steps) -> int:
+    try:
+        time_steps = operator.index(time_steps)
+    except TypeError:
+        raise TypeError(
+            f"time_steps must be a static Python int (mark it static under jax.jit), got {type(time_steps).__name__}"
+        ) from None
+    if time_steps < 0:
+        raise ValueError(f"time_steps must be >= 0, got {time_steps}")
+    return time_steps

@@ -80,10 +80,6 @@ def default_mode(backend: str | None = None) -> str:
     return DEFAULT_MODES.get(backend or jax.default_backend(), "layerwise")
 
 
-# --------------------------------------------------------------------------
-# Network
-
-
 class SpikingNetwork(nn.Module):
     """A phenotype's network: input spikes ``[T, B, H, W, C]`` -> ``[T, B, K]``.
 

@@ -121,7 +121,7 @@ import numpy as np
 
 from spenser_jax.errors import SpenserError
 from spenser_jax.genome.phenotype import Phenotype, infer_shapes, same_padding
-from spenser_jax.genome.units import LIF, Conv, Dense, Dropout, NoOp, Pool
+from spenser_jax.genome.units import LIF, Conv, Dense, Dropout, NoOp, Pool, tag_of
 
 DT = 1e-4
 """Default time step written to the graph (snntorch's fixed import step)."""
@@ -167,8 +167,7 @@ def require_nir():
 
 
 def _label(index: int, layer: Any) -> str:
-    tag = f"pool-{layer.kind}" if isinstance(layer, Pool) else getattr(layer, "tag", type(layer).__name__)
-    return f"layer {index} ({tag})"
+    return f"layer {index} ({tag_of(layer)})"
 
 
 def _conv_padding(layer: Conv, in_shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
