@@ -248,7 +248,17 @@ def _convert(key: str, raw: str, kind: type) -> Any:
         raise InvalidPhenotype(f"{key}:{raw} is not a valid {kind.__name__}") from None
 
 
-def _build(cls: type, tag: str, fields: dict[str, str]) -> Layer | Optimizer:
+def unit_from_text(head: str, tag: str, fields: dict[str, str]) -> Layer | Optimizer | Loss:
+    """The unit ``head:tag`` with the gene tokens ``fields`` (key -> text value).
+
+    Raises:
+      InvalidPhenotype: an unknown tag, missing or unexpected keys, or a
+        malformed or disallowed value.
+    """
+    table = {"layer": _LAYER_TAGS, "learning": _OPTIMIZER_TAGS, "loss": _LOSS_TAGS}[head]
+    if tag not in table:
+        raise InvalidPhenotype(f"unknown {head} type {tag!r} (known: {sorted(table)})")
+    cls = table[tag]
     expected = {key for key, _, _ in cls.keys}
     if set(fields) != expected:
         missing = sorted(expected - set(fields))
@@ -263,19 +273,6 @@ def _build(cls: type, tag: str, fields: dict[str, str]) -> Layer | Optimizer:
     if cls is Pool:
         kwargs["kind"] = tag.split("-")[1]
     return cls(**kwargs)
-
-
-def unit_from_text(head: str, tag: str, fields: dict[str, str]) -> Layer | Optimizer | Loss:
-    """The unit ``head:tag`` with the gene tokens ``fields`` (key -> text value).
-
-    Raises:
-      InvalidPhenotype: an unknown tag, missing or unexpected keys, or a
-        malformed or disallowed value.
-    """
-    table = {"layer": _LAYER_TAGS, "learning": _OPTIMIZER_TAGS, "loss": _LOSS_TAGS}[head]
-    if tag not in table:
-        raise InvalidPhenotype(f"unknown {head} type {tag!r} (known: {sorted(table)})")
-    return _build(table[tag], tag, fields)
 
 
 # --------------------------------------------------------------------------
@@ -320,4 +317,4 @@ def static_key(spec: Optimizer) -> OptimizerKey:
 def _check_spec(spec: Any) -> None:
     if type(spec) not in _OPTIMIZER_TAGS.values():
         known = ", ".join(cls.__name__ for cls in _OPTIMIZER_TAGS.values())
-        raise TypeError(f"not a learning unit: {spec!r} (expected one of {known} from spenser_jax.phenotype)")
+        raise TypeError(f"not a learning unit: {spec!r} (expected one of {known} from spenser_jax.genome.units)")

@@ -44,6 +44,7 @@ from spenser_jax.genome import draws
 from spenser_jax.genome.units import Conv, Dense, Pool
 from spenser_jax.snn.activity_sums import activity_sums, input_sums, sample_sums
 from spenser_jax.snn.architecture import DropoutSlot, Hyper, LIFSlot, Signature, layer_shapes, param_name
+from spenser_jax.snn.conv import conv_nhwc  # noqa: F401 (offered here as before; Conv2d in layers calls it)
 from spenser_jax.snn.layers import (
     Conv2d,
     LIFParams,
