@@ -111,7 +111,7 @@ def test_output_size_and_ending():
 # install that still has the old files cannot answer in its place.
 OLD_NAMES = {
     "spenser_jax.genotype": "DEFAULT_MACRO Derivation Expansion Genotype MacroModule Module SearchSpace "
-    "SearchSpaceError derive macro_for macro_from_config next_link sample_gene",
+    "SearchSpaceError derive macro_for macro_from_config copy_layer sample_gene",
     "spenser_jax.phenotype": "LIF LOSS_TAGS SGD TAGS Adam CECount CEMaxMembrane CERate Conv Dense Dropout "
     "InvalidPhenotype Layer Loss MSECount MSEMembrane NoOp Optimizer Phenotype Pool RMSProp conv_output "
     "count_parameters infer_shapes layer_inputs layer_parameters merge_shape next_shape parse same_padding "

@@ -181,6 +181,14 @@ class Genotype:
         return cls.from_json(json.loads(text))
 
 
-def next_link(layers: Sequence[Derivation]) -> int:
-    """A link id no layer of ``layers`` uses yet."""
-    return 1 + max((x.link for x in layers if x.link is not None), default=-1)
+def copy_layer(layers: Sequence[Derivation], source: int, linked: bool) -> tuple[Derivation, Derivation]:
+    """``(layers[source] as it stays, a copy of it)``; the copy is a new layer (no uid yet).
+
+    ``linked``: the two share one genotype from now on (``Derivation.link``:
+    the original's by-reference reuse), under the source's link or a new one.
+    """
+    copy = dataclasses.replace(layers[source], uid=None)
+    if not linked:
+        return layers[source], copy
+    link = copy.link if copy.link is not None else 1 + max((x.link for x in layers if x.link is not None), default=-1)
+    return dataclasses.replace(layers[source], link=link), dataclasses.replace(copy, link=link)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from spenser_jax.genome.genotype import Derivation, Expansion, Genotype, SearchSpaceError, next_link
+from spenser_jax.genome.genotype import Derivation, Expansion, Genotype, SearchSpaceError, copy_layer
 from spenser_jax.genome.space import SearchSpace, derive, sample_gene
 from spenser_jax.genome.units import InvalidPhenotype
 from spenser_jax.grammar import Gene
@@ -201,11 +201,7 @@ def mutation_round(
                 position = int(rng.integers(len(layers) + 1))
                 if layers and rng.random() < config.reuse_layer:
                     source = int(rng.integers(len(layers)))
-                    new = dataclasses.replace(layers[source], uid=None)  # a copy is a new layer
-                    if not config.independent_copies:
-                        link = new.link if new.link is not None else next_link(layers)
-                        new = dataclasses.replace(new, link=link)
-                        layers[source] = dataclasses.replace(layers[source], link=link)
+                    layers[source], new = copy_layer(layers, source, not config.independent_copies)
                     layers.insert(position, new)
                     events.append(Event("reuse", name, position, f"copy of layer {source}"))
                 else:

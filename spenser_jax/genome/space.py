@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from spenser_jax.genome.genotype import Derivation, Expansion, Genotype, Module, SearchSpaceError, next_link
+from spenser_jax.genome.genotype import Derivation, Expansion, Genotype, Module, SearchSpaceError, copy_layer
 from spenser_jax.genome.phenotype import Phenotype, infer_shapes, parse
 from spenser_jax.genome.units import TAGS, InvalidPhenotype
 from spenser_jax.grammar import Gene, Grammar, GrammarError, NonTerminal, Terminal
@@ -251,11 +251,7 @@ class SearchSpace:
             for k in range(count):
                 if k and reuse and rng.random() < reuse:
                     source = int(rng.integers(k))
-                    copy = dataclasses.replace(layers[source], uid=None)
-                    if linked:
-                        link = copy.link if copy.link is not None else next_link(layers)
-                        copy = dataclasses.replace(copy, link=link)
-                        layers[source] = dataclasses.replace(layers[source], link=link)
+                    layers[source], copy = copy_layer(layers, source, linked)
                     layers.append(copy)
                 else:
                     layers.append(self.new_layer(rng, m.name))
