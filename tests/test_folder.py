@@ -104,6 +104,10 @@ def test_sizes_must_agree_unless_image_size_is_given(tmp_path):
         (lambda r: (r / "train" / "b" / "bad.png").write_bytes(b"not a png"), r"b/bad\.png: cannot decode it"),
         (lambda r: (r / "train" / "b" / "sub").mkdir(), r"b/sub: a folder inside the class folder"),
         (lambda r: (r / "train" / "stray.png").write_bytes(b""), r"train/stray\.png: a file where"),
+        (
+            lambda r: [f.unlink() for f in (r / "test" / "a").iterdir()] + [(r / "test" / "a").rmdir()],
+            r"test: no class",
+        ),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_written(tmp_path, own_cache, breakage, message):

@@ -102,7 +102,8 @@ def scan(root: str | os.PathLike, image_size: tuple[int, int] | None = None) -> 
     Raises:
         DataError: ``root`` is not a folder or lacks ``train/``; fewer than two
             classes; an empty class folder; a test class without a training
-            folder; a file that is not an image (by its extension).
+            folder or a ``test/`` without any; a file that is not an image
+            (by its extension) or a folder inside a class folder.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -120,6 +121,8 @@ def scan(root: str | os.PathLike, image_size: tuple[int, int] | None = None) -> 
     test = root / "test"
     has_test = test.is_dir()
     test_classes = _class_folders(test) if has_test else []
+    if has_test and not test_classes:
+        raise DataError(f"{test}: no class folders; remove it to carve a test split from {train}")
     for name in test_classes:
         if name not in classes:
             raise DataError(f"{test / name}: a test class with no training folder {train / name}")
