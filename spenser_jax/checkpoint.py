@@ -427,13 +427,7 @@ class Run:
         from spenser_jax import data
 
         ds_cfg = self.config.get("dataset", {})
-        dataset = data.load(
-            self.identity["dataset"],
-            data_dir if data_dir is not None else ds_cfg.get("data_dir"),
-            source=self.identity["source"],
-            verify=ds_cfg.get("verify", True),
-            tfds_name=self.identity.get("tfds_name"),
-        )
+        dataset = data.from_identity(self.identity, ds_cfg, data_dir)  # issue 28: image folders too
         return data.split(
             dataset,
             seed=self.identity["seed"],

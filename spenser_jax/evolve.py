@@ -234,9 +234,13 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     ds, evo, tr = cfg["dataset"], cfg["evolution"], cfg["training"]
     _require(_is_int(cfg["seed"], 0), f"seed must be an int >= 0, got {cfg['seed']!r}")
     source = ds.get("source", "idx")
+    try:  # issue 28: an image folder's keys (dataset=folder)
+        data.check_section(ds)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     _require(source in data.SOURCES, f"dataset.source must be one of {list(data.SOURCES)}, got {source!r}")
     _require(
-        ds["name"] in data.TIME_STEPS or source == "tfds",
+        ds["name"] in data.TIME_STEPS or source in ("tfds", "folder"),
         f"dataset.name must be one of {sorted(data.TIME_STEPS)} (or any tensorflow-datasets name with "
         f"dataset.source=tfds), got {ds['name']!r}",
     )
@@ -360,9 +364,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         raise ConfigError(f"mutation / evolution.macro: {err}") from None
     if load_data:
         try:
-            dataset = data.load(
-                ds["name"], ds["data_dir"], source=source, verify=ds.get("verify", True), tfds_name=ds.get("tfds_name")
-            )
+            dataset = data.from_section(ds)  # issue 28: every source, image folders too
         except ValueError as err:
             raise ConfigError(f"dataset: {err}") from None
         try:
@@ -420,6 +422,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity["input_shape"], identity["num_classes"] = list(input_shape), num_classes
     if ds.get("tfds_name") is not None:
         identity["tfds_name"] = ds["tfds_name"]
+    identity.update(data.section_identity(ds))  # issue 28: an image folder's path, size, classes, test split
     if encoding != "rate":
         identity["training"]["encoding"] = encoding
     changed = {k: sr[k] for k in _PAPER_SEARCH if sr[k] != _PAPER_SEARCH[k]}

@@ -23,8 +23,8 @@ class DataError(SpenserError):
 
 
 #: Encoding time steps per data set: MNIST and Fashion-MNIST from the paper
-#: (Table 1), CIFAR-10 from the original code's ``config_cifar.json``.
-TIME_STEPS = {"mnist": 10, "fmnist": 25, "cifar10": 50}
+#: (Table 1), CIFAR-10 (and its JPEG copy) from the original code's ``config_cifar.json``.
+TIME_STEPS = {"mnist": 10, "fmnist": 25, "cifar10": 50, "cifar10_jpeg": 50}
 
 
 # The folder the CIFAR-10 archive extracts to: where the table below looks
@@ -40,7 +40,8 @@ class _Spec:
     md5: dict[str, str]  # of the decompressed files, by .idx._FILES name
     system_dirs: tuple[str, ...] = ()  # where distribution packages install it
     how_to_get: str = ""
-    format: str = "idx"  # of its files on disk: "idx" | "cifar_bin"
+    format: str = "idx"  # of its files on disk: "idx" | "cifar_bin" | "folder" (an image folder)
+    digest: str = ""  # "folder": the SHA-256 listing of its files (spenser_jax.data.folder.listing_digest)
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (28, 28, 1)
 
@@ -84,6 +85,21 @@ _SPECS = {
         tfds_name="cifar10",
         md5={},  # see _CIFAR_ARCHIVE_MD5 and _CIFAR_SHA256
         format="cifar_bin",
+        input_shape=(32, 32, 3),
+    ),
+    # Every CIFAR-10 image as a JPEG file (quality 75) in the image-folder
+    # layout: JPEG moves pixel values, so it is not the official data set.
+    "cifar10_jpeg": _Spec(
+        title="CIFAR-10 (JPEG copy)",
+        subdirs=("cifar10_jpeg",),
+        tfds_name="",  # none: tensorflow-datasets' cifar10 is the official data, dataset=cifar10
+        md5={},
+        how_to_get=(
+            "It is not published anywhere: it is the copy of these machines' ../shared/data/cifar10_jpeg "
+            "(train/<class>/*.jpg, test/<class>/*.jpg); for the official CIFAR-10 use dataset=cifar10"
+        ),
+        format="folder",
+        digest="f10d4c9e536a564f17fa5e8d68ba087d1235e60cd1f21700e11ff43f0647bbb0",  # shared/data/README.md
         input_shape=(32, 32, 3),
     ),
 }
