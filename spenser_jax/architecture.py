@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from spenser_jax import optim
 from spenser_jax.phenotype import (
     LIF,
     CEMaxMembrane,
@@ -47,6 +46,7 @@ from spenser_jax.phenotype import (
     layer_inputs,
     walk_shapes,
 )
+from spenser_jax.training import optim
 
 Hyper = dict[str, Any]
 """``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``, float32."""
