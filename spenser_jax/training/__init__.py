@@ -52,7 +52,12 @@ _NAMES = {**dict.fromkeys(_CORE, "core"), **dict.fromkeys(_PROTOCOL, "protocol")
 __all__ = sorted(_NAMES)
 
 
+_MODULES = ("block_programs", "blocks", "core", "evaluation", "inheritance", "optim", "protocol")
+
+
 def __getattr__(name: str) -> Any:
     if name in _NAMES:
         return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
