@@ -110,26 +110,21 @@ def record(
 ) -> Evaluation:
     """The record of a trained individual from its metrics (host values, as :func:`~spenser_jax.training.core.
     evaluation_metrics` names them): ``"nonfinite_loss"``, ``"stopped"`` by the early check, or ``"ok"``."""
-    steps, samples = int(metrics["steps"]), int(metrics["samples"])
+    steps = int(metrics["steps"])
+    common = dict(
+        parameters=parameters,
+        train_seconds=train_seconds,
+        compile_seconds=compile_seconds,
+        train_samples=int(metrics["samples"]),
+        train_steps=steps,
+    )
     if bool(metrics["nonfinite"]):
-        why = f"loss or update became non-finite after {steps} steps"
-        return failed(
-            "nonfinite_loss", why, parameters, train_seconds, compile_seconds=compile_seconds, train_samples=samples,
-            train_steps=steps,
-        )  # fmt: skip
+        return failed("nonfinite_loss", f"loss or update became non-finite after {steps} steps", **common)
     stopped = bool(metrics["stopped"])
+    why = f"output silent and loss flat after {steps} steps: stopped early" if stopped else ""
+    status = "stopped" if stopped else "ok"
     return Evaluation(
-        float(metrics["accuracy"]),
-        "stopped" if stopped else "ok",
-        f"output silent and loss flat after {steps} steps: stopped early" if stopped else "",
-        parameters,
-        train_seconds,
-        compile_seconds,
-        weights,
-        samples,
-        inherited,
-        activity,
-        steps,
+        float(metrics["accuracy"]), status, why, weights=weights, inherited=inherited, activity=activity, **common
     )
 
 
