@@ -1,26 +1,17 @@
-"""Training and scoring an individual: the layer between the networks (``snn``) and a generation (``scheduler``).
+"""Training and scoring an individual: the layer between the networks and a generation (``scheduler``).
 
-One core (:mod:`.core`): a pure step, epoch and score that take the run's
-:class:`~.protocol.Protocol` whole, and the one walk of the protocol's
-epoch plan (budgets, the early check, halting after a failure) with the one
-zero score of a failed individual. It is compiled or driven three ways, all
-computing the same numbers:
+One core (:mod:`.core`: step, epoch and score taking the run's
+:class:`~.protocol.Protocol` whole; :func:`.protocol.walk_plan`, the one walk
+of the epoch plan) compiled or driven three ways that compute the same
+numbers: one fused program per signature (:func:`.core.train_and_score`,
+``batching=map``/``vmap``), the host calling one jitted epoch after the other
+(:class:`.evaluation.Trainer`: ``batching=none``, retraining, ``sj.train``),
+and programs per block of layers shared across architectures (:mod:`.blocks`,
+``runtime.compile_unit=layer``). Beside them: :mod:`.optim`,
+:mod:`.inheritance` and :mod:`.evaluation` (records, failures, keys).
 
-* :func:`.core.train_and_score`: one fused program per signature (the
-  scheduler's ``batching=map``/``vmap``);
-* :class:`.evaluation.Trainer`: the host calls one jitted epoch after the
-  other (``batching=none``, retraining, the public ``sj.train``);
-* :mod:`.blocks`: small programs per block of layers shared across
-  architectures, driven from the host (``runtime.compile_unit=layer``).
-
-Beside them: :mod:`.protocol` (how a run trains, built once), :mod:`.optim`
-(the learning unit as optax), :mod:`.inheritance` (a parent's weights for an
-offspring) and :mod:`.evaluation` (an individual's record, its failures and
-keys).
-
-The names below load their module on first use: :mod:`spenser_jax.
-architecture` imports :mod:`.optim`, so this package must not import the
-core (which imports the architecture) when it is itself imported.
+Names load their module on first use: :mod:`spenser_jax.architecture`
+imports :mod:`.optim`, so importing this package must not import the core.
 """
 
 from __future__ import annotations
