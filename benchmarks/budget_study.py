@@ -79,7 +79,15 @@ class Probe:
         key_encode, key_dropout = jax.random.split(key)
         spikes = encoding.rate(key_encode, self.images[idx], self.time_steps)
         return training.train_step(
-            self.sig, state, hyper, spikes, self.labels[idx], mask, key_dropout, output_spikes=True
+            self.sig,
+            Protocol(time_steps=self.time_steps),
+            state,
+            hyper,
+            spikes,
+            self.labels[idx],
+            mask,
+            key_dropout,
+            output_spikes=True,
         )
 
     def run(self, hyper, key, reads: dict[str, int]) -> dict:
@@ -87,7 +95,7 @@ class Probe:
         key_init, key_epochs = jax.random.split(key)
         state = training.create_train_state(key_init, self.sig, hyper, self.images.shape[1:])
         key_order, key_steps = jax.random.split(jax.random.fold_in(key_epochs, 0))
-        order, masks = training._batches(key_order, self.images.shape[0], self.batch_size)
+        order, masks = training.batches(key_order, self.images.shape[0], self.batch_size)
         wanted: dict[int, list[str]] = {}
         for name, steps in reads.items():
             wanted.setdefault(min(steps, order.shape[0]), []).append(name)

@@ -62,7 +62,7 @@ from spenser_jax.grammar import load_grammar, locate  # noqa: E402
 from spenser_jax.protocol import Protocol  # noqa: E402
 
 UNIFORM, UNIFORM_MANY = draws.uniform, draws.uniform_many
-KEEP_IF = training.keep_if
+KEEP_IF = training.core.keep_if
 
 
 def _keep_if_per_leaf(ok, new, old):  # how a failed step kept the old state before: a select per leaf
@@ -166,7 +166,7 @@ def layer_reuse(phenotypes: list, input_shape: tuple[int, int, int]) -> dict:
 def compile_and_run(path: str, phenotype, protocol: Protocol, data: tuple, platform: str) -> dict:
     how, emitters, cond = PATHS[path]
     draws.uniform, draws.uniform_many = DRAWS[how]
-    training.keep_if = KEEP_IF if cond else _keep_if_per_leaf
+    training.core.keep_if = KEEP_IF if cond else _keep_if_per_leaf
     try:
         # Traces of inner jitted functions (the initialisation) are cached per
         # signature: without this the first path's draws would serve them all.
@@ -185,7 +185,7 @@ def compile_and_run(path: str, phenotype, protocol: Protocol, data: tuple, platf
         t3 = time.perf_counter()
     finally:  # the product's own functions again, whatever happened
         draws.uniform, draws.uniform_many = UNIFORM, UNIFORM_MANY
-        training.keep_if = KEEP_IF
+        training.core.keep_if = KEEP_IF
     return {
         "trace_lower_seconds": t1 - t0,
         "compile_seconds": t2 - t0,

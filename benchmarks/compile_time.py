@@ -100,10 +100,10 @@ def compile_separate(
     state = training.create_train_state(jax.random.key(0), sig, hyper, INPUT_SHAPE)
     params = state.params
     epoch = jax.jit(
-        functools.partial(training.train_epoch, sig, time_steps=time_steps, batch_size=batch_size), donate_argnums=(0,)
+        functools.partial(training.train_epoch, sig, Protocol(time_steps, batch_size=batch_size)), donate_argnums=(0,)
     )
     score = jax.jit(
-        functools.partial(training.score, sig, time_steps=time_steps, batch_size=min(eval_batch_size, n_fit))
+        functools.partial(training.score, sig, Protocol(time_steps, eval_batch_size=min(eval_batch_size, n_fit)))
     )
     t0 = time.perf_counter()
     epoch.lower(state, hyper, *_shapes(n_train), jax.random.key(1)).compile()

@@ -52,6 +52,7 @@ import jax.numpy as jnp
 from spenser_jax import network, training
 from spenser_jax.phenotype import same_padding
 from spenser_jax.snn import layers
+from spenser_jax.training.protocol import Protocol
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -122,7 +123,7 @@ class AutodiffTrainer(harness.JaxTrainer):
     def __init__(self, key, sig, hyper, time_steps, mode, images, labels):
         # A fresh jit (not make_train_epoch's cached one), traced under the patch.
         fn = jax.jit(
-            functools.partial(training.train_epoch, sig, time_steps=time_steps, batch_size=harness.BATCH, mode=mode),
+            functools.partial(training.train_epoch, sig, Protocol(time_steps, batch_size=harness.BATCH, mode=mode)),
             donate_argnums=(0,),
         )
         super().__init__(key, sig, hyper, time_steps, mode, images, labels, epoch_fn=fn, label=f"{mode}, autodiff conv")

@@ -204,7 +204,9 @@ class JaxStepLoop(JaxTrainer):
     def _step_fn(sig, time_steps, mode):
         def step(state, hyper, images, labels, key):
             spikes = encoding.rate(key, images, time_steps)
-            state, value, finite = training.train_step(sig, state, hyper, spikes, labels, mode=mode)
+            state, value, finite = training.train_step(
+                sig, Protocol(time_steps, mode=mode), state, hyper, spikes, labels
+            )
             return state, {"loss": value, "nonfinite": ~finite}
 
         return jax.jit(step, donate_argnums=(0,))
@@ -481,7 +483,7 @@ def profile_jax(key: jax.Array, sig, hyper, time_steps: int, mode: str, images, 
         return loss.mse_count_loss(forward(params, s), y)
 
     fwd, fwd_bwd = jax.jit(forward), jax.jit(jax.value_and_grad(loss_fn))
-    step = jax.jit(functools.partial(training.train_step, sig, mode=mode))
+    step = jax.jit(functools.partial(training.train_step, sig, Protocol(time_steps, mode=mode)))
     whole = {
         "rate_encoding": lambda: rate(key_spikes, x, time_steps=time_steps),
         "forward": lambda: fwd(state.params, spikes),

@@ -111,7 +111,7 @@ class EpochProbe:
         key_encode, key_dropout = jax.random.split(key)
         spikes = encoding.rate(key_encode, self.images[idx], s.time_steps)
         new, value, finite, count = training.train_step(
-            self.sig, state, self.hyper, spikes, self.labels[idx], mask, key_dropout, output_spikes=True
+            self.sig, s, state, self.hyper, spikes, self.labels[idx], mask, key_dropout, output_spikes=True
         )
         return new, value, finite, count
 
@@ -123,7 +123,7 @@ class EpochProbe:
         if start is not None:
             state = state.replace(params=training.inherit_params(state.params, start))
         key_order, key_steps = jax.random.split(jax.random.fold_in(key_epochs, 0))
-        order, masks = training._batches(key_order, self.images.shape[0], s.batch_size)
+        order, masks = training.batches(key_order, self.images.shape[0], s.batch_size)
         out, heard, seconds = {}, 0.0, 0.0
         last = max(checkpoints.values())
         wanted: dict[int, list[str]] = {}
@@ -150,7 +150,7 @@ class EpochProbe:
         key_init, key_epochs = jax.random.split(key)
         state = training.create_train_state(key_init, self.sig, self.hyper, self.images.shape[1:])
         key_order, key_steps = jax.random.split(jax.random.fold_in(key_epochs, 0))
-        order, masks = training._batches(key_order, self.images.shape[0], s.batch_size)
+        order, masks = training.batches(key_order, self.images.shape[0], s.batch_size)
         for i in range(steps):
             new, _, finite, _ = self.step(state, order[i], masks[i], jax.random.fold_in(key_steps, i))
             if not bool(finite):

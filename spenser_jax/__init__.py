@@ -77,6 +77,11 @@ MOVED: dict[str, str] = {
 MOVED.update(
     {
         # training
+        "spenser_jax.protocol": "spenser_jax.training.protocol",
+        "spenser_jax.optim": "spenser_jax.training.optim",
+        "spenser_jax.inheritance": "spenser_jax.training.inheritance",
+        "spenser_jax.fitness": "spenser_jax.training.evaluation",
+        "spenser_jax.layer_programs": "spenser_jax.training.blocks",
         # (end of training)
     }
 )
@@ -118,7 +123,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
-    if name == "evaluate":  # its name until 0.2: "evaluate" now means train and score (fitness.evaluate_one)
+    if name == "evaluate":  # its name until 0.2: "evaluate" now means train and score (evaluation.evaluate_one)
         import warnings
 
         warnings.warn("spenser_jax.evaluate is now spenser_jax.score", DeprecationWarning, stacklevel=2)
@@ -198,23 +203,23 @@ def train(phenotype, images, labels, *, time_steps, key, epochs=1, batch_size=64
     """
     import jax
 
-    from spenser_jax import fitness
     from spenser_jax.data import Arrays
-    from spenser_jax.protocol import Protocol
+    from spenser_jax.training import evaluation
+    from spenser_jax.training.protocol import Protocol
 
     protocol = Protocol(time_steps=time_steps, epochs=epochs, batch_size=batch_size)
-    trainer = fitness.Trainer(protocol, tuple(images.shape[1:]))
-    state, info = trainer.train(phenotype, key, fitness.on_device(Arrays(images, labels)), epochs, params=params)
+    trainer = evaluation.Trainer(protocol, tuple(images.shape[1:]))
+    state, info = trainer.train(phenotype, key, evaluation.on_device(Arrays(images, labels)), params=params)
     return jax.device_get(state.params), info
 
 
 def score(phenotype, params, images, labels, *, time_steps, key, batch_size=1000):
     """Spike-count accuracy of trained ``params`` on ``images``/``labels`` (rate-coded with ``key``)."""
-    from spenser_jax import fitness
     from spenser_jax.data import Arrays
-    from spenser_jax.protocol import Protocol
+    from spenser_jax.training import evaluation
+    from spenser_jax.training.protocol import Protocol
 
     protocol = Protocol(time_steps=time_steps, eval_batch_size=batch_size)
-    trainer = fitness.Trainer(protocol, tuple(images.shape[1:]))
-    accuracy, _, _ = trainer.score(phenotype, params, fitness.on_device(Arrays(images, labels)), key)
+    trainer = evaluation.Trainer(protocol, tuple(images.shape[1:]))
+    accuracy, _, _ = trainer.score(phenotype, params, evaluation.on_device(Arrays(images, labels)), key)
     return accuracy

@@ -170,7 +170,7 @@ def retrain_front(
         phenotype = space.phenotype(m.genotype)
         if progress:
             print(f"[{k + 1}/{len(front)}] generation {m.born[0]} individual {m.born[1]}", flush=True)
-        trained, info = trainer.train(phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs)
+        trained, info = trainer.train(phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train)
         if info["nonfinite"]:
             raise TrainingDiverged(
                 f"generation {m.born[0]} individual {m.born[1]}: training diverged after {info['steps']} steps; "
@@ -257,7 +257,7 @@ def retrain(
         return minutes is not None and seconds / (epoch + 1) * (epoch + 2) > minutes * 60
 
     trained, info = trainer.train(
-        phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, epochs, params=params, after_epoch=after_epoch
+        phenotype, jax.random.fold_in(root, _RETRAIN_STREAM), train, params=params, after_epoch=after_epoch
     )
     if bar is not None:
         bar.close()

@@ -73,7 +73,9 @@ def measured_with_totals():
     images = jnp.asarray(rng.integers(0, 256, (11, *SHAPE), dtype=np.uint8))
     labels = jnp.asarray(rng.integers(0, 10, 11), jnp.int32)
     key = jax.random.key(5)
-    result = training.score(sig, params, hyper, images, labels, key, time_steps=3, batch_size=4, activity=True)
+    result = training.score(
+        sig, training.Protocol(time_steps=3, eval_batch_size=4), params, hyper, images, labels, key, activity=True
+    )
     totals = jax.tree.map(np.asarray, result["activity"])
     summary = activity.summarise(sig, SHAPE, 3, totals, 11)
     # The same forward pass, batch by batch, with every spike train kept.

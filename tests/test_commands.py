@@ -66,7 +66,7 @@ def test_a_corrupt_retrained_file_blocks_only_what_needs_it(fake_run, tmp_path, 
         def __init__(self, settings, input_shape):
             pass
 
-        def train(self, phenotype, key, data, epochs, params=None, after_epoch=None):
+        def train(self, phenotype, key, data, params=None, after_epoch=None):
             return types.SimpleNamespace(params=state.parent_weights), {"nonfinite": False, "steps": 1, "losses": [0.5]}
 
         def score(self, phenotype, params, data, key):
@@ -213,7 +213,7 @@ def test_json_alone_prints_it_and_json_path_writes_it(fake_run, tmp_path, monkey
         def __init__(self, settings, input_shape):
             pass
 
-        def train(self, phenotype, key, data, epochs, params=None, after_epoch=None):
+        def train(self, phenotype, key, data, params=None, after_epoch=None):
             return types.SimpleNamespace(params=params), {"nonfinite": False, "steps": 1, "losses": [0.5]}
 
         def score(self, phenotype, params, data, key):

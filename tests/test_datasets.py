@@ -115,15 +115,13 @@ def test_direct_encoding_feeds_the_image_and_costs_macs():
     runs = [
         training.score(
             sig,
+            training.Protocol(time_steps=3, eval_batch_size=4, encoding="direct"),
             params,
             hyper,
             images,
             labels,
             jax.random.key(k),
-            time_steps=3,
-            batch_size=4,
             activity=True,
-            input_encoding="direct",
         )
         for k in (1, 2)
     ]

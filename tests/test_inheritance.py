@@ -13,11 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, evolution, inheritance, mutation, phenotype, training
-from spenser_jax.fitness import Evaluation
+from spenser_jax import architecture, evolution, mutation, phenotype, training
 from spenser_jax.genotype import Derivation, Expansion, Genotype, Module, SearchSpace
 from spenser_jax.grammar import load_grammar, parse_grammar
-from spenser_jax.protocol import Protocol
+from spenser_jax.training import inheritance
+from spenser_jax.training.evaluation import Evaluation
+from spenser_jax.training.protocol import Protocol
 
 CSNN = SearchSpace(load_grammar("grammars/csnn.grammar"))
 TINY = parse_grammar("""

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from test_evolution import config, strip_timing
 
-from spenser_jax import architecture, checkpoint, evolve, layer_programs, network, training
+from spenser_jax import architecture, checkpoint, evolve, network, training
 from spenser_jax.phenotype import parse
-from spenser_jax.protocol import Protocol
+from spenser_jax.training import block_programs, blocks
+from spenser_jax.training.protocol import Protocol
 
 SHAPE = (10, 10, 1)
 ACT = "layer:act beta:{beta} beta-trainable:{bt} threshold:0.3 threshold-trainable:{tt} surr-grad:{surr} reset:{reset}"
@@ -71,7 +72,7 @@ def both(text, protocol, n_train=24, n_score=16, inherited=None):
     score_images, score_labels = toy(1, n_score)
     args = (jax.random.key(3), hyper, images, labels, score_images, score_labels, jax.random.key(4))
     whole = jax.jit(lambda *a: training.train_and_score(sig, *a, protocol, inherited=inherited))(*args)
-    layers = layer_programs.train_and_score(sig, *args, protocol, inherited=inherited)
+    layers = blocks.train_and_score(sig, *args, protocol, inherited=inherited)
     return jax.device_get(whole), jax.device_get(layers)
 
 
@@ -92,7 +93,7 @@ def assert_same(whole, layers):
 def test_init_draws_the_same_bits(name):
     sig, hyper = architecture.split(parse(NETWORKS[name]), 3)
     whole = network.init_params(jax.random.key(7), sig, hyper, SHAPE)
-    layers = layer_programs.init_params(jax.random.key(7), sig, hyper, SHAPE)
+    layers = block_programs.init_params(jax.random.key(7), sig, hyper, SHAPE)
     assert jax.tree.structure(whole) == jax.tree.structure(layers)
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(layers), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -150,10 +151,10 @@ def test_skip_connections_are_refused_with_a_reason():
         f"{act()} layer:fc num-units:10 bias:True input:-1,1 {act()} {ADAM.format(amsgrad=False)}"
     )
     sig, hyper = architecture.split(parse(text), 3)
-    assert sig.inputs is not None and not layer_programs.supports(sig)
+    assert sig.inputs is not None and not blocks.supports(sig)
     images, labels = toy(0, 8)
     with pytest.raises(NotImplementedError, match="skip connections"):
-        layer_programs.train_and_score(
+        blocks.train_and_score(
             sig, jax.random.key(0), hyper, images, labels, images, labels, jax.random.key(1), Protocol(time_steps=2)
         )
 
@@ -165,18 +166,14 @@ def test_programs_are_shared_across_architectures():
     both(first, protocol)  # fills the caches
     # A child: the same layers and a wider hidden fc added at the end's place.
     child = first.replace("layer:fc num-units:10", "layer:fc num-units:7 bias:True " + act() + " layer:fc num-units:10")
-    before = layer_programs.compile_seconds()
+    before = blocks.compile_seconds()
     sig, hyper = architecture.split(parse(child), 2)
     images, labels = toy(0, 16)
-    layer_programs.train_and_score(
-        sig, jax.random.key(0), hyper, images, labels, images, labels, jax.random.key(1), protocol
-    )
-    child_seconds = layer_programs.compile_seconds() - before
-    before = layer_programs.compile_seconds()
-    layer_programs.train_and_score(
-        sig, jax.random.key(5), hyper, images, labels, images, labels, jax.random.key(1), protocol
-    )
-    assert layer_programs.compile_seconds() == before  # nothing new the second time
+    blocks.train_and_score(sig, jax.random.key(0), hyper, images, labels, images, labels, jax.random.key(1), protocol)
+    child_seconds = blocks.compile_seconds() - before
+    before = blocks.compile_seconds()
+    blocks.train_and_score(sig, jax.random.key(5), hyper, images, labels, images, labels, jax.random.key(1), protocol)
+    assert blocks.compile_seconds() == before  # nothing new the second time
     assert child_seconds > 0
 
 
@@ -195,19 +192,19 @@ def test_each_program_compiles_once_for_data_on_a_device():
     images, labels = jax.device_put(toy(0, 24), device)
     options = (("xla_cpu_use_fusion_emitters", False),)
     protocol = Protocol(time_steps=2, batch_size=8, eval_batch_size=8)
-    _, metrics = layer_programs.train_and_score(
+    _, metrics = blocks.train_and_score(
         sig, jax.random.key(0), hyper, images, labels, images, labels, jax.random.key(1), protocol, options=options
     )
     assert int(metrics["steps"]) == 3
-    net = layer_programs._Net(sig, hyper, SHAPE, options, device)
+    net = block_programs._Net(sig, hyper, SHAPE, options, device)
     for b, (_, block) in enumerate(net.blocks):
-        assert layer_programs._forward_saving(block, b > 0, False, options)._cache_size() == 1
-        assert layer_programs._backward(block, b > 0, False, options)._cache_size() == 1
-        assert layer_programs._forward(block, True, options)._cache_size() == 1
+        assert block_programs._forward_saving(block, b > 0, False, options)._cache_size() == 1
+        assert block_programs._backward(block, b > 0, False, options)._cache_size() == 1
+        assert block_programs._forward(block, True, options)._cache_size() == 1
     sizes = {
-        layer_programs._bucket(sum(math.prod(s) for names in block.layout for _, s in names)) for _, block in net.blocks
+        block_programs._bucket(sum(math.prod(s) for names in block.layout for _, s in names)) for _, block in net.blocks
     }
-    assert layer_programs._update(sig.optimizer, options)._cache_size() == len(sizes)
+    assert blocks._update(sig.optimizer, options)._cache_size() == len(sizes)
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from spenser_jax import optim
 from spenser_jax.phenotype import SGD, Adam, Dense, RMSProp
+from spenser_jax.training import optim
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torch_optim.npz"
 

@@ -96,7 +96,7 @@ def test_public_train_and_score_are_the_search_s_training_and_scoring():
     # The same as the search's Trainer, key for key.
     trainer = fitness.Trainer(Protocol(time_steps=2, epochs=2, batch_size=16), (8, 8, 1))
     data = fitness.on_device(Arrays(images, labels))
-    state, _ = trainer.train(phenotype, jax.random.key(0), data, 2)
+    state, _ = trainer.train(phenotype, jax.random.key(0), data)
     jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(state.params))
     accuracy = spenser_jax.score(phenotype, params, images, labels, time_steps=2, key=jax.random.key(1), batch_size=20)
     assert accuracy == trainer.score(phenotype, state.params, data, jax.random.key(1))[0]

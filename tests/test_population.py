@@ -305,7 +305,7 @@ def test_report_draws_the_front_and_retrain_tests_every_first_front_member(tmp_p
         def __init__(self, protocol, input_shape):
             assert protocol.time_steps == 10 and protocol.early_stop is None and not protocol.inherit
 
-        def train(self, phenotype, key, data, epochs, params=None, after_epoch=None):
+        def train(self, phenotype, key, data, params=None, after_epoch=None):
             trained.append(phenotype.text)
             return types.SimpleNamespace(params={"n": len(trained)}), {"nonfinite": False, "steps": 1, "losses": [0.5]}
 

@@ -18,10 +18,11 @@ import jax
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, fitness, layer_programs, phenotype, scheduler, training
+from spenser_jax import architecture, phenotype, scheduler, training
 from spenser_jax.data import Arrays, Splits
-from spenser_jax.protocol import Protocol
 from spenser_jax.scheduler import Evaluator
+from spenser_jax.training import blocks, evaluation
+from spenser_jax.training.protocol import Protocol
 
 SHAPE = (10, 10, 1)
 # Low thresholds so that the tiny networks spike and learn something.
@@ -65,7 +66,7 @@ def evaluator(**kwargs):
     kwargs.setdefault("compile_threads", 1)
     if isinstance(kwargs.get("devices"), int):
         kwargs["devices"] = scheduler.select_devices(kwargs["devices"])
-    return Evaluator(toy_splits(), seed=3, input_shape=SHAPE, settings=SETTINGS, **kwargs)
+    return Evaluator(toy_splits(), seed=3, input_shape=SHAPE, protocol=SETTINGS, **kwargs)
 
 
 def assert_same(expected, actual):
@@ -242,7 +243,7 @@ def test_runtime_failure_in_a_group_is_recorded_per_individual(one_by_one, monke
         future.set_exception(RuntimeError("RESOURCE_EXHAUSTED: out of memory while running"))
         return future
 
-    train = fitness.Trainer.train
+    train = evaluation.Trainer.train
 
     def train_or_fail(self, phenotype, *args, **kwargs):
         if phenotype == failing:
@@ -250,10 +251,10 @@ def test_runtime_failure_in_a_group_is_recorded_per_individual(one_by_one, monke
         return train(self, phenotype, *args, **kwargs)
 
     monkeypatch.setattr(scheduler.dispatch, "_watch", device_error)
-    monkeypatch.setattr(fitness.Trainer, "train", train_or_fail)
+    monkeypatch.setattr(evaluation.Trainer, "train", train_or_fail)
     results = evaluator(batching="map").evaluate(phenotypes(), generation=2)
     assert [e.status for e in results] == ["ok", "error", "nonfinite_loss", "ok"]
-    assert results[1].fitness == fitness.FAILED_FITNESS and "the device fell over" in results[1].reason
+    assert results[1].fitness == evaluation.FAILED_FITNESS and "the device fell over" in results[1].reason
     assert results[1].parameters == one_by_one[1].parameters > 0
     kept = [0, 2, 3]
     assert_same([one_by_one[i] for i in kept], [results[i] for i in kept])
@@ -283,7 +284,7 @@ def test_search_budget_and_inheritance_batched_equal_one_by_one(one_by_one):
     starts = [None, None, None, (values, mask, 0.5)]  # the last shares the first's signature
 
     def run(batching):
-        ev = Evaluator(toy_splits(), seed=3, input_shape=SHAPE, settings=settings, batching=batching, compile_threads=0)
+        ev = Evaluator(toy_splits(), seed=3, input_shape=SHAPE, protocol=settings, batching=batching, compile_threads=0)
         return ev.evaluate(phenotypes(), generation=2, inherited=starts)
 
     alone, together = run("none"), run("map")
@@ -315,11 +316,11 @@ def test_programs_per_layer_evaluate_as_the_whole_program(one_by_one, monkeypatc
     assert [e.fitness for e in again] == [e.fitness for e in results]  # same keys, same results
     # inspect and export rebuild an individual's weights the way the search trained them.
     run = types.SimpleNamespace(identity={"seed": 3, "runtime": {"compile_unit": "layer"}}, protocol=lambda: SETTINGS)
-    rebuilt = fitness.train_again(run, phenotypes()[3], 2, 3, toy_splits())
+    rebuilt = evaluation.train_again(run, phenotypes()[3], 2, 3, toy_splits())
     jax.tree.map(np.testing.assert_array_equal, rebuilt, results[3].weights)
 
     def broken(*args, **kwargs):
         raise RuntimeError("no programs for you")
 
-    monkeypatch.setattr(layer_programs, "train_and_score", broken)
+    monkeypatch.setattr(blocks, "train_and_score", broken)
     assert_same(one_by_one, evaluator(compile_unit="layer").evaluate(phenotypes(), generation=2))

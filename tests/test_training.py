@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from spenser_jax import architecture, network, phenotype, training
-from spenser_jax.protocol import Protocol
 from spenser_jax.snn import encoding
+from spenser_jax.training.protocol import Protocol
 
 from compiles import compilations
 
@@ -29,6 +29,7 @@ NET = (
     "learning:gradient-descent lr:0.05 momentum:0.9 decay:0.001 nesterov:True"
 )
 SHAPE = (10, 10, 1)
+PROTOCOL = Protocol(time_steps=1)  # train_step reads its loss targets and execution order (the defaults)
 
 
 def toy_data(seed, n, binary=False):
@@ -65,7 +66,13 @@ def test_two_adam_steps_match_torch():
     state = state.replace(params=ref["params"])
     step = jax.jit(
         lambda state: training.train_step(
-            sig, state, genes, jnp.asarray(ref["spikes"]), jnp.asarray(ref["labels"]), dropout_key=jax.random.key(1)
+            sig,
+            PROTOCOL,
+            state,
+            genes,
+            jnp.asarray(ref["spikes"]),
+            jnp.asarray(ref["labels"]),
+            dropout_key=jax.random.key(1),
         )
     )
     for _ in range(2):
@@ -85,7 +92,9 @@ def test_padded_batch_equals_the_smaller_batch():
     images, labels = toy_data(0, 8)
     spikes = encoding.rate(jax.random.key(1), images, 3)
     state = training.create_train_state(jax.random.key(2), sig, genes, SHAPE)
-    step = jax.jit(lambda state, spikes, labels, mask: training.train_step(sig, state, genes, spikes, labels, mask))
+    step = jax.jit(
+        lambda state, spikes, labels, mask: training.train_step(sig, PROTOCOL, state, genes, spikes, labels, mask)
+    )
     small, small_loss, _ = step(state, spikes[:, :6], labels[:6], None)
     mask = jnp.arange(8) < 6
     padded, padded_loss, _ = step(state, spikes, labels, mask)
@@ -171,6 +180,37 @@ def test_bad_data_is_rejected():
         score(None, genes, images[..., 0], labels, jax.random.key(0))
 
 
+def test_every_way_of_training_walks_the_plan_alike():
+    """A program and the host run the same epochs with the same budgets and early check, and halt alike."""
+    protocol = Protocol(time_steps=1, epochs=2.5, batch_size=10, early_stop=0.1, stop_min_steps=2)
+    assert protocol.plan(100) == (None, None, 5) and protocol.stop_check(100) == 2
+    calls = []
+
+    def run_epoch(xp, fail_at):
+        def run(state, epoch, max_steps, stop_check):
+            calls.append((max_steps, stop_check))
+            metrics = {"loss": xp.float32(epoch + 1), "steps": xp.int32(max_steps or 10), "samples": xp.int32(7)}
+            return state + 1, {**metrics, "nonfinite": xp.asarray(epoch) == fail_at, "stopped": xp.bool_(False)}
+
+        return run
+
+    walked = jax.jit(lambda state: training.walk_plan(protocol, 100, state, run_epoch(jnp, 1)))(0)
+    assert calls == [(None, 2), (None, None), (5, None)]  # traced once each: the later epochs are conds
+    for fail_at, ran in [(1, 2), (9, 3)]:
+        calls.clear()
+        on_host = training.walk_plan(protocol, 100, 0, run_epoch(np, fail_at), traced=False)
+        assert calls == [(None, 2), (None, None), (5, None)][:ran]  # the host runs no epoch after a failure
+        assert on_host[0] == ran and bool(on_host[1]) == (fail_at == 1) and not on_host[2]
+    calls.clear()
+    on_host = training.walk_plan(protocol, 100, 0, run_epoch(np, 1), traced=False)
+    metrics = [training.evaluation_metrics(3, w[3], w[1], w[2], {}) for w in (walked, on_host)]
+    for name in ("losses", "steps", "samples", "nonfinite", "stopped"):
+        np.testing.assert_array_equal(metrics[0][name], metrics[1][name], err_msg=name)
+    np.testing.assert_array_equal(metrics[1]["losses"], [1, 2, 0])  # 0 for the epoch skipped
+    assert int(metrics[1]["steps"]) == 20 and int(walked[0]) == 2  # the skipped epoch left the state as it was
+    assert training.walk_plan(protocol, 100, 0, run_epoch(np, 9), traced=False, after_epoch=lambda *a: True)[0] == 1
+
+
 # --------------------------------------------------------------------------
 # Learning on real data
 
@@ -231,7 +271,7 @@ def test_train_epoch_vmaps_over_offspring():
     batched = jax.jit(
         jax.vmap(
             lambda state, genes, key: training.train_epoch(
-                sig, state, genes, images, labels, key, time_steps=3, batch_size=32
+                sig, Protocol(time_steps=3, batch_size=32), state, genes, images, labels, key
             ),
             in_axes=(0, 0, 0),
         )

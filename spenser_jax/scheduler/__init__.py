@@ -1,20 +1,20 @@
 """A generation's fitness, scheduled onto compilers and devices.
 
 :class:`Evaluator` turns a generation's phenotypes into
-:class:`~spenser_jax.fitness.Evaluation` records, each exactly what
-:func:`spenser_jax.fitness.evaluate_one` gives for that individual.
+:class:`~spenser_jax.training.evaluation.Evaluation` records, each exactly what
+:func:`spenser_jax.training.evaluation.evaluate_one` gives for that individual.
 
 How (``batching``)
 ------------------
 
 ``"none"``: one individual after the other, as the original code does
-(:func:`~spenser_jax.fitness.evaluate_one`). Kept as the reference and as the
+(:func:`~spenser_jax.training.evaluation.evaluate_one`). Kept as the reference and as the
 fallback.
 
 ``"map"`` (the default): the same numbers, with less waiting.
 
 * One program per individual: initialisation, all epochs and the scoring
-  fused (:func:`spenser_jax.training.train_and_score`), one dispatch per
+  fused (:func:`spenser_jax.training.core.train_and_score`), one dispatch per
   individual, the data resident on the device as uint8 and rate-coded there.
 * Offspring that share a :class:`~spenser_jax.architecture.Signature` (only
   their float genes differ) share that program: one compile per signature,
@@ -91,11 +91,9 @@ from typing import Any
 
 import jax
 
-from spenser_jax import architecture, fitness, inheritance, layer_programs
+from spenser_jax import architecture
 from spenser_jax.data import Splits
-from spenser_jax.fitness import Evaluation
 from spenser_jax.phenotype import Phenotype, count_parameters
-from spenser_jax.protocol import Protocol
 from spenser_jax.scheduler.dispatch import _Execution, _Timeline
 from spenser_jax.scheduler.plan import _Member, _Planning
 from spenser_jax.scheduler.resources import (
@@ -108,6 +106,9 @@ from spenser_jax.scheduler.resources import (
     select_devices,
     wants_host_memory_kept,
 )
+from spenser_jax.training import blocks, evaluation, inheritance
+from spenser_jax.training.evaluation import Evaluation
+from spenser_jax.training.protocol import Protocol
 
 __all__ = [
     "BATCHING",
@@ -143,8 +144,7 @@ class Evaluator(_Planning, _Execution):
       splits: the run's data (EvoTrain and Fitness are used).
       seed: the run's seed.
       input_shape: ``(H, W, C)`` of one image.
-      protocol: how each individual trains and is scored (``settings``:
-        its former name, still accepted).
+      protocol: how each individual trains and is scored.
       batching: ``"none"``, ``"map"`` or ``"vmap"``.
       compile_threads: threads compiling ahead of training; 0: compile, then
         train, one group after the other (no overlap). See
@@ -159,7 +159,7 @@ class Evaluator(_Planning, _Execution):
       compile_unit: ``"network"``: one program per architecture (batched as
         ``batching`` says); ``"layer"``: each individual in turn, on the
         first device, through programs per block of layers shared across
-        architectures (:mod:`spenser_jax.layer_programs`; results equal to
+        architectures (:mod:`spenser_jax.training.blocks`; results equal to
         rounding, a fraction of the compile time per new architecture, an
         epoch about as fast where host memory is kept:
         :func:`keep_host_memory`). Signatures those programs do not cover
@@ -175,19 +175,15 @@ class Evaluator(_Planning, _Execution):
         *,
         seed: int,
         input_shape: tuple[int, int, int],
-        protocol: Protocol | None = None,
+        protocol: Protocol,
         batching: str = "map",
         compile_threads: int = 0,
         devices: Sequence[Any] | None = None,
         vmap_group: int | None = None,
         compiler_options: dict | None = None,
         progress: bool = False,
-        settings: Protocol | None = None,
         compile_unit: str = "network",
     ):
-        if (protocol is None) == (settings is None):
-            raise TypeError("Evaluator needs a protocol (settings= is its former name), exactly once")
-        protocol = settings if protocol is None else protocol
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
         if not isinstance(compile_threads, int) or isinstance(compile_threads, bool) or compile_threads < 0:
@@ -201,17 +197,17 @@ class Evaluator(_Planning, _Execution):
         self.batching = batching
         self.compile_unit = compile_unit
         if compile_unit == "layer":
-            layer_programs.persist_small_programs()
+            blocks.persist_small_programs()
         self.compile_threads = compile_threads
         self.devices = tuple(devices) if devices is not None else select_devices(None)
         self.vmap_group = vmap_group
         self.compiler_options = dict(compiler_options or {})
         self.progress = progress
         self.seed = seed
-        self.trainer = fitness.Trainer(protocol, self.input_shape, self.compiler_options)
-        self.evo_train = fitness.on_device(splits.evo_train)
-        self.fitness_data = fitness.on_device(splits.fitness)
-        self.fitness_key = fitness.fitness_key(seed)
+        self.trainer = evaluation.Trainer(protocol, self.input_shape, self.compiler_options)
+        self.evo_train = evaluation.on_device(splits.evo_train)
+        self.fitness_data = evaluation.on_device(splits.fitness)
+        self.fitness_key = evaluation.fitness_key(seed)
         self.programs = LRU(PROGRAM_CACHE)
         self._placed = LRU(PLACEMENTS)
         self._pool = (
@@ -233,7 +229,7 @@ class Evaluator(_Planning, _Execution):
         self.close()
 
     def evaluate_one(self, phenotype: Phenotype, key: jax.Array, inherited=None) -> Evaluation:
-        return fitness.evaluate_one(
+        return evaluation.evaluate_one(
             self.trainer, phenotype, key, self.evo_train, self.fitness_data, self.fitness_key, inherited
         )
 
@@ -247,7 +243,7 @@ class Evaluator(_Planning, _Execution):
         """The evaluations of one generation's phenotypes, in order.
 
         ``inherited``: per phenotype, ``(values, mask, share)`` from
-        :func:`spenser_jax.inheritance.inherit` or None (fresh weights); only
+        :func:`spenser_jax.training.inheritance.inherit` or None (fresh weights); only
         with ``protocol.inherit``. ``indices``: each phenotype's place in its
         generation, which makes its training key (default ``0, 1, ...``; a
         worker evaluating part of a generation passes them).
@@ -263,7 +259,7 @@ class Evaluator(_Planning, _Execution):
         indices = range(len(phenotypes)) if indices is None else list(indices)
         if len(indices) != len(phenotypes):
             raise ValueError("one index per phenotype")
-        keys = [fitness.individual_key(self.seed, generation, i) for i in indices]
+        keys = [evaluation.individual_key(self.seed, generation, i) for i in indices]
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -300,7 +296,7 @@ class Evaluator(_Planning, _Execution):
                 results[i] = self.evaluate_one(p, k, inh)
                 tick(1)
         if self.compile_unit == "layer":
-            layered = [m for m in members if layer_programs.supports(m.sig, self.protocol.init)]
+            layered = [m for m in members if blocks.supports(m.sig, self.protocol.init)]
             for m, evaluation in self._evaluate_layered(layered):
                 results[m.index] = evaluation
                 tick(1)

@@ -4,7 +4,7 @@
 that planning made, builds each job's arguments and compiles (or fetches)
 its program, possibly in a pool of compile threads, dispatches it
 asynchronously, watches for its end, and turns its outputs into one
-:class:`~spenser_jax.fitness.Evaluation` per member; a job that fails falls
+:class:`~spenser_jax.training.evaluation.Evaluation` per member; a job that fails falls
 back to evaluating its members one by one. :class:`_Timeline` splits the
 wall time between dispatches that share devices (``train_seconds``).
 """
@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from spenser_jax import fitness, layer_programs, training
-from spenser_jax.fitness import Evaluation
 from spenser_jax.scheduler.plan import _Dispatch, _Job, _Member
+from spenser_jax.training import blocks, core, evaluation
+from spenser_jax.training.evaluation import Evaluation
 
 _AXIS = "offspring"
 
@@ -98,7 +98,7 @@ class _Execution:
         protocol = self.protocol
 
         def one(key, hyper, start, *data):
-            return training.train_and_score(sig, key, hyper, *data, protocol, inherited=start)
+            return core.train_and_score(sig, key, hyper, *data, protocol, inherited=start)
 
         vmapped = self.batching == "vmap"
 
@@ -193,10 +193,10 @@ class _Execution:
             except Exception as err:  # noqa: BLE001 - e.g. out of memory while running
                 job.error = err
         if job.error is not None:
-            fitness.log.warning(
+            evaluation.log.warning(
                 "group of %d failed (%s); evaluating its members one by one",
                 len(job.members),
-                fitness.reason(job.error),
+                evaluation.reason(job.error),
             )
             return [(m, self.evaluate_one(m.phenotype, m.key, m.inherited)) for m in job.members]
         out = []
@@ -213,33 +213,26 @@ class _Execution:
     def _evaluation(
         self, m: _Member, metrics: dict, weights: Any, seconds: float, compile_seconds: float
     ) -> Evaluation:
-        """One member's :class:`~spenser_jax.fitness.Evaluation` from its ``train_and_score`` outputs (on the host)."""
-        if bool(metrics["nonfinite"]):
-            return fitness.nonfinite(
-                int(metrics["steps"]), m.parameters, seconds, compile_seconds, int(metrics["samples"])
-            )
-        return fitness.scored(
-            float(metrics["accuracy"]),
-            stopped=bool(metrics["stopped"]),
-            steps=int(metrics["steps"]),
+        """One member's record from its ``train_and_score`` outputs (on the host; :func:`evaluation.record`)."""
+        return evaluation.record(
+            metrics,
             parameters=m.parameters,
             train_seconds=seconds,
             compile_seconds=compile_seconds,
             weights=weights,
-            train_samples=int(metrics["samples"]),
             inherited=None if m.inherited is None else m.inherited[2],
             activity=(
                 self.protocol.summarise(m.sig, self.input_shape, metrics["activity"], self.fitness_data.labels.shape[0])
-                if "activity" in metrics
+                if "activity" in metrics and not bool(metrics["nonfinite"])
                 else None
             ),
         )
 
     def _evaluate_layered(self, members: list[_Member]):
-        """Each member in turn through programs per block (:mod:`spenser_jax.layer_programs`), on the first device.
+        """Each member in turn through programs per block (:mod:`spenser_jax.training.blocks`), on the first device.
 
         With a compile pool, the next member's new programs compile while
-        this one trains (:func:`~spenser_jax.layer_programs.compile_ahead`),
+        this one trains (:func:`~spenser_jax.blocks.compile_ahead`),
         as whole programs compile ahead of their group. Yields ``(member,
         evaluation)``.
         """
@@ -248,7 +241,7 @@ class _Execution:
 
         def ahead(m: _Member) -> float:
             images, labels, score_images, score_labels, _ = data
-            return layer_programs.compile_ahead(
+            return blocks.compile_ahead(
                 m.sig, m.hyper, images, labels, score_images, score_labels, self.protocol, options=options
             )
 
@@ -266,17 +259,17 @@ class _Execution:
         Its ``compile_seconds`` are those JAX spent compiling the programs
         it was the first to need, ahead (``compiled_ahead``) or now.
         """
-        compiled_before = layer_programs.compile_seconds()
+        compiled_before = blocks.compile_seconds()
         t0 = time.perf_counter()
         try:
             start = None if m.inherited is None else m.inherited[:2]
-            params, metrics = layer_programs.train_and_score(
+            params, metrics = blocks.train_and_score(
                 m.sig, m.key, m.hyper, *data, self.protocol, inherited=start, options=options
             )
             metrics = jax.device_get(metrics)
         except Exception as err:  # noqa: BLE001 - the member is evaluated alone, where errors are recorded
-            fitness.log.warning("programs per block failed (%s); evaluating it whole", fitness.reason(err))
+            evaluation.log.warning("programs per block failed (%s); evaluating it whole", evaluation.reason(err))
             return self.evaluate_one(m.phenotype, m.key, m.inherited)
-        compiling = layer_programs.compile_seconds() - compiled_before
+        compiling = blocks.compile_seconds() - compiled_before
         seconds = max(0.0, time.perf_counter() - t0 - compiling)
         return self._evaluation(m, metrics, params, seconds, compiling + compiled_ahead)

@@ -26,9 +26,9 @@ from typing import Any
 
 from spenser_jax.data import Splits
 from spenser_jax.errors import SpenserError
-from spenser_jax.fitness import Evaluation
 from spenser_jax.phenotype import Phenotype
-from spenser_jax.protocol import Protocol
+from spenser_jax.training.evaluation import Evaluation
+from spenser_jax.training.protocol import Protocol
 
 log = logging.getLogger("spenser_jax")
 

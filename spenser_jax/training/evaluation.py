@@ -1,10 +1,12 @@
-"""What the fitness of an individual is, and how a failure becomes a record.
+"""Evaluating one individual: its record, how a failure becomes one, its keys, and the host loop.
 
-An individual trains from scratch for ``epochs`` epochs on EvoTrain and its
+An individual trains from scratch (or from inherited weights) as the run's
+:class:`~spenser_jax.training.protocol.Protocol` says, on EvoTrain, and its
 fitness is its spike-count accuracy on the Fitness split. Any failure of one
 individual (non-finite loss, out of memory, a compile error, an impossible
 network) becomes an :class:`Evaluation` with fitness :data:`FAILED_FITNESS`
-and its reason; the generation goes on.
+and its reason; the generation goes on. :func:`record` is the one mapping
+from a training's metrics to a record, whichever way it was compiled.
 
 Keys: individual ``i`` of generation ``g`` trains with
 :func:`individual_key` ``= fold_in(fold_in(fold_in(key(seed), TRAIN), g), i)``;
@@ -12,11 +14,12 @@ the Fitness split is always rate-coded with one fixed key per run
 (:func:`fitness_key`), so every individual is scored on the same input
 spikes (see :mod:`spenser_jax.evolution`).
 
-:class:`Trainer` is the reference way to compute it, one individual at a
-time with three programs per signature (initialisation, one epoch, scoring),
-as the original code does; :func:`evaluate_one` wraps it into a record.
-:mod:`spenser_jax.scheduler` computes the same numbers for a whole
-generation with fused programs spread over devices.
+:class:`Trainer` drives the core (:mod:`spenser_jax.training.core`) from the
+host, one individual at a time with three programs per signature
+(initialisation, one epoch, scoring), as the original code does: the
+reference the fused programs of :mod:`spenser_jax.scheduler` equal bit for
+bit, and the way retraining and the public ``sj.train`` train.
+:func:`evaluate_one` wraps it into a record.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from spenser_jax import architecture, training
+from spenser_jax import architecture
 from spenser_jax.data import Arrays
 from spenser_jax.phenotype import Phenotype, count_parameters
-from spenser_jax.protocol import Protocol
+from spenser_jax.training import blocks, core, inheritance
+from spenser_jax.training.protocol import Protocol, walk_plan
 
 log = logging.getLogger("spenser_jax")
 
@@ -83,26 +87,9 @@ class Evaluation:
         return self.status in ("ok", "stopped")
 
 
-def failed(
-    status: str,
-    reason: str,
-    parameters: int = 0,
-    train_seconds: float = 0.0,
-    compile_seconds: float = 0.0,
-    train_samples: int = 0,
-    train_steps: int = 0,
-) -> Evaluation:
-    """The record of an individual that could not be scored."""
-    return Evaluation(
-        FAILED_FITNESS,
-        status,
-        reason,
-        parameters,
-        train_seconds,
-        compile_seconds,
-        train_samples=train_samples,
-        train_steps=train_steps,
-    )
+def failed(status: str, reason: str, parameters: int = 0, train_seconds: float = 0.0, **fields) -> Evaluation:
+    """The record of an individual that could not be scored (``fields``: more of :class:`Evaluation`'s)."""
+    return Evaluation(FAILED_FITNESS, status, reason, parameters, train_seconds, **fields)
 
 
 def reason(err: BaseException) -> str:
@@ -111,52 +98,34 @@ def reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:500]
 
 
-def nonfinite(
-    steps: int, parameters: int, train_seconds: float = 0.0, compile_seconds: float = 0.0, train_samples: int = 0
-) -> Evaluation:
-    return failed(
-        "nonfinite_loss",
-        f"loss or update became non-finite after {steps} steps",
-        parameters,
-        train_seconds,
-        compile_seconds,
-        train_samples,
-        steps,
-    )
-
-
-def scored(
-    accuracy: float,
+def record(
+    metrics: dict,
     *,
-    stopped: bool,
-    steps: int,
     parameters: int,
     train_seconds: float,
     compile_seconds: float,
-    weights: Any,
-    train_samples: int,
+    weights: Any = None,
     inherited: float | None = None,
     activity: dict | None = None,
 ) -> Evaluation:
-    """The record of a scored individual (``"stopped"`` when the early check stopped it)."""
-    reason = f"output silent and loss flat after {steps} steps: stopped early" if stopped else ""
-    return Evaluation(
-        accuracy,
-        "stopped" if stopped else "ok",
-        reason,
-        parameters,
-        train_seconds,
-        compile_seconds,
-        weights,
-        train_samples,
-        inherited,
-        activity,
-        steps,
+    """The record of a trained individual from its metrics (host values, as :func:`~spenser_jax.training.core.
+    evaluation_metrics` names them): ``"nonfinite_loss"``, ``"stopped"`` by the early check, or ``"ok"``."""
+    steps = int(metrics["steps"])
+    common = dict(
+        parameters=parameters,
+        train_seconds=train_seconds,
+        compile_seconds=compile_seconds,
+        train_samples=int(metrics["samples"]),
+        train_steps=steps,
     )
-
-
-TrainingSettings = Protocol
-"""The former name of :class:`spenser_jax.protocol.Protocol` (kept for existing imports)."""
+    if bool(metrics["nonfinite"]):
+        return failed("nonfinite_loss", f"loss or update became non-finite after {steps} steps", **common)
+    stopped = bool(metrics["stopped"])
+    why = f"output silent and loss flat after {steps} steps: stopped early" if stopped else ""
+    status = "stopped" if stopped else "ok"
+    return Evaluation(
+        float(metrics["accuracy"]), status, why, weights=weights, inherited=inherited, activity=activity, **common
+    )
 
 
 def on_device(arrays: Arrays) -> Arrays:
@@ -179,12 +148,13 @@ def individual_key(seed: int, generation: int, index: int) -> jax.Array:
 
 
 class Trainer:
-    """Compiles (once per signature and data shape) and runs training and scoring, as ``protocol`` says.
+    """Trains and scores as ``protocol`` says from the host, one jitted epoch after the other.
 
-    ``protocol`` (a :class:`~spenser_jax.protocol.Protocol`) goes whole to
-    :func:`~spenser_jax.training.make_train_epoch` and
-    :func:`~spenser_jax.training.make_score`. Compiled programs are kept
-    in an LRU of :data:`COMPILED_CACHE` entries.
+    Compiles once per signature, data shape and epoch budget
+    (:func:`~spenser_jax.training.core.make_train_epoch`,
+    :func:`~spenser_jax.training.core.make_score`) and keeps the compiled
+    programs in an LRU of :data:`COMPILED_CACHE` entries. To train another
+    budget, make a trainer of ``dataclasses.replace(protocol, epochs=...)``.
     """
 
     def __init__(self, protocol: Protocol, input_shape: tuple[int, int, int], compiler_options: dict | None = None):
@@ -193,7 +163,7 @@ class Trainer:
         self.compiler_options = dict(compiler_options or {})
         self._compiled: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 
-    def _compile(self, kind: str, sig, fn, *args) -> tuple[Any, float]:
+    def _compile(self, kind: tuple, sig, fn, *args) -> tuple[Any, float]:
         key = (kind, sig, tuple((a.shape, str(a.dtype)) for a in args[2:4]))
         if key in self._compiled:
             self._compiled.move_to_end(key)
@@ -210,72 +180,55 @@ class Trainer:
         phenotype: Phenotype,
         key: jax.Array,
         data: Arrays,
-        epochs: int | float,
+        *,
         params: Any = None,
         after_epoch=None,
         inherited: tuple[Any, Any] | None = None,
-    ) -> tuple[training.TrainState, dict]:
-        """Train ``epochs`` epochs from fresh weights (or ``params``, or ``inherited``).
+    ) -> tuple[core.TrainState, dict]:
+        """Train the protocol's epochs from fresh weights (or ``params``, or ``inherited``).
 
-        The host-side twin of :func:`spenser_jax.training.train_and_score`'s
-        training: the same keys, the same batches, the same early check.
-        ``after_epoch(epoch, metrics, state)`` runs after every epoch; when it
-        returns True training ends there (the epochs run are a prefix of the
-        whole: epoch ``e``'s key does not depend on how many follow).
+        The host's walk of :func:`spenser_jax.training.protocol.walk_plan`: the
+        same keys, batches, early check and halting as
+        :func:`~spenser_jax.training.core.train_and_score`'s.
+        ``after_epoch(epoch, metrics, state)`` runs after every epoch that
+        neither failed nor stopped; when it returns True training ends there.
 
         Returns (train state, info) where info has ``compile_seconds``,
-        ``train_seconds``, ``losses``, ``steps``, ``samples``, ``nonfinite``
-        and ``stopped``.
+        ``train_seconds``, ``losses`` (one per epoch run), ``steps``,
+        ``samples``, ``nonfinite`` and ``stopped``.
         """
         s = self.protocol
         sig, hyper = architecture.split(phenotype, s.time_steps)
         key_init, key_epochs = jax.random.split(key)
-        state = training.create_train_state(key_init, sig, hyper, self.input_shape, init_scheme=s.init)
+        state = core.create_train_state(key_init, sig, hyper, self.input_shape, init_scheme=s.init)
         if params is not None:
             state = state.replace(params=jax.tree.map(jnp.asarray, params))
         if inherited is not None:
-            state = state.replace(params=training.inherit_params(state.params, inherited))
-        info = {
-            "compile_seconds": 0.0,
-            "train_seconds": 0.0,
-            "losses": [],
-            "nonfinite": False,
-            "stopped": False,
-            "steps": 0,
-            "samples": 0,
-        }
-        n = len(data.labels)
-        for epoch, max_steps in enumerate(training.epoch_plan(epochs, n, s.batch_size, s.min_steps)):
-            fn = training.make_train_epoch(
-                sig, s, max_steps=max_steps, stop_check=s.stop_check(n) if epoch == 0 else None
-            )
+            state = state.replace(params=inheritance.inherit_params(state.params, inherited))
+        info = {"compile_seconds": 0.0, "train_seconds": 0.0}
+
+        def run_epoch(state, epoch, max_steps, stop_check):
+            fn = core.make_train_epoch(sig, s, max_steps=max_steps, stop_check=stop_check)
             key_epoch = jax.random.fold_in(key_epochs, epoch)
-            compiled, seconds = self._compile(
-                ("train", max_steps, epoch == 0 and s.stop_check(n)),
-                sig,
-                fn,
-                state,
-                hyper,
-                data.images,
-                data.labels,
-                key_epoch,
-            )
+            args = (state, hyper, data.images, data.labels, key_epoch)
+            compiled, seconds = self._compile(("train", max_steps, stop_check), sig, fn, *args)
             info["compile_seconds"] += seconds
             t0 = time.perf_counter()
-            state, metrics = compiled(state, hyper, data.images, data.labels, key_epoch)
+            state, metrics = compiled(*args)
             metrics = jax.device_get(metrics)
             info["train_seconds"] += time.perf_counter() - t0
-            info["losses"].append(float(metrics["loss"]))
-            info["steps"] += int(metrics["steps"])
-            info["samples"] += int(metrics["samples"])
-            if bool(metrics["nonfinite"]):
-                info["nonfinite"] = True
-                break
-            if bool(metrics.get("stopped", False)):
-                info["stopped"] = True
-                break
-            if after_epoch is not None and after_epoch(epoch, metrics, state):
-                break
+            return state, metrics
+
+        state, failed, stopped, per_epoch = walk_plan(
+            s, len(data.labels), state, run_epoch, traced=False, after_epoch=after_epoch
+        )
+        info.update(
+            losses=[float(x) for x in per_epoch["loss"]],
+            nonfinite=bool(failed),
+            stopped=bool(stopped),
+            steps=int(per_epoch["steps"].sum()),
+            samples=int(per_epoch["samples"].sum()),
+        )
         return state, info
 
     def score(
@@ -284,7 +237,7 @@ class Trainer:
         """(accuracy, compile seconds, activity summary or None) of ``params`` on ``data``."""
         s = self.protocol
         sig, hyper = architecture.split(phenotype, s.time_steps)
-        fn = training.make_score(sig, s, batch_size=min(s.eval_batch_size, len(data.labels)), activity=activity)
+        fn = core.make_score(sig, s, activity=activity)
         compiled, seconds = self._compile(("eval", activity), sig, fn, params, hyper, data.images, data.labels, key)
         result = compiled(params, hyper, data.images, data.labels, key)
         summary = s.summarise(sig, self.input_shape, result["activity"], len(data.labels)) if activity else None
@@ -303,7 +256,7 @@ def evaluate_one(
     """Evaluate one individual alone (three programs, blocking: the original's way).
 
     ``inherited``: ``(values, mask, share)`` from
-    :func:`spenser_jax.inheritance.inherit`, or None for fresh weights.
+    :func:`spenser_jax.training.inheritance.inherit`, or None for fresh weights.
 
     Never raises for a problem of the individual: an impossible network, a
     non-finite loss or any error while compiling or running it becomes a
@@ -315,23 +268,20 @@ def evaluate_one(
         return failed("error", reason(err))
     try:
         start = None if inherited is None else inherited[:2]
-        state, info = trainer.train(phenotype, key, evo_train, trainer.protocol.epochs, inherited=start)
+        state, info = trainer.train(phenotype, key, evo_train, inherited=start)
+        seconds = {"train_seconds": info["train_seconds"], "compile_seconds": info["compile_seconds"]}
         if info["nonfinite"]:
-            return nonfinite(info["steps"], parameters, info["train_seconds"], info["compile_seconds"], info["samples"])
+            return record(info, parameters=parameters, **seconds)
         t0 = time.perf_counter()
         accuracy, compile_seconds, measured = trainer.score(
             phenotype, state.params, fitness_data, score_key, activity=trainer.protocol.activity
         )
-        scoring = time.perf_counter() - t0 - compile_seconds
-        return scored(
-            accuracy,
-            stopped=info["stopped"],
-            steps=info["steps"],
+        return record(
+            {**info, "accuracy": accuracy},
             parameters=parameters,
-            train_seconds=info["train_seconds"] + scoring,
-            compile_seconds=info["compile_seconds"] + compile_seconds,
+            train_seconds=seconds["train_seconds"] + time.perf_counter() - t0 - compile_seconds,
+            compile_seconds=seconds["compile_seconds"] + compile_seconds,
             weights=jax.device_get(state.params),
-            train_samples=info["samples"],
             inherited=None if inherited is None else inherited[2],
             activity=measured,
         )
@@ -353,15 +303,12 @@ def train_again(run, phenotype: Phenotype, generation: int, index: int, splits=N
     key = individual_key(run.identity["seed"], generation, index)
     train = on_device(splits.evo_train)
     if run.identity.get("runtime", {}).get("compile_unit") == "layer":  # the search's programs, the search's rounding
-        from spenser_jax import architecture, layer_programs
-
         sig, hyper = architecture.split(phenotype, protocol.time_steps)
-        if layer_programs.supports(sig, protocol.init):
+        if blocks.supports(sig, protocol.init):
             one = (train.images[:1], train.labels[:1])  # scoring is not wanted; one sample is cheapest
-            params, _ = layer_programs.train_and_score(
+            params, _ = blocks.train_and_score(
                 sig, key, hyper, train.images, train.labels, *one, fitness_key(run.identity["seed"]), protocol
             )
             return params
-    trainer = Trainer(protocol, tuple(splits.evo_train.images.shape[1:]))
-    state, _ = trainer.train(phenotype, key, train, protocol.epochs)
+    state, _ = Trainer(protocol, tuple(splits.evo_train.images.shape[1:])).train(phenotype, key, train)
     return jax.device_get(state.params)

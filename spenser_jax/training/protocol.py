@@ -1,25 +1,33 @@
-"""The training protocol: how every individual of a run is trained and scored.
+"""The training protocol: how every individual of a run is trained and scored, and the one walk of its plan.
 
 One :class:`Protocol` is built once per run from the configuration
 (:func:`spenser_jax.evolve.setup`, through :func:`from_identity`) and passed
-whole to everything that trains or scores: the jitted program
-(:func:`spenser_jax.training.train_and_score`), the scheduler, the reference
-:class:`~spenser_jax.fitness.Trainer`, retraining, inspection and export. A
-finished run rebuilds the same protocol from its ``run.json``
+whole to everything that trains or scores: the core's step, epoch and score
+and its fused program (:mod:`spenser_jax.training.core`), the host loop
+(:class:`~spenser_jax.training.evaluation.Trainer`), the programs per block
+(:mod:`spenser_jax.training.blocks`), the scheduler, retraining, inspection
+and export. A finished run rebuilds the same protocol from its ``run.json``
 (:meth:`spenser_jax.checkpoint.Run.protocol`).
 
 It is frozen and hashable, so it can be a static argument of ``jax.jit`` (or
 bound with ``functools.partial``) and a cache key.
+
+The rules of a budget live here once: :func:`epoch_plan` (whole and partial
+epochs, the step floor), :meth:`Protocol.stop_check` (the early check) and
+:func:`walk_plan`, which every way of training calls to walk the plan and to
+halt after a failure or a stop, whether inside one program or from the host.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from spenser_jax import activity as activity_lib
@@ -84,7 +92,7 @@ class Protocol:
         ``"stopped"``); never before ``stop_min_steps`` steps, and no check
         at all when that is the whole budget (:meth:`stop_check`).
       inherit: individuals may start from inherited weights (the program
-        takes them as arguments; see :mod:`spenser_jax.inheritance`).
+        takes them as arguments; see :mod:`spenser_jax.training.inheritance`).
       min_steps: the floor of optimizer steps of a budget under one epoch
         (:func:`epoch_plan`); None: the fraction alone.
       stop_min_steps: the early check's floor of steps.
@@ -93,7 +101,7 @@ class Protocol:
       energy: the energy constants (host side only: the programs never
         read them).
       encoding: how images enter the network: ``"rate"`` spikes (the paper)
-        or ``"direct"`` currents (:func:`spenser_jax.training.encode`).
+        or ``"direct"`` currents (:func:`spenser_jax.training.core.encode`).
     """
 
     time_steps: int
@@ -147,6 +155,57 @@ class Protocol:
         batches = first if first is not None else -(-n // self.batch_size)
         check = max(1, self.stop_min_steps, math.ceil(self.early_stop * batches))
         return check if check < batches else None
+
+
+def _skipped(state) -> tuple:
+    """An epoch that does not run, after a failure or a stop: nothing applied (a program's other branch)."""
+    zero = {"loss": jnp.float32(0), "nonfinite": jnp.bool_(False), "steps": jnp.int32(0), "samples": jnp.int32(0)}
+    return state, {**zero, "stopped": jnp.bool_(False)}
+
+
+def walk_plan(
+    protocol: Protocol, n: int, state: Any, run_epoch: Callable, *, traced: bool = True, after_epoch=None
+) -> tuple[Any, Any, Any, dict]:
+    """Train on ``n`` samples as ``protocol.plan(n)`` says: the one walk of the epoch plan, in a program or on the host.
+
+    ``run_epoch(state, epoch, max_steps, stop_check) -> (state, metrics)``
+    runs epoch ``epoch`` (its key is ``fold_in(key_epochs, epoch)``, so the
+    epochs run are a prefix of the whole) on its budget of the plan
+    (``max_steps``; None: all batches), with the protocol's early check in the
+    first epoch only (``stop_check``); its metrics are
+    :func:`spenser_jax.training.core.train_epoch`'s.
+    Training halts after an epoch that went non-finite or stopped: traced
+    (inside one program) each later epoch is a ``lax.cond`` that skips it; on
+    the host it is not run. ``after_epoch(epoch, metrics, state)`` (host only)
+    ends training after a finished epoch when it returns True.
+
+    Returns ``(state, failed, stopped, per_epoch)``; ``per_epoch`` maps each
+    metric to its values over the epochs walked (traced: all, 0 where skipped).
+    """
+    plan, check = protocol.plan(n), protocol.stop_check(n)
+    no = jnp.bool_(False) if traced else np.bool_(False)
+
+    def advance(carry, epoch, max_steps=None, stop_check=None):
+        state, failed, stopped = carry
+        run = functools.partial(run_epoch, epoch=epoch, max_steps=max_steps, stop_check=stop_check)
+        state, metrics = jax.lax.cond(failed | stopped, _skipped, run, state) if traced else run(state)
+        return (state, failed | metrics["nonfinite"], stopped | metrics["stopped"]), metrics
+
+    if traced and check is None and all(p is None for p in plan):
+        # Whole epochs (the paper's protocol): one rolled loop, one epoch's program whatever their number.
+        carry, per_epoch = jax.lax.scan(lambda c, epoch: advance(c, epoch), (state, no, no), jnp.arange(len(plan)))
+        return *carry, per_epoch
+    # A budget that ends inside an epoch, or an early check: the epochs differ, so they are unrolled (few).
+    carry, walked = (state, no, no), []
+    for epoch, max_steps in enumerate(plan):
+        if not traced and (carry[1] or carry[2]):
+            break
+        carry, metrics = advance(carry, epoch, max_steps, check if epoch == 0 else None)
+        walked.append(metrics)
+        if after_epoch is not None and not (carry[1] or carry[2]) and after_epoch(epoch, metrics, carry[0]):
+            break
+    stack = jnp.stack if traced else np.stack
+    return *carry, {name: stack([m[name] for m in walked]) for name in walked[0]}
 
 
 def from_identity(identity: Mapping[str, Any], energy: activity_lib.EnergyModel | None = None, **overrides) -> Protocol:

@@ -29,7 +29,7 @@ What a matched layer inherits:
 Everything else (new layers, copies, reshaped layers) starts as the paper's
 offspring do. The result is ``(values, mask, share)``: two trees shaped like
 the child's parameters (the mask elementwise) for
-:func:`spenser_jax.training.inherit_params`, and the share of parameters
+:func:`inherit_params`, and the share of parameters
 inherited, for the log.
 """
 
@@ -38,6 +38,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from spenser_jax import architecture
@@ -143,3 +145,17 @@ def fresh(child: Phenotype, input_shape: tuple[int, int, int]) -> tuple[dict, di
     values = {n: {leaf: np.zeros(s, np.float32) for leaf, s in leaves.items()} for n, leaves in shapes.items()}
     mask = {n: {leaf: np.zeros(s, bool) for leaf, s in leaves.items()} for n, leaves in shapes.items()}
     return values, mask, 0.0
+
+
+def inherit_params(fresh: Any, inherited: tuple[Any, Any] | None) -> Any:
+    """``fresh`` parameters where ``mask`` is False, the inherited ``values`` where it is True.
+
+    ``inherited`` is ``(values, mask)``: two pytrees like ``fresh``, the
+    mask elementwise, so a layer can inherit all, part (a slice) or none of
+    its parent's weights (:func:`inherit`).
+    """
+    if inherited is None:
+        return fresh
+    values, mask = inherited
+    xp = jnp if any(isinstance(x, jax.Array) for x in jax.tree.leaves((fresh, values, mask))) else np
+    return jax.tree.map(lambda v, m, f: xp.where(m, v.astype(f.dtype), f), values, mask, fresh)
