@@ -42,19 +42,19 @@ _LAZY = {
     "Phenotype": ("spenser_jax.phenotype", "Phenotype"),
     "parse_phenotype": ("spenser_jax.phenotype", "parse"),
     "SpikingNetwork": ("spenser_jax.network", "SpikingNetwork"),
-    "load_run": ("spenser_jax.checkpoint", "load_run"),
+    "load_run": ("spenser_jax.run", "load_run"),
 }
 
 __all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "train", "score"])
 
 if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
-    from spenser_jax.checkpoint import load_run
     from spenser_jax.genotype import Genotype, SearchSpace
     from spenser_jax.grammar import parse_grammar
     from spenser_jax.mutation import MutationConfig
     from spenser_jax.network import SpikingNetwork
     from spenser_jax.phenotype import Phenotype
     from spenser_jax.phenotype import parse as parse_phenotype
+    from spenser_jax.run import load_run
 
 
 # Modules that moved in 0.3 (issue 27, a layout that shows the layers): the old
@@ -73,6 +73,9 @@ MOVED.update(
 MOVED.update(
     {
         # search and run
+        "spenser_jax.evolution": "spenser_jax.search.one_plus_lambda",
+        "spenser_jax.population": "spenser_jax.search.nsga2",
+        "spenser_jax.checkpoint": "spenser_jax.run",
         # (end of search and run)
     }
 )

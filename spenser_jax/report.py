@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spenser_jax.checkpoint import RUN, Run, load_run, pareto_archive
 from spenser_jax.errors import SpenserError, command, output_folder
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
+from spenser_jax.run import RUN, Run, load_run, pareto_archive
 
 
 class ReportError(SpenserError, RuntimeError):
@@ -209,17 +209,17 @@ def energy_figure(runs: list[Run], dataset: str):
 
 def front_of_records(records: list[dict], cost: str, chance: float = 0.0) -> list[tuple[float, float]]:
     """The non-dominated (cost, accuracy) points of every individual above ``chance`` in ``records``, by cost."""
-    from spenser_jax import population
+    from spenser_jax.search import nsga2
 
-    field = population.OBJECTIVES[cost][0]
+    field = nsga2.OBJECTIVES[cost][0]
     seen = [
         (float(i[field]), float(i["fitness"]))
         for rec in records
         for i in rec["individuals"]
         if i["status"] in ("ok", "stopped") and field in i and i["fitness"] > chance
     ]
-    kept = {(population.minimised(cost, c), 1.0 - a): (c, a) for c, a in seen}
-    return sorted(kept[p] for p in population.nondominated(list(kept)))
+    kept = {(nsga2.minimised(cost, c), 1.0 - a): (c, a) for c, a in seen}
+    return sorted(kept[p] for p in nsga2.nondominated(list(kept)))
 
 
 def front_at(run: Run, generation: int, cost: str) -> list[tuple[float, float]]:

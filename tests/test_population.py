@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_evolution import config, strip_timing
 
-from spenser_jax import checkpoint, evolution, evolve, inheritance, mutation, population
-from spenser_jax.evolution import Candidate
+from spenser_jax import evolve, inheritance, mutation
+from spenser_jax import run as checkpoint
 from spenser_jax.fitness import Evaluation
 from spenser_jax.genotype import SearchSpace
 from spenser_jax.grammar import load_grammar
+from spenser_jax.search import nsga2 as population
+from spenser_jax.search import one_plus_lambda as evolution
+from spenser_jax.search.strategy import Candidate
 
-from fakes import FakeEvaluator
+from fakes import FakeEvaluator, config, strip_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(load_grammar(ROOT / "grammars" / "csnn.grammar"))
@@ -227,7 +229,7 @@ def test_a_population_search_records_its_front_and_resumes_exactly(tmp_path):
 def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
     assert "strategy" not in evolve.setup(config(), load_data=False).identity
     s = evolve.setup(config(*NSGA2, "fitness.objectives=[accuracy,energy,parameters]"), load_data=False)
-    assert s.objectives == ("accuracy", "energy", "parameters") and s.population == 4
+    assert s.strategy.objectives == ("accuracy", "energy", "parameters") and s.strategy.population == 4
     assert s.identity["strategy"]["reference"] == [pytest.approx(0.88), 12.0, 8.0]
     assert s.identity["strategy"]["energy"]["e_ac_pj"] == 0.9  # energy constants decide selection now
     assert "energy" not in s.identity and "energy" not in evolve.setup(config(*NSGA2), load_data=False).identity
@@ -237,7 +239,7 @@ def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
         evolve.setup(config("energy.memory=2"), load_data=False)
     # search=fast's (1 + λ) rule does not apply to a population; the rest of fast does.
     fast = evolve.setup(config("search=fast", *NSGA2), load_data=False)
-    assert not fast.parent_continues and fast.protocol.inherit
+    assert not getattr(fast.strategy, "parent_continues", False) and fast.protocol.inherit
     for overrides, message in (
         (("evolution.strategy=mu_comma_lambda",), "evolution.strategy must be one of"),
         ((*NSGA2, "evolution.population=1"), "evolution.population must be an int >= 2"),

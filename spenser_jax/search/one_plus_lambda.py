@@ -20,94 +20,30 @@ Rules we chose, where the paper is silent or the original is biased:
   better exists).
 * **Compute.** The state counts the training samples every evaluation
   processed, so runs of different protocols compare by the compute spent.
-* **Objective.** Selection ranks by an :class:`Objective`: accuracy alone
-  (the paper), or accuracy traded against SynOps in one of the field's two
-  usual forms (a scalarised score or a budget). ``fitness`` stays the
-  accuracy in every record; ``score`` is what selection compared.
+* **Objective.** Selection ranks by an :class:`~spenser_jax.search.objectives.Objective`
+  (``fitness.objective``): accuracy alone (the paper), or accuracy traded
+  against SynOps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from flax import serialization
 
 from spenser_jax import mutation
+from spenser_jax.errors import require
 from spenser_jax.fitness import FAILED_FITNESS, Evaluation
-from spenser_jax.genotype import Genotype, SearchSpace
+from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError
+from spenser_jax.search.objectives import ACCURACY, Objective, fitness_section, objective_from, pareto_front
+from spenser_jax.search.strategy import Candidate, Strategy, generation_rng, numpy_tree
 
-OBJECTIVES = ("accuracy", "scalarised", "constrained")
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What selection maximises; scores compare as tuples (lexicographically).
-
-    Attributes:
-      kind: ``"accuracy"``: the fitness alone (the paper).
-        ``"scalarised"``: ``accuracy * (synops / synops_reference) **
-        synops_weight`` with ``synops_weight < 0`` (AutoSNN's form, there
-        with spikes: λ = -0.08); SynOps below 1 count as 1.
-        ``"constrained"``: ``(budget term, accuracy)``: 1 within
-        ``max_synops`` and ``max_parameters``, else minus the relative
-        excess over the budget it exceeds most (``synops / max_synops -
-        1``): a candidate over budget loses to any within it, and among those
-        over it the one nearer the budget wins; then accuracy decides.
-    """
-
-    kind: str = "accuracy"
-    synops_reference: float = 1.0e6
-    synops_weight: float = -0.08
-    max_synops: float | None = None
-    max_parameters: int | None = None
-
-    def __post_init__(self):
-        if self.kind not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.kind!r}")
-        if self.kind == "scalarised" and not (self.synops_reference > 0 and self.synops_weight < 0):
-            raise ValueError("the scalarised objective needs synops_reference > 0 and synops_weight < 0")
-        if self.kind == "constrained" and self.max_synops is None and self.max_parameters is None:
-            raise ValueError("the constrained objective needs max_synops or max_parameters")
-        for name in ("max_synops", "max_parameters"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-                raise ValueError(f"{name} must be null or a number > 0, got {value!r}")
-
-    def score(self, e: Evaluation) -> tuple[float, ...]:
-        """The evaluation's score; a failure's is below every scored one."""
-        if not e.scored:
-            return (-math.inf,) * (2 if self.kind == "constrained" else 1)
-        if self.kind == "accuracy":
-            return (e.fitness,)
-        synops = (e.activity or {}).get("synops_per_sample")
-        if synops is None:
-            raise ValueError(f"the {self.kind} objective needs measured activity (training.activity)")
-        if self.kind == "scalarised":
-            return (e.fitness * (max(synops, 1.0) / self.synops_reference) ** self.synops_weight,)
-        excess = max(
-            (synops / self.max_synops - 1.0) if self.max_synops is not None else 0.0,
-            (e.parameters / self.max_parameters - 1.0) if self.max_parameters is not None else 0.0,
-        )
-        return (1.0 if excess <= 0 else -excess, e.fitness)
-
-
-ACCURACY = Objective()
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """An individual to evaluate: an offspring (with the mutations that made
-    it), a random one, or the parent itself training on (``continued``).
-    ``parent``: in a population (:mod:`spenser_jax.population`), the index of
-    the member it was mutated from; None in (1 + λ), whose parent is the one."""
-
-    genotype: Genotype
-    mutations: tuple[mutation.Event, ...] = ()
-    continued: bool = False
-    parent: int | None = None
+# With the names it had as spenser_jax.evolution (until 0.3).
+__all__ = ["ACCURACY", "Candidate", "Objective", "OnePlusLambda", "State", "ask", "generation_rng", "init", "tell"]
+__all__ += ["pareto_front"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,11 +61,6 @@ class State:
 
 def init(seed: int) -> State:
     return State(seed=int(seed))
-
-
-def generation_rng(seed: int, generation: int) -> np.random.Generator:
-    """The host generator of one generation: a function of (seed, generation) only."""
-    return np.random.default_rng([int(seed), int(generation), 0x5E5E])
 
 
 def ask(
@@ -229,17 +160,77 @@ def tell(
     return new, metrics
 
 
-def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of the non-dominated points, each point maximised in every coordinate.
+@dataclasses.dataclass(frozen=True)
+class OnePlusLambda(Strategy):
+    """The paper's (1 + λ): λ offspring of one parent, the best replaces it if strictly better.
 
-    A point is dominated when another is at least as good everywhere and
-    better somewhere; equal points are all kept. Negate a coordinate to
-    minimise it (SynOps, parameters).
+    Attributes:
+      offspring: λ (``evolution.offspring``).
+      objective: what selection ranks by (``fitness.objective`` and its constants).
+      parent_continues: the parent takes the last of the λ places and trains
+        on (``search.parent_continues``; see :func:`tell`).
     """
-    pts = np.asarray(points, float)
-    keep = []
-    for i, p in enumerate(pts):
-        dominated = np.any(np.all(pts >= p, axis=1) & np.any(pts > p, axis=1))
-        if not dominated:
-            keep.append(i)
-    return keep
+
+    name: ClassVar[str] = "one_plus_lambda"
+    offspring: int
+    objective: Objective = ACCURACY
+    parent_continues: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: dict, *, offspring: int, num_classes: int, energy) -> OnePlusLambda:
+        objective = objective_from(cfg)
+        require(
+            fitness_section(cfg)["objectives"] is None,
+            "fitness.objectives is for evolution.strategy=nsga2; one_plus_lambda ranks by fitness.objective",
+        )
+        return cls(offspring, objective, bool(cfg.get("search", {}).get("parent_continues", False)))
+
+    def init(self, seed: int) -> State:
+        return init(seed)
+
+    def ask(self, rng, state, space, config):
+        return ask(rng, state, space, config, self.offspring, parent_continues=self.parent_continues)
+
+    def tell(self, state, candidates, evaluations):
+        return tell(state, candidates, evaluations, self.objective)
+
+    def parent_of(self, state, candidate):
+        return state.parent, state.parent_weights
+
+    def identity(self) -> dict:
+        return {"fitness": dataclasses.asdict(self.objective)} if self.objective != ACCURACY else {}
+
+    def record_fields(self, evaluation) -> dict:
+        if self.objective.kind == "accuracy" or not evaluation.scored:
+            return {}
+        return {"score": list(self.objective.score(evaluation))}
+
+    @staticmethod
+    def payload(state: State) -> dict:
+        weights = state.parent_weights
+        return {
+            "seed": state.seed,
+            "generation": state.generation,
+            "parent": state.parent.dumps() if state.parent is not None else "",
+            "parent_fitness": state.parent_fitness,
+            "weights": serialization.to_state_dict(weights) if weights is not None else {},
+            "train_samples": state.train_samples,
+            "parent_score": list(state.parent_score) if state.parent_score is not None else [],
+        }
+
+    @staticmethod
+    def restore(payload: dict) -> State:
+        try:
+            # Checkpoints written before layers had uids get them here, in order.
+            parent = Genotype.loads(payload["parent"]).with_uids() if payload["parent"] else None
+        except (SearchSpaceError, ValueError) as err:
+            raise ValueError(f"unreadable parent genotype ({err})") from None
+        return State(
+            seed=int(payload["seed"]),
+            generation=int(payload["generation"]),
+            parent=parent,
+            parent_fitness=float(payload["parent_fitness"]),
+            parent_weights=numpy_tree(payload["weights"] or None),
+            train_samples=int(payload.get("train_samples", 0)),
+            parent_score=tuple(float(x) for x in payload.get("parent_score", ())) or None,
+        )

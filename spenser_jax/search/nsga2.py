@@ -1,6 +1,6 @@
 """A (μ + λ) population over several objectives (NSGA-II), as pure ask/tell functions (no I/O).
 
-The paper's (1 + λ) strategy (:mod:`spenser_jax.evolution`) follows one
+The paper's (1 + λ) strategy (:mod:`spenser_jax.search.one_plus_lambda`) follows one
 parent: it explores one neighbourhood of the accuracy/energy trade-off. This
 strategy keeps a population of μ networks that trade the objectives off
 differently, as the multi-objective SNN searches do (EMO-SNAS, MONAS-ESNN):
@@ -27,9 +27,7 @@ Rules:
   far above chance (the state keeps it), against a fixed reference point
   whose accuracy is the chance level: it never falls, and a network at
   chance adds nothing.
-* **Randomness** as in :mod:`spenser_jax.evolution`: generation ``g`` draws
-  from ``generation_rng(seed, g)`` alone, and the state holds everything else,
-  so a resumed run equals an uninterrupted one.
+* **Randomness** as every strategy's (:mod:`spenser_jax.search.strategy`).
 
 Non-dominated sorting and hypervolume come from ``moocore`` (the reference C
 implementations, used by the EMO community); crowding distance is the few
@@ -39,16 +37,23 @@ lines of Deb et al. (2002), tested against its definition.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from flax import serialization
 
 from spenser_jax import mutation
-from spenser_jax.evolution import Candidate
+from spenser_jax.activity import EnergyModel
+from spenser_jax.errors import ConfigError, is_int, require
 from spenser_jax.fitness import FAILED_FITNESS, Evaluation
-from spenser_jax.genotype import Genotype, SearchSpace
+from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError
+from spenser_jax.search.objectives import ACCURACY, fitness_section, objective_from
+from spenser_jax.search.strategy import Candidate, Strategy, numpy_tree
+
+log = logging.getLogger("spenser_jax")
 
 #: The objectives a search can trade off: the record field each reads, and its
 #: reference value (the hypervolume's reference point, in the record's units).
@@ -336,3 +341,122 @@ def tell(
         ],
     }
     return new_state, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class NSGA2(Strategy):
+    """μ networks over several objectives (the module docstring's rules).
+
+    Attributes:
+      offspring: λ (``evolution.offspring``).
+      population: μ (``evolution.population``).
+      objectives: what the population trades off (``fitness.objectives``).
+      chance: the accuracy a network must exceed to be feasible (:func:`chance_level`).
+      energy: the energy constants; they decide selection when ``energy`` is an objective.
+    """
+
+    name: ClassVar[str] = "nsga2"
+    offspring: int
+    population: int = 10
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
+    chance: float = 0.0
+    energy: EnergyModel = EnergyModel()
+
+    @classmethod
+    def from_config(cls, cfg: dict, *, offspring: int, num_classes: int, energy) -> NSGA2:
+        mu = cfg["evolution"].get("population", 10)
+        require(is_int(mu, 2), f"evolution.population must be an int >= 2, got {mu!r}")
+        require(
+            objective_from(cfg) == ACCURACY,
+            "evolution.strategy=nsga2 trades off fitness.objectives itself: leave fitness.objective at accuracy "
+            "(scalarised and constrained are for one_plus_lambda)",
+        )
+        try:
+            objectives = check_objectives(fitness_section(cfg)["objectives"] or DEFAULT_OBJECTIVES)
+        except ValueError as err:
+            raise ConfigError(f"fitness.objectives: {err}") from None
+        if cfg.get("search", {}).get("parent_continues"):  # search=fast sets it for (1 + λ)
+            log.warning(
+                "search.parent_continues is a (1 + λ) rule; nsga2 keeps its members with the scores they earned"
+            )
+        return cls(offspring, mu, objectives, chance_level(num_classes), energy)
+
+    def init(self, seed: int) -> PopulationState:
+        return init(seed)
+
+    def ask(self, rng, state, space, config):
+        return ask(rng, state, space, config, self.offspring, self.population)
+
+    def tell(self, state, candidates, evaluations):
+        return tell(state, candidates, evaluations, self.objectives, self.population, self.chance)
+
+    def parent_of(self, state, candidate):
+        if candidate.parent is None:
+            return state.parent, state.parent_weights
+        member = state.members[candidate.parent]
+        return member.genotype, member.weights
+
+    def identity(self) -> dict:
+        section = {
+            "name": self.name,
+            "population": self.population,
+            "objectives": list(self.objectives),
+            # Networks at or below this accuracy are infeasible.
+            "chance": self.chance,
+            # The hypervolume's reference point, in objective space.
+            "reference": list(reference_point(self.objectives, self.chance)),
+        }
+        if "energy" in self.objectives:  # the constants then decide selection
+            section["energy"] = dataclasses.asdict(self.energy)
+        return {"strategy": section}
+
+    @staticmethod
+    def payload(state: PopulationState) -> dict:
+        # msgpack keeps infinite crowding distances and nested lists as they are.
+        return {
+            "strategy": NSGA2.name,
+            "seed": state.seed,
+            "generation": state.generation,
+            "train_samples": state.train_samples,
+            "members": {
+                str(k): {
+                    "genotype": m.genotype.dumps(),
+                    "fitness": m.fitness,
+                    "values": list(m.values),
+                    "born": list(m.born),
+                    "weights": serialization.to_state_dict(m.weights) if m.weights is not None else {},
+                }
+                for k, m in enumerate(state.members)
+            },
+            "ranks": list(state.ranks),
+            "crowding": list(state.crowding),
+            "archive": {str(k): list(p) for k, p in enumerate(state.archive)},
+        }
+
+    @staticmethod
+    def restore(payload: dict) -> PopulationState:
+        try:
+            members = []
+            for k in range(len(payload["members"])):
+                m = payload["members"][str(k)]
+                members.append(
+                    Member(
+                        genotype=Genotype.loads(m["genotype"]),
+                        fitness=float(m["fitness"]),
+                        values=tuple(float(v) for v in m["values"]),
+                        born=(int(m["born"][0]), int(m["born"][1])),
+                        weights=numpy_tree(m["weights"] or None),
+                    )
+                )
+            archive = payload["archive"]
+            return PopulationState(
+                seed=int(payload["seed"]),
+                generation=int(payload["generation"]),
+                members=tuple(members),
+                ranks=tuple(int(r) for r in payload["ranks"]),
+                crowding=tuple(float(d) for d in payload["crowding"]),
+                archive=tuple(tuple(float(v) for v in archive[str(k)]) for k in range(len(archive))),
+                train_samples=int(payload["train_samples"]),
+            )
+        except (KeyError, TypeError, ValueError, SearchSpaceError) as err:
+            raise ValueError(f"unreadable population ({type(err).__name__}: {err})") from None

@@ -1,0 +1,109 @@
+"""What every search strategy is: settings checked when built, and init / ask / tell over a state.
+
+The loop (:func:`spenser_jax.evolve.run`) knows only this interface; the
+registry (:mod:`spenser_jax.search`) finds a strategy by the name in
+``evolution.strategy``. A strategy owns everything that differs between
+strategies: its configuration keys and their checks, its entries in the
+run's identity, its state and that state's checkpoint payload, and the
+fields it adds to each individual's record.
+
+Rules every strategy keeps:
+
+* **Randomness.** Generation ``g`` of a run with seed ``s`` draws everything
+  from :func:`generation_rng` ``(s, g)`` alone, and the state holds
+  everything else, so a resumed run equals an uninterrupted one.
+* **Pure.** ``ask`` and ``tell`` do no I/O and return new states.
+* **One network per command.** A state has ``parent``, ``parent_fitness``
+  and ``parent_weights``: the individual ``best.json``, retrain, inspect and
+  export take.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from spenser_jax import mutation
+from spenser_jax.genotype import Genotype, SearchSpace
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """An individual to evaluate: an offspring (with the mutations that made
+    it), a random one, or the parent itself training on (``continued``).
+    ``parent``: in a population (:mod:`spenser_jax.search.nsga2`), the index of
+    the member it was mutated from; None in (1 + λ), whose parent is the one."""
+
+    genotype: Genotype
+    mutations: tuple[mutation.Event, ...] = ()
+    continued: bool = False
+    parent: int | None = None
+
+
+def generation_rng(seed: int, generation: int) -> np.random.Generator:
+    """The host generator of one generation: a function of (seed, generation) only."""
+    return np.random.default_rng([int(seed), int(generation), 0x5E5E])
+
+
+def numpy_tree(tree: Any) -> Any:
+    """A msgpack-restored tree of weights with numpy arrays at its leaves."""
+    if isinstance(tree, dict):
+        return {k: numpy_tree(v) for k, v in tree.items()}
+    return np.asarray(tree) if tree is not None else None
+
+
+class Strategy(abc.ABC):
+    """A search strategy: a frozen value of its own settings.
+
+    Subclasses are frozen dataclasses; :meth:`from_config` builds one from
+    the run's configuration and raises a
+    :class:`~spenser_jax.errors.ConfigError` for a value it cannot use.
+    """
+
+    #: Its name in ``evolution.strategy`` (and the registry).
+    name: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, cfg: dict, *, offspring: int, num_classes: int, energy) -> Strategy:
+        """The strategy of a plain configuration (``evolution``, ``fitness``, ``search`` sections)."""
+
+    @abc.abstractmethod
+    def init(self, seed: int) -> Any:
+        """The state before generation 0."""
+
+    @abc.abstractmethod
+    def ask(
+        self, rng: np.random.Generator, state: Any, space: SearchSpace, config: mutation.MutationConfig
+    ) -> list[Candidate]:
+        """The individuals to evaluate next, drawn from ``rng``."""
+
+    @abc.abstractmethod
+    def tell(self, state: Any, candidates: Sequence[Candidate], evaluations: Sequence) -> tuple[Any, dict]:
+        """The state after this generation, and the generation's metrics (``best_fitness``, ...)."""
+
+    @abc.abstractmethod
+    def parent_of(self, state: Any, candidate: Candidate) -> tuple[Genotype | None, Any]:
+        """``(genotype, weights)`` a candidate inherits from (weights None: nothing to give)."""
+
+    def identity(self) -> dict:
+        """What this strategy adds to the run's identity (``run.json``); the paper's adds nothing."""
+        return {}
+
+    def record_fields(self, evaluation) -> dict:
+        """What this strategy adds to an individual's line in ``generations.jsonl``."""
+        return {}
+
+    @staticmethod
+    @abc.abstractmethod
+    def payload(state: Any) -> dict:
+        """The state as the checkpoint's msgpack fields (after ``format``, ``version`` and ``identity``)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def restore(payload: dict) -> Any:
+        """The state of a checkpoint's fields; a ValueError says what is unreadable."""
