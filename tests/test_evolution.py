@@ -418,6 +418,21 @@ def test_a_run_rebuilds_the_protocol_its_setup_built(overrides):
     assert hash(s.protocol) == hash(run.protocol(mode=s.protocol.mode))
 
 
+@pytest.mark.parametrize(
+    "overrides", [(), ("mutation.log_uniform=true",), ("+mutation.output_modules=[output,learning]",)]
+)
+def test_a_run_rebuilds_the_space_its_setup_built(tmp_path, overrides):
+    # retrain, inspect and export decode and draw with the space the search had,
+    # its fixed modules and log-uniform draws included.
+    cfg = config("evolution.generations=1", "evolution.offspring=2", *overrides)
+    evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
+    s = evolve.setup(cfg, load_data=False)
+    space = checkpoint.load_run(tmp_path).space()
+    assert space == s.space
+    draws = [mutation.sample(np.random.default_rng(k), sp, s.mutation) for sp in (space, s.space) for k in (0, 1)]
+    assert draws[:2] == draws[2:]
+
+
 def test_new_switches_stay_out_of_the_paper_identity():
     paper = evolve.setup(config(), load_data=False)
     assert "runtime" not in paper.identity and paper.runtime["compiler_options"] == {}
