@@ -6,68 +6,27 @@
 * :mod:`.files`: atomic writes, the lock, ``generations.jsonl`` and the
   records, the run directory's rules;
 * :mod:`.checkpoint`: the evolutionary checkpoint and weight files;
-* :mod:`.runs`: :func:`load_run` and :class:`Run`, for the commands after
-  the search.
+* :mod:`.runs`: :func:`load_run` and :class:`Run`, for the commands after the search.
 
-This package has the names of ``spenser_jax.checkpoint`` (until 0.3).
+The package has the public names of ``spenser_jax.checkpoint`` (until 0.3), each from its module.
 """
 
 from __future__ import annotations
 
-from spenser_jax.run.checkpoint import FORMAT, VERSION, load, load_weights, save, save_weights
-from spenser_jax.run.files import (
-    BEST,
-    CHECKPOINT,
-    CONFIG,
-    FRONT_TEST,
-    GENERATIONS,
-    LOCK,
-    PARETO,
-    RETRAINED,
-    RUN,
-    TEST,
-    CheckpointError,
-    IndividualError,
-    RunLock,
-    append_generation,
-    atomic_write,
-    grammar_sha256,
-    pareto_archive,
-    read_generations,
-    truncate_generations,
-    write_pareto,
-)
-from spenser_jax.run.runs import WEIGHTS, Chosen, Run, load_run
+import importlib
 
-__all__ = [
-    "BEST",
-    "CHECKPOINT",
-    "CONFIG",
-    "FORMAT",
-    "FRONT_TEST",
-    "GENERATIONS",
-    "LOCK",
-    "PARETO",
-    "RETRAINED",
-    "RUN",
-    "TEST",
-    "VERSION",
-    "WEIGHTS",
-    "CheckpointError",
-    "Chosen",
-    "IndividualError",
-    "Run",
-    "RunLock",
-    "append_generation",
-    "atomic_write",
-    "grammar_sha256",
-    "load",
-    "load_run",
-    "load_weights",
-    "pareto_archive",
-    "read_generations",
-    "save",
-    "save_weights",
-    "truncate_generations",
-    "write_pareto",
-]
+_HOMES = {
+    "checkpoint": "FORMAT VERSION load load_weights save save_weights",
+    "files": "BEST CHECKPOINT CONFIG FRONT_TEST GENERATIONS LOCK PARETO RETRAINED RUN TEST CheckpointError "
+    "IndividualError RunLock append_generation atomic_write grammar_sha256 pareto_archive read_generations "
+    "truncate_generations write_pareto",
+    "runs": "WEIGHTS Chosen Run load_run",
+}
+_NAMES = {name: module for module, names in _HOMES.items() for name in names.split()}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"spenser_jax.run.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'spenser_jax.run' has no attribute {name!r}")

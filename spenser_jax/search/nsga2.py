@@ -49,7 +49,7 @@ from spenser_jax import mutation
 from spenser_jax.activity import EnergyModel
 from spenser_jax.errors import ConfigError, is_int, require
 from spenser_jax.fitness import FAILED_FITNESS, Evaluation
-from spenser_jax.genotype import Genotype, SearchSpace, SearchSpaceError
+from spenser_jax.genotype import Genotype, SearchSpaceError
 from spenser_jax.search.objectives import ACCURACY, fitness_section, objective_from
 from spenser_jax.search.strategy import Candidate, Strategy, numpy_tree
 
@@ -240,107 +240,9 @@ class PopulationState:
         return self.members[self.best].weights if self.members else None
 
 
-def init(seed: int) -> PopulationState:
-    return PopulationState(seed=int(seed))
-
-
 def _better(state: PopulationState, a: int, b: int) -> bool:
     """Binary tournament: the lower front, then the larger crowding distance; ties to ``a``."""
     return (state.ranks[a], -state.crowding[a]) <= (state.ranks[b], -state.crowding[b])
-
-
-def ask(
-    rng: np.random.Generator,
-    state: PopulationState,
-    space: SearchSpace,
-    config: mutation.MutationConfig,
-    offspring: int,
-    population: int,
-) -> list[Candidate]:
-    """The individuals to evaluate next: μ random ones first, then λ offspring of tournament winners.
-
-    Each offspring's ``parent`` is the index of the member it was mutated
-    from (its weights are what it inherits with ``search.inherit``).
-    """
-    if not state.members:
-        return [Candidate(mutation.sample(rng, space, config)) for _ in range(population)]
-    out = []
-    for _ in range(offspring):
-        a, b = (int(x) for x in rng.integers(len(state.members), size=2))
-        winner = a if _better(state, a, b) else b
-        child, events = mutation.offspring(rng, state.members[winner].genotype, space, config)
-        out.append(Candidate(child, tuple(events), parent=winner))
-    return out
-
-
-def tell(
-    state: PopulationState,
-    candidates: Sequence[Candidate],
-    evaluations: Sequence[Evaluation],
-    objectives: Sequence[str],
-    population: int,
-    chance: float = 0.0,
-) -> tuple[PopulationState, dict]:
-    """Keep the best μ of members and candidates: whole fronts first, the last one cut by crowding.
-
-    ``chance``: the accuracy a network must exceed to be feasible
-    (:func:`chance_level`); 0 makes every scored network feasible.
-
-    Returns ``(state, metrics)``: ``best_fitness`` (the most accurate
-    member's), ``mean_fitness`` and ``generation_best_fitness`` (over this
-    generation's scored candidates), ``best_index`` (the most accurate
-    candidate, -1 if none scored), ``failed``, ``train_samples_total``,
-    ``hypervolume`` (of the archive), ``front_size`` (the archive's size) and
-    ``population``: each member's ``generation``, ``index``, ``rank`` and
-    ``crowding`` (null for an extreme of its front).
-    """
-    if len(candidates) != len(evaluations):
-        raise ValueError("one evaluation per candidate")
-    g = state.generation
-    new = [
-        Member(c.genotype, e.fitness if e.scored else FAILED_FITNESS, values(e, objectives), (g, i), e.weights)
-        for i, (c, e) in enumerate(zip(candidates, evaluations))
-    ]
-    pool = list(state.members) + new
-    points = [m.values for m in pool]
-    front_of = ranks(points, [m.fitness > chance for m in pool])
-    distance = crowding_distances(points, front_of)
-    # Whole fronts while they fit, then the most isolated of the front that
-    # does not; equal keys keep the older member (pool order).
-    order = sorted(range(len(pool)), key=lambda i: (front_of[i], -distance[i], i))
-    kept = order[:population]
-    archive = tuple(nondominated(list(state.archive) + [m.values for m in new if m.fitness > chance]))
-    new_state = PopulationState(
-        seed=state.seed,
-        generation=g + 1,
-        members=tuple(pool[i] for i in kept),
-        ranks=tuple(front_of[i] for i in kept),
-        crowding=tuple(distance[i] for i in kept),
-        archive=archive,
-        train_samples=state.train_samples + sum(e.train_samples for e in evaluations),
-    )
-    scored = [e.fitness for e in evaluations if e.scored]
-    best = max((i for i, e in enumerate(evaluations) if e.scored), key=lambda i: evaluations[i].fitness, default=-1)
-    metrics = {
-        "best_fitness": new_state.parent_fitness,
-        "mean_fitness": float(np.mean(scored)) if scored else FAILED_FITNESS,
-        "generation_best_fitness": max(scored) if scored else FAILED_FITNESS,
-        "best_index": best,
-        "failed": len(evaluations) - len(scored),
-        "train_samples_total": new_state.train_samples,
-        "hypervolume": hypervolume(archive, reference_point(objectives, chance)),
-        "front_size": len(archive),
-        "population": [
-            {
-                "generation": m.born[0],
-                "index": m.born[1],
-                "rank": r,
-                "crowding": None if math.isinf(d) else d,
-            }
-            for m, r, d in zip(new_state.members, new_state.ranks, new_state.crowding)
-        ],
-    }
-    return new_state, metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,13 +284,82 @@ class NSGA2(Strategy):
         return cls(offspring, mu, objectives, chance_level(num_classes), energy)
 
     def init(self, seed: int) -> PopulationState:
-        return init(seed)
+        return PopulationState(seed=int(seed))
 
-    def ask(self, rng, state, space, config):
-        return ask(rng, state, space, config, self.offspring, self.population)
+    def ask(self, rng, state: PopulationState, space, config) -> list[Candidate]:
+        """The individuals to evaluate next: μ random ones first, then λ offspring of tournament winners.
 
-    def tell(self, state, candidates, evaluations):
-        return tell(state, candidates, evaluations, self.objectives, self.population, self.chance)
+        Each offspring's ``parent`` is the index of the member it was mutated
+        from (its weights are what it inherits with ``search.inherit``).
+        """
+        if not state.members:
+            return [Candidate(mutation.sample(rng, space, config)) for _ in range(self.population)]
+        out = []
+        for _ in range(self.offspring):
+            a, b = (int(x) for x in rng.integers(len(state.members), size=2))
+            winner = a if _better(state, a, b) else b
+            child, events = mutation.offspring(rng, state.members[winner].genotype, space, config)
+            out.append(Candidate(child, tuple(events), parent=winner))
+        return out
+
+    def tell(self, state: PopulationState, candidates, evaluations) -> tuple[PopulationState, dict]:
+        """Keep the best μ of members and candidates: whole fronts first, the last one cut by crowding.
+
+        Returns ``(state, metrics)``: ``best_fitness`` (the most accurate
+        member's), ``mean_fitness`` and ``generation_best_fitness`` (over this
+        generation's scored candidates), ``best_index`` (the most accurate
+        candidate, -1 if none scored), ``failed``, ``train_samples_total``,
+        ``hypervolume`` (of the archive), ``front_size`` (the archive's size) and
+        ``population``: each member's ``generation``, ``index``, ``rank`` and
+        ``crowding`` (null for an extreme of its front).
+        """
+        if len(candidates) != len(evaluations):
+            raise ValueError("one evaluation per candidate")
+        g = state.generation
+        new = [
+            Member(c.genotype, e.fitness if e.scored else FAILED_FITNESS, values(e, self.objectives), (g, i), e.weights)
+            for i, (c, e) in enumerate(zip(candidates, evaluations))
+        ]
+        pool = list(state.members) + new
+        points = [m.values for m in pool]
+        front_of = ranks(points, [m.fitness > self.chance for m in pool])
+        distance = crowding_distances(points, front_of)
+        # Whole fronts while they fit, then the most isolated of the front that
+        # does not; equal keys keep the older member (pool order).
+        order = sorted(range(len(pool)), key=lambda i: (front_of[i], -distance[i], i))
+        kept = order[: self.population]
+        archive = tuple(nondominated(list(state.archive) + [m.values for m in new if m.fitness > self.chance]))
+        new_state = PopulationState(
+            seed=state.seed,
+            generation=g + 1,
+            members=tuple(pool[i] for i in kept),
+            ranks=tuple(front_of[i] for i in kept),
+            crowding=tuple(distance[i] for i in kept),
+            archive=archive,
+            train_samples=state.train_samples + sum(e.train_samples for e in evaluations),
+        )
+        scored = [e.fitness for e in evaluations if e.scored]
+        best = max((i for i, e in enumerate(evaluations) if e.scored), key=lambda i: evaluations[i].fitness, default=-1)
+        metrics = {
+            "best_fitness": new_state.parent_fitness,
+            "mean_fitness": float(np.mean(scored)) if scored else FAILED_FITNESS,
+            "generation_best_fitness": max(scored) if scored else FAILED_FITNESS,
+            "best_index": best,
+            "failed": len(evaluations) - len(scored),
+            "train_samples_total": new_state.train_samples,
+            "hypervolume": hypervolume(archive, reference_point(self.objectives, self.chance)),
+            "front_size": len(archive),
+            "population": [
+                {
+                    "generation": m.born[0],
+                    "index": m.born[1],
+                    "rank": r,
+                    "crowding": None if math.isinf(d) else d,
+                }
+                for m, r, d in zip(new_state.members, new_state.ranks, new_state.crowding)
+            ],
+        }
+        return new_state, metrics
 
     def parent_of(self, state, candidate):
         if candidate.parent is None:

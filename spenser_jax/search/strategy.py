@@ -57,53 +57,51 @@ def numpy_tree(tree: Any) -> Any:
 
 
 class Strategy(abc.ABC):
-    """A search strategy: a frozen value of its own settings.
+    """A search strategy: a frozen dataclass of its own settings, and init / ask / tell over its state.
 
-    Subclasses are frozen dataclasses; :meth:`from_config` builds one from
-    the run's configuration and raises a
-    :class:`~spenser_jax.errors.ConfigError` for a value it cannot use.
+    The state is the strategy's own frozen value; every state has ``seed``,
+    ``generation``, ``train_samples`` and the one network a command takes
+    (``parent``, ``parent_fitness``, ``parent_weights``).
     """
 
-    #: Its name in ``evolution.strategy`` (and the registry).
-    name: ClassVar[str]
+    name: ClassVar[str]  # in evolution.strategy and the registry
 
     @classmethod
     @abc.abstractmethod
     def from_config(cls, cfg: dict, *, offspring: int, num_classes: int, energy) -> Strategy:
-        """The strategy of a plain configuration (``evolution``, ``fitness``, ``search`` sections)."""
+        """Built from a plain configuration; a ConfigError names the key it cannot use."""
 
     @abc.abstractmethod
-    def init(self, seed: int) -> Any:
-        """The state before generation 0."""
+    def init(self, seed: int) -> Any: ...
 
     @abc.abstractmethod
     def ask(
         self, rng: np.random.Generator, state: Any, space: SearchSpace, config: mutation.MutationConfig
     ) -> list[Candidate]:
-        """The individuals to evaluate next, drawn from ``rng``."""
+        """The candidates to evaluate next, drawn from ``rng`` alone."""
 
     @abc.abstractmethod
     def tell(self, state: Any, candidates: Sequence[Candidate], evaluations: Sequence) -> tuple[Any, dict]:
-        """The state after this generation, and the generation's metrics (``best_fitness``, ...)."""
+        """The next state, and the generation's metrics (``best_fitness``, ``best_index``, ...)."""
 
     @abc.abstractmethod
     def parent_of(self, state: Any, candidate: Candidate) -> tuple[Genotype | None, Any]:
-        """``(genotype, weights)`` a candidate inherits from (weights None: nothing to give)."""
+        """``(genotype, weights)`` the candidate inherits from (weights None: nothing to give)."""
 
     def identity(self) -> dict:
-        """What this strategy adds to the run's identity (``run.json``); the paper's adds nothing."""
+        """Its entries in ``run.json`` (the paper's settings add none)."""
         return {}
 
     def record_fields(self, evaluation) -> dict:
-        """What this strategy adds to an individual's line in ``generations.jsonl``."""
+        """Its fields in an individual's line of ``generations.jsonl``."""
         return {}
 
     @staticmethod
     @abc.abstractmethod
     def payload(state: Any) -> dict:
-        """The state as the checkpoint's msgpack fields (after ``format``, ``version`` and ``identity``)."""
+        """The state as checkpoint fields (msgpack), after ``format``, ``version`` and ``identity``."""
 
     @staticmethod
     @abc.abstractmethod
     def restore(payload: dict) -> Any:
-        """The state of a checkpoint's fields; a ValueError says what is unreadable."""
+        """The state of :meth:`payload`'s fields; a ValueError says what is unreadable."""
