@@ -290,7 +290,7 @@ def build(identity: dict, config: dict, grammar, *, dataset=None, load_data: boo
             )
         except ValueError as err:
             raise ConfigError(f"dataset.subset / search.fitness_subset: {err}") from None
-    switches = {**dataclasses.asdict(mutation.MutationConfig()), **identity["mutation"]}
+    switches = {**dataclasses.asdict(mutation.MutationConfig()), **identity.get("mutation", {})}
     space = SearchSpace(
         grammar,
         macro_from_config(identity["macro"]),

@@ -33,5 +33,12 @@ def from_config(cfg: dict, **context) -> Strategy:
 
 
 def of_identity(identity: dict) -> type[Strategy]:
-    """The strategy that wrote a run, from its identity (``run.json``'s ``strategy`` section)."""
-    return STRATEGIES[identity.get("strategy", {}).get("name", DEFAULT)]
+    """The strategy that wrote a run, from its identity (``run.json``'s ``strategy`` section).
+
+    Raises:
+      ValueError: a strategy this version does not know.
+    """
+    name = identity.get("strategy", {}).get("name", DEFAULT)
+    if name not in STRATEGIES:
+        raise ValueError(f"written by the strategy {name!r}, which this spenser_jax does not know")
+    return STRATEGIES[name]
