@@ -113,14 +113,9 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
                 seed=s.seed,
                 input_shape=s.space.input_shape,
                 protocol=s.protocol,
-                address=s.executor["address"],
-                cpus=s.executor["cpus"],
-                gpus=s.executor["gpus"],
-                workers=s.executor["workers"],
                 evaluator_options={k: v for k, v in s.runtime.items() if k != "progress"},
-                compile_cache=s.executor["compile_cache"],
-                keep_host_memory=s.executor["keep_host_memory"],
                 progress=s.runtime["progress"],
+                **{k: v for k, v in s.executor.items() if k != "name"},  # address, cpus, gpus, workers, ...
             ) as owned:
                 return _loop(s, state, run_dir, owned)
         if evaluator is None:

@@ -74,7 +74,10 @@ def runtime_options(rt: dict) -> dict:
 
 
 def executor_options(rt: dict) -> dict:
-    """Where individuals are evaluated (``runtime.executor`` and its ``ray_*`` keys); results do not depend on it."""
+    """Where individuals are evaluated (``runtime.executor`` and its ``ray_*`` keys); results do not depend on it.
+
+    Besides ``name``, the keyword arguments of :class:`~spenser_jax.scheduler.ray_executor.RayEvaluator`.
+    """
     name = rt.get("executor", "local")
     require(name in EXECUTORS, f"runtime.executor must be one of {list(EXECUTORS)}, got {name!r}")
     if name == "local":
