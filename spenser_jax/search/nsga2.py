@@ -50,7 +50,7 @@ from spenser_jax.activity import EnergyModel
 from spenser_jax.errors import ConfigError, is_int, require
 from spenser_jax.fitness import FAILED_FITNESS, Evaluation
 from spenser_jax.genotype import Genotype, SearchSpaceError
-from spenser_jax.search.objectives import ACCURACY, fitness_section, objective_from
+from spenser_jax.search.objectives import ACCURACY, objective_from
 from spenser_jax.search.strategy import Candidate, Strategy, numpy_tree
 
 log = logging.getLogger("spenser_jax")
@@ -274,7 +274,7 @@ class NSGA2(Strategy):
             "(scalarised and constrained are for one_plus_lambda)",
         )
         try:
-            objectives = check_objectives(fitness_section(cfg)["objectives"] or DEFAULT_OBJECTIVES)
+            objectives = check_objectives(cfg.get("fitness", {}).get("objectives") or DEFAULT_OBJECTIVES)
         except ValueError as err:
             raise ConfigError(f"fitness.objectives: {err}") from None
         if cfg.get("search", {}).get("parent_continues"):  # search=fast sets it for (1 + λ)

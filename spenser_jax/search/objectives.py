@@ -75,28 +75,13 @@ class Objective:
 
 ACCURACY = Objective()
 
-#: The ``fitness`` section's defaults: the paper's accuracy alone.
-FITNESS_DEFAULTS = {
-    "objective": "accuracy",
-    "synops_reference": 1.0e6,
-    "synops_weight": -0.08,
-    "max_synops": None,
-    "max_parameters": None,
-    "objectives": None,
-}
-
-
-def fitness_section(cfg: dict) -> dict:
-    """The run's ``fitness`` section, its defaults filled in."""
-    return {**FITNESS_DEFAULTS, **cfg.get("fitness", {})}
-
 
 def objective_from(cfg: dict) -> Objective:
     """The :class:`Objective` of a configuration's ``fitness`` section (a ConfigError if unusable)."""
-    fit = fitness_section(cfg)
+    fit = {**dataclasses.asdict(ACCURACY), **cfg.get("fitness", {})}
     try:
         return Objective(
-            kind=fit["objective"],
+            kind=fit.get("objective", ACCURACY.kind),
             synops_reference=float(fit["synops_reference"]),
             synops_weight=float(fit["synops_weight"]),
             max_synops=fit["max_synops"],

@@ -37,7 +37,7 @@ from spenser_jax import mutation
 from spenser_jax.errors import require
 from spenser_jax.fitness import FAILED_FITNESS
 from spenser_jax.genotype import Genotype, SearchSpaceError
-from spenser_jax.search.objectives import ACCURACY, Objective, fitness_section, objective_from, pareto_front
+from spenser_jax.search.objectives import ACCURACY, Objective, objective_from, pareto_front
 from spenser_jax.search.strategy import Candidate, Strategy, generation_rng, numpy_tree
 
 # With the names it had as spenser_jax.evolution (until 0.3).
@@ -78,7 +78,7 @@ class OnePlusLambda(Strategy):
     def from_config(cls, cfg: dict, *, offspring: int, num_classes: int, energy) -> OnePlusLambda:
         objective = objective_from(cfg)
         require(
-            fitness_section(cfg)["objectives"] is None,
+            cfg.get("fitness", {}).get("objectives") is None,
             "fitness.objectives is for evolution.strategy=nsga2; one_plus_lambda ranks by fitness.objective",
         )
         return cls(offspring, objective, bool(cfg.get("search", {}).get("parent_continues", False)))
