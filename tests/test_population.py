@@ -129,6 +129,7 @@ def test_survival_keeps_whole_fronts_then_the_most_isolated_of_the_next():
         Evaluation(-1.0, "nonfinite_loss", "nan"),
     ]
     new, metrics = strategy.tell(state, [Candidate(g) for g in g0], evals)
+    assert population.tell(state, [Candidate(g) for g in g0], evals, ("accuracy", "synops"), 4) == (new, metrics)
     kept = [m.born[1] for m in new.members]
     assert kept[:2] == [0, 1] and set(kept[2:]) == {2, 3}  # the middle one of front 1 (index 4) is cut
     assert new.ranks == (0, 0, 1, 1) and new.generation == 1 and new.train_samples == 15

@@ -431,3 +431,16 @@ class NSGA2(Strategy):
             )
         except (KeyError, TypeError, ValueError, SearchSpaceError) as err:
             raise ValueError(f"unreadable population ({type(err).__name__}: {err})") from None
+
+
+# The functions of spenser_jax.population until 0.3.
+def init(seed: int) -> PopulationState:
+    return PopulationState(seed=int(seed))
+
+
+def ask(rng, state: PopulationState, space, config, offspring: int, population: int) -> list[Candidate]:
+    return NSGA2(offspring, population).ask(rng, state, space, config)
+
+
+def tell(state, candidates, evaluations, objectives, population: int, chance: float = 0.0):
+    return NSGA2(len(candidates), population, tuple(objectives), chance).tell(state, candidates, evaluations)

@@ -37,12 +37,13 @@ from spenser_jax import mutation
 from spenser_jax.errors import require
 from spenser_jax.fitness import FAILED_FITNESS
 from spenser_jax.genotype import Genotype, SearchSpaceError
-from spenser_jax.search.objectives import ACCURACY, Objective, objective_from, pareto_front
+from spenser_jax.search.objectives import ACCURACY, KINDS, Objective, objective_from, pareto_front
 from spenser_jax.search.strategy import Candidate, Strategy, generation_rng, numpy_tree
 
-# With the names it had as spenser_jax.evolution (until 0.3).
+# With the names it had as spenser_jax.evolution (until 0.3), its OBJECTIVES now objectives.KINDS.
 __all__ = ["ACCURACY", "Candidate", "Objective", "OnePlusLambda", "State", "ask", "generation_rng", "init", "tell"]
-__all__ += ["pareto_front"]
+__all__ += ["OBJECTIVES", "pareto_front"]
+OBJECTIVES = KINDS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,7 +89,9 @@ class Strategy(abc.ABC):
         """``(genotype, weights)`` the candidate inherits from (weights None: nothing to give)."""
 
     def identity(self) -> dict:
-        """Its entries in ``run.json`` (the paper's settings add none)."""
+        """Its entries in ``run.json``: a strategy other than the default names itself in a
+        ``strategy`` section (``{"strategy": {"name": ...}}``), which is how a checkpoint finds
+        the strategy that reads it (:func:`spenser_jax.search.of_identity`); the paper's adds none."""
         return {}
 
     def record_fields(self, evaluation) -> dict:
