@@ -42,7 +42,7 @@ _LAZY = {
     "Phenotype": ("spenser_jax.phenotype", "Phenotype"),
     "parse_phenotype": ("spenser_jax.phenotype", "parse"),
     "SpikingNetwork": ("spenser_jax.network", "SpikingNetwork"),
-    "load_run": ("spenser_jax.run", "load_run"),
+    "load_run": ("spenser_jax.run.runs", "load_run"),
 }
 
 __all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "train", "score"])
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
     from spenser_jax.network import SpikingNetwork
     from spenser_jax.phenotype import Phenotype
     from spenser_jax.phenotype import parse as parse_phenotype
-    from spenser_jax.run import load_run
+    from spenser_jax.run.runs import load_run
 
 
 # Modules that moved in 0.3 (issue 27, a layout that shows the layers): the old
