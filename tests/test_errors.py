@@ -8,6 +8,7 @@ from spenser_jax import data, errors, evolve, export, genotype, grammar, inspect
 from spenser_jax import run as checkpoint
 from spenser_jax.errors import SpenserError
 from spenser_jax.grammar import __main__ as grammar_cli
+from spenser_jax.run import runs
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_every_command_reports_any_of_our_errors_in_one_line(name, tmp_path, cap
     def broken(run_dir):
         raise SpenserError(f"{run_dir}: something a user can fix")
 
-    for module in (checkpoint, retrain, inspect):  # export reads it through the package, the others by name
+    for module in (runs, retrain, inspect):  # export reads it from its module, the others by name
         monkeypatch.setattr(module, "load_run", broken)
     # report skips a run it cannot read (with a warning): it fails in what it does with the runs.
     monkeypatch.setattr(report, "load_run", lambda run_dir: types.SimpleNamespace(dataset="mnist"))

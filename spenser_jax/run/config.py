@@ -14,6 +14,7 @@ it (:meth:`spenser_jax.run.runs.Run.space`, ``.splits``) call the same one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -236,11 +237,16 @@ def _check_output(grammar, macro, num_classes: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Built:
-    """A run's data splits (None when not loaded), search space and protocol."""
+    """A run's data splits (None when not loaded), search space and protocol (made when first asked for)."""
 
     splits: data.Splits | None
     space: SearchSpace
-    protocol: Any  # protocol.Protocol
+    identity: dict
+    config: dict
+
+    @functools.cached_property
+    def protocol(self):
+        return protocol_of(self.identity, self.config)
 
 
 def load_dataset(identity: dict, config: dict, data_dir=None) -> data.Dataset:
@@ -301,7 +307,7 @@ def build(identity: dict, config: dict, grammar, *, dataset=None, load_data: boo
         fixed_modules=tuple(switches["output_modules"]),
         log_uniform_ratio=switches["log_ratio"] if switches["log_uniform"] else None,
     )
-    return Built(splits, space, protocol_of(identity, config))
+    return Built(splits, space, identity, config)
 
 
 # --------------------------------------------------------------------------
