@@ -42,19 +42,19 @@ _LAZY = {
     "Phenotype": ("spenser_jax.genome.phenotype", "Phenotype"),
     "parse_phenotype": ("spenser_jax.genome.phenotype", "parse"),
     "SpikingNetwork": ("spenser_jax.snn.network", "SpikingNetwork"),
-    "load_run": ("spenser_jax.checkpoint", "load_run"),
+    "load_run": ("spenser_jax.run.runs", "load_run"),
 }
 
 __all__ = sorted([*_LAZY, "load_grammar", "sample", "mutate", "init_network", "train", "score"])
 
 if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
-    from spenser_jax.checkpoint import load_run
     from spenser_jax.genome.genotype import Genotype
     from spenser_jax.genome.mutation import MutationConfig
     from spenser_jax.genome.phenotype import Phenotype
     from spenser_jax.genome.phenotype import parse as parse_phenotype
     from spenser_jax.genome.space import SearchSpace
     from spenser_jax.grammar import parse_grammar
+    from spenser_jax.run.runs import load_run
     from spenser_jax.snn.network import SpikingNetwork
 
 
@@ -88,6 +88,9 @@ MOVED.update(
 MOVED.update(
     {
         # search and run
+        "spenser_jax.evolution": "spenser_jax.search.one_plus_lambda",
+        "spenser_jax.population": "spenser_jax.search.nsga2",
+        "spenser_jax.checkpoint": "spenser_jax.run",
         # (end of search and run)
     }
 )

@@ -24,6 +24,21 @@ class SpenserError(Exception):
     """An error a user can act on; its message says what and, where it can, how."""
 
 
+class ConfigError(SpenserError, ValueError):
+    """A configuration value that cannot be used."""
+
+
+def require(condition: bool, message: str) -> None:
+    """A :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def is_int(value, low: int) -> bool:
+    """An int (not a bool) of at least ``low``: what a count in a configuration must be."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 #: What a command line reports as ``error: ...`` instead of a traceback: our
 #: errors, and a file it cannot read or write (a missing folder, permissions).
 REPORTED = (SpenserError, OSError)

@@ -97,7 +97,7 @@ def export_run(
       individual: ``"best"`` or ``"G:I"``.
       weights: ``"auto"`` (retrained weights of the best when ``retrain``
         left readable ones for it, else the search's), ``"retrained"`` or
-        ``"search"`` (see :meth:`spenser_jax.checkpoint.Run.choose`).
+        ``"search"`` (see :meth:`spenser_jax.run.runs.Run.choose`).
       dt: the graph's time step.
       data_dir: overrides the run's ``dataset.data_dir``.
       log: where progress lines go.
@@ -116,12 +116,13 @@ def export_run(
       DataError: the run's data (needed for the input shape or to train
         ``G:I`` again) cannot be loaded.
     """
-    from spenser_jax import checkpoint, fitness
+    from spenser_jax import fitness
+    from spenser_jax.run import runs
 
-    if weights not in checkpoint.WEIGHTS:
+    if weights not in runs.WEIGHTS:
         raise ValueError(f"weights must be auto, retrained or search, got {weights!r}")
     require_nir()
-    run = checkpoint.load_run(Path(run_dir))
+    run = runs.load_run(Path(run_dir))
     chosen = run.choose(individual, weights)
     for note in chosen.notes:
         log(note)

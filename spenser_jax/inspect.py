@@ -35,7 +35,7 @@ import math
 import sys
 from pathlib import Path
 
-from spenser_jax import checkpoint, data
+from spenser_jax import data
 from spenser_jax.errors import (
     add_individual_arguments,
     add_json_argument,
@@ -45,10 +45,11 @@ from spenser_jax.errors import (
     positive_int,
     write_json,
 )
+from spenser_jax.run import Run, load_run
 
 
 def measure(
-    run: checkpoint.Run, phenotype, weights, samples: int | None, data_dir=None, again: tuple[int, int] | None = None
+    run: Run, phenotype, weights, samples: int | None, data_dir=None, again: tuple[int, int] | None = None
 ) -> dict:
     """The per-layer table and totals of one individual (see the module docstring)."""
     import numpy as np
@@ -150,7 +151,7 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def raster(result: dict, run: checkpoint.Run, path: Path) -> None:
+def raster(result: dict, run: Run, path: Path) -> None:
     """Spike rasters of every LIF layer for the first scored sample."""
     import matplotlib
     import numpy as np
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="override the run's dataset.data_dir")
     args = parser.parse_args(argv)
     text = sys.stderr if args.json == "-" else sys.stdout  # stdout is the JSON's with --json alone
-    run = checkpoint.load_run(Path(args.run_dir))
+    run = load_run(Path(args.run_dir))
     chosen = run.choose(args.individual, chosen_weights(args))
     for note in chosen.notes:
         print(note, file=sys.stderr)

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spenser_jax.checkpoint import RUN, Run, load_run, pareto_archive
 from spenser_jax.errors import SpenserError, command, output_folder
 from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
+from spenser_jax.run import RUN, Run, load_run, pareto_archive
 
 
 class ReportError(SpenserError, RuntimeError):
@@ -131,15 +131,6 @@ def best_fitness_figure(runs: list[Run], dataset: str):
     return fig
 
 
-def plot(runs: list[Run], dataset: str, out: Path) -> list[Path]:
-    made = []
-    if (fig := fitness_figure(runs, dataset)) is not None:
-        made.append(_save(fig, out / f"fitness_{dataset}.png"))
-    if (fig := best_fitness_figure(runs, dataset)) is not None:
-        made.append(_save(fig, out / f"best_fitness_{dataset}.png"))
-    return made
-
-
 def best_per_generation(run: Run) -> list[dict | None]:
     """The record of each generation's parent (None before the first), as evaluated."""
     evaluated: dict[str, dict] = {}
@@ -209,17 +200,17 @@ def energy_figure(runs: list[Run], dataset: str):
 
 def front_of_records(records: list[dict], cost: str, chance: float = 0.0) -> list[tuple[float, float]]:
     """The non-dominated (cost, accuracy) points of every individual above ``chance`` in ``records``, by cost."""
-    from spenser_jax import population
+    from spenser_jax.search import nsga2
 
-    field = population.OBJECTIVES[cost][0]
+    field = nsga2.OBJECTIVES[cost][0]
     seen = [
         (float(i[field]), float(i["fitness"]))
         for rec in records
         for i in rec["individuals"]
         if i["status"] in ("ok", "stopped") and field in i and i["fitness"] > chance
     ]
-    kept = {(population.minimised(cost, c), 1.0 - a): (c, a) for c, a in seen}
-    return sorted(kept[p] for p in population.nondominated(list(kept)))
+    kept = {(nsga2.minimised(cost, c), 1.0 - a): (c, a) for c, a in seen}
+    return sorted(kept[p] for p in nsga2.nondominated(list(kept)))
 
 
 def front_at(run: Run, generation: int, cost: str) -> list[tuple[float, float]]:
@@ -268,9 +259,18 @@ def front_figure(runs: list[Run], dataset: str):
     return fig
 
 
-def plot_energy(runs: list[Run], dataset: str, out: Path) -> Path | None:
-    fig = energy_figure(runs, dataset)
-    return None if fig is None else _save(fig, out / f"energy_{dataset}.png")
+FIGURES = {
+    "fitness": fitness_figure,
+    "best_fitness": best_fitness_figure,
+    "energy": energy_figure,
+    "front": front_figure,
+}
+
+
+def plot(runs: list[Run], dataset: str, out: Path) -> list[Path]:
+    """Every figure (:data:`FIGURES`) of one data set's runs that has something to show, saved in ``out``."""
+    made = ((name, figure(runs, dataset)) for name, figure in FIGURES.items())
+    return [_save(fig, out / f"{name}_{dataset}.png") for name, fig in made if fig is not None]
 
 
 def _exportable(r: Run) -> str:
@@ -344,12 +344,6 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
-    made += [p for dataset, runs in groups.items() if (p := plot_energy(runs, dataset, out))]
-    made += [
-        _save(fig, out / f"front_{dataset}.png")
-        for dataset, runs in groups.items()
-        if (fig := front_figure(runs, dataset)) is not None
-    ]
     (out / "report.md").write_text(markdown(groups))
     made.append(out / "report.md")
     for p in made:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import jax
 
-from spenser_jax import checkpoint
 from spenser_jax.errors import (
     SpenserError,
     add_json_argument,
@@ -41,6 +40,7 @@ from spenser_jax.errors import (
     write_json,
 )
 from spenser_jax.fitness import Trainer, on_device
+from spenser_jax.run import files, load_run, save_weights
 
 _RETRAIN_STREAM = 0x2E7A
 _TEST_STREAM = 0x7E57
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
                     f"generation {m['generation']} individual {m['index']}: test accuracy {m['accuracy']:.4f}, "
                     f"{m['synops_per_sample']:.3g} SynOps per sample"
                 )
-            print(f"-> {run_dir / checkpoint.FRONT_TEST}")
+            print(f"-> {run_dir / files.FRONT_TEST}")
         return 0
     result = retrain(
         run_dir,
@@ -155,10 +155,10 @@ def retrain_front(
       TrainingDiverged: a member's training diverged (nothing is written).
     """
     _check_budget(epochs, batch_size)
-    run = checkpoint.load_run(run_dir)
+    run = load_run(run_dir)
     state = run.state
     if state is None or not getattr(state, "members", ()):
-        raise checkpoint.CheckpointError(
+        raise files.CheckpointError(
             f"{run_dir}: --front needs a population search (evolution.strategy=nsga2) with a completed generation"
         )
     trainer, train, test = _retraining(run, data_dir, batch_size, epochs)
@@ -198,7 +198,7 @@ def retrain_front(
         "test_samples": int(test.labels.shape[0]),
         "members": sorted(members, key=lambda m: m["synops_per_sample"]),
     }
-    checkpoint.atomic_write(Path(run_dir) / checkpoint.FRONT_TEST, json.dumps(result, indent=1))
+    files.atomic_write(Path(run_dir) / files.FRONT_TEST, json.dumps(result, indent=1))
     return result
 
 
@@ -226,10 +226,10 @@ def retrain(
     _check_budget(epochs, batch_size)
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
-    run = checkpoint.load_run(run_dir)
+    run = load_run(run_dir)
     identity, state = run.identity, run.state
     if state is None or state.parent is None:
-        raise checkpoint.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
+        raise files.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
     phenotype = run.space().phenotype(state.parent)
     trainer, train, test = _retraining(run, data_dir, batch_size, epochs)
     root = jax.random.key(identity["seed"] if seed is None else seed)
@@ -284,8 +284,8 @@ def retrain(
         **({"curve": points} if curve else {}),
     }
     # The weights first: test.json says retraining finished, so it comes last.
-    checkpoint.save_weights(Path(run_dir) / checkpoint.RETRAINED, phenotype.text, jax.device_get(trained.params))
-    checkpoint.atomic_write(Path(run_dir) / checkpoint.TEST, json.dumps(result, indent=1))
+    save_weights(Path(run_dir) / files.RETRAINED, phenotype.text, jax.device_get(trained.params))
+    files.atomic_write(Path(run_dir) / files.TEST, json.dumps(result, indent=1))
     return result
 
 

@@ -1,4 +1,4 @@
-"""A deterministic stand-in for training, to test the evolutionary loop fast.
+"""What the tests of a search share: a deterministic stand-in for training, the config, records without timings.
 
 Fitness (and SynOps) are hashes of the phenotype text: no JAX, no data, same
 in every process, so interrupted and uninterrupted runs can be compared
@@ -7,8 +7,10 @@ exactly.
 
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
+from hydra import compose, initialize_config_dir
 
 from spenser_jax.fitness import Evaluation
 
@@ -48,3 +50,26 @@ class FakeEvaluator:
                 )
         time.sleep(self.delay)
         return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
+
+
+def config(*overrides):
+    """The package's configuration with ``overrides`` on a subset of 200 samples."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=["dataset.subset=200", *overrides])
+
+
+def strip_timing(records):
+    """Records without their timings (what two runs of one search may differ in)."""
+
+    def clean(obj):
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if k not in TIMING}
+        if isinstance(obj, list):
+            return [clean(v) for v in obj]
+        return obj
+
+    return clean(records)

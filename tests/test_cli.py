@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_evolution import strip_timing
 
-from spenser_jax import checkpoint
+from spenser_jax import run as checkpoint
+
+from fakes import strip_timing
 
 pytestmark = pytest.mark.slow  # every test here runs a command line
 

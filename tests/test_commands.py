@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from spenser_jax import checkpoint, evolve, inspect, report, retrain
+from spenser_jax import evolve, inspect, report, retrain
+from spenser_jax import run as checkpoint
 
 from fakes import FakeEvaluator
 

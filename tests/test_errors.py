@@ -4,9 +4,11 @@ import types
 
 import pytest
 
-from spenser_jax import checkpoint, data, errors, evolve, export, genotype, grammar, inspect, phenotype, report, retrain
+from spenser_jax import data, errors, evolve, export, genotype, grammar, inspect, phenotype, report, retrain
+from spenser_jax import run as checkpoint
 from spenser_jax.errors import SpenserError
 from spenser_jax.grammar import __main__ as grammar_cli
+from spenser_jax.run import runs
 
 
 @pytest.mark.parametrize(
@@ -42,7 +44,8 @@ def test_every_command_reports_any_of_our_errors_in_one_line(name, tmp_path, cap
     def broken(run_dir):
         raise SpenserError(f"{run_dir}: something a user can fix")
 
-    monkeypatch.setattr(checkpoint, "load_run", broken)
+    for module in (runs, retrain, inspect):  # export reads it from its module, the others by name
+        monkeypatch.setattr(module, "load_run", broken)
     # report skips a run it cannot read (with a warning): it fails in what it does with the runs.
     monkeypatch.setattr(report, "load_run", lambda run_dir: types.SimpleNamespace(dataset="mnist"))
     monkeypatch.setattr(report, "plot", lambda runs, dataset, out: broken(tmp_path))

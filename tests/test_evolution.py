@@ -11,34 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
-from spenser_jax import checkpoint, evolution, evolve, mutation
+from spenser_jax import evolve, mutation
+from spenser_jax import run as checkpoint
 from spenser_jax.fitness import Evaluation
 from spenser_jax.genotype import SearchSpace
 from spenser_jax.grammar import load_grammar
+from spenser_jax.run import files
+from spenser_jax.run.runtime import keeps_host_memory
+from spenser_jax.search import one_plus_lambda as evolution
 
-from fakes import FakeEvaluator
+from fakes import FakeEvaluator, config, strip_timing  # config, strip_timing: also test_layer_programs'
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(load_grammar(ROOT / "grammars" / "csnn.grammar"))
-TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["dataset.subset=200", *overrides])
-
-
-def strip_timing(records):
-    def clean(obj):
-        if isinstance(obj, dict):
-            return {k: clean(v) for k, v in obj.items() if k not in TIMING}
-        if isinstance(obj, list):
-            return [clean(v) for v in obj]
-        return obj
-
-    return clean(records)
 
 
 def test_public_config_keys():
@@ -238,7 +224,7 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 from hydra import compose, initialize_config_dir
 from spenser_jax import evolve
-from fakes import FakeEvaluator
+from fakes import FakeEvaluator, config, strip_timing  # config, strip_timing: also test_layer_programs'
 with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
     cfg = compose("config", overrides=["dataset.subset=200", "evolution.generations=8",
                                        "evolution.offspring=3"])
@@ -281,7 +267,7 @@ class Interrupt(BaseException):
 def interrupted_run(tmp_path, monkeypatch, after, at_generation):
     """Run 4 generations, interrupting right after ``after`` is written for ``at_generation``."""
     cfg = config("evolution.generations=4", "evolution.offspring=3")
-    original = {"append": checkpoint.append_generation, "atomic": checkpoint.atomic_write, "save": checkpoint.save}
+    original = {"append": files.append_generation, "atomic": files.atomic_write}
 
     def append(run_dir, record):
         original["append"](run_dir, record)
@@ -297,12 +283,12 @@ def interrupted_run(tmp_path, monkeypatch, after, at_generation):
         ):
             raise Interrupt
 
-    monkeypatch.setattr(checkpoint, "append_generation", append)
-    monkeypatch.setattr(checkpoint, "atomic_write", atomic)
+    monkeypatch.setattr(files, "append_generation", append)
+    monkeypatch.setattr(files, "atomic_write", atomic)
     with pytest.raises(Interrupt):
         evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
-    monkeypatch.setattr(checkpoint, "append_generation", original["append"])
-    monkeypatch.setattr(checkpoint, "atomic_write", original["atomic"])
+    monkeypatch.setattr(files, "append_generation", original["append"])
+    monkeypatch.setattr(files, "atomic_write", original["atomic"])
     return cfg
 
 
@@ -432,6 +418,21 @@ def test_a_run_rebuilds_the_protocol_its_setup_built(overrides):
     assert hash(s.protocol) == hash(run.protocol(mode=s.protocol.mode))
 
 
+@pytest.mark.parametrize(
+    "overrides", [(), ("mutation.log_uniform=true",), ("+mutation.output_modules=[output,learning]",)]
+)
+def test_a_run_rebuilds_the_space_its_setup_built(tmp_path, overrides):
+    # retrain, inspect and export decode and draw with the space the search had,
+    # its fixed modules and log-uniform draws included.
+    cfg = config("evolution.generations=1", "evolution.offspring=2", *overrides)
+    evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
+    s = evolve.setup(cfg, load_data=False)
+    space = checkpoint.load_run(tmp_path).space()
+    assert space == s.space
+    draws = [mutation.sample(np.random.default_rng(k), sp, s.mutation) for sp in (space, s.space) for k in (0, 1)]
+    assert draws[:2] == draws[2:]
+
+
 def test_new_switches_stay_out_of_the_paper_identity():
     paper = evolve.setup(config(), load_data=False)
     assert "runtime" not in paper.identity and paper.runtime["compiler_options"] == {}
@@ -454,9 +455,9 @@ def test_new_switches_stay_out_of_the_paper_identity():
     # block only; a bad value is refused.
     kept = evolve.setup(config("runtime.keep_host_memory=true"), load_data=False)
     assert "runtime" not in kept.identity
-    assert not evolve._keeps_host_memory({}) and evolve._keeps_host_memory({"keep_host_memory": True})
-    assert evolve._keeps_host_memory({"compile_unit": "layer"}) and evolve._keeps_host_memory({"compile_unit": "auto"})
-    assert not evolve._keeps_host_memory({"compile_unit": "layer", "keep_host_memory": False})
+    assert not keeps_host_memory({}) and keeps_host_memory({"keep_host_memory": True})
+    assert keeps_host_memory({"compile_unit": "layer"}) and keeps_host_memory({"compile_unit": "auto"})
+    assert not keeps_host_memory({"compile_unit": "layer", "keep_host_memory": False})
     with pytest.raises(evolve.ConfigError, match="keep_host_memory must be auto, true or false"):
         evolve.setup(config("runtime.keep_host_memory=always"), load_data=False)
     assert "log_uniform" not in paper.identity["mutation"] and paper.space.log_uniform_ratio is None
@@ -466,5 +467,5 @@ def test_new_switches_stay_out_of_the_paper_identity():
         config("search.min_steps=50", "search.inherit=true", "search.parent_continues=true", "training.epochs=0.25"),
         load_data=False,
     )
-    assert steps.protocol.min_steps == 50 and steps.parent_continues
+    assert steps.protocol.min_steps == 50 and steps.strategy.parent_continues
     assert steps.identity["search"] == {"inherit": True, "min_steps": 50, "parent_continues": True}

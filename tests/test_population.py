@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_evolution import config, strip_timing
 
-from spenser_jax import checkpoint, evolution, evolve, inheritance, mutation, population
-from spenser_jax.evolution import Candidate
+from spenser_jax import evolve, inheritance, mutation
+from spenser_jax import run as checkpoint
 from spenser_jax.fitness import Evaluation
 from spenser_jax.genotype import SearchSpace
 from spenser_jax.grammar import load_grammar
+from spenser_jax.search import nsga2 as population
+from spenser_jax.search import one_plus_lambda as evolution
+from spenser_jax.search.strategy import Candidate
 
-from fakes import FakeEvaluator
+from fakes import FakeEvaluator, config, strip_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(load_grammar(ROOT / "grammars" / "csnn.grammar"))
@@ -52,9 +54,8 @@ def test_networks_at_chance_rank_after_every_network_that_learned_and_add_no_hyp
     points = [population.values(e, ("accuracy", "synops")) for e in evals]
     assert population.ranks(points) == [0, 0, 0, 0]
     assert population.ranks(points, [False, True, True, False]) == [1, 0, 0, 1]
-    new, metrics = population.tell(
-        population.init(0), [Candidate(g) for g in g0], evals, ("accuracy", "synops"), population=2, chance=0.12
-    )
+    strategy = population.NSGA2(offspring=4, population=2, objectives=("accuracy", "synops"), chance=0.12)
+    new, metrics = strategy.tell(strategy.init(0), [Candidate(g) for g in g0], evals)
     assert [m.born[1] for m in new.members] == [1, 2] and new.ranks == (0, 0)
     assert len(new.archive) == 2  # only what learned
     reference = population.reference_point(("accuracy", "synops"), 0.12)
@@ -114,7 +115,8 @@ def evaluation(acc, synops):
 
 def test_survival_keeps_whole_fronts_then_the_most_isolated_of_the_next():
     g0 = [mutation.sample(np.random.default_rng(i), SPACE, mutation.MutationConfig()) for i in range(6)]
-    state = population.init(0)
+    strategy = population.NSGA2(offspring=6, population=4, objectives=("accuracy", "synops"))
+    state = strategy.init(0)
     # Front 0: (0.9, 1e6) and (0.5, 1e2). Front 1, each dominated by one of
     # them: (0.8, 1e7) and (0.45, 10^2.5), its extremes, and (0.48, 1e3)
     # between them. One failure.
@@ -126,7 +128,8 @@ def test_survival_keeps_whole_fronts_then_the_most_isolated_of_the_next():
         evaluation(0.48, 1e3),
         Evaluation(-1.0, "nonfinite_loss", "nan"),
     ]
-    new, metrics = population.tell(state, [Candidate(g) for g in g0], evals, ("accuracy", "synops"), population=4)
+    new, metrics = strategy.tell(state, [Candidate(g) for g in g0], evals)
+    assert population.tell(state, [Candidate(g) for g in g0], evals, ("accuracy", "synops"), 4) == (new, metrics)
     kept = [m.born[1] for m in new.members]
     assert kept[:2] == [0, 1] and set(kept[2:]) == {2, 3}  # the middle one of front 1 (index 4) is cut
     assert new.ranks == (0, 0, 1, 1) and new.generation == 1 and new.train_samples == 15
@@ -135,14 +138,14 @@ def test_survival_keeps_whole_fronts_then_the_most_isolated_of_the_next():
     assert [p["crowding"] for p in metrics["population"]] == [None] * 4  # all extremes of their fronts
     assert metrics["hypervolume"] == pytest.approx(population.hypervolume(new.archive, (1.0, 10.0)))
     # The archive only grows: a worse generation leaves the hypervolume as it was.
-    later, again = population.tell(new, [Candidate(g0[0])], [evaluation(0.1, 1e9)], ("accuracy", "synops"), 4)
+    later, again = strategy.tell(new, [Candidate(g0[0])], [evaluation(0.1, 1e9)])
     assert again["hypervolume"] == metrics["hypervolume"] and later.archive == new.archive
 
 
 def test_ask_draws_mu_then_lambda_tournament_winners():
-    state = population.init(3)
+    state = population.NSGA2(offspring=3, population=5).init(3)
     rng = evolution.generation_rng(3, 0)
-    first = population.ask(rng, state, SPACE, mutation.MutationConfig(), offspring=3, population=5)
+    first = population.NSGA2(offspring=3, population=5).ask(rng, state, SPACE, mutation.MutationConfig())
     assert len(first) == 5 and all(c.parent is None and not c.mutations for c in first)
     members = tuple(
         population.Member(c.genotype, 0.5, (0.5, float(i)), (0, i), {"w": np.float32(i)}) for i, c in enumerate(first)
@@ -150,8 +153,8 @@ def test_ask_draws_mu_then_lambda_tournament_winners():
     state = population.PopulationState(
         seed=3, generation=1, members=members, ranks=(0, 1, 1, 2, 2), crowding=(1.0, math.inf, 0.5, 2.0, 0.0)
     )
-    kids = population.ask(
-        evolution.generation_rng(3, 1), state, SPACE, mutation.MutationConfig(), offspring=4, population=5
+    kids = population.NSGA2(offspring=4, population=5).ask(
+        evolution.generation_rng(3, 1), state, SPACE, mutation.MutationConfig()
     )
     assert len(kids) == 4 and all(c.mutations for c in kids)
     # Replay the tournaments: the lower front wins, then the larger distance, ties to the first drawn.
@@ -161,8 +164,8 @@ def test_ask_draws_mu_then_lambda_tournament_winners():
         expected = a if (state.ranks[a], -state.crowding[a]) <= (state.ranks[b], -state.crowding[b]) else b
         assert kid.parent == expected
         mutation.offspring(rng, members[expected].genotype, SPACE, mutation.MutationConfig())
-    again = population.ask(
-        evolution.generation_rng(3, 1), state, SPACE, mutation.MutationConfig(), offspring=4, population=5
+    again = population.NSGA2(offspring=4, population=5).ask(
+        evolution.generation_rng(3, 1), state, SPACE, mutation.MutationConfig()
     )
     assert again == kids
 
@@ -227,7 +230,7 @@ def test_a_population_search_records_its_front_and_resumes_exactly(tmp_path):
 def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
     assert "strategy" not in evolve.setup(config(), load_data=False).identity
     s = evolve.setup(config(*NSGA2, "fitness.objectives=[accuracy,energy,parameters]"), load_data=False)
-    assert s.objectives == ("accuracy", "energy", "parameters") and s.population == 4
+    assert s.strategy.objectives == ("accuracy", "energy", "parameters") and s.strategy.population == 4
     assert s.identity["strategy"]["reference"] == [pytest.approx(0.88), 12.0, 8.0]
     assert s.identity["strategy"]["energy"]["e_ac_pj"] == 0.9  # energy constants decide selection now
     assert "energy" not in s.identity and "energy" not in evolve.setup(config(*NSGA2), load_data=False).identity
@@ -237,7 +240,7 @@ def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
         evolve.setup(config("energy.memory=2"), load_data=False)
     # search=fast's (1 + λ) rule does not apply to a population; the rest of fast does.
     fast = evolve.setup(config("search=fast", *NSGA2), load_data=False)
-    assert not fast.parent_continues and fast.protocol.inherit
+    assert not getattr(fast.strategy, "parent_continues", False) and fast.protocol.inherit
     for overrides, message in (
         (("evolution.strategy=mu_comma_lambda",), "evolution.strategy must be one of"),
         ((*NSGA2, "evolution.population=1"), "evolution.population must be an int >= 2"),
@@ -259,14 +262,14 @@ def test_offspring_inherit_from_the_member_they_were_mutated_from(tmp_path, monk
             return super().evaluate(phenotypes, generation)
 
     asked = []
-    original = population.ask
+    original = population.NSGA2.ask
 
     def ask(*args, **kwargs):
         out = original(*args, **kwargs)
         asked.append(out)
         return out
 
-    monkeypatch.setattr(population, "ask", ask)
+    monkeypatch.setattr(population.NSGA2, "ask", ask)
     taken = []
     monkeypatch.setattr(
         inheritance, "inherit", lambda parent, origins, weights, *rest, **kw: taken.append(weights) or weights

@@ -8,9 +8,11 @@ import time
 
 import numpy as np
 import pytest
-from test_evolution import config, strip_timing
 
-from spenser_jax import checkpoint, evolve
+from spenser_jax import evolve
+from spenser_jax import run as checkpoint
+
+from fakes import config, strip_timing
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # starts Ray and trains real (tiny) networks
