@@ -9,7 +9,7 @@ import pytest
 
 from spenser_jax import run as checkpoint
 
-from fakes import strip_timing
+from helpers import strip_timing
 
 pytestmark = pytest.mark.slow  # every test here runs a command line
 

@@ -1,6 +1,6 @@
 """The commands after the search on runs a fake evaluator made: what they read, what they say.
 
-Nothing here trains a network: the runs come from tests/fakes.py, and where a
+Nothing here trains a network: the runs come from tests/helpers.py, and where a
 command would train or measure, the test puts a stand-in there.
 """
 
@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from spenser_jax import evolve, inspect, report, retrain
 from spenser_jax import run as checkpoint
 
-from fakes import FakeEvaluator
+from helpers import FakeEvaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 

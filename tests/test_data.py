@@ -24,6 +24,8 @@ from spenser_jax import data
 from spenser_jax.data import cifar, locate
 from spenser_jax.data import tfds as tfds_source
 
+from helpers import CIFAR_FILES, CIFAR_TRAIN, cifar_bytes, fake_cifar
+
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # MD5 of the decompressed files, from shared/data/README.md.
 README_MD5 = {
@@ -489,36 +491,6 @@ def test_tfds_failure_becomes_a_data_error(monkeypatch):
 
 # --------------------------------------------------------------------------
 # CIFAR-10, binary version (tiny files in the official format, made here)
-
-CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
-CIFAR_FILES = CIFAR_TRAIN + ("test_batch.bin",)
-CIFAR_META = b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n"
-
-
-def cifar_bytes(images, labels):
-    """Official records: 1 label byte, then the R, G and B planes, each row-major 32x32."""
-    images = np.asarray(images, dtype=np.uint8)
-    return b"".join(bytes([int(label)]) + image.transpose(2, 0, 1).tobytes() for image, label in zip(images, labels))
-
-
-def fake_cifar(directory, n_train=2, n_test=3, seed=0):
-    """A cifar-10-batches-bin folder: n_train records per data_batch file, n_test in test_batch.
-
-    Pixel values keep the planes apart (R in 0..79, G in 88..167, B in 176..255),
-    so a mix-up of channels shows. Returns {file name: (images [n, 32, 32, 3], labels)}.
-    """
-    rng = np.random.default_rng(seed)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for i, name in enumerate(CIFAR_FILES):
-        n = n_test if name == "test_batch.bin" else n_train
-        images = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8) + np.array([0, 88, 176], np.uint8)
-        labels = (np.arange(n) + n * i) % 10
-        (directory / name).write_bytes(cifar_bytes(images, labels))
-        arrays[name] = (images, labels)
-    (directory / "batches.meta.txt").write_bytes(CIFAR_META)
-    return arrays
 
 
 def cifar_archive(path, folder, members=None):

@@ -12,7 +12,7 @@ from spenser_jax import activity, architecture, checkpoint, evolve, network, phe
 from spenser_jax.data import known_shape
 from spenser_jax.grammar import locate
 
-from test_data import fake_cifar
+from helpers import fake_cifar
 
 CONF = Path(evolve.CONFIG_DIR)
 

@@ -21,7 +21,7 @@ from spenser_jax.run import files
 from spenser_jax.run.runtime import keeps_host_memory
 from spenser_jax.search import one_plus_lambda as evolution
 
-from fakes import FakeEvaluator, config, strip_timing  # config, strip_timing: also test_layer_programs'
+from helpers import FakeEvaluator, config, strip_timing  # config, strip_timing: also test_layer_programs'
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(load_grammar(ROOT / "grammars" / "csnn.grammar"))
@@ -224,7 +224,7 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 from hydra import compose, initialize_config_dir
 from spenser_jax import evolve
-from fakes import FakeEvaluator, config, strip_timing  # config, strip_timing: also test_layer_programs'
+from helpers import FakeEvaluator, config, strip_timing  # config, strip_timing: also test_layer_programs'
 with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
     cfg = compose("config", overrides=["dataset.subset=200", "evolution.generations=8",
                                        "evolution.offspring=3"])

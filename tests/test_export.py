@@ -38,7 +38,7 @@ from spenser_jax.snn import network
 from spenser_jax.snn.architecture import LIFSlot, split
 from spenser_jax.snn.lif import lif_sequence
 
-import nir_sim  # tests/ is on sys.path, as for fakes.py
+import nir_sim  # tests/ is on sys.path, as for helpers.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "snntorch_nir.npz"
 FIXTURE_NIR = Path(__file__).parent / "fixtures" / "snntorch_nir.nir"

@@ -7,12 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_evolution import config, strip_timing
 
 from spenser_jax import architecture, checkpoint, evolve, network, training
 from spenser_jax.phenotype import parse
 from spenser_jax.training import block_programs, blocks
 from spenser_jax.training.protocol import Protocol
+
+from helpers import config, strip_timing
 
 SHAPE = (10, 10, 1)
 ACT = "layer:act beta:{beta} beta-trainable:{bt} threshold:0.3 threshold-trainable:{tt} surr-grad:{surr} reset:{reset}"

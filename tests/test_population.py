@@ -17,7 +17,7 @@ from spenser_jax.search import nsga2 as population
 from spenser_jax.search import one_plus_lambda as evolution
 from spenser_jax.search.strategy import Candidate
 
-from fakes import FakeEvaluator, config, strip_timing
+from helpers import FakeEvaluator, config, strip_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace(load_grammar(ROOT / "grammars" / "csnn.grammar"))

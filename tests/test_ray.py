@@ -12,7 +12,7 @@ import pytest
 from spenser_jax import evolve
 from spenser_jax import run as checkpoint
 
-from fakes import config, strip_timing
+from helpers import config, strip_timing
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # starts Ray and trains real (tiny) networks

@@ -18,65 +18,11 @@ import jax
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, phenotype, scheduler, training
-from spenser_jax.data import Arrays, Splits
+from spenser_jax import architecture, scheduler, training
 from spenser_jax.scheduler import Evaluator
 from spenser_jax.training import blocks, evaluation
-from spenser_jax.training.protocol import Protocol
 
-SHAPE = (10, 10, 1)
-# Low thresholds so that the tiny networks spike and learn something.
-NET = (
-    "layer:conv num-filters:{f} filter-shape:3 stride:1 padding:same bias:True "
-    "layer:pool-max kernel-size:2 "
-    "layer:act beta:{b} beta-trainable:True threshold:0.5 threshold-trainable:False "
-    "surr-grad:atan reset:subtract "
-    "layer:dropout rate:{d} layer:fc num-units:10 bias:True "
-    "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:True "
-    "surr-grad:fast-sigmoid reset:zero "
-    "learning:adam lr:{lr} beta1:0.9 beta2:0.999 decay:0.0001 amsgrad:False"
-)
-
-
-def phenotypes():
-    """Four individuals: three share a signature (one with a NaN gene), one does not."""
-    same = [
-        phenotype.parse(NET.format(f=4, b=b, d=d, lr=lr))
-        for b, d, lr in [(0.5, 0.1, 0.01), (0.8, 0.3, 0.003), (0.6, 0.0, 0.02)]
-    ]
-    nan = dataclasses.replace(same[2], learning=dataclasses.replace(same[2].learning, lr=float("nan")))
-    other = phenotype.parse(NET.format(f=6, b=0.7, d=0.2, lr=0.01).replace("pool-max", "pool-avg"))
-    return [same[0], other, nan, same[1]]
-
-
-def toy_splits(seed=0, n_train=48, n_fitness=24):
-    rng = np.random.default_rng(seed)
-
-    def arrays(n):
-        return Arrays(rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32))
-
-    train, fitness = arrays(n_train), arrays(n_fitness)
-    return Splits(evo_train=train, fitness=fitness, train=train, test=fitness)
-
-
-SETTINGS = Protocol(time_steps=2, epochs=2, batch_size=16, eval_batch_size=16)
-
-
-def evaluator(**kwargs):
-    kwargs.setdefault("compile_threads", 1)
-    if isinstance(kwargs.get("devices"), int):
-        kwargs["devices"] = scheduler.select_devices(kwargs["devices"])
-    return Evaluator(toy_splits(), seed=3, input_shape=SHAPE, protocol=SETTINGS, **kwargs)
-
-
-def assert_same(expected, actual):
-    assert [e.status for e in actual] == [e.status for e in expected]
-    assert [e.fitness for e in actual] == [e.fitness for e in expected]
-    assert [e.parameters for e in actual] == [e.parameters for e in expected]
-    for e, a in zip(expected, actual):
-        assert (e.weights is None) == (a.weights is None)
-        if e.weights is not None:
-            jax.tree.map(np.testing.assert_array_equal, a.weights, e.weights)
+from helpers import SETTINGS, SHAPE, assert_same, evaluator, phenotypes, toy_splits
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +109,7 @@ MULTI_DEVICE = """
 import json, sys
 sys.path.insert(0, {tests!r})
 import jax, numpy as np
-import test_scheduler as t
+import helpers as t
 assert len(jax.devices()) == 4, jax.devices()
 # Reference in this process: results depend on the host's device count
 # (XLA:CPU splits its threads between devices), not on the sharding.

@@ -1,0 +1,172 @@
+"""What test modules share (they never import one another): a deterministic stand-in for training, the
+config, records without timings, a tiny generation for the scheduler, CIFAR-10 files made small.
+
+The stand-in's fitness (and SynOps) are hashes of the phenotype text: no JAX,
+no data, same in every process, so interrupted and uninterrupted runs can be
+compared exactly.
+"""
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+from spenser_jax import phenotype, scheduler
+from spenser_jax.data import Arrays, Splits
+from spenser_jax.fitness import Evaluation
+from spenser_jax.scheduler import Evaluator
+from spenser_jax.training.protocol import Protocol
+
+
+class FakeEvaluator:
+    def __init__(self, delay: float = 0.0, fail_every: int = 0):
+        self.delay = delay
+        self.fail_every = fail_every
+        self.calls = 0
+
+    def evaluate(self, phenotypes, generation):
+        out = []
+        for p in phenotypes:
+            self.calls += 1
+            digest = hashlib.sha256(p.text.encode()).digest()
+            fitness = int.from_bytes(digest[:4], "big") / 2**32
+            synops = float(int.from_bytes(digest[4:8], "big") % 10**6)
+            if self.fail_every and self.calls % self.fail_every == 0:
+                out.append(Evaluation(-1.0, "nonfinite_loss", "loss became nan at step 3"))
+            else:
+                activity = {
+                    "spikes_per_sample": [synops / 100],
+                    "input_spikes_per_sample": 100.0,
+                    "synops_per_sample": synops,
+                    "energy_pj_per_sample": 0.9 * synops,
+                    "ann_energy_pj_per_sample": 4.6e6,
+                }
+                out.append(
+                    Evaluation(
+                        fitness,
+                        parameters=len(p.layers),
+                        train_seconds=0.01,
+                        weights={"w": np.array([fitness], np.float32)},
+                        train_samples=7,
+                        activity=activity,
+                    )
+                )
+        time.sleep(self.delay)
+        return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
+
+
+def config(*overrides):
+    """The package's configuration with ``overrides`` on a subset of 200 samples."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=["dataset.subset=200", *overrides])
+
+
+def strip_timing(records):
+    """Records without their timings (what two runs of one search may differ in)."""
+
+    def clean(obj):
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if k not in TIMING}
+        if isinstance(obj, list):
+            return [clean(v) for v in obj]
+        return obj
+
+    return clean(records)
+
+
+# A tiny generation for the scheduler (tests/test_scheduler.py and its subprocesses).
+
+SHAPE = (10, 10, 1)
+# Low thresholds so that the tiny networks spike and learn something.
+NET = (
+    "layer:conv num-filters:{f} filter-shape:3 stride:1 padding:same bias:True "
+    "layer:pool-max kernel-size:2 "
+    "layer:act beta:{b} beta-trainable:True threshold:0.5 threshold-trainable:False "
+    "surr-grad:atan reset:subtract "
+    "layer:dropout rate:{d} layer:fc num-units:10 bias:True "
+    "layer:act beta:0.9 beta-trainable:False threshold:0.5 threshold-trainable:True "
+    "surr-grad:fast-sigmoid reset:zero "
+    "learning:adam lr:{lr} beta1:0.9 beta2:0.999 decay:0.0001 amsgrad:False"
+)
+
+
+def phenotypes():
+    """Four individuals: three share a signature (one with a NaN gene), one does not."""
+    same = [
+        phenotype.parse(NET.format(f=4, b=b, d=d, lr=lr))
+        for b, d, lr in [(0.5, 0.1, 0.01), (0.8, 0.3, 0.003), (0.6, 0.0, 0.02)]
+    ]
+    nan = dataclasses.replace(same[2], learning=dataclasses.replace(same[2].learning, lr=float("nan")))
+    other = phenotype.parse(NET.format(f=6, b=0.7, d=0.2, lr=0.01).replace("pool-max", "pool-avg"))
+    return [same[0], other, nan, same[1]]
+
+
+def toy_splits(seed=0, n_train=48, n_fitness=24):
+    rng = np.random.default_rng(seed)
+
+    def arrays(n):
+        return Arrays(rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32))
+
+    train, fitness = arrays(n_train), arrays(n_fitness)
+    return Splits(evo_train=train, fitness=fitness, train=train, test=fitness)
+
+
+SETTINGS = Protocol(time_steps=2, epochs=2, batch_size=16, eval_batch_size=16)
+
+
+def evaluator(**kwargs):
+    kwargs.setdefault("compile_threads", 1)
+    if isinstance(kwargs.get("devices"), int):
+        kwargs["devices"] = scheduler.select_devices(kwargs["devices"])
+    return Evaluator(toy_splits(), seed=3, input_shape=SHAPE, protocol=SETTINGS, **kwargs)
+
+
+def assert_same(expected, actual):
+    assert [e.status for e in actual] == [e.status for e in expected]
+    assert [e.fitness for e in actual] == [e.fitness for e in expected]
+    assert [e.parameters for e in actual] == [e.parameters for e in expected]
+    for e, a in zip(expected, actual):
+        assert (e.weights is None) == (a.weights is None)
+        if e.weights is not None:
+            jax.tree.map(np.testing.assert_array_equal, a.weights, e.weights)
+
+
+# CIFAR-10 binary files in the official format, made small.
+
+CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_FILES = CIFAR_TRAIN + ("test_batch.bin",)
+CIFAR_META = b"airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n"
+
+
+def cifar_bytes(images, labels):
+    """Official records: 1 label byte, then the R, G and B planes, each row-major 32x32."""
+    images = np.asarray(images, dtype=np.uint8)
+    return b"".join(bytes([int(label)]) + image.transpose(2, 0, 1).tobytes() for image, label in zip(images, labels))
+
+
+def fake_cifar(directory, n_train=2, n_test=3, seed=0):
+    """A cifar-10-batches-bin folder: n_train records per data_batch file, n_test in test_batch.
+
+    Pixel values keep the planes apart (R in 0..79, G in 88..167, B in 176..255),
+    so a mix-up of channels shows. Returns {file name: (images [n, 32, 32, 3], labels)}.
+    """
+    rng = np.random.default_rng(seed)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for i, name in enumerate(CIFAR_FILES):
+        n = n_test if name == "test_batch.bin" else n_train
+        images = rng.integers(0, 80, (n, 32, 32, 3), dtype=np.uint8) + np.array([0, 88, 176], np.uint8)
+        labels = (np.arange(n) + n * i) % 10
+        (directory / name).write_bytes(cifar_bytes(images, labels))
+        arrays[name] = (images, labels)
+    (directory / "batches.meta.txt").write_bytes(CIFAR_META)
+    return arrays
