@@ -2,7 +2,7 @@
 
 Every individual is scored on the Fitness split; with ``training.activity``
 (on by default) the same forward pass also sums each LIF layer's spikes and
-what enters each weighted layer (``spenser_jax.network.activity_sums``). This
+what enters each weighted layer (``spenser_jax.snn.network.activity_sums``). This
 times ``training.make_score`` with ``activity`` off and on for a few
 networks of the paper's grammar (random, seeded), on MNIST-shaped inputs, in
 alternating rounds so that load from other processes hits both alike, and
@@ -28,10 +28,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from spenser_jax import architecture, mutation, network, training  # noqa: E402
-from spenser_jax.genotype import SearchSpace  # noqa: E402
+from spenser_jax import training  # noqa: E402
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
-from spenser_jax.protocol import Protocol  # noqa: E402
+from spenser_jax.snn import architecture, network
+from spenser_jax.training.protocol import Protocol  # noqa: E402
 
 
 def main(argv=None) -> int:

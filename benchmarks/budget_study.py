@@ -45,11 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from search_efficiency import spearman  # noqa: E402
 
-from spenser_jax import architecture, data, mutation, training  # noqa: E402
-from spenser_jax.genotype import SearchSpace  # noqa: E402
+from spenser_jax import data, training  # noqa: E402
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
-from spenser_jax.protocol import Protocol  # noqa: E402
-from spenser_jax.snn import encoding  # noqa: E402
+from spenser_jax.snn import (
+    architecture,
+    encoding,  # noqa: E402
+)
+from spenser_jax.training.protocol import Protocol  # noqa: E402
 
 STEPS = (10, 20, 50, 100)
 STOP_AT = 20

@@ -2,10 +2,10 @@
 
 Once training is cut (``search=fast``), compiling is most of a search's wall
 time: nearly every offspring has an architecture (a
-:class:`~spenser_jax.architecture.Signature`) of its own, so its program is
+:class:`~spenser_jax.snn.architecture.Signature`) of its own, so its program is
 compiled before it trains. This script walks a search's lineage as the
 search makes it (a random parent of the paper's grammar, its λ offspring by
-``evolution.ask``, one of them the next parent, and so on) until it holds
+``one_plus_lambda.ask``, one of them the next parent, and so on) until it holds
 ``--archs`` distinct signatures, and for each compiles the batched path's
 per-individual program (``training.train_and_score``: initialisation, the
 epochs and the scoring in one program) in the same process, three ways
@@ -15,7 +15,7 @@ epochs and the scoring in one program) in the same process, three ways
   in the parameters' and input spikes' own shapes, a failed step's state
   kept by a ``where`` per leaf, XLA's default options;
 * ``new``: the default now: the same draws made flat, the weights' small
-  draws sharing one loop (:mod:`spenser_jax.draws`), the state kept by a
+  draws sharing one loop (:mod:`spenser_jax.genome.draws`), the state kept by a
   cond (``training.keep_if``); the same bits, so ``max_abs_difference`` is 0;
 * ``loop_emitters``: ``new`` with XLA:CPU's loop emitters
   (``runtime.xla_cpu_fusion_emitters=false``, which ``search=fast`` sets):
@@ -56,10 +56,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from spenser_jax import architecture, draws, evolution, mutation, network, scheduler, training  # noqa: E402
-from spenser_jax.genotype import SearchSpace  # noqa: E402
+from spenser_jax import scheduler, training  # noqa: E402
+from spenser_jax.genome import draws, mutation
+from spenser_jax.genome.space import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
-from spenser_jax.protocol import Protocol  # noqa: E402
+from spenser_jax.search import one_plus_lambda
+from spenser_jax.snn import architecture, network
+from spenser_jax.training.protocol import Protocol  # noqa: E402
 
 UNIFORM, UNIFORM_MANY = draws.uniform, draws.uniform_many
 KEEP_IF = training.core.keep_if
@@ -114,7 +117,7 @@ def lineage(space: SearchSpace, seed: int, offspring: int, count: int) -> list:
     """``count`` phenotypes of distinct signatures, in the order a search meets them."""
     config = mutation.MutationConfig()
     rng = np.random.default_rng([seed, 0xC0C0])
-    state = evolution.State(seed=seed, parent=mutation.sample(rng, space, config), generation=1)
+    state = one_plus_lambda.State(seed=seed, parent=mutation.sample(rng, space, config), generation=1)
     seen, out = set(), []
 
     def keep(genotype) -> None:
@@ -126,12 +129,14 @@ def lineage(space: SearchSpace, seed: int, offspring: int, count: int) -> list:
 
     keep(state.parent)
     while len(out) < count:
-        candidates = evolution.ask(evolution.generation_rng(seed, state.generation), state, space, config, offspring)
+        candidates = one_plus_lambda.ask(
+            one_plus_lambda.generation_rng(seed, state.generation), state, space, config, offspring
+        )
         for c in candidates:
             keep(c.genotype)
         # The next parent: one of the offspring, as a search that found it better would keep.
         winner = candidates[int(rng.integers(len(candidates)))].genotype
-        state = evolution.State(seed=seed, parent=winner, generation=state.generation + 1)
+        state = one_plus_lambda.State(seed=seed, parent=winner, generation=state.generation + 1)
     return out[:count]
 
 

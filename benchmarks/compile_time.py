@@ -1,6 +1,6 @@
 """Compile time per new signature: what an offspring with an unseen architecture costs.
 
-Every offspring whose :class:`~spenser_jax.architecture.Signature` has not been
+Every offspring whose :class:`~spenser_jax.snn.architecture.Signature` has not been
 compiled before (in this run, or in the persistent XLA cache) pays a compile
 before it trains. This script measures that cost for the networks a real
 generation holds: the distinct signatures of a random parent and its
@@ -45,8 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spenser_jax import architecture, network, training
-from spenser_jax.protocol import Protocol
+from spenser_jax import training
+from spenser_jax.snn import architecture, network
+from spenser_jax.training.protocol import Protocol
 
 INPUT_SHAPE = (28, 28, 1)
 

@@ -9,7 +9,7 @@ backward pass are not (dW: ``f01b_i01o->01bf``; dX: kernel ``01oi``).
 ``training.make_train_epoch`` scans over batches, so every training step runs
 them inside a loop.
 
-The product's answer is :func:`spenser_jax.network.conv_nhwc`: a
+The product's answer is :func:`spenser_jax.snn.network.conv_nhwc`: a
 ``jax.custom_vjp`` convolution whose backward pass computes both gradients as
 NHWC/HWIO convolutions; ``network.Conv2d`` uses it on the CPU backend. This
 script compares, on the product's own training epoch:
@@ -49,9 +49,9 @@ import harness
 import jax
 import jax.numpy as jnp
 
-from spenser_jax import network, training
-from spenser_jax.phenotype import same_padding
-from spenser_jax.snn import layers
+from spenser_jax import training
+from spenser_jax.genome.phenotype import same_padding
+from spenser_jax.snn import layers, network
 from spenser_jax.training.protocol import Protocol
 
 _DN = ("NHWC", "HWIO", "NHWC")

@@ -27,10 +27,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from spenser_jax.run import runs
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
-from spenser_jax import checkpoint  # noqa: E402
 
 PAPER = {"generations": 200, "offspring": 10, "evo_train": 42000, "time_steps": 25, "retrain_epochs": 50}
 PAPER_TEST_ACCURACY = 0.9165  # SPENSER, Fashion-MNIST, the best network retrained 50 epochs (paper Table 4)
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default="full_scale")
     args = parser.parse_args(argv)
-    run = checkpoint.load_run(args.run_dir)
+    run = runs.load_run(args.run_dir)
     records, identity, test = run.records, run.identity, run.test
     search_t = min(identity.get("search", {}).get("time_steps") or identity["time_steps"], identity["time_steps"])
     individuals = [i for r in records for i in r["individuals"]]

@@ -2,7 +2,7 @@
 
 One generation of the paper's search: a random valid parent drawn from the
 paper's grammar with a fixed seed, and its λ offspring drawn as a real run
-draws them (``evolution.ask``, i.e. ``mutation.offspring`` with the paper's
+draws them (``one_plus_lambda.ask``, i.e. ``mutation.offspring`` with the paper's
 rates), trained one epoch on a Fashion-MNIST subset's EvoTrain split and
 scored on its Fitness split, by
 
@@ -85,11 +85,13 @@ import jax
 import numpy as np
 
 import spenser_jax
-from spenser_jax import architecture, evolution, mutation
-from spenser_jax import fitness as fitness_mod
-from spenser_jax.genotype import SearchSpace
-from spenser_jax.phenotype import Conv, Dense
-from spenser_jax.protocol import Protocol
+from spenser_jax.genome import mutation
+from spenser_jax.genome.phenotype import Conv, Dense
+from spenser_jax.genome.space import SearchSpace
+from spenser_jax.search import one_plus_lambda
+from spenser_jax.snn import architecture
+from spenser_jax.training import evaluation as fitness_mod
+from spenser_jax.training.protocol import Protocol
 
 ROOT = common.ROOT
 GRAMMAR = "grammars/csnn.grammar"  # found in the package wherever it runs
@@ -116,9 +118,9 @@ def generation(seed: int, offspring: int, parent_pool: int = 1, shared: bool = F
     rng = np.random.default_rng([seed, 0xBE7C])
     pool = [mutation.sample(rng, s, config) for _ in range(parent_pool)]
     parent = min(pool, key=lambda g: architecture.cost(architecture.signature(s.phenotype(g)), s.input_shape))
-    state = dataclasses.replace(evolution.init(seed), generation=1, parent=parent)
+    state = dataclasses.replace(one_plus_lambda.init(seed), generation=1, parent=parent)
     drawn = offspring * 20 if shared else offspring
-    candidates = evolution.ask(evolution.generation_rng(seed, 1), state, s, config, drawn)
+    candidates = one_plus_lambda.ask(one_plus_lambda.generation_rng(seed, 1), state, s, config, drawn)
     children = [s.phenotype(c.genotype) for c in candidates]
     if shared:
         groups: dict = {}
@@ -268,10 +270,10 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
     hits = collections.Counter()
     later = 0
     for seed in range(seeds):
-        state = evolution.init(seed)
+        state = one_plus_lambda.init(seed)
         for g in range(generations):
-            candidates = evolution.ask(
-                evolution.generation_rng(seed, g), state, s, mutation.MutationConfig(), offspring
+            candidates = one_plus_lambda.ask(
+                one_plus_lambda.generation_rng(seed, g), state, s, mutation.MutationConfig(), offspring
             )
             phenotypes = [s.phenotype(c.genotype) for c in candidates]
             sigs = [architecture.signature(p) for p in phenotypes]
@@ -284,7 +286,7 @@ def signature_sharing(seeds: int, generations: int, offspring: int) -> dict:
                 seen[kind].update(keys)
             later += len(phenotypes) if g else 0
             fitness = [int.from_bytes(hashlib.sha256(p.text.encode()).digest()[:4], "big") / 2**32 for p in phenotypes]
-            state, _ = evolution.tell(state, candidates, [fitness_mod.Evaluation(f) for f in fitness])
+            state, _ = one_plus_lambda.tell(state, candidates, [fitness_mod.Evaluation(f) for f in fitness])
     out = {
         "seeds": seeds,
         "generations_per_seed": generations,

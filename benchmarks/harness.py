@@ -36,9 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spenser_jax import architecture, network, training
-from spenser_jax.protocol import Protocol
-from spenser_jax.snn import encoding, loss
+from spenser_jax import training
+from spenser_jax.snn import architecture, encoding, loss, network
+from spenser_jax.training.protocol import Protocol
 
 BATCH = 64
 INPUT_SHAPE = (28, 28, 1)
@@ -71,7 +71,7 @@ LAYER_NAMES = {"conv_0": "conv1", "conv_3": "conv2", "dense_6": "fc1", "dense_8"
 
 def reference_network() -> tuple[architecture.Signature, architecture.Hyper]:
     """``(signature, hyper)`` of the reference CSNN."""
-    from spenser_jax import phenotype
+    from spenser_jax.genome import phenotype
 
     return architecture.split(phenotype.parse(REFERENCE_PHENOTYPE))
 

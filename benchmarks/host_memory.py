@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from spenser_jax.training import blocks
+
 SETTINGS = ("system", "keep")
 CHILD_ARGS = ("archs", "seed", "time_steps", "batch_size", "train_samples", "fitness_samples")  # passed to each child
 
@@ -44,10 +46,11 @@ def child(args) -> dict:
     import compile_cost
     import jax
 
-    from spenser_jax import architecture, layer_programs, training
-    from spenser_jax.genotype import SearchSpace
+    from spenser_jax import training
+    from spenser_jax.genome.space import SearchSpace
     from spenser_jax.grammar import load_grammar, locate
-    from spenser_jax.protocol import Protocol
+    from spenser_jax.snn import architecture
+    from spenser_jax.training.protocol import Protocol
 
     space = SearchSpace(load_grammar(locate("grammars/csnn.grammar")))
     phenotypes = compile_cost.lineage(space, args.seed, 10, args.archs)
@@ -67,7 +70,7 @@ def child(args) -> dict:
         runs = {
             "network": functools.partial(program, *call),
             "layer": functools.partial(
-                layer_programs.train_and_score,
+                blocks.train_and_score,
                 sig,
                 *call,
                 protocol=protocol,

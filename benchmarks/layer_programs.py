@@ -1,6 +1,6 @@
 """Compile cost of new architectures: programs per block of layers against a program per network.
 
-Issue 18. ``runtime.compile_unit=layer`` (:mod:`spenser_jax.layer_programs`)
+Issue 18. ``runtime.compile_unit=layer`` (:mod:`spenser_jax.training.blocks`)
 trains and scores a network as a loop over small programs keyed by block of
 layers and shape, cached across architectures; the default compiles one program per
 network (:func:`spenser_jax.training.train_and_score`). This script walks a
@@ -37,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import compile_cost  # noqa: E402
 
-from spenser_jax import architecture, layer_programs, scheduler, training  # noqa: E402
-from spenser_jax.genotype import SearchSpace  # noqa: E402
+from spenser_jax import scheduler, training  # noqa: E402
+from spenser_jax.genome.space import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
-from spenser_jax.protocol import Protocol  # noqa: E402
+from spenser_jax.snn import architecture
+from spenser_jax.training import blocks
+from spenser_jax.training.protocol import Protocol  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Measurement
@@ -56,9 +58,9 @@ class CompileClock:
         jax.monitoring.register_event_duration_secs_listener(self._heard)
 
     def _heard(self, event, duration, **_):
-        if event in layer_programs.COMPILE_EVENTS:
+        if event in blocks.COMPILE_EVENTS:
             self.seconds += duration
-            self.programs += event == layer_programs.COMPILE_EVENTS[-1]
+            self.programs += event == blocks.COMPILE_EVENTS[-1]
 
     def read(self) -> tuple[float, int]:
         return self.seconds, self.programs
@@ -76,9 +78,7 @@ def measure(path: str, phenotype, protocol: Protocol, data: tuple, clock: Compil
                 compiled["program"] = jitted.lower(*args).compile(compiler_options=options or None)
             return compiled["program"](*args)
     else:
-        fn = functools.partial(
-            layer_programs.train_and_score, sig, protocol=protocol, options=tuple(sorted(options.items()))
-        )
+        fn = functools.partial(blocks.train_and_score, sig, protocol=protocol, options=tuple(sorted(options.items())))
     runs = []
     for _ in range(2):  # cold (compiles what is new), then warm (only runs)
         c0, p0 = clock.read()

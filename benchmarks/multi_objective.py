@@ -14,7 +14,7 @@ training compute, up to early failures):
 
 Per arm and seed: the non-dominated set of everything it scored above chance
 (1/10 + 0.02) in (error, log10 SynOps) space, its hypervolume against the
-reference point ``spenser_jax.population`` uses (chance accuracy, 10^10
+reference point ``spenser_jax.search.nsga2`` uses (chance accuracy, 10^10
 SynOps), its size, and the decades of SynOps it spans. The nsga2 runs' first fronts are then retrained from
 scratch (``retrain --front``, ``--retrain-epochs`` over the run's train
 split) and tested on the official test split. Writes
@@ -36,10 +36,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from spenser_jax import checkpoint, evolve, population, report, retrain  # noqa: E402
+from spenser_jax import evolve, report, retrain  # noqa: E402
+from spenser_jax.run import files
+from spenser_jax.search import nsga2
 
-CHANCE = population.chance_level(10)  # MNIST: what a search counts as having learned nothing
-REFERENCE = population.reference_point(("accuracy", "synops"), CHANCE)
+CHANCE = nsga2.chance_level(10)  # MNIST: what a search counts as having learned nothing
+REFERENCE = nsga2.reference_point(("accuracy", "synops"), CHANCE)
 
 
 def log(msg: str) -> None:
@@ -54,7 +56,7 @@ def search(overrides: list[str], run_dir: Path) -> list[dict]:
     t0 = time.perf_counter()
     evolve.run(cfg, run_dir)
     log(f"  {run_dir.name}: {time.perf_counter() - t0:.0f} s")
-    return checkpoint.read_generations(run_dir)
+    return files.read_generations(run_dir)
 
 
 def front_of(records: list[dict]) -> dict:
@@ -69,9 +71,7 @@ def front_of(records: list[dict]) -> dict:
     synops = [max(s, 1.0) for s, _ in front]
     return {
         "front": [{"synops_per_sample": s, "accuracy": a} for s, a in front],
-        "hypervolume": population.hypervolume(
-            [(1.0 - a, population.minimised("synops", s)) for s, a in front], REFERENCE
-        ),
+        "hypervolume": nsga2.hypervolume([(1.0 - a, nsga2.minimised("synops", s)) for s, a in front], REFERENCE),
         "front_size": len(front),
         "synops_decades": math.log10(max(synops) / min(synops)) if synops else 0.0,
         "candidates": sum(len(r["individuals"]) for r in records),

@@ -51,9 +51,9 @@ import common  # benchmarks/common.py (the script's folder is on sys.path); chec
 import numpy as np
 
 import spenser_jax
-from spenser_jax import mutation
-from spenser_jax.genotype import SearchSpace, SearchSpaceError
-from spenser_jax.phenotype import InvalidPhenotype
+from spenser_jax.genome import mutation
+from spenser_jax.genome.phenotype import InvalidPhenotype
+from spenser_jax.genome.space import SearchSpace, SearchSpaceError
 
 GRAMMAR = "grammars/csnn.grammar"
 LAYER_MODULES = ("features", "classification")

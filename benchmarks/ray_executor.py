@@ -47,7 +47,9 @@ def makespan(durations: list[float], workers: int) -> float:
 CHILD = r"""
 import json, sys, time
 from hydra import compose, initialize_config_dir
-from spenser_jax import evolve, evolution, mutation
+from spenser_jax import evolve
+from spenser_jax.search import one_plus_lambda
+from spenser_jax.genome import mutation
 args = json.loads(sys.argv[1])
 with initialize_config_dir(config_dir=str(evolve.CONFIG_DIR), version_base="1.3"):
     cfg = compose("config", overrides=args["overrides"])

@@ -53,11 +53,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from spenser_jax import architecture, checkpoint, evolve, inheritance, mutation, network, retrain, training  # noqa: E402
-from spenser_jax.genotype import SearchSpace  # noqa: E402
+from spenser_jax import evolve, retrain, training  # noqa: E402
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import SearchSpace  # noqa: E402
 from spenser_jax.grammar import load_grammar, locate  # noqa: E402
-from spenser_jax.protocol import Protocol  # noqa: E402
-from spenser_jax.snn import encoding  # noqa: E402
+from spenser_jax.run import files
+from spenser_jax.snn import (
+    architecture,
+    encoding,  # noqa: E402
+    network,
+)
+from spenser_jax.training import inheritance
+from spenser_jax.training.protocol import Protocol  # noqa: E402
 
 FRACTIONS = (0.1, 0.25, 0.5)  # of an epoch: the cheap fitness read along the paper's epoch
 
@@ -305,12 +312,12 @@ def run_search(args, protocol: str, seed: int, out: Path) -> dict:
     run_dir = out / args.dataset / (args.preset or "reduced") / protocol / f"seed{seed}"
     scheduler.enable_compile_cache(str(out / "xla-cache"))
     evolve.run(cfg, run_dir)
-    records = checkpoint.read_generations(run_dir)
+    records = files.read_generations(run_dir)
     # Summed from the generation records, not timed here: a run resumed from
     # its checkpoint reports the time it spent in total, not since the resume.
     wall = sum(r["wall_seconds"] for r in records)
     individuals = [i for r in records for i in r["individuals"]]
-    identity = json.loads((run_dir / checkpoint.RUN).read_text())
+    identity = json.loads((run_dir / files.RUN).read_text())
     search_t = min(identity.get("search", {}).get("time_steps") or identity["time_steps"], identity["time_steps"])
     chance = 0.12  # 10 balanced classes: at most chance + 0.02
     return {
@@ -341,7 +348,7 @@ def run_search(args, protocol: str, seed: int, out: Path) -> dict:
         "wall_curve": np.cumsum([r["wall_seconds"] for r in records]).tolist(),
         "train_samples_total": records[-1]["train_samples_total"],
         "best_fitness": records[-1]["best_fitness"],
-        "best_phenotype": json.loads((run_dir / checkpoint.BEST).read_text())["phenotype"],
+        "best_phenotype": json.loads((run_dir / files.BEST).read_text())["phenotype"],
     }
 
 

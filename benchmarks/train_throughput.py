@@ -61,7 +61,7 @@ import common  # benchmarks/common.py (the script's folder is on sys.path)
 import harness
 import jax
 
-from spenser_jax import network
+from spenser_jax.snn import network
 
 MARK = "TORCH-ROWS-JSON:"
 

@@ -129,8 +129,8 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
 
 
 def _inheritance(s: Setup, state, candidates, phenotypes) -> list:
-    """What each candidate inherits from its parent (see :mod:`spenser_jax.inheritance`)."""
-    from spenser_jax import inheritance
+    """What each candidate inherits from its parent (see :mod:`spenser_jax.training.inheritance`)."""
+    from spenser_jax.training import inheritance
 
     out = []
     for c, p in zip(candidates, phenotypes):

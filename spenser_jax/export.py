@@ -62,6 +62,7 @@ from spenser_jax.snn.nir_graph import (  # noqa: F401 (MissingDependency, lif_no
     require_nir,
     to_nir,
 )
+from spenser_jax.training import evaluation
 
 
 def _write(path: Path, graph) -> None:
@@ -116,7 +117,6 @@ def export_run(
       DataError: the run's data (needed for the input shape or to train
         ``G:I`` again) cannot be loaded.
     """
-    from spenser_jax import fitness
     from spenser_jax.run import runs
 
     if weights not in runs.WEIGHTS:
@@ -142,7 +142,7 @@ def export_run(
         raise NotExportable(reasons)
     if again is not None:
         log(f"training individual {individual} again from its key, as the search did ...")
-        params = fitness.train_again(run, phenotype, *again, data_splits())
+        params = evaluation.train_again(run, phenotype, *again, data_splits())
     time_steps = int(run.identity["time_steps"])
     graph = to_nir(phenotype, params, input_shape=input_shape, time_steps=time_steps, dt=dt)
     out = Path(out)

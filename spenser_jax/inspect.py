@@ -46,6 +46,7 @@ from spenser_jax.errors import (
     write_json,
 )
 from spenser_jax.run import Run, load_run
+from spenser_jax.training import evaluation
 
 
 def measure(
@@ -54,9 +55,9 @@ def measure(
     """The per-layer table and totals of one individual (see the module docstring)."""
     import numpy as np
 
-    from spenser_jax import architecture, fitness
     from spenser_jax.export import exportable
-    from spenser_jax.fitness import Trainer, on_device
+    from spenser_jax.snn import architecture
+    from spenser_jax.training.evaluation import Trainer, on_device
 
     identity = run.identity
     splits = run.splits(data_dir)
@@ -64,11 +65,11 @@ def measure(
     input_shape = tuple(splits.fitness.images.shape[1:])
     trainer = Trainer(protocol, input_shape)
     if weights is None:  # train it again, exactly as the search did
-        weights = fitness.train_again(run, phenotype, *again, splits)
+        weights = evaluation.train_again(run, phenotype, *again, splits)
     n = len(splits.fitness.labels) if samples is None else min(samples, len(splits.fitness.labels))
     scored = data.Arrays(splits.fitness.images[:n], splits.fitness.labels[:n])
     accuracy, _, summary = trainer.score(
-        phenotype, weights, on_device(scored), fitness.fitness_key(identity["seed"]), activity=True
+        phenotype, weights, on_device(scored), evaluation.fitness_key(identity["seed"]), activity=True
     )
     sig = architecture.signature(phenotype)
     shapes = architecture.layer_shapes(sig, input_shape)
@@ -159,14 +160,15 @@ def raster(result: dict, run: Run, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spenser_jax import architecture, fitness, network, training
-    from spenser_jax.phenotype import parse
+    from spenser_jax import training
+    from spenser_jax.genome.phenotype import parse
+    from spenser_jax.snn import architecture, network
 
     phenotype = parse(result["phenotype"])
     protocol = run.protocol()
     sig, hyper = architecture.split(phenotype, protocol.time_steps)
     spikes = training.encode(
-        protocol.encoding, fitness.fitness_key(run.identity["seed"]), result["_input"], protocol.time_steps
+        protocol.encoding, evaluation.fitness_key(run.identity["seed"]), result["_input"], protocol.time_steps
     )
     _, trains = network.SpikingNetwork(sig).apply(
         {"params": result["_weights"]}, spikes, hyper, method=network.SpikingNetwork.recording, what="trace"

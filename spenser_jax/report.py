@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from spenser_jax.errors import SpenserError, command, output_folder
-from spenser_jax.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
+from spenser_jax.genome.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
 from spenser_jax.run import RUN, Run, load_run, pareto_archive
 
 

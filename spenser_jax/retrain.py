@@ -39,8 +39,8 @@ from spenser_jax.errors import (
     positive_int,
     write_json,
 )
-from spenser_jax.fitness import Trainer, on_device
 from spenser_jax.run import files, load_run, save_weights
+from spenser_jax.training.evaluation import Trainer, on_device
 
 _RETRAIN_STREAM = 0x2E7A
 _TEST_STREAM = 0x7E57

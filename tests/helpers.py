@@ -15,10 +15,11 @@ import jax
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from spenser_jax import phenotype, scheduler
+from spenser_jax import scheduler
 from spenser_jax.data import Arrays, Splits
-from spenser_jax.fitness import Evaluation
+from spenser_jax.genome import phenotype
 from spenser_jax.scheduler import Evaluator
+from spenser_jax.training.evaluation import Evaluation
 from spenser_jax.training.protocol import Protocol
 
 

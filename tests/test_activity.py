@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import checkpoint, evolution, training
-from spenser_jax.fitness import Evaluation
+from spenser_jax import training
 from spenser_jax.genome import phenotype
 from spenser_jax.genome.phenotype import same_padding
 from spenser_jax.genome.units import Conv
+from spenser_jax.run import files
+from spenser_jax.search import one_plus_lambda
 from spenser_jax.snn import activity, architecture, network
+from spenser_jax.training.evaluation import Evaluation
 
 SHAPE = (9, 8, 2)
 ACT = "layer:act beta:0.8 beta-trainable:False threshold:0.3 threshold-trainable:False surr-grad:atan reset:zero"
@@ -186,44 +188,44 @@ def ev(accuracy, synops, parameters=100):
 
 
 def test_objectives_select_what_they_should():
-    state = evolution.init(0)
-    cands = [evolution.Candidate(None), evolution.Candidate(None), evolution.Candidate(None)]
+    state = one_plus_lambda.init(0)
+    cands = [one_plus_lambda.Candidate(None), one_plus_lambda.Candidate(None), one_plus_lambda.Candidate(None)]
     evals = [ev(0.90, 5e6), ev(0.89, 1e5), ev(0.50, 1e3, parameters=10)]
-    assert evolution.tell(state, cands, evals)[1]["best_index"] == 0  # accuracy alone
-    scalar = evolution.Objective("scalarised", synops_reference=1e6, synops_weight=-0.08)
-    assert evolution.tell(state, cands, evals, scalar)[1]["best_index"] == 1
-    budget = evolution.Objective("constrained", max_synops=1e6)
-    new, metrics = evolution.tell(state, cands, evals, budget)
+    assert one_plus_lambda.tell(state, cands, evals)[1]["best_index"] == 0  # accuracy alone
+    scalar = one_plus_lambda.Objective("scalarised", synops_reference=1e6, synops_weight=-0.08)
+    assert one_plus_lambda.tell(state, cands, evals, scalar)[1]["best_index"] == 1
+    budget = one_plus_lambda.Objective("constrained", max_synops=1e6)
+    new, metrics = one_plus_lambda.tell(state, cands, evals, budget)
     assert metrics["best_index"] == 1 and metrics["best_score"] == [1.0, 0.89]
     # Over budget loses to any candidate within it, even far less accurate.
-    tight = evolution.Objective("constrained", max_synops=1e4)
-    assert evolution.tell(state, cands, evals, tight)[1]["best_index"] == 2
-    params = evolution.Objective("constrained", max_parameters=50)
-    assert evolution.tell(state, cands, evals, params)[1]["best_index"] == 2
+    tight = one_plus_lambda.Objective("constrained", max_synops=1e4)
+    assert one_plus_lambda.tell(state, cands, evals, tight)[1]["best_index"] == 2
+    params = one_plus_lambda.Objective("constrained", max_parameters=50)
+    assert one_plus_lambda.tell(state, cands, evals, params)[1]["best_index"] == 2
     # The parent keeps its score: an offspring must beat it under the objective.
-    _, later = evolution.tell(new, cands[:1], [ev(0.95, 5e6)], budget)
+    _, later = one_plus_lambda.tell(new, cands[:1], [ev(0.95, 5e6)], budget)
     assert not later["parent_replaced"]
     # Over budget, nearer the budget wins over more accurate: by how far over, then accuracy.
-    far = evolution.Objective("constrained", max_synops=1e2)
+    far = one_plus_lambda.Objective("constrained", max_synops=1e2)
     assert [far.score(e)[0] for e in evals] == [
         pytest.approx(-(5e6 / 1e2 - 1)),
         pytest.approx(-(1e5 / 1e2 - 1)),
         pytest.approx(-9.0),
     ]
-    assert evolution.tell(state, cands, evals, far)[1]["best_index"] == 2
+    assert one_plus_lambda.tell(state, cands, evals, far)[1]["best_index"] == 2
     assert far.score(ev(0.3, 1e2)) == (1.0, 0.3)  # at the budget is within it
     with pytest.raises(ValueError, match="constrained"):
-        evolution.Objective("constrained")
+        one_plus_lambda.Objective("constrained")
     for bad in (-1, 0, True):
         with pytest.raises(ValueError, match="max_synops"):
-            evolution.Objective("constrained", max_synops=bad)
+            one_plus_lambda.Objective("constrained", max_synops=bad)
     with pytest.raises(ValueError, match="synops_weight"):
-        evolution.Objective("scalarised", synops_weight=0.1)
+        one_plus_lambda.Objective("scalarised", synops_weight=0.1)
 
 
 def test_pareto_front():
     pts = [(0.9, -10), (0.8, -5), (0.85, -20), (0.8, -5), (0.5, -1), (0.4, -3)]
-    assert evolution.pareto_front(pts) == [0, 1, 3, 4]
+    assert one_plus_lambda.pareto_front(pts) == [0, 1, 3, 4]
 
 
 def test_pareto_archive_from_records():
@@ -259,7 +261,7 @@ def test_pareto_archive_from_records():
             ],
         }
     ]
-    archive = checkpoint.pareto_archive(records)
+    archive = files.pareto_archive(records)
     assert archive["evaluated"] == 3
     assert [p["phenotype"] for p in archive["accuracy_synops"]] == ["b", "a"]
     assert [p["phenotype"] for p in archive["accuracy_parameters"]] == ["a"]

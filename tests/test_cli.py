@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spenser_jax import run as checkpoint
+from spenser_jax.run import files
 
 from helpers import strip_timing
 
@@ -49,7 +49,7 @@ def runs(tmp_path_factory):
 
 def test_evolve_outputs(runs):
     whole = runs
-    records = checkpoint.read_generations(whole)
+    records = files.read_generations(whole)
     assert [r["generation"] for r in records] == [0, 1]
     for r in records:
         assert len(r["individuals"]) == 2
@@ -86,10 +86,10 @@ def fast_runs(tmp_path_factory):
 
 def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
     whole, resumed, log = fast_runs
-    records = checkpoint.read_generations(whole)
+    records = files.read_generations(whole)
     assert "resuming" in log.stderr + log.stdout
     # Generation 1 starts from generation 0's parent and its weights, read back from the checkpoint.
-    assert strip_timing(checkpoint.read_generations(resumed)) == strip_timing(records)
+    assert strip_timing(files.read_generations(resumed)) == strip_timing(records)
     identity = json.loads((whole / "run.json").read_text())
     assert identity["search"] == {
         "inherit": True,
@@ -130,7 +130,7 @@ def test_plus_grammar_searches_losses_and_connections(tmp_path):
         f"hydra.run.dir={run}",
         cache=tmp_path / "cache",
     )
-    records = checkpoint.read_generations(run)
+    records = files.read_generations(run)
     texts = [i["phenotype"] for r in records for i in r["individuals"]]
     assert all(" loss:" in t for t in texts) and any(" input:" in t for t in texts)
     assert any(i["status"] == "ok" for r in records for i in r["individuals"])
@@ -147,7 +147,7 @@ def test_inspect_measures_the_best_as_the_search_recorded(runs, tmp_path):
     assert "SynOps/sample" in proc.stdout and "energy/sample" in proc.stdout
     crossing = result["break_even_synops_per_sample"]
     assert ("ANN equivalent costs less" if crossing <= 0 else f"stay under {crossing:,.0f}") in proc.stdout
-    records = checkpoint.read_generations(whole)
+    records = files.read_generations(whole)
     best = json.loads((whole / "best.json").read_text())
     recorded = next(
         i
@@ -213,7 +213,7 @@ def test_a_busy_run_directory_keeps_its_log(tmp_path):
     run_dir = tmp_path / "busy"
     run_dir.mkdir()
     (run_dir / "evolve.log").write_text("[the running search's log]\n")
-    with checkpoint.RunLock(run_dir):  # another process's search
+    with files.RunLock(run_dir):  # another process's search
         before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
         proc = cli("evolve", *SMALL, "evolution.generations=1", f"hydra.run.dir={run_dir}", check=False)
         assert proc.returncode == 1 and "is in use by" in proc.stderr
@@ -242,4 +242,4 @@ def test_multirun_sweeps_datasets(tmp_path):
     for name in ("mnist", "fmnist"):
         run = tmp_path / name / "seed0"
         assert json.loads((run / "run.json").read_text())["dataset"] == name
-        assert len(checkpoint.read_generations(run)) == 1
+        assert len(files.read_generations(run)) == 1

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from spenser_jax import evolve, inspect, report, retrain
-from spenser_jax import run as checkpoint
+from spenser_jax.run import checkpoint, files, runs
 
 from helpers import FakeEvaluator
 
@@ -51,9 +51,9 @@ def stub_measure(monkeypatch):
 
 def test_a_corrupt_retrained_file_blocks_only_what_needs_it(fake_run, tmp_path, monkeypatch, capsys):
     run_dir = copy(fake_run, tmp_path / "run")
-    (run_dir / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")
-    run = checkpoint.load_run(run_dir)  # inspect, export, report and retrain all start here
-    with pytest.raises(checkpoint.CheckpointError, match="retrained.msgpack: corrupt weights file"):
+    (run_dir / files.RETRAINED).write_bytes(b"\x00 not msgpack")
+    run = runs.load_run(run_dir)  # inspect, export, report and retrain all start here
+    with pytest.raises(files.CheckpointError, match="retrained.msgpack: corrupt weights file"):
         run.retrained  # noqa: B018
     # inspect measures the search's weights.
     stub_measure(monkeypatch)
@@ -75,7 +75,7 @@ def test_a_corrupt_retrained_file_blocks_only_what_needs_it(fake_run, tmp_path, 
 
     monkeypatch.setattr(retrain, "Trainer", Trainer)
     assert retrain.main([str(run_dir), "--epochs", "1"]) == 0
-    text, weights = checkpoint.load_run(run_dir).retrained
+    text, weights = runs.load_run(run_dir).retrained
     assert text == run.space().text(state.parent)
     np.testing.assert_array_equal(weights["w"], state.parent_weights["w"])
     capsys.readouterr()
@@ -85,9 +85,9 @@ def test_report_skips_a_broken_run_with_a_warning(fake_run, tmp_path, capsys):
     runs = tmp_path / "runs"
     good = copy(fake_run, runs / "good")
     broken = copy(fake_run, runs / "broken")
-    (broken / checkpoint.CHECKPOINT).write_bytes(b"\x00 not msgpack")
+    (broken / files.CHECKPOINT).write_bytes(b"\x00 not msgpack")
     also = copy(fake_run, runs / "retrained-corrupt")
-    (also / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")  # report does not need it
+    (also / files.RETRAINED).write_bytes(b"\x00 not msgpack")  # report does not need it
     out = tmp_path / "report"
     assert report.main([str(runs), "--out", str(out)]) == 0
     err = capsys.readouterr().err
@@ -158,7 +158,7 @@ def test_grammar_seed_must_not_be_negative(capsys):
 
 
 def test_report_counts_generations_in_whole_numbers(fake_run):
-    run = checkpoint.load_run(fake_run)  # 3 generations: matplotlib alone ticks 0, 0.25, 0.5, ...
+    run = runs.load_run(fake_run)  # 3 generations: matplotlib alone ticks 0, 0.25, 0.5, ...
     figures = [report.fitness_figure([run], "mnist"), report.energy_figure([run], "mnist")]
     axes = [*figures[0].axes, *figures[1].axes[1:]]
     assert all(ax.get_xlabel() == "generation" for ax in axes)
@@ -223,12 +223,12 @@ def test_json_alone_prints_it_and_json_path_writes_it(fake_run, tmp_path, monkey
     monkeypatch.setattr(retrain, "Trainer", Trainer)
     assert retrain.main([str(run_dir), "--epochs", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((run_dir / checkpoint.TEST).read_text()) and printed["accuracy"] == 0.75
+    assert printed == json.loads((run_dir / files.TEST).read_text()) and printed["accuracy"] == 0.75
 
 
 def test_inspect_takes_the_weights_export_takes_and_says_which(fake_run, tmp_path, monkeypatch, capsys):
     run_dir = copy(fake_run, tmp_path / "run")
-    run = checkpoint.load_run(run_dir)
+    run = runs.load_run(run_dir)
     search = run.state.parent_weights
     retrained = {"w": search["w"] + np.float32(1.0)}
     seen = []
@@ -242,8 +242,8 @@ def test_inspect_takes_the_weights_export_takes_and_says_which(fake_run, tmp_pat
     assert inspected()[:2] == (0, f"individual best of {run_dir}, the search's weights")
     code, _, err = inspected("--retrained")
     assert code == 1 and "no retrained weights" in err
-    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, run.space().text(run.state.parent), retrained)
-    checkpoint.atomic_write(run_dir / checkpoint.TEST, json.dumps({"accuracy": 0.25}))
+    checkpoint.save_weights(run_dir / files.RETRAINED, run.space().text(run.state.parent), retrained)
+    files.atomic_write(run_dir / files.TEST, json.dumps({"accuracy": 0.25}))
     seen.clear()
     assert inspected() == (
         0,
@@ -259,10 +259,10 @@ def test_inspect_takes_the_weights_export_takes_and_says_which(fake_run, tmp_pat
     ]
     assert run.choose().source == "retrained"  # what export takes by default
     # Retrained weights that cannot be used: the search's, with a note saying why.
-    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, "layer:fc num-units:10 bias:True", retrained)
+    checkpoint.save_weights(run_dir / files.RETRAINED, "layer:fc num-units:10 bias:True", retrained)
     code, line, err = inspected()
     assert line.endswith("the search's weights") and "retrain ran for an earlier best individual" in err
-    (run_dir / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")
+    (run_dir / files.RETRAINED).write_bytes(b"\x00 not msgpack")
     code, line, err = inspected()
     assert code == 0 and line.endswith("the search's weights") and "corrupt weights file" in err
     with pytest.raises(SystemExit):

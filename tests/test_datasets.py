@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from spenser_jax import activity, architecture, checkpoint, evolve, network, phenotype, training
+from spenser_jax import evolve, training
 from spenser_jax.data import known_shape
+from spenser_jax.genome import phenotype
 from spenser_jax.grammar import locate
+from spenser_jax.run import runs
+from spenser_jax.snn import activity, architecture, network
 
 from helpers import fake_cifar
 
@@ -72,7 +75,7 @@ def cifar_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_cifar_search_runs_end_to_end(cifar_run):
-    run = checkpoint.load_run(cifar_run / "run")
+    run = runs.load_run(cifar_run / "run")
     assert [r["generation"] for r in run.records] == [0, 1]
     assert any(i["status"] == "ok" for r in run.records for i in r["individuals"])
     assert run.identity["input_shape"] == [32, 32, 3] and run.identity["num_classes"] == 10

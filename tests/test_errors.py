@@ -4,11 +4,11 @@ import types
 
 import pytest
 
-from spenser_jax import data, errors, evolve, export, genotype, grammar, inspect, phenotype, report, retrain
-from spenser_jax import run as checkpoint
+from spenser_jax import data, errors, evolve, export, grammar, inspect, report, retrain
 from spenser_jax.errors import SpenserError
+from spenser_jax.genome import genotype, phenotype
 from spenser_jax.grammar import __main__ as grammar_cli
-from spenser_jax.run import runs
+from spenser_jax.run import files, runs
 
 
 @pytest.mark.parametrize(
@@ -18,8 +18,8 @@ from spenser_jax.run import runs
         (grammar.GrammarError, ValueError),
         (genotype.SearchSpaceError, RuntimeError),
         (data.DataError, Exception),
-        (checkpoint.CheckpointError, RuntimeError),
-        (checkpoint.IndividualError, RuntimeError),
+        (files.CheckpointError, RuntimeError),
+        (files.IndividualError, RuntimeError),
         (phenotype.InvalidPhenotype, ValueError),
         (export.NotExportable, ValueError),
         (export.MissingDependency, ImportError),
@@ -49,7 +49,7 @@ def test_every_command_reports_any_of_our_errors_in_one_line(name, tmp_path, cap
     # report skips a run it cannot read (with a warning): it fails in what it does with the runs.
     monkeypatch.setattr(report, "load_run", lambda run_dir: types.SimpleNamespace(dataset="mnist"))
     monkeypatch.setattr(report, "plot", lambda runs, dataset, out: broken(tmp_path))
-    (tmp_path / checkpoint.RUN).write_text("{}")  # report looks for runs before it reads them
+    (tmp_path / files.RUN).write_text("{}")  # report looks for runs before it reads them
     code = COMMANDS[name](str(tmp_path))
     out = capsys.readouterr()
     assert code == 1 and out.out == ""

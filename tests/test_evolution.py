@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spenser_jax import evolve, mutation
-from spenser_jax import run as checkpoint
-from spenser_jax.fitness import Evaluation
-from spenser_jax.genotype import SearchSpace
+from spenser_jax import evolve
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import SearchSpace
 from spenser_jax.grammar import load_grammar
-from spenser_jax.run import files
+from spenser_jax.run import checkpoint, files, runs
 from spenser_jax.run.runtime import keeps_host_memory
 from spenser_jax.search import one_plus_lambda as evolution
+from spenser_jax.training.evaluation import Evaluation
 
 from helpers import FakeEvaluator, config, strip_timing  # config, strip_timing: also test_layer_programs'
 
@@ -118,7 +118,7 @@ def test_run_writes_outputs_and_resumes(tmp_path):
     cfg = config("evolution.generations=4", "evolution.offspring=3")
     fake = FakeEvaluator(fail_every=5)
     final = evolve.run(cfg, tmp_path, evaluator=fake)
-    records = checkpoint.read_generations(tmp_path)
+    records = files.read_generations(tmp_path)
     assert [r["generation"] for r in records] == [0, 1, 2, 3] and final.generation == 4
     for r in records:
         assert {"best_fitness", "mean_fitness", "individuals"} <= set(r)
@@ -138,20 +138,20 @@ def test_run_writes_outputs_and_resumes(tmp_path):
     evolve.run(cfg, tmp_path, evaluator=fake)
     assert fake.calls == calls
     evolve.run(config("evolution.generations=6", "evolution.offspring=3"), tmp_path, evaluator=fake)
-    longer = checkpoint.read_generations(tmp_path)
+    longer = files.read_generations(tmp_path)
     assert len(longer) == 6 and strip_timing(longer[:4]) == strip_timing(records)
 
 
 def test_resume_refuses_other_config_and_corrupt_checkpoint(tmp_path):
     evolve.run(config("evolution.generations=1", "evolution.offspring=2"), tmp_path, evaluator=FakeEvaluator())
-    before = (tmp_path / checkpoint.CHECKPOINT).read_bytes()
-    with pytest.raises(checkpoint.CheckpointError, match="offspring: 2 -> 3"):
+    before = (tmp_path / files.CHECKPOINT).read_bytes()
+    with pytest.raises(files.CheckpointError, match="offspring: 2 -> 3"):
         evolve.run(config("evolution.generations=2", "evolution.offspring=3"), tmp_path, evaluator=FakeEvaluator())
-    assert (tmp_path / checkpoint.CHECKPOINT).read_bytes() == before
-    (tmp_path / checkpoint.CHECKPOINT).write_bytes(before[: len(before) // 2])
-    with pytest.raises(checkpoint.CheckpointError, match="corrupt checkpoint"):
+    assert (tmp_path / files.CHECKPOINT).read_bytes() == before
+    (tmp_path / files.CHECKPOINT).write_bytes(before[: len(before) // 2])
+    with pytest.raises(files.CheckpointError, match="corrupt checkpoint"):
         evolve.run(config("evolution.generations=2", "evolution.offspring=2"), tmp_path, evaluator=FakeEvaluator())
-    assert (tmp_path / checkpoint.CHECKPOINT).read_bytes() == before[: len(before) // 2]
+    assert (tmp_path / files.CHECKPOINT).read_bytes() == before[: len(before) // 2]
 
 
 def snapshot(run_dir):
@@ -167,18 +167,18 @@ def test_a_refused_process_leaves_the_run_directory_as_it_found_it(tmp_path):
         overrides=["evolution.generations=1", "evolution.offspring=2"],
     )
     before = snapshot(run_dir)
-    assert {checkpoint.CONFIG, Path(".hydra/overrides.yaml"), Path(checkpoint.LOCK)} <= set(before)
+    assert {files.CONFIG, Path(".hydra/overrides.yaml"), Path(files.LOCK)} <= set(before)
     for refused, message in (
         (["evolution.offspring=3"], "offspring: 2 -> 3"),
         (["grammar=grammars/csnn_plus.grammar"], "grammar_sha256"),
     ):
         overrides = ["evolution.generations=2", "evolution.offspring=2", *refused]
-        with pytest.raises(checkpoint.CheckpointError, match=message):
+        with pytest.raises(files.CheckpointError, match=message):
             evolve.run(config(*overrides), run_dir, evaluator=FakeEvaluator(), overrides=overrides)
         assert snapshot(run_dir) == before
     # The commands after the search still read the run as the search left it.
-    run = checkpoint.load_run(run_dir)
-    assert run.space().text(run.state.parent) == json.loads((run_dir / checkpoint.BEST).read_text())["phenotype"]
+    run = runs.load_run(run_dir)
+    assert run.space().text(run.state.parent) == json.loads((run_dir / files.BEST).read_text())["phenotype"]
     # A bad config makes no run directory.
     with pytest.raises(evolve.ConfigError, match="offspring"):
         evolve.run(config("evolution.offspring=0"), tmp_path / "new" / "run", evaluator=FakeEvaluator())
@@ -187,14 +187,14 @@ def test_a_refused_process_leaves_the_run_directory_as_it_found_it(tmp_path):
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
-    checkpoint.atomic_write(target, "old")
+    files.atomic_write(target, "old")
 
     def boom(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        checkpoint.atomic_write(target, "new")
+        files.atomic_write(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
@@ -240,14 +240,14 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     subprocess.run([sys.executable, str(script), str(whole)], check=True, timeout=300)
     proc = subprocess.Popen([sys.executable, str(script), str(killed)])
     deadline = time.time() + 120
-    while len(checkpoint.read_generations(killed)) < 3 and time.time() < deadline:
+    while len(files.read_generations(killed)) < 3 and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(checkpoint.read_generations(killed))
+    done = len(files.read_generations(killed))
     assert 3 <= done < 8, "the kill should land mid-run"
     subprocess.run([sys.executable, str(script), str(killed)], check=True, timeout=300)
-    assert strip_timing(checkpoint.read_generations(killed)) == strip_timing(checkpoint.read_generations(whole))
+    assert strip_timing(files.read_generations(killed)) == strip_timing(files.read_generations(whole))
     assert json.loads((killed / "best.json").read_text()) == json.loads((whole / "best.json").read_text())
 
 
@@ -255,7 +255,7 @@ def test_loop_needs_no_data_on_disk(tmp_path):
     # With an evaluator of its own the loop reads no data set (a bad path proves it).
     cfg = config("evolution.generations=2", "evolution.offspring=2", "dataset.data_dir=/nonexistent/data")
     evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
-    assert len(checkpoint.read_generations(tmp_path)) == 2
+    assert len(files.read_generations(tmp_path)) == 2
     saved = (tmp_path / ".hydra" / "config.yaml").read_text()
     assert "/nonexistent/data" in saved and "generations: 2" in saved
 
@@ -276,11 +276,7 @@ def interrupted_run(tmp_path, monkeypatch, after, at_generation):
 
     def atomic(path, payload):
         original["atomic"](path, payload)
-        if (
-            after == "best"
-            and Path(path).name == checkpoint.BEST
-            and json.loads(payload)["generation"] == at_generation
-        ):
+        if after == "best" and Path(path).name == files.BEST and json.loads(payload)["generation"] == at_generation:
             raise Interrupt
 
     monkeypatch.setattr(files, "append_generation", append)
@@ -300,22 +296,22 @@ def test_resume_after_a_kill_between_writes(tmp_path, monkeypatch, after):
     cut = tmp_path / "cut"
     cfg = interrupted_run(cut, monkeypatch, after, at_generation=2)
     # The log (and maybe best.json) is ahead of the checkpoint now.
-    assert len(checkpoint.read_generations(cut)) == 3 and checkpoint.load(cut).generation == 2
+    assert len(files.read_generations(cut)) == 3 and checkpoint.load(cut).generation == 2
     if after == "best":
-        assert json.loads((cut / checkpoint.BEST).read_text())["generation"] == 2
+        assert json.loads((cut / files.BEST).read_text())["generation"] == 2
     evolve.run(cfg, cut, evaluator=FakeEvaluator())
-    assert strip_timing(checkpoint.read_generations(cut)) == strip_timing(checkpoint.read_generations(whole))
-    for name in (checkpoint.BEST, checkpoint.PARETO):
+    assert strip_timing(files.read_generations(cut)) == strip_timing(files.read_generations(whole))
+    for name in (files.BEST, files.PARETO):
         assert json.loads((cut / name).read_text()) == json.loads((whole / name).read_text())
 
 
 def test_stale_best_json_is_rewritten_on_resume(tmp_path):
     cfg = config("evolution.generations=3", "evolution.offspring=3")
     evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
-    good = (tmp_path / checkpoint.BEST).read_text()
-    (tmp_path / checkpoint.BEST).write_text('{"generation": 0, "fitness": 0.0}')  # as an older writer left it
+    good = (tmp_path / files.BEST).read_text()
+    (tmp_path / files.BEST).write_text('{"generation": 0, "fitness": 0.0}')  # as an older writer left it
     evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())  # finished: nothing to train, but best.json is fixed
-    assert (tmp_path / checkpoint.BEST).read_text() == good
+    assert (tmp_path / files.BEST).read_text() == good
 
 
 @pytest.mark.slow
@@ -326,11 +322,11 @@ def test_second_process_on_a_busy_run_directory_stops_at_once(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), str(busy)])
     try:
         deadline = time.time() + 120
-        while len(checkpoint.read_generations(busy)) < 1 and time.time() < deadline:
+        while len(files.read_generations(busy)) < 1 and time.time() < deadline:
             time.sleep(0.05)
         config_before = (busy / ".hydra" / "config.yaml").read_text()
         cfg = config("evolution.generations=8", "evolution.offspring=3", "seed=5")  # another run's config
-        with pytest.raises(checkpoint.CheckpointError, match=rf"{busy} is in use by process {proc.pid}"):
+        with pytest.raises(files.CheckpointError, match=rf"{busy} is in use by process {proc.pid}"):
             evolve.run(cfg, busy, evaluator=FakeEvaluator())
         assert (busy / ".hydra" / "config.yaml").read_text() == config_before
         assert proc.wait(timeout=300) == 0
@@ -338,8 +334,8 @@ def test_second_process_on_a_busy_run_directory_stops_at_once(tmp_path):
         proc.kill()
     subprocess.run([sys.executable, str(script), str(alone)], check=True, timeout=300)
     # The first process went on untouched: each generation once, as an undisturbed run.
-    assert [r["generation"] for r in checkpoint.read_generations(busy)] == list(range(8))
-    assert strip_timing(checkpoint.read_generations(busy)) == strip_timing(checkpoint.read_generations(alone))
+    assert [r["generation"] for r in files.read_generations(busy)] == list(range(8))
+    assert strip_timing(files.read_generations(busy)) == strip_timing(files.read_generations(alone))
     # Its lock went with it: the directory is free again.
     evolve.run(config("evolution.generations=8", "evolution.offspring=3"), busy, evaluator=FakeEvaluator())
 
@@ -349,7 +345,7 @@ def test_energy_constrained_search_keeps_its_best_within_budget(tmp_path):
         "evolution.generations=5", "evolution.offspring=4", "fitness.objective=constrained", "fitness.max_synops=300000"
     )
     final = evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
-    records = checkpoint.read_generations(tmp_path)
+    records = files.read_generations(tmp_path)
     over = [i for r in records for i in r["individuals"] if i["synops_per_sample"] > 300000]
     assert over  # the budget binds: some candidates were over it
     best = next(
@@ -365,7 +361,7 @@ def test_energy_constrained_search_keeps_its_best_within_budget(tmp_path):
     assert identity["fitness"]["kind"] == "constrained" and "fitness" not in json.loads(
         (tmp_path / "free" / "run.json").read_text()
     )
-    archive = json.loads((tmp_path / checkpoint.PARETO).read_text())
+    archive = json.loads((tmp_path / files.PARETO).read_text())
     assert archive["evaluated"] == sum(len(r["individuals"]) for r in records)
     front = archive["accuracy_synops"]
     assert all(
@@ -401,7 +397,7 @@ def test_search_time_steps_caps_t_while_searching_and_joins_the_identity():
     assert low.identity["search"] == {"time_steps": 6}
     # A cap, never a raise: MNIST at T = 4 stays at 4.
     assert evolve.setup(config("dataset.time_steps=4", "search.time_steps=6"), load_data=False).protocol.time_steps == 4
-    run = checkpoint.Run(dir=Path("."), identity=low.identity, config={}, records=[], best=None, test=None, state=None)
+    run = runs.Run(dir=Path("."), identity=low.identity, config={}, records=[], best=None, test=None, state=None)
     assert run.protocol().time_steps == 6  # how the search trained its individuals
     assert run.protocol(time_steps=low.identity["time_steps"]).time_steps == 25
 
@@ -413,7 +409,7 @@ def test_a_run_rebuilds_the_protocol_its_setup_built(overrides):
     # The writer's side (setup) and the reader's (Run.protocol) share one
     # mapping from the identity; only the execution order stays outside it.
     s = evolve.setup(config(*overrides), load_data=False)
-    run = checkpoint.Run(dir=Path("."), identity=s.identity, config={}, records=[], best=None, test=None, state=None)
+    run = runs.Run(dir=Path("."), identity=s.identity, config={}, records=[], best=None, test=None, state=None)
     assert run.protocol(mode=s.protocol.mode) == s.protocol
     assert hash(s.protocol) == hash(run.protocol(mode=s.protocol.mode))
 
@@ -427,7 +423,7 @@ def test_a_run_rebuilds_the_space_its_setup_built(tmp_path, overrides):
     cfg = config("evolution.generations=1", "evolution.offspring=2", *overrides)
     evolve.run(cfg, tmp_path, evaluator=FakeEvaluator())
     s = evolve.setup(cfg, load_data=False)
-    space = checkpoint.load_run(tmp_path).space()
+    space = runs.load_run(tmp_path).space()
     assert space == s.space
     draws = [mutation.sample(np.random.default_rng(k), sp, s.mutation) for sp in (space, s.space) for k in (0, 1)]
     assert draws[:2] == draws[2:]

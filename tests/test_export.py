@@ -29,11 +29,12 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-from spenser_jax import checkpoint, data, export
-from spenser_jax.evolution import State
+from spenser_jax import data, export
 from spenser_jax.genome import mutation, phenotype
 from spenser_jax.genome.space import SearchSpace
 from spenser_jax.grammar import NonTerminal, Terminal, load_grammar
+from spenser_jax.run import checkpoint, files, runs
+from spenser_jax.search.one_plus_lambda import State
 from spenser_jax.snn import network
 from spenser_jax.snn.architecture import LIFSlot, split
 from spenser_jax.snn.lif import lif_sequence
@@ -690,7 +691,7 @@ def output_dense(graph) -> str:
 def test_cli_exports_a_searched_network_exactly(nir_run, tmp_path):
     out = tmp_path / "net.nir"
     proc = cli("export", nir_run, "--out", out)
-    run = checkpoint.load_run(nir_run)
+    run = runs.load_run(nir_run)
     graph = nir.read(out)
     assert run.test is None and "the search's weights" in proc.stdout
     assert f"wrote {out}: {len(graph.nodes)} nodes, {export._size(out.stat().st_size)}\n" in proc.stdout
@@ -732,12 +733,12 @@ def test_cli_exports_a_searched_network_exactly(nir_run, tmp_path):
 def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(nir_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
-    run = checkpoint.load_run(run_dir)
+    run = runs.load_run(run_dir)
     search = run.state.parent_weights
     retrained = jax.tree.map(lambda w: (w * np.float32(1.5)).astype(np.float32), search)
     text = run.best["phenotype"]
-    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, text, retrained)
-    checkpoint.atomic_write(run_dir / checkpoint.TEST, json.dumps({"accuracy": 0.5}))
+    checkpoint.save_weights(run_dir / files.RETRAINED, text, retrained)
+    files.atomic_write(run_dir / files.TEST, json.dumps({"accuracy": 0.5}))
 
     def bias(path):
         graph = nir.read(path)
@@ -756,7 +757,7 @@ def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, c
     np.testing.assert_array_equal(bias(tmp_path / "c.nir")[0], search[name]["bias"])
 
     # Retrained weights of an earlier best (the search went on after retrain).
-    checkpoint.save_weights(run_dir / checkpoint.RETRAINED, "layer:fc num-units:10 bias:True", retrained)
+    checkpoint.save_weights(run_dir / files.RETRAINED, "layer:fc num-units:10 bias:True", retrained)
     code, out, err = run_export(capsys, run_dir, "--out", tmp_path / "d.nir")
     assert code == 0 and "earlier best" in err and "the search's weights" in out
     np.testing.assert_array_equal(bias(tmp_path / "d.nir")[0], search[name]["bias"])
@@ -769,12 +770,12 @@ def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, c
 def test_a_corrupt_retrained_file_blocks_only_the_retrained_weights(nir_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(nir_run, run_dir, ignore=shutil.ignore_patterns(".lock"))
-    (run_dir / checkpoint.RETRAINED).write_bytes(b"\x00 not msgpack")
-    checkpoint.atomic_write(run_dir / checkpoint.TEST, json.dumps({"accuracy": 0.5}))
+    (run_dir / files.RETRAINED).write_bytes(b"\x00 not msgpack")
+    files.atomic_write(run_dir / files.TEST, json.dumps({"accuracy": 0.5}))
     code, out, _ = run_export(capsys, run_dir, "--out", tmp_path / "a.nir", "--search-weights")
     assert code == 0 and "the search's weights" in out and (tmp_path / "a.nir").exists()
     code, _, err = run_export(capsys, run_dir, "--out", tmp_path / "b.nir", "--retrained")
-    assert_error(code, err, f"{run_dir / checkpoint.RETRAINED}: corrupt weights file")
+    assert_error(code, err, f"{run_dir / files.RETRAINED}: corrupt weights file")
     assert not (tmp_path / "b.nir").exists()
     # By default, as inspect: the search's weights, and a note why not the retrained ones.
     code, out, err = run_export(capsys, run_dir, "--out", tmp_path / "c.nir")
@@ -814,13 +815,13 @@ def hand_made_run(run_dir: Path, space: SearchSpace, genotype, **identity) -> Pa
         "time_steps": 2,
         "fitness_fraction": 0.3,
         "input_shape": list(space.input_shape),
-        "grammar_sha256": checkpoint.grammar_sha256(GRAMMAR_2),
+        "grammar_sha256": files.grammar_sha256(GRAMMAR_2),
         "macro": [list(dataclasses.astuple(m)) for m in space.macro],
         **identity,
     }
     identity = json.loads(json.dumps(identity))
     run_dir.mkdir(parents=True)
-    checkpoint.atomic_write(run_dir / checkpoint.RUN, json.dumps(identity))
+    files.atomic_write(run_dir / files.RUN, json.dumps(identity))
     other = space.text(mutation.sample(np.random.default_rng(1), space, mutation.MutationConfig()))
     record = {
         "generation": 0,
@@ -829,10 +830,8 @@ def hand_made_run(run_dir: Path, space: SearchSpace, genotype, **identity) -> Pa
             {"phenotype": other, "status": "ok", "fitness": 0.25},
         ],
     }
-    checkpoint.append_generation(run_dir, record)
-    checkpoint.atomic_write(
-        run_dir / checkpoint.BEST, json.dumps({"generation": 0, "fitness": 0.5, "phenotype": ph.text})
-    )
+    files.append_generation(run_dir, record)
+    files.atomic_write(run_dir / files.BEST, json.dumps({"generation": 0, "fitness": 0.5, "phenotype": ph.text}))
     checkpoint.save(
         run_dir, State(seed=0, generation=1, parent=genotype, parent_fitness=0.5, parent_weights=weights), identity
     )
@@ -872,7 +871,7 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
     error(tmp_path / "nowhere", words=["not a spenser_jax run directory"])
     early = tmp_path / "early"
     early.mkdir()
-    shutil.copy(run_dir / checkpoint.RUN, early / checkpoint.RUN)
+    shutil.copy(run_dir / files.RUN, early / files.RUN)
     error(early, words=["no best individual yet"])
     monkeypatch.setitem(sys.modules, "nir", None)
     error(run_dir, words=["pip install 'spenser_jax[nir]'"])

@@ -9,9 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from spenser_jax import checkpoint, data, evolve
+from spenser_jax import data, evolve
 from spenser_jax.data import DataError, cache, folder
 from spenser_jax.grammar import locate
+from spenser_jax.run import runs
 
 CONF = Path(evolve.CONFIG_DIR)
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_jpeg"
@@ -287,7 +288,7 @@ def test_a_folder_search_runs_and_retrain_reads_it_back(tmp_path):
         f"runtime.compile_cache={tmp_path / 'xla'}",
     )
     evolve.run(cfg, tmp_path / "run")
-    run = checkpoint.load_run(tmp_path / "run")
+    run = runs.load_run(tmp_path / "run")
     assert run.identity["folder"]["test"] == "test/" and run.identity["folder"]["classes"] == ["a", "b"]
     assert [r["generation"] for r in run.records] == [0]
     splits = run.splits()

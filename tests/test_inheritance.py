@@ -13,9 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, evolution, mutation, phenotype, training
-from spenser_jax.genotype import Derivation, Expansion, Genotype, Module, SearchSpace
+from spenser_jax import training
+from spenser_jax.genome import mutation, phenotype
+from spenser_jax.genome.space import Derivation, Expansion, Genotype, Module, SearchSpace
 from spenser_jax.grammar import load_grammar, parse_grammar
+from spenser_jax.search import one_plus_lambda
+from spenser_jax.snn import architecture
 from spenser_jax.training import inheritance
 from spenser_jax.training.evaluation import Evaluation
 from spenser_jax.training.protocol import Protocol
@@ -242,7 +245,7 @@ def test_inherited_weights_are_where_training_starts():
 
 
 def network_params(sig, hyper):
-    from spenser_jax import network
+    from spenser_jax.snn import network
 
     key_init, _ = jax.random.split(jax.random.key(1))
     return jax.device_get(network.init_params(key_init, sig, hyper, SHAPE))
@@ -291,14 +294,14 @@ def test_a_silent_output_stops_at_the_check_and_competes_with_its_score():
     assert bool(metrics["stopped"]) and not bool(metrics["nonfinite"])
     assert int(metrics["steps"]) == 2 and int(metrics["samples"]) == 16
     assert float(metrics["accuracy"]) == float(jnp.mean(labels == 0))  # silent: class 0 for all
-    state = evolution.init(0)
-    cands = [evolution.Candidate(PARENT), evolution.Candidate(PARENT)]
+    state = one_plus_lambda.init(0)
+    cands = [one_plus_lambda.Candidate(PARENT), one_plus_lambda.Candidate(PARENT)]
     stopped = Evaluation(0.1, "stopped", "output silent", train_samples=16)
-    new, metrics = evolution.tell(state, cands, [stopped, Evaluation(0.3, train_samples=40)])
+    new, metrics = one_plus_lambda.tell(state, cands, [stopped, Evaluation(0.3, train_samples=40)])
     assert new.parent_fitness == 0.3 and metrics["best_index"] == 1 and metrics["failed"] == 0
     assert metrics["mean_fitness"] == pytest.approx(0.2) and new.train_samples == 56
     # With nothing better, a stopped individual is a parent still (better than none).
-    alone, _ = evolution.tell(state, cands, [stopped, Evaluation(-1.0, "error", "x")])
+    alone, _ = one_plus_lambda.tell(state, cands, [stopped, Evaluation(-1.0, "error", "x")])
     assert alone.parent == PARENT and alone.parent_fitness == 0.1
 
 

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, checkpoint, evolve, network, training
-from spenser_jax.phenotype import parse
+from spenser_jax import evolve, training
+from spenser_jax.genome.phenotype import parse
+from spenser_jax.run import files
+from spenser_jax.snn import architecture, network
 from spenser_jax.training import block_programs, blocks
 from spenser_jax.training.protocol import Protocol
 
@@ -224,8 +226,8 @@ def test_a_search_with_programs_per_layer_resumes_exactly(tmp_path):
     evolve.run(config(*small, "evolution.generations=2"), whole)
     evolve.run(config(*small, "evolution.generations=1"), resumed)
     evolve.run(config(*small, "evolution.generations=2"), resumed)
-    records = checkpoint.read_generations(whole)
-    assert strip_timing(checkpoint.read_generations(resumed)) == strip_timing(records)
+    records = files.read_generations(whole)
+    assert strip_timing(files.read_generations(resumed)) == strip_timing(records)
     assert any(i["status"] == "ok" for r in records for i in r["individuals"])
     assert json.loads((whole / "run.json").read_text())["runtime"] == {
         "xla_cpu_fusion_emitters": False,

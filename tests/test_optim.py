@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from spenser_jax.phenotype import SGD, Adam, Dense, RMSProp
+from spenser_jax.genome.phenotype import SGD, Adam, Dense, RMSProp
 from spenser_jax.training import optim
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torch_optim.npz"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import spenser_jax
-from spenser_jax import checkpoint
+from spenser_jax.run import files
+from spenser_jax.training import evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spenser_jax"
@@ -75,9 +76,8 @@ def test_public_names_import_and_work(tmp_path):
 def test_public_train_and_score_are_the_search_s_training_and_scoring():
     import jax
 
-    from spenser_jax import fitness
     from spenser_jax.data import Arrays
-    from spenser_jax.protocol import Protocol
+    from spenser_jax.training.protocol import Protocol
 
     phenotype = spenser_jax.parse_phenotype(
         "layer:conv num-filters:2 filter-shape:3 stride:2 padding:valid bias:True "
@@ -94,8 +94,8 @@ def test_public_train_and_score_are_the_search_s_training_and_scoring():
     )
     assert info["steps"] == 6 and len(info["losses"]) == 2 and not info["nonfinite"]
     # The same as the search's Trainer, key for key.
-    trainer = fitness.Trainer(Protocol(time_steps=2, epochs=2, batch_size=16), (8, 8, 1))
-    data = fitness.on_device(Arrays(images, labels))
+    trainer = evaluation.Trainer(Protocol(time_steps=2, epochs=2, batch_size=16), (8, 8, 1))
+    data = evaluation.on_device(Arrays(images, labels))
     state, _ = trainer.train(phenotype, jax.random.key(0), data)
     jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(state.params))
     accuracy = spenser_jax.score(phenotype, params, images, labels, time_steps=2, key=jax.random.key(1), batch_size=20)
@@ -220,4 +220,56 @@ def test_wheel_installs_and_runs_a_generation_from_anywhere(tmp_path):
     records = [json.loads(line) for line in (work / "run" / "generations.jsonl").read_text().splitlines()]
     assert len(records) == 1 and any(i["status"] == "ok" for i in records[0]["individuals"])
     identity = json.loads((work / "run" / "run.json").read_text())
-    assert identity["grammar_sha256"] == checkpoint.grammar_sha256(ROOT / "grammars" / "csnn.grammar")
+    assert identity["grammar_sha256"] == files.grammar_sha256(ROOT / "grammars" / "csnn.grammar")
+
+
+# The layers in the order data flows; a module imports only from its own layer or those before it.
+LAYERS = (
+    ("spenser_jax.errors",),
+    ("spenser_jax.data", "spenser_jax.grammar"),
+    ("spenser_jax.genome",),
+    ("spenser_jax.snn",),
+    ("spenser_jax.training",),
+    ("spenser_jax.scheduler",),
+    ("spenser_jax.search",),
+    ("spenser_jax.run",),
+    tuple(f"spenser_jax.{c}" for c in ("evolve", "retrain", "inspect", "export", "report")),
+)
+
+
+def layer_of(module: str) -> int:
+    if module.endswith(".__main__"):  # python -m spenser_jax.grammar: a command inside its layer's folder
+        return len(LAYERS) - 1
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS or move it into one")
+
+
+def test_no_layer_imports_from_a_layer_above_it():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "__init__.py":
+            continue  # the lazy facade and the old names' finder
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        rank = layer_of(name)
+        for imported in project_imports(path) - {"spenser_jax"}:
+            if layer_of(imported) > rank:
+                upward.append(f"{name} -> {imported}")
+    assert not upward, "imports from a layer above:\n" + "\n".join(sorted(upward))
+
+
+def test_no_module_over_500_lines():
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
+
+
+def test_old_module_names_import_their_new_homes_with_a_warning():
+    import importlib
+    import sys
+
+    for old, new in spenser_jax.MOVED.items():
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        assert module is importlib.import_module(new), old

@@ -16,8 +16,8 @@ from spenser_jax.genome.phenotype import Phenotype, infer_shapes, parse
 from spenser_jax.genome.space import SearchSpace, macro_for
 from spenser_jax.genome.units import InvalidPhenotype
 from spenser_jax.grammar import GrammarError, load_grammar, locate, parse_grammar
-from spenser_jax.protocol import Protocol
 from spenser_jax.snn import architecture, network
+from spenser_jax.training.protocol import Protocol
 
 GRAMMAR = load_grammar(locate("grammars/csnn_plus.grammar"))
 SPACE = SearchSpace(GRAMMAR, macro_for(GRAMMAR), levels_back=GRAMMAR.option("levels-back"))

@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spenser_jax import evolve, inheritance, mutation
-from spenser_jax import run as checkpoint
-from spenser_jax.fitness import Evaluation
-from spenser_jax.genotype import SearchSpace
+from spenser_jax import evolve
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import SearchSpace
 from spenser_jax.grammar import load_grammar
+from spenser_jax.run import checkpoint, files, runs
 from spenser_jax.search import nsga2 as population
 from spenser_jax.search import one_plus_lambda as evolution
 from spenser_jax.search.strategy import Candidate
+from spenser_jax.training import inheritance
+from spenser_jax.training.evaluation import Evaluation
 
 from helpers import FakeEvaluator, config, strip_timing
 
@@ -176,7 +178,7 @@ NSGA2 = ("evolution.strategy=nsga2", "evolution.population=4", "evolution.offspr
 def test_a_population_search_records_its_front_and_resumes_exactly(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     final = evolve.run(config("evolution.generations=5", *NSGA2), whole, evaluator=FakeEvaluator(fail_every=7))
-    records = checkpoint.read_generations(whole)
+    records = files.read_generations(whole)
     assert [len(r["individuals"]) for r in records] == [4, 3, 3, 3, 3]  # μ random, then λ offspring
     volumes = [r["hypervolume"] for r in records]
     assert volumes == sorted(volumes) and volumes[-1] > 0 and volumes[-1] > volumes[0]
@@ -191,9 +193,9 @@ def test_a_population_search_records_its_front_and_resumes_exactly(tmp_path):
     for g, i in fitness:
         fitness[g, i] = records[g]["individuals"][i]["fitness"]
     assert max(fitness.values()) == last["best_fitness"] == final.parent_fitness
-    best = json.loads((whole / checkpoint.BEST).read_text())
+    best = json.loads((whole / files.BEST).read_text())
     assert best["fitness"] == final.parent_fitness and best["phenotype"] == last["parent"]
-    identity = json.loads((whole / checkpoint.RUN).read_text())
+    identity = json.loads((whole / files.RUN).read_text())
     assert identity["strategy"] == {
         "name": "nsga2",
         "population": 4,
@@ -209,22 +211,22 @@ def test_a_population_search_records_its_front_and_resumes_exactly(tmp_path):
     )
     evolve.run(config("evolution.generations=2", *NSGA2), cut, evaluator=FakeEvaluator(fail_every=7))
     evolve.run(config("evolution.generations=5", *NSGA2), cut, evaluator=FakeEvaluator(fail_every=7))
-    assert strip_timing(checkpoint.read_generations(cut)) == strip_timing(records)
+    assert strip_timing(files.read_generations(cut)) == strip_timing(records)
     assert checkpoint.load(cut) == final
     # The commands after the search read it as a run.
-    run = checkpoint.load_run(whole)
+    run = runs.load_run(whole)
     assert run.state.parent == final.parent and run.state.parent_weights is not None
     # A population checkpoint that lost a part is a clear error, and the file is left as it was.
     from flax import serialization
 
-    path = whole / checkpoint.CHECKPOINT
+    path = whole / files.CHECKPOINT
     payload = serialization.msgpack_restore(path.read_bytes())
     del payload["members"]["1"]["genotype"]
     path.write_bytes(serialization.msgpack_serialize(payload))
     broken = path.read_bytes()
-    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint.msgpack: unreadable population \(KeyError"):
+    with pytest.raises(files.CheckpointError, match=r"checkpoint.msgpack: unreadable population \(KeyError"):
         evolve.run(config("evolution.generations=6", *NSGA2), whole, evaluator=FakeEvaluator(fail_every=7))
-    assert path.read_bytes() == broken and len(checkpoint.read_generations(whole)) == 5
+    assert path.read_bytes() == broken and len(files.read_generations(whole)) == 5
 
 
 def test_population_settings_are_checked_and_stay_out_of_the_paper_identity():
@@ -276,7 +278,7 @@ def test_offspring_inherit_from_the_member_they_were_mutated_from(tmp_path, monk
     )
     evolve.run(config("evolution.generations=2", "search.inherit=true", *NSGA2), tmp_path, evaluator=Inheriting())
     assert seen[0] == (0, None) and seen[1][0] == 1 and len(seen[1][1]) == 3
-    first = checkpoint.read_generations(tmp_path)[0]
+    first = files.read_generations(tmp_path)[0]
     members = first["population"]
     # Generation 1's offspring took the weights of their own parents (the fake's weights are [fitness]).
     expected = [first["individuals"][members[c.parent]["index"]]["fitness"] for c in asked[1]]
@@ -288,7 +290,7 @@ def test_report_draws_the_front_and_retrain_tests_every_first_front_member(tmp_p
 
     run_dir = tmp_path / "run"
     final = evolve.run(config("evolution.generations=3", *NSGA2), run_dir, evaluator=FakeEvaluator())
-    run = checkpoint.load_run(run_dir)
+    run = runs.load_run(run_dir)
     # The plotted front at a generation is the non-dominated set of what was scored up to it.
     records = run.records
     upto1 = [
@@ -320,7 +322,7 @@ def test_report_draws_the_front_and_retrain_tests_every_first_front_member(tmp_p
 
     monkeypatch.setattr(retrain, "Trainer", Trainer)
     assert retrain.main([str(run_dir), "--front", "--epochs", "2"]) == 0
-    result = json.loads((run_dir / checkpoint.FRONT_TEST).read_text())
+    result = json.loads((run_dir / files.FRONT_TEST).read_text())
     first = [m for m, r in zip(final.members, final.ranks) if r == 0]
     texts = [SPACE.text(m.genotype) for m in first]
     assert trained == texts and [m["phenotype"] for m in result["members"]] == texts  # sorted by SynOps
@@ -332,7 +334,7 @@ def test_report_draws_the_front_and_retrain_tests_every_first_front_member(tmp_p
         retrain.main([str(run_dir), "--front", "--curve"])
     single = tmp_path / "single"
     evolve.run(config("evolution.generations=1", "evolution.offspring=2"), single, evaluator=FakeEvaluator())
-    with pytest.raises(checkpoint.CheckpointError, match="--front needs a population search"):
+    with pytest.raises(files.CheckpointError, match="--front needs a population search"):
         retrain.retrain_front(single, epochs=1)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spenser_jax import evolve
-from spenser_jax import run as checkpoint
+from spenser_jax.run import checkpoint, files
 
 from helpers import config, strip_timing
 
@@ -41,8 +41,8 @@ def clean(records):
 def test_a_ray_search_equals_the_local_one(local_run, ray_instance, tmp_path):
     local_dir, local_final = local_run
     final = evolve.run(config(*SEARCH, "runtime.executor=ray"), tmp_path)
-    records = checkpoint.read_generations(tmp_path)
-    assert clean(records) == clean(checkpoint.read_generations(local_dir))
+    records = files.read_generations(tmp_path)
+    assert clean(records) == clean(files.read_generations(local_dir))
     assert all(r["retries"] == 0 for r in records)
     assert final == local_final
     for a, b in zip(
@@ -54,7 +54,7 @@ def test_a_ray_search_equals_the_local_one(local_run, ray_instance, tmp_path):
     more = (*SEARCH[:-2], "evolution.generations=3", "runtime.progress=false")
     evolve.run(config(*more), local_dir)
     evolve.run(config(*more, "runtime.executor=ray"), tmp_path)
-    assert clean(checkpoint.read_generations(tmp_path)) == clean(checkpoint.read_generations(local_dir))
+    assert clean(files.read_generations(tmp_path)) == clean(files.read_generations(local_dir))
 
 
 def test_killed_workers_are_replaced_and_the_run_ends_as_the_local_one(local_run, ray_instance, tmp_path):
@@ -72,17 +72,17 @@ def test_killed_workers_are_replaced_and_the_run_ends_as_the_local_one(local_run
         search.start()
         # Kill both workers while generation 1 runs: three individuals on two workers, each busy compiling.
         deadline = time.time() + 120
-        while not checkpoint.read_generations(tmp_path) and time.time() < deadline:
+        while not files.read_generations(tmp_path) and time.time() < deadline:
             time.sleep(0.02)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         search.join(timeout=240)
         assert done, "the search did not finish"
         assert set(evaluator.worker_pids()).isdisjoint(pids)  # new workers took their places
-    records = checkpoint.read_generations(tmp_path)
+    records = files.read_generations(tmp_path)
     assert records[1]["retries"] >= 1
-    assert clean(records) == clean(checkpoint.read_generations(local_dir)[:2])
-    assert json.loads((tmp_path / checkpoint.BEST).read_text())["fitness"] == records[-1]["best_fitness"]
+    assert clean(records) == clean(files.read_generations(local_dir)[:2])
+    assert json.loads((tmp_path / files.BEST).read_text())["fitness"] == records[-1]["best_fitness"]
 
 
 def test_ray_settings_are_checked():

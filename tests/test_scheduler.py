@@ -18,8 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, scheduler, training
+from spenser_jax import scheduler, training
 from spenser_jax.scheduler import Evaluator
+from spenser_jax.snn import architecture
 from spenser_jax.training import blocks, evaluation
 
 from helpers import SETTINGS, SHAPE, assert_same, evaluator, phenotypes, toy_splits

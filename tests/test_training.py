@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spenser_jax import architecture, network, phenotype, training
-from spenser_jax.snn import encoding
+from spenser_jax import training
+from spenser_jax.genome import phenotype
+from spenser_jax.snn import architecture, encoding, network
 from spenser_jax.training.protocol import Protocol
 
 from compiles import compilations
@@ -335,7 +336,7 @@ def _whole_evaluation(text, compiler_options=None):
 
 @pytest.mark.parametrize("name", COVER)
 def test_flat_and_shared_draws_train_bit_for_bit_as_shaped_draws(name, monkeypatch):
-    from spenser_jax import draws
+    from spenser_jax.genome import draws
 
     now = _whole_evaluation(COVER[name])
     with monkeypatch.context() as m:  # the draws as they were: each in its own shape and loop

@@ -34,7 +34,7 @@ import json
 import math
 from typing import Any
 
-# The units are offered here too: ``from spenser_jax.phenotype import Conv`` (the
+# The units are offered here too: ``from spenser_jax.genome.phenotype import Conv`` (the
 # old module) reads them from this one.
 from spenser_jax.genome.units import (  # noqa: F401
     LIF,

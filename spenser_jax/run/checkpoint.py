@@ -20,7 +20,7 @@ from spenser_jax import search
 from spenser_jax.run.files import CHECKPOINT, CheckpointError, atomic_write
 from spenser_jax.search.strategy import numpy_tree
 
-FORMAT = "spenser_jax.checkpoint"
+FORMAT = "spenser_jax.run"
 VERSION = 1
 
 

@@ -19,13 +19,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spenser_jax import data, mutation, search
-from spenser_jax.activity import EnergyModel
+from spenser_jax import data, search
 from spenser_jax.errors import ConfigError, is_int, require
-from spenser_jax.genotype import SearchSpace, macro_for, macro_from_config
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import SearchSpace, macro_for, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
 from spenser_jax.run.files import grammar_sha256
 from spenser_jax.run.runtime import executor_options, runtime_options
+from spenser_jax.snn.activity import EnergyModel
 
 MODES = ("auto", "stepwise", "scan", "layerwise")
 
@@ -101,7 +102,7 @@ class Dataset(_Section):
 
 @dataclasses.dataclass(frozen=True)
 class Training(_Section):
-    """``training.*``: how every individual trains (:class:`spenser_jax.protocol.Protocol`)."""
+    """``training.*``: how every individual trains (:class:`spenser_jax.training.protocol.Protocol`)."""
 
     epochs: int | float = 1
     batch_size: int = 64
@@ -208,7 +209,7 @@ class Search(_Section):
 
 
 def energy_model(section: dict) -> EnergyModel:
-    """``energy.*`` as an :class:`~spenser_jax.activity.EnergyModel`, checked."""
+    """``energy.*`` as an :class:`~spenser_jax.snn.activity.EnergyModel`, checked."""
     try:
         energy = EnergyModel(**section)
     except TypeError as err:
@@ -229,7 +230,7 @@ def _check_output(grammar, macro, num_classes: int) -> None:
     """A clear error when the grammar's output layer cannot have one unit per class."""
     import numpy as np
 
-    from spenser_jax.genotype import derive
+    from spenser_jax.genome.space import derive
 
     if "output" not in [m.name for m in macro]:
         return
@@ -272,8 +273,9 @@ def load_dataset(identity: dict, config: dict, data_dir=None) -> data.Dataset:
 
 
 def protocol_of(identity: dict, config: dict, **overrides):
-    """The run's :class:`~spenser_jax.protocol.Protocol`: its identity's, with the config's energy constants."""
-    from spenser_jax.protocol import from_identity
+    """The run's :class:`~spenser_jax.training.protocol.Protocol`: its identity's, with the config's energy
+    constants."""
+    from spenser_jax.training.protocol import from_identity
 
     return from_identity(identity, EnergyModel(**config.get("energy", {})), **overrides)
 

@@ -11,9 +11,9 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from spenser_jax.genotype import SearchSpace
+from spenser_jax.genome.phenotype import parse
+from spenser_jax.genome.space import SearchSpace
 from spenser_jax.grammar import GrammarError, load_grammar, locate
-from spenser_jax.phenotype import parse
 from spenser_jax.run.checkpoint import load, load_weights
 from spenser_jax.run.config import Built, build, protocol_of
 from spenser_jax.run.files import (
@@ -68,7 +68,7 @@ class Run:
         return self.identity.get("dataset", "?")
 
     def protocol(self, **overrides):
-        """How the search trained and scored its individuals (a :class:`spenser_jax.protocol.Protocol`).
+        """How the search trained and scored its individuals (a :class:`spenser_jax.training.protocol.Protocol`).
 
         Rebuilt from the identity and the config's energy constants
         (:func:`spenser_jax.run.config.protocol_of`, which the search's setup

@@ -16,7 +16,7 @@ fallback.
 * One program per individual: initialisation, all epochs and the scoring
   fused (:func:`spenser_jax.training.core.train_and_score`), one dispatch per
   individual, the data resident on the device as uint8 and rate-coded there.
-* Offspring that share a :class:`~spenser_jax.architecture.Signature` (only
+* Offspring that share a :class:`~spenser_jax.snn.architecture.Signature` (only
   their float genes differ) share that program: one compile per signature,
   per-offspring keys and floats as arguments, so a float gene never
   recompiles. Programs stay cached across generations (an LRU of
@@ -40,7 +40,7 @@ fallback.
 
 ``"vmap"``: members of a signature group are ``vmap``-ed, ``vmap_group`` at a
 time per device (default: as many as half the free device memory holds, by
-:func:`~spenser_jax.architecture.training_bytes`). This is the faster choice
+:func:`~spenser_jax.snn.architecture.training_bytes`). This is the faster choice
 on accelerators where one small network does not fill the device, but it is
 **not** bit-identical: a vmapped convolution over per-member kernels is a
 different XLA kernel (grouped convolution) with a different summation order,
@@ -91,9 +91,8 @@ from typing import Any
 
 import jax
 
-from spenser_jax import architecture
 from spenser_jax.data import Splits
-from spenser_jax.phenotype import Phenotype, count_parameters
+from spenser_jax.genome.phenotype import Phenotype, count_parameters
 from spenser_jax.scheduler.dispatch import _Execution, _Timeline
 from spenser_jax.scheduler.plan import _Member, _Planning
 from spenser_jax.scheduler.resources import (
@@ -106,6 +105,7 @@ from spenser_jax.scheduler.resources import (
     select_devices,
     wants_host_memory_kept,
 )
+from spenser_jax.snn import architecture
 from spenser_jax.training import blocks, evaluation, inheritance
 from spenser_jax.training.evaluation import Evaluation
 from spenser_jax.training.protocol import Protocol

@@ -1,7 +1,7 @@
 """Planning a generation: what its work looks like, grouped by signature and placed on devices.
 
 :meth:`_Planning.plan` groups the members of a generation by
-:class:`~spenser_jax.architecture.Signature` (one program per group) and
+:class:`~spenser_jax.snn.architecture.Signature` (one program per group) and
 places the groups on the devices by estimated cost; nothing is compiled or
 run here (that is :mod:`spenser_jax.scheduler.dispatch`). The work is
 described by plain records: a :class:`_Member` per individual, a
@@ -18,9 +18,9 @@ from typing import Any
 
 import jax
 
-from spenser_jax import architecture
-from spenser_jax.phenotype import Phenotype
+from spenser_jax.genome.phenotype import Phenotype
 from spenser_jax.scheduler.resources import free_bytes
+from spenser_jax.snn import architecture
 
 
 @dataclasses.dataclass

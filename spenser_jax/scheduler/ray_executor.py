@@ -26,7 +26,7 @@ from typing import Any
 
 from spenser_jax.data import Splits
 from spenser_jax.errors import SpenserError
-from spenser_jax.phenotype import Phenotype
+from spenser_jax.genome.phenotype import Phenotype
 from spenser_jax.training.evaluation import Evaluation
 from spenser_jax.training.protocol import Protocol
 

@@ -45,13 +45,13 @@ from typing import Any, ClassVar
 import numpy as np
 from flax import serialization
 
-from spenser_jax import mutation
-from spenser_jax.activity import EnergyModel
 from spenser_jax.errors import ConfigError, is_int, require
-from spenser_jax.fitness import FAILED_FITNESS, Evaluation
-from spenser_jax.genotype import Genotype, SearchSpaceError
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import Genotype, SearchSpaceError
 from spenser_jax.search.objectives import ACCURACY, objective_from
 from spenser_jax.search.strategy import Candidate, Strategy, numpy_tree
+from spenser_jax.snn.activity import EnergyModel
+from spenser_jax.training.evaluation import FAILED_FITNESS, Evaluation
 
 log = logging.getLogger("spenser_jax")
 
@@ -433,7 +433,7 @@ class NSGA2(Strategy):
             raise ValueError(f"unreadable population ({type(err).__name__}: {err})") from None
 
 
-# The functions of spenser_jax.population until 0.3.
+# The functions of spenser_jax.search.nsga2 until 0.3.
 def init(seed: int) -> PopulationState:
     return PopulationState(seed=int(seed))
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from spenser_jax.errors import ConfigError
-from spenser_jax.fitness import Evaluation
+from spenser_jax.training.evaluation import Evaluation
 
 KINDS = ("accuracy", "scalarised", "constrained")
 

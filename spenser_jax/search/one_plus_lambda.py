@@ -33,14 +33,14 @@ from typing import Any, ClassVar
 import numpy as np
 from flax import serialization
 
-from spenser_jax import mutation
 from spenser_jax.errors import require
-from spenser_jax.fitness import FAILED_FITNESS
-from spenser_jax.genotype import Genotype, SearchSpaceError
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import Genotype, SearchSpaceError
 from spenser_jax.search.objectives import ACCURACY, KINDS, Objective, objective_from, pareto_front
 from spenser_jax.search.strategy import Candidate, Strategy, generation_rng, numpy_tree
+from spenser_jax.training.evaluation import FAILED_FITNESS
 
-# With the names it had as spenser_jax.evolution (until 0.3), its OBJECTIVES now objectives.KINDS.
+# With the names it had as spenser_jax.search.one_plus_lambda (until 0.3), its OBJECTIVES now objectives.KINDS.
 __all__ = ["ACCURACY", "Candidate", "Objective", "OnePlusLambda", "State", "ask", "generation_rng", "init", "tell"]
 __all__ += ["OBJECTIVES", "pareto_front"]
 OBJECTIVES = KINDS
@@ -91,7 +91,7 @@ class OnePlusLambda(Strategy):
         """The λ individuals to evaluate next, drawn from ``rng``.
 
         Generation 0 (or any generation before a first success) is λ random
-        individuals (:func:`spenser_jax.mutation.sample`); later ones are λ
+        individuals (:func:`spenser_jax.genome.mutation.sample`); later ones are λ
         mutated offspring of the parent. With ``parent_continues`` the parent
         itself takes the last of the λ places (it trains on from its weights and
         must earn its place again; see :func:`tell`), so a generation costs what
@@ -215,7 +215,7 @@ class OnePlusLambda(Strategy):
         )
 
 
-# The functions of spenser_jax.evolution until 0.3 (some benchmarks call them).
+# The functions of spenser_jax.search.one_plus_lambda until 0.3 (some benchmarks call them).
 def init(seed: int) -> State:
     return State(seed=int(seed))
 

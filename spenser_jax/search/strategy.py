@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from spenser_jax import mutation
-from spenser_jax.genotype import Genotype, SearchSpace
+from spenser_jax.genome import mutation
+from spenser_jax.genome.space import Genotype, SearchSpace
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Activity and energy of a spiking network: spikes, synaptic operations, picojoules.
 
 Measured while an individual is scored on the Fitness split (the same
-forward pass; :func:`spenser_jax.activity_sums.activity_sums`), summed over the
+forward pass; :func:`spenser_jax.snn.activity_sums.activity_sums`), summed over the
 samples and turned here into per-sample figures:
 
 * **spikes** of every LIF layer (summed over the T steps, averaged over

@@ -1,10 +1,10 @@
 """What a forward pass records of its activity, summed over time, per sample or per batch.
 
-The network (:class:`spenser_jax.network.SpikingNetwork` with ``activity=``)
+The network (:class:`spenser_jax.snn.network.SpikingNetwork` with ``activity=``)
 reduces every LIF layer's spikes and what enters each weighted layer at
 every step (:func:`sample_sums`, :func:`input_sums`) and hands the sums to
 :func:`activity_sums`, which adds the input's and packs them; all inside the
-traced program. :mod:`spenser_jax.activity` turns the result into spikes,
+traced program. :mod:`spenser_jax.snn.activity` turns the result into spikes,
 SynOps and energy on the host.
 """
 
@@ -38,7 +38,7 @@ def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs, weights
       ``{"input": [B] input spikes, "lif": (one [B] per LIF layer: its
       spikes), "inputs": (one per conv/fc layer: what entered it, [B, H, W]
       summed over channels for a conv, [B] for an fc)}``. What enters a layer
-      after an avg-pool is the pooled value; :mod:`spenser_jax.activity`
+      after an avg-pool is the pooled value; :mod:`spenser_jax.snn.activity`
       turns these into spikes, SynOps and energy. With ``weights`` (one per
       sample) each entry is instead the weighted sum over the batch.
     """

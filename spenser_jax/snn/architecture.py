@@ -227,7 +227,7 @@ def param_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> dict[str,
 
     ``{"conv_0": {"kernel": (k, k, C_in, F), "bias": (F,)}, "dense_4": {"kernel":
     (in, units), ...}, "lif_2": {"beta": (), "threshold": ()}, ...}`` (no
-    ``bias`` where the gene says none), as :func:`spenser_jax.network.init_params`
+    ``bias`` where the gene says none), as :func:`spenser_jax.snn.network.init_params`
     creates it.
     """
     out = {}

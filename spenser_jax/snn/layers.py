@@ -167,7 +167,7 @@ def _flatten(x: jax.Array) -> jax.Array:
 
 
 def merge_inputs(xs: list[jax.Array]) -> jax.Array:
-    """Several layers' outputs as one input (:func:`spenser_jax.phenotype.merge_shape`).
+    """Several layers' outputs as one input (:func:`spenser_jax.genome.phenotype.merge_shape`).
 
     Feature maps ``[N, H, W, C]`` are max-pooled by the integer factor to
     the smallest height and width among them and cropped to it (spikes stay

@@ -86,7 +86,7 @@ class SpikingNetwork(nn.Module):
 
     Attributes:
       signature: the static architecture
-        (:func:`spenser_jax.architecture.signature`).
+        (:func:`spenser_jax.snn.architecture.signature`).
       mode: ``"stepwise"``, ``"scan"`` or ``"layerwise"`` (see the module
         docstring); ``None`` picks :func:`default_mode`. All give the same
         result.
@@ -126,7 +126,7 @@ class SpikingNetwork(nn.Module):
 
         Args:
           spikes: input spikes, ``[T, B, H, W, C]`` (float).
-          hyper: the float genes (:func:`spenser_jax.architecture.hyper`); only ``beta`` and
+          hyper: the float genes (:func:`spenser_jax.snn.architecture.hyper`); only ``beta`` and
             ``threshold`` (read at initialisation) and ``dropout`` are used.
           dropout_key: PRNG key for the dropout masks; ``None`` disables
             dropout (evaluation).

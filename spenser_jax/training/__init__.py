@@ -10,7 +10,7 @@ and programs per block of layers shared across architectures (:mod:`.blocks`,
 ``runtime.compile_unit=layer``). Beside them: :mod:`.optim`,
 :mod:`.inheritance` and :mod:`.evaluation` (records, failures, keys).
 
-Names load their module on first use: :mod:`spenser_jax.architecture`
+Names load their module on first use: :mod:`spenser_jax.snn.architecture`
 imports :mod:`.optim`, so importing this package must not import the core.
 """
 

@@ -8,7 +8,7 @@
 * the initial weight draws, by padded size (element ``i`` of a draw depends
   only on the key and ``i``), with the keys Flax derives computed by
   ``fold_in`` outside any architecture's program: the same bits as
-  :func:`spenser_jax.network.init_params`;
+  :func:`spenser_jax.snn.network.init_params`;
 * a block's parameters packed into one vector padded to a power of two, so
   that one optimizer program serves every block of a padded size.
 
@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spenser_jax import activity_sums, architecture, network
-from spenser_jax.architecture import DropoutSlot, Hyper, LIFSlot, Signature
-from spenser_jax.phenotype import Conv, Dense, Pool
+from spenser_jax.genome.phenotype import Conv, Dense, Pool
+from spenser_jax.snn import activity_sums, architecture, network
+from spenser_jax.snn.architecture import DropoutSlot, Hyper, LIFSlot, Signature
 from spenser_jax.snn.lif import lif_step
 
 Options = tuple[tuple[str, Any], ...]
@@ -76,7 +76,7 @@ def _init_plan(sig: Signature, input_shape: tuple[int, int, int]):
     """Per weight ``(path, shape, low, high, fold_in data)``, from a trace of the network's Flax init.
 
     The trace runs no XLA compile: the draws are owed (as in
-    :func:`spenser_jax.network.init_params`), and each owed key is
+    :func:`spenser_jax.snn.network.init_params`), and each owed key is
     ``fold_in(root key, data)``, read from the traced program.
     """
     model = network.SpikingNetwork(sig, init_scheme="torch")
@@ -121,7 +121,7 @@ def _init_plan(sig: Signature, input_shape: tuple[int, int, int]):
 def init_params(
     key: jax.Array, sig: Signature, hyper: Hyper, input_shape: tuple[int, int, int], options: Options = ()
 ) -> dict:
-    """:func:`spenser_jax.network.init_params` (torch init), bit for bit, without a program per architecture."""
+    """:func:`spenser_jax.snn.network.init_params` (torch init), bit for bit, without a program per architecture."""
     return jax.tree.map(jnp.asarray, _host_init_params(key, sig, hyper, input_shape, options))
 
 

@@ -42,10 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from spenser_jax import activity_sums, architecture
-from spenser_jax.architecture import Hyper, LIFSlot, Signature
-from spenser_jax.phenotype import Conv, Dense
-from spenser_jax.snn import loss
+from spenser_jax.genome.phenotype import Conv, Dense
+from spenser_jax.snn import activity_sums, architecture, loss
+from spenser_jax.snn.architecture import Hyper, LIFSlot, Signature
 from spenser_jax.training import core, inheritance, optim
 from spenser_jax.training import protocol as protocol_lib
 from spenser_jax.training.block_programs import BLOCKS_KEPT, Options, _device_of, _host_init_params, _jit, _Net
@@ -364,7 +363,7 @@ def compile_ahead(
 
 
 def _input_sums_shape(net: _Net, image_shape) -> Callable[[int], tuple]:
-    """What :func:`~spenser_jax.activity_sums.input_sums` gives for layer ``k``'s input: ``[H, W]`` or a scalar."""
+    """What :func:`~spenser_jax.snn.activity_sums.input_sums` gives for layer ``k``'s input: ``[H, W]`` or a scalar."""
     out_shapes = architecture.layer_shapes(net.sig, image_shape)
 
     def shape_of(k: int) -> tuple:

@@ -45,9 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from spenser_jax import network
-from spenser_jax.architecture import Hyper, Signature, trainable_mask
-from spenser_jax.snn import encoding, loss
+from spenser_jax.snn import encoding, loss, network
+from spenser_jax.snn.architecture import Hyper, Signature, trainable_mask
 from spenser_jax.training import inheritance, optim
 from spenser_jax.training import protocol as protocol_lib
 from spenser_jax.training.protocol import Protocol
@@ -77,7 +76,7 @@ def create_train_state(
       hyper: its float genes (β/θ start at their values).
       input_shape: ``(H, W, C)`` of one image.
       init_scheme: ``"torch"`` or ``"lecun"`` (see
-        :class:`~spenser_jax.network.SpikingNetwork`).
+        :class:`~spenser_jax.snn.network.SpikingNetwork`).
     """
     params = network.init_params(key, sig, hyper, input_shape, init_scheme=init_scheme)
     opt_state = _optimizer(sig, hyper).init(params)
@@ -149,7 +148,7 @@ def unit_loss(name: str, outputs: jax.Array, labels: jax.Array, hyper: Hyper, ma
 
     Its genes come from ``hyper["loss"]`` (traced): the target counts of
     ``mse-count`` (computed on the host, see
-    :func:`spenser_jax.architecture.hyper`) or the target potentials of
+    :func:`spenser_jax.snn.architecture.hyper`) or the target potentials of
     ``mse-membrane``.
     """
     if name == "mse-count":
@@ -331,7 +330,7 @@ def score(
     N)`` (the padded tail of the last one masked out); ``key`` draws the
     input spikes; dropout is off. ``activity``: also sum, over the samples,
     what the network did (the same forward pass; see
-    :func:`spenser_jax.activity_sums.activity_sums`).
+    :func:`spenser_jax.snn.activity_sums.activity_sums`).
 
     Returns ``{"correct": int32, "accuracy": float32}``, and with
     ``activity`` ``"activity"``: ``{"input": total input spikes, "lif":

@@ -12,7 +12,7 @@ Keys: individual ``i`` of generation ``g`` trains with
 :func:`individual_key` ``= fold_in(fold_in(fold_in(key(seed), TRAIN), g), i)``;
 the Fitness split is always rate-coded with one fixed key per run
 (:func:`fitness_key`), so every individual is scored on the same input
-spikes (see :mod:`spenser_jax.evolution`).
+spikes (see :mod:`spenser_jax.search.one_plus_lambda`).
 
 :class:`Trainer` drives the core (:mod:`spenser_jax.training.core`) from the
 host, one individual at a time with three programs per signature
@@ -33,9 +33,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from spenser_jax import architecture
 from spenser_jax.data import Arrays
-from spenser_jax.phenotype import Phenotype, count_parameters
+from spenser_jax.genome.phenotype import Phenotype, count_parameters
+from spenser_jax.snn import architecture
 from spenser_jax.training import blocks, core, inheritance
 from spenser_jax.training.protocol import Protocol, walk_plan
 
@@ -73,7 +73,7 @@ class Evaluation:
     weights: Any = dataclasses.field(default=None, compare=False, repr=False)
     train_samples: int = 0
     inherited: float | None = None  # share of the parameters that started from the parent's
-    activity: dict | None = None  # spikes, SynOps and energy per sample (spenser_jax.activity)
+    activity: dict | None = None  # spikes, SynOps and energy per sample (spenser_jax.snn.activity)
     train_steps: int = 0  # optimizer steps applied
 
     @property
@@ -291,7 +291,7 @@ def evaluate_one(
 
 
 def train_again(run, phenotype: Phenotype, generation: int, index: int, splits=None) -> Any:
-    """The weights of individual ``generation:index`` of ``run`` (a :class:`~spenser_jax.checkpoint.Run`),
+    """The weights of individual ``generation:index`` of ``run`` (a :class:`~spenser_jax.run.Run`),
     trained again from its key exactly as the search trained it.
 
     The run's records keep no weights but the best's, so ``inspect`` and

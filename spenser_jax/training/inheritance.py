@@ -6,7 +6,7 @@ parameters when that layer survived the mutation with its parameters'
 shapes unchanged, and trains from there (then the usual fitness).
 
 Layers are matched by identity, never by position: every layer of a
-genotype carries a ``uid`` (:class:`spenser_jax.genotype.Derivation`) that an
+genotype carries a ``uid`` (:class:`spenser_jax.genome.space.Derivation`) that an
 offspring keeps for each layer it got from its parent, whatever was added,
 removed or moved around it; added layers and copies of layers get new uids.
 A derivation may stand for several phenotype layers (a convolution block
@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spenser_jax import architecture
-from spenser_jax.phenotype import LIF, Conv, Dense, NoOp, Phenotype, layer_inputs
+from spenser_jax.genome.phenotype import LIF, Conv, Dense, NoOp, Phenotype, layer_inputs
+from spenser_jax.snn import architecture
 
 Origins = Sequence[tuple[int | None, int]]
 

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spenser_jax.genome.phenotype import SGD, Adam, Optimizer, RMSProp
 from spenser_jax.genome.units import OptimizerKey, float_hparams, static_key
-from spenser_jax.phenotype import SGD, Adam, Optimizer, RMSProp
 
 EPS = 1e-8
 """PyTorch's default ``eps`` for Adam and RMSprop (the original code keeps it)."""
@@ -51,7 +51,7 @@ def make_optimizer(
     """Build the optax transformation for a learning unit.
 
     Args:
-      spec: an :class:`~spenser_jax.phenotype.SGD`, ``Adam`` or ``RMSProp``,
+      spec: an :class:`~spenser_jax.genome.phenotype.SGD`, ``Adam`` or ``RMSProp``,
         or the :class:`OptimizerKey` of one. Its kind and booleans
         (``nesterov``, ``amsgrad``) are static.
       hparams: float genes by name (see :func:`float_hparams`), each a scalar

@@ -7,7 +7,7 @@ and its fused program (:mod:`spenser_jax.training.core`), the host loop
 (:class:`~spenser_jax.training.evaluation.Trainer`), the programs per block
 (:mod:`spenser_jax.training.blocks`), the scheduler, retraining, inspection
 and export. A finished run rebuilds the same protocol from its ``run.json``
-(:meth:`spenser_jax.checkpoint.Run.protocol`).
+(:meth:`spenser_jax.run.Run.protocol`).
 
 It is frozen and hashable, so it can be a static argument of ``jax.jit`` (or
 bound with ``functools.partial``) and a cache key.
@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spenser_jax import activity as activity_lib
-from spenser_jax import architecture
+from spenser_jax.snn import activity as activity_lib
+from spenser_jax.snn import architecture
 
 
 def epoch_plan(epochs: int | float, n: int, batch_size: int, min_steps: int | None = None) -> tuple[int | None, ...]:
@@ -84,7 +84,7 @@ class Protocol:
       eval_batch_size: samples per scoring batch (at most the split's size).
       mode: a concrete execution order (``"stepwise"``, ``"scan"``,
         ``"layerwise"``) or None for the backend's default
-        (:func:`spenser_jax.network.default_mode`).
+        (:func:`spenser_jax.snn.network.default_mode`).
       init: the weight initialisation, ``"torch"`` or ``"lecun"``.
       early_stop: None, or the fraction of the first epoch's budget after
         which an individual whose output has not spiked once and whose loss
@@ -97,7 +97,7 @@ class Protocol:
         (:func:`epoch_plan`); None: the fraction alone.
       stop_min_steps: the early check's floor of steps.
       activity: measure spikes, SynOps and energy while scoring (the same
-        forward pass; :mod:`spenser_jax.activity`).
+        forward pass; :mod:`spenser_jax.snn.activity`).
       energy: the energy constants (host side only: the programs never
         read them).
       encoding: how images enter the network: ``"rate"`` spikes (the paper)
@@ -121,7 +121,7 @@ class Protocol:
     encoding: str = "rate"
 
     def summarise(self, phenotype_or_sig, input_shape, totals, samples: int) -> dict:
-        """Per-sample activity and energy (:func:`spenser_jax.activity.summarise`)."""
+        """Per-sample activity and energy (:func:`spenser_jax.snn.activity.summarise`)."""
         sig = (
             phenotype_or_sig
             if isinstance(phenotype_or_sig, architecture.Signature)
@@ -213,7 +213,7 @@ def from_identity(identity: Mapping[str, Any], energy: activity_lib.EnergyModel 
 
     The one mapping from the settings that determine results to a
     :class:`Protocol`: :func:`spenser_jax.evolve.setup` builds the run's
-    protocol with it, and :meth:`spenser_jax.checkpoint.Run.protocol`
+    protocol with it, and :meth:`spenser_jax.run.Run.protocol`
     rebuilds it from a finished run. ``time_steps`` is the search's
     (``search.time_steps`` where set, never above the data set's
     ``identity["time_steps"]``). ``energy``: the run's energy constants
