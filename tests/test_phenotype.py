@@ -110,20 +110,20 @@ def test_output_size_and_ending():
 # the old name must still offer for one release; asked of the finder itself, so a stale editable
 # install that still has the old files cannot answer in its place.
 OLD_NAMES = {
-    "spenser_jax.genome.space": "DEFAULT_MACRO Derivation Expansion Genotype MacroModule Module SearchSpace "
+    "spenser_jax.genotype": "DEFAULT_MACRO Derivation Expansion Genotype MacroModule Module SearchSpace "
     "SearchSpaceError derive macro_for macro_from_config copy_layer sample_gene",
-    "spenser_jax.genome.phenotype": "LIF LOSS_TAGS SGD TAGS Adam CECount CEMaxMembrane CERate Conv Dense Dropout "
+    "spenser_jax.phenotype": "LIF LOSS_TAGS SGD TAGS Adam CECount CEMaxMembrane CERate Conv Dense Dropout "
     "InvalidPhenotype Layer Loss MSECount MSEMembrane NoOp Optimizer Phenotype Pool RMSProp conv_output "
     "count_parameters infer_shapes layer_inputs layer_parameters merge_shape next_shape parse same_padding "
     "walk_shapes",
-    "spenser_jax.snn.network": "DEFAULT_MODES LIFParams LIFSlot Linear MODES RECORDS Conv2d SpikingNetwork _deferred "
+    "spenser_jax.network": "DEFAULT_MODES LIFParams LIFSlot Linear MODES RECORDS Conv2d SpikingNetwork _deferred "
     "_flatten _init_fn activity_sums conv_nhwc default_mode dropout_keep init_params lif_options merge_inputs pool2d",
-    "spenser_jax.genome.mutation": "MutationConfig Event sample offspring mutation_round",
-    "spenser_jax.genome.draws": "uniform uniform_many",
-    "spenser_jax.snn.conv": "conv_nhwc",
-    "spenser_jax.snn.architecture": "Signature LIFSlot DropoutSlot Hyper split signature hyper trainable_mask",
-    "spenser_jax.snn.activity": "EnergyModel summarise conv_fanout",
-    "spenser_jax.snn.activity_sums": "activity_sums input_sums sample_sums",
+    "spenser_jax.mutation": "MutationConfig Event sample offspring mutation_round",
+    "spenser_jax.draws": "uniform uniform_many",
+    "spenser_jax.conv": "conv_nhwc",
+    "spenser_jax.architecture": "Signature LIFSlot DropoutSlot Hyper split signature hyper trainable_mask",
+    "spenser_jax.activity": "EnergyModel summarise conv_fanout",
+    "spenser_jax.activity_sums": "activity_sums input_sums sample_sums",
 }
 
 

@@ -433,7 +433,7 @@ class NSGA2(Strategy):
             raise ValueError(f"unreadable population ({type(err).__name__}: {err})") from None
 
 
-# The functions of spenser_jax.search.nsga2 until 0.3.
+# The functions of spenser_jax.population, kept until the next release.
 def init(seed: int) -> PopulationState:
     return PopulationState(seed=int(seed))
 

@@ -40,7 +40,7 @@ from spenser_jax.search.objectives import ACCURACY, KINDS, Objective, objective_
 from spenser_jax.search.strategy import Candidate, Strategy, generation_rng, numpy_tree
 from spenser_jax.training.evaluation import FAILED_FITNESS
 
-# With the names it had as spenser_jax.search.one_plus_lambda (until 0.3), its OBJECTIVES now objectives.KINDS.
+# With the names it had as spenser_jax.evolution (until the next release), its OBJECTIVES now objectives.KINDS.
 __all__ = ["ACCURACY", "Candidate", "Objective", "OnePlusLambda", "State", "ask", "generation_rng", "init", "tell"]
 __all__ += ["OBJECTIVES", "pareto_front"]
 OBJECTIVES = KINDS
@@ -215,7 +215,7 @@ class OnePlusLambda(Strategy):
         )
 
 
-# The functions of spenser_jax.search.one_plus_lambda until 0.3 (some benchmarks call them).
+# The functions of spenser_jax.evolution, kept until the next release.
 def init(seed: int) -> State:
     return State(seed=int(seed))
 
