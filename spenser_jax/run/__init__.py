@@ -8,7 +8,8 @@
 * :mod:`.checkpoint`: the evolutionary checkpoint and weight files;
 * :mod:`.runs`: :func:`load_run` and :class:`Run`, for the commands after the search.
 
-The package offers the public names of the former ``spenser_jax.checkpoint`` (its old name, until the next release), each from its module.
+The package offers the public names of the former ``spenser_jax.checkpoint`` (its old name, until
+the next release), each from its module.
 """
 
 from __future__ import annotations
