@@ -1,7 +1,8 @@
 """The search strategies, found by name (``evolution.strategy``).
 
 * ``one_plus_lambda``: the paper's (1 + λ) (:mod:`.one_plus_lambda`);
-* ``nsga2``: a population over several objectives (:mod:`.nsga2`).
+* ``nsga2``: a population over several objectives (:mod:`.nsga2`);
+* ``random``: λ fresh draws a generation, the baseline (:mod:`.random_search`).
 
 A new strategy is one module with a :class:`~.strategy.Strategy` subclass
 and one line in :data:`STRATEGIES`. Nothing outside this registry asks a
@@ -11,12 +12,13 @@ strategy's name.
 from __future__ import annotations
 
 from spenser_jax.errors import ConfigError
-from spenser_jax.search import nsga2, one_plus_lambda
+from spenser_jax.search import nsga2, one_plus_lambda, random_search
 from spenser_jax.search.strategy import Candidate, Strategy, generation_rng
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "one_plus_lambda": one_plus_lambda.OnePlusLambda,
     "nsga2": nsga2.NSGA2,
+    "random": random_search.RandomSearch,
 }
 #: What a run searched with when its identity names no strategy (the paper's, and every run before nsga2).
 DEFAULT = "one_plus_lambda"
