@@ -99,6 +99,8 @@ MOVED.update(
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds a moved module under its old name; consulted only after the real files (sys.meta_path's end)."""
 
+    real_specs: dict = {}
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in MOVED:
             return None
@@ -112,10 +114,12 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.import_module(MOVED[spec.name])
+        module = importlib.import_module(MOVED[spec.name])
+        self.real_specs[spec.name] = module.__spec__  # the import system sets the old name's; exec_module undoes it
+        return module
 
     def exec_module(self, module):
-        pass  # the new module is imported and run already
+        module.__spec__ = self.real_specs.pop(module.__spec__.name)  # nothing else to run: imported whole
 
 
 if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):

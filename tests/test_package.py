@@ -273,3 +273,4 @@ def test_old_module_names_import_their_new_homes_with_a_warning():
         with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
             module = importlib.import_module(old)
         assert module is importlib.import_module(new), old
+        assert module.__name__ == module.__spec__.name == new  # the module keeps its own name and spec
