@@ -15,11 +15,11 @@ The handful of names a researcher needs, from a grammar to a trained network
                         key=jax.random.key(1))
     run = sj.load_run("runs/paper/mnist/seed0")     # a finished or running search
 
-Submodules hold the rest, in the order data flows: ``grammar`` -> ``genotype``
-/ ``mutation`` -> ``phenotype`` -> ``architecture`` -> ``network`` /
-``optim`` / ``snn`` -> ``protocol`` -> ``training`` -> ``fitness`` -> ``scheduler`` ->
-``evolution`` -> ``checkpoint`` -> ``evolve`` (the CLI), then ``retrain``
-and ``report``.
+Subpackages hold the rest, one per layer in the order data flows (docs/layout.md):
+``data`` and ``grammar`` -> ``genome`` (genotype, search space, mutation, phenotype) ->
+``snn`` (the network) -> ``training`` (one core: step, epoch, score) -> ``scheduler``
+(a generation) -> ``search`` (the strategies) -> ``run`` (config, files, checkpoint),
+then the commands ``evolve``, ``retrain``, ``inspect``, ``export`` and ``report``.
 
 Importing the package is cheap: JAX loads with the first name that needs it.
 """
