@@ -60,7 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover - for readers and type checkers
 
 # Modules that moved in 0.3 (issue 27, a layout that shows the layers): the old
 # name imports the new module, with a DeprecationWarning, for one release.
-# Each layer's moves in a block of their own.
 MOVED: dict[str, str] = {
     # genome and snn
     "spenser_jax.genotype": "spenser_jax.genome.space",  # imports the genotype types too
@@ -72,34 +71,24 @@ MOVED: dict[str, str] = {
     "spenser_jax.architecture": "spenser_jax.snn.architecture",
     "spenser_jax.activity": "spenser_jax.snn.activity",
     "spenser_jax.activity_sums": "spenser_jax.snn.activity_sums",
-    # (end of genome and snn)
+    # training
+    "spenser_jax.protocol": "spenser_jax.training.protocol",
+    "spenser_jax.optim": "spenser_jax.training.optim",
+    "spenser_jax.inheritance": "spenser_jax.training.inheritance",
+    "spenser_jax.fitness": "spenser_jax.training.evaluation",
+    "spenser_jax.layer_programs": "spenser_jax.training.blocks",
+    # search and run
+    "spenser_jax.evolution": "spenser_jax.search.one_plus_lambda",
+    "spenser_jax.population": "spenser_jax.search.nsga2",
+    "spenser_jax.checkpoint": "spenser_jax.run",
 }
-MOVED.update(
-    {
-        # training
-        "spenser_jax.protocol": "spenser_jax.training.protocol",
-        "spenser_jax.optim": "spenser_jax.training.optim",
-        "spenser_jax.inheritance": "spenser_jax.training.inheritance",
-        "spenser_jax.fitness": "spenser_jax.training.evaluation",
-        "spenser_jax.layer_programs": "spenser_jax.training.blocks",
-        # (end of training)
-    }
-)
-MOVED.update(
-    {
-        # search and run
-        "spenser_jax.evolution": "spenser_jax.search.one_plus_lambda",
-        "spenser_jax.population": "spenser_jax.search.nsga2",
-        "spenser_jax.checkpoint": "spenser_jax.run",
-        # (end of search and run)
-    }
-)
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds a moved module under its old name; consulted only after the real files (sys.meta_path's end)."""
 
-    real_specs: dict = {}
+    def __init__(self):
+        self.real_specs: dict = {}  # old name -> the new module's own spec, between create and exec
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in MOVED:
