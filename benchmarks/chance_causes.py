@@ -294,6 +294,10 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=None, help="stop drawing after this many seconds")
     parser.add_argument("--quick", action="store_true", help="4 draws on a subset of 1,000")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a further override (search.early_stop=null)"
+    )
+    parser.add_argument("--tag", default="", help="appended to the result's name (chance_causes_<tag>_<date>.json)")
     parser.add_argument("--reanalyse", metavar="JSON", help="recompute the figures of a saved result, train nothing")
     args = parser.parse_args(argv)
     if args.reanalyse:
@@ -307,6 +311,7 @@ def main(argv=None) -> int:
         f"dataset.subset={args.subset}",
         f"seed={args.seed}",
         "runtime.progress=false",
+        *args.set,
     ]
     kept = common.keep_host_memory_as_the_cli([*overrides, "runtime.compile_unit=auto"])
 
@@ -422,7 +427,7 @@ def main(argv=None) -> int:
         "wall_seconds": wall,
         "candidates": candidates,
     }
-    path = common.write_result("chance_causes", payload, args.out)
+    path = common.write_result("chance_causes" + (f"_{args.tag}" if args.tag else ""), payload, args.out)
     print(f"wrote {path}")
     return 0
 
