@@ -97,6 +97,7 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
         "min_steps": 100,
         "time_steps": 2,
         "parent_continues": True,
+        "fresh_on_learning_change": True,
     }
     assert identity["training"]["epochs"] == 0.25 and identity["mutation"]["log_uniform"] is True
     # They round differently: part of the identity (compile_unit=auto resolved, to layer on this CPU).

@@ -163,6 +163,7 @@ class Search(_Section):
     stop_min_steps: int = 20
     time_steps: int | None = None
     parent_continues: bool = False
+    fresh_on_learning_change: bool = False
 
     @classmethod
     def from_dict(cls, section: dict) -> Search:
@@ -192,11 +193,9 @@ class Search(_Section):
             self.time_steps is None or is_int(self.time_steps, 1),
             "search.time_steps must be null (the data set's T) or an int >= 1 (at most this T while searching)",
         )
-        require(isinstance(self.parent_continues, bool), "search.parent_continues must be true or false")
-        require(
-            not self.parent_continues or self.inherit,
-            "search.parent_continues needs search.inherit (the parent trains on from its own weights)",
-        )
+        for key in ("parent_continues", "fresh_on_learning_change"):  # two rules about what an offspring inherits
+            require(isinstance(getattr(self, key), bool), f"search.{key} must be true or false")
+            require(not getattr(self, key) or self.inherit, f"search.{key} needs search.inherit")
 
     def identity(self) -> dict:
         """The settings other than the paper's (none: the paper's runs keep their identity)."""
@@ -339,6 +338,7 @@ class Setup:
     identity: dict
     grammar_path: Path
     inherit_partial: bool = False
+    fresh_on_learning_change: bool = False
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
@@ -440,4 +440,5 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity=identity,
         grammar_path=grammar_path,
         inherit_partial=sr.inherit_partial,
+        fresh_on_learning_change=sr.fresh_on_learning_change,
     )
