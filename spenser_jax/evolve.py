@@ -22,6 +22,8 @@ the run directory's files are :mod:`spenser_jax.run`'s.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -34,7 +36,7 @@ from spenser_jax.errors import ConfigError
 from spenser_jax.run import checkpoint, files
 from spenser_jax.run.config import Setup, setup, to_plain
 from spenser_jax.run.runtime import keeps_host_memory
-from spenser_jax.search import generation_rng
+from spenser_jax.search import generation_rng, redraw
 
 # Names other modules and scripts reach through this one (data: its DataError).
 __all__ = ["CONFIG_DIR", "ConfigError", "Setup", "data", "run", "setup", "to_plain"]
@@ -157,26 +159,49 @@ def _inheritance(s: Setup, state, candidates, phenotypes) -> list:
     return out
 
 
+def _evaluate(s: Setup, state, evaluator, generation: int, candidates, indices=None) -> list:
+    phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
+    more = {} if indices is None else {"indices": indices}
+    if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
+        more["inherited"] = _inheritance(s, state, candidates, phenotypes)
+    return evaluator.evaluate(phenotypes, generation=generation, **more)
+
+
+def _ask_again(s: Setup, state, generation: int, round_: int) -> list:
+    return s.strategy.ask(redraw.redraw_rng(s.seed, generation, round_), state, s.space, s.mutation)
+
+
 def _loop(s: Setup, state, run_dir: Path, evaluator):
     started, done_here = time.perf_counter(), 0
     while state.generation < s.generations:
         g = state.generation
         t0 = time.perf_counter()
         candidates = s.strategy.ask(generation_rng(s.seed, g), state, s.space, s.mutation)
-        phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
-        if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
-            evaluations = evaluator.evaluate(
-                phenotypes, generation=g, inherited=_inheritance(s, state, candidates, phenotypes)
+        evaluations = _evaluate(s, state, evaluator, g, candidates)
+        redrawn = []
+        if s.redraw_stopped:
+            candidates, evaluations, redrawn = redraw.replace_stopped(
+                candidates,
+                evaluations,
+                s.redraw_stopped,
+                functools.partial(_ask_again, s, state, g),
+                functools.partial(_evaluate, s, state, evaluator, g),
             )
-        else:
-            evaluations = evaluator.evaluate(phenotypes, generation=g)
         state, metrics = s.strategy.tell(state, candidates, evaluations)
+        if redrawn:  # selection never saw them, but they trained: the run's compute counts them
+            extra = sum(x["evaluation"].train_samples for x in redrawn)
+            state = dataclasses.replace(state, train_samples=state.train_samples + extra)
+            metrics = {**metrics, "train_samples_total": state.train_samples}
         for i, e in enumerate(evaluations):
             if e.status == "stopped":  # by design (search.early_stop), not a failure
                 log.info("generation %d, individual %d: %s", g, i, e.reason)
             elif not e.ok:
                 log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
         record = files.generation_record(g, s.space, state, candidates, evaluations, metrics, s.strategy)
+        if s.redraw_stopped:
+            record["redrawn"] = files.redrawn_records(s.space, redrawn)
+            if redrawn:
+                log.info("generation %d: %d stopped candidates drawn again", g, len(redrawn))
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0

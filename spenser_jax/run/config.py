@@ -164,6 +164,7 @@ class Search(_Section):
     time_steps: int | None = None
     parent_continues: bool = False
     fresh_on_learning_change: bool = False
+    redraw_stopped: int = 0
 
     @classmethod
     def from_dict(cls, section: dict) -> Search:
@@ -196,6 +197,11 @@ class Search(_Section):
         for key in ("parent_continues", "fresh_on_learning_change"):  # two rules about what an offspring inherits
             require(isinstance(getattr(self, key), bool), f"search.{key} must be true or false")
             require(not getattr(self, key) or self.inherit, f"search.{key} needs search.inherit")
+        require(is_int(self.redraw_stopped, 0), "search.redraw_stopped must be an int >= 0 (rounds a generation)")
+        require(
+            not self.redraw_stopped or self.early_stop is not None,
+            "search.redraw_stopped needs search.early_stop (it redraws what the early check stopped)",
+        )
 
     def identity(self) -> dict:
         """The settings other than the paper's (none: the paper's runs keep their identity)."""
@@ -339,6 +345,7 @@ class Setup:
     grammar_path: Path
     inherit_partial: bool = False
     fresh_on_learning_change: bool = False
+    redraw_stopped: int = 0
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
@@ -441,4 +448,5 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         grammar_path=grammar_path,
         inherit_partial=sr.inherit_partial,
         fresh_on_learning_change=sr.fresh_on_learning_change,
+        redraw_stopped=sr.redraw_stopped,
     )

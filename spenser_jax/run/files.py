@@ -272,6 +272,23 @@ def generation_record(
     }
 
 
+def redrawn_records(space, redrawn: list[dict]) -> list[dict]:
+    """``generations.jsonl``'s ``redrawn``: the stopped candidates replaced (:mod:`spenser_jax.search.redraw`)."""
+    return [
+        {
+            "round": x["round"],
+            "place": x["place"],
+            "phenotype": space.text(x["candidate"].genotype),
+            "fitness": x["evaluation"].fitness,
+            "status": x["evaluation"].status,
+            "parameters": x["evaluation"].parameters,
+            "train_samples": x["evaluation"].train_samples,
+            "train_steps": x["evaluation"].train_steps,
+        }
+        for x in redrawn
+    ]
+
+
 def best_record(space, state) -> dict:
     """``best.json``: the parent after ``state.generation`` generations."""
     return {
