@@ -22,8 +22,6 @@ the run directory's files are :mod:`spenser_jax.run`'s.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import logging
 import sys
@@ -33,10 +31,9 @@ from typing import Any
 
 from spenser_jax import data, errors
 from spenser_jax.errors import ConfigError
-from spenser_jax.run import checkpoint, files
+from spenser_jax.run import checkpoint, files, generation
 from spenser_jax.run.config import Setup, setup, to_plain
 from spenser_jax.run.runtime import keeps_host_memory
-from spenser_jax.search import generation_rng, redraw
 
 # Names other modules and scripts reach through this one (data: its DataError).
 __all__ = ["CONFIG_DIR", "ConfigError", "Setup", "data", "run", "setup", "to_plain"]
@@ -97,7 +94,9 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
             files.truncate_generations(run_dir, state.generation)
             files.write_pareto(run_dir)
             if state.parent is not None:  # whatever a kill left of it
-                files.atomic_write(run_dir / files.BEST, json.dumps(files.best_record(s.space, state), indent=1))
+                tried = (files.read_generations(run_dir)[-1:] or [{}])[0].get("verified")
+                best = files.best_record(s.space, state, tried)
+                files.atomic_write(run_dir / files.BEST, json.dumps(best, indent=1))
             log.info(
                 "resuming %s after generation %d (best fitness %.4f)",
                 run_dir,
@@ -130,78 +129,17 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
         return _loop(s, state, run_dir, evaluator)
 
 
-def _inheritance(s: Setup, state, candidates, phenotypes) -> list:
-    """What each candidate inherits from its parent (see :mod:`spenser_jax.training.inheritance`)."""
-    from spenser_jax.training import inheritance
-
-    out = []
-    for c, p in zip(candidates, phenotypes):
-        genotype, weights = s.strategy.parent_of(state, c)
-        if weights is None:  # a member that failed has nothing to give
-            out.append(None)
-            continue
-        if s.fresh_on_learning_change and p.learning != s.space.phenotype(genotype).learning:
-            # Weights trained by another optimizer would credit this offspring's learning genes
-            # with what the parent's learned: its fitness must be what its own genes earn.
-            out.append(inheritance.fresh(p, s.space.input_shape))
-            continue
-        out.append(
-            inheritance.inherit(
-                s.space.phenotype(genotype),
-                s.space.origins(genotype),
-                weights,
-                p,
-                s.space.origins(c.genotype),
-                s.space.input_shape,
-                partial=s.inherit_partial,
-            )
-        )
-    return out
-
-
-def _evaluate(s: Setup, state, evaluator, generation: int, candidates, indices=None) -> list:
-    phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
-    more = {} if indices is None else {"indices": indices}
-    if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
-        more["inherited"] = _inheritance(s, state, candidates, phenotypes)
-    return evaluator.evaluate(phenotypes, generation=generation, **more)
-
-
-def _ask_again(s: Setup, state, generation: int, round_: int) -> list:
-    return s.strategy.ask(redraw.redraw_rng(s.seed, generation, round_), state, s.space, s.mutation)
-
-
 def _loop(s: Setup, state, run_dir: Path, evaluator):
     started, done_here = time.perf_counter(), 0
     while state.generation < s.generations:
         g = state.generation
         t0 = time.perf_counter()
-        candidates = s.strategy.ask(generation_rng(s.seed, g), state, s.space, s.mutation)
-        evaluations = _evaluate(s, state, evaluator, g, candidates)
-        redrawn = []
-        if s.redraw_stopped:
-            candidates, evaluations, redrawn = redraw.replace_stopped(
-                candidates,
-                evaluations,
-                s.redraw_stopped,
-                functools.partial(_ask_again, s, state, g),
-                functools.partial(_evaluate, s, state, evaluator, g),
-            )
-        state, metrics = s.strategy.tell(state, candidates, evaluations)
-        if redrawn:  # selection never saw them, but they trained: the run's compute counts them
-            extra = sum(x["evaluation"].train_samples for x in redrawn)
-            state = dataclasses.replace(state, train_samples=state.train_samples + extra)
-            metrics = {**metrics, "train_samples_total": state.train_samples}
+        state, candidates, evaluations, metrics, record = generation.step(s, state, evaluator, g)
         for i, e in enumerate(evaluations):
             if e.status == "stopped":  # by design (search.early_stop), not a failure
                 log.info("generation %d, individual %d: %s", g, i, e.reason)
             elif not e.ok:
                 log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
-        record = files.generation_record(g, s.space, state, candidates, evaluations, metrics, s.strategy)
-        if s.redraw_stopped:
-            record["redrawn"] = files.redrawn_records(s.space, redrawn)
-            if redrawn:
-                log.info("generation %d: %d stopped candidates drawn again", g, len(redrawn))
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0
@@ -210,7 +148,8 @@ def _loop(s: Setup, state, run_dir: Path, evaluator):
         files.append_generation(run_dir, record)
         files.write_pareto(run_dir)
         if state.parent is not None:
-            files.atomic_write(run_dir / files.BEST, json.dumps(files.best_record(s.space, state), indent=1))
+            best = files.best_record(s.space, state, record.get("verified"))
+            files.atomic_write(run_dir / files.BEST, json.dumps(best, indent=1))
         checkpoint.save(run_dir, state, s.identity)
         done_here += 1
         per_generation = (time.perf_counter() - started) / done_here

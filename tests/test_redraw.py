@@ -1,13 +1,14 @@
-"""search.redraw_stopped: candidates the early check stopped are drawn again, on every strategy."""
+"""search.redraw_stopped (stopped candidates drawn again) and search.verify_best (the best learns from scratch)."""
 
 import dataclasses
 import hashlib
+import json
 
 import pytest
 
 from spenser_jax import evolve
-from spenser_jax.run import files
-from spenser_jax.search import redraw
+from spenser_jax.run import files, runs
+from spenser_jax.search import redraw, verify
 from spenser_jax.search.strategy import Candidate
 from spenser_jax.training.evaluation import Evaluation
 
@@ -102,3 +103,62 @@ def test_bad_values_are_refused():
         cfg = config(*FAST, "search.redraw_stopped=2", override)
         with pytest.raises(evolve.ConfigError, match=message):
             evolve.setup(cfg, load_data=False)
+
+
+class Verifying(Stopping):
+    """Trained from scratch at the end (places from verify.PLACE), the first network tried stays at chance."""
+
+    def evaluate(self, phenotypes, generation, inherited=None, indices=None):
+        out = super().evaluate(phenotypes, generation, inherited, indices)
+        if indices and indices[0] >= verify.PLACE:
+            fitness = 0.05 if indices[0] == verify.PLACE else 0.5
+            out = [dataclasses.replace(e, fitness=fitness, status="ok", train_samples=5) for e in out]
+        return out
+
+
+def test_a_best_that_cannot_learn_from_scratch_is_not_named(tmp_path):
+    on = (*FAST, "search.verify_best=3")
+    evolve.run(config(*on, "evolution.generations=2"), tmp_path, evaluator=Verifying())
+    records = files.read_generations(tmp_path)
+    assert "verified" not in records[0]  # only the last generation's best is checked
+    first, second = records[-1]["verified"]
+    assert (first["learns"], first["from_scratch_fitness"]) == (False, 0.05)
+    assert (second["learns"], second["from_scratch_fitness"]) == (True, 0.5)
+    # The best of the last generation first, then the next by search fitness; the record names the second.
+    scored = sorted((-i["fitness"], n) for n, i in enumerate(records[-1]["individuals"]) if i["status"] == "ok")
+    texts = [records[-1]["individuals"][n]["phenotype"] for _, n in scored]
+    assert first["phenotype"] == texts[0] != second["phenotype"]
+    assert second["phenotype"] == next(t for t in texts if t != texts[0]) == records[-1]["parent"]
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["phenotype"] == second["phenotype"] and best["learns_from_scratch"] is True
+    assert best["from_scratch_fitness"] == 0.5 and best["fitness"] == second["search_fitness"]
+    assert runs.load_run(tmp_path).individual("best")[0].text == second["phenotype"]  # what retrain takes
+    trained = sum(i["train_samples"] for r in records for i in r["individuals"]) + 10
+    assert records[-1]["train_samples_total"] == trained
+    # A finished run asked again rewrites best.json as it was, verification included.
+    (tmp_path / "best.json").unlink()
+    evolve.run(config(*on, "evolution.generations=2"), tmp_path, evaluator=Verifying())
+    assert json.loads((tmp_path / "best.json").read_text()) == best
+
+
+def test_verification_resumes_exactly_and_a_population_is_only_checked(tmp_path):
+    class Killed(Verifying):  # the process dies while verifying the last generation's best
+        def evaluate(self, phenotypes, generation, inherited=None, indices=None):
+            if indices and indices[0] >= verify.PLACE:
+                raise KeyboardInterrupt
+            return super().evaluate(phenotypes, generation, inherited, indices)
+
+    on = (*FAST, "search.verify_best=3", "evolution.generations=3")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    evolve.run(config(*on), whole, evaluator=Verifying())
+    with pytest.raises(KeyboardInterrupt):
+        evolve.run(config(*on), resumed, evaluator=Killed())
+    assert len(files.read_generations(resumed)) == 2  # the last generation left nothing behind
+    evolve.run(config(*on), resumed, evaluator=Verifying())
+    assert strip_timing(files.read_generations(resumed)) == strip_timing(files.read_generations(whole))
+    assert (resumed / "best.json").read_text() == (whole / "best.json").read_text()
+    population = tmp_path / "population"
+    evolve.run(config(*on, "evolution.generations=2", "evolution.strategy=nsga2"), population, evaluator=Verifying())
+    (only,) = files.read_generations(population)[-1]["verified"]
+    best = json.loads((population / "best.json").read_text())
+    assert only["learns"] is False and best["learns_from_scratch"] is False and best["phenotype"] == only["phenotype"]

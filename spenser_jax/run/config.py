@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spenser_jax import data, search
 from spenser_jax.errors import ConfigError, is_int, require
 from spenser_jax.genome import mutation
@@ -165,6 +167,7 @@ class Search(_Section):
     parent_continues: bool = False
     fresh_on_learning_change: bool = False
     redraw_stopped: int = 0
+    verify_best: int = 0
 
     @classmethod
     def from_dict(cls, section: dict) -> Search:
@@ -198,6 +201,7 @@ class Search(_Section):
             require(isinstance(getattr(self, key), bool), f"search.{key} must be true or false")
             require(not getattr(self, key) or self.inherit, f"search.{key} needs search.inherit")
         require(is_int(self.redraw_stopped, 0), "search.redraw_stopped must be an int >= 0 (rounds a generation)")
+        require(is_int(self.verify_best, 0), "search.verify_best must be an int >= 0 (networks tried at the end)")
         require(
             not self.redraw_stopped or self.early_stop is not None,
             "search.redraw_stopped needs search.early_stop (it redraws what the early check stopped)",
@@ -346,6 +350,8 @@ class Setup:
     inherit_partial: bool = False
     fresh_on_learning_change: bool = False
     redraw_stopped: int = 0
+    verify_best: int = 0
+    chance: float = 0.1  # what a network that learned nothing scores on the Fitness split
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
@@ -449,4 +455,13 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         inherit_partial=sr.inherit_partial,
         fresh_on_learning_change=sr.fresh_on_learning_change,
         redraw_stopped=sr.redraw_stopped,
+        verify_best=sr.verify_best,
+        chance=_chance(built.splits, num_classes),
     )
+
+
+def _chance(splits, num_classes: int) -> float:
+    """The most frequent class's share of the Fitness split (1 / classes before data is loaded)."""
+    if splits is None:
+        return 1.0 / num_classes
+    return float(np.bincount(np.asarray(splits.fitness.labels)).max() / len(splits.fitness.labels))
