@@ -98,6 +98,8 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
         "time_steps": 2,
         "parent_continues": True,
         "fresh_on_learning_change": True,
+        "redraw_stopped": 3,
+        "verify_best": 3,
     }
     assert identity["training"]["epochs"] == 0.25 and identity["mutation"]["log_uniform"] is True
     # They round differently: part of the identity (compile_unit=auto resolved, to layer on this CPU).
@@ -110,6 +112,8 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
             if ind["status"] in ("ok", "stopped"):
                 assert (ind["train_steps"], ind["train_samples"]) == (3, 140)
             total += ind["train_samples"]
+        # Stopped candidates drawn again, and the end's networks trained from scratch, trained too.
+        total += sum(x["train_samples"] for x in r["redrawn"]) + sum(t["train_samples"] for t in r.get("verified", []))
         assert r["train_samples_total"] == total
     later = [i for r in records[1:] if r["parent"] for i in r["individuals"]]
     assert later and all("inherited" in i for i in later)
