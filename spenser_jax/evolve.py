@@ -68,8 +68,8 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
         with a :class:`~spenser_jax.run.files.CheckpointError`).
       evaluator: anything with ``evaluate(phenotypes, generation) ->
         [Evaluation]`` (and the keywords ``inherited`` with ``search.inherit``,
-        ``indices`` with ``search.redraw_stopped`` or ``verify_best``); default: a :class:`spenser_jax.scheduler.Evaluator`
-        on the configured data. With one given, no data is loaded.
+        ``indices`` with ``search.redraw_stopped`` or ``verify_best``);
+        default: a :class:`spenser_jax.scheduler.Evaluator` on the configured data. With one given, no data is loaded.
       overrides: the command line's overrides, saved beside the config.
       on_accept: called (no arguments) once this process holds ``run_dir``
         and accepted its checkpoint, before anything is written or logged
