@@ -31,10 +31,9 @@ from typing import Any
 
 from spenser_jax import data, errors
 from spenser_jax.errors import ConfigError
-from spenser_jax.run import checkpoint, files
+from spenser_jax.run import checkpoint, files, generation
 from spenser_jax.run.config import Setup, setup, to_plain
 from spenser_jax.run.runtime import keeps_host_memory
-from spenser_jax.search import generation_rng
 
 # Names other modules and scripts reach through this one (data: its DataError).
 __all__ = ["CONFIG_DIR", "ConfigError", "Setup", "data", "run", "setup", "to_plain"]
@@ -68,8 +67,9 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
       run_dir: the run directory; one process at a time (a second one stops
         with a :class:`~spenser_jax.run.files.CheckpointError`).
       evaluator: anything with ``evaluate(phenotypes, generation) ->
-        [Evaluation]``; default: a :class:`spenser_jax.scheduler.Evaluator`
-        on the configured data. With one given, no data is loaded.
+        [Evaluation]`` (and the keywords ``inherited`` with ``search.inherit``,
+        ``indices`` with ``search.redraw_stopped`` or ``verify_best``);
+        default: a :class:`spenser_jax.scheduler.Evaluator` on the configured data. With one given, no data is loaded.
       overrides: the command line's overrides, saved beside the config.
       on_accept: called (no arguments) once this process holds ``run_dir``
         and accepted its checkpoint, before anything is written or logged
@@ -95,7 +95,9 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
             files.truncate_generations(run_dir, state.generation)
             files.write_pareto(run_dir)
             if state.parent is not None:  # whatever a kill left of it
-                files.atomic_write(run_dir / files.BEST, json.dumps(files.best_record(s.space, state), indent=1))
+                tried = (files.read_generations(run_dir)[-1:] or [{}])[0].get("verified")
+                best = files.best_record(s.space, state, tried)
+                files.atomic_write(run_dir / files.BEST, json.dumps(best, indent=1))
             log.info(
                 "resuming %s after generation %d (best fitness %.4f)",
                 run_dir,
@@ -128,50 +130,17 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
         return _loop(s, state, run_dir, evaluator)
 
 
-def _inheritance(s: Setup, state, candidates, phenotypes) -> list:
-    """What each candidate inherits from its parent (see :mod:`spenser_jax.training.inheritance`)."""
-    from spenser_jax.training import inheritance
-
-    out = []
-    for c, p in zip(candidates, phenotypes):
-        genotype, weights = s.strategy.parent_of(state, c)
-        if weights is None:  # a member that failed has nothing to give
-            out.append(None)
-            continue
-        out.append(
-            inheritance.inherit(
-                s.space.phenotype(genotype),
-                s.space.origins(genotype),
-                weights,
-                p,
-                s.space.origins(c.genotype),
-                s.space.input_shape,
-                partial=s.inherit_partial,
-            )
-        )
-    return out
-
-
 def _loop(s: Setup, state, run_dir: Path, evaluator):
     started, done_here = time.perf_counter(), 0
     while state.generation < s.generations:
         g = state.generation
         t0 = time.perf_counter()
-        candidates = s.strategy.ask(generation_rng(s.seed, g), state, s.space, s.mutation)
-        phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
-        if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
-            evaluations = evaluator.evaluate(
-                phenotypes, generation=g, inherited=_inheritance(s, state, candidates, phenotypes)
-            )
-        else:
-            evaluations = evaluator.evaluate(phenotypes, generation=g)
-        state, metrics = s.strategy.tell(state, candidates, evaluations)
+        state, candidates, evaluations, metrics, record = generation.step(s, state, evaluator, g)
         for i, e in enumerate(evaluations):
             if e.status == "stopped":  # by design (search.early_stop), not a failure
                 log.info("generation %d, individual %d: %s", g, i, e.reason)
             elif not e.ok:
                 log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
-        record = files.generation_record(g, s.space, state, candidates, evaluations, metrics, s.strategy)
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0
@@ -180,7 +149,8 @@ def _loop(s: Setup, state, run_dir: Path, evaluator):
         files.append_generation(run_dir, record)
         files.write_pareto(run_dir)
         if state.parent is not None:
-            files.atomic_write(run_dir / files.BEST, json.dumps(files.best_record(s.space, state), indent=1))
+            best = files.best_record(s.space, state, record.get("verified"))
+            files.atomic_write(run_dir / files.BEST, json.dumps(best, indent=1))
         checkpoint.save(run_dir, state, s.identity)
         done_here += 1
         per_generation = (time.perf_counter() - started) / done_here

@@ -70,7 +70,10 @@ def test_evolve_outputs(runs):
 
 
 # Searching at T = 2 (search.time_steps) on a data set at T = 3: retrain tests at 3.
+# The resumed run here stops after one generation and is asked for a second: with verify_best the
+# finished run would name a verified best and search on from it (tests/test_redraw.py resumes that).
 FAST = [*SMALL, "search=fast", "evolution.offspring=3", "dataset.time_steps=3", "search.time_steps=2"]
+FAST = [*FAST, "search.verify_best=0"]
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,8 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
         "min_steps": 100,
         "time_steps": 2,
         "parent_continues": True,
+        "fresh_on_learning_change": True,
+        "redraw_stopped": 3,
     }
     assert identity["training"]["epochs"] == 0.25 and identity["mutation"]["log_uniform"] is True
     # They round differently: part of the identity (compile_unit=auto resolved, to layer on this CPU).
@@ -109,6 +114,8 @@ def test_fast_search_inherits_counts_compute_and_resumes_exactly(fast_runs):
             if ind["status"] in ("ok", "stopped"):
                 assert (ind["train_steps"], ind["train_samples"]) == (3, 140)
             total += ind["train_samples"]
+        # Stopped candidates drawn again, and the end's networks trained from scratch, trained too.
+        total += sum(x["train_samples"] for x in r["redrawn"]) + sum(t["train_samples"] for t in r.get("verified", []))
         assert r["train_samples_total"] == total
     later = [i for r in records[1:] if r["parent"] for i in r["individuals"]]
     assert later and all("inherited" in i for i in later)

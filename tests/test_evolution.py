@@ -210,6 +210,8 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
         ("search.stop_min_steps=0", "search.stop_min_steps"),
         ("search.time_steps=0", "search.time_steps"),
         ("search.parent_continues=true", "needs search.inherit"),
+        ("search.fresh_on_learning_change=true", "fresh_on_learning_change needs search.inherit"),
+        ("search.fresh_on_learning_change=1", "fresh_on_learning_change must be true or false"),
         ("search.parent_continues=true search.inherit=true evolution.offspring=1", "offspring >= 2"),
     ],
 )

@@ -364,3 +364,38 @@ def test_a_silent_output_whose_loss_moves_is_not_stopped():
         )
         stopped[name] = (bool(metrics["stopped"]), int(metrics["steps"]))
     assert stopped == {"count": (True, 3), "membrane": (False, 5)}
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_an_offspring_whose_optimizer_changed_trains_from_scratch(tmp_path, monkeypatch, fresh):
+    from spenser_jax import evolve
+    from spenser_jax.run import files
+
+    from helpers import FakeEvaluator, config
+
+    seen = []
+
+    class Inheriting(FakeEvaluator):
+        def evaluate(self, phenotypes, generation, inherited=None):
+            seen.append((generation, phenotypes, inherited))
+            return super().evaluate(phenotypes, generation)
+
+    # The fake's weights match no layer; a sentinel tells a call of inherit from a fresh start.
+    monkeypatch.setattr(inheritance, "inherit", lambda *args, **kw: ("inherited", None, 0.5))
+    overrides = ("evolution.generations=4", "evolution.offspring=6", "search.inherit=true")
+    cfg = config(*overrides, f"search.fresh_on_learning_change={str(fresh).lower()}")
+    evolve.run(cfg, tmp_path, evaluator=Inheriting())
+    records = files.read_generations(tmp_path)
+    changed = kept = 0
+    for generation, phenotypes, inherited in seen[1:]:
+        parent = phenotype.parse(records[generation - 1]["parent"]).learning
+        for p, got in zip(phenotypes, inherited, strict=True):
+            if p.learning != parent and fresh:
+                changed += 1
+                values, mask, share = got
+                assert share == 0.0 and not any(m.any() for leaves in mask.values() for m in leaves.values())
+            else:
+                changed += p.learning != parent
+                kept += 1
+                assert got == ("inherited", None, 0.5)
+    assert changed > 0 and kept > 0  # both kinds of offspring were drawn

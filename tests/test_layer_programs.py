@@ -220,6 +220,7 @@ def test_a_search_with_programs_per_layer_resumes_exactly(tmp_path):
         "training.eval_batch_size=256",
         "runtime.progress=false",
         "search=fast",
+        "search.verify_best=0",  # a finished run would name its verified best and search on from it
         "runtime.compile_unit=layer",
     ]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"

@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spenser_jax import data, search
 from spenser_jax.errors import ConfigError, is_int, require
 from spenser_jax.genome import mutation
@@ -163,6 +165,9 @@ class Search(_Section):
     stop_min_steps: int = 20
     time_steps: int | None = None
     parent_continues: bool = False
+    fresh_on_learning_change: bool = False
+    redraw_stopped: int = 0
+    verify_best: int = 0
 
     @classmethod
     def from_dict(cls, section: dict) -> Search:
@@ -192,10 +197,14 @@ class Search(_Section):
             self.time_steps is None or is_int(self.time_steps, 1),
             "search.time_steps must be null (the data set's T) or an int >= 1 (at most this T while searching)",
         )
-        require(isinstance(self.parent_continues, bool), "search.parent_continues must be true or false")
+        for key in ("parent_continues", "fresh_on_learning_change"):  # two rules about what an offspring inherits
+            require(isinstance(getattr(self, key), bool), f"search.{key} must be true or false")
+            require(not getattr(self, key) or self.inherit, f"search.{key} needs search.inherit")
+        require(is_int(self.redraw_stopped, 0), "search.redraw_stopped must be an int >= 0 (rounds a generation)")
+        require(is_int(self.verify_best, 0), "search.verify_best must be an int >= 0 (networks tried at the end)")
         require(
-            not self.parent_continues or self.inherit,
-            "search.parent_continues needs search.inherit (the parent trains on from its own weights)",
+            not self.redraw_stopped or self.early_stop is not None,
+            "search.redraw_stopped needs search.early_stop (it redraws what the early check stopped)",
         )
 
     def identity(self) -> dict:
@@ -339,6 +348,10 @@ class Setup:
     identity: dict
     grammar_path: Path
     inherit_partial: bool = False
+    fresh_on_learning_change: bool = False
+    redraw_stopped: int = 0
+    verify_best: int = 0
+    chance: float = 0.1  # what a network that learned nothing scores on the Fitness split
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
@@ -440,4 +453,15 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity=identity,
         grammar_path=grammar_path,
         inherit_partial=sr.inherit_partial,
+        fresh_on_learning_change=sr.fresh_on_learning_change,
+        redraw_stopped=sr.redraw_stopped,
+        verify_best=sr.verify_best,
+        chance=_chance(built.splits, num_classes),
     )
+
+
+def _chance(splits, num_classes: int) -> float:
+    """The most frequent class's share of the Fitness split (1 / classes before data is loaded)."""
+    if splits is None:
+        return 1.0 / num_classes
+    return float(np.bincount(np.asarray(splits.fitness.labels)).max() / len(splits.fitness.labels))

@@ -272,14 +272,36 @@ def generation_record(
     }
 
 
-def best_record(space, state) -> dict:
-    """``best.json``: the parent after ``state.generation`` generations."""
+def redrawn_records(space, redrawn: list[dict]) -> list[dict]:
+    """``generations.jsonl``'s ``redrawn``: the stopped candidates replaced (:mod:`spenser_jax.search.redraw`)."""
+    return [
+        {
+            "round": x["round"],
+            "place": x["place"],
+            "phenotype": space.text(x["candidate"].genotype),
+            "fitness": x["evaluation"].fitness,
+            "status": x["evaluation"].status,
+            "parameters": x["evaluation"].parameters,
+            "train_samples": x["evaluation"].train_samples,
+            "train_steps": x["evaluation"].train_steps,
+        }
+        for x in redrawn
+    ]
+
+
+def best_record(space, state, verified: list[dict] | None = None) -> dict:
+    """``best.json``: the parent after ``state.generation`` generations (and, once the search
+    verified it, what it scored trained from scratch: :mod:`spenser_jax.search.verify`)."""
+    from spenser_jax.search.verify import label
+
+    text = space.text(state.parent)
     return {
         "generation": state.generation - 1,
         "fitness": state.parent_fitness,
-        "phenotype": space.text(state.parent),
+        "phenotype": text,
         "phenotype_json": space.phenotype(state.parent).to_json(),
         "genotype": state.parent.to_json(),
+        **label(verified, text),
     }
 
 

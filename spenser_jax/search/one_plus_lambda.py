@@ -71,6 +71,7 @@ class OnePlusLambda(Strategy):
     """
 
     name: ClassVar[str] = "one_plus_lambda"
+    swaps_best: ClassVar[bool] = True
     offspring: int
     objective: Objective = ACCURACY
     parent_continues: bool = False
@@ -175,6 +176,15 @@ class OnePlusLambda(Strategy):
 
     def parent_of(self, state, candidate):
         return state.parent, state.parent_weights
+
+    def name_best(self, state, candidate, evaluation):
+        return dataclasses.replace(
+            state,
+            parent=candidate.genotype,
+            parent_fitness=evaluation.fitness,
+            parent_weights=evaluation.weights,
+            parent_score=self.objective.score(evaluation),
+        )
 
     def identity(self) -> dict:
         return {"fitness": dataclasses.asdict(self.objective)} if self.objective != ACCURACY else {}

@@ -65,6 +65,7 @@ class Strategy(abc.ABC):
     """
 
     name: ClassVar[str]  # in evolution.strategy and the registry
+    swaps_best: ClassVar[bool] = False  # its best is one network that name_best can replace
 
     @classmethod
     @abc.abstractmethod
@@ -87,6 +88,10 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def parent_of(self, state: Any, candidate: Candidate) -> tuple[Genotype | None, Any]:
         """``(genotype, weights)`` the candidate inherits from (weights None: nothing to give)."""
+
+    def name_best(self, state: Any, candidate: Candidate, evaluation) -> Any:
+        """The state with ``candidate`` (scored ``evaluation``) as its best (:mod:`spenser_jax.search.verify`)."""
+        raise NotImplementedError(f"{self.name} cannot name another best")
 
     def identity(self) -> dict:
         """Its entries in ``run.json``: a strategy other than the default names itself in a
