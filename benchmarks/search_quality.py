@@ -72,6 +72,7 @@ TRAIN_SIZES = {"mnist": 60_000, "fmnist": 60_000, "cifar10": 50_000, "cifar10_jp
 SEARCH_S_PER_STEP_T10 = 5208 / (220 * 165)
 RETRAIN_S_PER_STEP_T10 = 1368 / (50 * 938) / 2.5
 SIZE_FACTOR = {"cifar10": 3.0, "cifar10_jpeg": 3.0}
+DIVERGED = "search_quality_diverged.json"  # a cell whose best's retraining diverged (retrain writes no test.json)
 PACKAGE_LOG = logging.getLogger("spenser_jax")
 
 
@@ -197,8 +198,18 @@ def run_retrain(args, run_dir: Path) -> bool:
     if test and test.get("from_scratch") and test["epochs"] == args.retrain_epochs:
         if best and test["phenotype"] == best["phenotype"]:
             return False
+    diverged = files.read_json(run_dir / DIVERGED)
+    if diverged and best and diverged == {"epochs": args.retrain_epochs, "phenotype": best["phenotype"]}:
+        return False
     log(f"retraining {run_dir} from scratch, {args.retrain_epochs} epochs")
-    result = retrain.retrain(run_dir, epochs=args.retrain_epochs, from_scratch=True, progress=False)
+    try:
+        result = retrain.retrain(run_dir, epochs=args.retrain_epochs, from_scratch=True, progress=False)
+    except retrain.TrainingDiverged as err:  # a best that cannot learn alone is a result, not a crash
+        files.atomic_write(
+            run_dir / DIVERGED, json.dumps({"epochs": args.retrain_epochs, "phenotype": best["phenotype"]})
+        )
+        log(f"  {err}")
+        return True
     log(f"  test accuracy {result['accuracy']:.4f} ({result['seconds']:.0f} s)")
     return True
 
@@ -353,6 +364,8 @@ def summarise_cell(args, dataset: str, arm: str, seed: int) -> dict | None:
         "curve": curve,
         "wall_seconds": sum(r["wall_seconds"] for r in records),
         "test_accuracy": test["accuracy"] if tested else None,
+        "retrain_diverged": not tested
+        and (files.read_json(run_dir / DIVERGED) or {}).get("epochs") == args.retrain_epochs,
         "retrain_seconds": test["seconds"] if tested else None,
         "best_phenotype": test["phenotype"] if tested else None,
     }
@@ -412,6 +425,7 @@ def summarise(args, rows: list[dict]) -> dict:
                 "compute_ratio_to_fast": mean_sd([r["compute_ratio_to_fast"] for r in done]),
                 "hypervolume": mean_sd([r["hypervolume"] for r in done]),
                 "wall_seconds": mean_sd([r["wall_seconds"] for r in done]),
+                "retrain_diverged": sum(r["retrain_diverged"] for r in done),
                 "retrained_above_chance": sum(
                     r["test_accuracy"] is not None and r["test_accuracy"] > r["chance"] for r in done
                 ),
@@ -451,7 +465,7 @@ def print_table(summary: dict) -> None:
         print(f"\n{dataset}")
         print(
             f"  {'arm':>6} {'cells':>5} {'test mean ± sd':>17} {'per seed':>28} {'at chance':>9} "
-            f"{'compute/fast':>12} {'hypervolume':>12} {'wall min':>8}"
+            f"{'compute/fast':>12} {'fitness@equal':>13} {'hypervolume':>12} {'wall min':>8} {'above chance':>12}"
         )
         for arm, a in entry["arms"].items():
             t = a["test_accuracy"]
@@ -462,8 +476,9 @@ def print_table(summary: dict) -> None:
             print(
                 f"  {arm:>6} {a['cells']:>5} {num(t, '{:.4f}'):>8} ± {t['sd'] or 0:.4f} {seeds:>28} "
                 f"{a['at_chance_share'] if a['at_chance_share'] is not None else float('nan'):>9.2f} "
-                f"{num(a['compute_ratio_to_fast']):>12} {num(a['hypervolume']):>12} "
-                f"{(a['wall_seconds']['mean'] or 0) / 60:>8.1f}"
+                f"{num(a['compute_ratio_to_fast']):>12} {num(a['best_fitness_at_equal_compute'], '{:.4f}'):>13} "
+                f"{num(a['hypervolume']):>12} {(a['wall_seconds']['mean'] or 0) / 60:>8.1f} "
+                f"{a['retrained_above_chance']:>7} of {a['cells']}"
             )
         for key in ("verdict", "nsga2_hypervolume_wins_over_random"):
             if key in entry:
