@@ -92,21 +92,10 @@ def export_run(
 ) -> dict:
     """Export one individual of a run to ``out`` (what the command line does).
 
-    Args:
-      run_dir: the run directory.
-      out: the ``.nir`` file to write.
-      individual: ``"best"`` or ``"G:I"``.
-      weights: ``"auto"`` (retrained weights of the best when ``retrain``
-        left readable ones for it, else the search's), ``"retrained"`` or
-        ``"search"`` (see :meth:`spenser_jax.run.runs.Run.choose`).
-      dt: the graph's time step.
-      data_dir: overrides the run's ``dataset.data_dir``.
-      log: where progress lines go.
-
-    Returns:
-      ``{"path", "nodes" (names, input to output), "bytes", "phenotype",
-      "weights" ("retrained" or "search"), "weights_text" (said to the
-      user), "input_shape" (C, H, W), "time_steps", "dt"}``.
+    ``individual`` and ``weights`` as :meth:`spenser_jax.run.runs.Run.choose`.
+    Returns ``{"path", "nodes" (input to output), "bytes", "phenotype",
+    "weights" ("retrained" or "search"), "weights_text", "input_shape" (C, H,
+    W), "time_steps", "dt"}``.
 
     Raises:
       IndividualError: no best individual yet, a bad ``individual``, no

@@ -154,34 +154,17 @@ def load(
     tfds_name: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Loads a whole data set (official train and test splits).
+    """Loads a whole data set (official train and test splits), images ``uint8 [N, H, W, C]``, read-only.
 
-    Args:
-        name: ``"mnist"``, ``"fmnist"`` (``"fashion_mnist"`` is accepted) or
-            ``"cifar10"``; with ``source="tfds"`` also any tensorflow-datasets
-            image classification name (e.g. ``"svhn_cropped"``).
-        data_dir: for ``source="files"``, the folder holding the files, a
-            parent holding ``mnist/`` / ``fashion_mnist/`` /
-            ``cifar-10-batches-bin/`` / ``cifar10/``, or (CIFAR-10) the
-            archive ``cifar-10-binary.tar.gz`` itself; None searches
-            ``$SPENSER_DATA_DIR``, else ``../shared/data`` beside the checkout
-            (and, for Fashion-MNIST, Debian's install location). For
-            ``source="tfds"``, tfds' ``data_dir`` (None: its default).
-        source: ``"files"`` (``"idx"`` is the same) or ``"tfds"``.
-        verify: check the official checksums (see the module docstring; once
-            per file per process). False reads one's own files in the same
-            format; their sizes and records are still checked. TFDS checks
-            its own downloads; ignored there.
-        tfds_name: for ``source="tfds"``, the TFDS builder to read (None:
-            the data set's own TFDS name, e.g. ``"fashion_mnist"`` for
-            ``"fmnist"``, else ``name`` itself).
-        cache_dir: for a data set kept as an image folder (``"cifar10_jpeg"``),
-            where its decoded arrays are cached (None: ``$SPENSER_CACHE_DIR``,
-            else ``~/.cache/spenser_jax``).
-
-    Returns:
-        The :class:`Dataset`, with read-only arrays; its images are
-        ``uint8 [N, H, W, C]``.
+    ``name``: ``"mnist"``, ``"fmnist"`` or ``"cifar10"``, or with
+    ``source="tfds"`` any tensorflow-datasets image classification name
+    (``tfds_name`` picks the builder). ``data_dir`` None searches
+    ``$SPENSER_DATA_DIR``, else ``../shared/data`` beside the checkout (and,
+    for Fashion-MNIST, Debian's install location); it may also be a parent
+    holding the data sets' folders or CIFAR-10's archive itself.
+    ``verify=False`` reads one's own files in the same format (sizes and
+    records still checked). ``cache_dir``: where an image folder's decoded
+    arrays are cached.
 
     Raises:
         DataError: the data is missing, unreadable, or fails its checksum.

@@ -226,14 +226,6 @@ def load_folder(
 ) -> Dataset:
     """Reads an image folder (see the module docstring), from the cache where it holds it.
 
-    Args:
-        root: the folder holding ``train/`` (and ``test/``).
-        name: the :class:`Dataset`'s name.
-        image_size: ``(H, W)`` every image is resized to; None: all must have one size.
-        test_fraction: without ``test/``, the share of ``train/`` carved off as the test split.
-        cache_dir: where decoded arrays are kept (None: :func:`spenser_jax.data.cache.cache_root`).
-        digest: the folder's expected :func:`listing_digest` (None: not checked).
-
     Raises:
         DataError: bad layout or file (see :func:`scan`), images of different
             sizes without ``image_size``, or a digest that differs.

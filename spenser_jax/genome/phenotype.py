@@ -277,10 +277,6 @@ def infer_shapes(
 ) -> list[tuple[int, ...]]:
     """Output shape of every layer in ``phenotype.layers`` (per sample).
 
-    Args:
-      input_shape: (H, W, C) of one input image.
-      num_classes: when given, the last dense layer must have this many units.
-
     Raises:
       InvalidPhenotype: a spatial size reaches zero, a conv/pool after a dense
         layer, no dense layer at the end, or the wrong number of outputs.

@@ -118,9 +118,8 @@ class Run:
     def individual(self, which: str, retrained: bool = False):
         """One individual of the run: ``which`` is ``"best"`` or ``"G:I"``.
 
-        Returns:
-          ``(phenotype, weights or None to train again, (generation, index)
-          or None)``; ``retrained`` asks for the best's weights after retrain.
+        Returns ``(phenotype, weights or None to train again, (generation, index)
+        or None)``; ``retrained`` asks for the best's weights after retrain.
 
         Raises:
           IndividualError: no such individual, or no weights to give for it.
@@ -183,14 +182,11 @@ class Run:
     def choose(self, which: str = "best", weights: str = "auto") -> Chosen:
         """One individual and the weights a command uses for it (inspect and export alike).
 
-        Args:
-          which: ``"best"`` or ``"G:I"`` (both counted from 0, as in
-            ``generations.jsonl``).
-          weights: ``"auto"``: the best's retrained weights when
-            ``retrained.msgpack`` exists, is readable and belongs to the
-            current best, else the search's (the reason goes into
-            ``notes``); ``"retrained"``: the retrained ones or an error;
-            ``"search"``: the weights the search scored.
+        ``which``: ``"best"`` or ``"G:I"`` (counted from 0, as in
+        ``generations.jsonl``). ``weights``: ``"auto"``, the best's retrained
+        weights when ``retrained.msgpack`` exists, is readable and belongs to the
+        current best, else the search's (the reason goes into ``notes``);
+        ``"retrained"``, those or an error; ``"search"``, the weights the search scored.
 
         Raises:
           IndividualError: no such individual, no weights to give for it,

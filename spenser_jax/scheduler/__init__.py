@@ -138,32 +138,16 @@ class Evaluator(_Planning, _Execution):
     """Evaluates one generation after the other (see the module docstring).
 
     Every argument is a concrete value: configuration strings (``"auto"``)
-    are resolved by the caller (``spenser_jax.evolve``).
-
-    Args:
-      splits: the run's data (EvoTrain and Fitness are used).
-      seed: the run's seed.
-      input_shape: ``(H, W, C)`` of one image.
-      protocol: how each individual trains and is scored.
-      batching: ``"none"``, ``"map"`` or ``"vmap"``.
-      compile_threads: threads compiling ahead of training; 0: compile, then
-        train, one group after the other (no overlap). See
-        :func:`default_compile_threads`.
-      devices: the devices to use (:func:`select_devices`).
-      vmap_group: ``"vmap"`` only: members per device per dispatch (None:
-        from free memory).
-      compiler_options: XLA compiler options for every program of both paths
-        (e.g. ``{"xla_backend_optimization_level": 1}``, which halves XLA:CPU
-        compile time but rounds differently).
-      progress: show a progress bar per generation.
-      compile_unit: ``"network"``: one program per architecture (batched as
-        ``batching`` says); ``"layer"``: each individual in turn, on the
-        first device, through programs per block of layers shared across
-        architectures (:mod:`spenser_jax.training.blocks`; results equal to
-        rounding, a fraction of the compile time per new architecture, an
-        epoch about as fast where host memory is kept:
-        :func:`keep_host_memory`). Signatures those programs do not cover
-        (skip connections) go the ``"network"`` way.
+    are resolved by the caller (``spenser_jax.evolve``). ``compile_threads=0``
+    compiles, then trains, one group after the other.
+    ``compile_unit="layer"`` trains each individual in turn, on the first
+    device, through programs per block of layers shared across architectures
+    (:mod:`spenser_jax.training.blocks`): results equal to rounding, a fraction
+    of the compile time per new architecture, an epoch about as fast where host
+    memory is kept (:func:`keep_host_memory`); skip connections go the
+    ``"network"`` way. ``compiler_options`` apply to every program
+    (``{"xla_backend_optimization_level": 1}`` halves XLA:CPU compile time but
+    rounds differently).
 
     Call :meth:`close` (or use it as a context manager) to stop its compile
     threads.

@@ -84,20 +84,12 @@ class _Worker:
 class RayEvaluator:
     """Evaluates each generation on Ray actors; the interface of :class:`~spenser_jax.scheduler.Evaluator`.
 
-    Args:
-      splits, seed, input_shape, protocol: as :class:`Evaluator`.
-      address: None starts a local Ray instance (a laptop's); ``"auto"`` or
-        ``"host:port"`` joins a running cluster.
-      cpus, gpus: resources each worker (one evaluation at a time) holds.
-      workers: how many; None: as many as the cluster's resources allow.
-      evaluator_options: the workers' Evaluator options (batching, compile
-        threads, compiler options), devices excluded: each worker uses its own.
-      compile_cache: the persistent XLA cache path (a shared file system
-        lets every node reuse every compile).
-      keep_host_memory: ``(runtime.keep_host_memory, per block)`` for each
-        worker's process (``"auto"`` is resolved on the worker's host; see
-        :func:`~spenser_jax.scheduler.wants_host_memory_kept`).
-      init_options: passed to ``ray.init`` when it starts a local instance.
+    ``address`` None starts a local Ray instance, ``"auto"`` or ``"host:port"``
+    joins a cluster; each worker holds ``cpus``/``gpus`` and evaluates one at a
+    time; ``workers`` None: as many as the cluster allows. ``evaluator_options``
+    exclude devices (each worker uses its own). ``compile_cache`` on a shared
+    file system lets every node reuse every compile. ``keep_host_memory``'s
+    ``"auto"`` is resolved on the worker's host.
     """
 
     def __init__(

@@ -127,25 +127,13 @@ def summarise(
 ) -> dict:
     """Per-sample activity and energy from sums over ``samples`` scored samples.
 
-    Args:
-      sig: the network's signature.
-      input_shape: ``(H, W, C)`` of one image.
-      time_steps: T.
-      totals: ``{"input": scalar, "lif": [per LIF layer], "inputs": [per
-        conv/fc layer: [H, W] or scalar]}``, summed over the samples (what
-        :func:`spenser_jax.training.score` returns with ``activity``).
-      samples: how many samples the sums cover.
-      energy: the energy constants.
-      spiking_input: the input is a spike train (rate coding); False for a
-        directly encoded (analog) image.
-
-    Returns:
-      ``spikes_per_sample`` (one per LIF layer), ``firing_rates``,
-      ``input_spikes_per_sample``, ``synops_per_sample`` (network total),
-      ``synops_per_layer`` (per conv/fc layer), ``macs_per_sample`` (analog
-      inputs only), ``neuron_updates_per_sample``, ``energy_pj_per_sample``,
-      ``ann_energy_pj_per_sample``, ``break_even_synops_per_sample`` (the
-      SynOps at which the two estimates cross), ``parameters``.
+    ``totals`` are :func:`spenser_jax.training.score`'s activity sums;
+    ``spiking_input=False`` for a directly encoded (analog) image. The keys:
+    ``spikes_per_sample`` (per LIF layer), ``firing_rates``,
+    ``input_spikes_per_sample``, ``synops_per_sample``, ``synops_per_layer``,
+    ``macs_per_sample`` (analog inputs only), ``neuron_updates_per_sample``,
+    ``energy_pj_per_sample``, ``ann_energy_pj_per_sample``,
+    ``break_even_synops_per_sample`` (where the two estimates cross), ``parameters``.
     """
     n = max(int(samples), 1)
     shapes = architecture.layer_shapes(sig, input_shape)

@@ -141,19 +141,13 @@ def signature(phenotype: Phenotype) -> Signature:
 def hyper(phenotype: Phenotype, time_steps: int | None = None) -> Hyper:
     """The float genes of a phenotype, as a pytree of float32 arrays.
 
-    Args:
-      time_steps: T; needed for an ``mse-count`` loss unit, whose target
-        counts ``int(T * rate)`` are computed here, on the host in float64
-        as snntorch does (the same product in float32 on a device
-        truncates differently for some rates).
-
-    Returns:
-      ``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``
-      with ``L`` LIF and ``D`` dropout layers in network order, and
-      ``"loss"`` (``{"on": [], "off": []}``: target counts or membrane
-      potentials) when the phenotype has a loss unit with genes. Equal
-      signatures give equal tree structures and shapes, so the floats of
-      several offspring stack along a new leading axis for ``vmap``.
+    ``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``
+    (L LIF and D dropout layers in network order), plus ``"loss"``
+    (``{"on": [], "off": []}``) for a loss unit with genes. Equal signatures
+    give equal trees, so the floats of several offspring stack for ``vmap``.
+    ``time_steps`` is needed for ``mse-count``, whose target counts
+    ``int(T * rate)`` are computed here, on the host in float64 as snntorch
+    does (float32 on a device truncates differently for some rates).
     """
     lifs = [x for x in phenotype.layers if isinstance(x, LIF)]
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)

@@ -23,14 +23,6 @@ def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
     Under ``jax.jit`` mark ``time_steps`` static
     (``jax.jit(rate, static_argnames="time_steps")``).
 
-    Args:
-        key: PRNG key.
-        images: Intensities of any shape, e.g. ``[B, H, W, C]``.
-        time_steps: Number of time steps ``T`` (a Python int).
-
-    Returns:
-        Spikes, ``float32`` of shape ``[T, *images.shape]``.
-
     Raises:
         TypeError: If ``time_steps`` is not a static integer.
         ValueError: If ``time_steps`` is negative.
@@ -57,15 +49,6 @@ def direct(images: jax.Array, time_steps: int) -> jax.Array:
 
     Under ``jax.jit`` mark ``time_steps`` static
     (``jax.jit(direct, static_argnames="time_steps")``).
-
-    Args:
-        images: Intensities of any shape, e.g. ``[B, H, W, C]``; ``uint8``
-            or floating point.
-        time_steps: Number of time steps ``T`` (a Python int).
-
-    Returns:
-        Currents of shape ``[T, *images.shape]``: ``float32`` for ``uint8``
-        images, else the images' dtype.
 
     Raises:
         TypeError: If ``time_steps`` is not a static integer, or the images

@@ -122,17 +122,9 @@ class SpikingNetwork(nn.Module):
         self.layers = layers
 
     def __call__(self, spikes: jax.Array, hyper: Hyper, dropout_key: jax.Array | None = None) -> jax.Array:
-        """Runs the network over time.
+        """Runs the network over time: input spikes ``[T, B, H, W, C]`` to the last layer's output ``[T, B, K]``.
 
-        Args:
-          spikes: input spikes, ``[T, B, H, W, C]`` (float).
-          hyper: the float genes (:func:`spenser_jax.snn.architecture.hyper`); only ``beta`` and
-            ``threshold`` (read at initialisation) and ``dropout`` are used.
-          dropout_key: PRNG key for the dropout masks; ``None`` disables
-            dropout (evaluation).
-
-        Returns:
-          The last layer's output, ``[T, B, K]``: spikes if it is a LIF layer.
+        ``dropout_key=None`` disables dropout (evaluation).
         """
         return self._run(spikes, hyper, dropout_key, None, None)
 
@@ -147,21 +139,12 @@ class SpikingNetwork(nn.Module):
     ) -> tuple[jax.Array, Any]:
         """Runs the network over time as :meth:`__call__` and also returns what it did.
 
-        Call it as ``model.apply(variables, spikes, hyper, key,
-        method=SpikingNetwork.recording, what=...)``.
-
-        Args:
-          what: ``"trace"``: every LIF layer's spikes, a tuple of ``[T, B,
-            ...]`` arrays in network order; ``"membrane"``: the last (LIF)
-            layer's membrane potentials ``[T, B, K]``, which membrane losses
-            read; ``"activity"``: what each sample did, summed over time
-            (:func:`activity_sums` says what).
-          weights: ``"activity"`` only: per-sample weights ``[B]`` (0 for
-            padding); the sums are then weighted sums over the batch (cheaper:
-            nothing of size B is carried through time).
-
-        Returns:
-          ``(output, recorded)``.
+        ``what``: ``"trace"``, every LIF layer's spikes in network order;
+        ``"membrane"``, the last layer's membrane potentials (membrane losses read
+        them); ``"activity"``, :func:`activity_sums`. ``weights`` (``[B]``, 0 for
+        padding, activity only) turn the sums into weighted sums over the batch,
+        cheaper: nothing of size B is carried through time. Call it as
+        ``model.apply(variables, spikes, hyper, key, method=SpikingNetwork.recording, what=...)``.
         """
         if what not in RECORDS:
             raise ValueError(f"what must be one of {RECORDS}, got {what!r}")

@@ -206,14 +206,6 @@ def _layer_problem(layer: Any, in_shape: tuple[int, ...]) -> str | None:
 def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[str]:
     """Why ``phenotype`` cannot be exported exactly (an empty list: it can).
 
-    Args:
-      phenotype: the network.
-      input_shape: ``(H, W, C)`` of one input image.
-
-    Returns:
-      One ``"layer I (TYPE): reason"`` per offending layer, ``I`` its index in
-      ``phenotype.layers`` and ``TYPE`` its tag in the phenotype text.
-
     Raises:
       InvalidPhenotype: the phenotype is not a network for ``input_shape``.
     """
@@ -247,19 +239,7 @@ def chw(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def lif_node(beta: float, threshold: float, shape: tuple[int, ...], dt: float = DT):
-    """The NIR neuron node of one of our zero-reset LIF layers (see the module doc).
-
-    Args:
-      beta: the layer's β (clamped to [0, 1] here, as in our forward pass).
-      threshold: the layer's θ.
-      shape: the layer's per-neuron shape in NIR order (channels first).
-      dt: the simulation step the graph is written for.
-
-    Returns:
-      ``nir.LIF(tau=dt/(1-β), r=1/(1-β), v_leak=0, v_threshold=θ, v_reset=0)``
-      for clamped β < 1, ``nir.IF(r=1/dt, v_threshold=θ, v_reset=0)`` for β = 1;
-      float64 arrays of ``shape``.
-    """
+    """The NIR neuron node of one of our zero-reset LIF layers (see the module doc)."""
     nir = require_nir()
     if not (math.isfinite(beta) and math.isfinite(threshold)):
         raise ValueError(f"beta and threshold must be finite, got {beta!r}, {threshold!r}")
@@ -297,18 +277,6 @@ def to_nir(
     Node names follow the parameter names (``conv_0``, ``lif_1``,
     ``dense_8``, ...; pools ``pool_J``, the flatten ``flatten_J`` for the
     dense layer ``J``), plus ``input`` and ``output``.
-
-    Args:
-      phenotype: the network (see :func:`exportable` for what exports).
-      params: its parameters, as :func:`spenser_jax.snn.network.init_params` or
-        training returns them (``{"conv_0": {"kernel", "bias"}, "lif_1":
-        {"beta", "threshold"}, ...}``, indexed by layer position with
-        ``no-op`` layers removed); ``{"params": ...}`` is accepted too.
-      input_shape: ``(H, W, C)`` of one input image (our order).
-      time_steps: steps per sample, stored in the metadata.
-      input_coding: how images become input spikes (stored; only ``"rate"``).
-      dt: the time step the LIF parameters are written for (default
-        :data:`DT`, snntorch's).
 
     Raises:
       NotExportable: a layer has no exact NIR form (all such layers named).

@@ -68,16 +68,7 @@ def _optimizer(sig: Signature, hyper: Hyper) -> optax.GradientTransformation:
 def create_train_state(
     key: jax.Array, sig: Signature, hyper: Hyper, input_shape: tuple[int, int, int], *, init_scheme: str = "torch"
 ) -> TrainState:
-    """Fresh parameters and optimizer state.
-
-    Args:
-      key: PRNG key for the weights and biases.
-      sig: the network's signature.
-      hyper: its float genes (β/θ start at their values).
-      input_shape: ``(H, W, C)`` of one image.
-      init_scheme: ``"torch"`` or ``"lecun"`` (see
-        :class:`~spenser_jax.snn.network.SpikingNetwork`).
-    """
+    """Fresh parameters and optimizer state."""
     params = network.init_params(key, sig, hyper, input_shape, init_scheme=init_scheme)
     opt_state = _optimizer(sig, hyper).init(params)
     return TrainState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32))

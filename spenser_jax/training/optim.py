@@ -48,28 +48,19 @@ Hparams = Mapping[str, jax.typing.ArrayLike]
 def make_optimizer(
     spec: Optimizer | OptimizerKey, hparams: Hparams | None = None, *, rho_max: float = RHO_MAX
 ) -> optax.GradientTransformation:
-    """Build the optax transformation for a learning unit.
+    """Build the optax transformation for a learning unit (or its :class:`OptimizerKey`).
 
-    Args:
-      spec: an :class:`~spenser_jax.genome.phenotype.SGD`, ``Adam`` or ``RMSProp``,
-        or the :class:`OptimizerKey` of one. Its kind and booleans
-        (``nesterov``, ``amsgrad``) are static.
-      hparams: float genes by name (see :func:`float_hparams`), each a scalar
-        that may be a traced array (inside ``jit``/``vmap``). With a learning
-        unit, missing names default to its values, which are then
-        compile-time constants: to share one program across learning units,
-        pass all of them. With a key, all of them are required.
-      rho_max: RMSProp's ρ is clamped to ``min(rho, rho_max)``. At ρ = 1 torch
-        never accumulates the second moment and steps are ``lr * g / eps``
-        (about 1e6·lr·g); with the clamp every RMSProp step is bounded by
-        ``lr / sqrt(1 - rho_max)`` per element (about 31.6·lr for the default).
-        This deviates from the original code for ρ in (rho_max, 1] on
-        purpose. Must be a Python float in (0, 1): the guard cannot be
-        switched off.
+    ``hparams`` are the float genes by name (:func:`float_hparams`), possibly
+    traced; with a learning unit, missing names default to its values, which
+    are then compile-time constants (to share one program across learning
+    units, pass all of them); with a key, all are required. The ``update``
+    needs ``params`` (weight decay reads them).
 
-    Returns:
-      An ``optax.GradientTransformation``; its ``update`` needs ``params``
-      (weight decay reads them). Apply with ``optax.apply_updates``.
+    RMSProp's ρ is clamped to ``rho_max``: at ρ = 1 torch never accumulates
+    the second moment and steps are ``lr * g / eps`` (about 1e6·lr·g); the
+    clamp bounds every step by ``lr / sqrt(1 - rho_max)`` per element (about
+    31.6·lr by default). This deviates from the original code for ρ in
+    (rho_max, 1] on purpose, and cannot be switched off.
 
     Raises:
       TypeError: ``spec`` is not a known learning unit or key.
@@ -162,14 +153,6 @@ def scale_by_torch_amsgrad(
     bias-corrected moment (``bias_correction_nu=True``) or skips the
     correction altogether (``False``); neither matches, and eps cannot be
     rescaled to make them match, hence this transformation.
-
-    Args:
-      b1: decay of the first moment (may be traced).
-      b2: decay of the second moment (may be traced).
-      eps: added to the denominator, outside the square root.
-
-    Returns:
-      An ``optax.GradientTransformation`` with ``optax.ScaleByAmsgradState``.
     """
 
     def init_fn(params):
