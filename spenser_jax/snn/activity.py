@@ -1,31 +1,14 @@
 """Activity and energy of a spiking network: spikes, synaptic operations, picojoules.
 
-Measured while an individual is scored on the Fitness split (the same
-forward pass; :func:`spenser_jax.snn.activity_sums.activity_sums`), summed over the
-samples and turned here into per-sample figures:
-
-* **spikes** of every LIF layer (summed over the T steps, averaged over
-  samples), its **firing rate** (spikes / (neurons · T)), and the input's
-  spikes (rate coding makes the input a spike train too).
-* **SynOps**, the accumulate operations an event-driven implementation
-  performs: every event entering a weighted layer costs one accumulate per
-  synapse it drives. A dense layer's input drives ``units`` synapses; a
-  convolution's input at ``(h, w)`` drives ``C_out`` times the number of
-  output positions whose window covers ``(h, w)``, which depends on the
-  position (borders, stride, padding) and is counted exactly
-  (:func:`conv_fanout`). After an average pool a pooled value counts as the
-  spikes under its window (value · k²: the pool is a sum pool folded into
-  the next layer's weights); a max pool passes spikes. A weighted layer fed
-  by analog values (another weighted layer with no LIF between, or a
-  directly encoded image) performs MACs instead, counted densely.
-* **neuron updates**: every LIF neuron at every step. Pooling and LIF
-  updates are not SynOps.
-* **energy** per sample: ``SynOps · E_AC + MACs · E_MAC + updates ·
-  E_neuron``, and the same network as a non-spiking ANN (one pass, every
-  weight used once per output: ``MACs_ANN · E_MAC``) for comparison. The
-  constants (:class:`EnergyModel`) default to the 45 nm CMOS figures of
-  Horowitz (ISSCC 2014) that SNN papers use: an add 0.9 pJ, a
-  multiply-accumulate 4.6 pJ; a LIF update (β·U + I) is costed as one MAC.
+docs/energy.md defines the figures (spikes and firing rates, SynOps, MACs,
+neuron updates, the energy estimate and its Horowitz 45 nm constants). They
+are measured while an individual is scored on the Fitness split, in the
+same forward pass (:func:`spenser_jax.snn.activity_sums.activity_sums`),
+and turned here into per-sample figures. A convolution's fan-out depends on
+the position (borders, stride, padding) and is counted exactly
+(:func:`conv_fanout`); after an average pool a pooled value counts as the
+spikes under its window (value · k²: the pool is a sum pool folded into the
+next layer's weights).
 """
 
 from __future__ import annotations
