@@ -1,23 +1,16 @@
 """A phenotype as a compiled program sees it: a static signature and traced floats.
 
-A phenotype is split in two (:func:`split`):
+:func:`split` gives a static, hashable :class:`Signature` (everything that
+shapes the compiled program: layer types, integer genes, padding, bias,
+surrogate, reset, which β/θ train, the optimizer's
+:class:`~spenser_jax.OptimizerKey`) and its :data:`Hyper` floats (β/θ
+initial values, dropout rates, optimizer hyperparameters). Programs are
+compiled per signature only, so offspring that differ only in float genes
+share one program and can be ``vmap``-ed.
 
-* a static, hashable :class:`Signature`: layer types, integer genes, padding,
-  bias flags, surrogate, reset, which β/θ are trainable, and the optimizer's
-  :class:`~spenser_jax.OptimizerKey`; everything that shapes the
-  compiled program;
-* its :data:`Hyper` floats: a pytree of float32 arrays holding per-LIF β and
-  θ (initial values), per-dropout rates and the optimizer's float
-  hyperparameters.
-
-Programs are compiled per signature only; the floats are traced inputs.
-Offspring that differ only in float genes therefore share one compiled
-program and can be ``vmap``-ed.
-
-This module also names the network's parameters (:func:`param_name`), says
-which of them training may change (:func:`trainable_mask`), and sizes a
-signature: shapes (:func:`layer_shapes`), parameter count, multiply-accumulates
-and training memory, used to place work on devices and to compare energy.
+Also here: parameter names (:func:`param_name`), what training may change
+(:func:`trainable_mask`), and a signature's sizes (shapes, parameters,
+multiply-accumulates, training memory) to place work and compare energy.
 """
 
 from __future__ import annotations

@@ -1,33 +1,20 @@
 """The spiking network a signature describes, as a Flax linen module.
 
-The network is built from an :class:`~spenser_jax.snn.architecture.Signature`
-(static) and reads its float genes (:data:`~spenser_jax.snn.architecture.Hyper`:
-β/θ initial values, dropout rates) as traced inputs, so offspring that differ
-only in float genes share one compiled program.
-
-Conventions: images and feature maps are NHWC; spike trains are time-major
-``[T, B, ...]``; a network maps input spikes ``[T, B, H, W, C]`` to the spikes
-of its last layer ``[T, B, classes]``. Layers follow the phenotype module's
-shape rules (explicit ``same`` padding pairs, pooling with stride = kernel and
-floor, flatten in H, W, C order before the first dense layer); ``no-op`` layers
-are not in the signature.
+Built from an :class:`~spenser_jax.snn.architecture.Signature` (static), it
+reads its float genes (β/θ initial values, dropout rates) as traced inputs,
+so offspring that differ only in float genes share one compiled program.
+Images and feature maps are NHWC, spike trains time-major ``[T, B, ...]``;
+layers follow the phenotype module's shape rules.
 
 Three execution orders over time give the same outputs (they draw the same
-dropout masks; see :func:`dropout_keep`), at different speeds:
-
-* ``"stepwise"``: the whole network per time step, the time loop unrolled in
-  Python; compile time grows with ``T``.
-* ``"scan"``: the same step inside a rolled ``lax.scan``: the smallest
-  program, and on CPU (with :func:`~spenser_jax.snn.conv.conv_nhwc`) the fastest; see
-  :data:`DEFAULT_MODES`.
-* ``"layerwise"``: every stateless layer (conv, pool, dropout, dense) applied
-  once to all ``T * B`` inputs, only the LIF recurrences scanned over ``T``.
-
-Crossed with the orders, a call (``__call__``: the output) records nothing,
-and :meth:`SpikingNetwork.recording` (``(output, recorded)``) records every LIF
-layer's spikes (``trace``), the last membrane (``membrane``) or the activity
-sums (``activity``; the reductions are :mod:`spenser_jax.snn.activity_sums`).
-The layers and primitives every order shares are in :mod:`spenser_jax.snn.layers`.
+dropout masks; :func:`dropout_keep`) at different speeds: ``"stepwise"``
+(the time loop unrolled in Python; compile time grows with ``T``),
+``"scan"`` (the same step in a rolled ``lax.scan``: the smallest program,
+and on CPU the fastest; :data:`DEFAULT_MODES`) and ``"layerwise"`` (every
+stateless layer applied once to all ``T * B`` inputs, only the LIF
+recurrences scanned). Each order runs plain (``__call__``) or recording
+(:meth:`SpikingNetwork.recording`); the shared layers are
+:mod:`spenser_jax.snn.layers`.
 """
 
 from __future__ import annotations

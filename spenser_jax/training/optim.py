@@ -1,26 +1,17 @@
 """The genotype's learning unit as an optax optimizer with PyTorch's semantics.
 
 The original SPENSER code hands the learning unit to ``torch.optim``:
-
-* ``SGD(lr, momentum, decay, nesterov)`` -> ``torch.optim.SGD(lr, momentum,
-  nesterov, weight_decay=decay)`` (dampening 0);
-* ``Adam(lr, beta1, beta2, decay, amsgrad)`` -> ``torch.optim.Adam(lr,
-  betas=(beta1, beta2), weight_decay=decay, amsgrad=amsgrad)`` (eps 1e-8);
-* ``RMSProp(lr, rho, decay)`` -> ``torch.optim.RMSprop(lr, alpha=rho,
-  weight_decay=decay)`` (eps 1e-8 outside the square root, no momentum, not
-  centred).
-
-``decay`` is PyTorch's ``weight_decay``: L2 added to the gradient
-(``g += decay * p``) before anything else, on every parameter (trainable β and
-θ included).
+``SGD`` (dampening 0), ``Adam`` (eps 1e-8, ``amsgrad``) and ``RMSprop``
+(``alpha=rho``, eps 1e-8 outside the square root, no momentum, not
+centred). ``decay`` is PyTorch's ``weight_decay``: L2 added to the gradient
+(``g += decay * p``) before anything else, on every parameter (trainable β
+and θ included).
 
 Only the optimizer kind and its booleans shape the program
-(:class:`OptimizerKey`, from :func:`static_key`); the float genes (:func:`float_hparams`) may be traced
-arrays, so offspring that differ only in float genes share one compiled,
-vmappable update.
-
-Deliberate deviation: RMSProp's ρ is clamped to at most :data:`RHO_MAX`
-(see :func:`make_optimizer`).
+(:class:`OptimizerKey`, :func:`static_key`); the float genes
+(:func:`float_hparams`) may be traced, so offspring that differ only in
+float genes share one compiled, vmappable update. Deliberate deviation:
+RMSProp's ρ is clamped to at most :data:`RHO_MAX` (:func:`make_optimizer`).
 """
 
 from __future__ import annotations
