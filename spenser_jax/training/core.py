@@ -1,36 +1,28 @@
 """The one training core: a train state, a pure step, epoch and score, and the walk of a protocol's plan.
 
-Flax-examples style: :class:`TrainState` holds what changes, and the
-functions are pure. They take the run's :class:`~spenser_jax.training.
-protocol.Protocol` whole (frozen and hashable: bind it before ``jit``), so a
-rule of training is read from one place. One epoch is one ``lax.scan`` over
-batches, with the whole data set already on device and rate coding inside
-the step, so the host never loops over batches.
+Flax-examples style: :class:`TrainState` holds what changes, the functions
+are pure and take the run's :class:`~spenser_jax.training.protocol.Protocol`
+whole (frozen and hashable: bind it before ``jit``). One epoch is one
+``lax.scan`` over batches, the data set already on the device and rate
+coding inside the step, so the host never loops over batches.
 
 The rules that decide an individual's numbers exist once, whichever way it
-is compiled: the walk of the epoch plan with its early check and the halt
-after a non-finite step (:func:`spenser_jax.training.protocol.walk_plan`),
-the zeros of a failed individual (:func:`no_score`) and the metrics of an
-evaluation (:func:`evaluation_metrics`). :func:`train_and_score` runs them
-inside one program; :class:`~spenser_jax.training.evaluation.Trainer` walks
-the same plan from the host over the jitted epochs of
-:func:`make_train_epoch`; :mod:`spenser_jax.training.blocks` walks it from
-the host over programs per block of layers.
+is compiled: the walk of the plan (:func:`~spenser_jax.training.protocol.walk_plan`),
+the zeros of a failed individual (:func:`no_score`) and the metrics
+(:func:`evaluation_metrics`). :func:`train_and_score` runs them inside one
+program; :class:`~spenser_jax.training.evaluation.Trainer` from the host over
+the jitted epochs of :func:`make_train_epoch`; :mod:`spenser_jax.training.blocks`
+from the host over programs per block of layers.
 
-The compiled programs depend on the network's :class:`~spenser_jax.
-architecture.Signature` and the protocol only; the float genes (β/θ initial
-values, dropout rates, optimizer hyperparameters) are traced arguments.
-Builders are cached, so offspring that share a signature share one compiled
-program::
+Programs depend on the :class:`~spenser_jax.snn.architecture.Signature` and
+the protocol only; the float genes are traced arguments, and the builders
+are cached, so offspring that share a signature share one compiled program
+(and ``vmap`` over their states, floats and keys)::
 
     sig, hyper = architecture.split(phenotype)
-    protocol = Protocol(time_steps=10, batch_size=64, eval_batch_size=256)
     state = create_train_state(key_init, sig, hyper, (28, 28, 1))
     state, metrics = make_train_epoch(sig, protocol)(state, hyper, images, labels, key_epoch)
     accuracy = make_score(sig, protocol)(state.params, hyper, test_images, test_labels, key_eval)["accuracy"]
-
-The pure functions also ``vmap`` over the states, hyper and keys of
-offspring that share a signature.
 """
 
 from __future__ import annotations
