@@ -1,20 +1,15 @@
 """One search's individuals evaluated on a Ray cluster (``runtime.executor=ray``).
 
 The driver (the ``evolve`` process) keeps the evolutionary state, the
-checkpoint and the records, exactly as with the local executor; only the
-evaluations move. Every worker is a Ray actor holding an ordinary
-:class:`~spenser_jax.scheduler.Evaluator` on its own devices, with the run's
-data sets put once into Ray's object store and the same persistent compile
-cache. An individual is evaluated alone, with the training key of its place
-in the generation, and the local executor's grouping of offspring by
-signature changes no bit of any result (tested there), so the records,
-fitness and weights equal the local executor's: a run may resume on either.
-
-Faults: when a worker (or its node) dies mid-evaluation, a new worker takes
-its place (Ray places it wherever resources are), and the driver submits the
-lost individual again, to whichever worker is free; ``retries`` counts these
-per generation. A driver killed mid-generation resumes from its checkpoint
-as always.
+checkpoint and the records; only the evaluations move, to Ray actors each
+holding an ordinary :class:`~spenser_jax.scheduler.Evaluator` on its own
+devices, with the data put once into Ray's object store and the same
+persistent compile cache. An individual is evaluated alone, with the
+training key of its place in the generation, and the local executor's
+grouping changes no bit (tested there), so the results equal the local
+executor's and a run may resume on either. A worker (or node) that dies
+mid-evaluation is replaced and the lost individual submitted again
+(``retries`` counts these per generation).
 """
 
 from __future__ import annotations

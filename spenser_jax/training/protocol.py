@@ -1,21 +1,13 @@
 """The training protocol: how every individual of a run is trained and scored, and the one walk of its plan.
 
-One :class:`Protocol` is built once per run from the configuration
-(:func:`spenser_jax.evolve.setup`, through :func:`from_identity`) and passed
-whole to everything that trains or scores: the core's step, epoch and score
-and its fused program (:mod:`spenser_jax.training.core`), the host loop
-(:class:`~spenser_jax.training.evaluation.Trainer`), the programs per block
-(:mod:`spenser_jax.training.blocks`), the scheduler, retraining, inspection
-and export. A finished run rebuilds the same protocol from its ``run.json``
-(:meth:`spenser_jax.run.Run.protocol`).
-
-It is frozen and hashable, so it can be a static argument of ``jax.jit`` (or
-bound with ``functools.partial``) and a cache key.
-
-The rules of a budget live here once: :func:`epoch_plan` (whole and partial
-epochs, the step floor), :meth:`Protocol.stop_check` (the early check) and
-:func:`walk_plan`, which every way of training calls to walk the plan and to
-halt after a failure or a stop, whether inside one program or from the host.
+One :class:`Protocol` is built per run from its identity (:func:`from_identity`)
+and passed whole to everything that trains or scores (the core, the host
+loop, the programs per block, the scheduler, retrain, inspect and export); a
+finished run rebuilds it from ``run.json`` (:meth:`spenser_jax.run.Run.protocol`).
+Frozen and hashable, so it is a static argument of ``jax.jit`` and a cache key.
+The rules of a budget live here once: :func:`epoch_plan`,
+:meth:`Protocol.stop_check` and :func:`walk_plan`, which every way of
+training calls, inside one program or from the host.
 """
 
 from __future__ import annotations
