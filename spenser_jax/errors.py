@@ -62,7 +62,6 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-# --------------------------------------------------------------------------
 # Command-line argument types: a bad value is a usage error at once (argparse
 # prints it and exits 2), not a failure after minutes of work.
 

@@ -51,9 +51,6 @@ from spenser_jax.genome.units import (  # noqa: F401
     unit_text,
 )
 
-# --------------------------------------------------------------------------
-# Phenotype
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Phenotype:
@@ -173,10 +170,6 @@ def _parse_inputs(raw: str | None, index: int) -> tuple[int, ...] | None:
             f"layer {index}: input:{raw} must name distinct earlier layers (-1 is the network input)"
         )
     return sources
-
-
-# --------------------------------------------------------------------------
-# Shapes
 
 
 def conv_output(n: int, kernel: int, stride: int, padding: str) -> int:

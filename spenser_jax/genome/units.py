@@ -24,10 +24,6 @@ class InvalidPhenotype(SpenserError, ValueError):
     """The phenotype cannot be built as a network (bad tokens or shapes)."""
 
 
-# --------------------------------------------------------------------------
-# Layers
-
-
 def _fmt(value: Any) -> str:
     # repr() is the shortest string that round-trips a float exactly; str()
     # of a bool gives the original's ``True``/``False``.
@@ -273,10 +269,6 @@ def unit_from_text(head: str, tag: str, fields: dict[str, str]) -> Layer | Optim
     if cls is Pool:
         kwargs["kind"] = tag.split("-")[1]
     return cls(**kwargs)
-
-
-# --------------------------------------------------------------------------
-# Learning units as compiled programs see them
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

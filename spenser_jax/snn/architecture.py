@@ -176,10 +176,6 @@ def layer_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> list[tupl
     return walk_shapes(sig.layers, input_shape, sig.inputs)
 
 
-# --------------------------------------------------------------------------
-# Parameters
-
-
 def param_name(index: int, layer: SignatureLayer) -> str | None:
     """The network's parameter collection of layer ``index`` (None: it has none)."""
     if isinstance(layer, Conv):
@@ -236,10 +232,6 @@ def param_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> dict[str,
 def parameter_count(sig: Signature, input_shape: tuple[int, int, int]) -> int:
     """Trainable numbers of the network, as PyTorch counts them."""
     return count_parameters(sig.layers, input_shape, sig.inputs)
-
-
-# --------------------------------------------------------------------------
-# Size and cost
 
 
 def _with_inputs(sig: Signature, input_shape):

@@ -156,8 +156,6 @@ class SpikingNetwork(nn.Module):
             return run(spikes, hyper, dropout_key)
         return run(spikes, hyper, dropout_key, record, weights)
 
-    # Helpers shared by the orders ------------------------------------------
-
     def _lif(self, i: int, hyper) -> tuple[jax.Array, jax.Array, dict]:
         spec = self.signature.layers[i]
         j = sum(isinstance(x, LIFSlot) for x in self.signature.layers[:i])
@@ -217,8 +215,6 @@ class SpikingNetwork(nn.Module):
             if self.signature.inputs is not None:
                 outs.append(x)
         return tuple(mems), _recorded(record, x, lif_spikes, inputs, membrane)
-
-    # Execution orders ------------------------------------------------------
 
     def _stepwise(self, spikes, hyper, dropout_key, record=None, weights=None):
         mems = (None,) * len(self.signature.layers)

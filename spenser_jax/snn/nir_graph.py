@@ -123,10 +123,6 @@ def require_nir():
     return nir
 
 
-# --------------------------------------------------------------------------
-# What can be exported
-
-
 def _label(index: int, layer: Any) -> str:
     return f"layer {index} ({tag_of(layer)})"
 
@@ -188,10 +184,6 @@ def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[
             reasons.append(f"{_label(i, layer)}: {problem}")
         in_shape = out_shape
     return reasons
-
-
-# --------------------------------------------------------------------------
-# Nodes
 
 
 def chw(shape: tuple[int, ...]) -> tuple[int, ...]:

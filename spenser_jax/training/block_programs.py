@@ -35,10 +35,6 @@ def _jit(fn, options: Options):
     return jax.jit(fn, compiler_options=dict(options) or None)
 
 
-# --------------------------------------------------------------------------
-# Initialisation
-
-
 SMALLEST_BUCKET = 1 << 14
 """Below this, one padded size: a program fewer per size a small block has, at a few microseconds a step."""
 
@@ -140,10 +136,6 @@ def _host_init_params(key, sig: Signature, hyper: Hyper, input_shape, options: O
             params[architecture.param_name(i, spec)] = {"beta": betas[j], "threshold": thresholds[j]}
             j += 1
     return params
-
-
-# --------------------------------------------------------------------------
-# One layer at one time step
 
 
 def apply_step(spec, params, mem, x: jax.Array, dropout: tuple | None):
@@ -312,10 +304,6 @@ def _backward(block: Block, input_grad: bool, membranes: bool, options: Options)
         return g, (ct_xs[0] if ct_xs else None)
 
     return _jit(backward_block, options)
-
-
-# --------------------------------------------------------------------------
-# The network over time
 
 
 @functools.lru_cache(maxsize=64)

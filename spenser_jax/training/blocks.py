@@ -88,10 +88,6 @@ def supports(sig: Signature, init_scheme: str = "torch") -> bool:
     return sig.inputs is None and init_scheme == "torch"
 
 
-# --------------------------------------------------------------------------
-# Loss, optimizer, batches
-
-
 @functools.cache
 def _loss_grad(loss_name: str | None, membrane: bool, correct_rate: float, incorrect_rate: float, options: Options):
     """``(loss, d loss / d output spikes, d loss / d output membranes, output spikes heard)``."""
@@ -160,10 +156,6 @@ def _correct(options: Options):
 
 
 _add = jax.jit(jnp.add)  # the activity sums of a batch to the total's (a cached program per shape)
-
-
-# --------------------------------------------------------------------------
-# A whole evaluation
 
 
 _SETTLE_EVERY = 16

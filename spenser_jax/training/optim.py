@@ -80,7 +80,6 @@ def make_optimizer(
     return _BUILDERS[key.kind](dict(key.flags), hp, rho_max)
 
 
-# --------------------------------------------------------------------------
 # Builders, one per learning unit: (boolean genes, float genes, rho_max)
 
 
@@ -127,10 +126,6 @@ _BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     Adam.tag: _adam,
     RMSProp.tag: _rmsprop,
 }
-
-
-# --------------------------------------------------------------------------
-# AMSGrad as torch computes it
 
 
 def scale_by_torch_amsgrad(
