@@ -54,17 +54,12 @@ from spenser_jax.genome.units import (  # noqa: F401
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Phenotype:
-    """A network and how it learns.
+    """A network and how it learns: ``layers`` in order, a ``learning`` unit and a ``loss`` unit.
 
-    Attributes:
-      layers: the layers, in order.
-      learning: the learning unit (optimizer).
-      loss: the loss unit, or None: the configuration's loss (the paper's
-        ``mse_count_loss``), as with Grammar 2, which has no loss unit.
-      inputs: per layer, the layers it reads when not just the one before
-        it (``input:0,2`` in the text; indices into ``layers``, -1 the
-        network input); None for every layer that reads its predecessor,
-        and None altogether when no layer has other inputs.
+    ``loss`` None: the configuration's loss (the paper's ``mse_count_loss``), as
+    with Grammar 2. ``inputs``: per layer, the layers it reads when not just the
+    one before it (``input:0,2`` in the text; -1 the network input); None
+    altogether when no layer has other inputs.
     """
 
     layers: tuple[Layer, ...]

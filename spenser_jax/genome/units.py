@@ -273,15 +273,10 @@ def unit_from_text(head: str, tag: str, fields: dict[str, str]) -> Layer | Optim
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OptimizerKey:
-    """What fixes an optimizer's program: its kind and its boolean genes.
+    """What fixes an optimizer's program: its ``kind`` (tag) and boolean genes ``flags``, in key order.
 
-    Hashable and static. Two learning units with equal keys build the same
-    computation; their float genes are passed as (possibly traced) ``hparams``.
-
-    Attributes:
-      kind: the learning unit's tag (``"gradient-descent"``, ``"adam"``,
-        ``"rmsprop"``).
-      flags: its boolean genes, ``(name, value)`` in the unit's key order.
+    Two learning units with equal keys build the same computation; their float
+    genes are passed as (possibly traced) ``hparams``.
     """
 
     kind: str

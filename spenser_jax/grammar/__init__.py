@@ -61,17 +61,13 @@ Production = tuple[Symbol, ...]
 
 @dataclasses.dataclass(frozen=True)
 class Grammar:
-    """A parsed grammar.
+    """A parsed grammar: ``rules`` (nonterminal -> productions in file order, repeats kept).
 
-    Attributes:
-      rules: nonterminal name -> its productions, in file order (repeats kept).
-      lines: nonterminal name -> line number of its definition.
-      path: where it was read from (for messages).
-      min_height: nonterminal -> fewest derivation levels needed to finish;
-        used to steer sampling of recursive grammars towards termination.
-      options: ``%name value`` lines, by name, values checked and typed
-        (:data:`OPTIONS`).
-      production_lines: nonterminal name -> the line each production starts on.
+    ``lines`` and ``production_lines`` say where each rule and production
+    starts (for messages); ``min_height`` is the fewest derivation levels each
+    nonterminal needs to finish, to steer sampling of recursive grammars towards
+    termination; ``options`` are the ``%name value`` lines, checked and typed
+    (:data:`OPTIONS`).
     """
 
     rules: dict[str, tuple[Production, ...]]

@@ -66,16 +66,11 @@ SignatureLayer = Conv | Pool | Dense | DropoutSlot | LIFSlot
 class Signature:
     """Everything of a phenotype but its float genes; hashable, static.
 
-    Attributes:
-      layers: the network's layers, ``no-op`` removed; conv, pool and dense
-        layers as in the phenotype (they have no float genes), dropout and LIF
-        as slots.
-      optimizer: the learning unit's kind and boolean genes.
-      inputs: per layer, the layers it reads when not just the one before
-        it (indices into ``layers``, -1 the network input); None when no
-        layer has skip connections (Grammar 2).
-      loss: the loss unit's tag when the phenotype has one (its float genes
-        are traced), None for the configuration's loss.
+    ``layers``: ``no-op`` removed, dropout and LIF as slots; ``optimizer``: the
+    learning unit's kind and boolean genes; ``inputs``: per layer, the layers
+    it reads when not just the one before it (-1 the network input; None
+    without skip connections); ``loss``: the loss unit's tag, None for the
+    configuration's loss.
     """
 
     layers: tuple[SignatureLayer, ...]

@@ -69,16 +69,11 @@ def default_mode(backend: str | None = None) -> str:
 
 
 class SpikingNetwork(nn.Module):
-    """A phenotype's network: input spikes ``[T, B, H, W, C]`` -> ``[T, B, K]``.
+    """A phenotype's network (its static ``signature``): input spikes ``[T, B, H, W, C]`` -> ``[T, B, K]``.
 
-    Attributes:
-      signature: the static architecture
-        (:func:`spenser_jax.snn.architecture.signature`).
-      mode: ``"stepwise"``, ``"scan"`` or ``"layerwise"`` (see the module
-        docstring); ``None`` picks :func:`default_mode`. All give the same
-        result.
-      init_scheme: ``"torch"`` (U(±1/sqrt(fan_in)) weights and biases, as
-        PyTorch's defaults) or ``"lecun"`` (LeCun normal weights, zero bias).
+    ``mode`` None picks :func:`default_mode`; every mode gives the same result.
+    ``init_scheme``: ``"torch"`` (U(±1/sqrt(fan_in)) weights and biases,
+    PyTorch's defaults) or ``"lecun"`` (LeCun normal weights, zero bias).
     """
 
     signature: Signature
