@@ -135,27 +135,14 @@ def load_grammar(path):
 
 
 def sample(rng, space, config=None):
-    """A valid random individual, drawn as generation 0 is.
-
-    Args:
-      rng: a ``numpy.random.Generator`` (the only source of randomness).
-      space: a :class:`SearchSpace`.
-      config: a :class:`MutationConfig` (default: the paper's, our switches on).
-
-    Returns:
-      A :class:`Genotype`; ``space.phenotype(genotype)`` decodes it.
-    """
+    """A valid random individual, drawn as generation 0 is."""
     from spenser_jax.genome import mutation
 
     return mutation.sample(rng, space, config or mutation.MutationConfig())
 
 
 def mutate(rng, parent, space, config=None):
-    """A valid offspring of ``parent`` and the mutation events applied, as the search makes it.
-
-    Returns:
-      ``(child genotype, [mutation.Event, ...])``.
-    """
+    """A valid offspring of ``parent`` and the mutation events applied, as the search makes it."""
     from spenser_jax.genome import mutation
 
     return mutation.offspring(rng, parent, space, config or mutation.MutationConfig())
@@ -164,16 +151,9 @@ def mutate(rng, parent, space, config=None):
 def init_network(key, phenotype, input_shape):
     """The Flax module of a phenotype, its initial parameters and float genes.
 
-    Args:
-      key: a JAX PRNG key for the weights (PyTorch's default initialisation).
-      phenotype: a :class:`Phenotype` (``space.phenotype(genotype)`` or
-        ``parse_phenotype(text)``).
-      input_shape: ``(H, W, C)`` of one image.
-
-    Returns:
-      ``(model, params, hyper)``: apply with ``model.apply({"params": params},
-      spikes, hyper)`` on input spikes ``[T, B, H, W, C]`` to get the output
-      spikes ``[T, B, classes]``.
+    Returns ``(model, params, hyper)``: ``model.apply({"params": params},
+    spikes, hyper)`` maps input spikes ``[T, B, H, W, C]`` to output spikes
+    ``[T, B, classes]``; weights start as PyTorch's default initialisation.
     """
     from spenser_jax.snn import architecture, network
 
@@ -184,18 +164,9 @@ def init_network(key, phenotype, input_shape):
 def train(phenotype, images, labels, *, time_steps, key, epochs=1, batch_size=64, params=None):
     """Train a phenotype's network with its own learning unit, as the search does.
 
-    Args:
-      phenotype: a :class:`Phenotype`.
-      images: ``uint8 [N, H, W, C]`` (rate-coded on the device, p = x / 255).
-      labels: ``int [N]``.
-      time_steps: rate-coding steps ``T``.
-      key: a JAX PRNG key (initialisation, shuffles, spikes, dropout).
-      epochs, batch_size: as the paper (1 and 64 during the search).
-      params: start from these parameters instead of fresh ones.
-
-    Returns:
-      ``(params, info)``; ``info`` has ``losses`` (one per epoch), ``steps``,
-      ``nonfinite``, ``compile_seconds`` and ``train_seconds``.
+    ``images`` are ``uint8 [N, H, W, C]`` (rate-coded on the device). Returns
+    ``(params, info)``; ``info`` has ``losses`` (one per epoch), ``steps``,
+    ``nonfinite``, ``compile_seconds`` and ``train_seconds``.
     """
     import jax
 

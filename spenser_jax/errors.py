@@ -1,16 +1,11 @@
 """The one base of spenser_jax's errors, and the command lines' one way to report them.
 
-Every error spenser_jax raises for a user to act on (a bad configuration,
-grammar, data set, run directory, individual, ...) is a :class:`SpenserError`;
-each keeps the builtin base it had (``ValueError``, ``RuntimeError``) so
-existing ``except`` clauses still catch it. ``except SpenserError`` catches
-them all, and a bug (anything else) still ends in a traceback.
-
-The command lines (evolve, retrain, inspect, export, report, grammar) report
-them the same way: one line ``error: ...`` on stderr and exit status 1
-(:func:`command`, :func:`fail`).
-
-This module imports nothing from spenser_jax, so every module can import it.
+Every error raised for a user to act on (a bad configuration, grammar, data
+set, run directory, individual, ...) is a :class:`SpenserError` that keeps
+its builtin base (``ValueError``, ``RuntimeError``), so existing ``except``
+clauses still catch it, while a bug still ends in a traceback. Every
+command reports them alike: one ``error: ...`` line on stderr, exit status 1
+(:func:`command`, :func:`fail`). Imports nothing from spenser_jax.
 """
 
 from __future__ import annotations
@@ -67,7 +62,6 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-# --------------------------------------------------------------------------
 # Command-line argument types: a bad value is a usage error at once (argparse
 # prints it and exits 2), not a failure after minutes of work.
 

@@ -1,45 +1,13 @@
 """The export command: one individual of a run as a NIR graph (the Neuromorphic Intermediate Representation).
 
-The conversion, and why the graph's spikes are exactly ours, is
-:mod:`spenser_jax.snn.nir_graph` (:func:`to_nir`, :func:`exportable`); its
-names are offered here too.
-
-Command line
-------------
 ``python -m spenser_jax.export RUN_DIR --out net.nir [--individual best|G:I]
-[--retrained | --search-weights] [--dt DT] [--data-dir DIR]``
-
-Writes one individual of a run as a NIR graph (HDF5, ``nir.write``), with
-the metadata :func:`to_nir` sets (``dt``, ``time_steps``, ``input_coding``,
-``input_shape``, ...), and prints what it wrote.
-
-* ``--individual best`` (default): the run's best individual. Its weights, as
-  ``inspect`` takes them: the retrained weights when ``retrain`` left
-  readable ones for it (``retrained.msgpack``); otherwise the weights it was
-  scored with in the search. The output says which.
-  ``--search-weights`` takes the search's weights even after a retrain;
-  ``--retrained`` insists on the retrained ones (an error when there are none,
-  or when they belong to an earlier best because the search went on after
-  the retrain; without either flag that case falls back to the search's
-  weights, with a note).
-* ``--individual G:I``: individual I of generation G (both counted from 0,
-  as in ``generations.jsonl``; the log's "generation 2 done" is G = 2), as in
-  ``python -m spenser_jax.inspect``: the weights the search kept when it is
-  the best of its generation's checkpoint, otherwise trained again from its
-  own key, exactly as the search trained it (not possible when the run
-  inherits weights). Always the search's weights (``--retrained`` is for the
-  best only).
-* ``--dt``: the time step the LIF parameters are written for (default
-  :data:`DT`, what snntorch's importer assumes; see :mod:`spenser_jax.snn.nir_graph`).
-* ``--data-dir``: where the run's data set is, when it moved (the data
-  gives the input shape, unless ``run.json`` records ``input_shape``, and
-  trains a ``G:I`` again).
-
-Errors (the network does not export: every offending layer is named with
-its reason; not a run directory; no completed generation yet; a bad
-``--individual``; the ``nir`` package missing) print one ``error: ...`` line
-and exit with status 1. The grammar ``grammars/csnn_nir.grammar`` (Grammar 2
-restricted to what exports) searches only networks that export.
+[--retrained | --search-weights] [--dt DT] [--data-dir DIR]``; docs/export.md
+says what it writes. The conversion, and why the graph's spikes are exactly
+ours, is :mod:`spenser_jax.snn.nir_graph` (its names are offered here too).
+The weights are chosen as ``inspect`` chooses them
+(:meth:`spenser_jax.run.runs.Run.choose`): the best's retrained ones when
+they are readable and belong to it, else the search's, with a note. Errors
+print one ``error: ...`` line and exit with status 1.
 """
 
 from __future__ import annotations
@@ -92,21 +60,10 @@ def export_run(
 ) -> dict:
     """Export one individual of a run to ``out`` (what the command line does).
 
-    Args:
-      run_dir: the run directory.
-      out: the ``.nir`` file to write.
-      individual: ``"best"`` or ``"G:I"``.
-      weights: ``"auto"`` (retrained weights of the best when ``retrain``
-        left readable ones for it, else the search's), ``"retrained"`` or
-        ``"search"`` (see :meth:`spenser_jax.run.runs.Run.choose`).
-      dt: the graph's time step.
-      data_dir: overrides the run's ``dataset.data_dir``.
-      log: where progress lines go.
-
-    Returns:
-      ``{"path", "nodes" (names, input to output), "bytes", "phenotype",
-      "weights" ("retrained" or "search"), "weights_text" (said to the
-      user), "input_shape" (C, H, W), "time_steps", "dt"}``.
+    ``individual`` and ``weights`` as :meth:`spenser_jax.run.runs.Run.choose`.
+    Returns ``{"path", "nodes" (input to output), "bytes", "phenotype",
+    "weights" ("retrained" or "search"), "weights_text", "input_shape" (C, H,
+    W), "time_steps", "dt"}``.
 
     Raises:
       IndividualError: no best individual yet, a bad ``individual``, no

@@ -1,30 +1,15 @@
 """``python -m spenser_jax.inspect RUN_DIR [--individual best|G:I] [--retrained | --search-weights] [--samples N] [--json [PATH]] [--raster PATH.png]``.
 
-What one individual of a run does, layer by layer: type, output shape,
-neurons, spikes per sample, firing rate and SynOps per sample, then the
-totals under the names ``generations.jsonl`` uses (``spikes_per_sample``,
-``synops_per_sample``, ``energy_pj_per_sample``, ``parameters``) and whether
-it exports to NIR exactly. Measured on the first ``--samples`` samples of
-the run's Fitness split, rate-coded with the run's Fitness key, so for the
-whole split (the default) the figures are the ones the search recorded.
-
-``--individual best`` (default) is the run's best with the weights
-``export`` takes too: those ``retrain`` left when they are readable and
-belong to it (``--retrained`` insists on them), otherwise the ones it was
-scored with in the search (``--search-weights`` asks for these); the first
-line says which. ``G:I`` is individual I of generation G, both counted from
-0 as in ``generations.jsonl`` (the log's "generation 2 done" is G = 2): unless
-it is the best its generation's checkpoint kept, its weights are gone, so it
-is trained again from its own key, exactly as the search trained it (not
-possible when the run inherits weights: an offspring's start depends on its
-parent's training, whose weights are gone). Works on a finished or a running
-run.
-
-``--json`` alone prints the result as JSON on stdout instead of the table;
-``--json PATH`` writes it to PATH as well as printing the table.
-
-``--raster PATH.png`` draws every LIF layer's spikes for one input sample
-(neurons against time steps).
+What one individual of a run does, layer by layer (docs/running.md), and
+whether it exports to NIR exactly. Measured on the first ``--samples``
+samples of the run's Fitness split, rate-coded with the run's Fitness key,
+so for the whole split (the default) the figures are the ones the search
+recorded. Weights are chosen as ``export`` chooses them
+(:meth:`spenser_jax.run.runs.Run.choose`). A ``G:I`` that is not the best
+its generation's checkpoint kept has lost its weights, so it is trained
+again from its own key, exactly as the search trained it (not possible when
+the run inherits weights: its start depends on its parent's training, whose
+weights are gone). Works on a finished or a running run.
 """  # noqa: E501 (the usage line is the --help description)
 
 from __future__ import annotations

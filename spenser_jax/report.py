@@ -1,25 +1,14 @@
 """Plots and tables over finished (or running) evolutionary runs.
 
-``python -m spenser_jax.report RUN_DIR [RUN_DIR ...] [--out DIR]`` writes, per
-data set found among the runs:
-
-* ``fitness_<dataset>.png``: best and mean fitness per generation, averaged
-  over runs, with a ±1 standard deviation band (the paper's Figures 2–3 a, b);
-* ``best_fitness_<dataset>.png``: the distribution of the runs' best fitness
-  (Figures 2–3 c);
-* ``energy_<dataset>.png``: accuracy against SynOps per sample of every
-  evaluated individual, each run's Pareto front drawn, and the spikes and
-  SynOps of each run's best individual per generation;
-* ``front_<dataset>.png`` (population searches, ``evolution.strategy=nsga2``):
-  the non-dominated set of everything each run scored, at four generations,
-  and its hypervolume per generation;
-* ``report.md``: the best individuals' characteristics in percent (Table 3):
-  layer types (share of all conv / pool / dropout / fc layers, the output fc
-  included), reset mechanism and surrogate (share of LIF layers), optimizer
-  (share of individuals); plus each run's best fitness and test accuracy when
-  ``test.json`` exists, and its best network's SynOps, energy, the same
-  network's energy as a non-spiking ANN, and how many times less the spiking
-  one needs; and whether each best network exports to NIR exactly.
+``python -m spenser_jax.report RUN_DIR [RUN_DIR ...] [--out DIR]`` writes,
+per data set found among the runs, the paper's fitness figures (Figures 2–3:
+``fitness_<dataset>.png``, ``best_fitness_<dataset>.png``), accuracy against
+SynOps with each run's Pareto front (``energy_<dataset>.png``), the front and
+its hypervolume per generation of a population search
+(``front_<dataset>.png``), and ``report.md``: the best individuals'
+characteristics in percent (Table 3), each run's best fitness, test
+accuracy, energy against the same network as an ANN, and whether it exports
+to NIR exactly.
 """
 
 from __future__ import annotations

@@ -3,22 +3,15 @@
 ``python -m spenser_jax.retrain RUN_DIR [--epochs 50] [--from-scratch] [--curve] [--minutes M] [--json [PATH]]``
 ``python -m spenser_jax.retrain RUN_DIR --front [--epochs 50] [--json [PATH]]``
 
-As the paper: the run's best individual (the checkpoint's parent) trains
-``--epochs`` more epochs on the whole train split (EvoTrain + Fitness, or the
-run's stratified subset of it), then its accuracy on the official test split
-is written to ``RUN_DIR/test.json`` and printed. By default training continues
-from the weights it had after its evaluation during the search (with a fresh
-optimizer state: the search keeps no optimizer state); ``--from-scratch``
-starts from new weights. ``--curve`` also tests after every epoch (the
-learning curve, in ``test.json``); ``--minutes`` ends training after the last
-epoch that fits in that many minutes (at most ``--epochs``; the epochs run are
-the first of a longer retraining, so ``--epochs N`` repeats them exactly).
-
-``--front`` (a population search, ``evolution.strategy=nsga2``): every member
-of the final population's first front trains ``--epochs`` from scratch with
-the same key, and its test accuracy, SynOps and energy per sample on the
-official test split go to ``RUN_DIR/front_test.json``: the front on data no
-search saw.
+As the paper: the run's best trains ``--epochs`` more epochs on the whole
+train split (EvoTrain + Fitness, or the run's subset of it) and is tested
+on the official test split (``test.json``; docs/running.md). It continues
+from its search weights with a fresh optimizer state (the search keeps
+none). ``--minutes`` stops after the last epoch that fits; those epochs are
+the first of a longer retraining, so ``--epochs N`` repeats them exactly.
+``--front`` (a population search): every member of the final first front
+trains from scratch with the same key and is tested (``front_test.json``):
+the front on data no search saw.
 """
 
 from __future__ import annotations

@@ -1,101 +1,39 @@
 """Image classification data sets: loading, checking, and the paper's splits.
 
-Data sets: ``"mnist"``, ``"fmnist"`` (Fashion-MNIST), ``"cifar10"`` and
-``"cifar10_jpeg"``; with ``source="tfds"`` also any tensorflow-datasets image
-classification data set, by its TFDS name; with ``source="folder"`` any
-labelled image folder. Sources:
+docs/data.md lists the data sets, sources, layouts and checks. Here, the
+reasons behind them:
 
-* ``source="files"`` (default): the official files on disk, read with numpy
-  and the standard library alone.
+* ``source="idx"``, the old name of ``"files"``, stays an alias: the key
+  says *where* the data comes from (files on disk versus tensorflow-datasets),
+  the format follows from the data set, and existing configs and recorded
+  run identities keep working.
+* MNIST / Fashion-MNIST are checked by the MD5 of the *decompressed* IDX
+  files, so re-compressed copies still pass. CIFAR-10 is read from the
+  official *binary* version, the archive member by member with
+  :mod:`tarfile` or the extracted batches; nothing is unpickled.
+* The Toronto page publishes no per-file checksums for CIFAR-10's extracted
+  batches, so each ``.bin`` must match one of two independent sets pinned by
+  libraries that read the official archive: ankane/torchvision-ruby's
+  SHA-256s (its archive SHA-256 ``c4a38c50...bca1dd`` is the value
+  tensorflow-datasets pins) or Apache MXNet's SHA-1s. Either suffices, so
+  that a mistake in one set cannot reject the real files: neither could be
+  compared with the real files where this was written.
+* TFDS shuffles examples when it builds, so the same seed gives different
+  splits than the file source.
 
-  - MNIST / Fashion-MNIST: the IDX files
-    (``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``, or uncompressed).
-    The *decompressed* content is checked against the known MD5s
-    (re-compressed copies still pass).
-  - CIFAR-10: the official *binary* version, either extracted
-    (``cifar-10-batches-bin/``: ``data_batch_1.bin`` .. ``data_batch_5.bin``
-    and ``test_batch.bin``; each record is 1 label byte then 1,024 red,
-    1,024 green and 1,024 blue bytes, each plane a row-major 32x32 image) or
-    the archive ``cifar-10-binary.tar.gz`` itself, read member by member with
-    :mod:`tarfile`, nothing extracted to disk. ``batches.meta.txt`` (class
-    names) is not needed. Nothing is unpickled: the pickled "python version"
-    of CIFAR-10 is not read at all. Record sizes are always checked.
+Images stay ``uint8 [N, H, W, C]`` (encoded on the device later), labels
+``int32 [N]``. Nothing downstream may assume 28x28x1 or ten classes: the
+input shape is ``dataset.train_images.shape[1:]``, the number of classes
+``dataset.num_classes``. A :class:`Dataset`'s arrays are read-only views of
+a per-process cache, shared between calls.
 
-  ``data_dir`` may be the folder that holds the files, a parent holding the
-  data set's folder (``mnist/``, ``fashion_mnist/``, ``cifar-10-batches-bin/``
-  or ``cifar10/``), or, for CIFAR-10, the archive file; without ``data_dir``
-  the ``SPENSER_DATA_DIR`` environment variable, then ``../shared/data``
-  beside the checkout (see :func:`default_data_dir`).
-
-  ``source="idx"``, the old name of this source, is accepted as an alias for
-  every data set. One key rather than one per file format: the key says
-  *where* the data comes from (files on disk versus tensorflow-datasets),
-  which is the choice a config makes, while the format follows from the data
-  set. "idx" stays so that existing configs and recorded run identities
-  keep working; for CIFAR-10 it reads the binary batches all the same.
-* ``source="folder"``: any labelled image folder, ``DIR/train/<class>/*``
-  and optionally ``DIR/test/<class>/*`` (:mod:`~spenser_jax.data.folder`;
-  config ``dataset=folder dataset.path=DIR``). ``"cifar10_jpeg"``, the JPEG
-  copy of CIFAR-10 on these machines, is such a folder found by the same
-  search as the files above (``cifar10_jpeg/``) and checked against the
-  SHA-256 listing of its files; it is "CIFAR-10 (JPEG copy)", never the
-  official CIFAR-10.
-* ``source="tfds"``: tensorflow-datasets (the optional extra
-  ``spenser_jax[tfds]``), for a fresh machine with internet. With TensorFlow
-  installed it downloads and builds as usual; without it, it can only read a
-  copy that is already built. TFDS's ``train`` and ``test`` splits become
-  ours; the number of classes comes from the builder's info
-  (``info.features["label"].num_classes``). TFDS shuffles examples when it
-  builds, so the same seed gives different splits than the file source.
-
-Checksums (``verify=True``, config key ``dataset.verify``; ``verify=False``
-skips them, for one's own files in the same format):
-
-* MNIST / Fashion-MNIST: MD5 of each decompressed IDX file
-  (``shared/data/README.md``).
-* CIFAR-10 archive: the MD5 that the data set's page
-  (https://www.cs.toronto.edu/~kriz/cifar.html) publishes for
-  ``cifar-10-binary.tar.gz``, ``c32a1d4ab5d03f1284b67883e8d87530``. The
-  members are then not checked one by one (the archive's MD5 covers them).
-* CIFAR-10 extracted folder: the Toronto page publishes no per-file
-  checksums, so each ``.bin`` file must match one of two independent sets
-  pinned by libraries that read the official archive: the SHA-256s of
-  ankane/torchvision-ruby (``lib/torchvision/datasets/cifar10.rb``, which
-  checks the archive by its SHA-256
-  ``c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd``, the
-  value tensorflow-datasets pins for the Toronto URL) or the SHA-1s of Apache
-  MXNet (``python/mxnet/gluon/data/vision/datasets.py``). Either suffices, so
-  that a mistake in one set cannot reject the real files: neither set could
-  be compared with the real files where this was written (no copy of
-  CIFAR-10 there). ``batches.meta.txt`` is never checked.
-* ``source="tfds"``: tfds checks its own downloads; ``verify`` is ignored.
-
-Splits (:func:`split`), as in the paper: EvoTrain / Fitness are a stratified
-70/30 partition of the official train split drawn from the run's seed; Test is
-the official test split; ``train`` keeps every train sample in use (for the
-50 epochs of retraining after evolution).
-
-Images stay ``uint8`` ``[N, H, W, C]``, channels last (they are encoded on
-device later): ``[N, 28, 28, 1]`` for MNIST and Fashion-MNIST,
-``[N, 32, 32, 3]`` for CIFAR-10, whatever TFDS gives otherwise (grey images
-keep ``C = 1``). Labels are ``int32`` ``[N]``. Nothing downstream may assume
-28x28x1 or ten classes: the input shape is ``dataset.train_images.shape[1:]``
-and the number of classes ``dataset.num_classes``. The arrays of a
-:class:`Dataset` are read-only and shared between calls: for the IDX files
-they are views of a per-process cache of the decompressed files, for CIFAR-10
-a per-process cache of the decoded arrays.
-
-This package's ``__init__`` holds the public API (:func:`load` and the names
-it re-exports); one module per job holds the rest, so that each reads top to
-bottom: :mod:`~spenser_jax.data.catalog` (the data sets known, their specs,
-:class:`Dataset` and the checks every source shares),
-:mod:`~spenser_jax.data.locate` (where the files are),
-:mod:`~spenser_jax.data.idx` (MNIST / Fashion-MNIST files),
-:mod:`~spenser_jax.data.cifar` (CIFAR-10 binary files),
-:mod:`~spenser_jax.data.folder` (image folders) and its decoded-array cache
-:mod:`~spenser_jax.data.cache`,
-:mod:`~spenser_jax.data.tfds` (tensorflow-datasets) and
-:mod:`~spenser_jax.data.splits` (the paper's splits).
+This ``__init__`` holds the public API (:func:`load` and the names it
+re-exports); one module per job holds the rest: :mod:`~spenser_jax.data.catalog`
+(the data sets, :class:`Dataset`, the shared checks),
+:mod:`~spenser_jax.data.locate`, :mod:`~spenser_jax.data.idx`,
+:mod:`~spenser_jax.data.cifar`, :mod:`~spenser_jax.data.folder` and its
+:mod:`~spenser_jax.data.cache`, :mod:`~spenser_jax.data.tfds` and
+:mod:`~spenser_jax.data.splits`.
 """
 
 from __future__ import annotations
@@ -154,34 +92,17 @@ def load(
     tfds_name: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Loads a whole data set (official train and test splits).
+    """Loads a whole data set (official train and test splits), images ``uint8 [N, H, W, C]``, read-only.
 
-    Args:
-        name: ``"mnist"``, ``"fmnist"`` (``"fashion_mnist"`` is accepted) or
-            ``"cifar10"``; with ``source="tfds"`` also any tensorflow-datasets
-            image classification name (e.g. ``"svhn_cropped"``).
-        data_dir: for ``source="files"``, the folder holding the files, a
-            parent holding ``mnist/`` / ``fashion_mnist/`` /
-            ``cifar-10-batches-bin/`` / ``cifar10/``, or (CIFAR-10) the
-            archive ``cifar-10-binary.tar.gz`` itself; None searches
-            ``$SPENSER_DATA_DIR``, else ``../shared/data`` beside the checkout
-            (and, for Fashion-MNIST, Debian's install location). For
-            ``source="tfds"``, tfds' ``data_dir`` (None: its default).
-        source: ``"files"`` (``"idx"`` is the same) or ``"tfds"``.
-        verify: check the official checksums (see the module docstring; once
-            per file per process). False reads one's own files in the same
-            format; their sizes and records are still checked. TFDS checks
-            its own downloads; ignored there.
-        tfds_name: for ``source="tfds"``, the TFDS builder to read (None:
-            the data set's own TFDS name, e.g. ``"fashion_mnist"`` for
-            ``"fmnist"``, else ``name`` itself).
-        cache_dir: for a data set kept as an image folder (``"cifar10_jpeg"``),
-            where its decoded arrays are cached (None: ``$SPENSER_CACHE_DIR``,
-            else ``~/.cache/spenser_jax``).
-
-    Returns:
-        The :class:`Dataset`, with read-only arrays; its images are
-        ``uint8 [N, H, W, C]``.
+    ``name``: ``"mnist"``, ``"fmnist"`` or ``"cifar10"``, or with
+    ``source="tfds"`` any tensorflow-datasets image classification name
+    (``tfds_name`` picks the builder). ``data_dir`` None searches
+    ``$SPENSER_DATA_DIR``, else ``../shared/data`` beside the checkout (and,
+    for Fashion-MNIST, Debian's install location); it may also be a parent
+    holding the data sets' folders or CIFAR-10's archive itself.
+    ``verify=False`` reads one's own files in the same format (sizes and
+    records still checked). ``cache_dir``: where an image folder's decoded
+    arrays are cached.
 
     Raises:
         DataError: the data is missing, unreadable, or fails its checksum.

@@ -1,24 +1,14 @@
 """A labelled image folder as a data set: ``DIR/train/<class>/*`` and, optionally, ``DIR/test/<class>/*``.
 
-The layout torchvision's and tensorflow-datasets' ``ImageFolder`` read. Class
-indices follow the sorted names of the class folders under ``train/`` (code
-point order, which is byte order for UTF-8), so a network's output ``k``
-means the same class in every tool. Files are PNG, JPEG, BMP or GIF (by
-extension and by content; a GIF gives its first frame); names starting with
-a dot (``.DS_Store``) are skipped. Grey images stay one channel unless any
-image is colour, when grey ones are repeated over three; alpha is dropped;
-palette images are grey where every colour of theirs is a grey, else colour. Every image must have the first one's size
-(train before test, files in sorted order) unless ``image_size`` is given:
-then each image of another size is resized with Pillow's bilinear filter
-(``Image.Resampling.BILINEAR``, which antialiases when it shrinks, as
-torchvision's ``Resize`` does by default).
-
-Without ``test/``, a test split is carved from ``train/``: ``test_fraction``
-of the images, stratified by class, drawn from :data:`TEST_SEED` (not the
-run's seed: every run on a folder then scores on the same test images).
-
-Decoded arrays are cached on disk (:mod:`spenser_jax.data.cache`) under a key
-of the folder's content, so only the first load decodes.
+The layout, formats and size rules are docs/data.md's. Class indices follow
+the sorted class folder names under ``train/`` (code point order, byte order
+for UTF-8), as torchvision's and tensorflow-datasets' ``ImageFolder`` read
+them, so a network's output ``k`` means the same class in every tool.
+Resizing uses Pillow's bilinear filter, which antialiases when it shrinks,
+as torchvision's ``Resize`` does. A test split carved from ``train/`` is
+drawn from :data:`TEST_SEED`, not the run's seed, so every run on a folder
+scores on the same test images. Decoded arrays are cached on disk
+(:mod:`spenser_jax.data.cache`), so only the first load decodes.
 """
 
 from __future__ import annotations
@@ -225,14 +215,6 @@ def load_folder(
     digest: str | None = None,
 ) -> Dataset:
     """Reads an image folder (see the module docstring), from the cache where it holds it.
-
-    Args:
-        root: the folder holding ``train/`` (and ``test/``).
-        name: the :class:`Dataset`'s name.
-        image_size: ``(H, W)`` every image is resized to; None: all must have one size.
-        test_fraction: without ``test/``, the share of ``train/`` carved off as the test split.
-        cache_dir: where decoded arrays are kept (None: :func:`spenser_jax.data.cache.cache_root`).
-        digest: the folder's expected :func:`listing_digest` (None: not checked).
 
     Raises:
         DataError: bad layout or file (see :func:`scan`), images of different

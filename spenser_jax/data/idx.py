@@ -105,15 +105,6 @@ def _verify(path: Path, key: tuple, name: str, stem: str) -> None:
 def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.ndarray:
     """Reads one IDX file of unsigned bytes (gzipped when its name ends in ``.gz``).
 
-    Args:
-        path: the file.
-        expect_magic: 2051 (images) or 2049 (labels); None accepts any
-            ``uint8`` IDX file.
-
-    Returns:
-        A read-only ``uint8`` array of the shape in the header, a view of a
-        per-process cache of the file's content.
-
     Raises:
         DataError: the file cannot be read, is not a ``uint8`` IDX file, has
             another magic number than expected, or its size disagrees with

@@ -29,10 +29,8 @@ def _sibling_data_dir() -> Path:
 def default_data_dir() -> Path | None:
     """The data directory to use when none is given (for ``source="files"``).
 
-    Returns:
-        ``$SPENSER_DATA_DIR`` when set (whether or not it exists, so that a
-        typo shows up in the error), else ``<repo>/../shared/data`` when it
-        exists, else None.
+    ``$SPENSER_DATA_DIR`` when set, whether or not it exists (so that a typo
+    shows up in the error), else ``<repo>/../shared/data`` when it exists, else None.
     """
     env = os.environ.get(DATA_DIR_ENV)
     if env:

@@ -66,16 +66,6 @@ def split_indices(
     Each class gets the floor or ceiling of its exact share, and Fitness gets
     ``round(n * fitness_fraction)`` samples in all.
 
-    Args:
-        labels: ``[N]`` integer labels of the official train split.
-        seed: the run's seed; the draws come from ``np.random.default_rng(seed)``.
-        subset: keep only this many train samples (quick runs, tests); None
-            keeps all.
-        fitness_fraction: share of the kept samples that go to Fitness.
-
-    Returns:
-        Sorted indices into ``labels``.
-
     Raises:
         ValueError: bad ``subset`` or ``fitness_fraction``, or a split that
             would leave EvoTrain or Fitness empty.
@@ -121,17 +111,6 @@ def split(
 
     See :func:`split_indices` for how EvoTrain and Fitness are drawn. Test is
     the official test split, whole.
-
-    Args:
-        dataset: from :func:`load`.
-        seed: the run's seed.
-        subset: keep only this many train samples (stratified); None keeps all.
-        fitness_fraction: share of the kept train samples used for Fitness.
-        fitness_subset: score on this many Fitness samples only (stratified,
-            :func:`stratified_subset`; ``search.fitness_subset``); None: all.
-
-    Returns:
-        :class:`Splits`; each part's samples are in their original order.
 
     Raises:
         ValueError: a size that the train split cannot give.

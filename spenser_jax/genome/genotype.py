@@ -42,21 +42,16 @@ class Expansion:
 class Derivation:
     """One layer of a module: a DSGE derivation of the module's nonterminal.
 
-    Attributes:
-      expansions: (nonterminal, expansions in derivation order) pairs, sorted
-        by nonterminal name so equal layers compare and hash equal.
-      link: layers of one module with the same link share their genotype,
-        reproducing the original's by-reference "reuse" when copies are not
-        independent (``MutationConfig.independent_copies=False``); None
-        otherwise.
-      uid: the layer's identity, unique within its genotype and kept by an
-        offspring for every layer it inherits from its parent (also when
-        the layer moves or its genes mutate); added and copied layers get
-        new ones. Weight inheritance matches layers by it, never by
-        position. None until :meth:`Genotype.with_uids` assigns one.
-      inputs: skip connections: the uids of the earlier layers this one
-        reads besides the one before it (-1: the network input), within
-        ``SearchSpace.levels_back``; None: the one before it alone.
+    ``expansions``: (nonterminal, expansions in derivation order) pairs, sorted
+    by nonterminal so equal layers compare and hash equal. ``link``: layers of
+    one module with the same link share their genotype, reproducing the
+    original's by-reference "reuse" (``MutationConfig.independent_copies=False``).
+    ``uid``: the layer's identity within its genotype, kept by an offspring for
+    every layer it inherits (also when it moves or mutates), new for added and
+    copied layers; weight inheritance matches layers by it, never by position
+    (None until :meth:`Genotype.with_uids`). ``inputs``: the uids of earlier
+    layers it reads besides the one before it (-1: the network input); None:
+    that one alone.
     """
 
     expansions: tuple[tuple[str, tuple[Expansion, ...]], ...]

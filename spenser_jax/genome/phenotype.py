@@ -1,30 +1,19 @@
 """Typed phenotypes: what a derivation of the grammar means as a network.
 
-A phenotype is the sequence of layers and the learning rule that a genotype
-decodes to. It has three equivalent forms:
-
-* the text form of the original SPENSER code, one ``key:value`` token after
-  the other (``layer:conv num-filters:64 ... learning:adam lr:0.001 ...``),
-  used in logs;
-* typed, frozen, hashable dataclasses, a :class:`Phenotype` of the units
-  in :mod:`spenser_jax.genome.units` (:class:`Conv`, :class:`Pool`, ...), used
-  to build networks;
-* a JSON object (``to_json``/``from_json``), used in run files.
-
-``parse(text)`` and ``Phenotype.text`` convert between the first two exactly:
-floats are written with ``repr`` so they round-trip bit for bit.
+A phenotype (layers and learning rule) has three equivalent forms: the
+original SPENSER code's text, ``key:value`` tokens (logs); frozen, hashable
+dataclasses, a :class:`Phenotype` of :mod:`spenser_jax.genome.units`
+(networks); JSON (run files). ``parse(text)`` and ``Phenotype.text``
+round-trip exactly: floats are written with ``repr``.
 
 Shape inference (:func:`infer_shapes`) decides whether a phenotype is a
-buildable network for a given input shape. Conventions:
-
-* ``padding:valid``: ``out = floor((n - k) / s) + 1`` (0 when ``k > n``).
-* ``padding:same``: ``out = ceil(n / s)``, padding split as XLA/TensorFlow do
-  (``total = max((out - 1) * s + k - n, 0)``, ``total // 2`` before, the rest
-  after). With stride 1 this is PyTorch's ``padding='same'``. The original code
-  silently forces stride 1 when padding is ``same`` (a PyTorch limitation);
-  we honour the stride the genotype asks for.
-* pooling: stride = kernel, no padding, floor.
-* the first dense layer flattens its input (H, W, C order).
+buildable network for an input shape: ``valid`` gives ``floor((n - k) / s)
++ 1`` (0 when ``k > n``); ``same`` gives ``ceil(n / s)``, padding split as
+XLA/TensorFlow do (``total // 2`` before, the rest after; PyTorch's
+``padding='same'`` at stride 1). The original code silently forces stride 1
+with ``same`` (a PyTorch limitation); we honour the genotype's stride.
+Pooling: stride = kernel, no padding, floor. The first dense layer flattens
+its input in H, W, C order.
 """
 
 from __future__ import annotations
@@ -62,23 +51,15 @@ from spenser_jax.genome.units import (  # noqa: F401
     unit_text,
 )
 
-# --------------------------------------------------------------------------
-# Phenotype
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Phenotype:
-    """A network and how it learns.
+    """A network and how it learns: ``layers`` in order, a ``learning`` unit and a ``loss`` unit.
 
-    Attributes:
-      layers: the layers, in order.
-      learning: the learning unit (optimizer).
-      loss: the loss unit, or None: the configuration's loss (the paper's
-        ``mse_count_loss``), as with Grammar 2, which has no loss unit.
-      inputs: per layer, the layers it reads when not just the one before
-        it (``input:0,2`` in the text; indices into ``layers``, -1 the
-        network input); None for every layer that reads its predecessor,
-        and None altogether when no layer has other inputs.
+    ``loss`` None: the configuration's loss (the paper's ``mse_count_loss``), as
+    with Grammar 2. ``inputs``: per layer, the layers it reads when not just the
+    one before it (``input:0,2`` in the text; -1 the network input); None
+    altogether when no layer has other inputs.
     """
 
     layers: tuple[Layer, ...]
@@ -186,10 +167,6 @@ def _parse_inputs(raw: str | None, index: int) -> tuple[int, ...] | None:
     return sources
 
 
-# --------------------------------------------------------------------------
-# Shapes
-
-
 def conv_output(n: int, kernel: int, stride: int, padding: str) -> int:
     if padding == "same":
         return -(-n // stride)
@@ -276,10 +253,6 @@ def infer_shapes(
     phenotype: Phenotype, input_shape: tuple[int, int, int], num_classes: int | None = None
 ) -> list[tuple[int, ...]]:
     """Output shape of every layer in ``phenotype.layers`` (per sample).
-
-    Args:
-      input_shape: (H, W, C) of one input image.
-      num_classes: when given, the last dense layer must have this many units.
 
     Raises:
       InvalidPhenotype: a spatial size reaches zero, a conv/pool after a dense

@@ -24,10 +24,6 @@ class InvalidPhenotype(SpenserError, ValueError):
     """The phenotype cannot be built as a network (bad tokens or shapes)."""
 
 
-# --------------------------------------------------------------------------
-# Layers
-
-
 def _fmt(value: Any) -> str:
     # repr() is the shortest string that round-trips a float exactly; str()
     # of a bool gives the original's ``True``/``False``.
@@ -275,21 +271,12 @@ def unit_from_text(head: str, tag: str, fields: dict[str, str]) -> Layer | Optim
     return cls(**kwargs)
 
 
-# --------------------------------------------------------------------------
-# Learning units as compiled programs see them
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class OptimizerKey:
-    """What fixes an optimizer's program: its kind and its boolean genes.
+    """What fixes an optimizer's program: its ``kind`` (tag) and boolean genes ``flags``, in key order.
 
-    Hashable and static. Two learning units with equal keys build the same
-    computation; their float genes are passed as (possibly traced) ``hparams``.
-
-    Attributes:
-      kind: the learning unit's tag (``"gradient-descent"``, ``"adam"``,
-        ``"rmsprop"``).
-      flags: its boolean genes, ``(name, value)`` in the unit's key order.
+    Two learning units with equal keys build the same computation; their float
+    genes are passed as (possibly traced) ``hparams``.
     """
 
     kind: str

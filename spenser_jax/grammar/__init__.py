@@ -1,31 +1,15 @@
 """BNF grammars with numeric genes: the search space of the DSGE level.
 
-Format (the SPENSER paper's Grammar 2 is ``grammars/csnn.grammar``)::
-
-    # a comment
-    <features> ::= <aux-convolution> | <aux-convolution> | <dropout>
-    <dropout>  ::= layer : dropout [rate, float, 1, 0, 0.5]
-
-* ``<nt> ::= alt | alt``; a line that does not start a rule continues the
-  previous one (a leading ``|`` adds alternatives).
-* Terminals are ``key:value`` text; spaces around the colon are allowed and
-  removed (``layer : conv`` is the terminal ``layer:conv``).
-* ``[name, int|float, count, min, max]`` is a numeric gene: ``count`` values
-  drawn uniformly from ``[min, max]``, written ``name:value`` in the phenotype.
-* Repeating an alternative weights it: choices are uniform over alternatives.
-* ``%name value`` sets an option of the search space that the grammar
-  wants by default; the configuration may override it. The options
-  (:data:`OPTIONS`): ``%levels-back N`` (an int >= 1: skip connections reach
-  N layers back), ``%add-connection P`` and ``%remove-connection P`` (per
-  layer probabilities in [0, 1] of adding / removing a skip connection).
-
-Parsing errors name the file and line (:class:`GrammarError`).
+The format is docs/search-space.md's (the SPENSER paper's Grammar 2 is
+``grammars/csnn.grammar``): ``<nt> ::= alt | alt``, rules continued over
+lines, ``key : value`` terminals (spaces around the colon removed), numeric
+genes ``[name, int|float, count, min, max]``, repeated alternatives weigh
+more, and ``%name value`` options (:data:`OPTIONS`) that the configuration
+may override. Parsing errors name the file and line (:class:`GrammarError`).
 
 This module is the parser alone and imports nothing else from spenser_jax
-(but :mod:`spenser_jax.errors`, which imports nothing);
-``python -m spenser_jax.grammar GRAMMAR --sample N --seed S`` (the sampler in
-``__main__.py``) prints N random individuals' phenotypes, or ``--mutate K`` a
-parent and K of its offspring.
+but :mod:`spenser_jax.errors`; ``python -m spenser_jax.grammar`` samples and
+mutates individuals (``__main__.py``).
 """
 
 from __future__ import annotations
@@ -77,17 +61,13 @@ Production = tuple[Symbol, ...]
 
 @dataclasses.dataclass(frozen=True)
 class Grammar:
-    """A parsed grammar.
+    """A parsed grammar: ``rules`` (nonterminal -> productions in file order, repeats kept).
 
-    Attributes:
-      rules: nonterminal name -> its productions, in file order (repeats kept).
-      lines: nonterminal name -> line number of its definition.
-      path: where it was read from (for messages).
-      min_height: nonterminal -> fewest derivation levels needed to finish;
-        used to steer sampling of recursive grammars towards termination.
-      options: ``%name value`` lines, by name, values checked and typed
-        (:data:`OPTIONS`).
-      production_lines: nonterminal name -> the line each production starts on.
+    ``lines`` and ``production_lines`` say where each rule and production
+    starts (for messages); ``min_height`` is the fewest derivation levels each
+    nonterminal needs to finish, to steer sampling of recursive grammars towards
+    termination; ``options`` are the ``%name value`` lines, checked and typed
+    (:data:`OPTIONS`).
     """
 
     rules: dict[str, tuple[Production, ...]]

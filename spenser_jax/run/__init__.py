@@ -1,15 +1,10 @@
 """A run: its configuration checked once, its directory's files, its checkpoint, and reading it back.
 
-* :mod:`.config`: the typed configuration, :func:`~.config.setup` (what a
-  search needs) and :func:`~.config.build` (splits, space and protocol from
-  an identity); :mod:`.runtime`: ``runtime.*`` resolved;
-* :mod:`.files`: atomic writes, the lock, ``generations.jsonl`` and the
-  records, the run directory's rules;
-* :mod:`.checkpoint`: the evolutionary checkpoint and weight files;
-* :mod:`.runs`: :func:`load_run` and :class:`Run`, for the commands after the search.
-
-The package offers the public names of the former ``spenser_jax.checkpoint`` (its old name, until
-the next release), each from its module.
+:mod:`.config` (typed configuration, ``setup`` and ``build``), :mod:`.runtime`,
+:mod:`.files` (atomic writes, the lock, the records), :mod:`.checkpoint` and
+:mod:`.runs` (:class:`Run`, for the commands after the search). The package
+offers the public names of the former ``spenser_jax.checkpoint`` until the
+next release.
 """
 
 from __future__ import annotations

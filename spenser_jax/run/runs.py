@@ -35,20 +35,14 @@ from spenser_jax.run.files import (
 class Run:
     """A run directory as the commands after the search see it.
 
-    Attributes:
-      dir: the run directory.
-      identity: ``run.json``, the settings that determine results.
-      config: the resolved configuration (``.hydra/config.yaml``; empty when
-        absent), for what the identity does not hold (data and grammar paths).
-      records: ``generations.jsonl``, one dict per completed generation.
-      best: ``best.json`` (None before the first generation completes).
-      test: ``test.json`` written by retrain (None before).
-      state: the checkpoint's evolutionary state (None before the first
-        generation), with the best individual's trained weights.
-      retrained: the best individual's weights after ``retrain`` (None
-        before), with the phenotype text they belong to; read on first use
-        (a corrupt file raises :class:`CheckpointError` there, and blocks
-        nothing that does not need it).
+    ``identity`` is ``run.json`` (the settings that determine results);
+    ``config`` the resolved ``.hydra/config.yaml`` (empty when absent), for
+    what the identity does not hold (data and grammar paths); ``records`` the
+    lines of ``generations.jsonl``; ``best``, ``test`` and ``state`` (the
+    checkpoint, with the best's trained weights) are None before they are
+    written. ``retrained`` (the best's weights after ``retrain``, with the
+    phenotype text they belong to) is read on first use: a corrupt file raises
+    :class:`CheckpointError` there and blocks nothing that does not need it.
     """
 
     dir: Path
@@ -70,11 +64,9 @@ class Run:
     def protocol(self, **overrides):
         """How the search trained and scored its individuals (a :class:`spenser_jax.training.protocol.Protocol`).
 
-        Rebuilt from the identity and the config's energy constants
-        (:func:`spenser_jax.run.config.protocol_of`, which the search's setup
-        used too). ``overrides`` replace fields (``epochs``,
-        ``batch_size``, ...), e.g. for retraining. ``time_steps`` is the
-        search's (``search.time_steps`` where set); the data set's is
+        Rebuilt by :func:`spenser_jax.run.config.protocol_of`, as the search's
+        setup built it; ``overrides`` replace fields (``epochs``, ...), e.g. for
+        retraining. ``time_steps`` is the search's; the data set's is
         ``identity["time_steps"]``.
         """
         return protocol_of(self.identity, self.config, **overrides)
@@ -118,9 +110,8 @@ class Run:
     def individual(self, which: str, retrained: bool = False):
         """One individual of the run: ``which`` is ``"best"`` or ``"G:I"``.
 
-        Returns:
-          ``(phenotype, weights or None to train again, (generation, index)
-          or None)``; ``retrained`` asks for the best's weights after retrain.
+        Returns ``(phenotype, weights or None to train again, (generation, index)
+        or None)``; ``retrained`` asks for the best's weights after retrain.
 
         Raises:
           IndividualError: no such individual, or no weights to give for it.
@@ -183,14 +174,11 @@ class Run:
     def choose(self, which: str = "best", weights: str = "auto") -> Chosen:
         """One individual and the weights a command uses for it (inspect and export alike).
 
-        Args:
-          which: ``"best"`` or ``"G:I"`` (both counted from 0, as in
-            ``generations.jsonl``).
-          weights: ``"auto"``: the best's retrained weights when
-            ``retrained.msgpack`` exists, is readable and belongs to the
-            current best, else the search's (the reason goes into
-            ``notes``); ``"retrained"``: the retrained ones or an error;
-            ``"search"``: the weights the search scored.
+        ``which``: ``"best"`` or ``"G:I"`` (counted from 0, as in
+        ``generations.jsonl``). ``weights``: ``"auto"``, the best's retrained
+        weights when ``retrained.msgpack`` exists, is readable and belongs to the
+        current best, else the search's (the reason goes into ``notes``);
+        ``"retrained"``, those or an error; ``"search"``, the weights the search scored.
 
         Raises:
           IndividualError: no such individual, no weights to give for it,
@@ -243,13 +231,9 @@ WEIGHTS = ("auto", "retrained", "search")
 class Chosen:
     """An individual of a run and the weights chosen for it (:meth:`Run.choose`).
 
-    Attributes:
-      phenotype: the individual's phenotype.
-      params: its weights; None: train it again from ``again``.
-      again: ``(generation, index)`` to train it again from its key, or None.
-      source: ``"retrained"``, ``"search"`` or ``"again"``.
-      text: which weights, as said to the user.
-      notes: why ``"auto"`` did not take retrained weights that retrain left.
+    ``params`` None: train it again from ``again``, ``(generation, index)``.
+    ``source`` is ``"retrained"``, ``"search"`` or ``"again"``; ``text`` says
+    which to the user; ``notes`` why ``"auto"`` did not take retrained weights.
     """
 
     phenotype: Any

@@ -4,83 +4,48 @@
 :class:`~spenser_jax.training.evaluation.Evaluation` records, each exactly what
 :func:`spenser_jax.training.evaluation.evaluate_one` gives for that individual.
 
-How (``batching``)
-------------------
+``batching="none"``: one individual after the other, as the original code
+does; the reference and the fallback. ``"map"`` (the default): the same
+numbers with less waiting. One fused program per individual
+(:func:`spenser_jax.training.core.train_and_score`), shared by offspring of
+one :class:`~spenser_jax.snn.architecture.Signature` (keys and float genes
+are arguments, so a float gene never recompiles), cached across generations
+(an LRU of :data:`PROGRAM_CACHE`) and runs (the persistent XLA cache),
+compiled ahead in ``compile_threads`` threads while the device trains the
+previous group. Groups are placed on devices longest first; a group spans
+several devices as one ``shard_map`` program over a sharded offspring axis.
+Every member still runs the single-individual computation, so its result is
+bit for bit what ``"none"`` gives (tested on CPU, one and four devices).
 
-``"none"``: one individual after the other, as the original code does
-(:func:`~spenser_jax.training.evaluation.evaluate_one`). Kept as the reference and as the
-fallback.
+``"vmap"`` runs ``vmap_group`` members per device (default: as many as half
+the free memory holds, by :func:`~spenser_jax.snn.architecture.training_bytes`).
+Faster where one small network does not fill an accelerator, but **not**
+bit-identical: a vmapped convolution over per-member kernels is a grouped
+convolution with another summation order, and thresholds amplify last-bit
+differences, so a member's fitness depends on its siblings; hence opt-in,
+and part of a run's identity.
 
-``"map"`` (the default): the same numbers, with less waiting.
+A group whose program fails to compile or run is evaluated again one member
+at a time, so the member at fault fails alone and the rest are scored.
 
-* One program per individual: initialisation, all epochs and the scoring
-  fused (:func:`spenser_jax.training.core.train_and_score`), one dispatch per
-  individual, the data resident on the device as uint8 and rate-coded there.
-* Offspring that share a :class:`~spenser_jax.snn.architecture.Signature` (only
-  their float genes differ) share that program: one compile per signature,
-  per-offspring keys and floats as arguments, so a float gene never
-  recompiles. Programs stay cached across generations (an LRU of
-  :data:`PROGRAM_CACHE` entries) and, through the persistent XLA cache,
-  across runs.
-* Compile cost hidden where it can be: programs are compiled ahead of time
-  (``lower().compile()``) in a pool of ``compile_threads`` threads and
-  dispatched asynchronously as soon as they are ready, so the device trains
-  one group while the host compiles the next (``compile_threads=0``:
-  compile, then train, in turn). See :func:`default_compile_threads`.
-* Several devices: the generation's signature groups are placed on the
-  devices by estimated cost (longest first, least-loaded devices); a group
-  with several members is spread over several devices as one ``shard_map``
-  program whose offspring axis is sharded (one member per device per
-  dispatch, the group padded to a multiple of its devices); a single
-  offspring runs on one device. Different groups run on different devices at
-  the same time.
+Why not more sharing: with the paper's mutation rates ~88% of offspring are
+alone in their signature group (``benchmarks/generation_throughput.py``), and
+rounding channel widths up with masks barely changes that.
 
-  Every member still runs the single-individual computation, so its result
-  is bit for bit what ``"none"`` gives (tested on CPU, one and four devices).
+"Same seed, same fitness" holds for one machine configuration: on XLA:CPU
+the number of host devices, ``xla_opt_level`` and
+``jax_threefry_partitionable`` change the last bits of results.
 
-``"vmap"``: members of a signature group are ``vmap``-ed, ``vmap_group`` at a
-time per device (default: as many as half the free device memory holds, by
-:func:`~spenser_jax.snn.architecture.training_bytes`). This is the faster choice
-on accelerators where one small network does not fill the device, but it is
-**not** bit-identical: a vmapped convolution over per-member kernels is a
-different XLA kernel (grouped convolution) with a different summation order,
-and spiking thresholds amplify last-bit differences over training. A
-member's fitness then depends on which siblings shared its program, which
-breaks "same seed, same fitness"; hence opt-in, and part of a run's identity.
+Timing fields: ``compile_seconds`` is a group's compile wall time split over
+its members (0 when cached); ``train_seconds`` runs from the later of its
+dispatch and the end of the previous dispatch on the same devices to its
+end, split over members that ran together (``vmap``). With overlap, a
+generation's sums exceed its wall time.
 
-Failures: a group whose program fails to compile or to run (out of memory,
-a runtime error on the device) is evaluated again one member at a time, so
-the member at fault fails alone, with its reason, and the rest are scored.
-
-Why not more sharing: with the paper's mutation rates most offspring of a
-generation have a signature of their own (~88% are alone in their group;
-``benchmarks/generation_throughput.py``), and rounding channel widths up with
-masks barely changes that. So the gains come from fewer programs per
-individual, programs cached across generations, compiling while the device
-trains, and spreading individuals over devices.
-
-Reproducibility: "same seed, same fitness" holds for one machine
-configuration. On XLA:CPU the number of host devices
-(``--xla_force_host_platform_device_count``) changes how the intra-op threads
-split work and so the last bits of results, and ``xla_opt_level`` and
-``jax_threefry_partitionable`` change them too; within a configuration,
-``"map"`` on any number of devices equals ``"none"`` bit for bit.
-
-Timing fields per individual (``generations.jsonl``): ``compile_seconds`` is
-the wall time to lower and compile its group's program, split evenly over
-the group's members (0 when the program was cached); ``train_seconds`` is
-the wall time its dispatch ran on the device (from the later of its dispatch
-and the end of the previous dispatch on the same devices, to its end), split
-evenly over the members that ran together on one device (``vmap``). With
-overlap, the sums over a generation exceed its wall time.
-
-Layout: :class:`Evaluator` (here) is composed of its planning half,
-:mod:`~spenser_jax.scheduler.plan` (the records of a generation's work,
-grouping by signature, placement on devices), and its running half,
-:mod:`~spenser_jax.scheduler.dispatch` (compile ahead, dispatch, watch,
-collect, the timeline of ``train_seconds``);
-:mod:`~spenser_jax.scheduler.resources` holds the helpers about the machine
-(devices, free memory, compile threads, the compile cache, an LRU).
+:class:`Evaluator` is composed of its planning half
+(:mod:`~spenser_jax.scheduler.plan`) and its running half
+(:mod:`~spenser_jax.scheduler.dispatch`); :mod:`~spenser_jax.scheduler.resources`
+holds the helpers about the machine.
 """
 
 from __future__ import annotations
@@ -138,32 +103,16 @@ class Evaluator(_Planning, _Execution):
     """Evaluates one generation after the other (see the module docstring).
 
     Every argument is a concrete value: configuration strings (``"auto"``)
-    are resolved by the caller (``spenser_jax.evolve``).
-
-    Args:
-      splits: the run's data (EvoTrain and Fitness are used).
-      seed: the run's seed.
-      input_shape: ``(H, W, C)`` of one image.
-      protocol: how each individual trains and is scored.
-      batching: ``"none"``, ``"map"`` or ``"vmap"``.
-      compile_threads: threads compiling ahead of training; 0: compile, then
-        train, one group after the other (no overlap). See
-        :func:`default_compile_threads`.
-      devices: the devices to use (:func:`select_devices`).
-      vmap_group: ``"vmap"`` only: members per device per dispatch (None:
-        from free memory).
-      compiler_options: XLA compiler options for every program of both paths
-        (e.g. ``{"xla_backend_optimization_level": 1}``, which halves XLA:CPU
-        compile time but rounds differently).
-      progress: show a progress bar per generation.
-      compile_unit: ``"network"``: one program per architecture (batched as
-        ``batching`` says); ``"layer"``: each individual in turn, on the
-        first device, through programs per block of layers shared across
-        architectures (:mod:`spenser_jax.training.blocks`; results equal to
-        rounding, a fraction of the compile time per new architecture, an
-        epoch about as fast where host memory is kept:
-        :func:`keep_host_memory`). Signatures those programs do not cover
-        (skip connections) go the ``"network"`` way.
+    are resolved by the caller (``spenser_jax.evolve``). ``compile_threads=0``
+    compiles, then trains, one group after the other.
+    ``compile_unit="layer"`` trains each individual in turn, on the first
+    device, through programs per block of layers shared across architectures
+    (:mod:`spenser_jax.training.blocks`): results equal to rounding, a fraction
+    of the compile time per new architecture, an epoch about as fast where host
+    memory is kept (:func:`keep_host_memory`); skip connections go the
+    ``"network"`` way. ``compiler_options`` apply to every program
+    (``{"xla_backend_optimization_level": 1}`` halves XLA:CPU compile time but
+    rounds differently).
 
     Call :meth:`close` (or use it as a context manager) to stop its compile
     threads.

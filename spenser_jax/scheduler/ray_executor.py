@@ -1,20 +1,15 @@
 """One search's individuals evaluated on a Ray cluster (``runtime.executor=ray``).
 
 The driver (the ``evolve`` process) keeps the evolutionary state, the
-checkpoint and the records, exactly as with the local executor; only the
-evaluations move. Every worker is a Ray actor holding an ordinary
-:class:`~spenser_jax.scheduler.Evaluator` on its own devices, with the run's
-data sets put once into Ray's object store and the same persistent compile
-cache. An individual is evaluated alone, with the training key of its place
-in the generation, and the local executor's grouping of offspring by
-signature changes no bit of any result (tested there), so the records,
-fitness and weights equal the local executor's: a run may resume on either.
-
-Faults: when a worker (or its node) dies mid-evaluation, a new worker takes
-its place (Ray places it wherever resources are), and the driver submits the
-lost individual again, to whichever worker is free; ``retries`` counts these
-per generation. A driver killed mid-generation resumes from its checkpoint
-as always.
+checkpoint and the records; only the evaluations move, to Ray actors each
+holding an ordinary :class:`~spenser_jax.scheduler.Evaluator` on its own
+devices, with the data put once into Ray's object store and the same
+persistent compile cache. An individual is evaluated alone, with the
+training key of its place in the generation, and the local executor's
+grouping changes no bit (tested there), so the results equal the local
+executor's and a run may resume on either. A worker (or node) that dies
+mid-evaluation is replaced and the lost individual submitted again
+(``retries`` counts these per generation).
 """
 
 from __future__ import annotations
@@ -84,20 +79,12 @@ class _Worker:
 class RayEvaluator:
     """Evaluates each generation on Ray actors; the interface of :class:`~spenser_jax.scheduler.Evaluator`.
 
-    Args:
-      splits, seed, input_shape, protocol: as :class:`Evaluator`.
-      address: None starts a local Ray instance (a laptop's); ``"auto"`` or
-        ``"host:port"`` joins a running cluster.
-      cpus, gpus: resources each worker (one evaluation at a time) holds.
-      workers: how many; None: as many as the cluster's resources allow.
-      evaluator_options: the workers' Evaluator options (batching, compile
-        threads, compiler options), devices excluded: each worker uses its own.
-      compile_cache: the persistent XLA cache path (a shared file system
-        lets every node reuse every compile).
-      keep_host_memory: ``(runtime.keep_host_memory, per block)`` for each
-        worker's process (``"auto"`` is resolved on the worker's host; see
-        :func:`~spenser_jax.scheduler.wants_host_memory_kept`).
-      init_options: passed to ``ray.init`` when it starts a local instance.
+    ``address`` None starts a local Ray instance, ``"auto"`` or ``"host:port"``
+    joins a cluster; each worker holds ``cpus``/``gpus`` and evaluates one at a
+    time; ``workers`` None: as many as the cluster allows. ``evaluator_options``
+    exclude devices (each worker uses its own). ``compile_cache`` on a shared
+    file system lets every node reuse every compile. ``keep_host_memory``'s
+    ``"auto"`` is resolved on the worker's host.
     """
 
     def __init__(

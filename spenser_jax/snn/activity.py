@@ -1,31 +1,14 @@
 """Activity and energy of a spiking network: spikes, synaptic operations, picojoules.
 
-Measured while an individual is scored on the Fitness split (the same
-forward pass; :func:`spenser_jax.snn.activity_sums.activity_sums`), summed over the
-samples and turned here into per-sample figures:
-
-* **spikes** of every LIF layer (summed over the T steps, averaged over
-  samples), its **firing rate** (spikes / (neurons · T)), and the input's
-  spikes (rate coding makes the input a spike train too).
-* **SynOps**, the accumulate operations an event-driven implementation
-  performs: every event entering a weighted layer costs one accumulate per
-  synapse it drives. A dense layer's input drives ``units`` synapses; a
-  convolution's input at ``(h, w)`` drives ``C_out`` times the number of
-  output positions whose window covers ``(h, w)``, which depends on the
-  position (borders, stride, padding) and is counted exactly
-  (:func:`conv_fanout`). After an average pool a pooled value counts as the
-  spikes under its window (value · k²: the pool is a sum pool folded into
-  the next layer's weights); a max pool passes spikes. A weighted layer fed
-  by analog values (another weighted layer with no LIF between, or a
-  directly encoded image) performs MACs instead, counted densely.
-* **neuron updates**: every LIF neuron at every step. Pooling and LIF
-  updates are not SynOps.
-* **energy** per sample: ``SynOps · E_AC + MACs · E_MAC + updates ·
-  E_neuron``, and the same network as a non-spiking ANN (one pass, every
-  weight used once per output: ``MACs_ANN · E_MAC``) for comparison. The
-  constants (:class:`EnergyModel`) default to the 45 nm CMOS figures of
-  Horowitz (ISSCC 2014) that SNN papers use: an add 0.9 pJ, a
-  multiply-accumulate 4.6 pJ; a LIF update (β·U + I) is costed as one MAC.
+docs/energy.md defines the figures (spikes and firing rates, SynOps, MACs,
+neuron updates, the energy estimate and its Horowitz 45 nm constants). They
+are measured while an individual is scored on the Fitness split, in the
+same forward pass (:func:`spenser_jax.snn.activity_sums.activity_sums`),
+and turned here into per-sample figures. A convolution's fan-out depends on
+the position (borders, stride, padding) and is counted exactly
+(:func:`conv_fanout`); after an average pool a pooled value counts as the
+spikes under its window (value · k²: the pool is a sum pool folded into the
+next layer's weights).
 """
 
 from __future__ import annotations
@@ -127,25 +110,13 @@ def summarise(
 ) -> dict:
     """Per-sample activity and energy from sums over ``samples`` scored samples.
 
-    Args:
-      sig: the network's signature.
-      input_shape: ``(H, W, C)`` of one image.
-      time_steps: T.
-      totals: ``{"input": scalar, "lif": [per LIF layer], "inputs": [per
-        conv/fc layer: [H, W] or scalar]}``, summed over the samples (what
-        :func:`spenser_jax.training.score` returns with ``activity``).
-      samples: how many samples the sums cover.
-      energy: the energy constants.
-      spiking_input: the input is a spike train (rate coding); False for a
-        directly encoded (analog) image.
-
-    Returns:
-      ``spikes_per_sample`` (one per LIF layer), ``firing_rates``,
-      ``input_spikes_per_sample``, ``synops_per_sample`` (network total),
-      ``synops_per_layer`` (per conv/fc layer), ``macs_per_sample`` (analog
-      inputs only), ``neuron_updates_per_sample``, ``energy_pj_per_sample``,
-      ``ann_energy_pj_per_sample``, ``break_even_synops_per_sample`` (the
-      SynOps at which the two estimates cross), ``parameters``.
+    ``totals`` are :func:`spenser_jax.training.score`'s activity sums;
+    ``spiking_input=False`` for a directly encoded (analog) image. The keys:
+    ``spikes_per_sample`` (per LIF layer), ``firing_rates``,
+    ``input_spikes_per_sample``, ``synops_per_sample``, ``synops_per_layer``,
+    ``macs_per_sample`` (analog inputs only), ``neuron_updates_per_sample``,
+    ``energy_pj_per_sample``, ``ann_energy_pj_per_sample``,
+    ``break_even_synops_per_sample`` (where the two estimates cross), ``parameters``.
     """
     n = max(int(samples), 1)
     shapes = architecture.layer_shapes(sig, input_shape)

@@ -34,13 +34,10 @@ def input_sums(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
 def activity_sums(sig: Signature, spikes: jax.Array, lif_spikes, inputs, weights=None) -> dict:
     """A batch's activity per sample, summed over the time steps.
 
-    Returns:
-      ``{"input": [B] input spikes, "lif": (one [B] per LIF layer: its
-      spikes), "inputs": (one per conv/fc layer: what entered it, [B, H, W]
-      summed over channels for a conv, [B] for an fc)}``. What enters a layer
-      after an avg-pool is the pooled value; :mod:`spenser_jax.snn.activity`
-      turns these into spikes, SynOps and energy. With ``weights`` (one per
-      sample) each entry is instead the weighted sum over the batch.
+    ``{"input": [B], "lif": (one [B] per LIF layer), "inputs": (per conv/fc
+    layer, what entered it: [B, H, W] summed over channels for a conv, [B] for
+    an fc; after an avg-pool, the pooled value)}``; with ``weights`` (one per
+    sample) each is instead the weighted sum over the batch.
     """
     # None in ``inputs``: a layer that reads the network input itself; its
     # sums come from the input spikes here, once, instead of at every step.

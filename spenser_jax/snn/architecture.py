@@ -1,23 +1,16 @@
 """A phenotype as a compiled program sees it: a static signature and traced floats.
 
-A phenotype is split in two (:func:`split`):
+:func:`split` gives a static, hashable :class:`Signature` (everything that
+shapes the compiled program: layer types, integer genes, padding, bias,
+surrogate, reset, which β/θ train, the optimizer's
+:class:`~spenser_jax.OptimizerKey`) and its :data:`Hyper` floats (β/θ
+initial values, dropout rates, optimizer hyperparameters). Programs are
+compiled per signature only, so offspring that differ only in float genes
+share one program and can be ``vmap``-ed.
 
-* a static, hashable :class:`Signature`: layer types, integer genes, padding,
-  bias flags, surrogate, reset, which β/θ are trainable, and the optimizer's
-  :class:`~spenser_jax.OptimizerKey`; everything that shapes the
-  compiled program;
-* its :data:`Hyper` floats: a pytree of float32 arrays holding per-LIF β and
-  θ (initial values), per-dropout rates and the optimizer's float
-  hyperparameters.
-
-Programs are compiled per signature only; the floats are traced inputs.
-Offspring that differ only in float genes therefore share one compiled
-program and can be ``vmap``-ed.
-
-This module also names the network's parameters (:func:`param_name`), says
-which of them training may change (:func:`trainable_mask`), and sizes a
-signature: shapes (:func:`layer_shapes`), parameter count, multiply-accumulates
-and training memory, used to place work on devices and to compare energy.
+Also here: parameter names (:func:`param_name`), what training may change
+(:func:`trainable_mask`), and a signature's sizes (shapes, parameters,
+multiply-accumulates, training memory) to place work and compare energy.
 """
 
 from __future__ import annotations
@@ -73,16 +66,11 @@ SignatureLayer = Conv | Pool | Dense | DropoutSlot | LIFSlot
 class Signature:
     """Everything of a phenotype but its float genes; hashable, static.
 
-    Attributes:
-      layers: the network's layers, ``no-op`` removed; conv, pool and dense
-        layers as in the phenotype (they have no float genes), dropout and LIF
-        as slots.
-      optimizer: the learning unit's kind and boolean genes.
-      inputs: per layer, the layers it reads when not just the one before
-        it (indices into ``layers``, -1 the network input); None when no
-        layer has skip connections (Grammar 2).
-      loss: the loss unit's tag when the phenotype has one (its float genes
-        are traced), None for the configuration's loss.
+    ``layers``: ``no-op`` removed, dropout and LIF as slots; ``optimizer``: the
+    learning unit's kind and boolean genes; ``inputs``: per layer, the layers
+    it reads when not just the one before it (-1 the network input; None
+    without skip connections); ``loss``: the loss unit's tag, None for the
+    configuration's loss.
     """
 
     layers: tuple[SignatureLayer, ...]
@@ -141,19 +129,13 @@ def signature(phenotype: Phenotype) -> Signature:
 def hyper(phenotype: Phenotype, time_steps: int | None = None) -> Hyper:
     """The float genes of a phenotype, as a pytree of float32 arrays.
 
-    Args:
-      time_steps: T; needed for an ``mse-count`` loss unit, whose target
-        counts ``int(T * rate)`` are computed here, on the host in float64
-        as snntorch does (the same product in float32 on a device
-        truncates differently for some rates).
-
-    Returns:
-      ``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``
-      with ``L`` LIF and ``D`` dropout layers in network order, and
-      ``"loss"`` (``{"on": [], "off": []}``: target counts or membrane
-      potentials) when the phenotype has a loss unit with genes. Equal
-      signatures give equal tree structures and shapes, so the floats of
-      several offspring stack along a new leading axis for ``vmap``.
+    ``{"beta": [L], "threshold": [L], "dropout": [D], "optimizer": {name: []}}``
+    (L LIF and D dropout layers in network order), plus ``"loss"``
+    (``{"on": [], "off": []}``) for a loss unit with genes. Equal signatures
+    give equal trees, so the floats of several offspring stack for ``vmap``.
+    ``time_steps`` is needed for ``mse-count``, whose target counts
+    ``int(T * rate)`` are computed here, on the host in float64 as snntorch
+    does (float32 on a device truncates differently for some rates).
     """
     lifs = [x for x in phenotype.layers if isinstance(x, LIF)]
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
@@ -187,10 +169,6 @@ def layer_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> list[tupl
         that reaches zero.
     """
     return walk_shapes(sig.layers, input_shape, sig.inputs)
-
-
-# --------------------------------------------------------------------------
-# Parameters
 
 
 def param_name(index: int, layer: SignatureLayer) -> str | None:
@@ -249,10 +227,6 @@ def param_shapes(sig: Signature, input_shape: tuple[int, int, int]) -> dict[str,
 def parameter_count(sig: Signature, input_shape: tuple[int, int, int]) -> int:
     """Trainable numbers of the network, as PyTorch counts them."""
     return count_parameters(sig.layers, input_shape, sig.inputs)
-
-
-# --------------------------------------------------------------------------
-# Size and cost
 
 
 def _with_inputs(sig: Signature, input_shape):

@@ -11,25 +11,12 @@ from spenser_jax.genome import draws
 
 
 def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
-    """Rate-codes intensities as independent Bernoulli spikes at every step.
+    """Rate-codes intensities as independent Bernoulli spikes, drawn anew at every step (snntorch's ``spikegen.rate``).
 
-    Each element spikes at each step with probability ``p``, drawn anew at
-    every step (as snntorch's ``spikegen.rate``). ``p`` is ``images / 255``
-    for ``uint8`` images and ``images`` itself otherwise (floats are assumed
-    to lie in [0, 1]; they are not clipped). The draw is
-    ``uniform(key, (T,) + images.shape) < p``: ``p = 0`` never spikes and
-    ``p = 1`` always does, since the uniform samples lie in [0, 1).
-
-    Under ``jax.jit`` mark ``time_steps`` static
-    (``jax.jit(rate, static_argnames="time_steps")``).
-
-    Args:
-        key: PRNG key.
-        images: Intensities of any shape, e.g. ``[B, H, W, C]``.
-        time_steps: Number of time steps ``T`` (a Python int).
-
-    Returns:
-        Spikes, ``float32`` of shape ``[T, *images.shape]``.
+    ``p`` is ``images / 255`` for ``uint8`` images, else ``images`` (assumed in
+    [0, 1], not clipped). The draw is ``uniform(key, (T,) + images.shape) < p``:
+    ``p = 0`` never spikes and ``p = 1`` always does, since the uniform samples
+    lie in [0, 1). Under ``jax.jit`` mark ``time_steps`` static.
 
     Raises:
         TypeError: If ``time_steps`` is not a static integer.
@@ -46,26 +33,12 @@ def rate(key: jax.Array, images: jax.Array, time_steps: int) -> jax.Array:
 
 
 def direct(images: jax.Array, time_steps: int) -> jax.Array:
-    """Presents the intensities as a constant input current at every step.
+    """Presents the intensities as a constant input current at every step (direct or "current" coding).
 
-    No spikes are drawn: the first layer receives the same analogue input at
-    each of the ``T`` steps (direct or "current" coding). The input is
-    ``images / 255`` as ``float32`` for ``uint8`` images and ``images``
-    itself, dtype included, for floating-point ones (assumed to lie in
-    [0, 1]; they are not clipped), as for :func:`rate`; the same image gives
-    ``rate``'s spike probabilities.
-
-    Under ``jax.jit`` mark ``time_steps`` static
-    (``jax.jit(direct, static_argnames="time_steps")``).
-
-    Args:
-        images: Intensities of any shape, e.g. ``[B, H, W, C]``; ``uint8``
-            or floating point.
-        time_steps: Number of time steps ``T`` (a Python int).
-
-    Returns:
-        Currents of shape ``[T, *images.shape]``: ``float32`` for ``uint8``
-        images, else the images' dtype.
+    The input is ``images / 255`` as ``float32`` for ``uint8`` images, else
+    ``images`` itself, dtype included (assumed in [0, 1], not clipped): the
+    same image gives :func:`rate`'s spike probabilities. Under ``jax.jit``
+    mark ``time_steps`` static.
 
     Raises:
         TypeError: If ``time_steps`` is not a static integer, or the images

@@ -26,9 +26,6 @@ from spenser_jax.snn.surrogate import SURROGATES
 
 INIT_SCHEMES = ("torch", "lecun")
 
-# --------------------------------------------------------------------------
-# Initialisers
-
 
 _deferred = threading.local()
 """While ``spenser_jax.snn.network._init_fn``'s program is traced: the weight draws it still owes (see there)."""
@@ -57,10 +54,6 @@ def _initializers(scheme: str, fan_in: int):
     if scheme == "lecun":
         return nn.initializers.lecun_normal(), nn.initializers.zeros_init()
     raise ValueError(f"init must be one of {INIT_SCHEMES}, got {scheme!r}")
-
-
-# --------------------------------------------------------------------------
-# Layers
 
 
 class Conv2d(nn.Module):

@@ -85,24 +85,6 @@ def lif_step(
 ) -> tuple[jax.Array, jax.Array]:
     """Advances a layer of LIF neurons by one time step.
 
-    Args:
-        mem: Membrane potential after the previous step, ``[...]``; zeros
-            before the first step.
-        current: Input current of this step, same shape as ``mem``.
-        beta: Membrane decay, a scalar (clamped to [0, 1] in the forward
-            pass; arrays broadcastable to ``mem`` also work).
-        threshold: Firing threshold, a scalar (or broadcastable array).
-        reset: ``"subtract"`` (subtract ``threshold`` after a spike) or
-            ``"zero"`` (drop the previous membrane after a spike).
-        spike_fn: Heaviside with a surrogate gradient, from
-            :mod:`spenser_jax.snn.surrogate`; defaults to ``atan()`` as in
-            snntorch.
-        trainable_beta: If False, no gradient flows to ``beta``.
-        trainable_threshold: If False, no gradient flows to ``threshold``.
-
-    Returns:
-        ``(new_mem, spike)``, both shaped like ``mem``.
-
     Raises:
         ValueError: If ``reset`` is not a known reset mechanism.
     """
@@ -128,20 +110,6 @@ def lif_sequence(
     ``trainable_*`` flags as static arguments; the spike functions from
     :mod:`spenser_jax.snn.surrogate` are cached, so equal parameters hit the
     compilation cache.
-
-    Args:
-        currents: Input currents, ``[T, ...]`` (time first).
-        beta: Membrane decay, a scalar (see :func:`lif_step`).
-        threshold: Firing threshold, a scalar.
-        reset: ``"subtract"`` or ``"zero"``.
-        spike_fn: Heaviside with a surrogate gradient; defaults to ``atan()``.
-        unroll: Passed to ``jax.lax.scan``; changes speed, not results.
-        trainable_beta: If False, no gradient flows to ``beta``.
-        trainable_threshold: If False, no gradient flows to ``threshold``.
-
-    Returns:
-        ``(spikes, membranes)``, both ``[T, ...]``: the spikes and the
-        membrane potentials after each step.
 
     Raises:
         ValueError: If ``reset`` is unknown or ``currents`` has no time axis.

@@ -89,14 +89,6 @@ def count_targets(num_steps: int, correct_rate: float = 1.0, incorrect_rate: flo
     (T=50, rate 0.58: float64 gives 28.999999999999996 -> 28, float32 gives
     29.0 -> 29), and so can a rate that went through float32 (T=10: 0.7
     gives 7, ``float(np.float32(0.7))`` gives 6.9999998807907104 -> 6).
-
-    Args:
-        num_steps: The number of time steps ``T``.
-        correct_rate: Target firing rate of the labelled class.
-        incorrect_rate: Target firing rate of the other classes.
-
-    Returns:
-        ``(on, off)``, the target counts of the labelled and other classes.
     """
     return int(num_steps * float(correct_rate)), int(num_steps * float(incorrect_rate))
 
@@ -112,18 +104,6 @@ def mse_count_loss_targets(
 
     For a traced rate gene: compute ``count_targets`` on the host and pass
     its counts here as arrays, so one compiled step serves every rate.
-
-    Args:
-        spikes: Output spikes, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        on: Target count of the labelled class (already truncated).
-        off: Target count of the other classes (already truncated).
-        mask: Optional ``[B]`` 0/1 weights; samples with weight 0 (padding)
-            do not count, and the mean is over the kept samples only (0 when
-            none is kept).
-
-    Returns:
-        The scalar loss.
     """
     _check(spikes, labels, mask)
     num_steps, _, num_classes = jnp.shape(spikes)
@@ -150,19 +130,6 @@ def mse_count_loss(
     (Python truncation; ``T`` is static), the target count is ``on`` for a
     sample's label and ``off`` for every other class, and the loss is
     ``mean over B and C of (count - target) ** 2``, divided by ``T``.
-
-    Args:
-        spikes: Output spikes, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        correct_rate: Target firing rate of the labelled class (a Python
-            number; for a traced one see ``mse_count_loss_targets``).
-        incorrect_rate: Target firing rate of the other classes.
-        mask: Optional ``[B]`` 0/1 weights; samples with weight 0 (padding)
-            do not count, and the mean is over the kept samples only (0 when
-            none is kept).
-
-    Returns:
-        The scalar loss.
     """
     _check(spikes, labels, mask)
     on, off = count_targets(jnp.shape(spikes)[0], correct_rate, incorrect_rate)
@@ -175,15 +142,6 @@ def ce_count_loss(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None =
     Matches snntorch's ``functional.ce_count_loss``: the raw counts
     ``sum over T`` (not rates) are the logits of a softmax, and the loss is
     the mean over B of ``-log_softmax(counts)[label]``.
-
-    Args:
-        spikes: Output spikes, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        mask: Optional ``[B]`` 0/1 weights; padding has weight 0 and the
-            mean is over the kept samples only (0 when none is kept).
-
-    Returns:
-        The scalar loss.
     """
     _check(spikes, labels, mask)
     return _masked_mean(_label_nll(jnp.sum(spikes, axis=0), labels), mask)
@@ -196,15 +154,6 @@ def ce_rate_loss(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = 
     are the logits of their own softmax; each step's loss is the mean over B
     of ``-log_softmax(spikes[t])[label]``, and the loss is the sum of those
     over the steps, in time order, divided by ``T``.
-
-    Args:
-        spikes: Output spikes, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        mask: Optional ``[B]`` 0/1 weights; padding has weight 0 and each
-            step's mean is over the kept samples only (0 when none is kept).
-
-    Returns:
-        The scalar loss.
     """
     _check(spikes, labels, mask)
     per_step = _masked_mean(_label_nll(spikes, labels), mask)  # [T]
@@ -228,17 +177,6 @@ def mse_membrane_loss(
     step. Each step's loss is the mean
     over B and C of ``(membrane[t] - target) ** 2``; the loss is their sum,
     in time order, divided by ``T``.
-
-    Args:
-        membranes: Output membrane potentials, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        on_target: Target potential of the labelled class.
-        off_target: Target potential of the other classes.
-        mask: Optional ``[B]`` 0/1 weights; padding has weight 0 and each
-            step's mean is over the kept samples only (0 when none is kept).
-
-    Returns:
-        The scalar loss.
     """
     _check(membranes, labels, mask, name="membranes")
     num_steps, _, num_classes = jnp.shape(membranes)
@@ -260,15 +198,6 @@ def ce_max_membrane_loss(membranes: jax.Array, labels: jax.Array, mask: jax.Arra
     over B of ``-log_softmax(max_mem)[label]``. Like ``torch.max(x, 0)``,
     the gradient goes to the first step that reaches the maximum only
     (``jnp.max`` would split it among tied steps).
-
-    Args:
-        membranes: Output membrane potentials, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        mask: Optional ``[B]`` 0/1 weights; padding has weight 0 and the
-            mean is over the kept samples only (0 when none is kept).
-
-    Returns:
-        The scalar loss.
     """
     _check(membranes, labels, mask, name="membranes")
     steps = jnp.arange(jnp.shape(membranes)[0])[:, None, None]
@@ -296,12 +225,6 @@ def spike_count_predictions(spikes: jax.Array) -> jax.Array:
     """Predicted classes: argmax of the spike counts over time.
 
     Ties go to the first (lowest) class, so a silent network predicts 0.
-
-    Args:
-        spikes: Output spikes, ``[T, B, C]``.
-
-    Returns:
-        Integer predictions, ``[B]``.
     """
     return jnp.argmax(jnp.sum(spikes, axis=0), axis=-1)
 
@@ -312,16 +235,7 @@ def _correct(spikes, labels, mask):
 
 
 def correct_count(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Number of correctly classified samples (those ``mask`` keeps).
-
-    Args:
-        spikes: Output spikes, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        mask: Optional ``[B]`` 0/1 weights; padding has weight 0.
-
-    Returns:
-        An ``int32`` scalar.
-    """
+    """Number of correctly classified samples (those ``mask`` keeps)."""
     correct = _correct(spikes, labels, mask).astype(jnp.int32)
     if mask is not None:
         correct = correct * jnp.asarray(mask).astype(jnp.int32)
@@ -329,15 +243,6 @@ def correct_count(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None =
 
 
 def spike_count_accuracy(spikes: jax.Array, labels: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Fraction of correctly classified samples (those ``mask`` keeps).
-
-    Args:
-        spikes: Output spikes, ``[T, B, C]``.
-        labels: Integer class labels, ``[B]``.
-        mask: Optional ``[B]`` 0/1 weights; padding has weight 0.
-
-    Returns:
-        A ``float32`` scalar in [0, 1] (0 when the mask keeps nothing).
-    """
+    """Fraction of correctly classified samples (those ``mask`` keeps; 0 if none)."""
     correct = _correct(spikes, labels, mask).astype(jnp.float32)
     return _masked_mean(correct, mask)

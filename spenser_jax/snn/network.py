@@ -1,33 +1,20 @@
 """The spiking network a signature describes, as a Flax linen module.
 
-The network is built from an :class:`~spenser_jax.snn.architecture.Signature`
-(static) and reads its float genes (:data:`~spenser_jax.snn.architecture.Hyper`:
-β/θ initial values, dropout rates) as traced inputs, so offspring that differ
-only in float genes share one compiled program.
-
-Conventions: images and feature maps are NHWC; spike trains are time-major
-``[T, B, ...]``; a network maps input spikes ``[T, B, H, W, C]`` to the spikes
-of its last layer ``[T, B, classes]``. Layers follow the phenotype module's
-shape rules (explicit ``same`` padding pairs, pooling with stride = kernel and
-floor, flatten in H, W, C order before the first dense layer); ``no-op`` layers
-are not in the signature.
+Built from an :class:`~spenser_jax.snn.architecture.Signature` (static), it
+reads its float genes (β/θ initial values, dropout rates) as traced inputs,
+so offspring that differ only in float genes share one compiled program.
+Images and feature maps are NHWC, spike trains time-major ``[T, B, ...]``;
+layers follow the phenotype module's shape rules.
 
 Three execution orders over time give the same outputs (they draw the same
-dropout masks; see :func:`dropout_keep`), at different speeds:
-
-* ``"stepwise"``: the whole network per time step, the time loop unrolled in
-  Python; compile time grows with ``T``.
-* ``"scan"``: the same step inside a rolled ``lax.scan``: the smallest
-  program, and on CPU (with :func:`~spenser_jax.snn.conv.conv_nhwc`) the fastest; see
-  :data:`DEFAULT_MODES`.
-* ``"layerwise"``: every stateless layer (conv, pool, dropout, dense) applied
-  once to all ``T * B`` inputs, only the LIF recurrences scanned over ``T``.
-
-Crossed with the orders, a call (``__call__``: the output) records nothing,
-and :meth:`SpikingNetwork.recording` (``(output, recorded)``) records every LIF
-layer's spikes (``trace``), the last membrane (``membrane``) or the activity
-sums (``activity``; the reductions are :mod:`spenser_jax.snn.activity_sums`).
-The layers and primitives every order shares are in :mod:`spenser_jax.snn.layers`.
+dropout masks; :func:`dropout_keep`) at different speeds: ``"stepwise"``
+(the time loop unrolled in Python; compile time grows with ``T``),
+``"scan"`` (the same step in a rolled ``lax.scan``: the smallest program,
+and on CPU the fastest; :data:`DEFAULT_MODES`) and ``"layerwise"`` (every
+stateless layer applied once to all ``T * B`` inputs, only the LIF
+recurrences scanned). Each order runs plain (``__call__``) or recording
+(:meth:`SpikingNetwork.recording`); the shared layers are
+:mod:`spenser_jax.snn.layers`.
 """
 
 from __future__ import annotations
@@ -82,16 +69,11 @@ def default_mode(backend: str | None = None) -> str:
 
 
 class SpikingNetwork(nn.Module):
-    """A phenotype's network: input spikes ``[T, B, H, W, C]`` -> ``[T, B, K]``.
+    """A phenotype's network (its static ``signature``): input spikes ``[T, B, H, W, C]`` -> ``[T, B, K]``.
 
-    Attributes:
-      signature: the static architecture
-        (:func:`spenser_jax.snn.architecture.signature`).
-      mode: ``"stepwise"``, ``"scan"`` or ``"layerwise"`` (see the module
-        docstring); ``None`` picks :func:`default_mode`. All give the same
-        result.
-      init_scheme: ``"torch"`` (U(±1/sqrt(fan_in)) weights and biases, as
-        PyTorch's defaults) or ``"lecun"`` (LeCun normal weights, zero bias).
+    ``mode`` None picks :func:`default_mode`; every mode gives the same result.
+    ``init_scheme``: ``"torch"`` (U(±1/sqrt(fan_in)) weights and biases,
+    PyTorch's defaults) or ``"lecun"`` (LeCun normal weights, zero bias).
     """
 
     signature: Signature
@@ -122,17 +104,9 @@ class SpikingNetwork(nn.Module):
         self.layers = layers
 
     def __call__(self, spikes: jax.Array, hyper: Hyper, dropout_key: jax.Array | None = None) -> jax.Array:
-        """Runs the network over time.
+        """Runs the network over time: input spikes ``[T, B, H, W, C]`` to the last layer's output ``[T, B, K]``.
 
-        Args:
-          spikes: input spikes, ``[T, B, H, W, C]`` (float).
-          hyper: the float genes (:func:`spenser_jax.snn.architecture.hyper`); only ``beta`` and
-            ``threshold`` (read at initialisation) and ``dropout`` are used.
-          dropout_key: PRNG key for the dropout masks; ``None`` disables
-            dropout (evaluation).
-
-        Returns:
-          The last layer's output, ``[T, B, K]``: spikes if it is a LIF layer.
+        ``dropout_key=None`` disables dropout (evaluation).
         """
         return self._run(spikes, hyper, dropout_key, None, None)
 
@@ -147,21 +121,12 @@ class SpikingNetwork(nn.Module):
     ) -> tuple[jax.Array, Any]:
         """Runs the network over time as :meth:`__call__` and also returns what it did.
 
-        Call it as ``model.apply(variables, spikes, hyper, key,
-        method=SpikingNetwork.recording, what=...)``.
-
-        Args:
-          what: ``"trace"``: every LIF layer's spikes, a tuple of ``[T, B,
-            ...]`` arrays in network order; ``"membrane"``: the last (LIF)
-            layer's membrane potentials ``[T, B, K]``, which membrane losses
-            read; ``"activity"``: what each sample did, summed over time
-            (:func:`activity_sums` says what).
-          weights: ``"activity"`` only: per-sample weights ``[B]`` (0 for
-            padding); the sums are then weighted sums over the batch (cheaper:
-            nothing of size B is carried through time).
-
-        Returns:
-          ``(output, recorded)``.
+        ``what``: ``"trace"``, every LIF layer's spikes in network order;
+        ``"membrane"``, the last layer's membrane potentials (membrane losses read
+        them); ``"activity"``, :func:`activity_sums`. ``weights`` (``[B]``, 0 for
+        padding, activity only) turn the sums into weighted sums over the batch,
+        cheaper: nothing of size B is carried through time. Call it as
+        ``model.apply(variables, spikes, hyper, key, method=SpikingNetwork.recording, what=...)``.
         """
         if what not in RECORDS:
             raise ValueError(f"what must be one of {RECORDS}, got {what!r}")
@@ -185,8 +150,6 @@ class SpikingNetwork(nn.Module):
         if record is None:
             return run(spikes, hyper, dropout_key)
         return run(spikes, hyper, dropout_key, record, weights)
-
-    # Helpers shared by the orders ------------------------------------------
 
     def _lif(self, i: int, hyper) -> tuple[jax.Array, jax.Array, dict]:
         spec = self.signature.layers[i]
@@ -247,8 +210,6 @@ class SpikingNetwork(nn.Module):
             if self.signature.inputs is not None:
                 outs.append(x)
         return tuple(mems), _recorded(record, x, lif_spikes, inputs, membrane)
-
-    # Execution orders ------------------------------------------------------
 
     def _stepwise(self, spikes, hyper, dropout_key, record=None, weights=None):
         mems = (None,) * len(self.signature.layers)

@@ -3,36 +3,21 @@
 :func:`to_nir` turns a phenotype and its (trained) parameters into a
 ``nir.NIRGraph`` whose discrete-time simulation gives the same spikes as
 :class:`spenser_jax.snn.network.SpikingNetwork` at inference (dropout off);
-``nir.write(path, graph)`` saves it. :func:`exportable` tells beforehand why a
-phenotype cannot be exported (it needs no ``nir`` package). The command that
-exports a run's individual is :mod:`spenser_jax.export`.
+:func:`exportable` tells beforehand why a phenotype cannot be exported (it
+needs no ``nir`` package). docs/export.md lists the layer mapping; the
+subtleties:
 
-What exports, layer by layer
-----------------------------
-* ``conv`` -> ``nir.Conv2d``: weight ``[out, in, kh, kw]`` (our HWIO kernel
-  transposed), stride ``(s, s)``, explicit symmetric integer padding, bias
-  (zeros when ``bias:False``; NIR's Conv2d always has one). ``padding:valid``
-  is ``(0, 0)``. ``padding:same`` pads ``total // 2`` before and the rest
-  after (XLA/TensorFlow); NIR's padding is symmetric, so ``same`` exports only
-  where ``total`` is even on both axes. That always holds with stride 1 and an
-  odd kernel; an odd ``total`` (an even kernel at stride 1, or some stride > 1
-  layouts) is refused.
-* ``pool-avg`` -> ``nir.AvgPool2d`` (stride = kernel, no padding, floor).
-* ``no-op`` and ``dropout`` -> nothing (dropout is the identity at inference).
-* ``fc`` -> ``nir.Affine`` (``nir.Linear`` when ``bias:False``), weight
-  ``[out, in]``. Before the first ``fc`` after a feature map a
-  ``nir.Flatten(start_dim=0, end_dim=-1)`` is inserted (NIR types carry no
-  batch axis). We flatten NHWC maps in H, W, C order, NIR's maps are C, H, W,
-  so that layer's input columns are permuted to C, H, W order.
-* ``act`` with ``reset:zero`` -> ``nir.LIF`` (``nir.IF`` when the clamped
-  β is 1), parameters as per-neuron arrays shaped like the layer's output,
-  channels first.
-* Refused: ``pool-max`` (NIR has no max pooling), ``reset:subtract`` (NIR's
-  neurons reset *to* ``v_reset``; there is no subtractive reset), the
-  asymmetric ``same`` padding above.
-
-Feature maps are channels first in the graph: the Input node is ``(C, H, W)``
-while our images are ``(H, W, C)``.
+* ``padding:same`` pads ``total // 2`` before and the rest after
+  (XLA/TensorFlow); NIR's padding is symmetric, so ``same`` exports only
+  where ``total`` is even on both axes (always with stride 1 and an odd
+  kernel).
+* NIR's Conv2d always has a bias (zeros when ``bias:False``).
+* NIR types carry no batch axis, so the flatten before the first ``fc`` is
+  ``nir.Flatten(start_dim=0, end_dim=-1)``; we flatten NHWC maps in H, W, C
+  order and NIR's maps are C, H, W, so that layer's input columns are
+  permuted. The Input node is ``(C, H, W)``.
+* Refused: ``pool-max`` (NIR has no max pooling) and ``reset:subtract``
+  (NIR's neurons reset *to* ``v_reset``).
 
 The LIF mapping
 ---------------
@@ -43,10 +28,9 @@ Ours (snntorch ``Leaky``, ``reset_mechanism="zero"``), per neuron, ``U[-1] = 0``
     S[t] = H(U[t] - θ)                          H(x) = 1 iff x > 0
 
 NIR's LIF is the ODE ``tau·dv/dt = (v_leak - v) + r·I`` with spike
-``z = v > v_threshold`` and ``v <- v_reset`` where ``z``. NIR stores no time
-step; the discrete-time importers (snntorch, norse, spyx) integrate it with
-forward Euler at a step ``dt`` (snntorch and norse reset in the step of the
-spike)::
+``z = v > v_threshold`` and ``v <- v_reset`` where ``z``; the discrete-time
+importers integrate it with forward Euler at a step ``dt`` (snntorch and
+norse reset in the step of the spike)::
 
     v'[t] = v[t-1] + dt/tau·(v_leak - v[t-1]) + dt/tau·r·I[t]
     z[t]  = v'[t] > v_threshold
@@ -66,48 +50,25 @@ step) but not the spikes: by induction ``v'[t] = U[t]``. Both start at 0; if
 ``z[t] = S[t]``, for any θ. (Only because ``v_reset = 0``: a subtractive
 reset has no NIR form.)
 
-Edge cases, exactly: β is clamped to [0, 1] first, as our forward pass does.
-β = 0 gives ``tau = dt``, ``r = 1`` (``v' = I``). β = 1 would need
-``tau = r = inf`` (and ``inf·0`` in the update), so a layer with clamped
-β = 1 is written as NIR's integrate-and-fire node ``nir.IF`` with
-``r = 1/dt``, ``v_threshold = θ``, ``v_reset = 0``: its Euler step
-``v' = v + dt·r·I`` is ``U[t] = (1 - R[t])·U[t-1] + I[t]``. The LIF
-parameters are float64 (from our float32 β and θ, which float64 holds
-exactly); weights stay float32.
+β = 0 gives ``tau = dt``, ``r = 1``. β = 1 would need ``tau = r = inf``
+(and ``inf·0`` in the update), so a layer with clamped β = 1 is written as
+``nir.IF`` with ``r = 1/dt``, ``v_threshold = θ``, ``v_reset = 0``: its
+Euler step ``v' = v + dt·r·I`` is ``U[t] = (1 - R[t])·U[t-1] + I[t]``. The
+LIF parameters are float64 (holding our float32 β and θ exactly).
 
-``dt`` is a free choice of the exporter; it is stored in the graph's
-metadata. The default ``DT = 1e-4`` is the step that snntorch hard-codes in
-``import_from_nir``/``export_to_nir`` (1.0.0), so snntorch reads our LIF
-nodes back as ``Leaky(beta=β, threshold=θ, reset_mechanism="zero",
-reset_delay=False)``: the same spikes. What the importers' source shows:
+``dt`` is stored in the graph's metadata. The default ``DT = 1e-4`` is the
+step snntorch 1.0.0 hard-codes in ``import_from_nir`` (metadata ignored), so
+snntorch reads our LIF nodes back as ``Leaky(beta=β, threshold=θ,
+reset_mechanism="zero", reset_delay=False)``: the same spikes (tested with a
+stored fixture). Its ``nir.IF`` import asserts ``r == 1``, so β = 1 layers
+do not import into snntorch; nirtorch's ``Flatten(0, -1)`` flattens a batch
+axis too, so run imported graphs one unbatched sample at a time. norse
+(``lif_box``) and spyx ignore ``r`` (and lack an avg-pool mapping): they
+would need ``dt = metadata["dt"]`` and every LIF input multiplied by ``r``.
 
-* snntorch 1.0.0 (``snntorch/import_nir.py``): ``β = 1 - 1e-4/tau`` (``dt``
-  hard-coded, metadata ignored), input scaled by ``r·dt/tau`` (θ divided by it
-  unless it is close to 1), ``Leaky(reset_mechanism="zero",
-  reset_delay=False)``: resets in the spike step. Agrees exactly with ours for
-  LIF nodes at ``dt = 1e-4`` (tested with a stored fixture, hidden layers
-  included). Its ``nir.IF`` import asserts ``r == 1`` (and would otherwise
-  build ``Leaky(beta=0.9)`` with subtractive reset), so graphs with β = 1
-  layers do not import into snntorch. nirtorch maps ``Flatten(0, -1)`` to
-  ``torch.nn.Flatten(0, -1)``, which flattens a batch axis too: run imported
-  graphs one unbatched sample ``[C, H, W]`` at a time.
-* norse (``norse/torch/utils/import_nir.py``, ``lif_box``): Euler step
-  ``v += dt/tau·(v_leak - v + I)`` with a user ``dt`` (default 1e-3),
-  ignoring ``r`` (it warns when ``r != 1``), so its input is scaled by
-  ``dt/tau = 1 - β``; no ``AvgPool2d`` mapping.
-* spyx (``spyx/nir.py``): ``β = 1 - dt/tau`` with a user ``dt``; scales the
-  weights of the node *before* a LIF by ``dt/tau`` (ignoring ``r``; by ``dt``
-  when a pool sits between them); ``SumPool2d`` only.
-
-So norse and spyx would need ``dt = metadata["dt"]`` and the input of every
-LIF layer multiplied by ``r`` to reproduce ours, and an avg-pool mapping.
-
-Input coding is outside the graph: the graph's input is spikes
-``[T, C, H, W]``; our networks see rate-coded images (``Bernoulli(pixel/255)``
-independently at each of ``time_steps`` steps,
-:func:`spenser_jax.snn.encoding.rate`).
-Metadata: ``dt``, ``time_steps``, ``input_coding``, ``input_shape`` (C, H, W),
-``note``, ``phenotype`` (text) and ``source``.
+Input coding is outside the graph: its input is spikes ``[T, C, H, W]``;
+the metadata holds ``dt``, ``time_steps``, ``input_coding``,
+``input_shape`` (C, H, W), ``note``, ``phenotype`` (text) and ``source``.
 """
 
 from __future__ import annotations
@@ -162,10 +123,6 @@ def require_nir():
     return nir
 
 
-# --------------------------------------------------------------------------
-# What can be exported
-
-
 def _label(index: int, layer: Any) -> str:
     return f"layer {index} ({tag_of(layer)})"
 
@@ -206,14 +163,6 @@ def _layer_problem(layer: Any, in_shape: tuple[int, ...]) -> str | None:
 def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[str]:
     """Why ``phenotype`` cannot be exported exactly (an empty list: it can).
 
-    Args:
-      phenotype: the network.
-      input_shape: ``(H, W, C)`` of one input image.
-
-    Returns:
-      One ``"layer I (TYPE): reason"`` per offending layer, ``I`` its index in
-      ``phenotype.layers`` and ``TYPE`` its tag in the phenotype text.
-
     Raises:
       InvalidPhenotype: the phenotype is not a network for ``input_shape``.
     """
@@ -237,29 +186,13 @@ def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[
     return reasons
 
 
-# --------------------------------------------------------------------------
-# Nodes
-
-
 def chw(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Our per-sample shape (H, W, C) or (N,) in NIR's order (C, H, W) or (N,)."""
     return (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
 
 
 def lif_node(beta: float, threshold: float, shape: tuple[int, ...], dt: float = DT):
-    """The NIR neuron node of one of our zero-reset LIF layers (see the module doc).
-
-    Args:
-      beta: the layer's β (clamped to [0, 1] here, as in our forward pass).
-      threshold: the layer's θ.
-      shape: the layer's per-neuron shape in NIR order (channels first).
-      dt: the simulation step the graph is written for.
-
-    Returns:
-      ``nir.LIF(tau=dt/(1-β), r=1/(1-β), v_leak=0, v_threshold=θ, v_reset=0)``
-      for clamped β < 1, ``nir.IF(r=1/dt, v_threshold=θ, v_reset=0)`` for β = 1;
-      float64 arrays of ``shape``.
-    """
+    """The NIR neuron node of one of our zero-reset LIF layers (see the module doc)."""
     nir = require_nir()
     if not (math.isfinite(beta) and math.isfinite(threshold)):
         raise ValueError(f"beta and threshold must be finite, got {beta!r}, {threshold!r}")
@@ -297,18 +230,6 @@ def to_nir(
     Node names follow the parameter names (``conv_0``, ``lif_1``,
     ``dense_8``, ...; pools ``pool_J``, the flatten ``flatten_J`` for the
     dense layer ``J``), plus ``input`` and ``output``.
-
-    Args:
-      phenotype: the network (see :func:`exportable` for what exports).
-      params: its parameters, as :func:`spenser_jax.snn.network.init_params` or
-        training returns them (``{"conv_0": {"kernel", "bias"}, "lif_1":
-        {"beta", "threshold"}, ...}``, indexed by layer position with
-        ``no-op`` layers removed); ``{"params": ...}`` is accepted too.
-      input_shape: ``(H, W, C)`` of one input image (our order).
-      time_steps: steps per sample, stored in the metadata.
-      input_coding: how images become input spikes (stored; only ``"rate"``).
-      dt: the time step the LIF parameters are written for (default
-        :data:`DT`, snntorch's).
 
     Raises:
       NotExportable: a layer has no exact NIR form (all such layers named).

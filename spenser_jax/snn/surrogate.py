@@ -69,12 +69,6 @@ def atan(alpha: float = 2.0) -> SpikeFn:
 
     Backward: ``dS/dx = (alpha / 2) / (1 + (pi * alpha * x / 2) ** 2)``.
 
-    Args:
-        alpha: Sharpness of the surrogate; snntorch's default is 2.
-
-    Returns:
-        A hashable ``spike(x)`` function, the same object for equal ``alpha``.
-
     References:
         snntorch.surrogate.atan; Fang et al. (2021), ICCV.
     """
@@ -85,12 +79,6 @@ def fast_sigmoid(slope: float = 25.0) -> SpikeFn:
     """Heaviside spike with the fast-sigmoid (SuperSpike) surrogate gradient.
 
     Backward: ``dS/dx = 1 / (slope * |x| + 1) ** 2``.
-
-    Args:
-        slope: Sharpness of the surrogate; snntorch's default is 25.
-
-    Returns:
-        A hashable ``spike(x)`` function, the same object for equal ``slope``.
 
     References:
         snntorch.surrogate.fast_sigmoid; Zenke & Ganguli (2018), Neural Comput.

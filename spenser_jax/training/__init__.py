@@ -1,17 +1,12 @@
 """Training and scoring an individual: the layer between the networks and a generation (``scheduler``).
 
-One core (:mod:`.core`: step, epoch and score taking the run's
-:class:`~.protocol.Protocol` whole; :func:`.protocol.walk_plan`, the one walk
-of the epoch plan) compiled or driven three ways that compute the same
-numbers: one fused program per signature (:func:`.core.train_and_score`,
-``batching=map``/``vmap``), the host calling one jitted epoch after the other
-(:class:`.evaluation.Trainer`: ``batching=none``, retraining, ``sj.train``),
-and programs per block of layers shared across architectures (:mod:`.blocks`,
-``runtime.compile_unit=layer``). Beside them: :mod:`.optim`,
-:mod:`.inheritance` and :mod:`.evaluation` (records, failures, keys).
-
-Names load their module on first use: :mod:`spenser_jax.snn.architecture`
-imports :mod:`.optim`, so importing this package must not import the core.
+One core (:mod:`.core`, and :func:`.protocol.walk_plan`), compiled or driven
+three ways that compute the same numbers: one fused program per signature
+(:func:`.core.train_and_score`), the host calling one jitted epoch after the
+other (:class:`.evaluation.Trainer`), and programs per block of layers
+(:mod:`.blocks`). Names load their module on first use:
+:mod:`spenser_jax.snn.architecture` imports :mod:`.optim`, so importing this
+package must not import the core.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """The small programs of :mod:`spenser_jax.training.blocks`, keyed by what they compute, not by the network.
 
-* a block (the layers up to and including a LIF layer: a conv, its pooling
-  and the LIF update, say) over all time steps, keyed by its layers (types
-  and integer genes) and input shape. Its scan runs the steps in the whole
-  program's order, so the arithmetic is that of the whole network's step;
-  the training forward hands its VJP residuals to the block's backward;
-* the initial weight draws, by padded size (element ``i`` of a draw depends
-  only on the key and ``i``), with the keys Flax derives computed by
-  ``fold_in`` outside any architecture's program: the same bits as
-  :func:`spenser_jax.snn.network.init_params`;
-* a block's parameters packed into one vector padded to a power of two, so
-  that one optimizer program serves every block of a padded size.
-
-:class:`_Net` is a signature's blocks as calls of these programs; the loss,
-the optimizer update, batching and rate coding are programs of
-:mod:`spenser_jax.training.blocks`.
+A block (the layers up to and including a LIF layer) over all time steps,
+keyed by its layers and input shape, its scan in the whole program's step
+order, its training forward handing its VJP residuals to its backward; the
+initial weight draws by padded size, with Flax's keys computed by
+``fold_in`` outside any architecture's program (the same bits as
+:func:`spenser_jax.snn.network.init_params`); and a block's parameters
+packed into one vector padded to a power of two, so one optimizer program
+serves every block of a size. :class:`_Net` is a signature's blocks as
+calls of these programs.
 """
 
 from __future__ import annotations
@@ -39,10 +33,6 @@ Options = tuple[tuple[str, Any], ...]
 
 def _jit(fn, options: Options):
     return jax.jit(fn, compiler_options=dict(options) or None)
-
-
-# --------------------------------------------------------------------------
-# Initialisation
 
 
 SMALLEST_BUCKET = 1 << 14
@@ -146,10 +136,6 @@ def _host_init_params(key, sig: Signature, hyper: Hyper, input_shape, options: O
             params[architecture.param_name(i, spec)] = {"beta": betas[j], "threshold": thresholds[j]}
             j += 1
     return params
-
-
-# --------------------------------------------------------------------------
-# One layer at one time step
 
 
 def apply_step(spec, params, mem, x: jax.Array, dropout: tuple | None):
@@ -318,10 +304,6 @@ def _backward(block: Block, input_grad: bool, membranes: bool, options: Options)
         return g, (ct_xs[0] if ct_xs else None)
 
     return _jit(backward_block, options)
-
-
-# --------------------------------------------------------------------------
-# The network over time
 
 
 @functools.lru_cache(maxsize=64)

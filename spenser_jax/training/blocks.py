@@ -3,29 +3,25 @@
 :func:`spenser_jax.training.core.train_and_score` compiles one program per
 architecture, and nearly every offspring has an architecture of its own, so
 a search that trains briefly spends most of its time compiling. Here the
-same computation is a Python loop over small jitted programs keyed by what
-each computes, not by the network it belongs to: a block of layers (up to
-and including a LIF layer) over all time steps and the initial draws
-(:mod:`spenser_jax.training.block_programs`, which also packs a block's
-parameters into one vector padded to a power of two); here one optimizer
-update per padded size, the loss and its gradient, batching, rate coding
-and the early check's evidence, keyed by shapes. The loop is the core's walk of the plan
-(:func:`spenser_jax.training.protocol.walk_plan`) over host-driven epochs.
+same computation is a host loop (the core's
+:func:`~spenser_jax.training.protocol.walk_plan`) over small jitted programs
+keyed by what each computes, not by the network: a block of layers over all
+time steps and the initial draws (:mod:`spenser_jax.training.block_programs`),
+and here one optimizer update per padded size, the loss and its gradient,
+batching, rate coding and the early check's evidence, keyed by shapes.
 
 An offspring differs from its parent in a layer or two, so most of its
-programs were compiled for an ancestor (``runtime.compile_unit=layer``;
-``benchmarks/layer_programs.py`` measures it). The results equal the whole
-program's up to rounding: XLA fuses differently across program boundaries
-(weights within 1e-6 after a few steps; tested). The price is three
-dispatches per block and step and the blocks' outputs written out between
-programs: an epoch takes about 1.04x the whole program's on a CPU, once
-freed memory is kept for the next call
-(:func:`spenser_jax.scheduler.keep_host_memory`; without it 1.24x, as
-every call faults its buffers in afresh).
+programs were compiled for an ancestor (``benchmarks/layer_programs.py``).
+Results equal the whole program's up to rounding (XLA fuses differently
+across program boundaries; weights within 1e-6 after a few steps, tested).
+The price, three dispatches per block and step and the blocks' outputs
+written out between programs, makes an epoch about 1.04x the whole
+program's on a CPU once freed memory is kept
+(:func:`spenser_jax.scheduler.keep_host_memory`; 1.24x without, as every
+call faults its buffers in afresh).
 
-Not covered: skip connections (merged inputs), the ``lecun`` initialisation
-and ``vmap`` over offspring; :func:`supports` says which signatures run here,
-and the evaluator trains the others as whole programs.
+Not covered (:func:`supports`; the evaluator trains those as whole
+programs): skip connections, the ``lecun`` initialisation, ``vmap``.
 """
 
 from __future__ import annotations
@@ -90,10 +86,6 @@ def persist_small_programs() -> None:
 def supports(sig: Signature, init_scheme: str = "torch") -> bool:
     """Whether :func:`train_and_score` can train networks of ``sig`` (no skip connections, torch init)."""
     return sig.inputs is None and init_scheme == "torch"
-
-
-# --------------------------------------------------------------------------
-# Loss, optimizer, batches
 
 
 @functools.cache
@@ -164,10 +156,6 @@ def _correct(options: Options):
 
 
 _add = jax.jit(jnp.add)  # the activity sums of a batch to the total's (a cached program per shape)
-
-
-# --------------------------------------------------------------------------
-# A whole evaluation
 
 
 _SETTLE_EVERY = 16

@@ -1,36 +1,28 @@
 """The one training core: a train state, a pure step, epoch and score, and the walk of a protocol's plan.
 
-Flax-examples style: :class:`TrainState` holds what changes, and the
-functions are pure. They take the run's :class:`~spenser_jax.training.
-protocol.Protocol` whole (frozen and hashable: bind it before ``jit``), so a
-rule of training is read from one place. One epoch is one ``lax.scan`` over
-batches, with the whole data set already on device and rate coding inside
-the step, so the host never loops over batches.
+Flax-examples style: :class:`TrainState` holds what changes, the functions
+are pure and take the run's :class:`~spenser_jax.training.protocol.Protocol`
+whole (frozen and hashable: bind it before ``jit``). One epoch is one
+``lax.scan`` over batches, the data set already on the device and rate
+coding inside the step, so the host never loops over batches.
 
 The rules that decide an individual's numbers exist once, whichever way it
-is compiled: the walk of the epoch plan with its early check and the halt
-after a non-finite step (:func:`spenser_jax.training.protocol.walk_plan`),
-the zeros of a failed individual (:func:`no_score`) and the metrics of an
-evaluation (:func:`evaluation_metrics`). :func:`train_and_score` runs them
-inside one program; :class:`~spenser_jax.training.evaluation.Trainer` walks
-the same plan from the host over the jitted epochs of
-:func:`make_train_epoch`; :mod:`spenser_jax.training.blocks` walks it from
-the host over programs per block of layers.
+is compiled: the walk of the plan (:func:`~spenser_jax.training.protocol.walk_plan`),
+the zeros of a failed individual (:func:`no_score`) and the metrics
+(:func:`evaluation_metrics`). :func:`train_and_score` runs them inside one
+program; :class:`~spenser_jax.training.evaluation.Trainer` from the host over
+the jitted epochs of :func:`make_train_epoch`; :mod:`spenser_jax.training.blocks`
+from the host over programs per block of layers.
 
-The compiled programs depend on the network's :class:`~spenser_jax.
-architecture.Signature` and the protocol only; the float genes (β/θ initial
-values, dropout rates, optimizer hyperparameters) are traced arguments.
-Builders are cached, so offspring that share a signature share one compiled
-program::
+Programs depend on the :class:`~spenser_jax.snn.architecture.Signature` and
+the protocol only; the float genes are traced arguments, and the builders
+are cached, so offspring that share a signature share one compiled program
+(and ``vmap`` over their states, floats and keys)::
 
     sig, hyper = architecture.split(phenotype)
-    protocol = Protocol(time_steps=10, batch_size=64, eval_batch_size=256)
     state = create_train_state(key_init, sig, hyper, (28, 28, 1))
     state, metrics = make_train_epoch(sig, protocol)(state, hyper, images, labels, key_epoch)
     accuracy = make_score(sig, protocol)(state.params, hyper, test_images, test_labels, key_eval)["accuracy"]
-
-The pure functions also ``vmap`` over the states, hyper and keys of
-offspring that share a signature.
 """
 
 from __future__ import annotations
@@ -68,16 +60,7 @@ def _optimizer(sig: Signature, hyper: Hyper) -> optax.GradientTransformation:
 def create_train_state(
     key: jax.Array, sig: Signature, hyper: Hyper, input_shape: tuple[int, int, int], *, init_scheme: str = "torch"
 ) -> TrainState:
-    """Fresh parameters and optimizer state.
-
-    Args:
-      key: PRNG key for the weights and biases.
-      sig: the network's signature.
-      hyper: its float genes (β/θ start at their values).
-      input_shape: ``(H, W, C)`` of one image.
-      init_scheme: ``"torch"`` or ``"lecun"`` (see
-        :class:`~spenser_jax.snn.network.SpikingNetwork`).
-    """
+    """Fresh parameters and optimizer state."""
     params = network.init_params(key, sig, hyper, input_shape, init_scheme=init_scheme)
     opt_state = _optimizer(sig, hyper).init(params)
     return TrainState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32))
@@ -172,17 +155,11 @@ def train_step(
 ) -> tuple:
     """One BPTT optimizer step on given input spikes ``[T, B, H, W, C]`` (pure; jit it yourself).
 
-    ``protocol`` gives the execution order and, where the signature has no
-    loss unit (Grammar 2), the spike-count loss's targets (else
-    :func:`unit_loss`). ``hyper``: the float genes (dropout rates and
-    optimizer hyperparameters are read from them). ``mask``: optional ``[B]``
-    0/1 sample weights (padding has 0). ``dropout_key``: None, no dropout.
-    ``output_spikes``: also return the output spikes of the batch's real
-    samples (summed), to tell a silent network early.
-
-    Returns ``(new_state, loss, finite)``, and the output spike count last
-    when ``output_spikes``: ``finite`` is False when the loss or an update is
-    not finite (``new_state`` is then unusable).
+    Without a loss unit (Grammar 2) the loss is the spike-count loss with the
+    protocol's rates. Returns ``(new_state, loss, finite)``, plus the batch's
+    output spike count (real samples only) when ``output_spikes``, to tell a
+    silent network early; ``finite`` False (a loss or update not finite) makes
+    ``new_state`` unusable.
     """
     model = network.SpikingNetwork(sig, mode=protocol.mode)
 
@@ -229,24 +206,18 @@ def train_epoch(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of BPTT training as ``protocol`` says, pure (see :func:`make_train_epoch`).
 
-    ``images``: ``uint8 [N, H, W, C]``, encoded inside (:func:`encode`);
-    ``labels``: ``int [N]``; ``key``: the shuffle, the input spikes and the
-    dropout masks. The last batch has the remaining ``N mod batch_size``
-    samples. Traceable under ``jit`` and ``vmap`` (e.g. over ``state``,
-    ``hyper`` and ``key`` of offspring that share ``sig``).
+    ``images`` (``uint8``) are encoded inside (:func:`encode`); ``key`` draws
+    the shuffle, the input spikes and the dropout masks. Traceable under
+    ``jit`` and ``vmap`` (over ``state``, ``hyper`` and ``key`` of offspring
+    that share ``sig``). ``max_steps``: only the first batches of the shuffle
+    (a partial epoch of the plan). ``stop_check``: after this many batches,
+    stop if the output has not spiked once and the loss has not moved
+    (relative spread at most :data:`LOSS_FLAT`): a silent output layer scores
+    at chance.
 
-    ``max_steps``: train on the first ``max_steps`` batches of the epoch's
-    shuffle only (a partial epoch of the plan; None: all of them).
-    ``stop_check``: after this many batches, stop if the output has not
-    spiked once and the loss has not moved (relative spread of the batch
-    losses at most :data:`LOSS_FLAT`): a silent output layer scores at
-    chance. None: never.
-
-    Returns ``(state, metrics)``; ``metrics``: ``loss`` (mean batch loss over
-    the applied steps), ``nonfinite`` (a step was not finite: the state is
-    the last finite one and the rest was skipped), ``steps`` (optimizer
-    steps applied), ``samples`` (training samples those steps saw),
-    ``stopped`` (the early check stopped it).
+    ``metrics``: ``loss`` (mean over the applied steps), ``nonfinite`` (the
+    state is then the last finite one, the rest skipped), ``steps``,
+    ``samples`` (seen by those steps), ``stopped``.
     """
     _check_settings(protocol.time_steps, protocol.batch_size)
     _check_data(images, labels)
@@ -324,18 +295,12 @@ def score(
     *,
     activity: bool = False,
 ) -> dict[str, jax.Array]:
-    """Spike-count accuracy on all ``N`` samples, pure (see :func:`make_score`).
+    """Spike-count accuracy on all ``N`` samples in order, pure (see :func:`make_score`).
 
-    Samples are taken in order, in batches of ``min(protocol.eval_batch_size,
-    N)`` (the padded tail of the last one masked out); ``key`` draws the
-    input spikes; dropout is off. ``activity``: also sum, over the samples,
-    what the network did (the same forward pass; see
-    :func:`spenser_jax.snn.activity_sums.activity_sums`).
-
-    Returns ``{"correct": int32, "accuracy": float32}``, and with
-    ``activity`` ``"activity"``: ``{"input": total input spikes, "lif":
-    (total spikes per LIF layer), "inputs": (per conv/fc layer what entered
-    it: [H, W] or a scalar)}``, summed over the N samples.
+    Batches of ``min(protocol.eval_batch_size, N)`` (the padded tail masked
+    out); ``key`` draws the input spikes; dropout is off. ``activity`` also
+    sums what the network did over the samples, in the same forward pass
+    (:func:`spenser_jax.snn.activity_sums.activity_sums`).
     """
     _check_data(images, labels)
     batch_size = min(protocol.eval_batch_size, images.shape[0])
@@ -378,13 +343,10 @@ def no_score(scoring, params) -> dict:
 
 
 def evaluation_metrics(epochs: int, per_epoch: dict, failed, stopped, result: dict) -> dict:
-    """:func:`train_and_score`'s metrics from a walk of ``epochs`` epochs' plan and a (no) score.
+    """The metrics of :func:`train_and_score` from a walk of ``epochs`` epochs' plan and a (no) score.
 
-    ``losses`` ``[epochs]`` (0 for epochs skipped, or not run on the host),
-    ``steps`` (optimizer steps applied), ``samples`` (training samples seen),
-    ``nonfinite``, ``stopped``, and the score's ``correct``, ``accuracy``
-    (0 when ``nonfinite``: a failed individual is not scored, a stopped one
-    is) and ``activity`` (with ``protocol.activity``; zeros when failed).
+    ``losses`` has ``epochs`` entries (0 for epochs skipped or not run on the
+    host); a failed individual's score is zeros, a stopped one's is real.
     """
     xp = np if isinstance(per_epoch["loss"], np.ndarray) else jnp
     losses = per_epoch["loss"]
@@ -415,19 +377,13 @@ def train_and_score(
 ) -> tuple[Any, dict[str, jax.Array]]:
     """A whole evaluation of one individual in one program, pure: init, the protocol's epochs, score.
 
-    ``key_init, key_epochs = split(key)``; :func:`create_train_state` from
-    ``key_init`` (then :func:`~spenser_jax.training.inheritance.
-    inherit_params` of ``inherited``, ``(values, mask)``; None: fresh
-    weights); the plan's walk (:func:`~spenser_jax.training.protocol.
-    walk_plan`) over epochs of :func:`train_epoch` on ``images``; then
-    :func:`score` of the final parameters on ``score_images`` with ``score_key`` (with
-    ``protocol.activity``, activity too), or :func:`no_score` when training
-    failed. One program instead of three, so one compile per signature;
-    traceable under ``vmap``/``lax.map``/``shard_map`` over ``key``,
-    ``hyper`` and ``inherited``. ``protocol`` is static (bind it before
-    ``jit``).
-
-    Returns ``(params, metrics)``, ``metrics`` as :func:`evaluation_metrics`.
+    Fresh weights from the first half of ``key`` (``inherited``, ``(values,
+    mask)``, replaces some), the plan's walk over :func:`train_epoch` keyed by
+    the second half, then :func:`score` on ``score_images`` or :func:`no_score`
+    when training failed. One program instead of three, so one compile per
+    signature; traceable under ``vmap``/``lax.map``/``shard_map`` over ``key``,
+    ``hyper`` and ``inherited``; ``protocol`` is static. Returns ``(params,
+    metrics)`` (:func:`evaluation_metrics`).
     """
     key_init, key_epochs = jax.random.split(key)
     del key
@@ -460,14 +416,11 @@ def train_and_score(
 def make_train_epoch(
     sig: Signature, protocol: Protocol, *, max_steps: int | None = None, stop_check: int | None = None
 ):
-    """The jitted :func:`train_epoch` for networks with signature ``sig``, trained as ``protocol`` says.
+    """The jitted :func:`train_epoch` for ``sig``: ``(state, hyper, images, labels, key) -> (state, metrics)``.
 
-    Returns ``train_epoch(state, hyper, images, labels, key) -> (state,
-    metrics)``; ``max_steps`` and ``stop_check`` are the epoch's share of the
-    plan and its early check (the plan's walk gives them; the protocol's
-    ``epochs`` are not read here). ``state`` is donated: do not reuse the one
-    passed in. Equal arguments return the same function, so offspring that
-    share a signature share its compiled program (float genes are traced).
+    ``state`` is donated: do not reuse the one passed in. Equal arguments
+    return the same function, so offspring that share a signature share its
+    compiled program (float genes are traced).
     """
     _check_settings(protocol.time_steps, protocol.batch_size)
     fn = functools.partial(train_epoch, sig, protocol, max_steps=max_steps, stop_check=stop_check)
@@ -476,13 +429,10 @@ def make_train_epoch(
 
 @functools.lru_cache(maxsize=256)
 def make_score(sig: Signature, protocol: Protocol, *, batch_size: int | None = None, activity: bool = False):
-    """The jitted :func:`score` for networks with signature ``sig``, scored as ``protocol`` says.
+    """The jitted :func:`score` for signature ``sig``: ``(params, hyper, images, labels, key)``, cached alike.
 
-    Returns ``score(params, hyper, images, labels, key) -> {"correct",
-    "accuracy"}``; cached like :func:`make_train_epoch`. ``batch_size``: in
-    place of the protocol's ``eval_batch_size``. ``activity``: also sum what
-    the network did (:func:`score`); the protocol's ``activity`` is not read
-    here.
+    ``batch_size`` replaces the protocol's ``eval_batch_size``; ``activity``,
+    not the protocol's, says whether activity is summed.
     """
     if batch_size is not None:
         protocol = dataclasses.replace(protocol, eval_batch_size=batch_size)

@@ -1,26 +1,17 @@
 """The genotype's learning unit as an optax optimizer with PyTorch's semantics.
 
 The original SPENSER code hands the learning unit to ``torch.optim``:
-
-* ``SGD(lr, momentum, decay, nesterov)`` -> ``torch.optim.SGD(lr, momentum,
-  nesterov, weight_decay=decay)`` (dampening 0);
-* ``Adam(lr, beta1, beta2, decay, amsgrad)`` -> ``torch.optim.Adam(lr,
-  betas=(beta1, beta2), weight_decay=decay, amsgrad=amsgrad)`` (eps 1e-8);
-* ``RMSProp(lr, rho, decay)`` -> ``torch.optim.RMSprop(lr, alpha=rho,
-  weight_decay=decay)`` (eps 1e-8 outside the square root, no momentum, not
-  centred).
-
-``decay`` is PyTorch's ``weight_decay``: L2 added to the gradient
-(``g += decay * p``) before anything else, on every parameter (trainable β and
-θ included).
+``SGD`` (dampening 0), ``Adam`` (eps 1e-8, ``amsgrad``) and ``RMSprop``
+(``alpha=rho``, eps 1e-8 outside the square root, no momentum, not
+centred). ``decay`` is PyTorch's ``weight_decay``: L2 added to the gradient
+(``g += decay * p``) before anything else, on every parameter (trainable β
+and θ included).
 
 Only the optimizer kind and its booleans shape the program
-(:class:`OptimizerKey`, from :func:`static_key`); the float genes (:func:`float_hparams`) may be traced
-arrays, so offspring that differ only in float genes share one compiled,
-vmappable update.
-
-Deliberate deviation: RMSProp's ρ is clamped to at most :data:`RHO_MAX`
-(see :func:`make_optimizer`).
+(:class:`OptimizerKey`, :func:`static_key`); the float genes
+(:func:`float_hparams`) may be traced, so offspring that differ only in
+float genes share one compiled, vmappable update. Deliberate deviation:
+RMSProp's ρ is clamped to at most :data:`RHO_MAX` (:func:`make_optimizer`).
 """
 
 from __future__ import annotations
@@ -48,28 +39,19 @@ Hparams = Mapping[str, jax.typing.ArrayLike]
 def make_optimizer(
     spec: Optimizer | OptimizerKey, hparams: Hparams | None = None, *, rho_max: float = RHO_MAX
 ) -> optax.GradientTransformation:
-    """Build the optax transformation for a learning unit.
+    """Build the optax transformation for a learning unit (or its :class:`OptimizerKey`).
 
-    Args:
-      spec: an :class:`~spenser_jax.genome.phenotype.SGD`, ``Adam`` or ``RMSProp``,
-        or the :class:`OptimizerKey` of one. Its kind and booleans
-        (``nesterov``, ``amsgrad``) are static.
-      hparams: float genes by name (see :func:`float_hparams`), each a scalar
-        that may be a traced array (inside ``jit``/``vmap``). With a learning
-        unit, missing names default to its values, which are then
-        compile-time constants: to share one program across learning units,
-        pass all of them. With a key, all of them are required.
-      rho_max: RMSProp's ρ is clamped to ``min(rho, rho_max)``. At ρ = 1 torch
-        never accumulates the second moment and steps are ``lr * g / eps``
-        (about 1e6·lr·g); with the clamp every RMSProp step is bounded by
-        ``lr / sqrt(1 - rho_max)`` per element (about 31.6·lr for the default).
-        This deviates from the original code for ρ in (rho_max, 1] on
-        purpose. Must be a Python float in (0, 1): the guard cannot be
-        switched off.
+    ``hparams`` are the float genes by name (:func:`float_hparams`), possibly
+    traced; with a learning unit, missing names default to its values, which
+    are then compile-time constants (to share one program across learning
+    units, pass all of them); with a key, all are required. The ``update``
+    needs ``params`` (weight decay reads them).
 
-    Returns:
-      An ``optax.GradientTransformation``; its ``update`` needs ``params``
-      (weight decay reads them). Apply with ``optax.apply_updates``.
+    RMSProp's ρ is clamped to ``rho_max``: at ρ = 1 torch never accumulates
+    the second moment and steps are ``lr * g / eps`` (about 1e6·lr·g); the
+    clamp bounds every step by ``lr / sqrt(1 - rho_max)`` per element (about
+    31.6·lr by default). This deviates from the original code for ρ in
+    (rho_max, 1] on purpose, and cannot be switched off.
 
     Raises:
       TypeError: ``spec`` is not a known learning unit or key.
@@ -98,7 +80,6 @@ def make_optimizer(
     return _BUILDERS[key.kind](dict(key.flags), hp, rho_max)
 
 
-# --------------------------------------------------------------------------
 # Builders, one per learning unit: (boolean genes, float genes, rho_max)
 
 
@@ -147,10 +128,6 @@ _BUILDERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
-# --------------------------------------------------------------------------
-# AMSGrad as torch computes it
-
-
 def scale_by_torch_amsgrad(
     b1: jax.typing.ArrayLike, b2: jax.typing.ArrayLike, eps: jax.typing.ArrayLike = EPS
 ) -> optax.GradientTransformation:
@@ -162,14 +139,6 @@ def scale_by_torch_amsgrad(
     bias-corrected moment (``bias_correction_nu=True``) or skips the
     correction altogether (``False``); neither matches, and eps cannot be
     rescaled to make them match, hence this transformation.
-
-    Args:
-      b1: decay of the first moment (may be traced).
-      b2: decay of the second moment (may be traced).
-      eps: added to the denominator, outside the square root.
-
-    Returns:
-      An ``optax.GradientTransformation`` with ``optax.ScaleByAmsgradState``.
     """
 
     def init_fn(params):

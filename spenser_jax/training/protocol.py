@@ -1,21 +1,13 @@
 """The training protocol: how every individual of a run is trained and scored, and the one walk of its plan.
 
-One :class:`Protocol` is built once per run from the configuration
-(:func:`spenser_jax.evolve.setup`, through :func:`from_identity`) and passed
-whole to everything that trains or scores: the core's step, epoch and score
-and its fused program (:mod:`spenser_jax.training.core`), the host loop
-(:class:`~spenser_jax.training.evaluation.Trainer`), the programs per block
-(:mod:`spenser_jax.training.blocks`), the scheduler, retraining, inspection
-and export. A finished run rebuilds the same protocol from its ``run.json``
-(:meth:`spenser_jax.run.Run.protocol`).
-
-It is frozen and hashable, so it can be a static argument of ``jax.jit`` (or
-bound with ``functools.partial``) and a cache key.
-
-The rules of a budget live here once: :func:`epoch_plan` (whole and partial
-epochs, the step floor), :meth:`Protocol.stop_check` (the early check) and
-:func:`walk_plan`, which every way of training calls to walk the plan and to
-halt after a failure or a stop, whether inside one program or from the host.
+One :class:`Protocol` is built per run from its identity (:func:`from_identity`)
+and passed whole to everything that trains or scores (the core, the host
+loop, the programs per block, the scheduler, retrain, inspect and export); a
+finished run rebuilds it from ``run.json`` (:meth:`spenser_jax.run.Run.protocol`).
+Frozen and hashable, so it is a static argument of ``jax.jit`` and a cache key.
+The rules of a budget live here once: :func:`epoch_plan`,
+:meth:`Protocol.stop_check` and :func:`walk_plan`, which every way of
+training calls, inside one program or from the host.
 """
 
 from __future__ import annotations
@@ -74,34 +66,20 @@ def budget_steps(plan: tuple[int | None, ...], n: int, batch_size: int) -> int:
 class Protocol:
     """How an individual is trained and scored (the paper's: 1 epoch, batch 64).
 
-    Attributes:
-      time_steps: input steps ``T`` per sample.
-      epochs: training epochs; a fraction trains on the first part of an
-        epoch's shuffle (:func:`epoch_plan`).
-      batch_size: training samples per optimizer step.
-      correct_rate, incorrect_rate: the spike-count loss's targets where the
-        network has no loss unit of its own (Grammar 2).
-      eval_batch_size: samples per scoring batch (at most the split's size).
-      mode: a concrete execution order (``"stepwise"``, ``"scan"``,
-        ``"layerwise"``) or None for the backend's default
-        (:func:`spenser_jax.snn.network.default_mode`).
-      init: the weight initialisation, ``"torch"`` or ``"lecun"``.
-      early_stop: None, or the fraction of the first epoch's budget after
-        which an individual whose output has not spiked once and whose loss
-        has not moved stops training (and is scored as it is, status
-        ``"stopped"``); never before ``stop_min_steps`` steps, and no check
-        at all when that is the whole budget (:meth:`stop_check`).
-      inherit: individuals may start from inherited weights (the program
-        takes them as arguments; see :mod:`spenser_jax.training.inheritance`).
-      min_steps: the floor of optimizer steps of a budget under one epoch
-        (:func:`epoch_plan`); None: the fraction alone.
-      stop_min_steps: the early check's floor of steps.
-      activity: measure spikes, SynOps and energy while scoring (the same
-        forward pass; :mod:`spenser_jax.snn.activity`).
-      energy: the energy constants (host side only: the programs never
-        read them).
-      encoding: how images enter the network: ``"rate"`` spikes (the paper)
-        or ``"direct"`` currents (:func:`spenser_jax.training.core.encode`).
+    ``epochs`` may be a fraction: the first part of an epoch's shuffle
+    (:func:`epoch_plan`), with ``min_steps`` a floor of optimizer steps under
+    one epoch. ``correct_rate``/``incorrect_rate`` are the spike-count loss's
+    targets where the network has no loss unit (Grammar 2). ``mode`` None: the
+    backend's default execution order (:func:`spenser_jax.snn.network.default_mode`).
+    ``early_stop``: the fraction of the first epoch's budget after which an
+    individual whose output never spiked and whose loss has not moved stops
+    (scored as it is, status ``"stopped"``); never before ``stop_min_steps``
+    steps, no check where that is the whole budget (:meth:`stop_check`).
+    ``inherit``: the program takes inherited weights as arguments
+    (:mod:`spenser_jax.training.inheritance`). ``activity``: measure spikes,
+    SynOps and energy in the scoring pass; ``energy`` (its constants) is host
+    side only. ``encoding``: ``"rate"`` spikes (the paper) or ``"direct"``
+    currents.
     """
 
     time_steps: int
@@ -169,18 +147,13 @@ def walk_plan(
     """Train on ``n`` samples as ``protocol.plan(n)`` says: the one walk of the epoch plan, in a program or on the host.
 
     ``run_epoch(state, epoch, max_steps, stop_check) -> (state, metrics)``
-    runs epoch ``epoch`` (its key is ``fold_in(key_epochs, epoch)``, so the
-    epochs run are a prefix of the whole) on its budget of the plan
-    (``max_steps``; None: all batches), with the protocol's early check in the
-    first epoch only (``stop_check``); its metrics are
-    :func:`spenser_jax.training.core.train_epoch`'s.
-    Training halts after an epoch that went non-finite or stopped: traced
-    (inside one program) each later epoch is a ``lax.cond`` that skips it; on
-    the host it is not run. ``after_epoch(epoch, metrics, state)`` (host only)
-    ends training after a finished epoch when it returns True.
-
-    Returns ``(state, failed, stopped, per_epoch)``; ``per_epoch`` maps each
-    metric to its values over the epochs walked (traced: all, 0 where skipped).
+    runs one epoch of the plan (its key ``fold_in(key_epochs, epoch)``, so the
+    epochs run are a prefix of the whole), the early check in the first epoch
+    only. Training halts after an epoch that went non-finite or stopped:
+    traced, each later epoch is a ``lax.cond`` that skips it; on the host it is
+    not run. ``after_epoch(epoch, metrics, state)`` (host only) ends training
+    when it returns True. Returns ``(state, failed, stopped, per_epoch)``, each
+    metric over the epochs walked (traced: all, 0 where skipped).
     """
     plan, check = protocol.plan(n), protocol.stop_check(n)
     no = jnp.bool_(False) if traced else np.bool_(False)
@@ -209,16 +182,12 @@ def walk_plan(
 
 
 def from_identity(identity: Mapping[str, Any], energy: activity_lib.EnergyModel | None = None, **overrides) -> Protocol:
-    """The protocol a run's identity (its ``run.json``) describes.
+    """The protocol a run's identity (its ``run.json``) describes: the one mapping from it.
 
-    The one mapping from the settings that determine results to a
-    :class:`Protocol`: :func:`spenser_jax.evolve.setup` builds the run's
-    protocol with it, and :meth:`spenser_jax.run.Run.protocol`
-    rebuilds it from a finished run. ``time_steps`` is the search's
-    (``search.time_steps`` where set, never above the data set's
-    ``identity["time_steps"]``). ``energy``: the run's energy constants
-    (not part of the identity; None: the defaults). ``overrides`` replace
-    fields (``mode``, ``epochs``, ...).
+    The search's setup builds the run's protocol with it and
+    :meth:`spenser_jax.run.Run.protocol` rebuilds it. ``time_steps`` is
+    ``search.time_steps`` where set, never above the data set's;
+    ``energy`` is not part of the identity (None: the defaults).
     """
     tr, search = identity["training"], identity.get("search", {})
     early_stop = search.get("early_stop")
