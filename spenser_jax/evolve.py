@@ -34,7 +34,7 @@ from spenser_jax.errors import ConfigError
 from spenser_jax.run import checkpoint, files
 from spenser_jax.run.config import Setup, setup, to_plain
 from spenser_jax.run.runtime import keeps_host_memory
-from spenser_jax.search import generation_rng
+from spenser_jax.search import generation_rng, halving
 
 # Names other modules and scripts reach through this one (data: its DataError).
 __all__ = ["CONFIG_DIR", "ConfigError", "Setup", "data", "run", "setup", "to_plain"]
@@ -159,10 +159,13 @@ def _loop(s: Setup, state, run_dir: Path, evaluator):
         t0 = time.perf_counter()
         candidates = s.strategy.ask(generation_rng(s.seed, g), state, s.space, s.mutation)
         phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
+        inherited, rounds = None, None
         if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
-            evaluations = evaluator.evaluate(
-                phenotypes, generation=g, inherited=_inheritance(s, state, candidates, phenotypes)
-            )
+            inherited = _inheritance(s, state, candidates, phenotypes)
+        if s.halving:
+            evaluations, rounds = halving.evaluate(evaluator, phenotypes, g, inherited)
+        elif inherited is not None:
+            evaluations = evaluator.evaluate(phenotypes, generation=g, inherited=inherited)
         else:
             evaluations = evaluator.evaluate(phenotypes, generation=g)
         state, metrics = s.strategy.tell(state, candidates, evaluations)
@@ -171,7 +174,7 @@ def _loop(s: Setup, state, run_dir: Path, evaluator):
                 log.info("generation %d, individual %d: %s", g, i, e.reason)
             elif not e.ok:
                 log.warning("generation %d, individual %d failed (%s): %s", g, i, e.status, e.reason)
-        record = files.generation_record(g, s.space, state, candidates, evaluations, metrics, s.strategy)
+        record = files.generation_record(g, s.space, state, candidates, evaluations, metrics, s.strategy, rounds)
         wall = time.perf_counter() - t0
         record["wall_seconds"] = wall
         record["evaluations_per_second"] = len(candidates) / wall if wall > 0 else 0.0

@@ -163,6 +163,7 @@ class Search(_Section):
     stop_min_steps: int = 20
     time_steps: int | None = None
     parent_continues: bool = False
+    halving: bool = False
 
     @classmethod
     def from_dict(cls, section: dict) -> Search:
@@ -196,6 +197,11 @@ class Search(_Section):
         require(
             not self.parent_continues or self.inherit,
             "search.parent_continues needs search.inherit (the parent trains on from its own weights)",
+        )
+        require(isinstance(self.halving, bool), "search.halving must be true or false")
+        require(
+            not self.halving or self.inherit,
+            "search.halving needs search.inherit (the better half trains on from its own round-1 weights)",
         )
 
     def identity(self) -> dict:
@@ -339,6 +345,7 @@ class Setup:
     identity: dict
     grammar_path: Path
     inherit_partial: bool = False
+    halving: bool = False  # search.halving: successive halving within each generation (spenser_jax.search.halving)
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
@@ -357,6 +364,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         not sr.parent_continues or evo.offspring >= 2,
         "search.parent_continues needs evolution.offspring >= 2 (the parent takes one of the places)",
     )
+    require(not sr.halving or evo.offspring >= 2, "search.halving needs evolution.offspring >= 2 (half train on)")
     energy = energy_model(cfg.get("energy", {}))
     try:
         grammar_path = locate(cfg["grammar"])
@@ -440,4 +448,5 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         identity=identity,
         grammar_path=grammar_path,
         inherit_partial=sr.inherit_partial,
+        halving=sr.halving,
     )
