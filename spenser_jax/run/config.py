@@ -345,7 +345,7 @@ class Setup:
     identity: dict
     grammar_path: Path
     inherit_partial: bool = False
-    halving: bool = False  # search.halving: successive halving within each generation (spenser_jax.search.halving)
+    halving: bool = False
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
