@@ -22,6 +22,7 @@ Usage::
 
     python benchmarks/halving.py                      # seeds 3 4, 3 generations of 6
     python benchmarks/halving.py --quick              # subset 600, T 2, 2 generations of 4: a smoke test
+    python benchmarks/halving.py --compile-cost --subset 3000 --time-steps 2   # compile seconds, one program a network
 
 Results: ``benchmarks/results/halving_<date>.json``.
 """
@@ -99,6 +100,49 @@ def run_arm(args, arm: str, seed: int, out: Path) -> dict:
     return result
 
 
+def compile_cost(args, out: Path) -> list[dict]:
+    """Compile seconds of both arms with one program per network (``runtime.compile_unit=network``, a GPU's
+    default), each in a fresh process with no persistent cache: round 1's half budget is a program of its own."""
+    import subprocess
+
+    costs = []
+    for arm in ARMS:
+        run_dir = out / "compile" / arm
+        overrides = [
+            "seed=3",
+            "search=fast",
+            f"dataset.subset={args.subset}",
+            f"evolution.generations={args.generations}",
+            f"evolution.offspring={args.offspring}",
+            *(
+                [f"dataset.time_steps={args.time_steps}", f"search.time_steps={args.time_steps}"]
+                if args.time_steps
+                else []
+            ),
+            "runtime.compile_unit=network",
+            "runtime.compile_cache=null",
+            "runtime.progress=false",
+            f"hydra.run.dir={run_dir}",
+            *ARMS[arm],
+        ]
+        subprocess.run([sys.executable, "-m", "spenser_jax.evolve", *overrides], check=True, capture_output=True)
+        individuals = [i for r in files.read_generations(run_dir) for i in r["individuals"]]
+        costs.append(
+            {
+                "arm": arm,
+                "overrides": overrides,
+                "compile_seconds": sum(i["compile_seconds"] for i in individuals),
+                "train_seconds": sum(i["train_seconds"] for i in individuals),
+                "evaluations": len(individuals),
+            }
+        )
+        log(
+            f"compile cost, {arm}: {costs[-1]['compile_seconds']:.1f} s compiling, "
+            f"{costs[-1]['train_seconds']:.1f} s training"
+        )
+    return costs
+
+
 def spread(values: list[float]) -> dict:
     return {
         "mean": statistics.fmean(values) if values else None,
@@ -138,9 +182,24 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="no seed is started that would not fit")
     parser.add_argument("--out", type=Path, default=Path("/tmp/spenser_halving_bench"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--compile-cost", action="store_true", help="only: both arms' compile seconds with one program per network"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.subset, args.generations, args.offspring, args.time_steps, args.seeds = 600, 2, 4, 2, [3]
+    if args.compile_cost:
+        load_before = common.load_average()
+        result = {
+            **common.header("halving_compile_cost", load_before),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "runs": compile_cost(args, args.out),
+        }
+        path = common.RESULTS_DIR / f"halving_compile_cost_{datetime.date.today().isoformat()}.json"
+        path.write_text(json.dumps(result, indent=1))
+        log(f"wrote {path}")
+        return 0
     started, load_before = time.perf_counter(), common.load_average()
     runs, slowest = [], 0.0
     for seed in args.seeds:
