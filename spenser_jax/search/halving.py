@@ -28,8 +28,12 @@ diverged when trained on). For the others, their round-1 result.
 without halving) when λ and B are even, and otherwise short of it by exactly
 ``(λ mod 2)·B/2 + (B mod 2)·λ/2`` steps (less than one candidate's budget
 plus λ/2 steps). Rounding down both ways means halving never trains more
-than the run it is compared with: a win is not bought with compute.
-Candidates that stop early or fail save their rest in both protocols.
+than the run it is compared with, as long as every candidate trains as
+planned. The early check breaks that: it judges at ``search.stop_min_steps``
+steps, which a round-1 budget shorter than that never reaches, so silent
+candidates that a run without halving stops there train their whole round 1
+(and a continued one may stop in round 2). Compare runs by the records'
+``train_samples_total``.
 """
 
 from __future__ import annotations
