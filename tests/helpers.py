@@ -60,6 +60,38 @@ class FakeEvaluator:
         return out
 
 
+class BudgetFakeEvaluator(FakeEvaluator):
+    """The stand-in with the evaluator's keywords (``search.halving``): half a budget scores half the hash and
+    counts 10 samples, the whole 20; a later round (``tag``) adds 0.25 to the fitness it started from."""
+
+    def __init__(self, fail_every: int = 0):
+        super().__init__(fail_every=fail_every)
+        self.rounds = []  # (indices, budget, tag, inherited) per call
+
+    def evaluate(self, phenotypes, generation, inherited=None, indices=None, *, budget=None, tag=None):
+        phenotypes = list(phenotypes)
+        self.rounds.append((indices, budget, tag, inherited))
+        out = []
+        for i, e in enumerate(super().evaluate(phenotypes, generation)):
+            if not e.ok:
+                out.append(e)
+                continue
+            start = float(inherited[i][0]["w"][0]) if tag is not None else 0.0
+            fitness = start + 0.25 if tag is not None else e.fitness * (budget if budget is not None else 1)
+            samples = 10 if budget is not None else 20
+            out.append(
+                dataclasses.replace(
+                    e,
+                    fitness=fitness,
+                    weights={"w": np.array([fitness], np.float32)},
+                    train_samples=samples,
+                    train_steps=samples // 10,
+                    inherited=None if inherited is None or inherited[i] is None else inherited[i][2],
+                )
+            )
+        return out
+
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("wall_seconds", "evaluations_per_second", "train_seconds", "compile_seconds")
 

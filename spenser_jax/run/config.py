@@ -168,6 +168,7 @@ class Search(_Section):
     fresh_on_learning_change: bool = False
     redraw_stopped: int = 0
     verify_best: int = 0
+    halving: bool = False
 
     @classmethod
     def from_dict(cls, section: dict) -> Search:
@@ -205,6 +206,11 @@ class Search(_Section):
         require(
             not self.redraw_stopped or self.early_stop is not None,
             "search.redraw_stopped needs search.early_stop (it redraws what the early check stopped)",
+        )
+        require(isinstance(self.halving, bool), "search.halving must be true or false")
+        require(
+            not self.halving or self.inherit,
+            "search.halving needs search.inherit (the better half trains on from its own round-1 weights)",
         )
 
     def identity(self) -> dict:
@@ -352,6 +358,7 @@ class Setup:
     redraw_stopped: int = 0
     verify_best: int = 0
     chance: float = 0.1  # what a network that learned nothing scores on the Fitness split
+    halving: bool = False
 
 
 def setup(cfg: Any, *, load_data: bool = True) -> Setup:
@@ -370,6 +377,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         not sr.parent_continues or evo.offspring >= 2,
         "search.parent_continues needs evolution.offspring >= 2 (the parent takes one of the places)",
     )
+    require(not sr.halving or evo.offspring >= 2, "search.halving needs evolution.offspring >= 2 (half train on)")
     energy = energy_model(cfg.get("energy", {}))
     try:
         grammar_path = locate(cfg["grammar"])
@@ -457,6 +465,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         redraw_stopped=sr.redraw_stopped,
         verify_best=sr.verify_best,
         chance=_chance(built.splits, num_classes),
+        halving=sr.halving,
     )
 
 

@@ -243,8 +243,14 @@ def generation_record(
     evaluations,
     metrics: dict,
     strategy,
+    rounds=None,
 ) -> dict:
-    """One line of ``generations.jsonl``: the generation's metrics and every individual."""
+    """One line of ``generations.jsonl``: the generation's metrics and every individual.
+
+    ``rounds``: with ``search.halving``, each individual's ``{"round", "first_fitness"}``
+    (:func:`spenser_jax.search.halving.evaluate`), recorded as its ``"halving"``.
+    """
+    rounds = [None] * len(candidates) if rounds is None else rounds
     metrics = {k: v for k, v in metrics.items() if k != "best_index"}
     return {
         "generation": generation,
@@ -266,8 +272,9 @@ def generation_record(
                 **strategy.record_fields(e),
                 "train_seconds": e.train_seconds,
                 "compile_seconds": e.compile_seconds,
+                **({"halving": h} if h is not None else {}),
             }
-            for c, e in zip(candidates, evaluations)
+            for c, e, h in zip(candidates, evaluations, rounds)
         ],
     }
 

@@ -1,9 +1,10 @@
-"""One generation of a search: ask, evaluate (with what is inherited), redraw, tell, verify.
+"""One generation of a search: ask, evaluate (with what is inherited, or halving), redraw, tell, verify.
 
 The command (:mod:`spenser_jax.evolve`) loops over :func:`step` and writes
 what it returns; the rules between ask and tell live here, once for every
 strategy: inheritance (:mod:`spenser_jax.training.inheritance`, and
-``search.fresh_on_learning_change``), candidates the early check stopped
+``search.fresh_on_learning_change``), successive halving
+(:mod:`spenser_jax.search.halving`), candidates the early check stopped
 drawn again (:mod:`spenser_jax.search.redraw`), and the last generation's
 best checked from scratch (:mod:`spenser_jax.search.verify`). Whatever
 trains counts in ``train_samples_total``, whether selection sees it or not.
@@ -15,7 +16,7 @@ import dataclasses
 import functools
 
 from spenser_jax.run import files
-from spenser_jax.search import generation_rng, redraw, verify
+from spenser_jax.search import generation_rng, halving, redraw, verify
 from spenser_jax.training import inheritance
 
 
@@ -27,7 +28,12 @@ def step(s, state, evaluator, g: int) -> tuple:
     generation's line of ``generations.jsonl`` (without its timings).
     """
     candidates = s.strategy.ask(generation_rng(s.seed, g), state, s.space, s.mutation)
-    evaluations = evaluate(s, state, evaluator, g, candidates)
+    rounds = None
+    if s.halving:  # replacements drawn for stopped ones (never continued by halving) train the whole budget
+        phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
+        evaluations, rounds = halving.evaluate(evaluator, phenotypes, g, _inherited(s, state, candidates, phenotypes))
+    else:
+        evaluations = evaluate(s, state, evaluator, g, candidates)
     redrawn = []
     if s.redraw_stopped:
         candidates, evaluations, redrawn = redraw.replace_stopped(
@@ -56,7 +62,10 @@ def step(s, state, evaluator, g: int) -> tuple:
     if extra:  # selection never saw them, but they trained: the run's compute counts them
         state = dataclasses.replace(state, train_samples=state.train_samples + extra)
         metrics = {**metrics, "train_samples_total": state.train_samples}
-    record = files.generation_record(g, s.space, state, candidates, evaluations, metrics, s.strategy)
+    if rounds is not None:
+        for x in redrawn:
+            rounds[x["place"]] = None
+    record = files.generation_record(g, s.space, state, candidates, evaluations, metrics, s.strategy, rounds)
     if s.redraw_stopped:
         record["redrawn"] = files.redrawn_records(s.space, redrawn)
     if tried is not None:
@@ -68,9 +77,16 @@ def evaluate(s, state, evaluator, generation: int, candidates, indices=None) -> 
     """The evaluations of ``candidates``, each starting from what it inherits (``indices``: their keys' places)."""
     phenotypes = [s.space.phenotype(c.genotype) for c in candidates]
     more = {} if indices is None else {"indices": indices}
-    if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
-        more["inherited"] = _inheritance(s, state, candidates, phenotypes)
+    inherited = _inherited(s, state, candidates, phenotypes)
+    if inherited is not None:
+        more["inherited"] = inherited
     return evaluator.evaluate(phenotypes, generation=generation, **more)
+
+
+def _inherited(s, state, candidates, phenotypes) -> list | None:
+    if s.protocol.inherit and state.parent is not None and state.parent_weights is not None:
+        return _inheritance(s, state, candidates, phenotypes)
+    return None
 
 
 def _inheritance(s, state, candidates, phenotypes) -> list:

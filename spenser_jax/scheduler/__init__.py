@@ -51,6 +51,7 @@ holds the helpers about the machine.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,6 +160,7 @@ class Evaluator(_Planning, _Execution):
         self.fitness_key = evaluation.fitness_key(seed)
         self.programs = LRU(PROGRAM_CACHE)
         self._placed = LRU(PLACEMENTS)
+        self._views: dict[Protocol, Evaluator] = {}  # other budgets (evaluate's budget)
         self._pool = (
             concurrent.futures.ThreadPoolExecutor(compile_threads, thread_name_prefix="spenser-compile")
             if compile_threads and batching != "none"
@@ -188,6 +190,9 @@ class Evaluator(_Planning, _Execution):
         generation: int,
         inherited: Sequence[tuple | None] | None = None,
         indices: Sequence[int] | None = None,
+        *,
+        budget=None,
+        tag: int | None = None,
     ) -> list[Evaluation]:
         """The evaluations of one generation's phenotypes, in order.
 
@@ -196,7 +201,16 @@ class Evaluator(_Planning, _Execution):
         with ``protocol.inherit``. ``indices``: each phenotype's place in its
         generation, which makes its training key (default ``0, 1, ...``; a
         worker evaluating part of a generation passes them).
+        ``budget``: None (the protocol's), or the part of the protocol's
+        budget to train (:meth:`~spenser_jax.training.protocol.Protocol.part`;
+        its programs are cached beside the protocol's). ``tag``: None, or
+        folded into every training key (a later round of training the same
+        individuals: :mod:`spenser_jax.search.halving`).
         """
+        if budget is not None:
+            part = self.protocol.part(int(self.evo_train.labels.shape[0]), budget)
+            if part != self.protocol:
+                return self._training(part).evaluate(phenotypes, generation, inherited, indices, tag=tag)
         phenotypes = list(phenotypes)
         inherited = list(inherited) if inherited is not None else [None] * len(phenotypes)
         if len(inherited) != len(phenotypes):
@@ -209,6 +223,8 @@ class Evaluator(_Planning, _Execution):
         if len(indices) != len(phenotypes):
             raise ValueError("one index per phenotype")
         keys = [evaluation.individual_key(self.seed, generation, i) for i in indices]
+        if tag is not None:
+            keys = [jax.random.fold_in(k, tag) for k in keys]
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -226,6 +242,20 @@ class Evaluator(_Planning, _Execution):
         finally:
             if bar is not None:
                 bar.close()
+
+    def _training(self, protocol: Protocol) -> Evaluator:
+        """This evaluator training as ``protocol`` says (made once per protocol).
+
+        It shares this one's data on the devices, compile threads and
+        program cache (keyed by protocol), with a host trainer of its own.
+        """
+        view = self._views.get(protocol)
+        if view is None:
+            view = copy.copy(self)
+            view.protocol = protocol
+            view.trainer = evaluation.Trainer(protocol, self.input_shape, self.compiler_options)
+            self._views[protocol] = view
+        return view
 
     def _fresh(self, phenotype: Phenotype):
         try:

@@ -142,7 +142,7 @@ class _Execution:
             )
             args = (place(jnp.stack([m.key for m in slots])), place(_stack([m.hyper for m in slots])), start, *data)
             job.dispatches.append(_Dispatch(chunk, args, job.per_device))
-        cache_key = (job.sig, tuple(d.id for d in job.devices), job.per_device, self.batching)
+        cache_key = (job.sig, tuple(d.id for d in job.devices), job.per_device, self.batching, self.protocol)
         program = self.programs.get(cache_key)
         if program is None:
             t0 = time.perf_counter()

@@ -66,9 +66,9 @@ class _Worker:
         enable_compile_cache(compile_cache)
         self.evaluator = Evaluator(splits, seed=seed, input_shape=input_shape, protocol=protocol, **evaluator_options)
 
-    def evaluate(self, phenotype, generation: int, index: int, inherited) -> Evaluation:
+    def evaluate(self, phenotype, generation: int, index: int, inherited, budget=None, tag=None) -> Evaluation:
         [evaluation] = self.evaluator.evaluate(
-            [phenotype], generation, None if inherited is None else [inherited], indices=[index]
+            [phenotype], generation, None if inherited is None else [inherited], indices=[index], budget=budget, tag=tag
         )
         return evaluation
 
@@ -167,14 +167,25 @@ class RayEvaluator:
         return self.ray.get([a.pid.remote() for a in self.actors])
 
     def evaluate(
-        self, phenotypes: Sequence[Phenotype], generation: int, inherited: Sequence[Any] | None = None
+        self,
+        phenotypes: Sequence[Phenotype],
+        generation: int,
+        inherited: Sequence[Any] | None = None,
+        indices: Sequence[int] | None = None,
+        *,
+        budget=None,
+        tag: int | None = None,
     ) -> list[Evaluation]:
-        """The evaluations of one generation's phenotypes, in order, each on a free worker."""
+        """The evaluations of one generation's phenotypes, in order, each on a free worker
+        (``indices``, ``budget``, ``tag``: as :meth:`spenser_jax.scheduler.Evaluator.evaluate`'s)."""
         ray = self.ray
         phenotypes = list(phenotypes)
         inherited = list(inherited) if inherited is not None else [None] * len(phenotypes)
         if len(inherited) != len(phenotypes):
             raise ValueError("one inheritance per phenotype")
+        places = list(range(len(phenotypes))) if indices is None else list(indices)
+        if len(places) != len(phenotypes):
+            raise ValueError("one index per phenotype")
         pending = list(range(len(phenotypes)))[::-1]  # popped from the end: in order
         results: list[Evaluation | None] = [None] * len(phenotypes)
         tries = [0] * len(phenotypes)
@@ -190,7 +201,8 @@ class RayEvaluator:
             while pending or running:
                 while pending and free:
                     i, a = pending.pop(), free.pop()
-                    running[a.evaluate.remote(phenotypes[i], generation, i, inherited[i])] = (i, a)
+                    args = (phenotypes[i], generation, places[i], inherited[i], budget, tag)
+                    running[a.evaluate.remote(*args)] = (i, a)
                 done, _ = ray.wait(list(running), num_returns=1)
                 for future in done:
                     i, a = running.pop(future)

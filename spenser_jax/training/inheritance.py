@@ -159,3 +159,10 @@ def inherit_params(fresh: Any, inherited: tuple[Any, Any] | None) -> Any:
     values, mask = inherited
     xp = jnp if any(isinstance(x, jax.Array) for x in jax.tree.leaves((fresh, values, mask))) else np
     return jax.tree.map(lambda v, m, f: xp.where(m, v.astype(f.dtype), f), values, mask, fresh)
+
+
+def own(weights: Mapping[str, Any]) -> tuple[dict, dict, float]:
+    """An individual training on from its own trained ``weights`` (all of them kept), in :func:`inherit`'s form."""
+    values = jax.tree.map(lambda w: np.asarray(w, np.float32), dict(weights))
+    mask = jax.tree.map(lambda w: np.ones(np.shape(w), bool), dict(weights))
+    return values, mask, 1.0

@@ -13,6 +13,7 @@ training calls, inside one program or from the host.
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -119,6 +120,35 @@ class Protocol:
     def plan(self, n: int) -> tuple[int | None, ...]:
         """Batches per epoch for ``n`` training samples (:func:`epoch_plan`)."""
         return epoch_plan(self.epochs, n, self.batch_size, self.min_steps)
+
+    def with_steps(self, n: int, steps: int) -> Protocol:
+        """This protocol training exactly ``steps`` optimizer steps on ``n`` samples.
+
+        Whole epochs first, then the first ``steps mod batches`` batches of
+        one more epoch's shuffle, with no step floor (``min_steps`` would
+        lift a short remainder); everything else (the early check's rules
+        included) as this protocol. ``self`` when its plan is already
+        ``steps`` long, so its programs stay the same.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        batches = -(-n // self.batch_size)
+        if budget_steps(self.plan(n), n, self.batch_size) == steps:
+            return self
+        whole, rest = divmod(steps, batches)
+        out = dataclasses.replace(self, epochs=whole + rest / batches if rest else whole, min_steps=None)
+        if budget_steps(out.plan(n), n, self.batch_size) != steps:  # a rounding this module did not foresee
+            raise ValueError(f"no epoch plan of {steps} steps for {n} samples at batch {self.batch_size}")
+        return out
+
+    def part(self, n: int, fraction) -> Protocol:
+        """This protocol training ``floor(fraction * B)`` steps (at least one) of its budget of ``B`` steps on ``n``.
+
+        ``fraction``: an int or :class:`fractions.Fraction` (exact: 1/2 of 7
+        steps is 3); where that is ``B``, ``self``.
+        """
+        steps = budget_steps(self.plan(n), n, self.batch_size)
+        return self.with_steps(n, max(1, math.floor(steps * fractions.Fraction(fraction))))
 
     def stop_check(self, n: int) -> int | None:
         """The early check's batch count for ``n`` training samples (None: no check).
