@@ -97,7 +97,10 @@ def _genotypes(n):
     return [mutation.sample(rng, space, mutation.MutationConfig()) for _ in range(n)]
 
 
-HALVING = ("search=fast", "search.halving=true", "evolution.offspring=4")
+# Halving alone: without search=fast's redraws (they add candidates) and the end's verification (a
+# finished run asked for more generations searches on from its verified best).
+ALONE = ("search.redraw_stopped=0", "search.verify_best=0")
+HALVING = ("search=fast", *ALONE, "search.halving=true", "evolution.offspring=4")
 
 
 def test_a_halving_run_records_its_rounds_and_resumes_exactly(tmp_path):
@@ -161,6 +164,7 @@ def test_both_rounds_batched_equal_one_by_one():
 # epoch (the floor of 100 steps lifts the quarter); round 1 trains 2 of them.
 REAL = [
     "search=fast",
+    *ALONE,
     "dataset.time_steps=2",
     "evolution.offspring=4",
     "training.batch_size=35",
