@@ -96,14 +96,15 @@ def _inheritance(s, state, candidates, phenotypes) -> list:
         if weights is None:  # a member that failed has nothing to give
             out.append(None)
             continue
-        if s.fresh_on_learning_change and p.learning != s.space.phenotype(genotype).learning:
+        parent = s.space.phenotype(genotype)
+        if s.fresh_on_learning_change and p.learning != parent.learning:
             # Weights trained by another optimizer would credit this offspring's learning genes
             # with what the parent's learned: its fitness must be what its own genes earn.
             out.append(inheritance.fresh(p, s.space.input_shape))
             continue
         out.append(
             inheritance.inherit(
-                s.space.phenotype(genotype),
+                parent,
                 s.space.origins(genotype),
                 weights,
                 p,

@@ -80,11 +80,10 @@ def verify_best(
                 "learns": bool(learns),
             }
         )
-        if not learns:
-            continue
-        if evaluation is not None:
-            state = strategy.name_best(state, Candidate(genotype), evaluation)
-        return state, entries
+        if learns:
+            if evaluation is not None:
+                state = strategy.name_best(state, Candidate(genotype), evaluation)
+            break
     return state, entries
 
 
