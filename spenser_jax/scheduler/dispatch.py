@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from spenser_jax.scheduler.plan import _Dispatch, _Job, _Member
+from spenser_jax.scheduler.resources import release_host_memory
 from spenser_jax.training import blocks, core, evaluation
 from spenser_jax.training.evaluation import Evaluation
 
@@ -251,7 +252,9 @@ class _Execution:
             pending = None
             if self._pool is not None and i + 1 < len(members):
                 pending = self._pool.submit(ahead, members[i + 1])
-            yield m, self._evaluate_one_layered(m, data, options, compiled)
+            evaluated = self._evaluate_one_layered(m, data, options, compiled)
+            release_host_memory()
+            yield m, evaluated
 
     def _evaluate_one_layered(self, m: _Member, data: tuple, options: tuple, compiled_ahead: float) -> Evaluation:
         """One member through programs per block; an error falls back to :meth:`evaluate_one`.
