@@ -55,6 +55,7 @@ import numpy as np
 
 MARK = "RESULT-JSON:"
 PAPER_T = {"mnist": 10, "fmnist": 25}
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 VARIANTS = {
     "default": {},
     "stepwise": {"mode": "stepwise"},
@@ -64,8 +65,11 @@ VARIANTS = {
     "layer": {"runtime": {"compile_unit": "layer"}},
     "ray2": {"runtime": {"executor": "ray", "ray_workers": 2, "ray_cpus": 1}},
     "ray2_layer": {"runtime": {"executor": "ray", "ray_workers": 2, "ray_cpus": 1, "compile_unit": "layer"}},
+    "ray2_1t": {"runtime": {"executor": "ray", "ray_workers": 2, "ray_cpus": 1}, "env": {"XLA_FLAGS": ONE_THREAD}},
+    "devices2": {"env": {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}},
 }
-"""Our settings measured: ``mode`` is the time-loop order (``Protocol.mode``), ``runtime`` the ``runtime.*`` keys."""
+"""Our settings measured: ``mode`` is the time-loop order (``Protocol.mode``), ``runtime`` the ``runtime.*`` keys,
+``env`` the environment of the process (XLA's flags: two host devices, one thread per process)."""
 
 
 def draw_generation(seed: int, offspring: int):
@@ -144,13 +148,16 @@ def twin_worker(spec: dict) -> dict:
     import torch
     import twin_torch
 
+    device = spec.get("torch_device") or ("cuda" if torch.cuda.is_available() else "cpu")
     phenotypes = draw_generation(spec["seed"], spec["offspring"])
     splits, _ = common.load_splits(spec["dataset"], spec["seed"], spec["subset"])
-    train = twin_torch.to_tensors(splits.evo_train.images, splits.evo_train.labels)
-    fitness = twin_torch.to_tensors(splits.fitness.images, splits.fitness.labels)
+    train = twin_torch.to_tensors(splits.evo_train.images, splits.evo_train.labels, device)
+    fitness = twin_torch.to_tensors(splits.fitness.images, splits.fitness.labels, device)
     start = time.perf_counter()
     rows = [
-        twin_torch.evaluate(p, train, fitness, time_steps=spec["time_steps"], seed=spec["seed"] * 1000 + i)
+        twin_torch.evaluate(
+            p, train, fitness, time_steps=spec["time_steps"], seed=spec["seed"] * 1000 + i, device=device
+        )
         for i, p in enumerate(phenotypes)
     ]
     wall = time.perf_counter() - start
@@ -163,12 +170,23 @@ def twin_worker(spec: dict) -> dict:
         "accuracies": [r["fitness"] for r in rows],
         "statuses": [r["status"] for r in rows],
         "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "versions": {"torch": torch.__version__, "snntorch": twin_torch.snn.__version__},
     }
 
 
+def twin_missing(python: str) -> str | None:
+    """Why ``python`` cannot run the twin (None: it can)."""
+    proc = subprocess.run(
+        [python, "-c", "import torch, snntorch, numpy"], capture_output=True, text=True, check=False, timeout=300
+    )
+    return None if proc.returncode == 0 else f"{python}: {proc.stderr.strip().splitlines()[-1][:200]}"
+
+
 def run_worker(python: str, kind: str, spec: dict, timeout: float | None) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(common.ROOT), os.environ.get("PYTHONPATH", "")])}
+    for key, value in VARIANTS.get(spec.get("variant"), {}).get("env", {}).items():
+        env[key] = f"{env.get(key, '')} {value}".strip()
     try:
         proc = subprocess.run(
             [python, __file__, f"--{kind}-worker", json.dumps(spec)],
@@ -226,7 +244,7 @@ def summarise(rounds: list[dict], engines: list[str], samples: int) -> dict:
             "failed": sum(s != "ok" for s in rows[0]["statuses"]),
         }
     for name in engines:
-        if name != "twin" and "generation_seconds" in out.get(name, {}) and "generation_seconds" in out["twin"]:
+        if name != "twin" and "generation_seconds" in out.get(name, {}) and "generation_seconds" in out.get("twin", {}):
             ratios = [
                 r["twin"]["generation_seconds"] / r[name]["generation_seconds"]
                 for r in rounds
@@ -239,8 +257,16 @@ def summarise(rounds: list[dict], engines: list[str], samples: int) -> dict:
 def compare(args, dataset: str, rounds_out: list, payload: dict, path_name: str) -> dict:
     t = args.time_steps or PAPER_T[dataset]
     spec = {"dataset": dataset, "seed": args.seed, "subset": args.subset, "offspring": args.offspring, "time_steps": t}
+    spec["torch_device"] = None if args.torch_device == "auto" else args.torch_device
     engines = ["twin", *args.variants]
-    for r in range(args.repeats):
+    missing = twin_missing(args.twin_python)
+    if missing:  # ours alone, once: no ratio to give
+        print(f"twin skipped: {missing}", flush=True)
+        engines, repeats = engines[1:], 1
+        payload["twin_skipped"] = missing
+    else:
+        repeats = args.repeats
+    for r in range(repeats):
         shift = r % len(engines)
         order = engines[shift:] + engines[:shift]
         row = {"round": r, "order": order}
@@ -256,7 +282,12 @@ def compare(args, dataset: str, rounds_out: list, payload: dict, path_name: str)
         common.write_result(path_name, payload)
     samples = args.offspring * (args.subset or 60_000)
     summary = summarise(rounds_out, engines, samples)
-    twin = summary["twin"]
+    twin_rows = [r["twin"] for r in rounds_out if "versions" in r.get("twin", {})]
+    if twin_rows:
+        payload["versions"] |= twin_rows[0]["versions"]
+        payload["twin_device"] = twin_rows[0]["device"]
+        payload["twin_torch_threads"] = twin_rows[0]["torch_threads"]
+    twin = summary.get("twin", {"skipped": missing})
     best = min(
         (v for v in args.variants if "speedup" in summary.get(v, {})),
         key=lambda v: summary[v]["generation_seconds"],
@@ -281,12 +312,19 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--timeout-s", type=float, default=3600.0, help="per engine and generation")
     p.add_argument("--twin-python", default=sys.executable, help="a python with torch + snntorch (and numpy)")
+    p.add_argument(
+        "--torch-device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="the twin's (auto: CUDA if seen)",
+    )
     p.add_argument("--quick", action="store_true", help="4 offspring, 1,000 images, 1 round")
     p.add_argument("--check", action="store_true", help="check the twin against ours instead (module docstring)")
     p.add_argument("--check-networks", type=int, default=5)
     p.add_argument("--check-seeds", type=int, default=3)
     p.add_argument("--check-gain", type=float, default=4.0)
     p.add_argument("--out", default=None)
+    p.add_argument("--name", default=None, help="result file stem (default original_engine[_quick])")
     p.add_argument("--ours-worker")
     p.add_argument("--twin-worker")
     args = p.parse_args(argv)
@@ -311,7 +349,7 @@ def main(argv=None) -> None:
 
         original_engine_check.main(args)
         return
-    name = "original_engine" + ("_quick" if args.quick else "")
+    name = args.name or "original_engine" + ("_quick" if args.quick else "")
     payload = common.header("original_engine", common.load_average())
     payload["settings"] = {k: v for k, v in vars(args).items() if not k.endswith("_worker")}
     payload["settings"]["data_size"] = (

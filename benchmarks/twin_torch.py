@@ -98,10 +98,10 @@ def optimizer(unit, params) -> torch.optim.Optimizer:
     raise TypeError(f"not a learning unit: {unit!r}")
 
 
-def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NHWC images -> float NCHW in [0, 1] (torchvision's ToTensor), int64 labels."""
+def to_tensors(images: np.ndarray, labels: np.ndarray, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NHWC images -> float NCHW in [0, 1] (torchvision's ToTensor), int64 labels, on ``device``."""
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float().div_(255.0)
-    return x, torch.from_numpy(labels.astype(np.int64))
+    return x.to(device), torch.from_numpy(labels.astype(np.int64)).to(device)
 
 
 def evaluate(
@@ -113,25 +113,31 @@ def evaluate(
     seed: int,
     batch_size: int = 64,
     eval_batch_size: int = 1000,
+    device: str = "cpu",
 ) -> dict:
     """Build, train one epoch and score one candidate; ``{"fitness", "status", "seconds", "train_seconds"}``.
 
-    A failure (any exception) scores -1, as the original's out-of-memory case does.
+    ``train`` and ``fitness`` are already on ``device`` (as ours, the data is put there once per run). A failure
+    (any exception) scores -1, as the original's out-of-memory case does.
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
     try:
-        net = TwinNet(layer_specs(phenotype, tuple(train[0].shape[2:]) + (train[0].shape[1],)))
+        net = TwinNet(layer_specs(phenotype, tuple(train[0].shape[2:]) + (train[0].shape[1],))).to(device)
         opt = optimizer(phenotype.learning, net.parameters())
         loss_fn = SF.mse_count_loss(correct_rate=1.0, incorrect_rate=0.0)
         images, labels = train
         net.train()
-        for batch in torch.randperm(len(labels)).split(batch_size):  # DataLoader(shuffle=True, batch_size=64)
+        for batch in torch.randperm(len(labels), device=device).split(
+            batch_size
+        ):  # DataLoader(shuffle=True, batch_size=64)
             out = net(spikegen.rate(images[batch], num_steps=time_steps))
             loss = loss_fn(out, labels[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
         trained = time.perf_counter()
         fit = score(net, *fitness, time_steps, eval_batch_size)
         status = "ok"

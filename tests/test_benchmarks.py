@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 TAG = "cpu_smoke"
 MEASUREMENTS = (
+    "original_engine",
     "train_throughput",
     "generation_throughput",
     "compile_time",
@@ -83,6 +84,18 @@ def test_every_result_has_its_context(smoke, stem):
     assert payload["date"] and payload["versions"]["jax"]
     assert payload["machine"]["jax_backend"] == "cpu"
     assert payload["machine"]["device_kind"] == "cpu"
+
+
+def test_original_engine(smoke):
+    _, out = smoke
+    mnist = result(out, "original_engine")["results"]["mnist"]
+    assert mnist["time_steps"] == 2
+    assert mnist["ours"]["generation_seconds"] > 0 and len(mnist["ours"]["accuracies"]) == 2
+    if HAVE_TORCH:
+        assert mnist["twin"]["generation_seconds"] > 0 and len(mnist["twin"]["accuracies"]) == 2
+        assert mnist["speedup"] > 0
+    else:
+        assert "torch" in mnist["twin"]["skipped"]
 
 
 def test_train_throughput(smoke):
