@@ -11,7 +11,7 @@
 2. Accuracy after one epoch: the generation's ``--check-networks`` cheapest
    architectures (:func:`~spenser_jax.snn.architecture.cost`) trained by each engine
    with ``--check-seeds`` seeds (ours: the run seed; the twin: torch's
-   seed): they agree when |mean(ours) - mean(twin)| is at most the larger
+   seed; 0 skips this part): they agree when |mean(ours) - mean(twin)| is at most the larger
    of the two seed ranges (max - min).
 Needs jax and torch in one environment (the venv with torch + snntorch and this package).
 """
@@ -86,10 +86,20 @@ def accuracy_check(phenotypes, splits, time_steps: int, seeds: int) -> list[dict
         a, b = [s[i] for s in ours], [s[i] for s in twin]
         spread = max(max(a) - min(a), max(b) - min(b))
         diff = statistics.mean(a) - statistics.mean(b)
-        # 1e-6: ours are float32 accuracies, the twin's float64 (equal counts differ there).
-        agree = abs(diff) <= spread + 1e-6
-        rows.append({"network": p.text, "ours": a, "twin": b, "mean_diff": diff, "spread": spread, "agree": agree})
+        rows.append({"network": p.text, "ours": a, "twin": b, "mean_diff": diff, "spread": spread})
     return rows
+
+
+def verdicts(result: dict) -> dict:
+    """One data set's ``forward_exact``, ``forward_ok`` and ``accuracy_ok`` from its rows (the criteria above)."""
+    for row in result["accuracy"]:  # 1e-6: ours are float32 accuracies, the twin's float64
+        row["agree"] = abs(row["mean_diff"]) <= row["spread"] + 1e-6
+    forward = result["forward"]
+    return result | {
+        "forward_exact": sum(r["equal"] and r["loss_rel_diff"] <= 1e-5 for r in forward),
+        "forward_ok": all(r["differing_share"] <= FLIPS for r in forward),
+        "accuracy_ok": all(r["agree"] for r in result["accuracy"]) if result["accuracy"] else None,
+    }
 
 
 def main(args) -> None:
@@ -103,7 +113,7 @@ def main(args) -> None:
         f"ok: at most {FLIPS:.1%} of output spikes differ (last-bit flips at a threshold)",
         "accuracy": "|mean(ours) - mean(twin)| <= max(range(ours), range(twin)) + 1e-6 over the seeds",
     }
-    name = "original_engine_check" + ("_quick" if args.quick else "")
+    name = args.name or "original_engine_check" + ("_quick" if args.quick else "")
     subset = args.subset or (1500 if args.quick else 3000)
     payload["settings"]["accuracy_subset"] = subset
     for dataset in args.datasets.split(","):
@@ -118,18 +128,17 @@ def main(args) -> None:
         forward = [forward_check(p, images, labels, t, args.check_gain, i) for i, p in enumerate(drawn)]
         for row in forward:
             print(dataset, "forward", {k: row[k] for k in ("output_spikes", "differing_share", "loss_rel_diff")})
-        accuracy = accuracy_check(phenotypes, splits, t, args.check_seeds)
+        accuracy = accuracy_check(phenotypes, splits, t, args.check_seeds) if args.check_seeds else []
         for row in accuracy:
-            print(dataset, "accuracy", {k: row[k] for k in ("ours", "twin", "mean_diff", "spread", "agree")})
-        payload[dataset] = {
-            "data": source,
-            "time_steps": t,
-            "forward": forward,
-            "forward_exact": sum(r["equal"] and r["loss_rel_diff"] <= 1e-5 for r in forward),
-            "forward_ok": all(r["differing_share"] <= FLIPS for r in forward),
-            "accuracy": accuracy,
-            "accuracy_ok": all(r["agree"] for r in accuracy),
-            "seconds": time.perf_counter() - start,
-        }
+            print(dataset, "accuracy", {k: row[k] for k in ("ours", "twin", "mean_diff", "spread")})
+        payload[dataset] = verdicts(
+            {
+                "data": source,
+                "time_steps": t,
+                "forward": forward,
+                "accuracy": accuracy,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         payload["load_average"]["after"] = common.load_average()
         print("wrote", common.write_result(name, payload, args.out), flush=True)

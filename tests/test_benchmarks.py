@@ -1,6 +1,6 @@
 """``benchmarks/gpu.sh --smoke``: every measurement step runs and records its key figures.
 
-One run (~1 min on 2 cores) shared by the tests below: JAX on the CPU, tiny
+One run (~2 min on 2 cores) shared by the tests below: JAX on the CPU, tiny
 sizes, the same code paths as on a GPU host (all three time-loop orders,
 ``vmap``, several compile threads, two host devices). The snntorch side runs
 when torch and snntorch are importable and records why it was skipped
@@ -46,7 +46,7 @@ def smoke(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,  # ~2.5 min quiet; the original_engine step (two engines, fresh processes) added ~40 s
         check=False,
     )
     return proc, out
