@@ -140,11 +140,25 @@ def ours_worker(spec: dict) -> dict:
         "accuracies": [e.fitness for e in results],
         "statuses": [e.status for e in results],
         "compile_unit": options.get("compile_unit"),
+        "peak_rss_gib": peak_rss_gib(),
         "executor": executor["name"],
     }
 
 
+def peak_rss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
 def twin_worker(spec: dict) -> dict:
+    if spec.get("memory_gib"):
+        # A candidate that needs more fails alone (scored -1, as the original's out-of-memory case) instead of
+        # the kernel killing the generation on a shared host.
+        import resource
+
+        limit = int(spec["memory_gib"] * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import torch
     import twin_torch
 
@@ -171,6 +185,8 @@ def twin_worker(spec: dict) -> dict:
         "statuses": [r["status"] for r in rows],
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "peak_rss_gib": peak_rss_gib(),
+        "memory_limit_gib": spec.get("memory_gib"),
         "versions": {"torch": torch.__version__, "snntorch": twin_torch.snn.__version__},
     }
 
@@ -258,6 +274,7 @@ def compare(args, dataset: str, rounds_out: list, payload: dict, path_name: str)
     t = args.time_steps or PAPER_T[dataset]
     spec = {"dataset": dataset, "seed": args.seed, "subset": args.subset, "offspring": args.offspring, "time_steps": t}
     spec["torch_device"] = None if args.torch_device == "auto" else args.torch_device
+    spec["memory_gib"] = args.twin_memory_gib
     engines = ["twin", *args.variants]
     missing = twin_missing(args.twin_python)
     if missing:  # ours alone, once: no ratio to give
@@ -317,6 +334,9 @@ def parse_args(argv=None):
         choices=("auto", "cpu", "cuda"),
         default="auto",
         help="the twin's (auto: CUDA if seen)",
+    )
+    p.add_argument(
+        "--twin-memory-gib", type=float, default=None, help="cap the twin's address space: a candidate over it fails"
     )
     p.add_argument("--quick", action="store_true", help="4 offspring, 1,000 images, 1 round")
     p.add_argument("--check", action="store_true", help="check the twin against ours instead (module docstring)")
