@@ -22,22 +22,28 @@ per-round ratio twin seconds / ours (``speedup``) with its spread. A
 generation's seconds run from the first candidate's build to the last score
 (process start, imports and data loading excluded for both).
 
-``--check`` first checks the twin: for ``--check-networks`` of the
-generation's architectures, ours and the twin from equal weights (ours drawn,
-copied into torch, times ``--check-gain`` so that every layer spikes) on equal
-input spikes give the same output spikes (exactly, or the share that differs
-is reported) and losses within 1e-5 relative; and the accuracies after one
-epoch, over ``--check-seeds`` seeds each, agree within the seeds' spread
-(|mean difference| at most the larger of the two ranges). It needs jax and
-torch in one environment.
+``--check`` first checks the twin (:mod:`original_engine_check`): for each of
+the generation's architectures, ours and the twin from equal weights on equal
+input spikes give the same output spikes (or at most 0.5 % flipped at a
+threshold); for the ``--check-networks`` cheapest, the accuracies after one
+epoch over ``--check-seeds`` seeds each agree within the seeds' spread. It
+needs jax and torch in one environment.
+
+``--twin-memory-gib`` caps the twin's address space, so that a candidate that
+needs more fails alone (scored -1, as the original scores an out-of-memory)
+instead of the kernel killing the generation. Each engine's peak resident
+memory is recorded (ours: the driver process; Ray workers are not counted).
 
 Usage (torch + snntorch in a venv of their own, e.g. /work/venvs/torch)::
 
-    python benchmarks/original_engine.py --twin-python /work/venvs/torch/bin/python           # full
-    python benchmarks/original_engine.py --twin-python /work/venvs/torch/bin/python --quick   # minutes
-    /work/venvs/torch/bin/python benchmarks/original_engine.py --check --quick
+    V=/work/venvs/torch/bin/python
+    python benchmarks/original_engine.py --twin-python $V                # the paper's 60,000 images: hours
+    python benchmarks/original_engine.py --twin-python $V --datasets mnist --subset 500 --variants default,ray2
+    python benchmarks/original_engine.py --twin-python $V --quick        # 4 candidates, 1,000 images: minutes
+    $V benchmarks/original_engine.py --check                             # ~20 min here
 
-Results: ``<out>/original_engine[_quick|_check]_<date>.json``.
+Results: ``<out>/<--name or original_engine[_quick]>_<date>.json``
+(``original_engine_check[_quick]`` for ``--check``).
 """
 
 from __future__ import annotations
