@@ -302,7 +302,7 @@ def compare(args, dataset: str, rounds_out: list, payload: dict, path_name: str)
             seconds = row[name].get("generation_seconds", row[name].get("error"))
             print(f"{dataset} round {r} {name}:", seconds, flush=True)
         rounds_out.append(row)
-        common.write_result(path_name, payload)
+        common.write_result(path_name, payload, args.out)
     samples = args.offspring * (args.subset or 60_000)
     summary = summarise(rounds_out, engines, samples)
     twin_rows = [r["twin"] for r in rounds_out if "versions" in r.get("twin", {})]
