@@ -146,6 +146,20 @@ def report(args) -> int:
         path = fresh_result(out, f"{stem}_{args.tag}", 0)
         return _read(path) if path else None
 
+    orig = result("original_engine")
+    if orig and orig.get("results"):
+        lines += ["", "one generation: the original's engine (torch + snntorch twin) against ours (default settings)"]
+        for dataset, r in orig["results"].items():
+            twin, ours = r.get("twin") or {}, r.get("ours") or {}
+            if "generation_seconds" not in ours:
+                lines.append(f"  {dataset}: ours {str(ours.get('error', '-'))[:100]}")
+                continue
+            lines.append(
+                f"  {dataset} T={r['time_steps']}: twin {_fmt(twin.get('generation_seconds'))} s, "
+                f"ours {ours['generation_seconds']:.1f} s (compile {ours['compile_seconds']:.1f} s), "
+                f"speed-up {_fmt(r.get('speedup'), '.2f')}x; mean accuracy twin "
+                f"{_fmt(twin.get('mean_accuracy'), '.3f')}, ours {_fmt(ours.get('mean_accuracy'), '.3f')}"
+            )
     train = result("train_throughput")
     if train and train.get("results"):
         lines += ["", "train samples/s (reference CSNN, batch 64); ratio = ours / snntorch"]

@@ -1,6 +1,6 @@
 """``benchmarks/gpu.sh --smoke``: every measurement step runs and records its key figures.
 
-One run (~1 min on 2 cores) shared by the tests below: JAX on the CPU, tiny
+One run (~2 min on 2 cores) shared by the tests below: JAX on the CPU, tiny
 sizes, the same code paths as on a GPU host (all three time-loop orders,
 ``vmap``, several compile threads, two host devices). The snntorch side runs
 when torch and snntorch are importable and records why it was skipped
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 TAG = "cpu_smoke"
 MEASUREMENTS = (
+    "original_engine",
     "train_throughput",
     "generation_throughput",
     "compile_time",
@@ -45,7 +46,7 @@ def smoke(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,  # ~2.5 min quiet; the original_engine step (two engines, fresh processes) added ~40 s
         check=False,
     )
     return proc, out
@@ -83,6 +84,18 @@ def test_every_result_has_its_context(smoke, stem):
     assert payload["date"] and payload["versions"]["jax"]
     assert payload["machine"]["jax_backend"] == "cpu"
     assert payload["machine"]["device_kind"] == "cpu"
+
+
+def test_original_engine(smoke):
+    _, out = smoke
+    mnist = result(out, "original_engine")["results"]["mnist"]
+    assert mnist["time_steps"] == 2
+    assert mnist["ours"]["generation_seconds"] > 0 and len(mnist["ours"]["accuracies"]) == 2
+    if HAVE_TORCH:
+        assert mnist["twin"]["generation_seconds"] > 0 and len(mnist["twin"]["accuracies"]) == 2
+        assert mnist["speedup"] > 0
+    else:
+        assert "torch" in mnist["twin"]["skipped"]
 
 
 def test_train_throughput(smoke):
