@@ -105,9 +105,10 @@ class NotExportable(SpenserError, ValueError):
       reasons: one ``"layer I (TYPE): why"`` string per offending layer.
     """
 
-    def __init__(self, reasons: list[str]):
+    def __init__(self, reasons: list[str], target: str = "NIR"):
         self.reasons = list(reasons)
-        super().__init__("not exportable to NIR: " + "; ".join(self.reasons))
+        self.target = target
+        super().__init__(f"not exportable to {target}: " + "; ".join(self.reasons))
 
 
 class MissingDependency(SpenserError, ImportError):
@@ -184,6 +185,19 @@ def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[
             reasons.append(f"{_label(i, layer)}: {problem}")
         in_shape = out_shape
     return reasons
+
+
+def node_labels(phenotype: Phenotype) -> dict[str, str]:
+    """``{graph node: "layer I (TYPE)"}``: which layer of ``phenotype`` each node of :func:`to_nir` comes from."""
+    labels, j = {}, -1
+    for i, layer in enumerate(phenotype.layers):
+        if isinstance(layer, NoOp):
+            continue
+        j += 1
+        label = _label(i, layer)
+        for prefix in ("conv", "pool", "dense", "flatten", "lif"):
+            labels[f"{prefix}_{j}"] = label
+    return labels
 
 
 def chw(shape: tuple[int, ...]) -> tuple[int, ...]:
