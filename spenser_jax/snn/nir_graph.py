@@ -63,8 +63,9 @@ reset_mechanism="zero", reset_delay=False)``: the same spikes (tested with a
 stored fixture). Its ``nir.IF`` import asserts ``r == 1``, so β = 1 layers
 do not import into snntorch; nirtorch's ``Flatten(0, -1)`` flattens a batch
 axis too, so run imported graphs one unbatched sample at a time. norse
-(``lif_box``) and spyx ignore ``r`` (and lack an avg-pool mapping): they
-would need ``dt = metadata["dt"]`` and every LIF input multiplied by ``r``.
+(``lif_box``) ignores ``r`` and lacks an avg-pool mapping;
+:mod:`spenser_jax.snn.nir_readers` rewrites the graph for it (and refuses
+readers whose neurons reset by subtraction).
 
 Input coding is outside the graph: its input is spikes ``[T, C, H, W]``;
 the metadata holds ``dt``, ``time_steps``, ``input_coding``,
