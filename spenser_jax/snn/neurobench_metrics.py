@@ -44,6 +44,8 @@ from spenser_jax.snn import architecture
 from spenser_jax.snn.activity import _weighted_inputs, conv_fanout
 from spenser_jax.snn.architecture import LIFSlot, Signature
 
+NEUROBENCH_VERSION = "2.3.0"
+"""The NeuroBench release whose definitions these are (and that benchmarks/neurobench_check.py ran)."""
 LEAKY_OPS = 4
 """NeuroBench's operations per update of a ``snn.Leaky`` membrane (either reset)."""
 LEAKY_SCALARS = 4
@@ -128,33 +130,42 @@ def workload(
 def membrane_updates(sig: Signature, hyper, params, spikes) -> float:
     """``MembraneUpdates`` per sample of ``spikes`` (``[T, B, H, W, C]``, the network's input).
 
-    Runs the network once per LIF layer, up to that layer, recording its
-    membranes ``U`` (before the reset) and spikes ``S``; the post-step
-    membrane is ``U·(1 - S)`` (reset to zero) or ``U - θ·S`` (subtract).
+    Runs the network up to each LIF layer (one jitted program for all),
+    recording its membranes ``U`` (before the reset) and spikes ``S``; the
+    post-step membrane is ``U·(1 - S)`` (reset to zero) or ``U - θ·S`` (subtract).
     """
+    import jax
+
     from spenser_jax.snn import network
 
     params = params["params"] if set(params) == {"params"} else params
+    lifs = [i for i, layer in enumerate(sig.layers) if isinstance(layer, LIFSlot)]
+
+    def prefixes(params, spikes, hyper):
+        out = []
+        for i in lifs:
+            inputs = None if sig.inputs is None else sig.inputs[: i + 1]
+            sub = dataclasses.replace(sig, layers=sig.layers[: i + 1], inputs=inputs)
+            names = {architecture.param_name(j, x) for j, x in enumerate(sub.layers)} - {None}
+            out.append(
+                network.SpikingNetwork(sub).apply(
+                    {"params": {n: params[n] for n in names}},
+                    spikes,
+                    hyper,
+                    method=network.SpikingNetwork.recording,
+                    what="membrane",
+                )
+            )
+        return out
+
     steps, batch = spikes.shape[:2]
     total = 0
-    for i, layer in enumerate(sig.layers):
-        if not isinstance(layer, LIFSlot):
-            continue
-        inputs = None if sig.inputs is None else sig.inputs[: i + 1]
-        sub = dataclasses.replace(sig, layers=sig.layers[: i + 1], inputs=inputs)
-        names = {architecture.param_name(j, x) for j, x in enumerate(sub.layers)} - {None}
-        out, u = network.SpikingNetwork(sub).apply(
-            {"params": {n: params[n] for n in names}},
-            spikes,
-            hyper,
-            method=network.SpikingNetwork.recording,
-            what="membrane",
-        )
-        out, u = np.asarray(out, np.float64), np.asarray(u, np.float64)
-        if layer.reset == "zero":
-            post = u * (1.0 - out)
+    for i, (s, u) in zip(lifs, jax.jit(prefixes)(params, spikes, hyper)):
+        s, u = np.asarray(s, np.float64), np.asarray(u, np.float64)
+        if sig.layers[i].reset == "zero":
+            post = u * (1.0 - s)
         else:
-            post = u - float(np.asarray(params[f"lif_{i}"]["threshold"])) * out
-        changed = (post[1:] != post[:-1]).reshape(steps - 1, batch, -1).sum() if steps > 1 else 0
+            post = u - float(np.asarray(params[f"lif_{i}"]["threshold"])) * s
+        changed = (post[1:] != post[:-1]).sum() if steps > 1 else 0
         total += int(changed) + math.prod(post.shape[2:]) * batch
     return total / batch
