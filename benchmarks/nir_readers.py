@@ -31,7 +31,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -47,6 +46,7 @@ from spenser_jax.snn.architecture import split  # noqa: E402
 from spenser_jax.snn.nir_readers import READERS  # noqa: E402
 
 import nir_sim  # noqa: E402
+from helpers import drawn_params  # noqa: E402
 
 SHAPE = (12, 12, 2)
 ACT = "layer:act beta:{b} beta-trainable:True threshold:{t} threshold-trainable:True surr-grad:atan reset:zero"
@@ -79,18 +79,7 @@ NETWORKS = {"lif": network_text(0.95), "with_if": network_text(1.0), "no_pool": 
 
 
 def make_params(ph, seed: int, gain: float = 3.0) -> dict:
-    sig, hyper = split(ph)
-    tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, SHAPE), jax.random.key(0))
-    rng = np.random.default_rng(seed)
-    betas, thetas = iter(np.asarray(hyper["beta"])), iter(np.asarray(hyper["threshold"]))
-    params = {}
-    for name in sorted(tree, key=lambda n: int(n.rsplit("_", 1)[1])):
-        if name.startswith("lif_"):
-            params[name] = {"beta": np.float32(next(betas)), "threshold": np.float32(next(thetas))}
-        else:
-            bound = gain / np.sqrt(np.prod(tree[name]["kernel"].shape[:-1]))
-            params[name] = {k: rng.uniform(-bound, bound, s.shape).astype(np.float32) for k, s in tree[name].items()}
-    return params
+    return drawn_params(ph, SHAPE, seed, gain)
 
 
 def compare(ours: np.ndarray, theirs: np.ndarray) -> dict:

@@ -22,25 +22,11 @@ from spenser_jax.snn import activity, network
 from spenser_jax.snn import neurobench_metrics as nbm
 from spenser_jax.snn.architecture import split
 
+from helpers import drawn_params
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "benchmarks" / "results" / "neurobench_check_2026-12-08.json"
 SHAPE = (12, 12, 2)
-
-
-def params_of(ph, seed: int = 0, gain: float = 3.0) -> dict:
-    """benchmarks/nir_readers.py's ``make_params``: NumPy draws in init_params' tree order."""
-    sig, hyper = split(ph)
-    tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, SHAPE), jax.random.key(0))
-    rng = np.random.default_rng(seed)
-    betas, thetas = iter(np.asarray(hyper["beta"])), iter(np.asarray(hyper["threshold"]))
-    params = {}
-    for name in sorted(tree, key=lambda n: int(n.rsplit("_", 1)[1])):
-        if name.startswith("lif_"):
-            params[name] = {"beta": np.float32(next(betas)), "threshold": np.float32(next(thetas))}
-        else:
-            bound = gain / np.sqrt(np.prod(tree[name]["kernel"].shape[:-1]))
-            params[name] = {k: rng.uniform(-bound, bound, s.shape).astype(np.float32) for k, s in tree[name].items()}
-    return params
 
 
 def metrics(ph, params, x) -> dict:
@@ -74,7 +60,7 @@ def test_equal_to_neurobench_itself(name):
     ph = phenotype.parse(entry["phenotype"])
     steps, batch = check["time_steps"], check["batch"]
     x = (np.random.default_rng(1).random((steps, batch, *SHAPE)) < 0.5).astype(np.float32)  # as the check drew it
-    ours = flat(metrics(ph, params_of(ph), x))
+    ours = flat(metrics(ph, drawn_params(ph, SHAPE), x))
     theirs = {k: v["neurobench"] for k, v in entry["metrics"].items()}
     assert set(ours) == set(theirs)
     for key, value in theirs.items():
@@ -119,7 +105,7 @@ def test_static_metrics_by_hand():
         "learning:adam lr:0.001 beta1:0.9 beta2:0.999 decay:0.0 amsgrad:False"
     )
     ph = phenotype.parse(text)
-    params = params_of(ph)
+    params = drawn_params(ph, SHAPE)
     params["conv_0"]["kernel"][0, 0] = 0.0  # 2 x 3 of the 24 conv weights
     sig, _ = split(ph)
     got = nbm.static(sig, SHAPE, params)

@@ -13,17 +13,15 @@ import dataclasses
 import hashlib
 import importlib.metadata
 
-import jax
 import numpy as np
 import pytest
 
 from spenser_jax import export
 from spenser_jax.genome import phenotype
-from spenser_jax.snn import network
 from spenser_jax.snn import nir_readers as nr
-from spenser_jax.snn.architecture import split
 
 import nir_sim
+from helpers import drawn_params
 
 nir = pytest.importorskip("nir")
 
@@ -57,17 +55,7 @@ def text(beta: float = 0.95, first_act: bool = False) -> str:
 def graph_of(source: str, seed: int = 0, gain: float = 3.0):
     """``to_nir`` of ``source`` with NumPy weights (PyTorch's bound times ``gain``: every layer spikes)."""
     ph = phenotype.parse(source)
-    sig, hyper = split(ph)
-    tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, SHAPE), jax.random.key(0))
-    rng = np.random.default_rng(seed)
-    betas, thetas = iter(np.asarray(hyper["beta"])), iter(np.asarray(hyper["threshold"]))
-    params = {}
-    for name in sorted(tree, key=lambda n: int(n.rsplit("_", 1)[1])):
-        if name.startswith("lif_"):
-            params[name] = {"beta": np.float32(next(betas)), "threshold": np.float32(next(thetas))}
-        else:
-            bound = gain / np.sqrt(np.prod(tree[name]["kernel"].shape[:-1]))
-            params[name] = {k: rng.uniform(-bound, bound, s.shape).astype(np.float32) for k, s in tree[name].items()}
+    params = drawn_params(ph, SHAPE, seed, gain)
     return ph, params, export.to_nir(ph, params, input_shape=SHAPE, time_steps=T)
 
 
