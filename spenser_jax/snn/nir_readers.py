@@ -254,8 +254,8 @@ def fold_r(graph):
     """Every LIF's ``r`` folded into the weighted node before it, then ``r = 1``.
 
     Raises:
-      ReaderRefusal (reader ``nir``) naming each LIF whose ``r`` cannot be
-      folded (no weighted node before it, a branch, per-neuron ``r``).
+      ReaderRefusal: naming each LIF whose ``r`` cannot be folded (no
+        weighted node before it, a branch, per-neuron ``r``); its reader is ``nir``.
     """
     nodes, problems = dict(graph.nodes), {}
     for name, node in graph.nodes.items():
@@ -281,7 +281,7 @@ def sum_pools(graph):
     """Every ``AvgPool2d`` as a ``SumPool2d``, its ``1/k²`` folded into a weighted neighbour.
 
     Raises:
-      ReaderRefusal naming each pool with no weighted node to fold into.
+      ReaderRefusal: naming each pool with no weighted node to fold into.
     """
     import nir
 
