@@ -16,6 +16,7 @@ the spike counts, and the reader's and its nir's versions (or the error).
 
     python benchmarks/nir_readers.py                       # venvs under /work/venvs
     python benchmarks/nir_readers.py --venvs DIR --batch 32 --readers snntorch norse
+    python benchmarks/nir_readers.py --run RUN_DIR          # also a run's best, on its rate-coded images
 
 A reader's venv: ``python -m venv DIR/snntorch && DIR/snntorch/bin/pip install
 snntorch==1.0.0 nirtorch nir torch`` (norse==1.1.0, spyx==1.0.0 and
@@ -110,6 +111,86 @@ def run_reader(python: Path, reader: str, graph: Path, inputs: Path, work: Path)
     return {k: (got[k] if k == "output" else str(got[k])) for k in got.files}
 
 
+def random_cases(steps: int, batch: int, seed: int):
+    """(name, phenotype, params, input spikes [T, B, H, W, C]) of :data:`NETWORKS`, random spikes (p = 0.5)."""
+    x = (np.random.default_rng(seed + 1).random((steps, batch, *SHAPE)) < 0.5).astype(np.float32)
+    for key, text in NETWORKS.items():
+        ph = phenotype.parse(text)
+        yield key, ph, make_params(ph, seed), x
+
+
+def run_case(run_dir: str, batch: int):
+    """A run's best with the weights ``inspect`` and ``export`` choose, on its first rate-coded Fitness images."""
+    from spenser_jax import training
+    from spenser_jax.run import runs
+    from spenser_jax.training import evaluation
+
+    run = runs.load_run(Path(run_dir))
+    chosen = run.choose("best", "auto")
+    if chosen.again is not None:
+        raise SystemExit(f"{run_dir}: the best's weights are not stored")
+    protocol = run.protocol()
+    images = run.splits(None).fitness.images[:batch]
+    key = evaluation.fitness_key(run.identity["seed"])
+    x = np.asarray(training.encode(protocol.encoding, key, jnp.asarray(images), protocol.time_steps), np.float32)
+    return f"run:{run_dir}", chosen.phenotype, chosen.params, x
+
+
+def check(case, readers, venvs: Path, work: Path) -> dict:
+    """One network in every reader: its rows of the result, printed as it goes."""
+    key, ph, params, x = case
+    shape = x.shape[2:]
+    x_chw = x.transpose(0, 1, 4, 2, 3)
+    inputs = work / f"{len(list(work.iterdir()))}.inputs.npz"
+    np.savez(inputs, x=x_chw)
+    sig, hyper = split(ph)
+    ours = np.asarray(network.SpikingNetwork(sig).apply({"params": params}, jnp.asarray(x), hyper, None), np.float64)
+    graph = export.to_nir(ph, params, input_shape=shape, time_steps=x.shape[0])
+    stem = key.replace("/", "_").replace(":", "_")
+    plain = work / f"{stem}.nir"
+    export._write(plain, graph)
+    simulated = compare(ours, nir_sim.simulate(graph, x_chw).output)
+    rows = {"nir": {"default": {"version": READERS["nir"].version, **simulated}}}
+    print(f"{key}: our output spikes {ours.sum():.0f} of {ours.size}")
+    print(f"  {'nir':9s} {'default':8s} exact {simulated['exact_match']:.4f} (tests/nir_sim.py)")
+    for reader in readers:
+        python = venvs / reader / "bin" / "python"
+        row = {}
+        try:
+            rewritten = export.graph_for(graph, ph, reader)
+        except export.NotExportable as err:
+            row["for"] = {"refused": err.reasons}
+            rewritten = None
+        if not python.exists():
+            row["not_installed"] = f"no {python}"
+            rows[reader] = row
+            print(f"  {reader:9s} not installed ({python})")
+            continue
+        graphs = {"default": plain}
+        if rewritten is not None:
+            graphs["for"] = work / f"{stem}.for_{reader}.nir"
+            export._write(graphs["for"], rewritten)
+        for kind, path in graphs.items():
+            got = run_reader(python, reader, path, inputs, work)
+            entry = {k: v for k, v in got.items() if k not in ("output", "traceback")}
+            if "output" in got:
+                entry.update(compare(ours, got["output"]))
+            row[kind] = entry
+        rows[reader] = row
+        for kind in ("default", "for"):
+            e = row.get(kind, {})
+            what = (
+                f"refused ({len(e['refused'])} layers)"
+                if "refused" in e
+                else e.get("error", "")[:90]
+                if "error" in e
+                else f"exact {e['exact_match']:.4f}, samples identical {e['samples_identical']:.3f}, "
+                f"max |diff| {e['max_abs_diff']:g}"
+            )
+            print(f"  {reader:9s} {kind:8s} {what}")
+    return {"phenotype": ph.text, "input_shape_chw": list(x_chw.shape[2:]), "time_steps": x.shape[0], "readers": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--venvs", default="/work/venvs", help="one venv per reader: VENVS/READER/bin/python")
@@ -117,66 +198,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run", action="append", default=[], help="also a run's best (trained), on its images")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     payload = common.header("nir_readers")
-    payload.update(batch=args.batch, time_steps=args.steps, input_shape_chw=[SHAPE[2], *SHAPE[:2]], networks={})
-    rng = np.random.default_rng(args.seed + 1)
-    x = (rng.random((args.steps, args.batch, *SHAPE)) < 0.5).astype(np.float32)
-    x_chw = x.transpose(0, 1, 4, 2, 3)
+    payload.update(batch=args.batch, time_steps=args.steps, networks={})
+    cases = [*random_cases(args.steps, args.batch, args.seed), *(run_case(r, args.batch) for r in args.run)]
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        inputs = work / "inputs.npz"
-        np.savez(inputs, x=x_chw)
-        for key, text in NETWORKS.items():
-            ph = phenotype.parse(text)
-            params = make_params(ph, args.seed)
-            sig, hyper = split(ph)
-            ours = np.asarray(network.SpikingNetwork(sig).apply({"params": params}, jnp.asarray(x), hyper, None))
-            ours = ours.astype(np.float64)
-            graph = export.to_nir(ph, params, input_shape=SHAPE, time_steps=args.steps)
-            plain = work / f"{key}.nir"
-            export._write(plain, graph)
-            simulated = compare(ours, nir_sim.simulate(graph, x_chw).output)
-            rows = {"nir": {"default": {"version": READERS["nir"].version, **simulated}}}
-            print(f"{key}: our output spikes {ours.sum():.0f} of {ours.size}")
-            print(f"  {'nir':9s} {'default':8s} exact {simulated['exact_match']:.4f} (tests/nir_sim.py)")
-            for reader in args.readers:
-                python = Path(args.venvs) / reader / "bin" / "python"
-                row = {}
-                try:
-                    rewritten = export.graph_for(graph, ph, reader)
-                except export.NotExportable as err:
-                    row["for"] = {"refused": err.reasons}
-                    rewritten = None
-                if not python.exists():
-                    row["not_installed"] = f"no {python}"
-                    rows[reader] = row
-                    print(f"  {reader:9s} not installed ({python})")
-                    continue
-                graphs = {"default": plain}
-                if rewritten is not None:
-                    graphs["for"] = work / f"{key}.for_{reader}.nir"
-                    export._write(graphs["for"], rewritten)
-                for kind, path in graphs.items():
-                    got = run_reader(python, reader, path, inputs, work)
-                    entry = {k: v for k, v in got.items() if k not in ("output", "traceback")}
-                    if "output" in got:
-                        entry.update(compare(ours, got["output"]))
-                    row[kind] = entry
-                rows[reader] = row
-                for kind in ("default", "for"):
-                    e = row.get(kind, {})
-                    what = (
-                        f"refused ({len(e['refused'])} layers)"
-                        if "refused" in e
-                        else e.get("error", "")[:90]
-                        if "error" in e
-                        else f"exact {e['exact_match']:.4f}, samples identical {e['samples_identical']:.3f}, "
-                        f"max |diff| {e['max_abs_diff']:g}"
-                    )
-                    print(f"  {reader:9s} {kind:8s} {what}")
-            payload["networks"][key] = {"phenotype": text, "readers": rows}
+        for case in cases:
+            payload["networks"][case[0]] = check(case, args.readers, Path(args.venvs), Path(tmp))
     path = common.write_result("nir_readers", payload, args.out)
     print(f"-> {path}")
     return 0
