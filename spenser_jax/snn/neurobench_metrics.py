@@ -132,40 +132,39 @@ def membrane_updates(sig: Signature, hyper, params, spikes) -> float:
 
     Runs the network up to each LIF layer (one jitted program for all),
     recording its membranes ``U`` (before the reset) and spikes ``S``; the
-    post-step membrane is ``U·(1 - S)`` (reset to zero) or ``U - θ·S`` (subtract).
+    post-step membrane is ``U·(1 - S)`` (reset to zero) or ``U - θ·S``
+    (subtract), and only the counts of its changes leave the program.
     """
     import jax
+    import jax.numpy as jnp
 
     from spenser_jax.snn import network
 
     params = params["params"] if set(params) == {"params"} else params
     lifs = [i for i, layer in enumerate(sig.layers) if isinstance(layer, LIFSlot)]
 
-    def prefixes(params, spikes, hyper):
-        out = []
+    def changes(params, spikes, hyper):
+        counts = []
         for i in lifs:
             inputs = None if sig.inputs is None else sig.inputs[: i + 1]
             sub = dataclasses.replace(sig, layers=sig.layers[: i + 1], inputs=inputs)
             names = {architecture.param_name(j, x) for j, x in enumerate(sub.layers)} - {None}
-            out.append(
-                network.SpikingNetwork(sub).apply(
-                    {"params": {n: params[n] for n in names}},
-                    spikes,
-                    hyper,
-                    method=network.SpikingNetwork.recording,
-                    what="membrane",
-                )
+            s, u = network.SpikingNetwork(sub).apply(
+                {"params": {n: params[n] for n in names}},
+                spikes,
+                hyper,
+                method=network.SpikingNetwork.recording,
+                what="membrane",
             )
-        return out
+            if sig.layers[i].reset == "zero":
+                post = u * (1.0 - s)
+            else:
+                post = u - jnp.asarray(params[f"lif_{i}"]["threshold"], u.dtype) * s
+            counts.append(jnp.sum(post[1:] != post[:-1]))
+        return counts
 
     steps, batch = spikes.shape[:2]
-    total = 0
-    for i, (s, u) in zip(lifs, jax.jit(prefixes)(params, spikes, hyper)):
-        s, u = np.asarray(s, np.float64), np.asarray(u, np.float64)
-        if sig.layers[i].reset == "zero":
-            post = u * (1.0 - s)
-        else:
-            post = u - float(np.asarray(params[f"lif_{i}"]["threshold"])) * s
-        changed = (post[1:] != post[:-1]).sum() if steps > 1 else 0
-        total += int(changed) + math.prod(post.shape[2:]) * batch
-    return total / batch
+    shapes = architecture.layer_shapes(sig, spikes.shape[2:])
+    neurons = sum(math.prod(shapes[i]) for i in lifs)
+    changed = sum(int(c) for c in jax.jit(changes)(params, spikes, hyper))
+    return (changed + neurons * batch) / batch
