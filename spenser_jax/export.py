@@ -1,9 +1,11 @@
 """The export command: one individual of a run as a NIR graph (the Neuromorphic Intermediate Representation).
 
 ``python -m spenser_jax.export RUN_DIR --out net.nir [--individual best|G:I]
-[--retrained | --search-weights] [--dt DT] [--data-dir DIR]``; docs/export.md
-says what it writes. The conversion, and why the graph's spikes are exactly
-ours, is :mod:`spenser_jax.snn.nir_graph` (its names are offered here too).
+[--retrained | --search-weights] [--dt DT] [--for READER] [--data-dir DIR]``;
+docs/export.md says what it writes. The conversion, and why the graph's
+spikes are exactly ours, is :mod:`spenser_jax.snn.nir_graph` (its names are
+offered here too); ``--for`` rewrites the graph for one reader
+(:mod:`spenser_jax.snn.nir_readers`), or refuses naming the layers it cannot run.
 The weights are chosen as ``inspect`` chooses them
 (:meth:`spenser_jax.run.runs.Run.choose`): the best's retrained ones when
 they are readable and belong to it, else the search's, with a note. Errors
@@ -27,9 +29,11 @@ from spenser_jax.snn.nir_graph import (  # noqa: F401 (MissingDependency, lif_no
     chw,
     exportable,
     lif_node,
+    node_labels,
     require_nir,
     to_nir,
 )
+from spenser_jax.snn.nir_readers import READERS, ReaderRefusal, for_reader
 from spenser_jax.training import evaluation
 
 
@@ -55,21 +59,43 @@ def _size(n: int) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
+def graph_for(graph, phenotype, reader: str):
+    """:func:`~spenser_jax.snn.nir_readers.for_reader`, its refusal as :class:`NotExportable` naming our layers."""
+    try:
+        return for_reader(graph, reader)
+    except ReaderRefusal as err:
+        labels = node_labels(phenotype)
+        raise NotExportable(
+            [f"{labels.get(node, 'node ' + node)}: {why}" for node, why in err.problems.items()],
+            target=err.reader.label,
+        ) from None
+
+
 def export_run(
-    run_dir, out, *, individual: str = "best", weights: str = "auto", dt: float = DT, data_dir=None, log=print
+    run_dir,
+    out,
+    *,
+    individual: str = "best",
+    weights: str = "auto",
+    dt: float = DT,
+    reader: str = "nir",
+    data_dir=None,
+    log=print,
 ) -> dict:
     """Export one individual of a run to ``out`` (what the command line does).
 
-    ``individual`` and ``weights`` as :meth:`spenser_jax.run.runs.Run.choose`.
-    Returns ``{"path", "nodes" (input to output), "bytes", "phenotype",
-    "weights" ("retrained" or "search"), "weights_text", "input_shape" (C, H,
-    W), "time_steps", "dt"}``.
+    ``individual`` and ``weights`` as :meth:`spenser_jax.run.runs.Run.choose`;
+    ``reader`` one of :data:`~spenser_jax.snn.nir_readers.READERS` (``nir``:
+    the graph as NIR means it, unchanged). Returns ``{"path", "nodes" (input
+    to output), "bytes", "phenotype", "weights" ("retrained" or "search"),
+    "weights_text", "input_shape" (C, H, W), "time_steps", "dt" (the
+    graph's: a reader may need its own), "reader"}``.
 
     Raises:
       IndividualError: no best individual yet, a bad ``individual``, no
         retrained weights where they were asked for.
       CheckpointError: not a run directory (or a corrupt one, or its grammar changed).
-      NotExportable: the network has layers NIR cannot express exactly.
+      NotExportable: the network has layers NIR (or ``reader``) cannot express exactly.
       ImportError: ``nir`` is missing.
       DataError: the run's data (needed for the input shape or to train
         ``G:I`` again) cannot be loaded.
@@ -78,6 +104,8 @@ def export_run(
 
     if weights not in runs.WEIGHTS:
         raise ValueError(f"weights must be auto, retrained or search, got {weights!r}")
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
     require_nir()
     run = runs.load_run(Path(run_dir))
     chosen = run.choose(individual, weights)
@@ -102,6 +130,7 @@ def export_run(
         params = evaluation.train_again(run, phenotype, *again, data_splits())
     time_steps = int(run.identity["time_steps"])
     graph = to_nir(phenotype, params, input_shape=input_shape, time_steps=time_steps, dt=dt)
+    graph = graph_for(graph, phenotype, reader)
     out = Path(out)
     _write(out, graph)
     # The chain in edge order (to_nir writes one path: input -> ... -> output).
@@ -119,7 +148,8 @@ def export_run(
         "weights_text": chosen.text,
         "input_shape": chw(input_shape),
         "time_steps": time_steps,
-        "dt": float(dt),
+        "dt": float(graph.metadata["dt"]),
+        "reader": reader,
     }
 
 
@@ -138,6 +168,14 @@ def main(argv=None) -> int:
         default=DT,
         help=f"time step the LIF parameters are written for (default {DT:g}, snntorch's)",
     )
+    parser.add_argument(
+        "--for",
+        dest="reader",
+        choices=tuple(READERS),
+        default="nir",
+        help="write the graph so that this reader runs it with our spikes, or refuse naming each layer it "
+        "cannot (default nir: NIR's own semantics; docs/export.md has the table)",
+    )
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="override the run's dataset.data_dir")
     args = parser.parse_args(argv)
     if not (math.isfinite(args.dt) and args.dt > 0):
@@ -151,10 +189,13 @@ def main(argv=None) -> int:
             individual=args.individual,
             weights=weights,
             dt=args.dt,
+            reader=args.reader,
             data_dir=args.data_dir,
             log=lambda line: print(line, file=sys.stderr),
         )
     except NotExportable as err:
+        if args.reader != "nir":
+            return fail(f"individual {args.individual} of {args.run_dir} is {err}")
         return fail(
             f"individual {args.individual} of {args.run_dir} is {err} (a search with "
             f"grammar=grammars/csnn_nir.grammar finds only networks that export)"
@@ -167,6 +208,9 @@ def main(argv=None) -> int:
         f"  input: spikes [T, {c}, {', '.join(map(str, hw))}], T = {result['time_steps']} steps, "
         f"rate-coded outside the graph (Bernoulli(pixel / 255) per step); dt = {result['dt']:g}"
     )
+    if args.reader != "nir":
+        spec = READERS[args.reader]
+        print(f"  for {spec.label}: {spec.entry}")
     return 0
 
 

@@ -73,6 +73,7 @@ def measure(
             weighted += 1
         layers.append(row)
     reasons = exportable(phenotype, input_shape)
+    neurobench = _neurobench(run, phenotype, weights, scored, summary, input_shape)
     return {
         "run": str(run.dir),
         "phenotype": phenotype.text,
@@ -93,10 +94,48 @@ def measure(
                 "parameters",
             )
         },
+        "neurobench": neurobench,
         "exportable": not reasons,
         "export_problems": reasons,
         "_weights": weights,
         "_input": np.asarray(scored.images[:1]),
+    }
+
+
+MEMBRANE_SAMPLES = 64
+"""``MembraneUpdates`` needs every layer's membranes: measured on the first this many scored samples."""
+
+
+def _neurobench(run: Run, phenotype, weights, scored, summary: dict, input_shape) -> dict:
+    """NeuroBench's metrics by its names (:mod:`spenser_jax.snn.neurobench_metrics`), per sample."""
+    import jax.numpy as jnp
+
+    from spenser_jax import training
+    from spenser_jax.snn import architecture
+    from spenser_jax.snn import neurobench_metrics as nbm
+
+    protocol = run.protocol()
+    sig, hyper = architecture.split(phenotype, protocol.time_steps)
+    k = min(MEMBRANE_SAMPLES, len(scored.labels))
+    spikes = training.encode(
+        protocol.encoding,
+        evaluation.fitness_key(run.identity["seed"]),
+        jnp.asarray(scored.images[:k]),
+        protocol.time_steps,
+    )
+    updates = nbm.membrane_updates(sig, hyper, weights, spikes)
+    return {
+        "version": nbm.NEUROBENCH_VERSION,
+        **nbm.static(sig, input_shape, weights),
+        **nbm.workload(
+            sig,
+            input_shape,
+            protocol.time_steps,
+            summary,
+            membrane_updates=updates,
+            spiking_input=protocol.encoding == "rate",
+        ),
+        "MembraneUpdates_samples": k,
     }
 
 
@@ -105,6 +144,16 @@ def _break_even(result: dict) -> str:
     if crossing <= 0:
         return "its ANN equivalent costs less at any activity (neuron updates alone cost more)"
     return f"cheaper than its ANN equivalent while SynOps/sample stay under {crossing:,.0f}"
+
+
+def _neurobench_line(nb: dict) -> str:
+    ops = nb["SynapticOperations"]
+    return (
+        f"NeuroBench {nb['version']}: ActivationSparsity {nb['ActivationSparsity']:.3f} | SynapticOperations "
+        f"Effective_ACs {ops['Effective_ACs']:,.0f}, Effective_MACs {ops['Effective_MACs']:,.0f}, Dense "
+        f"{ops['Dense']:,.0f} | MembraneUpdates {nb['MembraneUpdates']:,.1f} (first {nb['MembraneUpdates_samples']} "
+        f"samples) | Footprint {nb['Footprint']:,} B | ParameterCount {nb['ParameterCount']:,}"
+    )
 
 
 def table(result: dict) -> str:
@@ -130,6 +179,7 @@ def table(result: dict) -> str:
         f"energy/sample {result['energy_pj_per_sample'] / 1e3:,.2f} nJ (ANN equivalent "
         f"{result['ann_energy_pj_per_sample'] / 1e3:,.2f} nJ: {ratio:.1f}x)",
         _break_even(result),
+        _neurobench_line(result["neurobench"]),
         "exports to NIR exactly"
         if result["exportable"]
         else "does not export to NIR: " + "; ".join(result["export_problems"]),

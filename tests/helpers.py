@@ -203,3 +203,29 @@ def fake_cifar(directory, n_train=2, n_test=3, seed=0):
         arrays[name] = (images, labels)
     (directory / "batches.meta.txt").write_bytes(CIFAR_META)
     return arrays
+
+
+def drawn_params(ph, input_shape, seed: int = 0, gain: float = 3.0) -> dict:
+    """Parameters of ``ph`` named and shaped as ``network.init_params`` makes them, drawn by NumPy.
+
+    The tree comes from ``init_params`` traced with ``jax.eval_shape`` (no
+    compile); weights are PyTorch's U(±1/sqrt(fan_in)) times ``gain`` (3:
+    every layer of the NIR tests' networks spikes), in the tree's layer
+    order; β and θ are the phenotype's genes. benchmarks/nir_readers.py draws
+    its networks with it too.
+    """
+    from spenser_jax.snn import network
+    from spenser_jax.snn.architecture import split
+
+    sig, hyper = split(ph)
+    tree = jax.eval_shape(lambda key: network.init_params(key, sig, hyper, input_shape), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    betas, thetas = iter(np.asarray(hyper["beta"])), iter(np.asarray(hyper["threshold"]))
+    params = {}
+    for name in sorted(tree, key=lambda n: int(n.rsplit("_", 1)[1])):
+        if name.startswith("lif_"):
+            params[name] = {"beta": np.float32(next(betas)), "threshold": np.float32(next(thetas))}
+        else:
+            bound = gain / np.sqrt(np.prod(tree[name]["kernel"].shape[:-1]))
+            params[name] = {k: rng.uniform(-bound, bound, s.shape).astype(np.float32) for k, s in tree[name].items()}
+    return params

@@ -171,6 +171,10 @@ def test_inspect_measures_the_best_as_the_search_recorded(runs, tmp_path):
         result["synops_per_sample"]
     )
     assert isinstance(result["exportable"], bool) and png.stat().st_size > 1000
+    nb = result["neurobench"]  # NeuroBench's names (tests/test_neurobench_metrics.py checks the figures)
+    assert nb["SynapticOperations"]["Effective_ACs"] == pytest.approx(result["synops_per_sample"], rel=1e-12)
+    assert 0 < nb["MembraneUpdates"] <= nb["NeuronOperations"]["Neuron Dense Ops"] / 4
+    assert 0 <= nb["ActivationSparsity"] <= 1 and "NeuroBench 2.3.0" in proc.stdout
     bad = cli("inspect", whole, "--individual", "7:9", check=False)
     assert bad.returncode == 1 and "no individual 7:9" in bad.stderr
 

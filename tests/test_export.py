@@ -728,6 +728,17 @@ def test_cli_exports_a_searched_network_exactly(nir_run, tmp_path):
     # is compared all the same, and its input current exactly as computed.
     assert sum(counts.values()) > 0 and f"lif_{last}" in counts
 
+    # --for norse: rewritten for norse (dt 1e-3, r folded, sum pools), the same spikes under NIR's semantics;
+    # spyx refuses every act layer (tests/test_nir_readers.py covers the rewrites).
+    proc = cli("export", nir_run, "--out", tmp_path / "norse.nir", "--for", "norse")
+    norse = nir.read(tmp_path / "norse.nir")
+    assert "for norse 1.1.0: norse.torch.from_nir" in proc.stdout and norse.metadata["reader"] == "norse"
+    assert float(norse.metadata["dt"]) == 1e-3 and "dt = 0.001" in proc.stdout
+    np.testing.assert_array_equal(nir_sim.simulate(norse, chw(x)).output, trace.output)
+    proc = cli("export", nir_run, "--out", tmp_path / "spyx.nir", "--for", "spyx", check=False)
+    assert_error(proc.returncode, proc.stderr, "not exportable to spyx 1.0.0: layer ", "(act): spyx 1.0.0's LIF")
+    assert not (tmp_path / "spyx.nir").exists()
+
 
 @pytest.mark.slow
 def test_retrained_weights_are_the_default_once_retrain_ran(nir_run, tmp_path, capsys):

@@ -63,8 +63,9 @@ reset_mechanism="zero", reset_delay=False)``: the same spikes (tested with a
 stored fixture). Its ``nir.IF`` import asserts ``r == 1``, so β = 1 layers
 do not import into snntorch; nirtorch's ``Flatten(0, -1)`` flattens a batch
 axis too, so run imported graphs one unbatched sample at a time. norse
-(``lif_box``) and spyx ignore ``r`` (and lack an avg-pool mapping): they
-would need ``dt = metadata["dt"]`` and every LIF input multiplied by ``r``.
+(``lif_box``) ignores ``r`` and lacks an avg-pool mapping;
+:mod:`spenser_jax.snn.nir_readers` rewrites the graph for it (and refuses
+readers whose neurons reset by subtraction).
 
 Input coding is outside the graph: its input is spikes ``[T, C, H, W]``;
 the metadata holds ``dt``, ``time_steps``, ``input_coding``,
@@ -105,9 +106,10 @@ class NotExportable(SpenserError, ValueError):
       reasons: one ``"layer I (TYPE): why"`` string per offending layer.
     """
 
-    def __init__(self, reasons: list[str]):
+    def __init__(self, reasons: list[str], target: str = "NIR"):
         self.reasons = list(reasons)
-        super().__init__("not exportable to NIR: " + "; ".join(self.reasons))
+        self.target = target
+        super().__init__(f"not exportable to {target}: " + "; ".join(self.reasons))
 
 
 class MissingDependency(SpenserError, ImportError):
@@ -184,6 +186,19 @@ def exportable(phenotype: Phenotype, input_shape: tuple[int, int, int]) -> list[
             reasons.append(f"{_label(i, layer)}: {problem}")
         in_shape = out_shape
     return reasons
+
+
+def node_labels(phenotype: Phenotype) -> dict[str, str]:
+    """``{graph node: "layer I (TYPE)"}``: which layer of ``phenotype`` each node of :func:`to_nir` comes from."""
+    labels, j = {}, -1
+    for i, layer in enumerate(phenotype.layers):
+        if isinstance(layer, NoOp):
+            continue
+        j += 1
+        label = _label(i, layer)
+        for prefix in ("conv", "pool", "dense", "flatten", "lif"):
+            labels[f"{prefix}_{j}"] = label
+    return labels
 
 
 def chw(shape: tuple[int, ...]) -> tuple[int, ...]:
