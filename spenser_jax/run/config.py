@@ -379,6 +379,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     )
     require(not sr.halving or evo.offspring >= 2, "search.halving needs evolution.offspring >= 2 (half train on)")
     energy = energy_model(cfg.get("energy", {}))
+    rt = cfg.get("runtime", {})
+    executor = executor_options(rt)  # before any data is read: Ray missing is a config error, found at once
     try:
         grammar_path = locate(cfg["grammar"])
     except GrammarError as err:
@@ -407,8 +409,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         require(known is not None, f"dataset {ds.name!r}: its shape is known only once loaded")
         input_shape, num_classes = known
     _check_output(grammar, macro, num_classes)
-    rt = cfg.get("runtime", {})
-    runtime, executor = runtime_options(rt), executor_options(rt)
+    runtime = runtime_options(rt)
     strategy = search.from_config(cfg, offspring=evo.offspring, num_classes=num_classes, energy=energy)
     identity = {
         "seed": cfg["seed"],
