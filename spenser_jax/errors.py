@@ -34,6 +34,11 @@ def is_int(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+def is_number(value) -> bool:
+    """An int or a float (not a bool, not a string): what a rate or fraction in a configuration must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 #: What a command line reports as ``error: ...`` instead of a traceback: our
 #: errors, and a file it cannot read or write (a missing folder, permissions).
 REPORTED = (SpenserError, OSError)

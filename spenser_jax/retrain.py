@@ -145,7 +145,7 @@ def retrain_front(
     (SynOps, energy per sample) are measured on the official test split.
 
     Raises:
-      CheckpointError: not a run, not a population search, or no completed generation.
+      CheckpointError: not a run, not a population search, no completed generation, or the directory in use.
       TrainingDiverged: a member's training diverged (nothing is written).
     """
     _check_budget(epochs, batch_size)
@@ -218,8 +218,9 @@ def retrain(
     """Train the run's best individual further, test it, write ``test.json``.
 
     Raises:
-      CheckpointError: not a run, no completed generation yet, or the
-        grammar changed since the search.
+      CheckpointError: not a run, no completed generation yet, the
+        grammar changed since the search, or the directory in use (``evolve``
+        writing it: retrain holds the run's lock while it trains and writes).
       DataError: the data set cannot be loaded.
       TrainingDiverged: training diverged (nothing is written then; a ValueError).
       ValueError: ``epochs`` or ``batch_size`` below 1, ``minutes`` not positive.

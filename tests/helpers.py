@@ -238,3 +238,16 @@ def hashes(root):
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def untouched(before, after):
+    """Whether a directory's files ``after`` (:func:`hashes`) are those ``before``: every byte and mode kept,
+    nothing removed, nothing added but an empty ``.lock`` (taking a directory's lock makes one where a copy
+    lacked it; removing it again could let two processes hold one directory)."""
+    added = set(after) - set(before)
+    empty = hashlib.sha256(b"").hexdigest()
+    return (
+        all(after.get(k) == v for k, v in before.items())
+        and added <= {".lock"}
+        and all(after[k][0] == empty for k in added)
+    )
