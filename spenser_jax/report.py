@@ -275,6 +275,22 @@ def _exportable(r: Run) -> str:
     return "yes" if not problems else "no"
 
 
+def best_evaluated(r: Run) -> dict | None:
+    """The record of the individual ``best.json`` names, as evaluated (its activity); None without one.
+
+    The last generation's parent, unless the run named another best since (``search.verify_best``) or its
+    records and ``best.json`` disagree: then that individual's own latest record, so that a row's figures
+    all belong to its best."""
+    if not r.best:
+        return None
+    text = r.best.get("phenotype")
+    last = (best_per_generation(r) or [None])[-1]
+    if last is not None and last["phenotype"] == text:
+        return last
+    scored = (i for rec in reversed(r.records) for i in rec["individuals"] if i["status"] in ("ok", "stopped"))
+    return next((i for i in scored if i["phenotype"] == text), None)
+
+
 def tested(r: Run) -> bool | None:
     """Whether ``test.json`` tested the best on the run's row: None without one; False when it names another
     individual (retrain ran for an earlier best, or the run searched on since) or none at all."""
@@ -323,7 +339,7 @@ def markdown(groups: dict[str, list[Run]]) -> str:
         for r in runs:
             best = f"{r.best['fitness']:.4f}" if r.best else "-"
             test = test_cell(r)
-            last = (best_per_generation(r) or [None])[-1]
+            last = best_evaluated(r)
             if last and "synops_per_sample" in last:
                 e, ann = last["energy_pj_per_sample"], last["ann_energy_pj_per_sample"]
                 energy = (

@@ -140,6 +140,22 @@ def test_report_counts_each_run_once_and_shows_only_what_belongs_to_its_row(done
     assert f"{stale}: test.json does not name the current best" in err
 
 
+def test_a_report_row_shows_the_activity_of_its_own_best(done, tmp_path):
+    # best.json names another individual than the last generation's parent (verify_best named it).
+    run_dir = copy_run(done[0], tmp_path / "run")
+    best = json.loads((run_dir / files.BEST).read_text())
+    other = next(
+        i for r in files.read_generations(run_dir) for i in r["individuals"] if i["phenotype"] != best["phenotype"]
+    )
+    files.atomic_write(run_dir / files.BEST, json.dumps({**best, "phenotype": other["phenotype"]}))
+    row = next(
+        line
+        for line in report.markdown({"mnist": [report.load_run(run_dir)]}).splitlines()
+        if line.startswith(f"| {run_dir}")
+    )
+    assert row.split(" | ")[4] == f"{other['synops_per_sample']:,.0f}"
+
+
 # 4. No traceback for a run directory that is a file; no leftovers when Ray is missing.
 
 
