@@ -98,17 +98,23 @@ def damaged(draw, data: bytes, lines: bool = True) -> bytes:
             data = data[:at] + bytes(len(data) - at)
         elif op in ("drop_line", "repeat_line", "garbage_line", "json_value"):
             rows = data.split(b"\n")
-            k = draw(st.integers(0, len(rows) - 1))
-            if op == "drop_line":
-                del rows[k]
-            elif op == "repeat_line":
-                rows.insert(k, rows[k])
-            elif op == "garbage_line":
+            k = _edit_line(draw, rows, op.removesuffix("_line"))
+            if op == "garbage_line":
                 rows.insert(k, draw(st.binary(max_size=20)).replace(b"\n", b""))
-            else:
+            elif op == "json_value":
                 rows[k] = _damaged_record(draw, rows[k])
             data = b"\n".join(rows)
     return data
+
+
+def _edit_line(draw, rows: list, op: str) -> int:
+    """Drop (``op`` "drop") or repeat ("repeat") a drawn line of ``rows`` in place; returns its index."""
+    k = draw(st.integers(0, len(rows) - 1))
+    if op == "drop":
+        del rows[k]
+    elif op == "repeat":
+        rows.insert(k, rows[k])
+    return k
 
 
 JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4), st.just([]), st.just({}))
@@ -196,17 +202,13 @@ def grammar_text(draw) -> str:
     lines = GRAMMAR.splitlines()
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["drop", "edit", "option", "repeat"]))
-        k = draw(st.integers(0, len(lines) - 1))
-        if op == "drop":
-            del lines[k]
-        elif op == "repeat":
-            lines.insert(k, lines[k])
-        elif op == "option":
+        k = _edit_line(draw, lines, op)
+        if op == "option":
             value = draw(
                 st.one_of(st.sampled_from(["", "x", "-1", "0", "2", "0.5", "1e400", "nan"]), st.text(max_size=4))
             )
             lines.insert(k, f"{draw(st.sampled_from(OPTIONS))} {value}")
-        else:
+        elif op == "edit":
             at = draw(st.integers(0, len(lines[k])))
             piece = draw(st.one_of(st.sampled_from(PIECES), st.text(max_size=3)))
             lines[k] = lines[k][:at] + piece + lines[k][at + draw(st.integers(0, 4)) :]
