@@ -234,7 +234,7 @@ def _hydra_main():
             if keeps_host_memory(rt):
                 scheduler.keep_host_memory()
             scheduler.enable_compile_cache(rt.get("compile_cache"))
-            run(cfg, run_dir, overrides=list(hc.overrides.task), on_accept=held.release)
+            run(cfg, run_dir, overrides=list(hc.overrides.task), on_accept=held.accept)
             if not held.accepted:  # nothing to do: nothing written, the log included
                 held_log.discard(held, run_dir)
         except KNOWN_ERRORS as err:

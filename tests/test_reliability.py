@@ -101,6 +101,35 @@ def test_nothing_to_do_writes_nothing(done, tmp_path):
     assert state.generation == 2 and accepted == [] and hashes(run_dir) == before
 
 
+def test_the_held_log_writes_nothing_until_the_run_is_accepted(tmp_path):
+    # Hydra's evolve.log: a record logged before acceptance (nothing to do, a config warning) stays out of it.
+    import logging
+
+    from spenser_jax.run import held_log
+
+    root, logger = logging.getLogger(), logging.getLogger("spenser_jax")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    for accepted in (False, True):
+        path = tmp_path / f"evolve-{accepted}.log"
+        path.write_text("[the run's log]\n")
+        handler = logging.FileHandler(path)
+        root.addHandler(handler)
+        try:
+            held = held_log.HeldLog(tmp_path)
+            logger.info("said before acceptance")  # Handler.handle calls the handler's release() after each record
+            assert path.read_text() == "[the run's log]\n" and handler not in root.handlers
+            if accepted:
+                held.accept()
+            else:
+                held_log.discard(held, tmp_path)
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+        assert ("said before acceptance" in path.read_text()) == accepted
+    logger.setLevel(level)
+
+
 # 3. retrain holds the run; report shows only what belongs to its rows, each run once.
 
 

@@ -18,7 +18,7 @@ class HeldLog(logging.Handler):
     """Holds back the log file Hydra opened in the run directory until the run is accepted.
 
     Hydra opens ``<run dir>/evolve.log`` before the job starts. Until
-    :func:`run` accepts the directory, records wait here; :meth:`release`
+    :func:`run` accepts the directory, records wait here; :meth:`accept`
     writes them to the file and puts its handler back, :meth:`discard`
     closes it: a refused process writes nothing into another run's log.
     """
@@ -41,7 +41,8 @@ class HeldLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-    def release(self) -> None:
+    def accept(self) -> None:
+        # Not ``release``: logging.Handler.handle calls release() (its lock's) after every record.
         self.root.removeHandler(self)
         for h in self.files:
             for record in self.records:
