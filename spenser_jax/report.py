@@ -130,11 +130,11 @@ def best_per_generation(run: Run) -> list[dict | None]:
             # A population's record (nsga2) has no parent_replaced: its best may be new in any generation.
             if (
                 rec.get("parent_replaced", True)
-                and ind["phenotype"] == rec["parent"]
+                and ind["phenotype"] == rec.get("parent")
                 and ind["fitness"] == rec["best_fitness"]
             ):
                 evaluated[ind["phenotype"]] = ind
-        current = evaluated.get(rec["parent"], current) if rec["parent"] else None
+        current = evaluated.get(rec["parent"], current) if rec.get("parent") else None
         out.append(current)
     return out
 

@@ -173,9 +173,9 @@ def _record_problem(r) -> str | None:
     if not (isinstance(r.get("generation"), int) and _number(r.get("generation")) and r["generation"] >= 0):
         return "no generation number"
     if not all(_number(r.get(k)) for k in ("best_fitness", "mean_fitness")) or not isinstance(
-        r.get("parent", 0), (str, type(None))
+        r.get("parent"), (str, type(None))
     ):
-        return "no best_fitness, mean_fitness or parent"
+        return "no best_fitness or mean_fitness, or a parent that is not a phenotype"
     for i, ind in enumerate(r["individuals"]):
         if not (
             isinstance(ind, dict)
