@@ -62,10 +62,7 @@ def read_everything(run_dir):
     report.warnings(run)
     report.best_per_generation(run)
     files.pareto_archive(run.records)
-    try:
-        run.choose("best")
-    except SpenserError:
-        pass
+    run.choose("best")  # no best yet, or retrained weights of another: a SpenserError too
     return run
 
 
