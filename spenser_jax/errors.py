@@ -34,6 +34,11 @@ def is_int(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+def is_number(value) -> bool:
+    """An int or a float (not a bool, not a string): what a rate or fraction in a configuration must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 #: What a command line reports as ``error: ...`` instead of a traceback: our
 #: errors, and a file it cannot read or write (a missing folder, permissions).
 REPORTED = (SpenserError, OSError)
@@ -128,6 +133,19 @@ def output_folder(text: str) -> str:
     return text
 
 
+def individual(text: str) -> str:
+    """argparse type: ``best`` or ``G:I`` (two whole numbers >= 0), so a malformed one is a usage error."""
+    import argparse
+
+    parts = text.split(":")
+    if text != "best" and not (len(parts) == 2 and all(p.isdigit() and p.isascii() for p in parts)):
+        raise argparse.ArgumentTypeError(
+            f"must be best or G:I (generation:index, both whole numbers counted from 0 as in generations.jsonl), "
+            f"got {text!r}"
+        )
+    return text
+
+
 def add_json_argument(parser, what: str) -> None:
     """``--json [PATH]``, the same in every command: ``--json`` alone prints ``what`` as JSON on
     stdout (instead of the text), ``--json PATH`` writes it there (and the text still prints)."""
@@ -150,6 +168,7 @@ def add_individual_arguments(parser, note: str) -> None:
     parser.add_argument(
         "--individual",
         default="best",
+        type=individual,
         metavar="best|G:I",
         help=f"best (default) or G:I, individual I of generation G, both counted from 0 as in generations.jsonl "
         f"({note})",
@@ -170,6 +189,26 @@ def chosen_weights(args) -> str:
     return "retrained" if args.retrained else "search" if args.search_weights else "auto"
 
 
+def file_mode() -> int:
+    """The mode a new file of ours gets: 0o666 less the process's umask, as ``open()`` gives Hydra's ``evolve.log``.
+
+    One policy for every file a command writes (results through temporary
+    files, which ``mkstemp`` makes 0600, and the log alike): the umask is how
+    a user says who may read what they make (022: a group sharing a cluster's
+    run directories reads them all; 077: nobody else reads any of them), so
+    results follow it instead of being more private than the log beside them.
+    """
+    import os
+
+    try:  # Linux: read it without changing it (os.umask sets as it reads, racing other threads)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json(dest: str, text: str) -> None:
     """JSON text to stdout (``dest`` ``-``) or to the file ``dest``, whole or not at all."""
     import os
@@ -182,6 +221,7 @@ def write_json(dest: str, text: str) -> None:
     path = Path(dest).expanduser()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

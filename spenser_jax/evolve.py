@@ -31,7 +31,7 @@ from typing import Any
 
 from spenser_jax import data, errors
 from spenser_jax.errors import ConfigError
-from spenser_jax.run import checkpoint, files, generation
+from spenser_jax.run import checkpoint, files, generation, held_log
 from spenser_jax.run.config import Setup, setup, to_plain
 from spenser_jax.run.runtime import keeps_host_memory
 
@@ -57,10 +57,11 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
     """Run (or resume) the search in ``run_dir``; returns the strategy's final state.
 
     A process that refuses the run directory (a bad config, another run's
-    settings or grammar, a corrupt checkpoint, a directory in use) leaves it
-    as it found it: the config is checked before the directory is made, and
-    ``.hydra/`` and ``.lock`` are written only once the checkpoint (if any)
-    was accepted.
+    settings or grammar, a corrupt checkpoint, records it cannot resume or
+    would overwrite, a directory in use) leaves it as it found it: the config
+    is checked before the directory is made, and ``.hydra/`` and ``.lock`` are
+    written only once the checkpoint and the records were accepted. A run
+    asked for no more generations than it has done writes nothing.
 
     Args:
       cfg: the configuration (a DictConfig or the same as plain dicts).
@@ -79,33 +80,37 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
     s = setup(cfg, load_data=evaluator is None)  # before mkdir: a bad config leaves no directory
     run_dir.mkdir(parents=True, exist_ok=True)
     with files.RunLock(run_dir, announce=False) as lock:
+        # Every refusal comes before the first write (the lock's holder, the
+        # config, the log): a refused process leaves every byte as it was.
         state = checkpoint.load(run_dir, s.identity)  # refuses another run's checkpoint, untouched
+        if state is None:
+            files.check_fresh_start(run_dir, s.identity)  # no checkpoint: a new run, unless it would lose records
+        else:
+            files.covered_generations(run_dir, state.generation)
+            if state.generation >= s.generations:  # no config, log or lock written: only what a kill left, mended
+                _mend(run_dir, s, state)
+                log.info("nothing to do: %d of %d generations done in %s", state.generation, s.generations, run_dir)
+                return state
         lock.announce()
         files.write_config(run_dir, cfg, overrides)
         if on_accept is not None:
             on_accept()
         if state is None:
             state = s.strategy.init(s.seed)
-            if files.read_generations(run_dir):
-                # Generation 0 finished its log line but not its checkpoint.
+            if (run_dir / files.GENERATIONS).exists():
+                # Generation 0 finished its log line (or part of it) but not its checkpoint.
                 files.truncate_generations(run_dir, 0)
             files.atomic_write(run_dir / files.RUN, json.dumps(s.identity, indent=1))
             log.info("new run in %s", run_dir)
         else:
-            files.truncate_generations(run_dir, state.generation)
-            files.write_pareto(run_dir)
-            if state.parent is not None:  # whatever a kill left of it
-                tried = (files.read_generations(run_dir)[-1:] or [{}])[0].get("verified")
-                best = files.best_record(s.space, state, tried)
-                files.atomic_write(run_dir / files.BEST, json.dumps(best, indent=1))
+            _mend(run_dir, s, state)
             log.info(
                 "resuming %s after generation %d (best fitness %.4f)",
                 run_dir,
                 state.generation - 1,
                 state.parent_fitness,
             )
-        if state.generation >= s.generations:
-            log.info("nothing to do: %d of %d generations done", state.generation, s.generations)
+        if state.generation >= s.generations:  # a new run of 0 generations
             return state
         if evaluator is None and s.executor["name"] == "ray":
             from spenser_jax.scheduler.ray_executor import RayEvaluator
@@ -128,6 +133,18 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
             ) as owned:
                 return _loop(s, state, run_dir, owned)
         return _loop(s, state, run_dir, evaluator)
+
+
+def _mend(run_dir: Path, s: Setup, state) -> None:
+    """Make ``generations.jsonl``, ``pareto.json`` and ``best.json`` what the checkpoint says, whatever a kill
+    left of them: lines of generations it does not cover dropped, the others rewritten. A file that already
+    agrees is not written (a finished run asked again changes no byte)."""
+    kept = files.covered_generations(run_dir, state.generation)
+    files.write_if_changed(run_dir / files.GENERATIONS, "".join(json.dumps(r) + "\n" for r in kept))
+    files.write_if_changed(run_dir / files.PARETO, json.dumps(files.pareto_archive(kept), indent=1))
+    if state.parent is not None:
+        best = files.best_record(s.space, state, (kept[-1:] or [{}])[0].get("verified"))
+        files.write_if_changed(run_dir / files.BEST, json.dumps(best, indent=1))
 
 
 def _loop(s: Setup, state, run_dir: Path, evaluator):
@@ -178,6 +195,25 @@ def _loop(s: Setup, state, run_dir: Path, evaluator):
     return state
 
 
+def check_output_dirs(argv: list[str]) -> None:
+    """A :class:`ConfigError` when ``hydra.run.dir=`` or ``hydra.sweep.dir=`` in ``argv`` names a file or a
+    path under one: Hydra makes the directory before the job starts, and would end in a traceback."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "${" in value:
+            continue
+        path = Path(value.strip("'\"")).expanduser()
+        for place in (path, *path.parents):
+            if place.exists() or place.is_symlink():
+                if not place.is_dir():
+                    where = "" if place == path else f" (in the way of {path})"
+                    raise ConfigError(
+                        f"{key}={value}: {place} is a file, not a folder{where}; give a run directory that is a "
+                        f"folder or does not exist yet"
+                    )
+                break
+
+
 def _hydra_main():
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -191,22 +227,27 @@ def _hydra_main():
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
-        held = files.HeldLog(run_dir)
+        held = held_log.HeldLog(run_dir)
         try:
             rt = to_plain(cfg).get("runtime", {})
             # First: the allocator's settings reach only threads that start after them (the backend's).
             if keeps_host_memory(rt):
                 scheduler.keep_host_memory()
             scheduler.enable_compile_cache(rt.get("compile_cache"))
-            run(cfg, run_dir, overrides=list(hc.overrides.task), on_accept=held.release)
+            run(cfg, run_dir, overrides=list(hc.overrides.task), on_accept=held.accept)
+            if not held.accepted:  # nothing to do: nothing written, the log included
+                held_log.discard(held, run_dir)
         except KNOWN_ERRORS as err:
             if held.accepted:  # the run's own error: its log keeps it
                 log.error("error: %s", err)
             else:  # refused: the directory stays as it was (gone, if Hydra made it for this process)
-                held.discard()
-                files.remove_if_empty(run_dir, [Path(h.baseFilename) for h in held.files])
+                held_log.discard(held, run_dir)
             sys.exit(errors.fail(err))
 
+    try:
+        check_output_dirs(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(errors.fail(err))
     main()
 
 

@@ -1,12 +1,12 @@
 """The export command: one individual of a run as a NIR graph (the Neuromorphic Intermediate Representation).
 
 ``python -m spenser_jax.export RUN_DIR --out net.nir [--individual best|G:I]
-[--retrained | --search-weights] [--dt DT] [--for READER] [--data-dir DIR]``;
-docs/export.md says what it writes. The conversion, and why the graph's
-spikes are exactly ours, is :mod:`spenser_jax.snn.nir_graph` (its names are
-offered here too); ``--for`` rewrites the graph for one reader
-(:mod:`spenser_jax.snn.nir_readers`), or refuses naming the layers it cannot run.
-The weights are chosen as ``inspect`` chooses them
+[--retrained | --search-weights] [--dt DT] [--for READER] [--data-dir DIR] [--json [PATH]]``;
+docs/export.md says what it writes (``--json``: that summary as JSON). The
+conversion, and why the graph's spikes are exactly ours, is
+:mod:`spenser_jax.snn.nir_graph` (its names are offered here too); ``--for``
+rewrites the graph for one reader (:mod:`spenser_jax.snn.nir_readers`), or
+refuses naming the layers it cannot run. The weights are chosen as ``inspect`` chooses them
 (:meth:`spenser_jax.run.runs.Run.choose`): the best's retrained ones when
 they are readable and belong to it, else the search's, with a note. Errors
 print one ``error: ...`` line and exit with status 1.
@@ -15,13 +15,23 @@ print one ``error: ...`` line and exit with status 1.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from spenser_jax.errors import add_individual_arguments, chosen_weights, command, fail, output_file
+from spenser_jax.errors import (
+    add_individual_arguments,
+    add_json_argument,
+    chosen_weights,
+    command,
+    fail,
+    file_mode,
+    output_file,
+    write_json,
+)
 from spenser_jax.snn.nir_graph import (  # noqa: F401 (MissingDependency, lif_node: offered here as before)
     DT,
     MissingDependency,
@@ -45,6 +55,7 @@ def _write(path: Path, graph) -> None:
     os.close(fd)
     try:
         nir.write(tmp, graph)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 otherwise: one policy for every file (errors.file_mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -177,6 +188,7 @@ def main(argv=None) -> int:
         "cannot (default nir: NIR's own semantics; docs/export.md has the table)",
     )
     parser.add_argument("--data-dir", default=None, metavar="DIR", help="override the run's dataset.data_dir")
+    add_json_argument(parser, "what was written (path, nodes, bytes, phenotype, weights, input shape, T, dt)")
     args = parser.parse_args(argv)
     if not (math.isfinite(args.dt) and args.dt > 0):
         parser.error(f"--dt must be a positive number, got {args.dt!r}")
@@ -200,6 +212,11 @@ def main(argv=None) -> int:
             f"individual {args.individual} of {args.run_dir} is {err} (a search with "
             f"grammar=grammars/csnn_nir.grammar finds only networks that export)"
         )
+    if args.json:
+        summary = {**result, "path": str(result["path"]), "individual": args.individual, "run": str(args.run_dir)}
+        write_json(args.json, json.dumps(summary, indent=1))
+        if args.json == "-":
+            return 0
     c, *hw = result["input_shape"]
     print(f"individual {args.individual} of {args.run_dir}, {result['weights_text']}")
     print(f"wrote {result['path']}: {len(result['nodes'])} nodes, {_size(result['bytes'])}")

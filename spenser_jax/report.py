@@ -23,6 +23,7 @@ import numpy as np
 from spenser_jax.errors import SpenserError, command, output_folder
 from spenser_jax.genome.phenotype import LIF, Conv, Dense, Dropout, Pool, parse
 from spenser_jax.run import RUN, Run, load_run, pareto_archive
+from spenser_jax.run.files import CHECKPOINT, GENERATIONS, TEST, generations_torn
 
 
 class ReportError(SpenserError, RuntimeError):
@@ -129,11 +130,11 @@ def best_per_generation(run: Run) -> list[dict | None]:
             # A population's record (nsga2) has no parent_replaced: its best may be new in any generation.
             if (
                 rec.get("parent_replaced", True)
-                and ind["phenotype"] == rec["parent"]
+                and ind["phenotype"] == rec.get("parent")
                 and ind["fitness"] == rec["best_fitness"]
             ):
                 evaluated[ind["phenotype"]] = ind
-        current = evaluated.get(rec["parent"], current) if rec["parent"] else None
+        current = evaluated.get(rec["parent"], current) if rec.get("parent") else None
         out.append(current)
     return out
 
@@ -274,6 +275,57 @@ def _exportable(r: Run) -> str:
     return "yes" if not problems else "no"
 
 
+def best_evaluated(r: Run) -> dict | None:
+    """The record of the individual ``best.json`` names, as evaluated (its activity); None without one.
+
+    The last generation's parent, unless the run named another best since (``search.verify_best``) or its
+    records and ``best.json`` disagree: then that individual's own latest record, so that a row's figures
+    all belong to its best."""
+    if not r.best:
+        return None
+    text = r.best.get("phenotype")
+    last = (best_per_generation(r) or [None])[-1]
+    if last is not None and last["phenotype"] == text:
+        return last
+    scored = (i for rec in reversed(r.records) for i in rec["individuals"] if i["status"] in ("ok", "stopped"))
+    return next((i for i in scored if i["phenotype"] == text), None)
+
+
+def tested(r: Run) -> bool | None:
+    """Whether ``test.json`` tested the best on the run's row: None without one; False when it names another
+    individual (retrain ran for an earlier best, or the run searched on since) or none at all."""
+    if not r.test or not isinstance(r.test.get("accuracy"), (int, float)):
+        return None
+    return bool(r.best) and r.test.get("phenotype") == r.best.get("phenotype")
+
+
+def test_cell(r: Run) -> str:
+    """The report's test accuracy: only a figure that belongs to the run's best individual."""
+    verdict = tested(r)
+    if verdict is None:
+        return "-"
+    return f"{r.test['accuracy']:.4f}" if verdict else "stale (retrain again)"
+
+
+def warnings(r: Run) -> list[str]:
+    """What a reader of the run's row should know: records cut short, a test of another individual."""
+    out = []
+    covered = getattr(r.state, "generation", None)
+    if generations_torn(r.dir):
+        out.append(
+            f"{r.dir}: {GENERATIONS} ends in a line cut mid-write (a process stopped while writing it); "
+            f"{len(r.records)} generation(s) read. Running the same evolve command again resumes and rewrites it"
+        )
+    if covered is not None and covered > len(r.records):
+        out.append(f"{r.dir}: {CHECKPOINT} covers {covered} generations, {GENERATIONS} holds {len(r.records)}")
+    if tested(r) is False:
+        out.append(
+            f"{r.dir}: {TEST} does not name the current best as the individual it tested (retrain ran for an "
+            f"earlier best, or the search went on since); its accuracy is left out: run retrain again"
+        )
+    return out
+
+
 def markdown(groups: dict[str, list[Run]]) -> str:
     lines = ["# spenser_jax report", ""]
     for dataset, runs in groups.items():
@@ -286,8 +338,8 @@ def markdown(groups: dict[str, list[Run]]) -> str:
         ]
         for r in runs:
             best = f"{r.best['fitness']:.4f}" if r.best else "-"
-            test = f"{r.test['accuracy']:.4f}" if r.test else "-"
-            last = (best_per_generation(r) or [None])[-1]
+            test = test_cell(r)
+            last = best_evaluated(r)
             if last and "synops_per_sample" in last:
                 e, ann = last["energy_pj_per_sample"], last["ann_energy_pj_per_sample"]
                 energy = (
@@ -314,14 +366,15 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories (or folders holding them)")
     parser.add_argument("--out", type=output_folder, default="report", help="output directory (default: ./report)")
     args = parser.parse_args(argv)
-    dirs = []
+    dirs = {}  # each run once, however many of the arguments (a run, its parent folder, twice) reach it
     for d in map(Path, args.runs):
         found = sorted(p.parent for p in d.rglob(RUN)) if d.is_dir() else []
         if not found:
             raise ReportError(f"{d}: no spenser_jax run found (no {RUN} in it or below)")
-        dirs.extend(found)
+        for run_dir in found:
+            dirs.setdefault(run_dir.resolve(), run_dir)
     groups: dict[str, list[Run]] = defaultdict(list)
-    for d in dirs:
+    for d in dirs.values():
         try:
             run = load_run(d)
         except SpenserError as err:  # one broken run does not stop the report of the others
@@ -333,6 +386,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     made = [p for dataset, runs in groups.items() for p in plot(runs, dataset, out)]
+    for line in (line for runs in groups.values() for r in runs for line in warnings(r)):
+        print(f"warning: {line}", file=sys.stderr)
     (out / "report.md").write_text(markdown(groups))
     made.append(out / "report.md")
     for p in made:

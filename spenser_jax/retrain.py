@@ -17,6 +17,7 @@ the front on data no search saw.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -144,16 +145,23 @@ def retrain_front(
     (SynOps, energy per sample) are measured on the official test split.
 
     Raises:
-      CheckpointError: not a run, not a population search, or no completed generation.
+      CheckpointError: not a run, not a population search, no completed generation, or the directory in use.
       TrainingDiverged: a member's training diverged (nothing is written).
     """
     _check_budget(epochs, batch_size)
-    run = load_run(run_dir)
-    state = run.state
-    if state is None or not getattr(state, "members", ()):
-        raise files.CheckpointError(
-            f"{run_dir}: --front needs a population search (evolution.strategy=nsga2) with a completed generation"
+    with _held(run_dir) as (run, lock):
+        state = run.state
+        if state is None or not getattr(state, "members", ()):
+            raise files.CheckpointError(
+                f"{run_dir}: --front needs a population search (evolution.strategy=nsga2) with a completed generation"
+            )
+        lock.announce()
+        return _retrain_front(
+            run, run_dir, state, epochs=epochs, data_dir=data_dir, seed=seed, batch_size=batch_size, progress=progress
         )
+
+
+def _retrain_front(run, run_dir, state, *, epochs, data_dir, seed, batch_size, progress) -> dict:
     trainer, train, test = _retraining(run, data_dir, batch_size, epochs)
     root = jax.random.key(run.identity["seed"] if seed is None else seed)
     space = run.space()
@@ -210,8 +218,9 @@ def retrain(
     """Train the run's best individual further, test it, write ``test.json``.
 
     Raises:
-      CheckpointError: not a run, no completed generation yet, or the
-        grammar changed since the search.
+      CheckpointError: not a run, no completed generation yet, the
+        grammar changed since the search, or the directory in use (``evolve``
+        writing it: retrain holds the run's lock while it trains and writes).
       DataError: the data set cannot be loaded.
       TrainingDiverged: training diverged (nothing is written then; a ValueError).
       ValueError: ``epochs`` or ``batch_size`` below 1, ``minutes`` not positive.
@@ -219,11 +228,28 @@ def retrain(
     _check_budget(epochs, batch_size)
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
-    run = load_run(run_dir)
+    with _held(run_dir) as (run, lock):
+        if run.state is None or run.state.parent is None:
+            raise files.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
+        phenotype = run.space().phenotype(run.state.parent)
+        lock.announce()
+        return _retrain(
+            run, run_dir, phenotype, epochs, from_scratch, data_dir, seed, batch_size, curve, minutes, progress
+        )
+
+
+@contextlib.contextmanager
+def _held(run_dir):
+    """The run, read while this process holds its directory (:class:`~spenser_jax.run.files.RunLock`):
+    retrain never reads a run that ``evolve`` is writing, nor writes beside it. The lock's holder is
+    written only by ``lock.announce()``, once the run was accepted."""
+    load_run(run_dir)  # not a run directory: refused before the lock makes anything there
+    with files.RunLock(Path(run_dir), announce=False) as lock:
+        yield load_run(run_dir), lock
+
+
+def _retrain(run, run_dir, phenotype, epochs, from_scratch, data_dir, seed, batch_size, curve, minutes, progress):
     identity, state = run.identity, run.state
-    if state is None or state.parent is None:
-        raise files.CheckpointError(f"{run_dir}: no best individual yet (no completed generation)")
-    phenotype = run.space().phenotype(state.parent)
     trainer, train, test = _retraining(run, data_dir, batch_size, epochs)
     root = jax.random.key(identity["seed"] if seed is None else seed)
     params = None if from_scratch else state.parent_weights

@@ -1,5 +1,6 @@
 """What test modules share (they never import one another): a deterministic stand-in for training, the
-config, records without timings, a tiny generation for the scheduler, CIFAR-10 files made small.
+config, records without timings, a tiny generation for the scheduler, CIFAR-10 files made small, tiny run
+directories and the hashes of every file in one.
 
 The stand-in's fitness (and SynOps) are hashes of the phenotype text: no JAX,
 no data, same in every process, so interrupted and uninterrupted runs can be
@@ -8,6 +9,7 @@ compared exactly.
 
 import dataclasses
 import hashlib
+import shutil
 import time
 from pathlib import Path
 
@@ -229,3 +231,49 @@ def drawn_params(ph, input_shape, seed: int = 0, gain: float = 3.0) -> dict:
             bound = gain / np.sqrt(np.prod(tree[name]["kernel"].shape[:-1]))
             params[name] = {k: rng.uniform(-bound, bound, s.shape).astype(np.float32) for k, s in tree[name].items()}
     return params
+
+
+# Run directories: tiny ones made by the stand-in, and what a refusal must leave as it was.
+
+
+def tiny_config(generations=2, *overrides):
+    """A (1 + 2) search of ``generations`` on the stand-in's scale (T = 2): nothing trains, nothing is loaded."""
+    return config("dataset.time_steps=2", "evolution.offspring=2", f"evolution.generations={generations}", *overrides)
+
+
+def tiny_run(run_dir, generations=2, *overrides):
+    """A run directory the stand-in made (every file a search writes); returns its config."""
+    from spenser_jax import evolve
+
+    cfg = tiny_config(generations, *overrides)
+    evolve.run(cfg, Path(run_dir), evaluator=FakeEvaluator(), overrides=list(overrides))
+    return cfg
+
+
+def copy_run(run_dir, to):
+    """A copy of a run directory, its lock file included (a refusal must not touch it either)."""
+    shutil.copytree(run_dir, to)
+    return Path(to)
+
+
+def hashes(root):
+    """Every file under ``root``: its path relative to ``root`` -> SHA-256 of its bytes (and its mode)."""
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def untouched(before, after):
+    """Whether a directory's files ``after`` (:func:`hashes`) are those ``before``: every byte and mode kept,
+    nothing removed, nothing added but an empty ``.lock`` (taking a directory's lock makes one where a copy
+    lacked it; removing it again could let two processes hold one directory)."""
+    added = set(after) - set(before)
+    empty = hashlib.sha256(b"").hexdigest()
+    return (
+        all(after.get(k) == v for k, v in before.items())
+        and added <= {".lock"}
+        and all(after[k][0] == empty for k in added)
+    )

@@ -154,7 +154,11 @@ def test_grammar_seed_must_not_be_negative(capsys):
     from spenser_jax.grammar.__main__ import main
 
     err = usage_error(main, ["grammars/csnn.grammar", "--seed", "-1"], capsys)
-    assert err == "error: argument --seed: must be a whole number >= 0, got '-1'\n"
+    # The usage and the program's name, as every command's argparse error (issue 31).
+    assert err.startswith("usage: python -m spenser_jax.grammar ")
+    assert err.endswith(
+        "python -m spenser_jax.grammar: error: argument --seed: must be a whole number >= 0, got '-1'\n"
+    )
 
 
 def test_report_counts_generations_in_whole_numbers(fake_run):
@@ -277,8 +281,9 @@ def test_individuals_are_counted_from_0_as_in_generations_jsonl(fake_run, monkey
     assert "no individual 3:0 (3 generations recorded; G is 0..2, counted from 0 as in generations.jsonl" in err
     assert inspect.main([str(fake_run), "--individual", "2:7"]) == 1
     assert "G is 0..2 and I 0..2, counted from 0" in capsys.readouterr().err
-    assert inspect.main([str(fake_run), "--individual", "2"]) == 1
-    assert "both counted from 0 as in generations.jsonl" in capsys.readouterr().err
+    # A malformed G:I is a usage error (exit 2), as every other bad argument (issue 31).
+    err = usage_error(inspect.main, [fake_run, "--individual", "2"], capsys)
+    assert "both whole numbers counted from 0 as in generations.jsonl" in err
     from spenser_jax import export
 
     for main in (inspect.main, export.main):

@@ -836,6 +836,8 @@ def hand_made_run(run_dir: Path, space: SearchSpace, genotype, **identity) -> Pa
     other = space.text(mutation.sample(np.random.default_rng(1), space, mutation.MutationConfig()))
     record = {
         "generation": 0,
+        "best_fitness": 0.5,  # what every record holds (files.read_generations refuses a line without them)
+        "mean_fitness": 0.375,
         "individuals": [
             {"phenotype": ph.text, "status": "ok", "fitness": 0.5},
             {"phenotype": other, "status": "ok", "fitness": 0.25},
@@ -872,7 +874,6 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
         assert_error(code, err, *words)
         assert stdout == "" and not out.exists()
 
-    error(run_dir, "--individual", "best:3", words=["best or G:I", "'best:3'"])
     error(run_dir, "--individual", "1:0", words=["no individual 1:0", "1 generations recorded"])
     error(run_dir, "--individual", "0:2", words=["no individual 0:2"])
     error(run_dir, "--individual", "0:1", words=["inherits weights", "--individual best"])
@@ -890,6 +891,9 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:  # argparse: exclusive flags, a bad --dt
         export.main([str(run_dir), "--out", str(out), "--retrained", "--search-weights"])
     assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:  # a malformed G:I is a usage error too (issue 31)
+        export.main([str(run_dir), "--out", str(out), "--individual", "best:3"])
+    assert exit_.value.code == 2 and "best or G:I" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         export.main([str(run_dir), "--out", str(out), "--dt", "0"])
     capsys.readouterr()

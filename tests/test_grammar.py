@@ -195,13 +195,17 @@ def test_cli_mutate_prints_parent_and_children(capsys):
 @pytest.mark.parametrize(
     "args", [["missing.grammar"], [CSNN, "--sample", "x"], [CSNN, "--sample", "-1"], [CSNN, "--bogus"]]
 )
-def test_cli_errors_are_one_line(args, capsys):
+def test_cli_errors_are_one_line_and_usage_errors_as_every_commands(args, capsys):
     try:
         code = sampler_main([str(a) for a in args])
-    except SystemExit as exit_:  # argparse's errors
+    except SystemExit as exit_:  # argparse's errors: the usage, then the program's name (issue 31)
         code = exit_.code
+        out = capsys.readouterr()
+        assert code == 2 and out.out == "" and out.err.startswith("usage: python -m spenser_jax.grammar ")
+        assert out.err.strip().splitlines()[-1].startswith("python -m spenser_jax.grammar: error: ")
+        return
     out = capsys.readouterr()
-    assert code != 0 and out.out == ""
+    assert code == 1 and out.out == ""
     assert len(out.err.strip().splitlines()) == 1 and out.err.startswith("error:")
 
 

@@ -97,8 +97,8 @@ def _verify(path: Path, key: tuple, name: str, stem: str) -> None:
         hint = f"; it holds {other}" if other else ""
         raise DataError(
             f"{path}: MD5 of the decompressed content is {actual}, expected {expected} "
-            f"for {stem} of {name}{hint}. Replace the file, or pass verify=False to skip "
-            f"the check."
+            f"for {stem} of {name}{hint}. Replace the file, or set dataset.verify=false "
+            f"(verify=False from Python) to skip the check."
         )
 
 

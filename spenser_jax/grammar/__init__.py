@@ -366,6 +366,8 @@ def locate(path: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    if given.exists():  # a folder (or a device) by that name: found, but not a grammar file
+        raise GrammarError(f"grammar {str(path)!r} is not a file (a folder?); give the path of a .grammar file")
     raise GrammarError(f"grammar file {str(path)!r} not found (looked in {Path.cwd()} and {PACKAGE_GRAMMARS})")
 
 
@@ -376,6 +378,8 @@ def load_grammar(path: str | Path) -> Grammar:
         text = path.read_text()
     except FileNotFoundError:
         raise GrammarError(f"{path}: grammar file not found") from None
+    except IsADirectoryError:
+        raise GrammarError(f"{path}: not a file (a folder); give the path of a .grammar file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise GrammarError(f"{path}: cannot read grammar file ({err})") from None
     return parse_grammar(text, str(path))

@@ -4,7 +4,8 @@ Prints random individuals of a grammar (their phenotype text; ``--json``
 alone: the genotypes as JSON, one a line, instead; ``--json PATH``: those
 written to PATH besides the text), or a random parent and K of its offspring, drawn and mutated as the
 search does it with the default switches. Same seed, same output. Errors exit
-non-zero with a one-line reason; grammar errors name the file and line.
+1 with a one-line reason (grammar errors name the file and line); usage errors
+exit 2 with the usage, as every command's.
 
 This lives apart from the parser (``spenser_jax/grammar/__init__.py``), which
 imports nothing else from spenser_jax: the sampler needs genotypes and
@@ -14,7 +15,6 @@ mutation, and they need the parser.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
@@ -24,15 +24,9 @@ from spenser_jax.genome.space import SearchSpace, macro_for
 from spenser_jax.grammar import load_grammar, locate
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, non-zero, as the CLI promises
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 @command
 def main(argv=None) -> int:
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="python -m spenser_jax.grammar",
         description="Sample individuals from a grammar and print their phenotypes.",
     )

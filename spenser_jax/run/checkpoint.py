@@ -17,7 +17,7 @@ from typing import Any
 from flax import serialization
 
 from spenser_jax import search
-from spenser_jax.run.files import CHECKPOINT, CheckpointError, atomic_write
+from spenser_jax.run.files import CHECKPOINT, GENERATIONS, CheckpointError, atomic_write
 from spenser_jax.search.strategy import numpy_tree
 
 FORMAT = "spenser_jax.run"
@@ -47,7 +47,8 @@ def load(run_dir: Path, identity: dict | None = None) -> Any:
         payload = serialization.msgpack_restore(path.read_bytes())
     except Exception as err:  # msgpack raises several unrelated types
         raise CheckpointError(
-            f"{path}: corrupt checkpoint ({type(err).__name__}: {err}); it was left as is: move it away to start over"
+            f"{path}: corrupt checkpoint ({type(err).__name__}: {err}); it was left as is: put a good copy back "
+            f"to resume, or move it away together with {GENERATIONS} (the records it covers) to start over"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a spenser_jax checkpoint")
@@ -55,7 +56,10 @@ def load(run_dir: Path, identity: dict | None = None) -> Any:
         raise CheckpointError(
             f"{path}: checkpoint version {payload.get('version')}, this spenser_jax reads version {VERSION}"
         )
-    saved = json.loads(payload["identity"])
+    try:
+        saved = json.loads(payload["identity"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt checkpoint (its identity: {type(err).__name__})") from None
     if identity is not None and saved != identity:
         keys = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}" for k in keys)
@@ -68,6 +72,8 @@ def load(run_dir: Path, identity: dict | None = None) -> Any:
         return search.of_identity(saved).restore(payload)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
+    except (KeyError, TypeError, IndexError, AttributeError) as err:  # a payload damaged into other valid msgpack
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(err).__name__}: {err})") from None
 
 
 def save_weights(path: Path, phenotype_text: str, weights: Any) -> None:
@@ -96,4 +102,6 @@ def load_weights(path: Path) -> tuple[str, Any] | None:
         raise CheckpointError(f"{path}: corrupt weights file ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT + ".weights":
         raise CheckpointError(f"{path}: not a spenser_jax weights file")
+    if not isinstance(payload.get("phenotype"), str) or not isinstance(payload.get("weights"), dict):
+        raise CheckpointError(f"{path}: corrupt weights file (no phenotype or weights)")
     return payload["phenotype"], numpy_tree(payload["weights"])

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from spenser_jax import data, search
-from spenser_jax.errors import ConfigError, is_int, require
+from spenser_jax.errors import ConfigError, is_int, is_number, require
 from spenser_jax.genome import mutation
 from spenser_jax.genome.space import SearchSpace, macro_for, macro_from_config
 from spenser_jax.grammar import GrammarError, load_grammar, locate
@@ -76,7 +76,7 @@ class Dataset(_Section):
         except ValueError as err:
             raise ConfigError(str(err)) from None
         require(
-            self.name in data.TIME_STEPS or self.source in ("tfds", "folder"),
+            isinstance(self.name, str) and (self.name in data.TIME_STEPS or self.source in ("tfds", "folder")),
             f"dataset.name must be one of {sorted(data.TIME_STEPS)} (or any tensorflow-datasets name with "
             f"dataset.source=tfds), got {self.name!r}",
         )
@@ -84,7 +84,8 @@ class Dataset(_Section):
         require(isinstance(self.verify, bool), "dataset.verify must be true or false")
         require(is_int(self.time_steps, 1), "dataset.time_steps must be an int >= 1")
         require(self.subset is None or is_int(self.subset, 20), "dataset.subset must be null or an int >= 20")
-        require(0.0 < self.fitness_fraction < 1.0, "dataset.fitness_fraction must be in (0, 1)")
+        fraction = self.fitness_fraction
+        require(is_number(fraction) and 0.0 < fraction < 1.0, "dataset.fitness_fraction must be in (0, 1)")
 
     def section(self) -> dict:
         """The section as :func:`spenser_jax.data.from_section` reads it (the folder keys only where set)."""
@@ -129,7 +130,9 @@ class Training(_Section):
         require(is_int(self.batch_size, 1), "training.batch_size must be an int >= 1")
         require(is_int(self.eval_batch_size, 1), "training.eval_batch_size must be an int >= 1")
         for key in ("correct_rate", "incorrect_rate"):
-            require(0.0 <= getattr(self, key) <= 1.0, f"training.{key} must be in [0, 1]")
+            require(
+                is_number(getattr(self, key)) and 0.0 <= getattr(self, key) <= 1.0, f"training.{key} must be in [0, 1]"
+            )
         require(self.mode in MODES, "training.mode must be auto | stepwise | scan | layerwise")
         require(self.init in ("torch", "lecun"), "training.init must be torch | lecun")
 
@@ -151,6 +154,7 @@ class Evolution(_Section):
     def __post_init__(self):
         require(is_int(self.generations, 0), "evolution.generations must be an int >= 0")
         require(is_int(self.offspring, 1), "evolution.offspring must be an int >= 1")
+        require(is_int(self.max_attempts, 1), "evolution.max_attempts must be an int >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +251,7 @@ def _check_output(grammar, macro, num_classes: int) -> None:
 
     from spenser_jax.genome.space import derive
 
+    grammar.require(m.name for m in macro)  # a macro module without its rule: a GrammarError, not a KeyError
     if "output" not in [m.name for m in macro]:
         return
     rng = np.random.default_rng(0)
@@ -379,6 +384,8 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
     )
     require(not sr.halving or evo.offspring >= 2, "search.halving needs evolution.offspring >= 2 (half train on)")
     energy = energy_model(cfg.get("energy", {}))
+    rt = cfg.get("runtime", {})
+    executor = executor_options(rt)  # before any data is read: Ray missing is a config error, found at once
     try:
         grammar_path = locate(cfg["grammar"])
     except GrammarError as err:
@@ -407,8 +414,7 @@ def setup(cfg: Any, *, load_data: bool = True) -> Setup:
         require(known is not None, f"dataset {ds.name!r}: its shape is known only once loaded")
         input_shape, num_classes = known
     _check_output(grammar, macro, num_classes)
-    rt = cfg.get("runtime", {})
-    runtime, executor = runtime_options(rt), executor_options(rt)
+    runtime = runtime_options(rt)
     strategy = search.from_config(cfg, offspring=evo.offspring, num_classes=num_classes, energy=energy)
     identity = {
         "seed": cfg["seed"],

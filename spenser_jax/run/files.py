@@ -9,15 +9,15 @@ checkpoint does not cover are dropped and recomputed identically, and so is
 One run directory, one process: :class:`RunLock` holds an exclusive ``fcntl``
 lock on ``.lock`` while a run works there. The OS releases it when its holder
 dies, so a killed run never leaves a lock that blocks its resume. A process
-that refuses a directory leaves it as it found it (:class:`HeldLog`,
-:func:`remove_if_empty`).
+that refuses a directory leaves it as it found it (:func:`covered_generations`,
+:func:`check_fresh_start` read before anything is written;
+:mod:`spenser_jax.run.held_log` keeps Hydra's log closed until then).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import socket
 import tempfile
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spenser_jax.errors import SpenserError
+from spenser_jax.errors import SpenserError, file_mode
 from spenser_jax.search.objectives import pareto_front
 
 try:  # POSIX; elsewhere runs are not locked
@@ -122,6 +122,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
@@ -137,42 +138,150 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         os.close(dir_fd)
 
 
+def write_if_changed(path: Path, data: str) -> None:
+    """:func:`atomic_write` unless ``path`` holds ``data`` already (its bytes, and its mode, stay then)."""
+    try:
+        if Path(path).read_bytes() == data.encode():
+            return
+    except OSError:  # absent (or unreadable: rewritten)
+        pass
+    atomic_write(path, data)
+
+
 def read_json(path: Path) -> dict | None:
+    """A run directory's JSON object (None when the file is absent), or a :class:`CheckpointError`."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: corrupt ({err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: corrupt (not a JSON object)")
+    return value
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _record_problem(r) -> str | None:
+    """What keeps ``r`` from being a record the commands can read (None: nothing), so that a line
+    damaged into other valid JSON is refused here, not met as a KeyError in a report."""
+    if not isinstance(r, dict) or not isinstance(r.get("individuals"), list):
+        return "not a generation's record"
+    if not (isinstance(r.get("generation"), int) and _number(r.get("generation")) and r["generation"] >= 0):
+        return "no generation number"
+    if not all(_number(r.get(k)) for k in ("best_fitness", "mean_fitness")) or not isinstance(
+        r.get("parent"), (str, type(None))
+    ):
+        return "no best_fitness or mean_fitness, or a parent that is not a phenotype"
+    for i, ind in enumerate(r["individuals"]):
+        if not (
+            isinstance(ind, dict)
+            and isinstance(ind.get("phenotype"), str)
+            and isinstance(ind.get("status"), str)
+            and _number(ind.get("fitness"))
+            and (ind.get("parameters") is None or _number(ind["parameters"]))
+        ):
+            return f"individual {i} lacks its phenotype, status, fitness or parameters"
+        activity = [k for k in ACTIVITY_FIELDS if k in ind]
+        values = [v for k in activity for v in (ind[k] if isinstance(ind[k], list) else [ind[k]])]
+        if activity and (len(activity) != len(ACTIVITY_FIELDS) or not all(map(_number, values))):
+            return f"individual {i} has part of its activity fields"
+    return None
 
 
 def read_generations(run_dir: Path) -> list[dict]:
+    """The records of ``generations.jsonl`` (none when absent), without a last line cut mid-write.
+
+    Raises:
+      CheckpointError: a line other than the last is not a record.
+    """
     path = Path(run_dir) / GENERATIONS
     if not path.exists():
         return []
+    lines = path.read_bytes().split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line.decode())
+        except (json.JSONDecodeError, UnicodeDecodeError):
             # A line cut by a kill mid-write can only be the last one.
-            if number == len(path.read_text().splitlines()):
+            if number == len(lines):
                 break
             raise CheckpointError(f"{path}:{number}: corrupt line") from None
+        problem = _record_problem(record)
+        if problem is not None:
+            raise CheckpointError(f"{path}:{number}: corrupt line ({problem})")
+        records.append(record)
     return records
 
 
-def truncate_generations(run_dir: Path, generations: int) -> list[dict]:
-    """Keep the records of generations < ``generations``; returns them."""
+def generations_torn(run_dir: Path) -> bool:
+    """Whether ``generations.jsonl`` ends in a line cut mid-write (a process killed while appending it)."""
+    path = Path(run_dir) / GENERATIONS
+    if not path.exists():
+        return False
+    raw = path.read_bytes()
+    lines = [line for line in raw.split(b"\n") if line.strip()]
+    if not lines:
+        return False
+    try:
+        json.loads(lines[-1].decode())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+    return not raw.endswith(b"\n")
+
+
+def covered_generations(run_dir: Path, generations: int) -> list[dict]:
+    """The records of generations < ``generations``, or a :class:`CheckpointError` when they are not all there.
+
+    Reads only: a resume checks this before it writes anything, so a refused
+    one leaves the directory as it was (:func:`truncate_generations` writes).
+    """
     kept = [r for r in read_generations(run_dir) if r["generation"] < generations]
     if [r["generation"] for r in kept] != list(range(len(kept))) or len(kept) != generations:
         raise CheckpointError(
-            f"{Path(run_dir) / GENERATIONS} does not hold generations 0..{generations - 1} that the checkpoint covers"
+            f"{Path(run_dir) / GENERATIONS} does not hold generations 0..{generations - 1} that the checkpoint "
+            f"covers ({len(kept)} readable); put back the {GENERATIONS} this run wrote, or move {CHECKPOINT} "
+            f"and {GENERATIONS} away to start over"
         )
+    return kept
+
+
+def truncate_generations(run_dir: Path, generations: int) -> list[dict]:
+    """Keep the records of generations < ``generations`` (and drop a torn last line); returns them."""
+    kept = covered_generations(run_dir, generations)
     atomic_write(Path(run_dir) / GENERATIONS, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
+
+
+def check_fresh_start(run_dir: Path, identity: dict) -> None:
+    """Refuse to start a run anew over records a new run would overwrite (a :class:`CheckpointError`).
+
+    Without a checkpoint, a run starts from generation 0 and rewrites
+    ``generations.jsonl``. That loses nothing only where a kill left it: at
+    most generation 0's line, written just before the first checkpoint, by a
+    run with the same settings (``run.json``), which recomputes it exactly.
+    More (the checkpoint was moved away after it was found corrupt) is a
+    run's history: the user moves it, not this process.
+    """
+    run_dir = Path(run_dir)
+    records = read_generations(run_dir)
+    if not records:
+        return
+    if len(records) == 1 and records[0].get("generation") == 0 and read_json(run_dir / RUN) == identity:
+        return
+    raise CheckpointError(
+        f"{run_dir / GENERATIONS} holds {len(records)} generation(s) but there is no {CHECKPOINT} to resume "
+        f"them from, and a new run would overwrite them: move {GENERATIONS} (with {BEST}, {PARETO} and "
+        f"{RUN}) away to start over, or put the run's {CHECKPOINT} back to resume"
+    )
 
 
 def pareto_archive(records: list[dict]) -> dict:
@@ -319,66 +428,3 @@ def write_config(run_dir: Path, cfg: Any, overrides: list[str] | None) -> None:
     atomic_write(run_dir / CONFIG, OmegaConf.to_yaml(conf))
     if overrides is not None:
         atomic_write(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
-
-
-class HeldLog(logging.Handler):
-    """Holds back the log file Hydra opened in the run directory until the run is accepted.
-
-    Hydra opens ``<run dir>/evolve.log`` before the job starts. Until
-    :func:`run` accepts the directory, records wait here; :meth:`release`
-    writes them to the file and puts its handler back, :meth:`discard`
-    closes it: a refused process writes nothing into another run's log.
-    """
-
-    def __init__(self, run_dir: Path):
-        super().__init__(logging.DEBUG)
-        inside = Path(run_dir).resolve()
-        self.root = logging.getLogger()
-        self.files = [
-            h
-            for h in self.root.handlers
-            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == inside
-        ]
-        self.records: list[logging.LogRecord] = []
-        self.accepted = False
-        for h in self.files:
-            self.root.removeHandler(h)
-        self.root.addHandler(self)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def release(self) -> None:
-        self.root.removeHandler(self)
-        for h in self.files:
-            for record in self.records:
-                if record.levelno >= h.level:
-                    h.handle(record)
-            self.root.addHandler(h)
-        self.records, self.accepted = [], True
-
-    def discard(self) -> None:
-        self.root.removeHandler(self)
-        for h in self.files:
-            h.close()
-        self.records = []
-
-
-def remove_if_empty(run_dir: Path, logs: list[Path]) -> None:
-    """Remove ``run_dir`` when it holds nothing but the empty ``logs`` Hydra opened in it.
-
-    Hydra makes the run directory before the job starts; a process that
-    refuses it (a bad config) takes it away again, with nothing in it to
-    lose. Parent directories stay: whether this process made them cannot be
-    told from the file system.
-    """
-    own = {p.resolve() for p in logs}
-    try:
-        entries = list(Path(run_dir).iterdir())
-        if any(e.resolve() not in own or not e.is_file() or e.stat().st_size for e in entries):
-            return
-        for e in entries:
-            e.unlink()
-        Path(run_dir).rmdir()
-    except OSError:  # gone already, or someone else's now: leave it
-        return

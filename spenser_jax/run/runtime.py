@@ -82,6 +82,14 @@ def executor_options(rt: dict) -> dict:
     require(name in EXECUTORS, f"runtime.executor must be one of {list(EXECUTORS)}, got {name!r}")
     if name == "local":
         return {"name": name}
+    import importlib.util
+
+    # Refused with the config, before the run directory is made: not after its files were written.
+    require(
+        importlib.util.find_spec("ray") is not None,
+        "runtime.executor=ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9'), "
+        "or use runtime.executor=local",
+    )
     address = rt.get("ray_address")
     require(address is None or isinstance(address, str), "runtime.ray_address must be null, auto or host:port")
     cpus, gpus, workers = rt.get("ray_cpus", 1), rt.get("ray_gpus", 0), rt.get("ray_workers")

@@ -29,7 +29,7 @@ __all__ = ["DEFAULT", "STRATEGIES", "Candidate", "Strategy", "from_config", "gen
 def from_config(cfg: dict, **context) -> Strategy:
     """The strategy ``cfg["evolution"]["strategy"]`` names, built (and checked) from ``cfg``."""
     name = cfg["evolution"].get("strategy", DEFAULT)
-    if name not in STRATEGIES:
+    if not isinstance(name, str) or name not in STRATEGIES:
         raise ConfigError(f"evolution.strategy must be one of {list(STRATEGIES)}, got {name!r}")
     return STRATEGIES[name].from_config(cfg, **context)
 

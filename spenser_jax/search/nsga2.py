@@ -75,11 +75,18 @@ def chance_level(num_classes: int) -> float:
 
 def check_objectives(names: Sequence[str]) -> tuple[str, ...]:
     """``names`` as a tuple, or a ValueError saying what is wrong with them."""
+    if isinstance(names, str):  # fitness.objectives=accuracy: one name, not its letters
+        raise ValueError(f"must be a list of at least two names, e.g. [accuracy,synops], got the one name {names!r}")
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"must be a list of names, e.g. [accuracy,synops], got {names!r}")
     names = tuple(names)
     unknown = [n for n in names if n not in OBJECTIVES]
     if unknown:
         raise ValueError(f"unknown objectives {unknown} (known: {sorted(OBJECTIVES)})")
-    if len(set(names)) != len(names) or len(names) < 2:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} named more than once in {list(names)}: name each objective once")
+    if len(names) < 2:
         raise ValueError(f"objectives must be at least two different names, got {list(names)}")
     if "accuracy" not in names:
         raise ValueError(f"objectives must include accuracy (what a network is for), got {list(names)}")
