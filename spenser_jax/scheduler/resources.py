@@ -9,6 +9,7 @@ individuals or signatures.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -44,17 +45,16 @@ def keep_host_memory() -> bool:
     a large network's epoch and a third for programs per block, which are
     called several times per step. With these settings freed memory is
     reused. Nothing computed changes; the process keeps its peak memory
-    until it exits.
+    until :func:`release_host_memory` hands it back.
 
     Call it before the backend starts (before the first computation): threads
     that already hold an allocator arena keep it. Returns False where the C
     library has no ``mallopt`` (not glibc: nothing changed).
     """
     import ctypes
-    import ctypes.util
 
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
@@ -66,6 +66,15 @@ def keep_host_memory() -> bool:
 _kept = False
 
 
+@functools.cache
+def _libc():
+    # Looked up once: find_library runs ldconfig in a subprocess, and the release comes after every candidate.
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def release_host_memory() -> None:
     """Hand the kept heap's free pages back to the kernel (after :func:`keep_host_memory`; else nothing).
 
@@ -73,16 +82,13 @@ def release_host_memory() -> None:
     search differ: with one heap trimmed only at its top, a few large ones
     leave it at their peak (13.9 GB resident, against glibc's default's
     peak of 10.5, in the first generation of a random search at subset
-    3,000: ``benchmarks/search_memory.py``). ``malloc_trim`` releases free
-    pages anywhere in the heap, so between candidates the process holds
-    what is live, at the cost of faulting the next one's first pages in
-    again.
+    3,000, measured by hand; ``benchmarks/search_memory.py`` repeats it).
+    ``malloc_trim`` releases free pages anywhere in the heap, so between
+    candidates the process holds what is live, at the cost of faulting the
+    next one's first pages in again.
     """
     if _kept:
-        import ctypes
-        import ctypes.util
-
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        _libc().malloc_trim(0)
 
 
 def wants_host_memory_kept(setting: bool | str, per_block: bool) -> bool:
