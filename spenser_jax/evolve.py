@@ -86,9 +86,9 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
         if state is None:
             files.check_fresh_start(run_dir, s.identity)  # no checkpoint: a new run, unless it would lose records
         else:
-            files.covered_generations(run_dir, state.generation)
+            kept = files.covered_generations(run_dir, state.generation)
             if state.generation >= s.generations:  # no config, log or lock written: only what a kill left, mended
-                _mend(run_dir, s, state)
+                _mend(run_dir, s, state, kept)
                 log.info("nothing to do: %d of %d generations done in %s", state.generation, s.generations, run_dir)
                 return state
         lock.announce()
@@ -103,7 +103,7 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
             files.atomic_write(run_dir / files.RUN, json.dumps(s.identity, indent=1))
             log.info("new run in %s", run_dir)
         else:
-            _mend(run_dir, s, state)
+            _mend(run_dir, s, state, kept)
             log.info(
                 "resuming %s after generation %d (best fitness %.4f)",
                 run_dir,
@@ -135,11 +135,10 @@ def run(cfg: Any, run_dir: Path, *, evaluator=None, overrides: list[str] | None 
         return _loop(s, state, run_dir, evaluator)
 
 
-def _mend(run_dir: Path, s: Setup, state) -> None:
+def _mend(run_dir: Path, s: Setup, state, kept: list[dict]) -> None:
     """Make ``generations.jsonl``, ``pareto.json`` and ``best.json`` what the checkpoint says, whatever a kill
-    left of them: lines of generations it does not cover dropped, the others rewritten. A file that already
-    agrees is not written (a finished run asked again changes no byte)."""
-    kept = files.covered_generations(run_dir, state.generation)
+    left of them: ``kept`` (:func:`~spenser_jax.run.files.covered_generations`) are the records it covers, lines
+    after them dropped. A file that already agrees is not written (a finished run asked again changes no byte)."""
     files.write_if_changed(run_dir / files.GENERATIONS, "".join(json.dumps(r) + "\n" for r in kept))
     files.write_if_changed(run_dir / files.PARETO, json.dumps(files.pareto_archive(kept), indent=1))
     if state.parent is not None:
